@@ -1,0 +1,7 @@
+"""ibnbench: how much does a classifier's ImageNet accuracy drop when appearance changes?"""
+from .models import ModelInfo, Preprocessing, Weights, create_model, list_models, model_info, register_model
+from .weights import WeightsError
+
+__version__ = "0.1.0"
+__all__ = ["ModelInfo", "Preprocessing", "Weights", "WeightsError", "create_model", "list_models", "model_info",
+           "register_model"]

@@ -1,0 +1,116 @@
+"""The IBN layer and a fast instance norm, state_dict-compatible with the official IBN-Net.
+
+In eval mode neither layer splits, copies or concatenates the feature map: the IN statistics
+are computed on a channel slice (a view), every channel gets one per-sample scale and shift
+(BN folded from its running statistics), and a single fused ``addcmul`` writes the output.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _instance_scale_shift(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                          eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample, per-channel ``(scale, shift)`` of instance norm, in float32, shape ``[N, C]``."""
+    stats_input = x if x.dtype == torch.float32 else x.float()
+    var, mean = torch.var_mean(stats_input, dim=(2, 3), unbiased=False)
+    scale = torch.rsqrt(var + eps)
+    if weight is not None:
+        scale = scale * weight
+    shift = -mean * scale
+    if bias is not None:
+        shift = shift + bias
+    return scale, shift
+
+
+def _apply(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``x * scale + shift`` with ``[N, C]`` (or ``[C]``) coefficients broadcast over H x W, in one kernel."""
+    scale = scale.to(x.dtype)[..., None, None]
+    shift = shift.to(x.dtype)[..., None, None]
+    return torch.addcmul(shift, x, scale)
+
+
+def _folded_batch_norm(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BN as ``(scale, shift)`` of shape ``[C]``."""
+    scale = torch.rsqrt(bn.running_var.float() + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.float()
+    shift = -bn.running_mean.float() * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias.float()
+    return scale, shift
+
+
+class InstanceNorm(nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` (same keys and semantics) with a fused eval path that keeps
+    the memory format (channels_last stays channels_last)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or self.track_running_stats:
+            return super().forward(x)
+        scale, shift = _instance_scale_shift(x, self.weight, self.bias, self.eps)
+        return _apply(x, scale, shift)
+
+
+class IBN(nn.Module):
+    """Instance-Batch Normalisation: IN on ``n_in`` channels, BN on the others.
+
+    ``in_first=True`` (ResNet family): IN on the FIRST ``int(planes * ratio)`` channels.
+    ``in_first=False`` (DenseNet family): BN on the first ``int(planes * (1 - ratio))``, IN on the rest.
+    Keys are ``IN.weight``, ``IN.bias`` and ``BN.*`` as in the official release.
+    """
+
+    def __init__(self, planes: int, ratio: float = 0.5, in_first: bool = True):
+        super().__init__()
+        self.in_first = in_first
+        self.n_in = int(planes * ratio) if in_first else planes - int(planes * (1 - ratio))
+        self.IN = nn.InstanceNorm2d(self.n_in, affine=True)
+        self.BN = nn.BatchNorm2d(planes - self.n_in)
+
+    def _slices(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(IN part, BN part) of ``x`` along channels, as views."""
+        n_bn = x.shape[1] - self.n_in
+        return (x[:, :self.n_in], x[:, self.n_in:]) if self.in_first else (x[:, n_bn:], x[:, :n_bn])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_in, x_bn = self._slices(x)
+        if self.training:
+            out_in, out_bn = self.IN(x_in.contiguous()), self.BN(x_bn.contiguous())
+            return torch.cat((out_in, out_bn) if self.in_first else (out_bn, out_in), 1)
+        in_scale, in_shift = _instance_scale_shift(x_in, self.IN.weight, self.IN.bias, self.IN.eps)
+        bn_scale, bn_shift = _folded_batch_norm(self.BN)
+        n = x.shape[0]
+        parts = ((in_scale, bn_scale.expand(n, -1)), (in_shift, bn_shift.expand(n, -1)))
+        if not self.in_first:
+            parts = tuple(p[::-1] for p in parts)
+        scale, shift = (torch.cat(p, 1) for p in parts)
+        return _apply(x, scale, shift)
+
+
+class SELayer(nn.Module):
+    """Squeeze-and-excitation with the official keys ``fc.0`` / ``fc.2`` (no biases)."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(
+            nn.Linear(channels, int(channels / reduction), bias=False),
+            nn.ReLU(inplace=True),
+            nn.Linear(int(channels / reduction), channels, bias=False),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = self.fc(self.avg_pool(x).flatten(1))
+        return x * weights[:, :, None, None]
+
+
+def reference_ibn_forward(layer: IBN, x: torch.Tensor) -> torch.Tensor:
+    """The official split/normalise/concatenate computation, for tests and benchmarks."""
+    x_in, x_bn = layer._slices(x)
+    out_in = F.instance_norm(x_in.contiguous(), weight=layer.IN.weight, bias=layer.IN.bias, eps=layer.IN.eps)
+    out_bn = F.batch_norm(x_bn.contiguous(), layer.BN.running_mean, layer.BN.running_var,
+                          layer.BN.weight, layer.BN.bias, False, 0.0, layer.BN.eps)
+    return torch.cat((out_in, out_bn) if layer.in_first else (out_bn, out_in), 1)

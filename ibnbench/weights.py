@@ -1,0 +1,129 @@
+"""Resolve and load weights: a local path, a URL (into the torch hub cache, sha256-checked),
+"official" (the model's released file) or "random", with one clear error for every failure."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from .models.registry import ModelInfo, Weights
+
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
+
+
+class WeightsError(RuntimeError):
+    """A checkpoint could not be found, downloaded, verified or loaded."""
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cache_dir() -> Path:
+    """Where downloaded checkpoints live: torch hub's ``checkpoints`` folder (``$TORCH_HOME``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _is_url(spec: str) -> bool:
+    return re.match(r"^(https?|ftp)://", spec) is not None
+
+
+def _hash_prefix_from_name(filename: str) -> str | None:
+    """torch hub convention: ``name-<sha256 prefix>.pth``."""
+    match = re.search(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$", filename)
+    return match.group(1) if match else None
+
+
+def fetch(url: str, sha256_prefix: str | None, model_name: str, progress: bool = True) -> Path:
+    """The cached file for ``url``, downloading it if absent; the sha256 prefix is checked either way."""
+    filename = url.rsplit("/", 1)[-1]
+    target = cache_dir() / filename
+    expected = sha256_prefix or _hash_prefix_from_name(filename)
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(target), hash_prefix=None, progress=progress)
+        except Exception as exc:  # network down, 404, disk full: one message that says what to do
+            raise WeightsError(
+                f"{model_name}: cannot download {url} ({type(exc).__name__}: {exc}). "
+                f"Download it elsewhere and place it at {target}, or pass --weights PATH."
+            ) from None
+    if expected and not sha256_of(target).startswith(expected):
+        raise WeightsError(f"{model_name}: {target} does not match sha256 prefix {expected}; "
+                           f"delete it and download {url} again.")
+    return target
+
+
+def resolve(spec: str, info: ModelInfo, progress: bool = True) -> Path | None:
+    """The checkpoint file ``spec`` names for ``info`` (None for random init)."""
+    if spec == "random":
+        return None
+    if spec == "official":
+        released: Weights | None = info.weights
+        if released is None:
+            raise WeightsError(f"{info.name}: no released weights (research variant or not published); "
+                               "pass --weights PATH or --weights random.")
+        return fetch(released.url, released.sha256_prefix, info.name, progress)
+    if _is_url(spec):
+        return fetch(spec, None, info.name, progress)
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"{info.name}: weights file {spec} does not exist.")
+    return path
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a checkpoint, unwrap ``{"state_dict": ...}``-style containers and strip ``module.`` prefixes."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    while isinstance(obj, Mapping):
+        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: does not hold a state_dict (a mapping of names to tensors).")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], model_name: str,
+                           origin: str = "checkpoint") -> None:
+    """Strict load; a mismatch raises one error naming the model and the first offending keys."""
+    adapt = getattr(model, "adapt_state_dict", None)
+    if adapt is not None:
+        state_dict = adapt(dict(state_dict))
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong_shape = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+                   for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+            if keys:
+                parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
+        raise WeightsError(f"{origin} does not fit {model_name}: {'; '.join(parts)}. "
+                           f"Is it a checkpoint of another architecture?")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_weights(model: nn.Module, info: ModelInfo, spec: str | None, progress: bool = True) -> dict:
+    """Load ``spec`` into ``model``; returns ``{"source", "path", "sha256"}`` for the result record."""
+    if spec is None or spec == "random":
+        return {"source": "random", "path": None, "sha256": None}
+    path = resolve(spec, info, progress)
+    load_state_dict_strict(model, read_state_dict(path), info.name, origin=str(path))
+    return {"source": spec, "path": str(path), "sha256": sha256_of(path)}
