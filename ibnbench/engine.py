@@ -1,0 +1,355 @@
+"""The evaluation engine: decode each batch once, apply every condition on the device, feed every
+model, and count top-1/top-5 hits per image on the device (synchronising once per chunk)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import data as data_mod
+from .distributed import DistContext
+from .models.registry import Preprocessing
+from .results import Record
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class RunOptions:
+    """How to run (not what): device, batching, precision, resumability."""
+
+    device: str | None = None
+    batch_size: int = 64
+    workers: int = min(8, os.cpu_count() or 1)
+    amp: str = "auto"
+    channels_last: bool = False
+    compile: bool = False
+    limit: int | None = None
+    chunk_size: int = 2048
+    on_bad_image: str = "fail"
+    fanout: bool = True
+    progress: bool = True
+
+    def resolved_device(self) -> torch.device:
+        return torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def amp_dtype(self, device: torch.device) -> torch.dtype | None:
+        amp = self.amp if self.amp != "auto" else ("bf16" if device.type == "cuda" else "off")
+        if amp not in ("off", *AMP_DTYPES):
+            raise ValueError(f"--amp must be bf16, fp16, off or auto, not {self.amp!r}")
+        return AMP_DTYPES.get(amp)
+
+
+@dataclass
+class EvalState:
+    """Per-image hits for every (model, condition), kept on the device until a chunk ends."""
+
+    n_images: int
+    pairs: list[tuple[str, str]]
+    device: torch.device
+    done: torch.Tensor = field(init=False)
+    valid: torch.Tensor = field(init=False)
+    top1: dict[tuple[str, str], torch.Tensor] = field(init=False)
+    top5: dict[tuple[str, str], torch.Tensor] = field(init=False)
+
+    def __post_init__(self) -> None:
+        def zeros():
+            return torch.zeros(self.n_images, dtype=torch.bool, device=self.device)
+
+        self.done, self.valid = zeros(), zeros()
+        self.top1 = {p: zeros() for p in self.pairs}
+        self.top5 = {p: zeros() for p in self.pairs}
+
+    def state_dict(self) -> dict:
+        return {"n_images": self.n_images, "done": self.done.cpu(), "valid": self.valid.cpu(),
+                "top1": {"|".join(p): t.cpu() for p, t in self.top1.items()},
+                "top5": {"|".join(p): t.cpu() for p, t in self.top5.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.done.copy_(state["done"])
+        self.valid.copy_(state["valid"])
+        for p in self.pairs:
+            self.top1[p].copy_(state["top1"]["|".join(p)])
+            self.top5[p].copy_(state["top5"]["|".join(p)])
+
+    def reduce(self, dist: DistContext) -> None:
+        """Combine the disjoint shards of all ranks (each image was counted by exactly one rank)."""
+        if not dist.enabled:
+            return
+        tensors = [self.done, self.valid, *self.top1.values(), *self.top5.values()]
+        stacked = torch.stack([t.to(torch.int32) for t in tensors])
+        dist.all_reduce_sum(stacked)
+        for t, reduced in zip(tensors, stacked):
+            t.copy_(reduced > 0)
+
+    def summary(self) -> list[dict]:
+        """Percent errors over the valid (decoded) images, one row per (model, condition)."""
+        valid = self.valid.cpu()
+        n = int(valid.sum())
+        rows = []
+        for model, cond in self.pairs:
+            hits1 = int(self.top1[model, cond].cpu()[valid].sum())
+            hits5 = int(self.top5[model, cond].cpu()[valid].sum())
+            rows.append({"model": model, "condition": cond, "n_images": n,
+                         "top1_err": round(100.0 * (1 - hits1 / n), 4) if n else float("nan"),
+                         "top5_err": round(100.0 * (1 - hits5 / n), 4) if n else float("nan")})
+        return rows
+
+    def per_image(self) -> dict:
+        """Per-image hits as '0'/'1' strings in dataset order ('-' for images not evaluated)."""
+        valid = self.valid.cpu().tolist()
+
+        def encode(t: torch.Tensor) -> str:
+            return "".join("-" if not v else ("1" if h else "0") for v, h in zip(valid, t.cpu().tolist()))
+
+        out: dict = {"top1": {}, "top5": {}}
+        for model, cond in self.pairs:
+            out["top1"].setdefault(model, {})[cond] = encode(self.top1[model, cond])
+            out["top5"].setdefault(model, {})[cond] = encode(self.top5[model, cond])
+        return out
+
+
+class ModelRunner:
+    """A model on the device with its preprocessing, precision and memory format; halves its
+    micro-batch on out-of-memory instead of failing."""
+
+    def __init__(self, model: nn.Module, preprocessing: Preprocessing, device: torch.device,
+                 options: RunOptions):
+        self.preprocessing = preprocessing
+        self.device = device
+        self.channels_last = options.channels_last
+        self.amp_dtype = options.amp_dtype(device)
+        model = model.to(device).eval()
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = torch.compile(model) if options.compile else model
+        self.micro_batch: int | None = None
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.preprocessing.normalize(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype
+                    else contextlib.nullcontext())
+        with autocast:
+            return self.model(x).float()
+
+    @torch.no_grad()
+    def top5(self, x: torch.Tensor) -> torch.Tensor:
+        """Top-5 class indices ``[N, 5]`` for a 0..255 batch."""
+        while True:
+            step = self.micro_batch or x.shape[0]
+            try:
+                return torch.cat([self._forward(part).topk(5, dim=1).indices for part in x.split(step)])
+            except torch.OutOfMemoryError:
+                if step == 1:
+                    raise
+                self.micro_batch = max(1, step // 2)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                tqdm.write(f"out of memory: micro-batch reduced to {self.micro_batch}")
+
+
+def environment(device: torch.device, options: RunOptions) -> dict:
+    """Versions and hardware, for the record."""
+    import kornia
+    import timm
+    import torchvision
+
+    from . import __version__
+
+    env = {"ibnbench": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+           "kornia": kornia.__version__, "timm": timm.__version__, "python": platform.python_version(),
+           "platform": platform.platform(), "device": str(device),
+           "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+           "dtype": str(options.amp_dtype(device) or torch.float32).removeprefix("torch."),
+           "channels_last": options.channels_last, "compile": options.compile, "batch_size": options.batch_size}
+    return env
+
+
+class Checkpoint:
+    """Resume file: the evaluation state after the last completed chunk, tied to the run's identity."""
+
+    def __init__(self, path: Path | None, identity: dict):
+        self.path = path
+        self.identity = identity
+
+    def load(self) -> dict | None:
+        if self.path is None or not self.path.exists():
+            return None
+        saved = torch.load(self.path, map_location="cpu", weights_only=False)
+        if saved.get("identity") != self.identity:
+            diff = sorted(k for k in set(saved.get("identity", {})) | set(self.identity)
+                          if saved.get("identity", {}).get(k) != self.identity.get(k))
+            raise ValueError(f"{self.path}: checkpoint belongs to a different run (differs in {', '.join(diff)}); "
+                             "delete it or run without --resume")
+        return saved
+
+    def save(self, state: EvalState, extra: dict) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        torch.save({"identity": self.identity, "state": state.state_dict(), **extra}, tmp)
+        os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_mod.ValDataset,
+             options: RunOptions | None = None, checkpoint: Checkpoint | None = None,
+             dist: DistContext | None = None, on_batch: Callable[[int], None] | None = None) -> dict:
+    """Evaluate every model under every condition; returns ``{"results", "per_image", "timing", "skipped"}``.
+
+    ``models`` map names to modules carrying ``ibnbench_info`` (for preprocessing). In fan-out mode
+    (default) each batch is decoded once; ``options.fanout=False`` is the per-(model, condition)
+    baseline that re-reads the data for every pair, kept for honest speed comparisons.
+    """
+    options = options or RunOptions()
+    dist = dist or DistContext.detect()
+    device = dist.device(options.resolved_device())
+    runners = {name: ModelRunner(m, m.ibnbench_info.preprocessing, device, options) for name, m in models.items()}
+    geometries = {data_mod.geometry_key(r.preprocessing): r.preprocessing for r in runners.values()}
+    pairs = [(m, c.id) for m in models for c in conditions]
+    state = EvalState(len(dataset), pairs, device)
+    checkpoint = checkpoint or Checkpoint(None, {})
+    skipped: list[str] = []
+    saved = checkpoint.load()
+    if saved is not None:
+        state.load_state_dict(saved["state"])
+        skipped = saved.get("skipped", [])
+
+    t0 = time.perf_counter()
+    passes = [(list(models), list(conditions))] if options.fanout else [([m], [c]) for m in models for c in conditions]
+    images_seen = 0
+    for model_names, pass_conditions in passes:
+        todo = [i for i in dist.shard(range(len(dataset))) if not state.done[i]]
+        if not options.fanout:
+            todo = list(dist.shard(range(len(dataset))))
+        loader = data_mod.make_loader(dataset, geometries, batch_size=options.batch_size, workers=options.workers,
+                                      pin_memory=device.type == "cuda", on_bad_image=options.on_bad_image,
+                                      indices=todo)
+        desc = "evaluate" if options.fanout else f"{model_names[0]} / {pass_conditions[0].id}"
+        bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not (options.progress and dist.is_main),
+                   dynamic_ncols=True, smoothing=0.1)
+        since_checkpoint = 0
+        for batch in loader:
+            index = batch["index"].to(device, non_blocking=True)
+            label = batch["label"].to(device, non_blocking=True)
+            crops = {key: crop.to(device, non_blocking=True).float() for key, crop in batch["crops"].items()}
+            for condition in pass_conditions:
+                for key, crop in crops.items():
+                    x = condition(crop)
+                    for name in model_names:
+                        if data_mod.geometry_key(runners[name].preprocessing) != key:
+                            continue
+                        hits = runners[name].top5(x) == label[:, None]
+                        state.top1[name, condition.id][index] = hits[:, 0]
+                        state.top5[name, condition.id][index] = hits.any(dim=1)
+            state.valid[index] = batch["ok"].to(device, non_blocking=True)
+            state.done[index] = True
+            skipped.extend(batch.get("skipped", []))
+            n = len(batch["index"])
+            bar.update(n)
+            images_seen += n
+            since_checkpoint += n
+            if on_batch is not None:
+                on_batch(images_seen)
+            if options.fanout and since_checkpoint >= options.chunk_size:
+                checkpoint.save(state, {"skipped": skipped})
+                since_checkpoint = 0
+        bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - t0
+    state.reduce(dist)
+    skipped = dist.gather_lists(skipped)
+    n_done = int(state.done.sum())
+    return {"results": state.summary(), "per_image": state.per_image(), "skipped": sorted(set(skipped)),
+            "timing": {"seconds": round(elapsed, 3), "images": n_done, "passes": len(passes),
+                       "images_per_s": round(images_seen / elapsed, 2) if elapsed else None,
+                       "world_size": dist.world_size},
+            "device": device}
+
+
+def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", conditions: Sequence[str] | None = None,
+        weights: Sequence[str] | None = None, output: str | os.PathLike | None = None,
+        results_dir: str | os.PathLike = "results", labels: str | os.PathLike | None = None, resume: bool = False,
+        skip_missing: bool = False, style_weights: dict[str, str] | None = None, **options) -> Record:
+    """``ibnbench run`` as a function: evaluate models under a suite on a dataset and write the record.
+
+    ``weights`` gives one spec per model (or one for all): "official", "random", a path or a URL.
+    Conditions whose assets are missing stop the run before any work, unless ``skip_missing``.
+    """
+    from datetime import datetime, timezone
+
+    from .models import create_model
+    from .results import Record, write_record
+    from .suites import load_suite
+
+    opts = RunOptions(**options)
+    dist = DistContext.detect()
+    names = list(model)
+    if not names:
+        raise ValueError("give at least one --model")
+    specs = list(weights or ["official"])
+    if len(specs) not in (1, len(names)):
+        raise ValueError(f"--weights: give one spec for all models or one per model ({len(names)}), not {len(specs)}")
+    specs = specs * len(names) if len(specs) == 1 else specs
+    chosen = load_suite(suite, style_weights=style_weights)
+    if conditions:
+        chosen = chosen.select(conditions)
+    missing = {c.id: c.requires for c in chosen.conditions if c.requires}
+    not_run = []
+    if missing:
+        if not skip_missing:
+            details = "; ".join(f"{cid}: {', '.join(req)}" for cid, req in missing.items())
+            raise ValueError(f"missing assets for condition(s) {details} (or pass --skip-missing)")
+        not_run = list(missing)
+        chosen = chosen.select([c.id for c in chosen.conditions if c.id not in missing])
+    dataset = data_mod.open_dataset(data, labels=labels, limit=opts.limit)
+    models = {name: create_model(name, weights=spec) for name, spec in zip(names, specs)}
+
+    out_path = Path(output) if output else None
+    identity = {"suite_hash": chosen.hash, "conditions": [c.id for c in chosen.conditions],
+                "dataset": dataset.fingerprint()["sha256"], "world_size": dist.world_size, "rank": dist.rank,
+                "models": {n: m.ibnbench_weights.get("sha256") for n, m in models.items()}}
+    stem = out_path or Path(results_dir) / f"{chosen.name}-{'+'.join(names)}.json"
+    ckpt_path = stem.with_name(f".{stem.name}.rank{dist.rank}.resume.pt")
+    if not resume and ckpt_path.exists():
+        ckpt_path.unlink()
+    checkpoint = Checkpoint(ckpt_path, identity)
+    result = evaluate(models, chosen.conditions, dataset, opts, checkpoint, dist)
+
+    fingerprint = dataset.fingerprint()
+    record = Record(
+        suite=chosen.name, suite_hash=chosen.hash,
+        conditions=[{"id": c.id, "label": c.label} for c in chosen.conditions]
+        + [{"id": cid, "label": cid, "not_run": True} for cid in not_run],
+        dataset={**fingerprint, "n_skipped": len(result["skipped"]), "skipped": result["skipped"]},
+        models={n: {"weights": m.ibnbench_weights.get("source"), "sha256": m.ibnbench_weights.get("sha256"),
+                    "preprocessing": m.ibnbench_info.preprocessing.as_dict()} for n, m in models.items()},
+        environment=environment(result["device"], opts),
+        timing=result["timing"],
+        results=result["results"],
+        per_image={"files": list(dataset.files), **result["per_image"]},
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    if dist.is_main:
+        if out_path is None:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            out_path = Path(results_dir) / f"{chosen.name}-{'+'.join(names)}-{stamp}.json"
+        write_record(record, out_path)
+    dist.barrier()
+    checkpoint.remove()
+    return record

@@ -1,0 +1,179 @@
+"""Result records: a self-describing JSON document per run, written atomically, read with validation."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+REQUIRED = ("suite", "suite_hash", "dataset", "models", "environment", "timing", "results")
+
+
+class RecordError(ValueError):
+    """A result record is unreadable, malformed or incomparable."""
+
+
+@dataclass
+class Record:
+    """One run: what was evaluated (suite, dataset, models) and what came out (percent errors)."""
+
+    suite: str
+    suite_hash: str
+    conditions: list[dict]
+    dataset: dict
+    models: dict[str, dict]
+    environment: dict
+    timing: dict
+    results: list[dict]
+    per_image: dict = field(default_factory=dict)
+    created: str = ""
+    schema: int = SCHEMA_VERSION
+    path: str | None = field(default=None, compare=False)
+
+    # -- lookups ---------------------------------------------------------------------------------
+    def result(self, model: str, condition: str) -> dict:
+        for row in self.results:
+            if row["model"] == model and row["condition"] == condition:
+                return row
+        raise KeyError(f"no result for model {model!r} under condition {condition!r} in {self.path or 'record'}")
+
+    def top1_err(self, condition: str, model: str | None = None) -> float:
+        return self.result(self._model(model), condition)["top1_err"]
+
+    def top5_err(self, condition: str, model: str | None = None) -> float:
+        return self.result(self._model(model), condition)["top5_err"]
+
+    def drop(self, condition: str, model: str | None = None, metric: str = "top1_err",
+             baseline: str = "origin") -> float:
+        """Error increase of ``condition`` over ``baseline`` (percentage points)."""
+        model = self._model(model)
+        return self.result(model, condition)[metric] - self.result(model, baseline)[metric]
+
+    def _model(self, model: str | None) -> str:
+        if model is not None:
+            return model
+        if len(self.models) != 1:
+            raise ValueError(f"record has models {sorted(self.models)}: name one")
+        return next(iter(self.models))
+
+    @property
+    def model_names(self) -> list[str]:
+        return list(self.models)
+
+    @property
+    def condition_ids(self) -> list[str]:
+        return [c["id"] for c in self.conditions]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (model, condition) with errors, drops against ``origin`` and run metadata."""
+        frame = pd.DataFrame(self.results)
+        if frame.empty:
+            return frame
+        origin = frame[frame.condition == "origin"].set_index("model")
+        for metric in ("top1_err", "top5_err"):
+            base = frame.model.map(origin[metric]) if not origin.empty else float("nan")
+            frame[f"drop_{metric.split('_')[0]}"] = frame[metric] - base
+        frame["suite"] = self.suite
+        frame["suite_hash"] = self.suite_hash
+        frame["dataset"] = self.dataset.get("sha256", "")
+        frame["subset"] = self.dataset.get("subset", True)
+        frame["n_dataset"] = self.dataset.get("n_images")
+        frame["created"] = self.created
+        frame["weights_sha256"] = frame.model.map(lambda m: (self.models.get(m, {}).get("sha256") or "random")[:12])
+        return frame
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("path")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict, path: str | None = None) -> Record:
+        where = path or "record"
+        if not isinstance(data, dict):
+            raise RecordError(f"{where}: not a result record (expected a JSON object)")
+        missing = [k for k in REQUIRED if k not in data]
+        if missing:
+            raise RecordError(f"{where}: not a result record (missing {', '.join(missing)})")
+        if data.get("schema", SCHEMA_VERSION) > SCHEMA_VERSION:
+            raise RecordError(f"{where}: record schema {data['schema']} is newer than this ibnbench understands")
+        for i, row in enumerate(data["results"]):
+            bad = [k for k in ("model", "condition", "top1_err", "top5_err", "n_images") if k not in row]
+            if bad:
+                raise RecordError(f"{where}: results[{i}] lacks {', '.join(bad)}")
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "path"}
+        known.setdefault("conditions", [{"id": c, "label": c} for c in dict.fromkeys(r["condition"] for r in data["results"])])
+        return cls(**known, path=path)
+
+    def comparable_with(self, other: Record) -> list[str]:
+        """Reasons why numbers of ``self`` and ``other`` must not be compared (empty: comparable)."""
+        reasons = []
+        if self.suite_hash != other.suite_hash:
+            reasons.append(f"suite definitions differ ({self.suite}@{self.suite_hash[:12]} vs "
+                           f"{other.suite}@{other.suite_hash[:12]})")
+        if self.dataset.get("sha256") != other.dataset.get("sha256"):
+            reasons.append(f"datasets differ (fingerprint {str(self.dataset.get('sha256'))[:12]} vs "
+                           f"{str(other.dataset.get('sha256'))[:12]})")
+        for model in set(self.models) & set(other.models):
+            if self.models[model].get("preprocessing") != other.models[model].get("preprocessing"):
+                reasons.append(f"preprocessing of {model} differs")
+        return reasons
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """Write JSON so that ``path`` holds either the old or the complete new content, never a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_record(record: Record, path: str | os.PathLike) -> Path:
+    """Atomically write ``record`` as JSON to ``path``."""
+    try:
+        out = write_json_atomic(path, record.to_dict())
+    except OSError as exc:
+        raise RecordError(f"cannot write record {path}: {exc.strerror or exc}") from None
+    record.path = str(out)
+    return out
+
+
+def read_record(path: str | os.PathLike) -> Record:
+    """Read and validate a record; a corrupt or foreign file raises :class:`RecordError`."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise RecordError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"{path}: corrupt record (invalid JSON at line {exc.lineno}: {exc.msg})") from None
+    return Record.from_dict(data, path=str(path))
+
+
+def find_records(paths: list[str | os.PathLike]) -> list[Path]:
+    """Expand directories into their ``*.json`` records (recursively), keep files as given."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found.extend(sorted(q for q in p.rglob("*.json") if not q.name.startswith(".")))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise RecordError(f"{p}: no such record or directory")
+    return found

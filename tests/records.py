@@ -1,0 +1,21 @@
+"""Synthetic result records for report, leaderboard and check tests."""
+from __future__ import annotations
+
+from ibnbench.results import Record
+
+CONDITIONS = [{"id": "origin", "label": "origin"}, {"id": "rgb+50", "label": "RGB+50"},
+              {"id": "std*1.5", "label": "std x1.5"}]
+
+
+def make_record(errors: dict[str, dict[str, tuple[float, float]]], suite_hash: str = "abc123" * 10,
+                dataset_sha: str = "d" * 64, n_images: int = 100) -> Record:
+    """A record with the given ``{model: {condition: (top1, top5)}}`` errors."""
+    return Record(
+        suite="table1", suite_hash=suite_hash, conditions=CONDITIONS,
+        dataset={"sha256": dataset_sha, "n_images": n_images, "subset": n_images < 50000, "layout": "imagefolder"},
+        models={m: {"weights": "official", "sha256": "f" * 64, "preprocessing": {"resize": 256, "crop": 224}}
+                for m in errors},
+        environment={"device": "cpu", "dtype": "float32"}, timing={"seconds": 1.0},
+        results=[{"model": m, "condition": c, "top1_err": e[0], "top5_err": e[1], "n_images": n_images}
+                 for m, by_cond in errors.items() for c, e in by_cond.items()],
+        created="2026-11-24T00:00:00+00:00")
