@@ -46,6 +46,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Compare a new record with a recorded one; exit 0 ok, 1 regression, 2 incomparable."""
+    from .check import check
+
+    outcome = check(args.results, args.against, tolerance=args.tolerance, metric=args.metric,
+                    either_way=args.either_way)
+    print(outcome.render())
+    return outcome.exit_code
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     """Rebuild leaderboards/<suite>.md from leaderboards/records/."""
     from .leaderboard import build
@@ -115,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vs", choices=["paper"], help="show the paper's published numbers next to ours, with differences")
     p.add_argument("--output", metavar="FILE", help="write the report to FILE instead of printing it")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("check", help="compare new results with recorded ones (exit 0 ok, 1 regression, 2 incomparable)")
+    p.add_argument("--results", required=True, metavar="NEW", help="the new record")
+    p.add_argument("--against", required=True, metavar="RECORDED", help="the recorded (reference) record")
+    p.add_argument("--tolerance", type=float, default=0.5, metavar="POINTS", help="allowed error increase in points (default 0.5)")
+    p.add_argument("--metric", default="top1", choices=["top1", "top5", "drop"], help="what to compare (default top1 error)")
+    p.add_argument("--either-way", action="store_true", help="also fail when the error moves DOWN by more than the tolerance")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("leaderboard", help="leaderboards from committed records")
     lb = p.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -1,0 +1,144 @@
+"""Speed: timm-style synthetic throughput, per-stage pipeline timing, and a fake ImageNet val generator."""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .engine import AMP_DTYPES
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def throughput(model_name: str, batch_size: int = 64, amp: str = "off", channels_last: bool = False,
+               compile: bool = False, device: str | None = None, warmup: int = 3, iters: int = 10,
+               size: int = 224) -> dict:
+    """Synthetic eval throughput of one model (images/s, peak memory); halves the batch on out-of-memory."""
+    from .models import create_model
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = create_model(model_name).to(dev).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model = torch.compile(model)
+    dtype = AMP_DTYPES.get(amp)
+    autocast = torch.autocast(dev.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    while True:
+        try:
+            x = torch.randn(batch_size, 3, size, size, device=dev)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            with torch.no_grad(), autocast:
+                for _ in range(warmup):
+                    model(x)
+                _sync(dev)
+                start = time.perf_counter()
+                for _ in range(iters):
+                    model(x)
+                _sync(dev)
+            elapsed = time.perf_counter() - start
+            break
+        except torch.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            batch_size //= 2
+            torch.cuda.empty_cache()
+    return {"model": model_name, "device": str(dev), "amp": amp, "channels_last": channels_last, "compile": compile,
+            "batch_size": batch_size, "images_per_s": round(batch_size * iters / elapsed, 1),
+            "ms_per_batch": round(1000 * elapsed / iters, 2),
+            "peak_memory_mb": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == "cuda" else None}
+
+
+# -- fake ImageNet val --------------------------------------------------------------------------------------------
+
+# ImageNet val: most images are 500x375 / 375x500 / 500x333 / 500x500; mean JPEG size ~ 130 kB.
+_SHAPES = ((375, 500), (500, 375), (333, 500), (500, 500), (500, 333), (400, 500), (281, 500), (500, 400))
+
+
+def fake_image(seed: int) -> torch.Tensor:
+    """A natural-looking uint8 RGB image: 1/f-like colour noise, a lit gradient, a few soft shapes and grain."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = _SHAPES[int(torch.randint(len(_SHAPES), (1,), generator=g))]
+    image = torch.zeros(3, h, w)
+    for scale in (4, 8, 16, 32, 64):  # octaves of smooth noise: large blobs dominate, detail decays like 1/f
+        coarse = torch.randn(1, 3, max(2, h // scale), max(2, w // scale), generator=g)
+        image += torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)[0] * scale ** 0.8
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    angle = float(torch.rand(1, generator=g)) * 2 * math.pi
+    image += 25 * (math.cos(angle) * xx + math.sin(angle) * yy)
+    for _ in range(int(torch.randint(2, 6, (1,), generator=g))):
+        cy, cx, r = (torch.rand(3, generator=g) * torch.tensor([h, w, min(h, w) / 3])).tolist()
+        mask = (((yy + 1) * h / 2 - cy) ** 2 + ((xx + 1) * w / 2 - cx) ** 2 < (r + 10) ** 2).float()
+        image += mask * (torch.rand(3, 1, 1, generator=g) * 120 - 60)
+    image = (image - image.mean()) / (image.std() + 1e-6) * 55 + 115 + torch.randn(3, h, w, generator=g) * 6
+    return image.clamp(0, 255).to(torch.uint8)
+
+
+def _write_fake(job: tuple[int, str, str, int]) -> None:
+    from torchvision.io import encode_jpeg
+
+    index, wnid, out, seed = job
+    folder = Path(out) / wnid
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"ILSVRC2012_val_{index + 1:08d}.JPEG"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(encode_jpeg(fake_image(seed + index), quality=90).numpy().tobytes())
+        os.replace(tmp, path)
+
+
+def make_fake_val(n: int, out: str | os.PathLike, seed: int = 0, workers: int | None = None,
+                  progress: bool = True) -> Path:
+    """Write ``n`` synthetic JPEGs in ImageFolder layout (``out/<wnid>/ILSVRC2012_val_*.JPEG``), 50 per class
+    for the full 50,000, with valid ImageNet wnids; resumable (existing files are kept)."""
+    from timm.data import ImageNetInfo
+
+    wnids = ImageNetInfo().label_names()
+    jobs = [(i, wnids[i % len(wnids)], str(out), seed) for i in range(n)]
+    torch.set_num_threads(1)
+    with ProcessPoolExecutor(workers or os.cpu_count()) as pool:
+        for _ in tqdm(pool.map(_write_fake, jobs, chunksize=64), total=n, desc="make-fake-val", unit="img",
+                      disable=not progress):
+            pass
+    return Path(out)
+
+
+def compare_baseline(models: Sequence[str], data: str | os.PathLike, suite: str = "table1",
+                     conditions: Sequence[str] | None = None, weights: Sequence[str] | None = None,
+                     **options) -> dict:
+    """Time the fan-out engine against the per-(model, condition) baseline on the same data, and count decodes."""
+    from . import data as data_mod
+    from .engine import RunOptions, evaluate
+    from .models import create_model
+    from .suites import load_suite
+
+    chosen = load_suite(suite, style_weights=options.pop("style_weights", None))
+    if conditions:
+        chosen = chosen.select(conditions)
+    dataset = data_mod.open_dataset(data, limit=options.get("limit"))
+    specs = list(weights or ["random"])
+    specs = specs * len(models) if len(specs) == 1 else specs
+    built = {m: create_model(m, weights=w) for m, w in zip(models, specs)}
+    out = {}
+    for mode, fanout in (("fanout", True), ("baseline", False)):
+        before = data_mod.DECODES.value
+        result = evaluate(built, chosen.conditions, dataset, RunOptions(fanout=fanout, **options))
+        out[mode] = {"seconds": result["timing"]["seconds"], "decodes": data_mod.DECODES.value - before,
+                     "results": result["results"]}
+    out["speedup"] = round(out["baseline"]["seconds"] / out["fanout"]["seconds"], 2)
+    out["n_images"] = len(dataset)
+    out["identical_counts"] = out["fanout"]["results"] == out["baseline"]["results"]
+    return out
