@@ -1,0 +1,590 @@
+"""ImageNet validation data: find and label the files, decode each image once, crop it per model geometry.
+
+Layouts (auto-detected by :func:`open_dataset`):
+
+* ``imagefolder``: ``val/<wnid>/*.JPEG``. Labels come from the folder names, numbered by the full
+  sorted list of the 1000 ImageNet wnids (timm's ``ImageNetInfo``), so a subset keeps its true labels.
+* ``flat``: ``val/*.JPEG`` with labels from Kaggle's ``LOC_val_solution.csv`` (looked up in the folder
+  and up to four folders above it, which covers the Kaggle download's ``ILSVRC/Data/CLS-LOC/val``) or
+  from a labels file given explicitly: lines ``<file> <class index>`` or ``<file> <wnid> <class index>``.
+
+A labels file must agree with the folder: every image labelled, no labels for absent files (unless the
+file lists the complete 50,000-image validation set, of which the folder is then a subset) and, in the
+folder layout, the same class as the image's folder.
+
+Decoding: :func:`decode_file` is the one CPU decoder (``torchvision.io.decode_image``, RGB). It rejects
+zero-byte, unreadable and non-image files, JPEGs whose headers are broken, and truncated JPEGs:
+torchvision's libjpeg wrapper turns libjpeg's "premature end of data" warning into an error, as PIL
+does by default, so a truncated file is never scored on a half-grey picture. Corrupt entropy-coded
+data that libjpeg can resynchronise past (the end marker present) decodes with libjpeg's warning on
+stderr, as it does in PIL. A :class:`CropDataset` decodes each image once
+and cuts one uint8 crop per :class:`Geometry` from it. Resizing runs on the uint8 tensor: on CPUs with
+AVX2 torchvision uses its native uint8 antialiased bilinear kernel, which matches PIL's
+``Image.BILINEAR`` resize (the reference pipeline) on 99.7 % of pixels and within 1 grey level on all
+of them on the 100 real val images; resizing in float32 and rounding also stays within 1 level but
+differs from PIL on about 16 % of pixels. Without AVX2 (and on CUDA) torchvision itself falls back to
+float32 + rounding.
+
+On CUDA, ``make_loader(..., decoder="nvjpeg")`` decodes baseline/progressive 3-component JPEGs in
+batches with nvJPEG (``torchvision.io.decode_jpeg(list, device="cuda")``) and resizes/crops on the
+GPU. Everything nvJPEG should not see (greyscale, CMYK, PNG data in a ``.JPEG`` file, arithmetic
+coding, files not ending in the JPEG end marker, e.g. truncated ones) is decoded by
+:func:`decode_file` in the loader's CPU workers, so both paths apply the same bad-image policy.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Iterator, Protocol
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from torch.utils.data import DataLoader, Dataset
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+from torchvision.transforms import InterpolationMode
+
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+FULL_VAL_SIZE = 50_000
+KAGGLE_SOLUTION = "LOC_val_solution.csv"
+KAGGLE_HEADER = ["ImageId", "PredictionString"]
+KAGGLE_SEARCH_DEPTH = 4  # val/ -> CLS-LOC/ -> Data/ -> ILSVRC/ -> Kaggle download root
+LAYOUT_FOLDER = "imagefolder"
+LAYOUT_FLAT = "flat"
+BAD_IMAGE_POLICIES = ("fail", "skip")
+DECODERS = ("cpu", "nvjpeg")
+INTERPOLATIONS = {
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+    "nearest": InterpolationMode.NEAREST,
+}
+
+DECODE_COUNT = 0
+"""Calls of :func:`decode_file` in this process. With ``workers=0`` that is every CPU decode; worker
+processes count in their own copies, so use ``workers=0`` when checking decode-once."""
+
+
+class DatasetError(ValueError):
+    """The folder or its labels file cannot be read as the ImageNet validation set."""
+
+
+class BadImageError(ValueError):
+    """An image file that cannot be decoded (empty, unreadable, truncated, corrupt, not an image)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+    def __reduce__(self):  # picklable with its two arguments
+        return type(self), (self.path, self.reason)
+
+
+# ---------------------------------------------------------------------------------------------- classes
+
+
+@lru_cache(maxsize=1)
+def _imagenet_info():
+    from timm.data import ImageNetInfo  # imported on first use: timm takes seconds to import
+
+    return ImageNetInfo()
+
+
+@lru_cache(maxsize=1)
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k wnids in class-index order (sorted: the torchvision / IBN-Net numbering)."""
+    return tuple(sorted(_imagenet_info().label_names()))
+
+
+@lru_cache(maxsize=1)
+def _wnid_index() -> dict[str, int]:
+    return {wnid: i for i, wnid in enumerate(imagenet_wnids())}
+
+
+@lru_cache(maxsize=1)
+def class_names() -> tuple[str, ...]:
+    """Human-readable names of the 1000 classes in class-index order (timm's lemmas)."""
+    return tuple(_imagenet_info().label_name_to_description(wnid) for wnid in imagenet_wnids())
+
+
+# --------------------------------------------------------------------------------------------- discovery
+
+
+@dataclass(frozen=True, eq=False)
+class ValDataset:
+    """A labelled list of validation images: ``files`` are sorted paths relative to ``root``."""
+
+    root: Path
+    layout: str
+    files: tuple[str, ...]
+    labels: torch.Tensor
+    sizes: tuple[int, ...] = field(repr=False)
+    labels_file: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def path(self, index: int) -> Path:
+        return self.root / self.files[index]
+
+    def fingerprint(self) -> dict:
+        """Identity of the data a result was computed on: layout, size, and sha256 over the sorted
+        relative paths + file sizes (from ``os.stat``, not contents) + labels."""
+        digest = hashlib.sha256()
+        for name, size, label in zip(self.files, self.sizes, self.labels.tolist()):
+            digest.update(f"{name}\t{size}\t{label}\n".encode())
+        labels_digest = hashlib.sha256(" ".join(map(str, self.labels.tolist())).encode())
+        return {"layout": self.layout, "n_images": len(self), "sha256": digest.hexdigest(),
+                "labels_sha256": labels_digest.hexdigest(), "subset": len(self) < FULL_VAL_SIZE,
+                "root": str(self.root.resolve())}
+
+
+def _is_image(entry: os.DirEntry) -> bool:
+    return not entry.name.startswith(".") and entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.is_file()
+
+
+def _images_in(folder: Path) -> dict[str, int]:
+    """Image file names directly in ``folder`` with their sizes in bytes."""
+    with os.scandir(folder) as entries:
+        return {e.name: e.stat().st_size for e in entries if _is_image(e)}
+
+
+def _subfolders(folder: Path) -> list[str]:
+    with os.scandir(folder) as entries:
+        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+
+
+def _examples(names: Iterable[str], n: int = 3) -> str:
+    names = sorted(names)
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
+def open_dataset(root: str | os.PathLike, labels: str | os.PathLike | None = None,
+                 limit: int | None = None) -> ValDataset:
+    """Find and label the ImageNet validation images under ``root`` (layout auto-detected).
+
+    ``root`` may also be the folder that holds ``val/``. ``labels``: a labels file (Kaggle csv,
+    ``<file> <index>`` or ``<file> <wnid> <index>``), required for a flat folder without
+    ``LOC_val_solution.csv``, checked against the class folders in the folder layout.
+    ``limit``: keep the first ``limit`` images (sorted order) after all checks.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"dataset folder {root} does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"dataset path {root} is not a folder (expected val/<wnid>/*.JPEG or val/*.JPEG)")
+    if limit is not None and limit < 1:
+        raise DatasetError(f"limit must be a positive number of images, got {limit}")
+    top, folders = _images_in(root), _subfolders(root)
+    if not top and "val" in folders and not set(folders) & set(_wnid_index()):
+        root, top, folders = root / "val", _images_in(root / "val"), _subfolders(root / "val")
+    class_folders = {name: images for name in folders if (images := _images_in(root / name))}
+    labels_path = Path(labels).expanduser() if labels is not None else None
+
+    if class_folders and top:
+        raise DatasetError(f"{root} mixes images ({_examples(top)}) with image folders ({_examples(class_folders)});"
+                           " expected either val/<wnid>/*.JPEG or val/*.JPEG")
+    if class_folders:
+        not_wnids = [name for name in class_folders if name not in _wnid_index()]
+        if not_wnids:
+            raise DatasetError(f"{root}: folders {_examples(not_wnids)} are not ImageNet wnids; expected the "
+                               "ImageFolder layout <root>/<wnid>/*.JPEG with wnids like n01440764")
+        layout = LAYOUT_FOLDER
+        sizes = {f"{wnid}/{name}": size for wnid, images in class_folders.items() for name, size in images.items()}
+        files = sorted(sizes)
+        folder_labels = [_wnid_index()[f.split("/", 1)[0]] for f in files]
+        if labels_path is None:
+            label_list = folder_labels
+        else:
+            label_list = _match_labels(root, files, read_labels(labels_path), labels_path)
+            wrong = [(f, a, b) for f, a, b in zip(files, folder_labels, label_list) if a != b]
+            if wrong:
+                f, a, b = wrong[0]
+                raise DatasetError(f"{labels_path} disagrees with the class folders of {root} on {len(wrong)} "
+                                   f"images (e.g. {f}: folder says class {a}, labels file says {b})")
+    elif top:
+        layout = LAYOUT_FLAT
+        sizes, files = top, sorted(top)
+        labels_path = labels_path or _find_kaggle_solution(root)
+        if labels_path is None:
+            raise DatasetError(f"{root} holds {len(files)} images but no labels: put {KAGGLE_SOLUTION} (Kaggle) "
+                               "in it or its parent, or pass labels=FILE / --labels FILE with lines "
+                               "'<file> <class index>'")
+        label_list = _match_labels(root, files, read_labels(labels_path), labels_path)
+    else:
+        with os.scandir(root) as entries:
+            empty = next(entries, None) is None
+        raise DatasetError(f"dataset folder {root} is empty" if empty else
+                           f"no images ({', '.join('*' + s for s in IMAGE_SUFFIXES)}) in {root} or its class folders")
+
+    files = files[:limit] if limit is not None else files
+    return ValDataset(root=root, layout=layout, files=tuple(files),
+                      labels=torch.tensor(label_list[:len(files)], dtype=torch.long),
+                      sizes=tuple(sizes[f] for f in files), labels_file=labels_path)
+
+
+def _find_kaggle_solution(root: Path) -> Path | None:
+    for folder in [root, *root.resolve().parents][:KAGGLE_SEARCH_DEPTH + 1]:
+        if (folder / KAGGLE_SOLUTION).is_file():
+            return folder / KAGGLE_SOLUTION
+    return None
+
+
+def _image_key(name: str) -> str:
+    """What a labels file calls an image: its file name without folder and extension."""
+    return Path(name).stem
+
+
+def read_labels(path: str | os.PathLike) -> dict[str, int]:
+    """Read a labels file into ``{image id: class index}`` (image id = file name without extension).
+
+    Formats: Kaggle ``LOC_val_solution.csv`` (header ``ImageId,PredictionString``; the first token of
+    the prediction string is the wnid), or text lines ``<file> <index>`` / ``<file> <wnid> <index>``.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"labels file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"labels file {path} cannot be read ({exc})") from None
+    lines = text.splitlines()
+    if lines and lines[0].replace(" ", "").split(",")[:2] == KAGGLE_HEADER:
+        return _read_kaggle(path, lines)
+    table: dict[str, int] = {}
+    for lineno, line in enumerate(lines, 1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) not in (2, 3) or not tokens[-1].lstrip("-").isdigit():
+            raise DatasetError(f"{path}:{lineno}: expected '<file> <class index>' or '<file> <wnid> <class index>' "
+                               f"(or a Kaggle {KAGGLE_SOLUTION}), got {line.strip()!r}")
+        index = int(tokens[-1])
+        if not 0 <= index < len(imagenet_wnids()):
+            raise DatasetError(f"{path}:{lineno}: class index {index} is out of range 0..{len(imagenet_wnids()) - 1}")
+        if len(tokens) == 3 and _class_of_wnid(path, lineno, tokens[1]) != index:
+            raise DatasetError(f"{path}:{lineno}: wnid {tokens[1]} is class {_wnid_index()[tokens[1]]}, not {index}")
+        _put(table, path, lineno, tokens[0], index)
+    if not table:
+        raise DatasetError(f"labels file {path} has no labels")
+    return table
+
+
+def _read_kaggle(path: Path, lines: list[str]) -> dict[str, int]:
+    table: dict[str, int] = {}
+    for lineno, row in enumerate(csv.reader(lines[1:]), 2):
+        if not row:
+            continue
+        if len(row) < 2 or not row[1].split():
+            raise DatasetError(f"{path}:{lineno}: expected 'ImageId,<wnid> x y x y ...', got {','.join(row)!r}")
+        _put(table, path, lineno, row[0], _class_of_wnid(path, lineno, row[1].split()[0]))
+    if not table:
+        raise DatasetError(f"labels file {path} has no labels")
+    return table
+
+
+def _class_of_wnid(path: Path, lineno: int, wnid: str) -> int:
+    if wnid not in _wnid_index():
+        raise DatasetError(f"{path}:{lineno}: {wnid!r} is not an ImageNet-1k wnid")
+    return _wnid_index()[wnid]
+
+
+def _put(table: dict[str, int], path: Path, lineno: int, name: str, index: int) -> None:
+    key = _image_key(name)
+    if table.setdefault(key, index) != index:
+        raise DatasetError(f"{path}:{lineno}: {name} is labelled twice, as class {table[key]} and {index}")
+
+
+def _match_labels(root: Path, files: list[str], table: dict[str, int], source: Path) -> list[int]:
+    """Labels of ``files`` from ``table``; every disagreement between the two is an error."""
+    keys = [_image_key(f) for f in files]
+    if len(set(keys)) != len(keys):
+        twice = {k for k in keys if keys.count(k) > 1}
+        raise DatasetError(f"{root}: image names {_examples(twice)} occur in several folders, so {source} "
+                           "cannot tell them apart")
+    unlabelled = [f for f, k in zip(files, keys) if k not in table]
+    if unlabelled:
+        raise DatasetError(f"{source} has no label for {len(unlabelled)} of the {len(files)} images in {root} "
+                           f"(e.g. {_examples(unlabelled)})")
+    absent = table.keys() - set(keys)
+    if absent and len(table) < FULL_VAL_SIZE:
+        raise DatasetError(f"{source} labels {len(absent)} files that are not in {root} (e.g. {_examples(absent)}); "
+                           f"only a labels file for the complete {FULL_VAL_SIZE}-image set may cover more files")
+    return [table[k] for k in keys]
+
+
+# ---------------------------------------------------------------------------------------------- geometry
+
+
+class HasGeometry(Protocol):
+    resize: int
+    crop: int
+    interpolation: str
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Shorter side -> ``resize`` (antialiased ``interpolation``), then centre crop ``crop`` x ``crop``."""
+
+    resize: int = 256
+    crop: int = 224
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation {self.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
+        if self.resize < 1 or self.crop < 1:
+            raise ValueError(f"resize and crop must be positive, got resize={self.resize} crop={self.crop}")
+
+    @classmethod
+    def of(cls, spec: HasGeometry) -> Geometry:
+        """The geometry of a :class:`~ibnbench.models.registry.Preprocessing` (or of a Geometry)."""
+        return spec if isinstance(spec, Geometry) else cls(spec.resize, spec.crop, spec.interpolation)
+
+    @property
+    def key(self) -> str:
+        return f"{self.interpolation}{self.resize}-crop{self.crop}"
+
+    def apply(self, image: torch.Tensor) -> torch.Tensor:
+        """Resize + centre crop a uint8 ``[3,H,W]`` image (CPU or CUDA) to uint8 ``[3,crop,crop]``.
+
+        Crop offsets are ``round((h - crop) / 2)`` like torchvision's ``center_crop`` (which also
+        zero-pads an image smaller than the crop)."""
+        resized = TF.resize(image, [self.resize], interpolation=INTERPOLATIONS[self.interpolation], antialias=True)
+        return TF.center_crop(resized, [self.crop, self.crop])
+
+
+def geometry_key(preprocessing: HasGeometry) -> str:
+    """A key shared by every model whose inputs are cut the same way (normalisation aside)."""
+    return Geometry.of(preprocessing).key
+
+
+def _unique_geometries(specs: Iterable[HasGeometry]) -> tuple[Geometry, ...]:
+    geometries = tuple(dict.fromkeys(Geometry.of(s) for s in specs))
+    if not geometries:
+        raise ValueError("no geometry requested: pass at least one Preprocessing or Geometry")
+    return geometries
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+
+
+def _decoder_reason(exc: Exception) -> str:
+    """torchvision's message without its ``function, /source/file.cpp:123,`` prefix."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    parts = message.split(", ", 2)
+    return parts[2] if len(parts) == 3 and ".cpp:" in parts[1] else message
+
+
+def read_bytes(path: str | os.PathLike) -> torch.Tensor:
+    """The bytes of an image file as a uint8 tensor; BadImageError if unreadable or empty."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise BadImageError(path, f"unreadable ({exc.strerror or exc})") from None
+    if not data:
+        raise BadImageError(path, "empty file (0 bytes)")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def decode_file(path: str | os.PathLike) -> torch.Tensor:
+    """Read and decode one image file (JPEG, PNG, ...; greyscale and CMYK too) to uint8 RGB ``[3,H,W]``."""
+    global DECODE_COUNT
+    DECODE_COUNT += 1
+    data = read_bytes(path)
+    try:
+        return decode_image(data, mode=ImageReadMode.RGB)
+    except RuntimeError as exc:
+        raise BadImageError(path, f"cannot decode ({_decoder_reason(exc)})") from None
+
+
+_SOF_NVJPEG = {0xC0, 0xC1, 0xC2}  # Huffman baseline, extended, progressive
+_SOF_OTHER = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def nvjpeg_can_decode(data: torch.Tensor) -> bool:
+    """Whether JPEG bytes are a complete, Huffman-coded, 3-component (YCbCr) image that nvJPEG decodes
+    like libjpeg; greyscale, CMYK, non-JPEG data and files without the end marker go to the CPU."""
+    raw = memoryview(data.numpy())
+    if bytes(raw[:2]) != b"\xff\xd8" or bytes(raw[-2:]) != b"\xff\xd9":
+        return False
+    pos = 2
+    while pos + 4 <= len(raw):
+        if raw[pos] != 0xFF:
+            return False
+        marker = raw[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _SOF_NVJPEG or marker in _SOF_OTHER:
+            return marker in _SOF_NVJPEG and pos + 9 < len(raw) and raw[pos + 9] == 3
+        if marker == 0xDA:  # start of scan before any frame header
+            return False
+        pos += 2 + int.from_bytes(bytes(raw[pos + 2:pos + 4]), "big")
+    return False
+
+
+# ----------------------------------------------------------------------------------------- dataset / loader
+
+
+@dataclass
+class Sample:
+    """One image: its crops, or why it could not be decoded, or its bytes left to nvJPEG."""
+
+    index: int
+    label: int
+    crops: dict[str, torch.Tensor]
+    error: str = ""
+    encoded: torch.Tensor | None = None
+
+
+class CropDataset(Dataset):
+    """Decode each image of ``val`` once and cut one uint8 crop per geometry from it.
+
+    A bad image comes back as a :class:`Sample` with ``error`` set and no crops: the policy is applied
+    by :class:`CropLoader` in the main process, because an exception raised in a DataLoader worker
+    reaches the caller as a multi-line RuntimeError. ``nvjpeg=True``: JPEGs that nvJPEG can decode
+    come back undecoded (``encoded`` bytes, no crops).
+    """
+
+    def __init__(self, val: ValDataset, geometries: Iterable[HasGeometry], nvjpeg: bool = False) -> None:
+        self.val = val
+        self.geometries = _unique_geometries(geometries)
+        self.nvjpeg = nvjpeg
+
+    def __len__(self) -> int:
+        return len(self.val)
+
+    def __getitem__(self, index: int) -> Sample:
+        label = int(self.val.labels[index])
+        path = self.val.path(index)
+        try:
+            if self.nvjpeg:
+                data = read_bytes(path)
+                if nvjpeg_can_decode(data):
+                    return Sample(index, label, {}, encoded=data)
+            image = decode_file(path)
+        except BadImageError as exc:
+            return Sample(index, label, {}, error=exc.reason)
+        return Sample(index, label, {g.key: g.apply(image) for g in self.geometries})
+
+    def collate(self, samples: list[Sample]) -> dict:
+        """Stack samples into a batch (zero crops where there is none yet). ``bad``: ``(index, reason)``
+        of images that failed; ``encoded``: ``(rows, lengths, bytes)`` of images to decode on the device."""
+        crops = {}
+        for g in self.geometries:
+            stacked = torch.zeros(len(samples), 3, g.crop, g.crop, dtype=torch.uint8)
+            for row, sample in enumerate(samples):
+                if g.key in sample.crops:
+                    stacked[row] = sample.crops[g.key]
+            crops[g.key] = stacked
+        pending = [(row, s.encoded) for row, s in enumerate(samples) if s.encoded is not None]
+        return {"index": torch.tensor([s.index for s in samples], dtype=torch.long),
+                "label": torch.tensor([s.label for s in samples], dtype=torch.long),
+                "ok": torch.tensor([not s.error for s in samples], dtype=torch.bool),
+                "crops": crops,
+                "bad": [(s.index, s.error) for s in samples if s.error],
+                # one flat tensor, not one per image: each tensor a worker sends costs a shared-memory handle
+                "encoded": ([row for row, _ in pending], [len(d) for _, d in pending],
+                            torch.cat([d for _, d in pending]) if pending else torch.empty(0, dtype=torch.uint8))}
+
+
+class GpuDecoder:
+    """Decode a batch's pending JPEGs with nvJPEG in one call and resize/crop them on ``device``.
+
+    If the batched call fails, images are retried one by one; one that nvJPEG still rejects is decoded
+    by :func:`decode_file` on the CPU, so a corrupt file gets the same error as on the CPU path.
+    ``decoded_on_device`` and ``fallbacks`` count what happened.
+    """
+
+    def __init__(self, dataset: CropDataset, device: torch.device | str = "cuda") -> None:
+        self.dataset = dataset
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.decoded_on_device = 0
+        self.fallbacks = 0
+
+    def _decode(self, data: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        try:
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
+        except RuntimeError:
+            if len(data) == 1:
+                return [None]
+            return [self._decode([d])[0] for d in data]
+
+    def __call__(self, batch: dict) -> dict:
+        """Move the batch's crops to ``device`` and fill in the rows listed in ``batch["encoded"]``."""
+        batch["crops"] = {k: v.to(self.device, non_blocking=True) for k, v in batch["crops"].items()}
+        rows, lengths, packed = batch.pop("encoded")
+        images = self._decode(list(packed.split(lengths))) if rows else []
+        for row, image in zip(rows, images):
+            if image is None:
+                self.fallbacks += 1
+                index = int(batch["index"][row])
+                try:
+                    image = decode_file(self.dataset.val.path(index)).to(self.device)
+                except BadImageError as exc:
+                    batch["ok"][row] = False
+                    batch["bad"].append((index, exc.reason))
+                    continue
+            else:
+                self.decoded_on_device += 1
+            for g in self.dataset.geometries:
+                batch["crops"][g.key][row] = g.apply(image)
+        return batch
+
+
+class CropLoader:
+    """Iterates batches ``{"index": [N], "label": [N], "ok": [N] bool, "crops": {geometry key: uint8
+    [N,3,c,c]}, "bad": [(relative path, reason)]}``; skipped images have ``ok`` False and zero crops."""
+
+    def __init__(self, loader: DataLoader, dataset: CropDataset, on_bad_image: str,
+                 gpu: GpuDecoder | None) -> None:
+        self.loader = loader
+        self.dataset = dataset
+        self.on_bad_image = on_bad_image
+        self.gpu = gpu
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self.loader:
+            batch = self.gpu(batch) if self.gpu is not None else batch
+            batch.pop("encoded", None)
+            if batch["bad"] and self.on_bad_image == "fail":
+                index, reason = batch["bad"][0]
+                raise BadImageError(self.dataset.val.path(index), reason)
+            batch["bad"] = [(self.dataset.val.files[i], reason) for i, reason in batch["bad"]]
+            yield batch
+
+
+def make_loader(dataset: ValDataset, geometries: Iterable[HasGeometry], batch_size: int = 64, workers: int = 4,
+                pin_memory: bool = False, on_bad_image: str = "fail", decoder: str = "cpu",
+                device: torch.device | str = "cuda") -> CropLoader:
+    """Batches of crops for every distinct geometry in ``geometries``, each image decoded once.
+
+    ``decoder="cpu"``: decode + resize + crop in ``workers`` processes (crops on the CPU, pinned with
+    ``pin_memory``). ``decoder="nvjpeg"``: workers read the files, JPEGs are decoded and cropped on
+    ``device`` (the rest decoded in the workers), crops on ``device``. ``on_bad_image``: "fail" raises
+    :class:`BadImageError`; "skip" marks the image not ok and lists it in the batch's ``bad``.
+    """
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise ValueError(f"on_bad_image must be one of {', '.join(BAD_IMAGE_POLICIES)}, got {on_bad_image!r}")
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    if batch_size < 1 or workers < 0:
+        raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
+    gpu = decoder == "nvjpeg"
+    if gpu and not (torch.device(device).type == "cuda" and torch.cuda.is_available()):
+        raise ValueError(f"decoder 'nvjpeg' needs a CUDA device, got {device!r} (CUDA available: "
+                         f"{torch.cuda.is_available()}); use decoder='cpu'")
+    crops = CropDataset(dataset, geometries, nvjpeg=gpu)
+    loader = DataLoader(crops, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=crops.collate, pin_memory=pin_memory)
+    return CropLoader(loader, crops, on_bad_image, GpuDecoder(crops, device) if gpu else None)
