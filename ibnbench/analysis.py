@@ -134,3 +134,64 @@ def plot_divergence(results: Sequence[dict], path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _domain_batches(model: nn.Module, dataset, indices: Sequence[int], condition, device: torch.device,
+                    batch_size: int) -> Iterable[torch.Tensor]:
+    """Normalised model inputs of ``dataset[indices]``, optionally under ``condition``."""
+    from . import data as data_mod
+
+    prep = model.ibnbench_info.preprocessing
+    loader = data_mod.make_loader(dataset, [prep], batch_size=batch_size, workers=0, indices=list(indices))
+    key = data_mod.geometry_key(prep)
+    for batch in loader:
+        x = batch["crops"][key].to(device).float()
+        if condition is not None:
+            x = condition(x)
+        yield prep.normalize(x)
+
+
+def divergence(model: str, data: str | Path, data_b: str | Path | None = None, condition: str | None = None,
+               suite: str = "table1", split_classes: bool = False, layers: str | Sequence[str] = "auto",
+               limit: int | None = None, device: str | None = None, weights: str | None = "official",
+               batch_size: int = 32, output: str | Path | None = None, style_weights: dict | None = None) -> dict:
+    """``ibnbench divergence`` as a function: per-layer feature divergence between two domains.
+
+    Domain B is a second folder (``data_b``), ``data`` under a suite ``condition``, or, with
+    ``split_classes``, the images of classes 500..999 against those of classes 0..499 (content shift).
+    """
+    from . import data as data_mod
+    from .models import create_model
+    from .suites import load_suite
+
+    if sum([data_b is not None, condition is not None, split_classes]) != 1:
+        raise ValueError("give exactly one of --data-b, --condition or --split-classes")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    net = create_model(model, weights=weights).to(dev)
+    names = default_layers(net) if layers == "auto" else list(layers)
+    set_a = data_mod.open_dataset(data, limit=limit)
+    all_a = range(len(set_a))
+    if split_classes:
+        a_idx = [i for i in all_a if set_a.labels[i] < 500]
+        b_idx = [i for i in all_a if set_a.labels[i] >= 500]
+        set_b, cond, domain_a, domain_b = set_a, None, "classes 0-499", "classes 500-999"
+    elif condition is not None:
+        a_idx, b_idx, set_b = list(all_a), list(all_a), set_a
+        cond = load_suite(suite, style_weights=style_weights)[condition]
+        if cond.requires:
+            raise ValueError(f"condition {condition}: missing {', '.join(cond.requires)}")
+        domain_a, domain_b = "origin", cond.label
+    else:
+        set_b = data_mod.open_dataset(data_b, limit=limit)
+        a_idx, b_idx, cond = list(all_a), list(range(len(set_b))), None
+        domain_a, domain_b = str(data), str(data_b)
+    stats_a = collect(net, _domain_batches(net, set_a, a_idx, None, dev, batch_size), names)
+    stats_b = collect(net, _domain_batches(net, set_b, b_idx, cond, dev, batch_size), names)
+    result = {"model": model, "weights": net.ibnbench_weights.get("source"), "domain_a": domain_a,
+              "domain_b": domain_b, "n_a": stats_a.count, "n_b": stats_b.count,
+              "layers": layer_divergence(stats_a, stats_b, names)}
+    if output:
+        from .results import write_json_atomic
+
+        write_json_atomic(output, result)
+    return result

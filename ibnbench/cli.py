@@ -56,6 +56,69 @@ def cmd_check(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+def cmd_divergence(args: argparse.Namespace) -> int:
+    """Per-layer feature divergence between two domains, as a table (plus JSON and PNG if asked)."""
+    from .analysis import divergence, plot_divergence
+
+    results = [divergence(m, args.data, data_b=args.data_b, condition=args.condition, suite=args.suite,
+                          split_classes=args.split_classes,
+                          layers="auto" if args.layers == "auto" else args.layers.split(","),
+                          limit=args.limit, device=args.device, weights=w, batch_size=args.batch_size)
+               for m, w in zip(args.model, _per_model(args.weights, args.model, "official"))]
+    for result in results:
+        print(f"{result['model']}: {result['domain_a']} vs {result['domain_b']} "
+              f"({result['n_a']} / {result['n_b']} images)")
+        print(tabulate([(e["name"], e["divergence"]) for e in result["layers"]], headers=["layer", "divergence"],
+                       floatfmt=".4f"))
+    if args.output:
+        from .results import write_json_atomic
+
+        write_json_atomic(args.output, results[0] if len(results) == 1 else results)
+        print(f"wrote {args.output}")
+    if args.plot:
+        print(f"wrote {plot_divergence(results, args.plot)}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Synthetic throughput per model, or the fan-out vs baseline comparison on a dataset."""
+    from .bench import compare_baseline, throughput
+
+    if args.compare_baseline:
+        if not args.data:
+            raise ValueError("--compare-baseline needs --data DIR")
+        out = compare_baseline(args.model, args.data, suite=args.suite, conditions=args.conditions,
+                               weights=args.weights, batch_size=args.batch_size, workers=args.workers,
+                               device=args.device, limit=args.limit, amp=args.amp,
+                               channels_last=args.channels_last, progress=False)
+        rows = [(mode, out[mode]["seconds"], out[mode]["decodes"]) for mode in ("fanout", "baseline")]
+        print(tabulate(rows, headers=["mode", "seconds", "decodes"]))
+        print(f"\n{len(args.model)} model(s) x {len(out['fanout']['results']) // len(args.model)} condition(s) "
+              f"on {out['n_images']} images: fan-out is {out['speedup']}x faster than one pass per pair; "
+              f"identical counts: {out['identical_counts']}")
+        return 0
+    rows = [throughput(m, batch_size=args.batch_size, amp=args.amp if args.amp != "auto" else "off",
+                       channels_last=args.channels_last, compile=args.compile, device=args.device,
+                       iters=args.iters) for m in args.model]
+    print(tabulate(rows, headers="keys"))
+    return 0
+
+
+def cmd_make_fake_val(args: argparse.Namespace) -> int:
+    """Write a synthetic ImageNet-like val folder."""
+    from .bench import make_fake_val
+
+    print(f"wrote {make_fake_val(args.n, args.out, seed=args.seed, workers=args.workers)}")
+    return 0
+
+
+def _per_model(specs: list[str] | None, names: list[str], default: str) -> list[str]:
+    specs = specs or [default]
+    if len(specs) not in (1, len(names)):
+        raise ValueError(f"--weights: give one spec for all models or one per model ({len(names)}), not {len(specs)}")
+    return specs * len(names) if len(specs) == 1 else specs
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     """Rebuild leaderboards/<suite>.md from leaderboards/records/."""
     from .leaderboard import build
@@ -133,6 +196,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="top1", choices=["top1", "top5", "drop"], help="what to compare (default top1 error)")
     p.add_argument("--either-way", action="store_true", help="also fail when the error moves DOWN by more than the tolerance")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("divergence", help="feature divergence between two domains, layer by layer (paper Sec. 4.3)",
+                       description="For each layer and channel, fit a Gaussian to the channel's spatial mean over "
+                                   "each domain; report the mean symmetric KL divergence over channels per layer.")
+    p.add_argument("--model", action="append", required=True, metavar="NAME", help="model to analyse; repeat to compare")
+    p.add_argument("--weights", action="append", metavar="SPEC", help="official (default), random, a path or a URL")
+    p.add_argument("--data", required=True, metavar="DIR", help="domain A images (ImageNet val layout)")
+    domain = p.add_mutually_exclusive_group(required=True)
+    domain.add_argument("--data-b", metavar="DIR", help="domain B: a second folder")
+    domain.add_argument("--condition", metavar="ID", help="domain B: domain A under this condition of --suite")
+    domain.add_argument("--split-classes", action="store_true", help="content shift: classes 0-499 vs 500-999")
+    p.add_argument("--suite", default="table1", help="suite holding --condition (default table1)")
+    p.add_argument("--layers", default="auto", help="auto (main-path ReLU outputs) or comma-separated module names")
+    p.add_argument("--limit", type=int, metavar="N", help="use the first N images of each domain")
+    p.add_argument("--device", help="cuda or cpu (default: cuda if available)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--output", metavar="FILE", help="write the result(s) as JSON")
+    p.add_argument("--plot", metavar="PNG", help="bar chart in the style of the paper's Fig. 5")
+    p.set_defaults(func=cmd_divergence)
+
+    p = sub.add_parser("bench", help="synthetic throughput per model, or fan-out vs baseline on a dataset")
+    p.add_argument("--model", action="append", required=True, metavar="NAME")
+    p.add_argument("--weights", action="append", metavar="SPEC", help="for --compare-baseline (default random)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--device", help="cuda or cpu (default: cuda if available)")
+    p.add_argument("--iters", type=int, default=10, help="timed iterations after warm-up (default 10)")
+    p.add_argument("--compare-baseline", action="store_true",
+                   help="time the fan-out engine against one pass per (model, condition) on --data")
+    p.add_argument("--data", metavar="DIR", help="dataset for --compare-baseline")
+    p.add_argument("--suite", default="table1")
+    p.add_argument("--conditions", type=lambda s: [c for c in s.split(",") if c], metavar="IDS")
+    p.add_argument("--workers", type=int, default=0, help="decode workers (0 lets the decode count be exact)")
+    p.add_argument("--limit", type=int, metavar="N")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("make-fake-val", help="write a synthetic ImageNet-like val folder (for timing without ImageNet)")
+    p.add_argument("--n", type=int, default=50000, help="number of images (default 50000)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.set_defaults(func=cmd_make_fake_val)
 
     p = sub.add_parser("leaderboard", help="leaderboards from committed records")
     lb = p.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -39,7 +39,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator, Protocol
+from typing import Iterable, Iterator, Protocol, Sequence
 
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -566,13 +566,14 @@ class CropLoader:
 
 def make_loader(dataset: ValDataset, geometries: Iterable[HasGeometry], batch_size: int = 64, workers: int = 4,
                 pin_memory: bool = False, on_bad_image: str = "fail", decoder: str = "cpu",
-                device: torch.device | str = "cuda") -> CropLoader:
+                device: torch.device | str = "cuda", indices: Sequence[int] | None = None) -> CropLoader:
     """Batches of crops for every distinct geometry in ``geometries``, each image decoded once.
 
     ``decoder="cpu"``: decode + resize + crop in ``workers`` processes (crops on the CPU, pinned with
     ``pin_memory``). ``decoder="nvjpeg"``: workers read the files, JPEGs are decoded and cropped on
     ``device`` (the rest decoded in the workers), crops on ``device``. ``on_bad_image``: "fail" raises
     :class:`BadImageError`; "skip" marks the image not ok and lists it in the batch's ``bad``.
+    ``indices``: visit only these images, in this order (a rank's shard, or what a resumed run has left).
     """
     if on_bad_image not in BAD_IMAGE_POLICIES:
         raise ValueError(f"on_bad_image must be one of {', '.join(BAD_IMAGE_POLICIES)}, got {on_bad_image!r}")
@@ -585,6 +586,6 @@ def make_loader(dataset: ValDataset, geometries: Iterable[HasGeometry], batch_si
         raise ValueError(f"decoder 'nvjpeg' needs a CUDA device, got {device!r} (CUDA available: "
                          f"{torch.cuda.is_available()}); use decoder='cpu'")
     crops = CropDataset(dataset, geometries, nvjpeg=gpu)
-    loader = DataLoader(crops, batch_size=batch_size, shuffle=False, num_workers=workers,
+    loader = DataLoader(crops, batch_size=batch_size, shuffle=False, num_workers=workers, sampler=indices,
                         collate_fn=crops.collate, pin_memory=pin_memory)
     return CropLoader(loader, crops, on_bad_image, GpuDecoder(crops, device) if gpu else None)

@@ -35,11 +35,16 @@ class RunOptions:
     limit: int | None = None
     chunk_size: int = 2048
     on_bad_image: str = "fail"
+    decoder: str = "auto"
     fanout: bool = True
     progress: bool = True
 
     def resolved_device(self) -> torch.device:
         return torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def resolved_decoder(self, device: torch.device) -> str:
+        """nvJPEG on CUDA, CPU workers otherwise (``decoder="auto"``)."""
+        return self.decoder if self.decoder != "auto" else ("nvjpeg" if device.type == "cuda" else "cpu")
 
     def amp_dtype(self, device: torch.device) -> torch.dtype | None:
         amp = self.amp if self.amp != "auto" else ("bf16" if device.type == "cuda" else "off")
@@ -236,9 +241,10 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
         todo = [i for i in dist.shard(range(len(dataset))) if not state.done[i]]
         if not options.fanout:
             todo = list(dist.shard(range(len(dataset))))
-        loader = data_mod.make_loader(dataset, geometries, batch_size=options.batch_size, workers=options.workers,
-                                      pin_memory=device.type == "cuda", on_bad_image=options.on_bad_image,
-                                      indices=todo)
+        loader = data_mod.make_loader(dataset, list(geometries.values()), batch_size=options.batch_size,
+                                      workers=options.workers, pin_memory=device.type == "cuda",
+                                      on_bad_image=options.on_bad_image, decoder=options.resolved_decoder(device),
+                                      device=device, indices=todo)
         desc = "evaluate" if options.fanout else f"{model_names[0]} / {pass_conditions[0].id}"
         bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not (options.progress and dist.is_main),
                    dynamic_ncols=True, smoothing=0.1)
@@ -258,7 +264,7 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
                         state.top5[name, condition.id][index] = hits.any(dim=1)
             state.valid[index] = batch["ok"].to(device, non_blocking=True)
             state.done[index] = True
-            skipped.extend(batch.get("skipped", []))
+            skipped.extend(path for path, _reason in batch["bad"])
             n = len(batch["index"])
             bar.update(n)
             images_seen += n
