@@ -1,0 +1,67 @@
+"""The CycleGAN ``resnet_9blocks`` generator, state_dict-compatible with the authors' released checkpoints
+(``style_monet.pth``, ``style_cezanne.pth``, ``style_ukiyoe.pth``, ``style_vangogh.pth``)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .ibn import InstanceNorm
+from .registry import register_model
+
+CYCLEGAN_LICENSE = "BSD (junyanz/pytorch-CycleGAN-and-pix2pix)"
+IN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _norm(channels: int) -> nn.Module:
+    """Instance norm without affine parameters or running statistics, as in the released models."""
+    return InstanceNorm(channels, affine=False, track_running_stats=False)
+
+
+class ResnetBlock(nn.Module):
+    """``x + block(x)`` with reflect-padded 3x3 convolutions (keys ``conv_block.1`` and ``conv_block.5``)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv_block = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(channels), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """Image-to-image generator: 7x7 stem, two stride-2 downsamplings, residual blocks, two transposed
+    convolutions back up, 7x7 head and tanh. Input and output are RGB in [-1, 1]; the output has the
+    input's size when height and width are multiples of 4."""
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, width: int = 64, blocks: int = 9):
+        super().__init__()
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, width, 7), _norm(width),
+                                   nn.ReLU(True)]
+        for factor in (1, 2):
+            layers += [nn.Conv2d(width * factor, width * factor * 2, 3, stride=2, padding=1),
+                       _norm(width * factor * 2), nn.ReLU(True)]
+        layers += [ResnetBlock(width * 4) for _ in range(blocks)]
+        for factor in (4, 2):
+            layers += [nn.ConvTranspose2d(width * factor, width * factor // 2, 3, stride=2, padding=1,
+                                          output_padding=1),
+                       _norm(width * factor // 2), nn.ReLU(True)]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(width, out_channels, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Drop the instance-norm ``running_mean``/``running_var`` that checkpoints saved by old PyTorch carry."""
+        norms = {name for name, module in self.named_modules() if isinstance(module, nn.InstanceNorm2d)}
+        return {k: v for k, v in state_dict.items()
+                if not (k.rsplit(".", 1)[-1] in IN_STATISTICS and k.rsplit(".", 1)[0] in norms)}
+
+
+@register_model(family="cyclegan", variant="resnet_9blocks", task="generator", license=CYCLEGAN_LICENSE)
+def cyclegan_resnet_9blocks(**kwargs) -> ResnetGenerator:
+    """CycleGAN generator with 9 residual blocks (photo-to-painting style transfer)."""
+    return ResnetGenerator(**kwargs)
