@@ -129,6 +129,7 @@ class ModelRunner:
     def __init__(self, model: nn.Module, preprocessing: Preprocessing, device: torch.device,
                  options: RunOptions):
         self.preprocessing = preprocessing
+        self.geometry = data_mod.geometry_key(preprocessing)
         self.device = device
         self.channels_last = options.channels_last
         self.amp_dtype = options.amp_dtype(device)
@@ -211,6 +212,38 @@ class Checkpoint:
             self.path.unlink(missing_ok=True)
 
 
+class _Progress:
+    """Counts images processed in this call and reports them to an optional callback."""
+
+    def __init__(self, callback: Callable[[int], None] | None):
+        self.images = 0
+        self.callback = callback
+
+    def add(self, n: int) -> None:
+        self.images += n
+        if self.callback is not None:
+            self.callback(self.images)
+
+
+def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Sequence, state: EvalState,
+                    device: torch.device) -> None:
+    """Every condition on the batch's crops, every model on every condition; hits stay on the device."""
+    index = batch["index"].to(device, non_blocking=True)
+    label = batch["label"].to(device, non_blocking=True)
+    crops = {key: crop.to(device, non_blocking=True).float() for key, crop in batch["crops"].items()}
+    for condition in conditions:
+        for key, crop in crops.items():
+            x = condition(crop)
+            for name, runner in runners.items():
+                if runner.geometry != key:
+                    continue
+                hits = runner.top5(x) == label[:, None]
+                state.top1[name, condition.id][index] = hits[:, 0]
+                state.top5[name, condition.id][index] = hits.any(dim=1)
+    state.valid[index] = batch["ok"].to(device, non_blocking=True)
+    state.done[index] = True
+
+
 def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_mod.ValDataset,
              options: RunOptions | None = None, checkpoint: Checkpoint | None = None,
              dist: DistContext | None = None, on_batch: Callable[[int], None] | None = None) -> dict:
@@ -224,7 +257,7 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
     dist = dist or DistContext.detect()
     device = dist.device(options.resolved_device())
     runners = {name: ModelRunner(m, m.ibnbench_info.preprocessing, device, options) for name, m in models.items()}
-    geometries = {data_mod.geometry_key(r.preprocessing): r.preprocessing for r in runners.values()}
+    geometries = {r.geometry: r.preprocessing for r in runners.values()}
     pairs = [(m, c.id) for m in models for c in conditions]
     state = EvalState(len(dataset), pairs, device)
     checkpoint = checkpoint or Checkpoint(None, {})
@@ -236,45 +269,28 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
 
     t0 = time.perf_counter()
     passes = [(list(models), list(conditions))] if options.fanout else [([m], [c]) for m in models for c in conditions]
-    images_seen = 0
+    shard = dist.shard(range(len(dataset)))
+    progress = _Progress(on_batch)
     for model_names, pass_conditions in passes:
-        todo = [i for i in dist.shard(range(len(dataset))) if not state.done[i]]
-        if not options.fanout:
-            todo = list(dist.shard(range(len(dataset))))
+        todo = [i for i in shard if not state.done[i]] if options.fanout else shard
         loader = data_mod.make_loader(dataset, list(geometries.values()), batch_size=options.batch_size,
                                       workers=options.workers, pin_memory=device.type == "cuda",
                                       on_bad_image=options.on_bad_image, decoder=options.resolved_decoder(device),
                                       device=device, indices=todo)
         desc = "evaluate" if options.fanout else f"{model_names[0]} / {pass_conditions[0].id}"
-        bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not (options.progress and dist.is_main),
-                   dynamic_ncols=True, smoothing=0.1)
-        since_checkpoint = 0
-        for batch in loader:
-            index = batch["index"].to(device, non_blocking=True)
-            label = batch["label"].to(device, non_blocking=True)
-            crops = {key: crop.to(device, non_blocking=True).float() for key, crop in batch["crops"].items()}
-            for condition in pass_conditions:
-                for key, crop in crops.items():
-                    x = condition(crop)
-                    for name in model_names:
-                        if data_mod.geometry_key(runners[name].preprocessing) != key:
-                            continue
-                        hits = runners[name].top5(x) == label[:, None]
-                        state.top1[name, condition.id][index] = hits[:, 0]
-                        state.top5[name, condition.id][index] = hits.any(dim=1)
-            state.valid[index] = batch["ok"].to(device, non_blocking=True)
-            state.done[index] = True
-            skipped.extend(path for path, _reason in batch["bad"])
-            n = len(batch["index"])
-            bar.update(n)
-            images_seen += n
-            since_checkpoint += n
-            if on_batch is not None:
-                on_batch(images_seen)
-            if options.fanout and since_checkpoint >= options.chunk_size:
-                checkpoint.save(state, {"skipped": skipped})
-                since_checkpoint = 0
-        bar.close()
+        with tqdm(total=len(todo), desc=desc, unit="img", dynamic_ncols=True, smoothing=0.1,
+                  disable=None if options.progress and dist.is_main else True) as bar:  # None: only on a terminal
+            since_checkpoint = 0
+            for batch in loader:
+                _evaluate_batch(batch, {n: runners[n] for n in model_names}, pass_conditions, state, device)
+                skipped.extend(path for path, _reason in batch["bad"])
+                n = len(batch["index"])
+                bar.update(n)
+                progress.add(n)
+                since_checkpoint += n
+                if options.fanout and since_checkpoint >= options.chunk_size:
+                    checkpoint.save(state, {"skipped": skipped})
+                    since_checkpoint = 0
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - t0
@@ -283,7 +299,7 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
     n_done = int(state.done.sum())
     return {"results": state.summary(), "per_image": state.per_image(), "skipped": sorted(set(skipped)),
             "timing": {"seconds": round(elapsed, 3), "images": n_done, "passes": len(passes),
-                       "images_per_s": round(images_seen / elapsed, 2) if elapsed else None,
+                       "images_per_s": round(progress.images / elapsed, 2) if elapsed else None,
                        "world_size": dist.world_size},
             "device": device}
 
@@ -299,15 +315,16 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     """
     from datetime import datetime, timezone
 
-    from .models import create_model
-    from .results import Record, write_record
+    from .models import create_model, model_info
+    from .results import write_record
     from .suites import load_suite
 
     opts = RunOptions(**options)
-    dist = DistContext.detect()
     names = list(model)
     if not names:
         raise ValueError("give at least one --model")
+    for name in names:
+        model_info(name)  # an unknown model fails before anything else is looked at
     specs = list(weights or ["official"])
     if len(specs) not in (1, len(names)):
         raise ValueError(f"--weights: give one spec for all models or one per model ({len(names)}), not {len(specs)}")
@@ -324,6 +341,7 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
         not_run = list(missing)
         chosen = chosen.select([c.id for c in chosen.conditions if c.id not in missing])
     dataset = data_mod.open_dataset(data, labels=labels, limit=opts.limit)
+    dist = DistContext.detect()
     models = {name: create_model(name, weights=spec) for name, spec in zip(names, specs)}
 
     out_path = Path(output) if output else None

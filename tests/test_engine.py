@@ -1,0 +1,150 @@
+"""The engine: decode once and fan out, resume after an interruption, bad input never a traceback."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ibnbench import data, engine
+from ibnbench.cli import main
+from ibnbench.engine import Checkpoint, RunOptions, evaluate
+from ibnbench.models import create_model
+from ibnbench.suites import load_suite
+from test_data import make_folder, write_image
+
+CONDITIONS = ["origin", "rgb+50", "r+50", "std*1.5"]
+
+
+@pytest.fixture()
+def tiny_val(tmp_path) -> Path:
+    """9 small synthetic JPEGs in 3 true ImageNet classes."""
+    wnids = data.imagenet_wnids()
+    root = make_folder(tmp_path / "val", {wnids[1]: [1, 2, 3], wnids[400]: [4, 5, 6], wnids[999]: [7, 8, 9]})
+    return root
+
+
+def small_models(names=("resnet18", "resnet18_ibn_a", "resnet18_ibn_b")) -> dict:
+    torch.manual_seed(0)
+    return {n: create_model(n) for n in names}
+
+
+def test_three_models_four_conditions_decode_each_image_once(tiny_val, monkeypatch):
+    calls = []
+    decode = data.decode_file
+    monkeypatch.setattr(data, "decode_file", lambda path: calls.append(Path(path).name) or decode(path))
+    suite = load_suite("table1").select(CONDITIONS)
+    out = evaluate(small_models(), suite.conditions, data.open_dataset(tiny_val),
+                   RunOptions(workers=0, batch_size=4, device="cpu", progress=False))
+    assert sorted(calls) == sorted(p.name for p in tiny_val.rglob("*.JPEG"))  # 9 decodes for 12 evaluations each
+    assert len(out["results"]) == 12
+    assert {r["n_images"] for r in out["results"]} == {9}
+
+
+def test_fanout_and_baseline_give_identical_counts(tiny_val):
+    models = small_models(("resnet18", "resnet18_ibn_b"))
+    suite = load_suite("table1-clipped").select(["origin", "rgb+50"])
+    dataset = data.open_dataset(tiny_val)
+    fast = evaluate(models, suite.conditions, dataset, RunOptions(workers=0, batch_size=4, device="cpu", progress=False))
+    slow = evaluate(models, suite.conditions, dataset,
+                    RunOptions(workers=0, batch_size=4, device="cpu", progress=False, fanout=False))
+    assert fast["results"] == slow["results"] and fast["per_image"] == slow["per_image"]
+    assert slow["timing"]["passes"] == 4 and fast["timing"]["passes"] == 1
+
+
+def test_per_image_hits_agree_with_the_summary(tiny_val):
+    models = {"resnet18": create_model("resnet18")}
+    with torch.no_grad():  # make the model always answer class 400: 3 of the 9 images are right
+        models["resnet18"].fc.weight.zero_()
+        models["resnet18"].fc.bias.zero_()
+        models["resnet18"].fc.bias[400] = 1.0
+    out = evaluate(models, load_suite("table1").select(["origin"]).conditions, data.open_dataset(tiny_val),
+                   RunOptions(workers=0, batch_size=4, device="cpu", progress=False))
+    assert out["per_image"]["top1"]["resnet18"]["origin"] == "000111000"
+    assert out["results"][0]["top1_err"] == pytest.approx(100 * 6 / 9, abs=1e-3)
+
+
+def test_interrupted_run_resumes_to_identical_results(tiny_val, tmp_path):
+    suite = load_suite("table1").select(CONDITIONS)
+    dataset = data.open_dataset(tiny_val)
+    opts = RunOptions(workers=0, batch_size=2, chunk_size=2, device="cpu", progress=False)
+    full = evaluate(small_models(), suite.conditions, dataset, opts)
+
+    checkpoint = Checkpoint(tmp_path / "resume.pt", {"run": "x"})
+
+    def stop_after_six(seen: int) -> None:
+        if seen >= 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(small_models(), suite.conditions, dataset, opts, checkpoint, on_batch=stop_after_six)
+    saved = torch.load(checkpoint.path, weights_only=False)
+    assert int(saved["state"]["done"].sum()) == 4  # the last completed chunk, not the batch in flight
+    evaluated = []
+    resumed = evaluate(small_models(), suite.conditions, dataset, opts, checkpoint, on_batch=evaluated.append)
+    assert evaluated[-1] == 5  # only the 5 images after the checkpoint were evaluated again
+    assert resumed["results"] == full["results"] and resumed["per_image"] == full["per_image"]
+    with pytest.raises(ValueError, match="different run"):
+        Checkpoint(checkpoint.path, {"run": "y"}).load()
+
+
+def run_cli(capsys, *args) -> tuple[int, str]:
+    code = main(["run", *args])
+    captured = capsys.readouterr()
+    return code, captured.err.strip()
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda root: root / "absent", "does not exist"),
+    (lambda root: (root / "empty").mkdir() or root / "empty", "empty"),
+])
+def test_bad_data_directory_is_one_clear_line(tmp_path, capsys, setup, message):
+    code, err = run_cli(capsys, "--model", "resnet18", "--weights", "random", "--data", str(setup(tmp_path)),
+                        "--conditions", "origin", "--device", "cpu", "--output", str(tmp_path / "r.json"))
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_unknown_model_and_condition(tiny_val, tmp_path, capsys):
+    code, err = run_cli(capsys, "--model", "resnet5O", "--data", str(tiny_val), "--device", "cpu")
+    assert code == 2 and "unknown model 'resnet5O'" in err
+    code, err = run_cli(capsys, "--model", "resnet18", "--weights", "random", "--data", str(tiny_val),
+                        "--conditions", "origin,blur", "--device", "cpu")
+    assert code == 2 and "no condition 'blur'" in err
+
+
+def test_corrupt_jpeg_fails_clearly_or_is_skipped_and_counted(tiny_val, tmp_path, capsys):
+    bad = next(tiny_val.rglob("*.JPEG"))
+    bad.write_bytes(bad.read_bytes()[:300])  # truncated
+    args = ["--model", "resnet18", "--weights", "random", "--data", str(tiny_val), "--conditions", "origin",
+            "--device", "cpu", "--workers", "0", "--output", str(tmp_path / "r.json")]
+    code, err = run_cli(capsys, *args)
+    assert code == 2 and bad.name in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r.json").exists()
+    assert main(["run", *args, "--on-bad-image", "skip"]) == 0
+    assert "1 unreadable image(s) skipped" in capsys.readouterr().out
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["dataset"]["n_skipped"] == 1 and record["results"][0]["n_images"] == 8
+    position = record["per_image"]["files"].index(str(bad.relative_to(tiny_val)))
+    assert record["per_image"]["top1"]["resnet18"]["origin"][position] == "-"
+
+
+def test_missing_style_weights_stop_before_work(tiny_val, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("IBNBENCH_STYLE_WEIGHTS_DIR", raising=False)
+    monkeypatch.setattr(engine, "evaluate", lambda *a, **k: pytest.fail("work started"))
+    code, err = run_cli(capsys, "--model", "resnet18", "--weights", "random", "--data", str(tiny_val),
+                        "--device", "cpu", "--output", str(tmp_path / "r.json"))
+    assert code == 2 and "monet" in err and "style_monet.pth" in err and "--skip-missing" in err
+
+
+def test_skip_missing_reports_conditions_as_not_run(tiny_val, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("IBNBENCH_STYLE_WEIGHTS_DIR", raising=False)
+    code = main(["run", "--model", "resnet18", "--weights", "random", "--data", str(tiny_val), "--device", "cpu",
+                 "--workers", "0", "--skip-missing", "--output", str(tmp_path / "r.json")])
+    out = capsys.readouterr().out
+    assert code == 0 and "not run (missing assets): monet" in out
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert [r["condition"] for r in record["results"]] == ["origin", "rgb+50", "r+50", "std*1.5"]
+    assert {"id": "monet", "label": "monet", "not_run": True} in record["conditions"]
