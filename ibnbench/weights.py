@@ -58,10 +58,14 @@ def fetch(url: str, sha256_prefix: str | None, model_name: str, progress: bool =
                 f"{model_name}: cannot download {url} ({type(exc).__name__}: {exc}). "
                 f"Download it elsewhere and place it at {target}, or pass --weights PATH."
             ) from None
-    if expected and not sha256_of(target).startswith(expected):
-        raise WeightsError(f"{model_name}: {target} does not match sha256 prefix {expected}; "
-                           f"delete it and download {url} again.")
-    return target
+    return _verified(target, expected, model_name, f"delete it and download {url} again")
+
+
+def _verified(path: Path, sha256_prefix: str | None, model_name: str, remedy: str) -> Path:
+    """``path`` if its sha256 starts with ``sha256_prefix`` (or no prefix is known)."""
+    if sha256_prefix and not sha256_of(path).startswith(sha256_prefix):
+        raise WeightsError(f"{model_name}: {path} does not match sha256 prefix {sha256_prefix}; {remedy}.")
+    return path
 
 
 def resolve(spec: str, info: ModelInfo, progress: bool = True) -> Path | None:
@@ -73,6 +77,9 @@ def resolve(spec: str, info: ModelInfo, progress: bool = True) -> Path | None:
         if released is None:
             raise WeightsError(f"{info.name}: no released weights (research variant or not published); "
                                "pass --weights PATH or --weights random.")
+        if released.local_path is not None:  # shipped inside an installed package
+            return _verified(Path(released.local_path()), released.sha256_prefix, info.name,
+                             f"reinstall the package that ships it ({released.source})")
         return fetch(released.url, released.sha256_prefix, info.name, progress)
     if _is_url(spec):
         return fetch(spec, None, info.name, progress)

@@ -66,8 +66,12 @@ class IBN(nn.Module):
         super().__init__()
         self.in_first = in_first
         self.n_in = int(planes * ratio) if in_first else planes - int(planes * (1 - ratio))
-        self.IN = nn.InstanceNorm2d(self.n_in, affine=True)
-        self.BN = nn.BatchNorm2d(planes - self.n_in)
+        if in_first:
+            self.IN = nn.InstanceNorm2d(self.n_in, affine=True)
+            self.BN = nn.BatchNorm2d(planes - self.n_in)
+        else:  # the official DenseNet layer registers BN first: keep its state_dict key order
+            self.BN = nn.BatchNorm2d(planes - self.n_in)
+            self.IN = nn.InstanceNorm2d(self.n_in, affine=True)
 
     def _slices(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(IN part, BN part) of ``x`` along channels, as views."""

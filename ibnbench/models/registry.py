@@ -61,7 +61,11 @@ EFFICIENTNET_LITE_PREPROCESSING = Preprocessing(
 
 @dataclass(frozen=True)
 class Weights:
-    """A released checkpoint: where it is, how to verify it, what it scores (percent error)."""
+    """A released checkpoint: where it is, how to verify it, what it scores (percent error).
+
+    ``local_path``, when set, returns the path of a copy shipped inside an installed Python package;
+    it is used instead of downloading ``url`` (which then only names the file's origin).
+    """
 
     url: str
     sha256_prefix: str | None = None
@@ -69,6 +73,7 @@ class Weights:
     top5_err: float | None = None
     source: str = ""
     license: str = ""
+    local_path: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def filename(self) -> str:
@@ -145,8 +150,7 @@ def create_model(name: str, weights: str | None = None, **overrides) -> nn.Modul
     if info.builder is None:  # external specs build themselves with their weights
         from . import external
 
-        model, info = external.create_external(name, weights=weights, **overrides)
-        loaded = {"source": weights or "random", "sha256": None}
+        model, info, loaded = external.create_external(name, weights=weights, **overrides)
     else:
         model = info.builder(**overrides)
         loaded = load_weights(model, info, weights)

