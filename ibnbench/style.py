@@ -168,6 +168,7 @@ def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights
     """
     from torchvision.transforms.v2.functional import resize
 
+    check_style(style, weights or "official")
     data, out = Path(data).expanduser(), Path(out).expanduser()
     if not data.is_dir():
         raise FileNotFoundError(f"--data {data} is not a folder")
@@ -184,7 +185,10 @@ def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights
     summary = {"total": len(files), "written": 0, "skipped": len(files) - len(todo), "out": str(out)}
     if not todo:
         return summary
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as exc:
+        raise ValueError(f"--device {device!r}: {exc}") from None
     generator = load_generator(style, weights or "official", progress).to(device)
     loader = torch.utils.data.DataLoader(_Decoded(data, todo), batch_size=None, num_workers=workers)
     with tqdm(total=len(files), initial=summary["skipped"], unit="img", desc=f"stylize {style}",

@@ -24,7 +24,7 @@ except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
 
 SUITE_FIELDS = ("description", "clip", "quantize", "conditions")
-COMMON_FIELDS = ("id", "label", "op", "clip", "quantize", "description")
+COMMON_FIELDS = ("id", "label", "op", "clip", "quantize")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+*-]*$")
 
 
@@ -138,9 +138,9 @@ def _condition(path: Path, index: int, entry: object, defaults: dict[str, bool],
         kwargs["weights"] = style_weights[kwargs["style"]]
     if op == "dir" and isinstance(kwargs.get("root"), str):
         kwargs["root"] = path.parent / Path(kwargs["root"]).expanduser()
+    flags = {field: _flag(where, entry, field, default) for field, default in defaults.items()}
     try:
-        return cls(condition_id, label, clip=_flag(where, entry, "clip", defaults["clip"]),
-                   quantize=_flag(where, entry, "quantize", defaults["quantize"]), **kwargs)
+        return cls(condition_id, label, **flags, **kwargs)
     except ValueError as exc:
         raise SuiteError(f"{where}: {exc}") from None
 

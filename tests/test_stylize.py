@@ -117,7 +117,8 @@ def test_bad_arguments(tmp_path, dataset, case, message):
     data, out = {"missing data": (tmp_path / "absent", tmp_path / "o"),
                  "out inside data": (dataset, dataset / "monet"),
                  "no images": (tmp_path / "o", tmp_path / "p")}[case]
-    data.mkdir(exist_ok=True) if case == "no images" else None
+    if case == "no images":
+        data.mkdir()
     with pytest.raises((FileNotFoundError, ValueError), match=message):
         run(data, out)
 

@@ -126,6 +126,8 @@ def test_unknown_suite_lists_shipped():
     (lambda t: t.replace('id = "r+50"', 'id = "r+50,g"'), r"mine.toml: condition #2: field 'id': expected a name"),
     (lambda t: t.replace('id = "r+50"', 'id = "origin"'), r"mine.toml: condition 'origin': field 'id': used twice"),
     (lambda t: t.replace("clip = true", 'clip = "yes"'), r"mine.toml: field 'clip': expected true or false"),
+    (lambda t: t.replace('offsets = [50, 0, 0]', 'offsets = [50, 0, 0]\nquantize = 1'),
+     r"mine.toml: condition 'r\+50': field 'quantize': expected true or false, got 1$"),
     (lambda t: t.replace('label = "R+50"', "label = 3"), r"mine.toml: condition 'r\+50': field 'label': expected"),
     (lambda t: t.replace('description', 'title'), r"mine.toml: field 'title' is not known"),
     (lambda t: t.split("[[conditions]]")[0], r"mine.toml: field 'conditions': expected a non-empty"),
@@ -133,8 +135,9 @@ def test_unknown_suite_lists_shipped():
      r"mine.toml: condition 'origin': field 'style': unknown style 'picasso'"),
 ])
 def test_malformed_suite_names_file_condition_and_field(tmp_path, edit, message):
-    with pytest.raises(SuiteError, match=message):
+    with pytest.raises(SuiteError, match=message) as error:
         load_suite(write(tmp_path, edit(MINIMAL)))
+    assert str(error.value).count("mine.toml") == 1 and "\n" not in str(error.value)
 
 
 def test_style_weights_override_is_part_of_the_definition():
