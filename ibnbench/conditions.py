@@ -232,7 +232,7 @@ class Dir(Condition):
     """Images read from a pre-stylised copy of the dataset (``ibnbench stylize``), the paper's own set-up.
 
     The data loader reads ``path_for(relative_path)`` instead of the original file; the op on the
-    batch is the identity.
+    batch is the identity. ``root`` (in a suite file: relative to that file) is part of the definition.
     """
 
     op, kind = "dir", "dir"

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.io import ImageReadMode, decode_image, encode_jpeg, encode_png, read_file
+from torchvision.transforms.v2.functional import resize
 from tqdm import tqdm
 
 from .models import create_model
@@ -133,15 +135,11 @@ class _Decoded(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[str, torch.Tensor]:
-        from torchvision.io import ImageReadMode, decode_image, read_file
-
         relative = self.files[index]
         return str(relative), decode_image(read_file(str(self.root / relative)), mode=ImageReadMode.RGB)
 
 
 def _encode(image: torch.Tensor, suffix: str) -> bytes:
-    from torchvision.io import encode_jpeg, encode_png
-
     encoded = encode_png(image) if suffix.lower() == ".png" else encode_jpeg(image, quality=JPEG_QUALITY)
     return encoded.numpy().tobytes()
 
@@ -166,13 +164,11 @@ def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights
     in ``out`` are skipped. ``limit`` takes the first N files in sorted relative-path order.
     Returns ``{"total", "written", "skipped", "out"}``.
     """
-    from torchvision.transforms.v2.functional import resize
-
     check_style(style, weights or "official")
     data, out = Path(data).expanduser(), Path(out).expanduser()
     if not data.is_dir():
         raise FileNotFoundError(f"--data {data} is not a folder")
-    if out.resolve() == data.resolve() or out.resolve().is_relative_to(data.resolve()):
+    if out.resolve().is_relative_to(data.resolve()):
         raise ValueError(f"--out {out} must lie outside --data {data}")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be positive, got {limit}")
