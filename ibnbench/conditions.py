@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar, Sequence
 
@@ -58,8 +59,9 @@ def _string(field: str, value: object) -> str:
     return value
 
 
-class Condition:
-    """A named appearance condition: ``condition(x)`` maps a 0..255 RGB batch to a 0..255 RGB batch.
+class Condition(ABC):
+    """A named appearance condition: ``condition(x)`` maps a 0..255 RGB batch to a 0..255 RGB batch
+    (a new tensor, or ``x`` itself when nothing changes: never modify the result in place).
 
     ``id`` names it in results and on the command line, ``label`` is its display name (the paper's column
     header), ``kind`` is one of "identity", "photometric", "style", "dir", ``requires`` lists the assets it
@@ -80,8 +82,8 @@ class Condition:
     def parameters(cls) -> dict[str, bool]:
         """The op's own parameters (beyond id, label, clip, quantize), each mapped to whether it is required."""
         common = inspect.signature(Condition.__init__).parameters
-        return {name: p.default is inspect.Parameter.empty for name, p in inspect.signature(cls.__init__).parameters.items()
-                if name not in common}
+        own = inspect.signature(cls.__init__).parameters
+        return {name: p.default is inspect.Parameter.empty for name, p in own.items() if name not in common}
 
     def params(self) -> dict:
         """The op's parameters as plain JSON values."""
@@ -95,9 +97,9 @@ class Condition:
     def requires(self) -> list[str]:
         return []
 
+    @abstractmethod
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """The op itself, before ``clip``/``quantize``."""
-        raise NotImplementedError
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return finish(self.apply(x), self.clip, self.quantize)
@@ -230,7 +232,7 @@ class Dir(Condition):
     """Images read from a pre-stylised copy of the dataset (``ibnbench stylize``), the paper's own set-up.
 
     The data loader reads ``path_for(relative_path)`` instead of the original file; the op on the
-    batch is the identity.
+    batch is the identity. ``root`` (in a suite file: relative to that file) is part of the definition.
     """
 
     op, kind = "dir", "dir"
@@ -238,7 +240,7 @@ class Dir(Condition):
     def __init__(self, id: str, label: str | None = None, *, root: str | Path, clip: bool = False,
                  quantize: bool = False):
         super().__init__(id, label, clip=clip, quantize=quantize)
-        self.root = Path(_string("root", str(root))).expanduser()
+        self.root = (root if isinstance(root, Path) else Path(_string("root", root))).expanduser()
 
     def params(self) -> dict:
         return {"root": str(self.root)}

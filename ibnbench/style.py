@@ -6,7 +6,8 @@ checkpoint cache, downloaded into that cache when absent; a path or URL names an
 builds a seeded random generator (for tests). :func:`missing_style_weights` answers without network.
 
 :func:`stylize` writes a stylised copy of a dataset (``ibnbench stylize``): every image is decoded as RGB,
-its shorter side resized to 256 (bilinear, antialiased; the resolution the CycleGAN authors test at), passed
+its shorter side resized to 256 by default (bilinear, antialiased, aspect kept; the resolution the CycleGAN
+authors test at, and the size the classifiers' own resize gives before their 224 centre crop), passed
 through the generator at that size and saved under the same relative path, as JPEG quality 95 for
 ``.jpg``/``.jpeg`` names and PNG for ``.png`` names.
 """
@@ -19,6 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.io import ImageReadMode, decode_image, encode_jpeg, encode_png, read_file
+from torchvision.transforms.v2.functional import resize
 from tqdm import tqdm
 
 from .models import create_model
@@ -132,15 +135,11 @@ class _Decoded(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[str, torch.Tensor]:
-        from torchvision.io import ImageReadMode, decode_image, read_file
-
         relative = self.files[index]
         return str(relative), decode_image(read_file(str(self.root / relative)), mode=ImageReadMode.RGB)
 
 
 def _encode(image: torch.Tensor, suffix: str) -> bytes:
-    from torchvision.io import encode_jpeg, encode_png
-
     encoded = encode_png(image) if suffix.lower() == ".png" else encode_jpeg(image, quality=JPEG_QUALITY)
     return encoded.numpy().tobytes()
 
@@ -157,22 +156,24 @@ def _write_atomically(target: Path, data: bytes) -> None:
 
 
 def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights: str | None = None,
-            device: str | None = None, limit: int | None = None, workers: int = 4,
-            progress: bool = True) -> dict:
+            device: str | None = None, limit: int | None = None, size: int = STYLIZE_SHORTER_SIDE,
+            workers: int = 4, progress: bool = True) -> dict:
     """Write a ``style`` copy of every image under ``data`` into ``out`` (same relative paths).
 
-    Resumable: files already in ``out`` are skipped. ``limit`` takes the first N files in sorted
-    relative-path order. Returns ``{"total", "written", "skipped", "out"}``.
+    Each image's shorter side is resized to ``size`` before the generator runs. Resumable: files already
+    in ``out`` are skipped. ``limit`` takes the first N files in sorted relative-path order.
+    Returns ``{"total", "written", "skipped", "out"}``.
     """
-    from torchvision.transforms.v2.functional import resize
-
+    check_style(style, weights or "official")
     data, out = Path(data).expanduser(), Path(out).expanduser()
     if not data.is_dir():
         raise FileNotFoundError(f"--data {data} is not a folder")
-    if out.resolve() == data.resolve() or out.resolve().is_relative_to(data.resolve()):
+    if out.resolve().is_relative_to(data.resolve()):
         raise ValueError(f"--out {out} must lie outside --data {data}")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be positive, got {limit}")
+    if size < 8:
+        raise ValueError(f"--size must be at least 8 pixels, got {size}")
     files = image_files(data)[:limit]
     if not files:
         raise FileNotFoundError(f"--data {data} holds no {'/'.join(IMAGE_SUFFIXES)} images")
@@ -180,13 +181,16 @@ def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights
     summary = {"total": len(files), "written": 0, "skipped": len(files) - len(todo), "out": str(out)}
     if not todo:
         return summary
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as exc:
+        raise ValueError(f"--device {device!r}: {exc}") from None
     generator = load_generator(style, weights or "official", progress).to(device)
     loader = torch.utils.data.DataLoader(_Decoded(data, todo), batch_size=None, num_workers=workers)
     with tqdm(total=len(files), initial=summary["skipped"], unit="img", desc=f"stylize {style}",
               disable=not progress) as bar:
         for relative, image in loader:
-            x = resize(image.to(device).float(), [STYLIZE_SHORTER_SIDE], antialias=True)
+            x = resize(image.to(device).float(), [size], antialias=True)
             styled = stylize_batch(generator, x[None])[0].round_().to("cpu", torch.uint8)
             _write_atomically(out / relative, _encode(styled, Path(relative).suffix))
             summary["written"] += 1

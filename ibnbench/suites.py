@@ -24,7 +24,7 @@ except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
 
 SUITE_FIELDS = ("description", "clip", "quantize", "conditions")
-COMMON_FIELDS = ("id", "label", "op", "clip", "quantize", "description")
+COMMON_FIELDS = ("id", "label", "op", "clip", "quantize")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+*-]*$")
 
 
@@ -32,21 +32,23 @@ class SuiteError(ValueError):
     """A suite file is malformed, or a suite or condition name is unknown."""
 
 
-def shipped_dir() -> Path:
-    """The folder of the shipped suites.
+def shipped_suites() -> dict[str, Path]:
+    """The shipped suite files by name.
 
     A source checkout (``pyproject.toml`` beside the package) uses its own ``transforms/``; an installed
     wheel uses the package data ``ibnbench.transforms``.
     """
     checkout = Path(__file__).resolve().parent.parent
     if (checkout / "pyproject.toml").is_file() and (checkout / "transforms").is_dir():
-        return checkout / "transforms"
-    return Path(str(importlib.resources.files("ibnbench.transforms")))
+        files = list((checkout / "transforms").iterdir())
+    else:
+        files = [Path(str(f)) for f in importlib.resources.files("ibnbench.transforms").iterdir()]
+    return {p.stem: p for p in sorted(files, key=lambda p: p.stem) if p.suffix == ".toml"}
 
 
 def list_suites() -> list[str]:
     """Names of the shipped suites."""
-    return sorted(p.stem for p in shipped_dir().glob("*.toml"))
+    return list(shipped_suites())
 
 
 @dataclass(frozen=True)
@@ -136,9 +138,9 @@ def _condition(path: Path, index: int, entry: object, defaults: dict[str, bool],
         kwargs["weights"] = style_weights[kwargs["style"]]
     if op == "dir" and isinstance(kwargs.get("root"), str):
         kwargs["root"] = path.parent / Path(kwargs["root"]).expanduser()
+    flags = {field: _flag(where, entry, field, default) for field, default in defaults.items()}
     try:
-        return cls(condition_id, label, clip=_flag(where, entry, "clip", defaults["clip"]),
-                   quantize=_flag(where, entry, "quantize", defaults["quantize"]), **kwargs)
+        return cls(condition_id, label, **flags, **kwargs)
     except ValueError as exc:
         raise SuiteError(f"{where}: {exc}") from None
 
@@ -149,11 +151,11 @@ def _locate(name_or_path: str | os.PathLike) -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"suite file {path} does not exist")
         return path
-    shipped = shipped_dir() / f"{name_or_path}.toml"
-    if not shipped.is_file():
-        raise SuiteError(f"unknown suite {str(name_or_path)!r}; shipped suites: {', '.join(list_suites())} "
+    shipped = shipped_suites()
+    if str(name_or_path) not in shipped:
+        raise SuiteError(f"unknown suite {str(name_or_path)!r}; shipped suites: {', '.join(shipped)} "
                          "(or give the path of a .toml file)")
-    return shipped
+    return shipped[str(name_or_path)]
 
 
 def load_suite(name_or_path: str | os.PathLike, *, style_weights: Mapping[str, str] | None = None) -> Suite:

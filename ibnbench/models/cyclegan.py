@@ -6,10 +6,13 @@ import torch
 from torch import nn
 
 from .ibn import InstanceNorm
-from .registry import register_model
+from .registry import Preprocessing, register_model
 
 CYCLEGAN_LICENSE = "BSD (junyanz/pytorch-CycleGAN-and-pix2pix)"
 IN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+# Input and output in [-1, 1]: x / 127.5 - 1 for RGB on the 0..255 scale.
+CYCLEGAN_PREPROCESSING = Preprocessing(mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5),
+                                       source="CycleGAN: x/127.5 - 1")
 
 
 def _norm(channels: int) -> nn.Module:
@@ -61,7 +64,8 @@ class ResnetGenerator(nn.Module):
                 if not (k.rsplit(".", 1)[-1] in IN_STATISTICS and k.rsplit(".", 1)[0] in norms)}
 
 
-@register_model(family="cyclegan", variant="resnet_9blocks", task="generator", license=CYCLEGAN_LICENSE)
+@register_model(family="cyclegan", variant="resnet_9blocks", task="generator", license=CYCLEGAN_LICENSE,
+                preprocessing=CYCLEGAN_PREPROCESSING)
 def cyclegan_resnet_9blocks(**kwargs) -> ResnetGenerator:
     """CycleGAN generator with 9 residual blocks (photo-to-painting style transfer)."""
     return ResnetGenerator(**kwargs)

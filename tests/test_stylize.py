@@ -1,0 +1,140 @@
+"""``ibnbench stylize``: a stylised copy of a dataset, same layout, resumable, atomic writes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.io import ImageReadMode, decode_image, encode_jpeg, encode_png, read_file, write_file
+from torchvision.transforms.v2.functional import resize
+
+import ibnbench.style as style
+from ibnbench.cli import main
+from ibnbench.style import load_generator, stylize, stylize_batch
+
+SIZE = 32  # shorter side for the tests (256 by default): keeps the generator fast on CPU
+FILES = {"n01440764/a.JPEG": (40, 60), "n01440764/b.JPEG": (50, 50), "n01443537/c.JPEG": (64, 48),
+         "n01443537/d.png": (36, 44)}
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    """A small ImageFolder-style set of JPEGs and one PNG, in ``tmp_path/val``."""
+    root = tmp_path / "val"
+    generator = torch.Generator().manual_seed(0)
+    for relative, (height, width) in FILES.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator)
+        encoded = encode_png(image) if relative.endswith(".png") else encode_jpeg(image, quality=95)
+        write_file(str(root / relative), encoded)
+    return root
+
+
+def run(data: Path, out: Path, **kwargs) -> dict:
+    return stylize("monet", data, out, weights="random", device="cpu", size=SIZE, workers=0, progress=False,
+                   **kwargs)
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_cli_round_trip(dataset, tmp_path, capsys):
+    out = tmp_path / "monet"
+    argv = ["stylize", "--style", "monet", "--data", str(dataset), "--out", str(out), "--weights", "random",
+            "--device", "cpu", "--size", str(SIZE), "--workers", "0"]
+    assert main(argv) == 0
+    assert "4 written, 0 already present, 4 in all" in capsys.readouterr().out
+    assert files_under(out) == sorted(FILES)
+    generator = load_generator("monet", "random")
+    for relative, (height, width) in FILES.items():
+        source = decode_image(read_file(str(dataset / relative)), mode=ImageReadMode.RGB).float()
+        expected = stylize_batch(generator, resize(source, [SIZE], antialias=True)[None])[0].round().to(torch.uint8)
+        raw = (out / relative).read_bytes()
+        if relative.endswith(".png"):
+            assert raw.startswith(b"\x89PNG") and torch.equal(decode_image(read_file(str(out / relative))), expected)
+        else:  # the same bytes as encoding the expected image at JPEG quality 95
+            assert raw == encode_jpeg(expected, quality=95).numpy().tobytes()
+        assert min(expected.shape[1:]) == SIZE
+        assert round(expected.shape[2] / expected.shape[1], 1) == round(width / height, 1)  # aspect kept
+    assert main(argv) == 0
+    assert "0 written, 4 already present" in capsys.readouterr().out
+
+
+def test_limit_then_resume_processes_only_the_rest(dataset, tmp_path, monkeypatch):
+    out = tmp_path / "monet"
+    calls = []
+
+    def counting(generator, x):
+        calls.append(x.shape)
+        return stylize_batch(generator, x)
+
+    monkeypatch.setattr(style, "stylize_batch", counting)
+    assert run(dataset, out, limit=2) == {"total": 2, "written": 2, "skipped": 0, "out": str(out)}
+    assert files_under(out) == sorted(FILES)[:2] and len(calls) == 2
+    first = {p: (out / p).stat().st_mtime_ns for p in files_under(out)}
+    assert run(dataset, out)["written"] == 2 and len(calls) == 4
+    assert files_under(out) == sorted(FILES)
+    assert all((out / p).stat().st_mtime_ns == mtime for p, mtime in first.items())
+
+
+def test_interrupted_run_leaves_no_partial_file_and_resumes(dataset, tmp_path, monkeypatch):
+    out = tmp_path / "monet"
+    encode = style._encode
+    encoded = []
+
+    def interrupt_on_third(image, suffix):
+        if len(encoded) == 2:
+            raise KeyboardInterrupt
+        encoded.append(suffix)
+        return encode(image, suffix)
+
+    monkeypatch.setattr(style, "_encode", interrupt_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        run(dataset, out)
+    assert files_under(out) == sorted(FILES)[:2]
+    monkeypatch.setattr(style, "_encode", encode)
+    assert run(dataset, out) == {"total": 4, "written": 2, "skipped": 2, "out": str(out)}
+    assert files_under(out) == sorted(FILES)
+
+
+def test_failed_rename_leaves_neither_target_nor_temporary(tmp_path, monkeypatch):
+    def failing_replace(source, target):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(style.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        style._write_atomically(tmp_path / "x" / "a.JPEG", b"data")
+    assert files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing data", r"--data .*absent is not a folder"),
+    ("out inside data", r"--out .* must lie outside --data"),
+    ("no images", r"--data .* holds no .jpg/.jpeg/.png images"),
+])
+def test_bad_arguments(tmp_path, dataset, case, message):
+    data, out = {"missing data": (tmp_path / "absent", tmp_path / "o"),
+                 "out inside data": (dataset, dataset / "monet"),
+                 "no images": (tmp_path / "o", tmp_path / "p")}[case]
+    if case == "no images":
+        data.mkdir()
+    with pytest.raises((FileNotFoundError, ValueError), match=message):
+        run(data, out)
+
+
+def test_cli_reports_unavailable_official_weights(dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.delenv(style.WEIGHTS_DIR_ENV, raising=False)
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    argv = ["stylize", "--style", "monet", "--data", str(dataset), "--out", str(tmp_path / "o"), "--workers", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "ibnbench stylize: error: style 'monet': cannot download http://efrosgans.eecs.berkeley.edu/cyclegan/" \
+           "pretrained_models/style_monet.pth" in err and "style_monet.pth, or pass --weights PATH" in err
+    assert main([*argv[:2], "picasso", *argv[3:]]) == 2
+    assert "unknown style 'picasso'" in capsys.readouterr().err
