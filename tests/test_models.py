@@ -387,10 +387,12 @@ def test_stage_variants_carry_ibn_in_the_named_stages(stages):
 
 
 def test_ratio_and_stages_are_constructor_options():
-    model = ibnbench.create_model("resnet50_ibn_c", ibn_cfg=("c", None, None, None), ibn_ratio=0.25)
+    model = ibnbench.create_model("resnet50_ibn_ad", ibn_cfg=("a&d", "a", None, None), ibn_ratio=0.25)
+    assert model.bn1.n_in == 16 and model.layer1[0].bn1.n_in == 16 and model.layer2[3].bn1.n_in == 32
+    assert model.layer1[-1].IN.num_features == 64 and model.layer2[-1].IN is None
+    assert isinstance(model.layer3[0].bn1, nn.BatchNorm2d)
+    model = ibnbench.create_model("resnet50_ibn_c", ibn_cfg=("c", None, None, None))
     assert isinstance(model.layer1[0].bn1, ConcatIBN) and isinstance(model.layer2[0].bn1, nn.BatchNorm2d)
-    model = ibnbench.create_model("resnet50_ibn_d", ibn_ratio=0.25)
-    assert model.bn1.n_in == 16 and model.layer2[-1].IN.num_features == 128
 
 
 def test_variants_reject_ibn_b_stages():
