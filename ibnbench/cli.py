@@ -8,10 +8,11 @@ from tabulate import tabulate
 
 from . import models
 from .engine import RunOptions
+from .models.external import MissingExtraError
 from .models.registry import UnknownModelError
 from .weights import WeightsError
 
-CLEAN_ERRORS = (UnknownModelError, WeightsError, FileNotFoundError, ValueError, OSError)
+CLEAN_ERRORS = (UnknownModelError, WeightsError, MissingExtraError, FileNotFoundError, ValueError, OSError)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -135,7 +136,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         info = models.model_info(name)
         w = info.weights
         ref = f"{w.top1_err:.2f}/{w.top5_err:.2f}" if w and w.top1_err is not None else "-"
-        rows.append([name, info.family, info.variant, f"{info.num_params() / 1e6:.1f}M",
+        try:
+            params = f"{info.num_params() / 1e6:.1f}M"
+        except MissingExtraError:
+            params = "n/a (extra missing)"
+        rows.append([name, info.family, info.variant, params,
                      "research (none)" if info.research else ("official" if w else "none"),
                      ref, info.preprocessing.convention, info.license or "-"])
     print(tabulate(rows, headers=["model", "family", "variant", "params", "weights", "ref err top1/top5",

@@ -132,9 +132,9 @@ IBN_A = ("a", "a", "a", None)
 IBN_B = ("b", "b", None, None)
 
 
-def _resnet(depth: int, ibn_cfg: Sequence[str | None], **kwargs) -> ResNetIBN:
+def _resnet(depth: int, default_cfg: Sequence[str | None], **kwargs) -> ResNetIBN:
     block, layers = DEPTHS[depth]
-    return ResNetIBN(block, layers, tuple(kwargs.pop("ibn_cfg", ibn_cfg)), **kwargs)
+    return ResNetIBN(block, layers, tuple(kwargs.pop("ibn_cfg", default_cfg)), **kwargs)
 
 
 def _torchvision_weights(depth: int) -> Weights:
