@@ -204,13 +204,18 @@ class _StemCaptured(Exception):
 
 
 def _stem(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(conv1 output, bn1 output)`` for a 0..255 batch, from a forward hook on ``model.bn1``."""
+    """``(conv1 output, bn1 output)`` for a 0..255 batch, from hooks on ``model.bn1`` (the input is
+    copied before the layer runs: the IBN-b stem normalises its temporary input in place)."""
     captured = {}
 
+    def before(module, inputs):
+        captured.update(conv=inputs[0].detach().clone())
+
     def hook(module, inputs, output):
-        captured.update(conv=inputs[0].detach(), norm=output.detach())
+        captured.update(norm=output.detach())
         raise _StemCaptured
 
+    pre_handle = model.bn1.register_forward_pre_hook(before)
     handle = model.bn1.register_forward_hook(hook)
     try:
         with torch.no_grad():
@@ -219,6 +224,7 @@ def _stem(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.
         pass
     finally:
         handle.remove()
+        pre_handle.remove()
     return captured["conv"], captured["norm"]
 
 

@@ -259,7 +259,7 @@ def test_se_resnet_key_patterns():
 def test_se_is_applied_before_the_addition():
     block = ibnbench.create_model("se_resnet50_ibn_a").layer1[1]
     seen = {}
-    block.se.register_forward_hook(lambda module, args, out: seen.setdefault("se_out", out.clone()))
+    block.se.register_forward_hook(lambda module, args, out: seen.update(se_out=out.clone()))  # returns None
     x = torch.randn(1, 256, 8, 8)
     with torch.no_grad():
         out = block(x)

@@ -2,7 +2,10 @@
 
 In eval mode neither layer splits, copies or concatenates the feature map: the IN statistics
 are computed on a channel slice (a view), every channel gets one per-sample scale and shift
-(BN folded from its running statistics), and a single fused ``addcmul`` writes the output.
+(BN folded from its running statistics), and a single fused ``addcmul`` writes the output,
+into the input's own memory when the owning block says that is safe (``inplace=True``).
+On CPU the statistics are taken one sample at a time through a small reused scratch buffer
+(two-pass, as exact as ``var_mean``): large fresh allocations, not arithmetic, dominate there.
 """
 from __future__ import annotations
 
@@ -11,11 +14,31 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample, per-channel spatial ``(mean, biased variance)`` in float32, shape ``[N, C]``."""
+    x = x if x.dtype == torch.float32 else x.float()
+    if x.device.type != "cpu":
+        var, mean = torch.var_mean(x, dim=(2, 3), unbiased=False)
+        return mean, var
+    n, c = x.shape[:2]
+    channels_last = x.stride(1) == 1
+    # views: [N, HW, C] for channels_last (slices included), [N, C, HW] for NCHW
+    v = x.permute(0, 2, 3, 1).reshape(n, -1, c) if channels_last else x.reshape(n, c, -1)
+    pixel_dim = 1 if channels_last else 2
+    mean = v.mean(pixel_dim)
+    var = torch.empty_like(mean)
+    centred = torch.empty(v.shape[1:], dtype=v.dtype)
+    for i in range(n):  # one sample at a time: the scratch buffer stays small and is reused
+        torch.sub(v[i], mean[i] if channels_last else mean[i, :, None], out=centred)
+        centred.mul_(centred)
+        torch.mean(centred, pixel_dim - 1, out=var[i])
+    return mean, var
+
+
 def _instance_scale_shift(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
                           eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample, per-channel ``(scale, shift)`` of instance norm, in float32, shape ``[N, C]``."""
-    stats_input = x if x.dtype == torch.float32 else x.float()
-    var, mean = torch.var_mean(stats_input, dim=(2, 3), unbiased=False)
+    mean, var = _moments(x)
     scale = torch.rsqrt(var + eps)
     if weight is not None:
         scale = scale * weight
@@ -25,10 +48,13 @@ def _instance_scale_shift(x: torch.Tensor, weight: torch.Tensor | None, bias: to
     return scale, shift
 
 
-def _apply(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """``x * scale + shift`` with ``[N, C]`` (or ``[C]``) coefficients broadcast over H x W, in one kernel."""
+def _apply(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """``x * scale + shift`` with ``[N, C]`` coefficients broadcast over H x W, in one kernel
+    (written over ``x`` when ``inplace`` and autograd does not need ``x``)."""
     scale = scale.to(x.dtype)[..., None, None]
     shift = shift.to(x.dtype)[..., None, None]
+    if inplace and not (torch.is_grad_enabled() and x.requires_grad):
+        return torch.addcmul(shift, x, scale, out=x)
     return torch.addcmul(shift, x, scale)
 
 
@@ -45,13 +71,18 @@ def _folded_batch_norm(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
 
 class InstanceNorm(nn.InstanceNorm2d):
     """``nn.InstanceNorm2d`` (same keys and semantics) with a fused eval path that keeps
-    the memory format (channels_last stays channels_last)."""
+    the memory format (channels_last stays channels_last); ``inplace=True`` lets it overwrite
+    its input, for blocks whose input is a temporary."""
+
+    def __init__(self, num_features: int, *args, inplace: bool = False, **kwargs):
+        super().__init__(num_features, *args, **kwargs)
+        self.inplace = inplace
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or self.track_running_stats:
             return super().forward(x)
         scale, shift = _instance_scale_shift(x, self.weight, self.bias, self.eps)
-        return _apply(x, scale, shift)
+        return _apply(x, scale, shift, self.inplace)
 
 
 class IBN(nn.Module):
@@ -62,9 +93,10 @@ class IBN(nn.Module):
     Keys are ``IN.weight``, ``IN.bias`` and ``BN.*`` as in the official release.
     """
 
-    def __init__(self, planes: int, ratio: float = 0.5, in_first: bool = True):
+    def __init__(self, planes: int, ratio: float = 0.5, in_first: bool = True, inplace: bool = False):
         super().__init__()
         self.in_first = in_first
+        self.inplace = inplace
         self.n_in = int(planes * ratio) if in_first else planes - int(planes * (1 - ratio))
         if in_first:
             self.IN = nn.InstanceNorm2d(self.n_in, affine=True)
@@ -90,7 +122,7 @@ class IBN(nn.Module):
         if not self.in_first:
             parts = tuple(p[::-1] for p in parts)
         scale, shift = (torch.cat(p, 1) for p in parts)
-        return _apply(x, scale, shift)
+        return _apply(x, scale, shift, self.inplace)
 
 
 class SELayer(nn.Module):

@@ -22,7 +22,7 @@ def official(filename: str, top1_err: float | None = None, top5_err: float | Non
 
 def first_norm(planes: int, ibn: str | None, ratio: float) -> nn.Module:
     """The block's first normalisation: an IBN layer for IBN-a, else BN."""
-    return IBN(planes, ratio) if ibn == "a" else nn.BatchNorm2d(planes)
+    return IBN(planes, ratio, inplace=True) if ibn == "a" else nn.BatchNorm2d(planes)
 
 
 class BasicBlock(nn.Module):
@@ -36,13 +36,13 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.IN = InstanceNorm(planes, affine=True) if ibn == "b" else None
+        self.IN = InstanceNorm(planes, affine=True, inplace=True) if ibn == "b" else None
         self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        out = out + (x if self.downsample is None else self.downsample(x))
+        out += x if self.downsample is None else self.downsample(x)  # in place, as the official blocks
         if self.IN is not None:
             out = self.IN(out)
         return self.relu(out)
@@ -62,7 +62,7 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
-        self.IN = InstanceNorm(planes * 4, affine=True) if ibn == "b" else None
+        self.IN = InstanceNorm(planes * 4, affine=True, inplace=True) if ibn == "b" else None
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -70,7 +70,7 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        out = out + (x if self.downsample is None else self.downsample(x))
+        out += x if self.downsample is None else self.downsample(x)  # in place, as the official blocks
         if self.IN is not None:
             out = self.IN(out)
         return self.relu(out)
@@ -90,7 +90,7 @@ class ResNetIBN(nn.Module):
         self.inplanes = 64
         self.ibn_ratio = ibn_ratio
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = InstanceNorm(64, affine=True) if ibn_cfg[0] == "b" else nn.BatchNorm2d(64)
+        self.bn1 = InstanceNorm(64, affine=True, inplace=True) if ibn_cfg[0] == "b" else nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         self.layer1 = self._make_layer(block, 64, layers[0], 1, ibn_cfg[0])

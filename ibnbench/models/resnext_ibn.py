@@ -27,7 +27,7 @@ class ResNeXtBottleneck(nn.Module):
         super().__init__()
         width = math.floor(planes * self.base_width / 64) * self.cardinality
         self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
-        self.bn1 = IBN(width, ratio) if ibn == "a" else nn.BatchNorm2d(width)
+        self.bn1 = IBN(width, ratio, inplace=True) if ibn == "a" else nn.BatchNorm2d(width)
         self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=self.cardinality, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
@@ -39,7 +39,8 @@ class ResNeXtBottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+        out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)
 
 
 class ResNeXtIBN(ResNetIBN):

@@ -25,7 +25,8 @@ class SEBottleneck(Bottleneck):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.se(self.bn3(self.conv3(out)))
-        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+        out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)
 
 
 def _se_resnet(depth: int, **kwargs) -> ResNetIBN:
