@@ -144,3 +144,64 @@ def compare_baseline(models: Sequence[str], data: str | os.PathLike, suite: str 
     out["n_images"] = len(dataset)
     out["identical_counts"] = out["fanout"]["results"] == out["baseline"]["results"]
     return out
+
+
+def _timed(fn, device: torch.device, repeat: int = 1) -> float:
+    """Seconds per call of ``fn`` (synchronised on CUDA)."""
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - start) / repeat
+
+
+def pipeline(models: Sequence[str], data: str | os.PathLike, suite: str = "table1",
+             conditions: Sequence[str] | None = None, weights: Sequence[str] | None = None, limit: int = 256,
+             batch_size: int = 64, device: str | None = None, amp: str = "auto", channels_last: bool = False,
+             workers: int = 0, style_weights: dict | None = None) -> dict:
+    """Time each stage of a real run on ``limit`` images (decode, crop, each condition, each model's forward)
+    and the whole fan-out evaluation; images/s per stage."""
+    from . import data as data_mod
+    from .engine import ModelRunner, RunOptions, evaluate
+    from .models import create_model
+    from .suites import load_suite
+
+    chosen = load_suite(suite, style_weights=style_weights)
+    if conditions:
+        chosen = chosen.select(conditions)
+    missing = chosen.requires
+    if missing:
+        raise ValueError(f"missing assets: {'; '.join(missing)} (select --conditions without them)")
+    dataset = data_mod.open_dataset(data, limit=limit)
+    options = RunOptions(device=device, batch_size=batch_size, amp=amp, channels_last=channels_last,
+                         workers=workers, progress=False)
+    dev = options.resolved_device()
+    specs = list(weights or ["random"])
+    built = {m: create_model(m, weights=w) for m, w in zip(models, specs * len(models) if len(specs) == 1 else specs)}
+    geometry = data_mod.Geometry()
+    paths = [dataset.path(i) for i in range(len(dataset))]
+    n = len(paths)
+    start = time.perf_counter()
+    images = [data_mod.decode_file(p) for p in paths]
+    decode_s = time.perf_counter() - start
+    start = time.perf_counter()
+    crops = torch.stack([geometry.apply(im) for im in images])
+    crop_s = time.perf_counter() - start
+    batch = crops[:batch_size].to(dev).float()
+    scale = n / batch.shape[0]  # per-batch timings scaled to the whole sample
+    stages = {"decode (1 CPU process)": decode_s, "resize + crop (1 CPU process)": crop_s}
+    for condition in chosen.conditions:
+        condition(batch)  # warm-up (style generators are built lazily)
+        stages[f"condition {condition.id} ({condition.kind})"] = _timed(lambda: condition(batch), dev, 3) * scale
+    for name, model in built.items():
+        runner = ModelRunner(model, model.ibnbench_info.preprocessing, dev, options)
+        runner.top5(batch)
+        stages[f"forward {name}"] = _timed(lambda: runner.top5(batch), dev, 3) * scale
+    whole = evaluate(built, chosen.conditions, dataset, options)
+    rows = [{"stage": k, "seconds": round(v, 4), "images_per_s": round(n / v, 1) if v else None}
+            for k, v in stages.items()]
+    rows.append({"stage": f"whole fan-out evaluation ({workers} workers)", "seconds": whole["timing"]["seconds"],
+                 "images_per_s": round(n / whole["timing"]["seconds"], 1)})
+    return {"n_images": n, "device": str(dev), "batch_size": batch_size, "stages": rows,
+            "pairs": len(built) * len(chosen.conditions)}

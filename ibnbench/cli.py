@@ -24,7 +24,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                  output=args.output, results_dir=args.results_dir, labels=args.labels, resume=args.resume,
                  skip_missing=args.skip_missing, device=args.device, batch_size=args.batch_size,
                  workers=args.workers, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
-                 limit=args.limit, on_bad_image=args.on_bad_image, fanout=not args.no_fanout)
+                 limit=args.limit, on_bad_image=args.on_bad_image, fanout=not args.no_fanout,
+                 chunk_size=args.chunk_size)
     if record.path:
         print(render(table1([record]), "markdown"))
         skipped = record.dataset.get("n_skipped", 0)
@@ -83,8 +84,17 @@ def cmd_divergence(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Synthetic throughput per model, or the fan-out vs baseline comparison on a dataset."""
-    from .bench import compare_baseline, throughput
+    from .bench import compare_baseline, pipeline, throughput
 
+    if args.pipeline:
+        if not args.data:
+            raise ValueError("--pipeline needs --data DIR")
+        out = pipeline(args.model, args.data, suite=args.suite, conditions=args.conditions, weights=args.weights,
+                       limit=args.limit or 256, batch_size=args.batch_size, device=args.device, amp=args.amp,
+                       channels_last=args.channels_last, workers=args.workers)
+        print(tabulate(out["stages"], headers="keys"))
+        print(f"\n{out['n_images']} images, {out['pairs']} (model, condition) pairs, device {out['device']}")
+        return 0
     if args.compare_baseline:
         if not args.data:
             raise ValueError("--compare-baseline needs --data DIR")
@@ -215,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE", help="record path (default: RESULTS_DIR/<suite>-<models>-<time>.json)")
     p.add_argument("--results-dir", default="results", metavar="DIR", help="where records go by default (default results/)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last completed chunk")
+    p.add_argument("--chunk-size", type=int, default=RunOptions.chunk_size, metavar="N",
+                   help=f"images per checkpoint: the unit --resume restarts from (default {RunOptions.chunk_size})")
     p.add_argument("--skip-missing", action="store_true", help="report conditions with missing assets as not run instead of stopping")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (halved automatically on out-of-memory; default 64)")
@@ -272,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=10, help="timed iterations after warm-up (default 10)")
     p.add_argument("--compare-baseline", action="store_true",
                    help="time the fan-out engine against one pass per (model, condition) on --data")
-    p.add_argument("--data", metavar="DIR", help="dataset for --compare-baseline")
+    p.add_argument("--pipeline", action="store_true",
+                   help="time each stage of a real run (decode, crop, conditions, forwards) and the whole on --data")
+    p.add_argument("--data", metavar="DIR", help="dataset for --pipeline / --compare-baseline")
     p.add_argument("--suite", default="table1")
     p.add_argument("--conditions", type=lambda s: [c for c in s.split(",") if c], metavar="IDS")
     p.add_argument("--workers", type=int, default=0, help="decode workers (0 lets the decode count be exact)")

@@ -350,7 +350,14 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
                 "models": {n: m.ibnbench_weights.get("sha256") for n, m in models.items()}}
     stem = out_path or Path(results_dir) / f"{chosen.name}-{'+'.join(names)}.json"
     ckpt_path = stem.with_name(f".{stem.name}.rank{dist.rank}.resume.pt")
-    if not resume and ckpt_path.exists():
+    if resume:
+        found = sorted(int(p.name.rsplit(".rank", 1)[1].split(".")[0])
+                       for p in stem.parent.glob(f".{stem.name}.rank*.resume.pt"))
+        if found and found != list(range(dist.world_size)):
+            raise ValueError(f"--resume: the interrupted run left checkpoints for {len(found)} process(es) "
+                             f"(ranks {found}) but this run has {dist.world_size}; resume with the same "
+                             "world size, or run without --resume")
+    elif ckpt_path.exists():
         ckpt_path.unlink()
     checkpoint = Checkpoint(ckpt_path, identity)
     result = evaluate(models, chosen.conditions, dataset, opts, checkpoint, dist)

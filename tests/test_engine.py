@@ -148,3 +148,43 @@ def test_skip_missing_reports_conditions_as_not_run(tiny_val, tmp_path, capsys, 
     record = json.loads((tmp_path / "r.json").read_text())
     assert [r["condition"] for r in record["results"]] == ["origin", "rgb+50", "r+50", "std*1.5"]
     assert {"id": "monet", "label": "monet", "not_run": True} in record["conditions"]
+
+
+def test_killed_cli_run_resumes_to_identical_results(tiny_val, tmp_path):
+    """SIGKILL mid-run (a real crash): no record is left, and --resume finishes with the same numbers."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def args(output: Path) -> list[str]:
+        return [sys.executable, "-m", "ibnbench.cli", "run", "--model", "resnet18_ibn_b", "--weights", "random",
+                "--data", str(tiny_val), "--conditions", ",".join(CONDITIONS), "--device", "cpu", "--workers", "0",
+                "--batch-size", "1", "--chunk-size", "1", "--output", str(output)]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = tmp_path / "reference.json"
+    subprocess.run(args(reference), check=True, env=env, capture_output=True, timeout=300)
+    killed = tmp_path / "killed.json"
+    resume_file = tmp_path / ".killed.json.rank0.resume.pt"
+    job = subprocess.Popen(args(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not resume_file.exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    job.send_signal(signal.SIGKILL)
+    job.wait(timeout=60)
+    assert resume_file.exists() and not killed.exists(), "the run was not caught mid-way"
+    done = subprocess.run(args(killed) + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    a, b = json.loads(reference.read_text()), json.loads(killed.read_text())
+    assert a["results"] == b["results"] and a["per_image"] == b["per_image"]
+    assert not resume_file.exists()  # cleaned up after a complete run
+
+
+def test_resume_with_another_world_size_is_refused(tiny_val, tmp_path, capsys):
+    for rank in (0, 1):
+        (tmp_path / f".r.json.rank{rank}.resume.pt").write_bytes(b"")
+    code, err = run_cli(capsys, "--model", "resnet18", "--weights", "random", "--data", str(tiny_val),
+                        "--conditions", "origin", "--device", "cpu", "--output", str(tmp_path / "r.json"), "--resume")
+    assert code == 2 and "2 process(es)" in err and "same world size" in err
