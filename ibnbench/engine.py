@@ -272,7 +272,8 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
     shard = dist.shard(range(len(dataset)))
     progress = _Progress(on_batch)
     for model_names, pass_conditions in passes:
-        todo = [i for i in shard if not state.done[i]] if options.fanout else shard
+        done = state.done.cpu()  # one transfer, not one device sync per image
+        todo = [i for i in shard if not done[i]] if options.fanout else shard
         loader = data_mod.make_loader(dataset, list(geometries.values()), batch_size=options.batch_size,
                                       workers=options.workers, pin_memory=device.type == "cuda",
                                       on_bad_image=options.on_bad_image, decoder=options.resolved_decoder(device),
