@@ -49,3 +49,23 @@ def test_ibn_layer(benchmark, path, ibn_layer_and_input):
         out = benchmark(forward, x)
         expected = reference_ibn_forward(layer, x)
     assert torch.allclose(out, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.benchmark(group="forward resnet50 cuda bf16 channels_last")
+@pytest.mark.parametrize("name", ["resnet50", "resnet50_ibn_a", "resnet50_ibn_b"])
+def test_forward_cuda_bf16(benchmark, name):
+    """GPU throughput as the engine runs it (bf16 autocast, channels_last, batch 256), timed with a sync."""
+    model = ibnbench.create_model(name).cuda().to(memory_format=torch.channels_last)
+    x = torch.randn(256, 3, 224, 224, device="cuda").to(memory_format=torch.channels_last)
+
+    def forward():
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model(x)
+        torch.cuda.synchronize()
+        return out
+
+    forward()
+    logits = benchmark(forward)
+    assert logits.shape == (256, 1000) and torch.isfinite(logits.float()).all()

@@ -1,14 +1,8 @@
-"""Benchmarks: collect ``bench_*.py`` files and run on 2 CPU threads."""
+"""Benchmarks (``bench_*.py``, collected through ``python_files`` in pyproject.toml) run on 2 CPU threads."""
 from __future__ import annotations
 
 import pytest
 import torch
-
-
-def pytest_collect_file(file_path, parent):
-    if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
-        return pytest.Module.from_parent(parent, path=file_path)
-    return None
 
 
 @pytest.fixture(autouse=True)
