@@ -3,6 +3,7 @@ model, and count top-1/top-5 hits per image on the device (synchronising once pe
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 import time
@@ -226,13 +227,21 @@ class _Progress:
 
 
 def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Sequence, state: EvalState,
-                    device: torch.device) -> None:
-    """Every condition on the batch's crops, every model on every condition; hits stay on the device."""
+                    device: torch.device, dir_batches: dict[str, dict] | None = None) -> None:
+    """Every condition on the batch's crops, every model on every condition; hits stay on the device.
+
+    ``dir_batches`` holds, per ``dir`` condition, the same images read from its pre-stylised folder."""
     index = batch["index"].to(device, non_blocking=True)
     label = batch["label"].to(device, non_blocking=True)
+    ok = batch["ok"]
     crops = {key: crop.to(device, non_blocking=True).float() for key, crop in batch["crops"].items()}
     for condition in conditions:
-        for key, crop in crops.items():
+        source = crops
+        if dir_batches and condition.id in dir_batches:
+            ok = ok & dir_batches[condition.id]["ok"]
+            source = {key: crop.to(device, non_blocking=True).float()
+                      for key, crop in dir_batches[condition.id]["crops"].items()}
+        for key, crop in source.items():
             x = condition(crop)
             for name, runner in runners.items():
                 if runner.geometry != key:
@@ -240,7 +249,7 @@ def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Se
                 hits = runner.top5(x) == label[:, None]
                 state.top1[name, condition.id][index] = hits[:, 0]
                 state.top5[name, condition.id][index] = hits.any(dim=1)
-    state.valid[index] = batch["ok"].to(device, non_blocking=True)
+    state.valid[index] = ok.to(device, non_blocking=True)
     state.done[index] = True
 
 
@@ -274,17 +283,20 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
     for model_names, pass_conditions in passes:
         done = state.done.cpu()  # one transfer, not one device sync per image
         todo = [i for i in shard if not done[i]] if options.fanout else shard
-        loader = data_mod.make_loader(dataset, list(geometries.values()), batch_size=options.batch_size,
-                                      workers=options.workers, pin_memory=device.type == "cuda",
-                                      on_bad_image=options.on_bad_image, decoder=options.resolved_decoder(device),
-                                      device=device, indices=todo)
+        dir_conditions = [c for c in pass_conditions if c.kind == "dir"]
+        sources = [dataset] + [dataclasses.replace(dataset, root=c.root) for c in dir_conditions]
+        loaders = [data_mod.make_loader(source, list(geometries.values()), batch_size=options.batch_size,
+                                        workers=options.workers, pin_memory=device.type == "cuda",
+                                        on_bad_image=options.on_bad_image, decoder=options.resolved_decoder(device),
+                                        device=device, indices=todo) for source in sources]
         desc = "evaluate" if options.fanout else f"{model_names[0]} / {pass_conditions[0].id}"
         with tqdm(total=len(todo), desc=desc, unit="img", dynamic_ncols=True, smoothing=0.1,
                   disable=None if options.progress and dist.is_main else True) as bar:  # None: only on a terminal
             since_checkpoint = 0
-            for batch in loader:
-                _evaluate_batch(batch, {n: runners[n] for n in model_names}, pass_conditions, state, device)
-                skipped.extend(path for path, _reason in batch["bad"])
+            for batch, *dir_batches in zip(*loaders):
+                _evaluate_batch(batch, {n: runners[n] for n in model_names}, pass_conditions, state, device,
+                                {c.id: b for c, b in zip(dir_conditions, dir_batches)})
+                skipped.extend(path for b in (batch, *dir_batches) for path, _reason in b["bad"])
                 n = len(batch["index"])
                 bar.update(n)
                 progress.add(n)
@@ -342,6 +354,10 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
         not_run = list(missing)
         chosen = chosen.select([c.id for c in chosen.conditions if c.id not in missing])
     dataset = data_mod.open_dataset(data, labels=labels, limit=opts.limit)
+    for condition in chosen.conditions:
+        if condition.kind == "dir":  # a pre-stylised copy must hold every image: fail before any work
+            for relative in dataset.files:
+                condition.path_for(relative)
     dist = DistContext.detect()
     models = {name: create_model(name, weights=spec) for name, spec in zip(names, specs)}
 

@@ -188,3 +188,31 @@ def test_resume_with_another_world_size_is_refused(tiny_val, tmp_path, capsys):
     code, err = run_cli(capsys, "--model", "resnet18", "--weights", "random", "--data", str(tiny_val),
                         "--conditions", "origin", "--device", "cpu", "--output", str(tmp_path / "r.json"), "--resume")
     assert code == 2 and "2 process(es)" in err and "same world size" in err
+
+
+def test_dir_condition_reads_the_prestylised_copy(tiny_val, tmp_path):
+    """A `dir` condition scores the same images read from another folder (matched by relative path):
+    its numbers equal an `origin` run on that folder itself."""
+    from PIL import Image, ImageOps
+
+    styled = tmp_path / "styled"
+    for path in tiny_val.rglob("*.JPEG"):
+        target = styled / path.relative_to(tiny_val)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ImageOps.invert(Image.open(path).convert("RGB")).save(target, format="JPEG", quality=95)
+    suite = tmp_path / "styled.toml"
+    suite.write_text(f'[[conditions]]\nid = "origin"\nop = "identity"\n\n'
+                     f'[[conditions]]\nid = "inverted"\nop = "dir"\nroot = "{styled}"\n')
+    conditions = load_suite(suite).conditions
+    seen = []
+    inverted = conditions[1]
+    inverted.apply = lambda x: seen.append(float(x.sum())) or x  # spy on what the condition receives
+    opts = RunOptions(workers=0, batch_size=4, device="cpu", progress=False)
+    evaluate(small_models(("resnet18",)), conditions, data.open_dataset(tiny_val), opts)
+
+    def total(root: Path) -> float:
+        loader = data.make_loader(data.open_dataset(root), [data.Geometry()], batch_size=4, workers=0)
+        return sum(float(b["crops"][data.Geometry().key].float().sum()) for b in loader)
+
+    assert sum(seen) == pytest.approx(total(styled), rel=1e-6)
+    assert sum(seen) != pytest.approx(total(tiny_val), rel=1e-3)
