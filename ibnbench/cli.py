@@ -45,6 +45,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     text = report(args.results, format=args.format, vs=args.vs, output=args.output)
     print(text if not args.output else f"wrote {args.output}")
+    if args.plot:
+        from .plots import plot_report
+
+        for path in plot_report(args.results, args.plot):
+            print(f"wrote {path}")
     return 0
 
 
@@ -62,16 +67,16 @@ def cmd_divergence(args: argparse.Namespace) -> int:
     """Per-layer feature divergence between two domains, as a table (plus JSON and PNG if asked)."""
     from .analysis import divergence, plot_divergence
 
+    layers = "auto" if args.layers == "auto" else [n.strip() for n in args.layers.split(",") if n.strip()]
     results = [divergence(m, args.data, data_b=args.data_b, condition=args.condition, suite=args.suite,
-                          split_classes=args.split_classes,
-                          layers="auto" if args.layers == "auto" else args.layers.split(","),
+                          split_classes=args.split_classes, layers=layers,
                           limit=args.limit, device=args.device, weights=w, batch_size=args.batch_size)
                for m, w in zip(args.model, _per_model(args.weights, args.model, "official"))]
     for result in results:
         print(f"{result['model']}: {result['domain_a']} vs {result['domain_b']} "
               f"({result['n_a']} / {result['n_b']} images)")
-        print(tabulate([(e["name"], e["divergence"]) for e in result["layers"]], headers=["layer", "divergence"],
-                       floatfmt=".4f"))
+        print(tabulate([(e["name"], e["divergence"], e["channels"], e["excluded"]) for e in result["layers"]],
+                       headers=["layer", "divergence", "channels", "excluded"], floatfmt=".4f", missingval="n/a"))
     if args.output:
         from .results import write_json_atomic
 
@@ -244,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json", "latex", "html"])
     p.add_argument("--vs", choices=["paper"], help="show the paper's published numbers next to ours, with differences")
     p.add_argument("--output", metavar="FILE", help="write the report to FILE instead of printing it")
+    p.add_argument("--plot", metavar="PNG",
+                   help="also draw the drops as grouped bars (top-1 and top-5 panels); records of the sweep suite "
+                        "give robustness curves instead (at PNG, or at <stem>-sweep.png beside it when both kinds are given)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("check", help="compare new results with recorded ones (exit 0 ok, 1 regression, 2 incomparable)")
@@ -256,7 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("divergence", help="feature divergence between two domains, layer by layer (paper Sec. 4.3)",
                        description="For each layer and channel, fit a Gaussian to the channel's spatial mean over "
-                                   "each domain; report the mean symmetric KL divergence over channels per layer.")
+                                   "each domain; report the mean symmetric KL divergence over channels per layer. "
+                                   "KL(A||B) = log(s_B/s_A) + (s_A^2 + (mu_A - mu_B)^2) / (2 s_B^2) - 1/2: the paper's "
+                                   "Eq. 2 prints mu_B^2 instead of (mu_A - mu_B)^2 and inverts the log ratio; "
+                                   "this is the corrected form. Channels constant in one domain only (infinite KL) "
+                                   "are left out of the mean and counted as 'excluded'.")
     p.add_argument("--model", action="append", required=True, metavar="NAME", help="model to analyse; repeat to compare")
     p.add_argument("--weights", action="append", metavar="SPEC", help="official (default), random, a path or a URL")
     p.add_argument("--data", required=True, metavar="DIR", help="domain A images (ImageNet val layout)")
@@ -266,11 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     domain.add_argument("--split-classes", action="store_true", help="content shift: classes 0-499 vs 500-999")
     p.add_argument("--suite", default="table1", help="suite holding --condition (default table1)")
     p.add_argument("--layers", default="auto", help="auto (main-path ReLU outputs) or comma-separated module names")
-    p.add_argument("--limit", type=int, metavar="N", help="use the first N images of each domain")
+    p.add_argument("--limit", type=int, metavar="N", help="use the first N images (sorted order) of each domain")
     p.add_argument("--device", help="cuda or cpu (default: cuda if available)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--output", metavar="FILE", help="write the result(s) as JSON")
-    p.add_argument("--plot", metavar="PNG", help="bar chart in the style of the paper's Fig. 5")
+    p.add_argument("--output", metavar="FILE", help="write the result as JSON (a list with several --model)")
+    p.add_argument("--plot", metavar="PNG", help="bar chart in the style of the paper's Fig. 5, models side by side")
     p.set_defaults(func=cmd_divergence)
 
     p = sub.add_parser("bench", help="synthetic throughput per model, or fan-out vs baseline on a dataset")

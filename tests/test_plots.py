@@ -1,0 +1,100 @@
+"""Result plots: the drop chart of a real record, and robustness curves of a synthetic sweep record."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import ibnbench
+from ibnbench.cli import main
+from ibnbench.plots import drops_frame, plot_report, severity, sweep_frame
+from ibnbench.report import load_records
+from ibnbench.results import Record, RecordError, write_record
+
+LITE0_RECORD = Path(__file__).resolve().parents[1] / "leaderboards" / "records" / "table1-efficientnet_lite0-val100.json"
+
+
+def assert_png(path: Path, min_size: tuple[int, int] = (800, 400)) -> None:
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.size[0] >= min_size[0] and image.size[1] >= min_size[1]
+    assert path.stat().st_size > 20_000
+
+
+def sweep_error(model: str, condition) -> float:
+    """A made-up top-1 error that grows with severity, more slowly for the IBN model."""
+    p, k = condition.params(), 0.3 if "ibn" in model else 1.0
+    if condition.op == "brightness":
+        return 24 + k * abs(p["delta"]) / 10
+    if condition.op == "shift":
+        return 24 + k * sum(abs(v) for v in p["offsets"]) / 8
+    if condition.op == "contrast":
+        return 24 + k * abs(math.log2(p["factor"])) * 12
+    return 24 + (k * 25 if condition.op == "style" else 0)
+
+
+def sweep_record(models=("resnet50", "resnet50_ibn_b"), suite_hash: str | None = None) -> Record:
+    suite = ibnbench.load_suite("sweep")
+    return Record(
+        suite="sweep", suite_hash=suite_hash or suite.hash, conditions=[{"id": c.id, "label": c.label} for c in suite],
+        dataset={"sha256": "d" * 64, "n_images": 100, "subset": True}, models={m: {"weights": "official"} for m in models},
+        environment={"device": "cpu"}, timing={}, created="2026-11-24T00:00:00+00:00",
+        results=[{"model": m, "condition": c.id, "top1_err": sweep_error(m, c), "top5_err": sweep_error(m, c) / 3,
+                  "n_images": 100} for m in models for c in suite])
+
+
+def test_report_plot_of_the_committed_lite0_record(tmp_path, capsys):
+    png = tmp_path / "drops.png"
+    assert main(["report", str(LITE0_RECORD), "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "| std x1.5" in out and f"wrote {png}" in out  # the table is still printed
+    assert_png(png)
+    records = load_records([LITE0_RECORD])
+    top1, top5 = drops_frame(records, "top1"), drops_frame(records, "top5")
+    assert list(top1.index) == ["RGB+50", "R+50", "std x1.5"]  # origin and the not-run Monet left out
+    assert top1["efficientnet_lite0"].tolist() == pytest.approx([1.0, 2.0, 5.0])
+    assert top5["efficientnet_lite0"].tolist() == pytest.approx([-1.0, 0.0, 2.0])
+
+
+def test_severities_come_from_the_suite_definitions():
+    sweep, table1 = ibnbench.load_suite("sweep"), ibnbench.load_suite("table1")
+    got = {c: severity(sweep[c]) for c in ("rgb-75", "g+50", "b-100", "std*0.25", "monet")}
+    assert [(s.family, s.series, s.value) for s in got.values()] == [
+        ("brightness", "RGB", -75.0), ("shift", "G", 50.0), ("shift", "B", -100.0), ("contrast", "", 0.25),
+        ("style", "Monet", None)]
+    assert severity(sweep["origin"]) is None
+    rgb = severity(table1["rgb+50"])  # a shift of all three channels alike is a brightness change
+    assert (rgb.family, rgb.value) == ("brightness", 50.0)
+
+
+def test_sweep_frame_puts_the_origin_on_every_curve():
+    frame = sweep_frame([sweep_record()])
+    ibn = frame[frame.model == "resnet50_ibn_b"]
+    origin = ibn[ibn.condition == "origin"]
+    assert sorted(zip(origin.family, origin.series, origin.value.fillna(-1))) == [
+        ("brightness", "RGB", 0.0), ("contrast", "", 1.0), ("shift", "B", 0.0), ("shift", "G", 0.0),
+        ("shift", "R", 0.0), ("style", "origin", -1)]
+    red = ibn[(ibn.family == "shift") & (ibn.series == "R")].sort_values("value")
+    assert red.value.tolist() == [-100, -75, -50, 0, 50, 75, 100]
+    assert red.top1_err.tolist() == pytest.approx([24 + 0.3 * abs(v) / 8 for v in red.value])
+
+
+def test_sweep_curves_and_both_kinds_at_once(tmp_path):
+    sweep = write_record(sweep_record(), tmp_path / "sweep.json")
+    assert plot_report([sweep], tmp_path / "curves.png") == [tmp_path / "curves.png"]
+    assert_png(tmp_path / "curves.png", (1000, 700))
+    written = plot_report([sweep, LITE0_RECORD], tmp_path / "all.png")
+    assert written == [tmp_path / "all.png", tmp_path / "all-sweep.png"]
+    for path in written:
+        assert_png(path)
+
+
+def test_sweep_record_with_other_definitions_is_refused(tmp_path, capsys):
+    stale = write_record(sweep_record(suite_hash="0" * 64), tmp_path / "stale.json")
+    with pytest.raises(RecordError, match="severities cannot be read"):
+        plot_report([stale], tmp_path / "x.png")
+    assert main(["report", str(stale), "--plot", str(tmp_path / "x.png")]) == 2
+    assert "ibnbench report: error:" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
