@@ -345,6 +345,7 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     chosen = load_suite(suite, style_weights=style_weights)
     if conditions:
         chosen = chosen.select(conditions)
+    labels_by_id = {c.id: c.label for c in chosen.conditions}
     missing = {c.id: c.requires for c in chosen.conditions if c.requires}
     not_run = []
     if missing:
@@ -362,8 +363,9 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     models = {name: create_model(name, weights=spec) for name, spec in zip(names, specs)}
 
     out_path = Path(output) if output else None
+    fingerprint = dataset.fingerprint()
     identity = {"suite_hash": chosen.hash, "conditions": [c.id for c in chosen.conditions],
-                "dataset": dataset.fingerprint()["sha256"], "world_size": dist.world_size, "rank": dist.rank,
+                "dataset": fingerprint["sha256"], "world_size": dist.world_size, "rank": dist.rank,
                 "models": {n: m.ibnbench_weights.get("sha256") for n, m in models.items()}}
     stem = out_path or Path(results_dir) / f"{chosen.name}-{'+'.join(names)}.json"
     ckpt_path = stem.with_name(f".{stem.name}.rank{dist.rank}.resume.pt")
@@ -379,11 +381,10 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     checkpoint = Checkpoint(ckpt_path, identity)
     result = evaluate(models, chosen.conditions, dataset, opts, checkpoint, dist)
 
-    fingerprint = dataset.fingerprint()
     record = Record(
         suite=chosen.name, suite_hash=chosen.hash,
         conditions=[{"id": c.id, "label": c.label} for c in chosen.conditions]
-        + [{"id": cid, "label": cid, "not_run": True} for cid in not_run],
+        + [{"id": cid, "label": labels_by_id[cid], "not_run": True} for cid in not_run],
         dataset={**fingerprint, "n_skipped": len(result["skipped"]), "skipped": result["skipped"]},
         models={n: {"weights": m.ibnbench_weights.get("source"), "sha256": m.ibnbench_weights.get("sha256"),
                     "preprocessing": m.ibnbench_info.preprocessing.as_dict()} for n, m in models.items()},

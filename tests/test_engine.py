@@ -147,7 +147,7 @@ def test_skip_missing_reports_conditions_as_not_run(tiny_val, tmp_path, capsys, 
     assert code == 0 and "not run (missing assets): monet" in out
     record = json.loads((tmp_path / "r.json").read_text())
     assert [r["condition"] for r in record["results"]] == ["origin", "rgb+50", "r+50", "std*1.5"]
-    assert {"id": "monet", "label": "monet", "not_run": True} in record["conditions"]
+    assert {"id": "monet", "label": "Monet", "not_run": True} in record["conditions"]
 
 
 def test_killed_cli_run_resumes_to_identical_results(tiny_val, tmp_path):

@@ -141,7 +141,8 @@ def list_models(pattern: str = "*", *, task: str | None = "classification") -> l
 def create_model(name: str, weights: str | None = None, **overrides) -> nn.Module:
     """Build a model by name; ``weights``: None (random init), "random", "official", a path or a URL.
 
-    The model comes back in eval mode with ``model.ibnbench_info`` (its :class:`ModelInfo`)
+    Random initialisation is seeded (seed 0, without touching the global RNG), so every process of a
+    distributed run, and every rerun, builds the same random model. The model comes back in eval mode with ``model.ibnbench_info`` (its :class:`ModelInfo`)
     and ``model.ibnbench_weights`` (what was loaded: source and sha256) attached.
     """
     from ..weights import load_weights
@@ -152,7 +153,9 @@ def create_model(name: str, weights: str | None = None, **overrides) -> nn.Modul
 
         model, info, loaded = external.create_external(name, weights=weights, **overrides)
     else:
-        model = info.builder(**overrides)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = info.builder(**overrides)
         loaded = load_weights(model, info, weights)
     model.ibnbench_info = info if not overrides else replace(info, description=f"{info.description} {overrides}")
     model.ibnbench_weights = loaded
