@@ -1,6 +1,7 @@
 """ResNet, ResNet-IBN-a and ResNet-IBN-b with the official IBN-Net (and torchvision) state_dict keys."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -49,18 +50,24 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """torchvision's V1.5 bottleneck (stride on the 3x3 conv), with the IBN options."""
+    """torchvision's V1.5 bottleneck (stride on the 3x3 conv), with the IBN options.
+
+    Subclasses set ``cardinality``/``base_width`` for ResNeXt: the inner width is
+    ``floor(planes * base_width / 64) * cardinality`` and the 3x3 conv has ``cardinality`` groups."""
 
     expansion = 4
+    cardinality = 1
+    base_width = 64
 
     def __init__(self, inplanes: int, planes: int, ibn: str | None = None, stride: int = 1,
                  downsample: nn.Module | None = None, ratio: float = 0.5):
         super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = first_norm(planes, ibn, ratio)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        width = math.floor(planes * self.base_width / 64) * self.cardinality
+        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
+        self.bn1 = first_norm(width, ibn, ratio)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=self.cardinality, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
         self.IN = InstanceNorm(planes * 4, affine=True, inplace=True) if ibn == "b" else None
         self.relu = nn.ReLU(inplace=True)

@@ -1,46 +1,23 @@
 """ResNeXt-IBN-a (32x4d) with the official IBN-Net state_dict keys and module names."""
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from .ibn import IBN
 from .registry import register_model
-from .resnet_ibn import IBN_A, IBN_LICENSE, ResNetIBN, official
+from .resnet_ibn import IBN_A, IBN_LICENSE, Bottleneck, ResNetIBN, official
 
 
-class ResNeXtBottleneck(nn.Module):
+class ResNeXtBottleneck(Bottleneck):
     """ResNeXt bottleneck (type C): 1x1 to ``D*C``, grouped 3x3 (stride here), 1x1 to ``planes * 4``.
 
     ``D = floor(planes * base_width / 64)``, ``C = cardinality``; IBN-a puts ``IBN(D*C)`` at ``bn1``.
     """
 
-    expansion = 4
     cardinality = 32
     base_width = 4
-
-    def __init__(self, inplanes: int, planes: int, ibn: str | None = None, stride: int = 1,
-                 downsample: nn.Module | None = None, ratio: float = 0.5):
-        super().__init__()
-        width = math.floor(planes * self.base_width / 64) * self.cardinality
-        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
-        self.bn1 = IBN(width, ratio, inplace=True) if ibn == "a" else nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=self.cardinality, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        out += x if self.downsample is None else self.downsample(x)
-        return self.relu(out)
 
 
 class ResNeXtIBN(ResNetIBN):
