@@ -12,7 +12,7 @@ from ibnbench.cli import main
 from ibnbench.engine import Checkpoint, RunOptions, evaluate
 from ibnbench.models import create_model
 from ibnbench.suites import load_suite
-from test_data import make_folder, write_image
+from test_data import make_folder
 
 CONDITIONS = ["origin", "rgb+50", "r+50", "std*1.5"]
 

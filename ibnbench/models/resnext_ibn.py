@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from torch import nn
 
 from .registry import register_model
 from .resnet_ibn import IBN_A, IBN_LICENSE, Bottleneck, ResNetIBN, official
