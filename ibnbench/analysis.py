@@ -161,12 +161,13 @@ def divergence(model: str, data: str | Path, data_b: str | Path | None = None, c
     ``split_classes``, the images of classes 500..999 against those of classes 0..499 (content shift).
     """
     from . import data as data_mod
+    from .distributed import resolve_device
     from .models import create_model
     from .suites import load_suite
 
     if sum([data_b is not None, condition is not None, split_classes]) != 1:
         raise ValueError("give exactly one of --data-b, --condition or --split-classes")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     net = create_model(model, weights=weights).to(dev)
     names = default_layers(net) if layers == "auto" else list(layers)
     set_a = data_mod.open_dataset(data, limit=limit)

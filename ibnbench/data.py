@@ -56,6 +56,9 @@ LAYOUT_FOLDER = "imagefolder"
 LAYOUT_FLAT = "flat"
 BAD_IMAGE_POLICIES = ("fail", "skip")
 DECODERS = ("cpu", "nvjpeg")
+MAX_PIXELS = 2**28
+"""Largest image :func:`decode_file` decodes (16384 x 16384; 768 MiB as uint8 RGB): a header claiming
+more (a decompression bomb or a corrupt size field) is refused before memory is allocated."""
 INTERPOLATIONS = {
     "bilinear": InterpolationMode.BILINEAR,
     "bicubic": InterpolationMode.BICUBIC,
@@ -392,18 +395,58 @@ def read_bytes(path: str | os.PathLike) -> torch.Tensor:
 
 
 def decode_file(path: str | os.PathLike) -> torch.Tensor:
-    """Read and decode one image file (JPEG, PNG, ...; greyscale and CMYK too) to uint8 RGB ``[3,H,W]``."""
+    """Read and decode one image file (JPEG, PNG, ...; greyscale and CMYK too) to uint8 RGB ``[3,H,W]``.
+
+    16-bit PNGs are scaled to 8 bits (the high byte). A JPEG or PNG whose header claims more than
+    :data:`MAX_PIXELS` pixels is refused before any memory is allocated for it."""
     global DECODE_COUNT
     DECODE_COUNT += 1
     data = read_bytes(path)
+    size = image_size(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise BadImageError(path, f"too large to decode ({size[0]}x{size[1]} pixels, more than the "
+                                  f"{MAX_PIXELS:,} an image may have)")
     try:
-        return decode_image(data, mode=ImageReadMode.RGB)
+        image = decode_image(data, mode=ImageReadMode.RGB)
     except RuntimeError as exc:
         raise BadImageError(path, f"cannot decode ({_decoder_reason(exc)})") from None
+    return TF.to_dtype(image, torch.uint8, scale=True) if image.dtype != torch.uint8 else image
 
 
 _SOF_NVJPEG = {0xC0, 0xC1, 0xC2}  # Huffman baseline, extended, progressive
 _SOF_OTHER = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _jpeg_frame(raw: memoryview) -> int | None:
+    """Offset of the frame header (SOFn marker) of JPEG bytes; None if the markers before it are broken
+    or a scan starts first."""
+    pos = 2
+    while pos + 4 <= len(raw):
+        if raw[pos] != 0xFF:
+            return None
+        marker = raw[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _SOF_NVJPEG or marker in _SOF_OTHER:
+            return pos
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        pos += 2 + int.from_bytes(bytes(raw[pos + 2:pos + 4]), "big")
+    return None
+
+
+def image_size(data: torch.Tensor) -> tuple[int, int] | None:
+    """``(width, height)`` from the header of JPEG or PNG bytes, without decoding; None for other data."""
+    raw = memoryview(data.numpy())
+    if bytes(raw[:8]) == _PNG_SIGNATURE and len(raw) >= 24:
+        return int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+    if bytes(raw[:2]) == b"\xff\xd8":
+        pos = _jpeg_frame(raw)
+        if pos is not None and pos + 9 <= len(raw):
+            return int.from_bytes(raw[pos + 7:pos + 9], "big"), int.from_bytes(raw[pos + 5:pos + 7], "big")
+    return None
 
 
 def nvjpeg_can_decode(data: torch.Tensor) -> bool:
@@ -412,20 +455,8 @@ def nvjpeg_can_decode(data: torch.Tensor) -> bool:
     raw = memoryview(data.numpy())
     if bytes(raw[:2]) != b"\xff\xd8" or bytes(raw[-2:]) != b"\xff\xd9":
         return False
-    pos = 2
-    while pos + 4 <= len(raw):
-        if raw[pos] != 0xFF:
-            return False
-        marker = raw[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in _SOF_NVJPEG or marker in _SOF_OTHER:
-            return marker in _SOF_NVJPEG and pos + 9 < len(raw) and raw[pos + 9] == 3
-        if marker == 0xDA:  # start of scan before any frame header
-            return False
-        pos += 2 + int.from_bytes(bytes(raw[pos + 2:pos + 4]), "big")
-    return False
+    pos = _jpeg_frame(raw)
+    return pos is not None and raw[pos + 1] in _SOF_NVJPEG and pos + 9 < len(raw) and raw[pos + 9] == 3
 
 
 # ----------------------------------------------------------------------------------------- dataset / loader
