@@ -225,6 +225,7 @@ def divergence(model: str, data: str | Path, data_b: str | Path | None = None, c
     ``{"model", "weights", "domain_a", "domain_b", "n_a", "n_b", "layers": [{"name", "divergence", ...}]}``.
     """
     from . import data as data_mod
+    from .distributed import resolve_device
     from .models import create_model
     from .suites import load_suite
 
@@ -259,7 +260,7 @@ def divergence(model: str, data: str | Path, data_b: str | Path | None = None, c
     for indices, domain in ((a_idx, domain_a), (b_idx, domain_b)):
         if len(indices) < 2:
             raise ValueError(f"feature divergence needs at least 2 images per domain; {domain} has {len(indices)}")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     net = create_model(model, weights=weights).to(dev)
     names = default_layers(net) if layers == "auto" else list(layers)
     if not names:

@@ -24,9 +24,12 @@ def throughput(model_name: str, batch_size: int = 64, amp: str = "off", channels
                compile: bool = False, device: str | None = None, warmup: int = 3, iters: int = 10,
                size: int = 224) -> dict:
     """Synthetic eval throughput of one model (images/s, peak memory); halves the batch on out-of-memory."""
+    from .distributed import resolve_device
     from .models import create_model
 
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if batch_size < 1 or iters < 1:
+        raise ValueError(f"--batch-size and --iters must be at least 1, got {batch_size} and {iters}")
+    dev = resolve_device(device)
     model = create_model(model_name).to(dev).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tabulate import tabulate
+from tabulate import tabulate, tabulate_formats
 
 from . import models
 from .engine import RunOptions
@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list registered models with parameters, variant and weights")
     p.add_argument("pattern", nargs="?", default="*", help="glob on model names (default: all)")
-    p.add_argument("--format", default="simple", help="tabulate format: simple, github, latex, ... (default simple)")
+    p.add_argument("--format", default="simple", choices=tabulate_formats, metavar="FORMAT",
+                   help="tabulate format: simple, github, latex, ... (default simple)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("run", help="evaluate models under a condition suite (the paper's Table 1 by default)",
@@ -320,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("suites", help="list condition suites (transforms/*.toml) and their conditions")
     p.add_argument("suite", nargs="?", help="a suite name or .toml path (default: every shipped suite)")
-    p.add_argument("--format", default="simple", help="tabulate format: simple, github, latex, ... (default simple)")
+    p.add_argument("--format", default="simple", choices=tabulate_formats, metavar="FORMAT",
+                   help="tabulate format: simple, github, latex, ... (default simple)")
     p.set_defaults(func=cmd_suites)
 
     p = sub.add_parser("stylize", help="write a CycleGAN-stylised copy of a dataset (for `op = \"dir\"` conditions)")

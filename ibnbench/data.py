@@ -17,8 +17,10 @@ zero-byte, unreadable and non-image files, JPEGs whose headers are broken, and t
 torchvision's libjpeg wrapper turns libjpeg's "premature end of data" warning into an error, as PIL
 does by default, so a truncated file is never scored on a half-grey picture. Corrupt entropy-coded
 data that libjpeg can resynchronise past (the end marker present) decodes with libjpeg's warning on
-stderr, as it does in PIL. A :class:`CropDataset` decodes each image once
-and cuts one uint8 crop per :class:`Geometry` from it. Resizing runs on the uint8 tensor: on CPUs with
+stderr, as it does in PIL. PNGs whose image data libpng would fail on mid-image (which crashes
+torchvision's decoder) are caught first by :func:`png_stream_problem`; 16-bit PNGs become 8-bit; a JPEG or
+PNG header claiming more than :data:`MAX_PIXELS` pixels is refused before anything is allocated.
+A :class:`CropDataset` decodes each image once and cuts one uint8 crop per :class:`Geometry` from it. Resizing runs on the uint8 tensor: on CPUs with
 AVX2 torchvision uses its native uint8 antialiased bilinear kernel, which matches PIL's
 ``Image.BILINEAR`` resize (the reference pipeline) on 99.7 % of pixels and within 1 grey level on all
 of them on the 100 real val images; resizing in float32 and rounding also stays within 1 level but
@@ -36,6 +38,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -56,6 +59,9 @@ LAYOUT_FOLDER = "imagefolder"
 LAYOUT_FLAT = "flat"
 BAD_IMAGE_POLICIES = ("fail", "skip")
 DECODERS = ("cpu", "nvjpeg")
+MAX_PIXELS = 2**28
+"""Largest image :func:`decode_file` decodes (16384 x 16384; 768 MiB as uint8 RGB): a header claiming
+more (a decompression bomb or a corrupt size field) is refused before memory is allocated."""
 INTERPOLATIONS = {
     "bilinear": InterpolationMode.BILINEAR,
     "bicubic": InterpolationMode.BICUBIC,
@@ -392,18 +398,114 @@ def read_bytes(path: str | os.PathLike) -> torch.Tensor:
 
 
 def decode_file(path: str | os.PathLike) -> torch.Tensor:
-    """Read and decode one image file (JPEG, PNG, ...; greyscale and CMYK too) to uint8 RGB ``[3,H,W]``."""
+    """Read and decode one image file (JPEG, PNG, ...; greyscale and CMYK too) to uint8 RGB ``[3,H,W]``.
+
+    16-bit PNGs are scaled to 8 bits (the high byte). A JPEG or PNG whose header claims more than
+    :data:`MAX_PIXELS` pixels is refused before any memory is allocated for it."""
     global DECODE_COUNT
     DECODE_COUNT += 1
     data = read_bytes(path)
+    size = image_size(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise BadImageError(path, f"too large to decode ({size[0]}x{size[1]} pixels, more than the "
+                                  f"{MAX_PIXELS:,} an image may have)")
+    problem = png_stream_problem(data)
+    if problem:
+        raise BadImageError(path, f"cannot decode (corrupt PNG: {problem})")
     try:
-        return decode_image(data, mode=ImageReadMode.RGB)
+        image = decode_image(data, mode=ImageReadMode.RGB)
     except RuntimeError as exc:
         raise BadImageError(path, f"cannot decode ({_decoder_reason(exc)})") from None
+    return TF.to_dtype(image, torch.uint8, scale=True) if image.dtype != torch.uint8 else image
 
 
 _SOF_NVJPEG = {0xC0, 0xC1, 0xC2}  # Huffman baseline, extended, progressive
 _SOF_OTHER = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _jpeg_frame(raw: memoryview) -> int | None:
+    """Offset of the frame header (SOFn marker) of JPEG bytes; None if the markers before it are broken
+    or a scan starts first."""
+    pos = 2
+    while pos + 4 <= len(raw):
+        if raw[pos] != 0xFF:
+            return None
+        marker = raw[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _SOF_NVJPEG or marker in _SOF_OTHER:
+            return pos
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        pos += 2 + int.from_bytes(bytes(raw[pos + 2:pos + 4]), "big")
+    return None
+
+
+def image_size(data: torch.Tensor) -> tuple[int, int] | None:
+    """``(width, height)`` from the header of JPEG or PNG bytes, without decoding; None for other data."""
+    raw = memoryview(data.numpy())
+    if bytes(raw[:8]) == _PNG_SIGNATURE and len(raw) >= 24:
+        return int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+    if bytes(raw[:2]) == b"\xff\xd8":
+        pos = _jpeg_frame(raw)
+        if pos is not None and pos + 9 <= len(raw):
+            return int.from_bytes(raw[pos + 7:pos + 9], "big"), int.from_bytes(raw[pos + 5:pos + 7], "big")
+    return None
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def png_stream_problem(data: torch.Tensor) -> str | None:
+    """What is wrong with the image data of PNG bytes, or None (also for non-PNG data).
+
+    torchvision's PNG decoder crashes the process (segmentation fault) when libpng fails while reading
+    rows: an IDAT chunk with a bad CRC, a corrupt or short zlib stream, a row filter byte above 4. This
+    checks exactly those in Python (one extra inflate per PNG) so that such a file raises instead.
+    Header problems and files cut short are left to the decoder, which reports them cleanly."""
+    raw = data.numpy().tobytes() if data[:8].numpy().tobytes() == _PNG_SIGNATURE else b""
+    header, stream, pos = b"", [], 8
+    while pos + 12 <= len(raw):
+        length, kind = int.from_bytes(raw[pos:pos + 4], "big"), raw[pos + 4:pos + 8]
+        end = pos + 8 + length
+        if end + 4 > len(raw):
+            break
+        if kind == b"IHDR":
+            header = raw[pos + 8:end]
+        elif kind == b"IDAT":
+            if zlib.crc32(raw[pos + 4:end]) != int.from_bytes(raw[end:end + 4], "big"):
+                return "IDAT chunk CRC error"
+            stream.append(raw[pos + 8:end])
+        elif kind == b"IEND":
+            break
+        pos = end + 4
+    width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
+    if len(header) != 13 or not stream or header[9] not in _PNG_CHANNELS or header[12] > 1 or not width * height:
+        return None
+    bits = header[8] * _PNG_CHANNELS[header[9]]
+    passes = [(width, height)] if header[12] == 0 else [
+        (-(-(width - x) // dx), -(-(height - y) // dy)) for x, y, dx, dy in _ADAM7 if width > x and height > y]
+    rows = [(1 + (w * bits + 7) // 8, h) for w, h in passes]
+    expected = sum(stride * h for stride, h in rows)
+    inflate = zlib.decompressobj()
+    try:
+        pixels = inflate.decompress(b"".join(stream), expected)
+        while inflate.unconsumed_tail:  # extra data after the rows: libpng checks it up to the checksum
+            inflate.decompress(inflate.unconsumed_tail, 1 << 16)
+        inflate.flush()
+    except zlib.error as exc:
+        return f"corrupt image data ({str(exc).split(': ')[-1]})"
+    if len(pixels) < expected or not inflate.eof:
+        return "not enough image data"
+    start = 0
+    for stride, h in rows:
+        if max(pixels[start:start + stride * h:stride]) > 4:
+            return "bad row filter"
+        start += stride * h
+    return None
 
 
 def nvjpeg_can_decode(data: torch.Tensor) -> bool:
@@ -412,20 +514,8 @@ def nvjpeg_can_decode(data: torch.Tensor) -> bool:
     raw = memoryview(data.numpy())
     if bytes(raw[:2]) != b"\xff\xd8" or bytes(raw[-2:]) != b"\xff\xd9":
         return False
-    pos = 2
-    while pos + 4 <= len(raw):
-        if raw[pos] != 0xFF:
-            return False
-        marker = raw[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in _SOF_NVJPEG or marker in _SOF_OTHER:
-            return marker in _SOF_NVJPEG and pos + 9 < len(raw) and raw[pos + 9] == 3
-        if marker == 0xDA:  # start of scan before any frame header
-            return False
-        pos += 2 + int.from_bytes(bytes(raw[pos + 2:pos + 4]), "big")
-    return False
+    pos = _jpeg_frame(raw)
+    return pos is not None and raw[pos + 1] in _SOF_NVJPEG and pos + 9 < len(raw) and raw[pos + 9] == 3
 
 
 # ----------------------------------------------------------------------------------------- dataset / loader

@@ -12,6 +12,24 @@ import torch.distributed as torch_dist
 DEFAULT_TIMEOUT_S = float(os.environ.get("IBNBENCH_DIST_TIMEOUT", 600))
 
 
+def resolve_device(spec: str | None) -> torch.device:
+    """The device ``spec`` names (None: cuda if available, else cpu); ValueError for a name torch does not
+    know or a CUDA device this machine does not have."""
+    if spec is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ValueError(f"--device {spec!r} is not a device name (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {spec}: CUDA is not available on this machine (use --device cpu)")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"--device {spec}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    return device
+
+
 @dataclass
 class DistContext:
     """Where this process sits in a torchrun job (``world_size == 1`` when not launched by torchrun)."""

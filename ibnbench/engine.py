@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import data as data_mod
-from .distributed import DistContext
+from .distributed import DistContext, resolve_device
 from .models.registry import Preprocessing
 from .results import Record
 
@@ -41,7 +41,7 @@ class RunOptions:
     progress: bool = True
 
     def resolved_device(self) -> torch.device:
-        return torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return resolve_device(self.device)
 
     def resolved_decoder(self, device: torch.device) -> str:
         """nvJPEG on CUDA, CPU workers otherwise (``decoder="auto"``)."""

@@ -12,6 +12,9 @@ import pandas as pd
 
 SCHEMA_VERSION = 1
 REQUIRED = ("suite", "suite_hash", "dataset", "models", "environment", "timing", "results")
+FIELD_TYPES = {"suite": str, "suite_hash": str, "conditions": list, "dataset": dict, "models": dict,
+               "environment": dict, "timing": dict, "results": list, "per_image": dict, "created": str, "schema": int}
+JSON_NAMES = {str: "a string", int: "an integer", list: "an array", dict: "an object"}
 
 
 class RecordError(ValueError):
@@ -100,12 +103,29 @@ class Record:
         missing = [k for k in REQUIRED if k not in data]
         if missing:
             raise RecordError(f"{where}: not a result record (missing {', '.join(missing)})")
+        wrong = [f"{k} (expected {JSON_NAMES[kind]})" for k, kind in FIELD_TYPES.items()
+                 if k in data and not isinstance(data[k], kind)]
+        if wrong:
+            raise RecordError(f"{where}: not a result record (wrong type: {', '.join(wrong)})")
         if data.get("schema", SCHEMA_VERSION) > SCHEMA_VERSION:
             raise RecordError(f"{where}: record schema {data['schema']} is newer than this ibnbench understands")
         for i, row in enumerate(data["results"]):
+            if not isinstance(row, dict):
+                raise RecordError(f"{where}: results[{i}] is not an object")
             bad = [k for k in ("model", "condition", "top1_err", "top5_err", "n_images") if k not in row]
             if bad:
                 raise RecordError(f"{where}: results[{i}] lacks {', '.join(bad)}")
+            bad = [k for k in ("model", "condition") if not isinstance(row[k], str)]
+            bad += [k for k in ("top1_err", "top5_err", "n_images")
+                    if not isinstance(row[k], (int, float)) or isinstance(row[k], bool)]
+            if bad:
+                raise RecordError(f"{where}: results[{i}] has a wrong type in {', '.join(bad)} "
+                                  "(model and condition are names, errors and n_images numbers)")
+        for i, condition in enumerate(data.get("conditions", [])):
+            if not isinstance(condition, dict) or not isinstance(condition.get("id"), str):
+                raise RecordError(f"{where}: conditions[{i}] is not an object with an 'id'")
+        if not all(isinstance(m, dict) for m in data["models"].values()):
+            raise RecordError(f"{where}: models must map each model name to an object")
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "path"}
         known.setdefault("conditions", [{"id": c, "label": c} for c in dict.fromkeys(r["condition"] for r in data["results"])])
         return cls(**known, path=path)
@@ -156,9 +176,11 @@ def write_record(record: Record, path: str | os.PathLike) -> Path:
 def read_record(path: str | os.PathLike) -> Record:
     """Read and validate a record; a corrupt or foreign file raises :class:`RecordError`."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise RecordError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise RecordError(f"{path}: corrupt record (not UTF-8 text)") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -20,10 +20,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.io import ImageReadMode, decode_image, encode_jpeg, encode_png, read_file
+from torchvision.io import encode_jpeg, encode_png
 from torchvision.transforms.v2.functional import resize
 from tqdm import tqdm
 
+from .data import BadImageError, decode_file
+from .distributed import resolve_device
 from .models import create_model
 from .weights import WeightsError, cache_dir, fetch, load_state_dict_strict, read_state_dict, sha256_of
 
@@ -126,7 +128,9 @@ def image_files(root: Path) -> list[Path]:
 
 
 class _Decoded(torch.utils.data.Dataset):
-    """``(relative path, uint8 RGB [3,H,W])`` for each file, decoded with torchvision.io."""
+    """``(relative path, uint8 RGB [3,H,W] or None, why not)`` for each file, decoded by
+    :func:`ibnbench.data.decode_file`. A bad image comes back as a reason, not raised: an exception raised
+    in a DataLoader worker reaches the caller as a multi-line RuntimeError."""
 
     def __init__(self, root: Path, files: list[Path]):
         self.root, self.files = root, files
@@ -134,9 +138,12 @@ class _Decoded(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[str, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[str, torch.Tensor | None, str]:
         relative = self.files[index]
-        return str(relative), decode_image(read_file(str(self.root / relative)), mode=ImageReadMode.RGB)
+        try:
+            return str(relative), decode_file(self.root / relative), ""
+        except BadImageError as exc:
+            return str(relative), None, exc.reason
 
 
 def _encode(image: torch.Tensor, suffix: str) -> bytes:
@@ -181,15 +188,14 @@ def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights
     summary = {"total": len(files), "written": 0, "skipped": len(files) - len(todo), "out": str(out)}
     if not todo:
         return summary
-    try:
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError as exc:
-        raise ValueError(f"--device {device!r}: {exc}") from None
+    device = resolve_device(device)
     generator = load_generator(style, weights or "official", progress).to(device)
     loader = torch.utils.data.DataLoader(_Decoded(data, todo), batch_size=None, num_workers=workers)
     with tqdm(total=len(files), initial=summary["skipped"], unit="img", desc=f"stylize {style}",
               disable=not progress) as bar:
-        for relative, image in loader:
+        for relative, image, reason in loader:
+            if image is None:
+                raise BadImageError(data / relative, reason)
             x = resize(image.to(device).float(), [size], antialias=True)
             styled = stylize_batch(generator, x[None])[0].round_().to("cpu", torch.uint8)
             _write_atomically(out / relative, _encode(styled, Path(relative).suffix))

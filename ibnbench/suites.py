@@ -99,6 +99,8 @@ def _read(path: Path) -> dict:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(f"{path}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError:
+        raise SuiteError(f"{path}: not valid TOML (not UTF-8 text)") from None
 
 
 def _flag(where: str, table: Mapping, field: str, default: bool) -> bool:

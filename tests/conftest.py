@@ -14,6 +14,8 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 SHARED = Path(os.environ.get("IBNBENCH_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 PARITY = SHARED / "parity"
 VAL100 = SHARED / "data" / "imagenet-val-100"
+REAL_SUITES = ("table1", "table1-clipped")
+REAL_CONDITIONS = ["origin", "rgb+50", "r+50", "std*1.5"]
 
 
 def need(path: Path) -> Path:
@@ -41,3 +43,17 @@ def load_fixture(name: str) -> dict:
 @pytest.fixture(scope="session")
 def val100() -> Path:
     return need(VAL100 / "val")
+
+
+@pytest.fixture(scope="session")
+def real_records(val100, tmp_path_factory) -> dict:
+    """EfficientNet-Lite0 on the 100 shared images under both Table-1 suites (four conditions), evaluated once
+    per session as the committed leaderboard records were made (CPU, batches of 50); shared by
+    test_real_accuracy.py and test_regression.py."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from ibnbench.engine import run
+
+    out = tmp_path_factory.mktemp("real")
+    return {suite: run(["efficientnet_lite0"], val100, suite=suite, conditions=REAL_CONDITIONS,
+                       output=out / f"{suite}.json", device="cpu", workers=0, batch_size=50, progress=False)
+            for suite in REAL_SUITES}

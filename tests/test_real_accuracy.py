@@ -7,10 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import REAL_CONDITIONS as CONDITIONS
 from conftest import VAL100
-from ibnbench.engine import run
 
-CONDITIONS = ["origin", "rgb+50", "r+50", "std*1.5"]
 # What ibnbench produces (top-1/top-5 error %); reviewed against the independent computation below.
 EXPECTED = {
     "table1": {"origin": (28.0, 12.0), "rgb+50": (29.0, 11.0), "r+50": (30.0, 12.0), "std*1.5": (33.0, 14.0)},
@@ -57,18 +56,9 @@ def independent(val100):
     return {"table1": errors(clip=False), "table1-clipped": errors(clip=True)}
 
 
-@pytest.fixture(scope="module")
-def records(val100, tmp_path_factory):
-    pytest.importorskip("efficientnet_lite_pytorch")
-    out = tmp_path_factory.mktemp("real")
-    return {suite: run(["efficientnet_lite0"], val100, suite=suite, conditions=CONDITIONS,
-                       output=out / f"{suite}.json", device="cpu", workers=0, batch_size=50, progress=False)
-            for suite in EXPECTED}
-
-
 @pytest.mark.parametrize("suite", list(EXPECTED))
-def test_efficientnet_lite0_on_100_real_images(records, independent, suite):
-    record = records[suite]
+def test_efficientnet_lite0_on_100_real_images(real_records, independent, suite):
+    record = real_records[suite]  # the session's one evaluation (conftest.py), shared with test_regression.py
     ours = {c: (record.top1_err(c), record.top5_err(c)) for c in CONDITIONS}
     assert ours == EXPECTED[suite]
     assert record.dataset["n_images"] == 100 and record.dataset["subset"] is True
