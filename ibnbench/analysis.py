@@ -226,11 +226,13 @@ def divergence(model: str, data: str | Path, data_b: str | Path | None = None, c
     """
     from . import data as data_mod
     from .distributed import resolve_device
-    from .models import create_model
+    from .models import create_model, model_info
     from .suites import load_suite
 
     if sum([data_b is not None, condition is not None, split_classes]) != 1:
         raise ValueError("give exactly one of --data-b, --condition or --split-classes")
+    model_info(model)  # cheap checks (model name, device) before the data is listed
+    dev = resolve_device(device)
     if limit is not None and limit < 2:
         raise ValueError(f"--limit: feature divergence needs at least 2 images per domain, got {limit}")
     cond = None
@@ -260,7 +262,6 @@ def divergence(model: str, data: str | Path, data_b: str | Path | None = None, c
     for indices, domain in ((a_idx, domain_a), (b_idx, domain_b)):
         if len(indices) < 2:
             raise ValueError(f"feature divergence needs at least 2 images per domain; {domain} has {len(indices)}")
-    dev = resolve_device(device)
     net = create_model(model, weights=weights).to(dev)
     names = default_layers(net) if layers == "auto" else list(layers)
     if not names:

@@ -358,13 +358,13 @@ def test_wrong_checkpoint_for_the_architecture(tmp_path, capfd, resnet18_checkpo
 
 
 def test_checkpoint_that_is_not_a_checkpoint(tmp_path, capfd):
-    root = make_folder(tmp_path / "val", {A: [1]})
+    root = make_folder(tmp_path / "val", {A: [1, 2]})
     junk = tmp_path / "junk.pth"
     junk.write_bytes(small_jpeg())
     args = without(RUN, "--weights")
     fails(capfd, *args, "--weights", junk, "--data", root, words=[f"{junk}: not a readable PyTorch checkpoint"])
     fails(capfd, "divergence", "--model", "resnet18", "--weights", tmp_path / "absent.pth", "--data", root,
-          "--split-classes", "--device", "cpu", words=["resnet18: weights file", "absent.pth does not exist"])
+          "--condition", "rgb+50", "--device", "cpu", words=["resnet18: weights file", "absent.pth does not exist"])
 
 
 # ----------------------------------------------------------------------------------------------------- suites
@@ -505,8 +505,8 @@ def test_bad_devices_and_sizes(tmp_path, capfd):
           words=["--device 'nonsense' is not a device name"])
     fails(capfd, "divergence", "--model", "resnet18", "--weights", "random", "--data", root, "--split-classes",
           "--device", "gpu0", words=["--device 'gpu0' is not a device name"])
-    fails(capfd, "divergence", "--model", "resnet18", "--weights", "random", "--data", root, "--split-classes",
-          "--device", "cpu", "--layers", "layer9", words=["--layers: layer9 not in the model"])
+    fails(capfd, "divergence", "--model", "resnet18", "--weights", "random", "--data", make_folder(tmp_path / "two", {A: [1, 2]}),
+          "--condition", "rgb+50", "--device", "cpu", "--layers", "layer9", words=["--layers: layer9 not in the model"])
     fails(capfd, "stylize", "--style", "monet", "--weights", "random", "--data", root, "--out", root / "inside",
           "--device", "cpu", words=["--out", "must lie outside --data"])
 
