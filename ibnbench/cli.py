@@ -25,7 +25,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                  skip_missing=args.skip_missing, device=args.device, batch_size=args.batch_size,
                  workers=args.workers, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
                  limit=args.limit, on_bad_image=args.on_bad_image, fanout=not args.no_fanout,
-                 chunk_size=args.chunk_size)
+                 chunk_size=args.chunk_size, style_weights=_style_weights(args.style_weights))
     if record.path:
         print(render(table1([record]), "markdown"))
         skipped = record.dataset.get("n_skipped", 0)
@@ -37,6 +37,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"not run (missing assets): {', '.join(not_run)}")
         print(f"\nrecord: {record.path}")
     return 0
+
+
+def _style_weights(pairs: list[str] | None) -> dict[str, str] | None:
+    """``["monet=random", "cezanne=/w/c.pth"]`` -> ``{"monet": "random", ...}``."""
+    if not pairs:
+        return None
+    bad = [p for p in pairs if "=" not in p]
+    if bad:
+        raise ValueError(f"--style-weights takes STYLE=SPEC (e.g. monet=random), not {bad[0]!r}")
+    return dict(p.split("=", 1) for p in pairs)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -233,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last completed chunk")
     p.add_argument("--chunk-size", type=int, default=RunOptions.chunk_size, metavar="N",
                    help=f"images per checkpoint: the unit --resume restarts from (default {RunOptions.chunk_size})")
+    p.add_argument("--style-weights", action="append", metavar="STYLE=SPEC",
+                   help="generator weights for a style condition: official, random, a path or a URL (repeat per style)")
     p.add_argument("--skip-missing", action="store_true", help="report conditions with missing assets as not run instead of stopping")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (halved automatically on out-of-memory; default 64)")

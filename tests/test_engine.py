@@ -216,3 +216,14 @@ def test_dir_condition_reads_the_prestylised_copy(tiny_val, tmp_path):
 
     assert sum(seen) == pytest.approx(total(styled), rel=1e-6)
     assert sum(seen) != pytest.approx(total(tiny_val), rel=1e-3)
+
+
+def test_style_condition_runs_with_a_random_generator(tiny_val, tmp_path, capsys):
+    code = main(["run", "--model", "resnet18", "--weights", "random", "--style-weights", "monet=random",
+                 "--data", str(tiny_val), "--conditions", "origin,monet", "--device", "cpu", "--workers", "0",
+                 "--output", str(tmp_path / "r.json")])
+    assert code == 0
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert [r["condition"] for r in record["results"]] == ["origin", "monet"]
+    assert main(["run", "--model", "resnet18", "--style-weights", "monet", "--data", str(tiny_val)]) == 2
+    assert "STYLE=SPEC" in capsys.readouterr().err
