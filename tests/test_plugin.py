@@ -74,7 +74,10 @@ def engine_runs(monkeypatch) -> list[dict]:
 
 def outcomes_by_folder(result: pytest.RunResult) -> dict[str, set[str]]:
     passed, skipped, failed = result.reprec.listoutcomes()
-    return {name: {report.nodeid.split("/")[0] for report in reports}
+    def folder(nodeid: str) -> str:  # the sample's folder, wherever pytest put its rootdir
+        return next(part for part in nodeid.split("::")[0].split("/") if part in ("good", "tampered"))
+
+    return {name: {folder(report.nodeid) for report in reports}
             for name, reports in (("passed", passed), ("skipped", skipped), ("failed", failed))}
 
 
