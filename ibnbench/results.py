@@ -64,14 +64,6 @@ class Record:
             raise ValueError(f"record has models {sorted(self.models)}: name one")
         return next(iter(self.models))
 
-    @property
-    def model_names(self) -> list[str]:
-        return list(self.models)
-
-    @property
-    def condition_ids(self) -> list[str]:
-        return [c["id"] for c in self.conditions]
-
     def to_frame(self) -> pd.DataFrame:
         """One row per (model, condition) with errors, drops against ``origin`` and run metadata."""
         frame = pd.DataFrame(self.results)
