@@ -111,12 +111,29 @@ def make_fake_val(n: int, out: str | os.PathLike, seed: int = 0, workers: int | 
 
     wnids = ImageNetInfo().label_names()
     jobs = [(i, wnids[i % len(wnids)], str(out), seed) for i in range(n)]
-    torch.set_num_threads(1)
-    with ProcessPoolExecutor(workers or os.cpu_count()) as pool:
+    with ProcessPoolExecutor(workers or os.cpu_count(), initializer=torch.set_num_threads, initargs=(1,)) as pool:
         for _ in tqdm(pool.map(_write_fake, jobs, chunksize=64), total=n, desc="make-fake-val", unit="img",
                       disable=not progress):
             pass
     return Path(out)
+
+
+def _prepare(models: Sequence[str], data: str | os.PathLike, suite: str, conditions: Sequence[str] | None,
+             weights: Sequence[str] | None, limit: int | None, style_weights: dict | None) -> tuple:
+    """``(suite, dataset, {name: model})`` for a timing run; random weights unless given, assets required."""
+    from . import data as data_mod
+    from .engine import weights_per_model
+    from .models import create_model
+    from .suites import load_suite
+
+    chosen = load_suite(suite, style_weights=style_weights)
+    if conditions:
+        chosen = chosen.select(conditions)
+    if chosen.requires:
+        raise ValueError(f"missing assets: {'; '.join(chosen.requires)} (select --conditions without them)")
+    dataset = data_mod.open_dataset(data, limit=limit)
+    built = {m: create_model(m, weights=w) for m, w in zip(models, weights_per_model(weights, models, "random"))}
+    return chosen, dataset, built
 
 
 def compare_baseline(models: Sequence[str], data: str | os.PathLike, suite: str = "table1",
@@ -125,16 +142,9 @@ def compare_baseline(models: Sequence[str], data: str | os.PathLike, suite: str 
     """Time the fan-out engine against the per-(model, condition) baseline on the same data, and count decodes."""
     from . import data as data_mod
     from .engine import RunOptions, evaluate
-    from .models import create_model
-    from .suites import load_suite
 
-    chosen = load_suite(suite, style_weights=options.pop("style_weights", None))
-    if conditions:
-        chosen = chosen.select(conditions)
-    dataset = data_mod.open_dataset(data, limit=options.get("limit"))
-    specs = list(weights or ["random"])
-    specs = specs * len(models) if len(specs) == 1 else specs
-    built = {m: create_model(m, weights=w) for m, w in zip(models, specs)}
+    chosen, dataset, built = _prepare(models, data, suite, conditions, weights, options.get("limit"),
+                                      options.pop("style_weights", None))
     out: dict = {}
     counted = options.get("workers", RunOptions.workers) == 0  # DECODE_COUNT sees this process only
     for mode, fanout in (("fanout", True), ("baseline", False)):
@@ -167,21 +177,11 @@ def pipeline(models: Sequence[str], data: str | os.PathLike, suite: str = "table
     and the whole fan-out evaluation; images/s per stage."""
     from . import data as data_mod
     from .engine import ModelRunner, RunOptions, evaluate
-    from .models import create_model
-    from .suites import load_suite
 
-    chosen = load_suite(suite, style_weights=style_weights)
-    if conditions:
-        chosen = chosen.select(conditions)
-    missing = chosen.requires
-    if missing:
-        raise ValueError(f"missing assets: {'; '.join(missing)} (select --conditions without them)")
-    dataset = data_mod.open_dataset(data, limit=limit)
+    chosen, dataset, built = _prepare(models, data, suite, conditions, weights, limit, style_weights)
     options = RunOptions(device=device, batch_size=batch_size, amp=amp, channels_last=channels_last,
                          workers=workers, progress=False)
     dev = options.resolved_device()
-    specs = list(weights or ["random"])
-    built = {m: create_model(m, weights=w) for m, w in zip(models, specs * len(models) if len(specs) == 1 else specs)}
     geometry = data_mod.Geometry()
     paths = [dataset.path(i) for i in range(len(dataset))]
     n = len(paths)

@@ -7,7 +7,7 @@ import sys
 from tabulate import tabulate, tabulate_formats
 
 from . import models
-from .engine import RunOptions
+from .engine import RunOptions, weights_per_model
 from .models.external import MissingExtraError
 from .models.registry import UnknownModelError
 from .weights import WeightsError
@@ -81,7 +81,7 @@ def cmd_divergence(args: argparse.Namespace) -> int:
     results = [divergence(m, args.data, data_b=args.data_b, condition=args.condition, suite=args.suite,
                           split_classes=args.split_classes, layers=layers,
                           limit=args.limit, device=args.device, weights=w, batch_size=args.batch_size)
-               for m, w in zip(args.model, _per_model(args.weights, args.model, "official"))]
+               for m, w in zip(args.model, weights_per_model(args.weights, args.model, "official"))]
     for result in results:
         print(f"{result['model']}: {result['domain_a']} vs {result['domain_b']} "
               f"({result['n_a']} / {result['n_b']} images)")
@@ -136,13 +136,6 @@ def cmd_make_fake_val(args: argparse.Namespace) -> int:
 
     print(f"wrote {make_fake_val(args.n, args.out, seed=args.seed, workers=args.workers)}")
     return 0
-
-
-def _per_model(specs: list[str] | None, names: list[str], default: str) -> list[str]:
-    specs = specs or [default]
-    if len(specs) not in (1, len(names)):
-        raise ValueError(f"--weights: give one spec for all models or one per model ({len(names)}), not {len(specs)}")
-    return specs * len(names) if len(specs) == 1 else specs
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:

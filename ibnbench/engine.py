@@ -317,6 +317,14 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
             "device": device}
 
 
+def weights_per_model(weights: Sequence[str] | None, names: Sequence[str], default: str) -> list[str]:
+    """One weights spec per model: ``weights`` holds one for all, one per model, or none (``default``)."""
+    specs = list(weights or [default])
+    if len(specs) not in (1, len(names)):
+        raise ValueError(f"--weights: give one spec for all models or one per model ({len(names)}), not {len(specs)}")
+    return specs * len(names) if len(specs) == 1 else specs
+
+
 def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", conditions: Sequence[str] | None = None,
         weights: Sequence[str] | None = None, output: str | os.PathLike | None = None,
         results_dir: str | os.PathLike = "results", labels: str | os.PathLike | None = None, resume: bool = False,
@@ -338,10 +346,7 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
         raise ValueError("give at least one --model")
     for name in names:
         model_info(name)  # an unknown model fails before anything else is looked at
-    specs = list(weights or ["official"])
-    if len(specs) not in (1, len(names)):
-        raise ValueError(f"--weights: give one spec for all models or one per model ({len(names)}), not {len(specs)}")
-    specs = specs * len(names) if len(specs) == 1 else specs
+    specs = weights_per_model(weights, names, "official")
     chosen = load_suite(suite, style_weights=style_weights)
     if conditions:
         chosen = chosen.select(conditions)

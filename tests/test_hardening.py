@@ -481,7 +481,7 @@ def test_disk_full_keeps_the_previous_record_and_leaves_no_temp_file(tmp_path, c
     fails(capfd, *RUN, "--data", root, "--output", previous,
           words=[f"cannot write record {previous}: No space left on device"])
     monkeypatch.undo()
-    assert previous.read_bytes() == before and read_record(previous).model_names == ["resnet50"]
+    assert previous.read_bytes() == before and list(read_record(previous).models) == ["resnet50"]
     assert sorted(p.name for p in previous.parent.iterdir()) == ["r.json"]  # no temp file, no resume file
 
 
