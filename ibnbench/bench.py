@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .engine import AMP_DTYPES
+from .engine import AMP_DTYPES, RunOptions
 
 
 def _sync(device: torch.device) -> None:
@@ -141,7 +141,7 @@ def compare_baseline(models: Sequence[str], data: str | os.PathLike, suite: str 
                      **options) -> dict:
     """Time the fan-out engine against the per-(model, condition) baseline on the same data, and count decodes."""
     from . import data as data_mod
-    from .engine import RunOptions, evaluate
+    from .engine import evaluate
 
     chosen, dataset, built = _prepare(models, data, suite, conditions, weights, options.get("limit"),
                                       options.pop("style_weights", None))
@@ -159,6 +159,16 @@ def compare_baseline(models: Sequence[str], data: str | os.PathLike, suite: str 
     return out
 
 
+def _nvjpeg_seconds(paths: Sequence[Path], batch_size: int, device: torch.device) -> float:
+    """Seconds to decode ``paths`` on the GPU in batched nvJPEG calls (files already read; one warm-up batch)."""
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    encoded = [read_file(str(p)) for p in paths]
+    batches = [encoded[i:i + batch_size] for i in range(0, len(encoded), batch_size)]
+    decode_jpeg(batches[0], mode=ImageReadMode.RGB, device=device)
+    return _timed(lambda: [decode_jpeg(b, mode=ImageReadMode.RGB, device=device) for b in batches], device)
+
+
 def _timed(fn, device: torch.device, repeat: int = 1) -> float:
     """Seconds per call of ``fn`` (synchronised on CUDA)."""
     _sync(device)
@@ -172,15 +182,15 @@ def _timed(fn, device: torch.device, repeat: int = 1) -> float:
 def pipeline(models: Sequence[str], data: str | os.PathLike, suite: str = "table1",
              conditions: Sequence[str] | None = None, weights: Sequence[str] | None = None, limit: int = 256,
              batch_size: int = 64, device: str | None = None, amp: str = "auto", channels_last: bool = False,
-             workers: int = 0, style_weights: dict | None = None) -> dict:
+             workers: int = 0, refine: float = RunOptions.refine, style_weights: dict | None = None) -> dict:
     """Time each stage of a real run on ``limit`` images (decode, crop, each condition, each model's forward)
     and the whole fan-out evaluation; images/s per stage."""
     from . import data as data_mod
-    from .engine import ModelRunner, RunOptions, evaluate
+    from .engine import ModelRunner, evaluate
 
     chosen, dataset, built = _prepare(models, data, suite, conditions, weights, limit, style_weights)
     options = RunOptions(device=device, batch_size=batch_size, amp=amp, channels_last=channels_last,
-                         workers=workers, progress=False)
+                         workers=workers, refine=refine, progress=False)
     dev = options.resolved_device()
     geometry = data_mod.Geometry()
     paths = [dataset.path(i) for i in range(len(dataset))]
@@ -192,15 +202,18 @@ def pipeline(models: Sequence[str], data: str | os.PathLike, suite: str = "table
     crops = torch.stack([geometry.apply(im) for im in images])
     crop_s = time.perf_counter() - start
     batch = crops[:batch_size].to(dev).float()
+    labels = dataset.labels[:batch_size].to(dev)
     scale = n / batch.shape[0]  # per-batch timings scaled to the whole sample
     stages = {"decode (1 CPU process)": decode_s, "resize + crop (1 CPU process)": crop_s}
+    if dev.type == "cuda":
+        stages[f"decode (nvJPEG, batches of {batch_size})"] = _nvjpeg_seconds(paths, batch_size, dev)
     for condition in chosen.conditions:
         condition(batch)  # warm-up (style generators are built lazily)
         stages[f"condition {condition.id} ({condition.kind})"] = _timed(lambda: condition(batch), dev, 3) * scale
     for name, model in built.items():
         runner = ModelRunner(model, model.ibnbench_info.preprocessing, dev, options)
-        runner.top5(batch)
-        stages[f"forward {name}"] = _timed(lambda: runner.top5(batch), dev, 3) * scale
+        runner.hits(batch, labels)
+        stages[f"forward {name}"] = _timed(lambda: runner.hits(batch, labels), dev, 3) * scale
     whole = evaluate(built, chosen.conditions, dataset, options)
     rows = [{"stage": k, "seconds": round(v, 4), "images_per_s": round(n / v, 1) if v else None}
             for k, v in stages.items()]

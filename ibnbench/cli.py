@@ -25,7 +25,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                  skip_missing=args.skip_missing, device=args.device, batch_size=args.batch_size,
                  workers=args.workers, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
                  limit=args.limit, on_bad_image=args.on_bad_image, fanout=not args.no_fanout,
-                 chunk_size=args.chunk_size, style_weights=_style_weights(args.style_weights))
+                 chunk_size=args.chunk_size, refine=args.refine, style_weights=_style_weights(args.style_weights))
     if record.path:
         print(render(table1([record]), "markdown"))
         skipped = record.dataset.get("n_skipped", 0)
@@ -35,6 +35,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         not_run = [c["id"] for c in record.conditions if c.get("not_run")]
         if not_run:
             print(f"not run (missing assets): {', '.join(not_run)}")
+        close_calls = record.environment.get("close_calls_left")
+        if close_calls:
+            print(f"\n{close_calls} close call(s) decided in {record.environment['dtype']} were not scored again in "
+                  f"fp32 (--refine {record.environment['refine']}): raise --refine, or use --amp off, for exact answers")
         print(f"\nrecord: {record.path}")
     return 0
 
@@ -106,7 +110,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise ValueError("--pipeline needs --data DIR")
         out = pipeline(args.model, args.data, suite=args.suite, conditions=args.conditions, weights=args.weights,
                        limit=args.limit or 256, batch_size=args.batch_size, device=args.device, amp=args.amp,
-                       channels_last=args.channels_last, workers=args.workers)
+                       channels_last=args.channels_last, workers=args.workers, refine=args.refine)
         print(tabulate(out["stages"], headers="keys"))
         print(f"\n{out['n_images']} images, {out['pairs']} (model, condition) pairs, device {out['device']}")
         return 0
@@ -116,7 +120,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         out = compare_baseline(args.model, args.data, suite=args.suite, conditions=args.conditions,
                                weights=args.weights, batch_size=args.batch_size, workers=args.workers,
                                device=args.device, limit=args.limit, amp=args.amp,
-                               channels_last=args.channels_last, progress=False)
+                               channels_last=args.channels_last, refine=args.refine, progress=False)
         rows = [(mode, out[mode]["seconds"], out[mode]["decodes"]) for mode in ("fanout", "baseline")]
         print(tabulate(rows, headers=["mode", "seconds", "decodes"]))
         print(f"\n{len(args.model)} model(s) x {len(out['fanout']['results']) // len(args.model)} condition(s) "
@@ -206,6 +210,13 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_refine(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--refine", type=float, default=RunOptions.refine, metavar="SHARE",
+                   help="under --amp bf16/fp16, the share of each batch nearest a top-1/top-5 decision that is "
+                        f"scored again in fp32, so reduced precision does not move near ties (default {RunOptions.refine}; "
+                        "0 turns it off)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ibnbench",
@@ -243,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (halved automatically on out-of-memory; default 64)")
     p.add_argument("--workers", type=int, default=RunOptions.workers, help=f"decode worker processes (default {RunOptions.workers})")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="autocast dtype (auto: bf16 on CUDA, off on CPU)")
+    _add_refine(p)
     p.add_argument("--channels-last", action="store_true", help="run models in channels_last memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the models")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images (sorted order)")
@@ -296,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", action="append", metavar="SPEC", help="for --compare-baseline (default random)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
+    _add_refine(p)
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--device", help="cuda or cpu (default: cuda if available)")

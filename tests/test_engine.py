@@ -227,3 +227,48 @@ def test_style_condition_runs_with_a_random_generator(tiny_val, tmp_path, capsys
     assert [r["condition"] for r in record["results"]] == ["origin", "monet"]
     assert main(["run", "--model", "resnet18", "--style-weights", "monet", "--data", str(tiny_val)]) == 2
     assert "STYLE=SPEC" in capsys.readouterr().err
+
+
+def test_decision_gap_is_the_distance_to_the_nearest_top1_or_top5_change():
+    logits = torch.tensor([[5.0, 4.9, 1.0, 0.5, 0.2, 0.1, -3.0],   # label 0: 0.1 above the best other
+                           [9.0, 8.0, 7.0, 6.0, 5.0, 4.5, 4.75]])  # label 6: 0.25 below the fifth-best
+    gap = engine.decision_gap(logits, torch.tensor([0, 6]))
+    assert gap.tolist() == pytest.approx([0.1, 0.25], abs=1e-6)
+
+
+class _Rounding(torch.nn.Module):
+    """Label 3 wins by a wide margin, except for near ties (bright inputs), which reduced precision flips."""
+
+    def forward(self, x):
+        tie = x[:, 0, 0, 0] > 0
+        logits = torch.zeros(len(x), 10)
+        logits[:, 3] = 1.0
+        logits[:, 4] = torch.where(tie, 1.01 if torch.is_autocast_enabled("cpu") else 0.99, 0.0)
+        return logits
+
+
+def _hits(ties: list[int], refine: float) -> tuple[torch.Tensor, int]:
+    """Top-1 hits of 16 samples (label 3) and the close calls left, with ``ties`` the near-tie samples."""
+    from ibnbench.models.registry import Preprocessing
+
+    runner = engine.ModelRunner(_Rounding(), Preprocessing(), torch.device("cpu"),
+                                RunOptions(device="cpu", amp="bf16", refine=refine))
+    x = torch.zeros(16, 3, 8, 8)
+    x[ties] = 255.0
+    hits = runner.hits(x, torch.full((16,), 3))
+    return hits[:, 0], int(runner.close_calls_left)
+
+
+def test_refine_rescores_near_ties_in_full_precision():
+    hits, left = _hits([2, 9], refine=0.125)  # 2 of 16 samples re-scored: both near ties
+    assert hits.all() and left == 0
+    hits, left = _hits([2, 9], refine=0.0)  # plain autocast: both flip, both counted
+    assert hits.tolist() == [i not in (2, 9) for i in range(16)] and left == 2
+    hits, left = _hits([2, 5, 9], refine=0.125)  # three near ties, room for two: one is left and counted
+    assert int((~hits).sum()) == 1 and left == 1
+
+
+def test_refine_share_outside_0_1_is_refused(tiny_val, tmp_path, capsys):
+    code = main(["run", "--model", "resnet18", "--weights", "random", "--data", str(tiny_val), "--device", "cpu",
+                 "--amp", "bf16", "--refine", "2", "--output", str(tmp_path / "r.json")])
+    assert code == 2 and "--refine must be a share of the batch between 0 and 1" in capsys.readouterr().err
