@@ -182,9 +182,11 @@ def _timed(fn, device: torch.device, repeat: int = 1) -> float:
 def pipeline(models: Sequence[str], data: str | os.PathLike, suite: str = "table1",
              conditions: Sequence[str] | None = None, weights: Sequence[str] | None = None, limit: int = 256,
              batch_size: int = 64, device: str | None = None, amp: str = "auto", channels_last: bool = False,
-             workers: int = 0, refine: float = RunOptions.refine, style_weights: dict | None = None) -> dict:
+             workers: int = 0, refine: float = RunOptions.refine, cache: str | None = None,
+             style_weights: dict | None = None) -> dict:
     """Time each stage of a real run on ``limit`` images (decode, crop, each condition, each model's forward)
-    and the whole fan-out evaluation; images/s per stage."""
+    and the whole fan-out evaluation; images/s per stage. With ``cache`` (a folder or "gpu"), also the
+    loader decoding every image against the loader reading the filled crop cache."""
     from . import data as data_mod
     from .engine import ModelRunner, evaluate
 
@@ -207,6 +209,14 @@ def pipeline(models: Sequence[str], data: str | os.PathLike, suite: str = "table
     stages = {"decode (1 CPU process)": decode_s, "resize + crop (1 CPU process)": crop_s}
     if dev.type == "cuda":
         stages[f"decode (nvJPEG, batches of {batch_size})"] = _nvjpeg_seconds(paths, batch_size, dev)
+    if cache:
+        def loader(cache_spec: str | None):
+            return data_mod.make_loader(dataset, [geometry], batch_size=batch_size, workers=workers, cache=cache_spec,
+                                        decoder=options.resolved_decoder(dev), device=dev)
+
+        stages[f"loader, decoding ({workers} workers)"] = _timed(lambda: list(loader(None)), dev)
+        list(loader(cache))  # fill
+        stages[f"loader, from the crop cache ({cache})"] = _timed(lambda: list(loader(cache)), dev)
     for condition in chosen.conditions:
         condition(batch)  # warm-up (style generators are built lazily)
         stages[f"condition {condition.id} ({condition.kind})"] = _timed(lambda: condition(batch), dev, 3) * scale

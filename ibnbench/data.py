@@ -50,6 +50,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms import InterpolationMode
 
+from .cache import CropCache, open_caches
+
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 FULL_VAL_SIZE = 50_000
 KAGGLE_SOLUTION = "LOC_val_solution.csv"
@@ -631,32 +633,66 @@ class GpuDecoder:
 
 class CropLoader:
     """Iterates batches ``{"index": [N], "label": [N], "ok": [N] bool, "crops": {geometry key: uint8
-    [N,3,c,c]}, "bad": [(relative path, reason)]}``; skipped images have ``ok`` False and zero crops."""
+    [N,3,c,c]}, "bad": [(relative path, reason)]}``; skipped images have ``ok`` False and zero crops.
 
-    def __init__(self, loader: DataLoader, dataset: CropDataset, on_bad_image: str,
-                 gpu: GpuDecoder | None) -> None:
+    ``batches`` fixes which images go in each batch; with ``caches``, images found there are read from
+    them, the others (``loader`` yields exactly those, batch by batch) are decoded and stored."""
+
+    def __init__(self, loader: DataLoader, dataset: CropDataset, on_bad_image: str, gpu: GpuDecoder | None,
+                 batches: list[list[int]], missing: list[list[int]] | None = None,
+                 caches: dict[str, CropCache] | None = None) -> None:
         self.loader = loader
         self.dataset = dataset
         self.on_bad_image = on_bad_image
         self.gpu = gpu
+        self.batches = batches
+        self.missing = batches if missing is None else missing
+        self.caches = caches or {}
+        self.from_cache = 0
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return len(self.batches)
 
     def __iter__(self) -> Iterator[dict]:
-        for batch in self.loader:
-            batch = self.gpu(batch) if self.gpu is not None else batch
-            batch.pop("encoded", None)
+        decoded = iter(self.loader)
+        for chunk, missing in zip(self.batches, self.missing):
+            batch = None
+            if missing:
+                batch = next(decoded)
+                batch = self.gpu(batch) if self.gpu is not None else batch
+                batch.pop("encoded", None)
+                self._store(batch)
+            if len(missing) < len(chunk):
+                batch = self._with_cached(chunk, missing, batch)
             if batch["bad"] and self.on_bad_image == "fail":
                 index, reason = batch["bad"][0]
                 raise BadImageError(self.dataset.val.path(index), reason)
             batch["bad"] = [(self.dataset.val.files[i], reason) for i, reason in batch["bad"]]
             yield batch
 
+    def _store(self, batch: dict) -> None:
+        ok = batch["ok"]
+        for key, cache in self.caches.items():
+            cache.put(batch["index"][ok], batch["crops"][key][ok.to(batch["crops"][key].device)])
+
+    def _with_cached(self, chunk: list[int], missing: list[int], decoded: dict | None) -> dict:
+        """The batch of ``chunk`` read from the caches (its ``missing`` rows were decoded and stored first),
+        with the ok flags and problems of the decoded rows."""
+        index = torch.tensor(chunk, dtype=torch.long)
+        batch = {"index": index, "label": self.dataset.val.labels[index], "ok": torch.ones(len(chunk), dtype=torch.bool),
+                 "crops": {key: cache.get(index) for key, cache in self.caches.items()}, "bad": []}
+        self.from_cache += len(chunk) - len(missing)
+        if decoded is not None:
+            row_of = {i: row for row, i in enumerate(chunk)}
+            batch["ok"][[row_of[i] for i in missing]] = decoded["ok"]
+            batch["bad"] = decoded["bad"]
+        return batch
+
 
 def make_loader(dataset: ValDataset, geometries: Iterable[HasGeometry], batch_size: int = 64, workers: int = 4,
                 pin_memory: bool = False, on_bad_image: str = "fail", decoder: str = "cpu",
-                device: torch.device | str = "cuda", indices: Sequence[int] | None = None) -> CropLoader:
+                device: torch.device | str = "cuda", indices: Sequence[int] | None = None,
+                cache: str | None = None) -> CropLoader:
     """Batches of crops for every distinct geometry in ``geometries``, each image decoded once.
 
     ``decoder="cpu"``: decode + resize + crop in ``workers`` processes (crops on the CPU, pinned with
@@ -664,6 +700,7 @@ def make_loader(dataset: ValDataset, geometries: Iterable[HasGeometry], batch_si
     ``device`` (the rest decoded in the workers), crops on ``device``. ``on_bad_image``: "fail" raises
     :class:`BadImageError`; "skip" marks the image not ok and lists it in the batch's ``bad``.
     ``indices``: visit only these images, in this order (a rank's shard, or what a resumed run has left).
+    ``cache``: a folder, or "gpu", for the uint8 crop cache (:mod:`ibnbench.cache`).
     """
     if on_bad_image not in BAD_IMAGE_POLICIES:
         raise ValueError(f"on_bad_image must be one of {', '.join(BAD_IMAGE_POLICIES)}, got {on_bad_image!r}")
@@ -676,6 +713,14 @@ def make_loader(dataset: ValDataset, geometries: Iterable[HasGeometry], batch_si
         raise ValueError(f"decoder 'nvjpeg' needs a CUDA device, got {device!r} (CUDA available: "
                          f"{torch.cuda.is_available()}); use decoder='cpu'")
     crops = CropDataset(dataset, geometries, nvjpeg=gpu)
-    loader = DataLoader(crops, batch_size=batch_size, shuffle=False, num_workers=workers, sampler=indices,
+    order = list(range(len(dataset)) if indices is None else indices)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    caches = open_caches(cache, dataset, crops.geometries, decoder, torch.device(device)) if cache else {}
+    missing = batches
+    if caches:
+        cached = torch.stack([c.filled.cpu().bool() for c in caches.values()]).all(dim=0).tolist()
+        missing = [[i for i in chunk if not cached[i]] for chunk in batches]
+    loader = DataLoader(crops, batch_sampler=[m for m in missing if m], num_workers=workers,
                         collate_fn=crops.collate, pin_memory=pin_memory)
-    return CropLoader(loader, crops, on_bad_image, GpuDecoder(crops, device) if gpu else None)
+    return CropLoader(loader, crops, on_bad_image, GpuDecoder(crops, device) if gpu else None, batches, missing,
+                      caches)

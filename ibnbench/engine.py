@@ -41,6 +41,7 @@ class RunOptions:
     chunk_size: int = 2048
     on_bad_image: str = "fail"
     decoder: str = "auto"
+    cache: str | None = None
     refine: float = 0.125
     fanout: bool = True
     progress: bool = True
@@ -323,6 +324,7 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
     passes = [(list(models), list(conditions))] if options.fanout else [([m], [c]) for m in models for c in conditions]
     shard = dist.shard(range(len(dataset)))
     progress = _Progress(on_batch)
+    from_cache = 0
     for model_names, pass_conditions in passes:
         done = state.done.cpu()  # one transfer, not one device sync per image
         todo = [i for i in shard if not done[i]] if options.fanout else shard
@@ -331,7 +333,7 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
         loaders = [data_mod.make_loader(source, list(geometries.values()), batch_size=options.batch_size,
                                         workers=options.workers, pin_memory=device.type == "cuda",
                                         on_bad_image=options.on_bad_image, decoder=options.resolved_decoder(device),
-                                        device=device, indices=todo) for source in sources]
+                                        device=device, indices=todo, cache=options.cache) for source in sources]
         desc = "evaluate" if options.fanout else f"{model_names[0]} / {pass_conditions[0].id}"
         with tqdm(total=len(todo), desc=desc, unit="img", dynamic_ncols=True, smoothing=0.1,
                   disable=None if options.progress and dist.is_main else True) as bar:  # None: only on a terminal
@@ -347,19 +349,21 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
                 if options.fanout and since_checkpoint >= options.chunk_size:
                     checkpoint.save(state, {"skipped": skipped, "close_calls_left": int(close_calls_left())})
                     since_checkpoint = 0
+        from_cache += loaders[0].from_cache
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - t0
     state.reduce(dist)
     skipped = dist.gather_lists(skipped)
-    close_calls = torch.as_tensor(close_calls_left(), device=device).reshape(1)
-    dist.all_reduce_sum(close_calls)
+    counts = torch.stack([torch.as_tensor(close_calls_left(), device=device), torch.tensor(from_cache, device=device)])
+    dist.all_reduce_sum(counts)
+    close_calls, from_cache = counts.tolist()
     n_done = int(state.done.sum())
     return {"results": state.summary(), "per_image": state.per_image(), "skipped": sorted(set(skipped)),
-            "close_calls_left": int(close_calls) if options.amp_dtype(device) else None,
+            "close_calls_left": close_calls if options.amp_dtype(device) else None,
             "timing": {"seconds": round(elapsed, 3), "images": n_done, "passes": len(passes),
                        "images_per_s": round(progress.images / elapsed, 2) if elapsed else None,
-                       "world_size": dist.world_size},
+                       "world_size": dist.world_size, **({"from_cache": from_cache} if options.cache else {})},
             "device": device}
 
 

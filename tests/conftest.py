@@ -57,3 +57,13 @@ def real_records(val100, tmp_path_factory) -> dict:
     return {suite: run(["efficientnet_lite0"], val100, suite=suite, conditions=REAL_CONDITIONS,
                        output=out / f"{suite}.json", device="cpu", workers=0, batch_size=50, progress=False)
             for suite in REAL_SUITES}
+
+
+@pytest.fixture()
+def tiny_val(tmp_path) -> Path:
+    """9 small synthetic JPEGs in 3 true ImageNet classes."""
+    from ibnbench import data
+    from test_data import make_folder
+
+    wnids = data.imagenet_wnids()
+    return make_folder(tmp_path / "val", {wnids[1]: [1, 2, 3], wnids[400]: [4, 5, 6], wnids[999]: [7, 8, 9]})

@@ -15,9 +15,12 @@ def test_compare_baseline_counts_decodes_and_agrees(tmp_path):
 
 def test_pipeline_times_every_stage(tmp_path):
     root = make_folder(tmp_path / "val", {data.imagenet_wnids()[3]: [1, 2, 3]})
-    out = bench.pipeline(["resnet18"], root, conditions=["origin", "std*1.5"], batch_size=2, device="cpu")
+    out = bench.pipeline(["resnet18"], root, conditions=["origin", "std*1.5"], batch_size=2, device="cpu",
+                         cache=str(tmp_path / "cache"))
     stages = [row["stage"] for row in out["stages"]]
-    assert stages[:2] == ["decode (1 CPU process)", "resize + crop (1 CPU process)"]
+    assert stages[:4] == ["decode (1 CPU process)", "resize + crop (1 CPU process)", "loader, decoding (0 workers)",
+                          f"loader, from the crop cache ({tmp_path / 'cache'})"]
+    assert len(list((tmp_path / "cache").glob("*.filled"))) == 1
     assert "condition std*1.5 (photometric)" in stages and "forward resnet18" in stages
     assert stages[-1].startswith("whole fan-out evaluation") and out["pairs"] == 2
     assert all(row["seconds"] >= 0 for row in out["stages"])

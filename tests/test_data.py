@@ -431,7 +431,7 @@ def test_device_decoding_bookkeeping_with_a_stand_in_for_nvjpeg(tmp_path, monkey
     crops = data.CropDataset(ds, [Preprocessing()], nvjpeg=True)
     decoder = data.GpuDecoder(crops, device="cpu")
     loader = data.CropLoader(torch.utils.data.DataLoader(crops, batch_size=4, collate_fn=crops.collate),
-                             crops, "skip", decoder)
+                             crops, "skip", decoder, batches=[[0, 1, 2, 3]])
     (batch,) = list(loader)
     (expected,) = list(make_loader(ds, [Preprocessing()], batch_size=4, workers=0))
     assert decoder.decoded_on_device == 2 and decoder.fallbacks == 1

@@ -12,17 +12,8 @@ from ibnbench.cli import main
 from ibnbench.engine import Checkpoint, RunOptions, evaluate
 from ibnbench.models import create_model
 from ibnbench.suites import load_suite
-from test_data import make_folder
 
 CONDITIONS = ["origin", "rgb+50", "r+50", "std*1.5"]
-
-
-@pytest.fixture()
-def tiny_val(tmp_path) -> Path:
-    """9 small synthetic JPEGs in 3 true ImageNet classes."""
-    wnids = data.imagenet_wnids()
-    root = make_folder(tmp_path / "val", {wnids[1]: [1, 2, 3], wnids[400]: [4, 5, 6], wnids[999]: [7, 8, 9]})
-    return root
 
 
 def small_models(names=("resnet18", "resnet18_ibn_a", "resnet18_ibn_b")) -> dict:

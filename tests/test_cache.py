@@ -1,0 +1,126 @@
+"""The uint8 crop cache: later passes read crops instead of decoding, with the very same crops and results."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ibnbench import cache, data
+from ibnbench.engine import RunOptions, evaluate, run
+from ibnbench.suites import load_suite
+from test_engine import CONDITIONS, small_models
+
+KEY = data.Geometry().key
+
+
+def crops_of(loader) -> dict[int, torch.Tensor]:
+    return {int(i): c for b in loader for i, c in zip(b["index"], b["crops"][KEY])}
+
+
+def decodes(fn) -> int:
+    before = data.DECODE_COUNT
+    fn()
+    return data.DECODE_COUNT - before
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memory_caches():
+    cache.clear_memory()
+    yield
+    cache.clear_memory()
+
+
+def test_partly_filled_cache_gives_the_decoded_crops_in_the_same_batches(tiny_val, tmp_path):
+    dataset = data.open_dataset(tiny_val)
+    plain = crops_of(data.make_loader(dataset, [data.Geometry()], batch_size=4, workers=0))
+    fill = data.make_loader(dataset, [data.Geometry()], batch_size=2, workers=0, indices=[0, 2, 5, 8],
+                            cache=str(tmp_path / "c"))
+    assert decodes(lambda: list(fill)) == 4
+    mixed = data.make_loader(dataset, [data.Geometry()], batch_size=4, workers=0, cache=str(tmp_path / "c"))
+    out = {}
+    assert decodes(lambda: out.update(crops_of(mixed))) == 5  # only the images not cached yet
+    assert [b for b in mixed.batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]
+    assert mixed.from_cache == 4 and out.keys() == plain.keys()
+    assert all(torch.equal(out[i], plain[i]) for i in plain)
+    again = data.make_loader(dataset, [data.Geometry()], batch_size=3, workers=2, cache=str(tmp_path / "c"))
+    assert decodes(lambda: out.update(crops_of(again))) == 0 and again.from_cache == 9
+    assert all(torch.equal(out[i], plain[i]) for i in plain)
+
+
+def test_second_run_reads_the_cache_and_gives_identical_results(tiny_val, tmp_path):
+    kwargs = dict(suite="table1", conditions=CONDITIONS, weights=["random"], device="cpu", workers=0, batch_size=4,
+                  progress=False, cache=str(tmp_path / "cache"))
+    first = []
+    assert decodes(lambda: first.append(run(["resnet18_ibn_b"], tiny_val, output=tmp_path / "1.json", **kwargs))) == 9
+    second = []
+    assert decodes(lambda: second.append(run(["resnet18_ibn_b"], tiny_val, output=tmp_path / "2.json", **kwargs))) == 0
+    assert second[0].results == first[0].results and second[0].per_image == first[0].per_image
+    assert first[0].timing["from_cache"] == 0 and second[0].timing["from_cache"] == 9
+    assert len(list((tmp_path / "cache").glob("crops-v1-*-bilinear256-crop224-cpu.u8"))) == 1
+
+
+def test_bad_images_are_never_cached(tiny_val, tmp_path):
+    victim = sorted(tiny_val.rglob("*.JPEG"))[4]
+    victim.write_bytes(victim.read_bytes()[:200])
+    kwargs = dict(conditions=["origin"], weights=["random"], device="cpu", workers=0, batch_size=4, progress=False,
+                  cache=str(tmp_path / "cache"), on_bad_image="skip")
+    first = run(["resnet18"], tiny_val, output=tmp_path / "1.json", **kwargs)
+    second = []
+    assert decodes(lambda: second.append(run(["resnet18"], tiny_val, output=tmp_path / "2.json", **kwargs))) == 1
+    assert second[0].dataset["skipped"] == first.dataset["skipped"] == [str(victim.relative_to(tiny_val))]
+    assert second[0].per_image == first.per_image and second[0].timing["from_cache"] == 8
+    with pytest.raises(data.BadImageError, match=victim.name):
+        run(["resnet18"], tiny_val, output=tmp_path / "3.json", **{**kwargs, "on_bad_image": "fail"})
+
+
+def test_memory_cache_makes_the_baseline_decode_once(tiny_val):
+    models = small_models(("resnet18", "resnet18_ibn_a"))
+    conditions = load_suite("table1").select(["origin", "rgb+50"]).conditions
+    dataset = data.open_dataset(tiny_val)
+    opts = dict(workers=0, batch_size=4, device="cpu", progress=False, fanout=False)
+    plain, cached = [], []
+    assert decodes(lambda: plain.append(evaluate(models, conditions, dataset, RunOptions(**opts)))) == 4 * 9
+    assert decodes(lambda: cached.append(evaluate(models, conditions, dataset, RunOptions(cache="gpu", **opts)))) == 9
+    assert cached[0]["per_image"] == plain[0]["per_image"] and cached[0]["timing"]["from_cache"] == 3 * 9
+
+
+def test_dir_condition_with_a_partly_cached_source_stays_aligned(tiny_val, tmp_path):
+    from PIL import Image, ImageOps
+
+    styled = tmp_path / "styled"
+    for path in tiny_val.rglob("*.JPEG"):
+        target = styled / path.relative_to(tiny_val)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ImageOps.invert(Image.open(path).convert("RGB")).save(target, format="JPEG", quality=95)
+    suite = tmp_path / "styled.toml"
+    suite.write_text(f'[[conditions]]\nid = "origin"\nop = "identity"\n\n'
+                     f'[[conditions]]\nid = "inverted"\nop = "dir"\nroot = "{styled}"\n')
+    conditions = load_suite(suite).conditions
+    models = small_models(("resnet18",))
+    dataset = data.open_dataset(tiny_val)
+    opts = dict(workers=0, batch_size=4, device="cpu", progress=False)
+    plain = evaluate(models, conditions, dataset, RunOptions(**opts))
+    list(data.make_loader(dataset, [data.Geometry()], batch_size=3, workers=0, indices=[1, 4, 6],
+                          cache=str(tmp_path / "c")))  # the originals partly cached, the stylised copies not
+    cached = evaluate(models, conditions, dataset, RunOptions(cache=str(tmp_path / "c"), **opts))
+    assert cached["per_image"] == plain["per_image"] and cached["timing"]["from_cache"] == 3
+
+
+def test_cache_file_of_the_wrong_size_is_one_clear_error(tiny_val, tmp_path):
+    dataset = data.open_dataset(tiny_val)
+    list(data.make_loader(dataset, [data.Geometry()], batch_size=4, workers=0, cache=str(tmp_path)))
+    crops = next(tmp_path.glob("*.u8"))
+    crops.write_bytes(b"\0" * 10)
+    with pytest.raises(ValueError, match=f"{crops.name}: crop cache file has 10 bytes, expected {9 * 3 * 224 * 224}"):
+        data.make_loader(dataset, [data.Geometry()], batch_size=4, workers=0, cache=str(tmp_path))
+
+
+def test_cli_run_with_cache(tiny_val, tmp_path, capsys):
+    from ibnbench.cli import main
+
+    args = ["run", "--model", "resnet18", "--weights", "random", "--data", str(tiny_val), "--conditions", "origin",
+            "--device", "cpu", "--workers", "0", "--cache", str(tmp_path / "c")]
+    assert main([*args, "--output", str(tmp_path / "1.json")]) == 0
+    assert decodes(lambda: main([*args, "--output", str(tmp_path / "2.json")])) == 0
+    assert Path(tmp_path / "2.json").exists()
