@@ -37,11 +37,12 @@ class CropCache:
     def get(self, indices: torch.Tensor) -> torch.Tensor:
         return self.crops[indices.to(self.crops.device)]
 
-    def put(self, indices: torch.Tensor, crops: torch.Tensor) -> None:
-        """Store crops, then mark them filled (a process killed in between leaves them unfilled)."""
+    def put(self, indices: torch.Tensor, crops: torch.Tensor, ok: torch.Tensor) -> None:
+        """Store a batch's crops, then mark the ``ok`` ones filled (a process killed in between leaves them
+        unfilled). No boolean indexing, so no host sync for a cache on the GPU."""
         indices = indices.to(self.crops.device)
         self.crops[indices] = crops.to(self.crops.device)
-        self.filled[indices] = 1
+        self.filled[indices] = ok.to(self.filled.device, torch.uint8)
 
 
 def cache_name(fingerprint: str, geometry: Geometry, decoder: str) -> str:

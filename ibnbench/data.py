@@ -671,9 +671,8 @@ class CropLoader:
             yield batch
 
     def _store(self, batch: dict) -> None:
-        ok = batch["ok"]
         for key, cache in self.caches.items():
-            cache.put(batch["index"][ok], batch["crops"][key][ok.to(batch["crops"][key].device)])
+            cache.put(batch["index"], batch["crops"][key], batch["ok"])
 
     def _with_cached(self, chunk: list[int], missing: list[int], decoded: dict | None) -> dict:
         """The batch of ``chunk`` read from the caches (its ``missing`` rows were decoded and stored first),
