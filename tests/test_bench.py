@@ -32,3 +32,16 @@ def test_fake_val_is_a_valid_labelled_imagefolder(tmp_path):
     assert len(dataset) == 6 and dataset.labels.tolist() == [0, 1, 2, 3, 4, 5]
     image = data.decode_file(dataset.path(0))
     assert image.shape[0] == 3 and min(image.shape[1:]) >= 281 and float(image.float().std()) > 20
+
+
+def test_nvjpeg_stage_decodes_every_file_in_batches(tmp_path, monkeypatch):
+    """The GPU decode stage of --pipeline, run with torchvision's CPU decoder standing in for nvJPEG."""
+    import torch
+    from torchvision import io
+
+    root = make_folder(tmp_path / "val", {data.imagenet_wnids()[3]: [1, 2, 3, 4, 5]})
+    seen = []
+    cpu_decode = io.decode_jpeg
+    monkeypatch.setattr(io, "decode_jpeg", lambda batch, mode, device: seen.append(len(batch)) or cpu_decode(batch, mode=mode))
+    assert bench._nvjpeg_seconds(sorted(root.rglob("*.JPEG")), 2, torch.device("cpu")) > 0
+    assert seen == [2, 2, 2, 1]  # one warm-up batch, then the 5 files in batches of 2
