@@ -31,9 +31,6 @@ class CropCache:
     crops: torch.Tensor
     filled: torch.Tensor
 
-    def has(self, indices: list[int]) -> list[bool]:
-        return self.filled[torch.as_tensor(indices, dtype=torch.long, device=self.filled.device)].bool().tolist()
-
     def get(self, indices: torch.Tensor) -> torch.Tensor:
         return self.crops[indices.to(self.crops.device)]
 

@@ -25,7 +25,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                  skip_missing=args.skip_missing, device=args.device, batch_size=args.batch_size,
                  workers=args.workers, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
                  limit=args.limit, on_bad_image=args.on_bad_image, fanout=not args.no_fanout,
-                 chunk_size=args.chunk_size, refine=args.refine, cache=args.cache, style_weights=_style_weights(args.style_weights))
+                 chunk_size=args.chunk_size, refine=args.refine, cache=args.cache,
+                 style_weights=_style_weights(args.style_weights))
     if record.path:
         print(render(table1([record]), "markdown"))
         skipped = record.dataset.get("n_skipped", 0)
