@@ -202,8 +202,8 @@ class ModelRunner:
                 tqdm.write(f"out of memory: micro-batch reduced to {self.micro_batch}")
 
 
-def environment(device: torch.device, options: RunOptions) -> dict:
-    """Versions and hardware, for the record."""
+def environment(device: torch.device, options: RunOptions, close_calls_left: int | None = None) -> dict:
+    """Versions, hardware and precision, for the record."""
     import kornia
     import timm
     import torchvision
@@ -217,7 +217,7 @@ def environment(device: torch.device, options: RunOptions) -> dict:
            "dtype": str(options.amp_dtype(device) or torch.float32).removeprefix("torch."),
            "channels_last": options.channels_last, "compile": options.compile, "batch_size": options.batch_size}
     if options.amp_dtype(device):
-        env["refine"] = options.refine
+        env.update(refine=options.refine, close_calls_left=close_calls_left)
     return env
 
 
@@ -444,8 +444,7 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
         dataset={**fingerprint, "n_skipped": len(result["skipped"]), "skipped": result["skipped"]},
         models={n: {"weights": m.ibnbench_weights.get("source"), "sha256": m.ibnbench_weights.get("sha256"),
                     "preprocessing": m.ibnbench_info.preprocessing.as_dict()} for n, m in models.items()},
-        environment={**environment(result["device"], opts),
-                     **({"close_calls_left": result["close_calls_left"]} if result["close_calls_left"] is not None else {})},
+        environment=environment(result["device"], opts, result["close_calls_left"]),
         timing=result["timing"],
         results=result["results"],
         per_image={"files": list(dataset.files), **result["per_image"]},
