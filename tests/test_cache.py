@@ -9,7 +9,7 @@ import torch
 from ibnbench import cache, data
 from ibnbench.engine import RunOptions, evaluate, run
 from ibnbench.suites import load_suite
-from test_engine import CONDITIONS, small_models
+from test_engine import CONDITIONS, inverted_copy_suite, small_models
 
 KEY = data.Geometry().key
 
@@ -86,17 +86,7 @@ def test_memory_cache_makes_the_baseline_decode_once(tiny_val):
 
 
 def test_dir_condition_with_a_partly_cached_source_stays_aligned(tiny_val, tmp_path):
-    from PIL import Image, ImageOps
-
-    styled = tmp_path / "styled"
-    for path in tiny_val.rglob("*.JPEG"):
-        target = styled / path.relative_to(tiny_val)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        ImageOps.invert(Image.open(path).convert("RGB")).save(target, format="JPEG", quality=95)
-    suite = tmp_path / "styled.toml"
-    suite.write_text(f'[[conditions]]\nid = "origin"\nop = "identity"\n\n'
-                     f'[[conditions]]\nid = "inverted"\nop = "dir"\nroot = "{styled}"\n')
-    conditions = load_suite(suite).conditions
+    conditions, _styled = inverted_copy_suite(tiny_val, tmp_path)
     models = small_models(("resnet18",))
     dataset = data.open_dataset(tiny_val)
     opts = dict(workers=0, batch_size=4, device="cpu", progress=False)

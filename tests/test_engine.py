@@ -181,20 +181,25 @@ def test_resume_with_another_world_size_is_refused(tiny_val, tmp_path, capsys):
     assert code == 2 and "2 process(es)" in err and "same world size" in err
 
 
-def test_dir_condition_reads_the_prestylised_copy(tiny_val, tmp_path):
-    """A `dir` condition scores the same images read from another folder (matched by relative path):
-    its numbers equal an `origin` run on that folder itself."""
+def inverted_copy_suite(root: Path, tmp_path: Path) -> tuple[list, Path]:
+    """Conditions ``origin`` and ``inverted`` (a `dir` condition reading an inverted copy of ``root``), and the copy."""
     from PIL import Image, ImageOps
 
     styled = tmp_path / "styled"
-    for path in tiny_val.rglob("*.JPEG"):
-        target = styled / path.relative_to(tiny_val)
+    for path in root.rglob("*.JPEG"):
+        target = styled / path.relative_to(root)
         target.parent.mkdir(parents=True, exist_ok=True)
         ImageOps.invert(Image.open(path).convert("RGB")).save(target, format="JPEG", quality=95)
     suite = tmp_path / "styled.toml"
     suite.write_text(f'[[conditions]]\nid = "origin"\nop = "identity"\n\n'
                      f'[[conditions]]\nid = "inverted"\nop = "dir"\nroot = "{styled}"\n')
-    conditions = load_suite(suite).conditions
+    return load_suite(suite).conditions, styled
+
+
+def test_dir_condition_reads_the_prestylised_copy(tiny_val, tmp_path):
+    """A `dir` condition scores the same images read from another folder (matched by relative path):
+    its numbers equal an `origin` run on that folder itself."""
+    conditions, styled = inverted_copy_suite(tiny_val, tmp_path)
     seen = []
     inverted = conditions[1]
     inverted.apply = lambda x: seen.append(float(x.sum())) or x  # spy on what the condition receives
