@@ -161,9 +161,11 @@ def compare_baseline(models: Sequence[str], data: str | os.PathLike, suite: str 
 
 def _nvjpeg_seconds(paths: Sequence[Path], batch_size: int, device: torch.device) -> float:
     """Seconds to decode ``paths`` on the GPU in batched nvJPEG calls (files already read; one warm-up batch)."""
-    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+    from torchvision.io import ImageReadMode, decode_jpeg
 
-    encoded = [read_file(str(p)) for p in paths]
+    from .data import read_bytes
+
+    encoded = [read_bytes(p) for p in paths]
     batches = [encoded[i:i + batch_size] for i in range(0, len(encoded), batch_size)]
     decode_jpeg(batches[0], mode=ImageReadMode.RGB, device=device)
     return _timed(lambda: [decode_jpeg(b, mode=ImageReadMode.RGB, device=device) for b in batches], device)
