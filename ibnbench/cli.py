@@ -159,15 +159,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name in models.list_models(args.pattern, task=None):
         info = models.model_info(name)
         w = info.weights
-        ref = f"{w.top1_err:.2f}/{w.top5_err:.2f}" if w and w.top1_err is not None else "-"
+        ref = "; ".join(map(str, w.metrics)) if w and w.metrics else "-"
         try:
             params = f"{info.num_params() / 1e6:.1f}M"
         except MissingExtraError:
             params = "n/a (extra missing)"
         rows.append([name, info.family, info.variant, params,
-                     "research (none)" if info.research else ("official" if w else "none"),
+                     "research (none)" if info.research else ("none" if not w else "official" if w.url or w.local_path
+                                                              else "--weights PATH"),
                      ref, info.preprocessing.convention, info.license or "-"])
-    print(tabulate(rows, headers=["model", "family", "variant", "params", "weights", "ref err top1/top5",
+    print(tabulate(rows, headers=["model", "family", "variant", "params", "weights", "published err top1/top5 (source)",
                                   "input", "licence"], tablefmt=args.format))
     return 0
 

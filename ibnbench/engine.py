@@ -443,7 +443,7 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
         + [{"id": cid, "label": labels_by_id[cid], "not_run": True} for cid in not_run],
         dataset={**fingerprint, "n_skipped": len(result["skipped"]), "skipped": result["skipped"]},
         models={n: {"weights": m.ibnbench_weights.get("source"), "sha256": m.ibnbench_weights.get("sha256"),
-                    "preprocessing": m.ibnbench_info.preprocessing.as_dict()} for n, m in models.items()},
+                    "release": m.ibnbench_weights.get("release"), "preprocessing": m.ibnbench_info.preprocessing.as_dict()} for n, m in models.items()},
         environment=environment(result["device"], opts, result["close_calls_left"]),
         timing=result["timing"],
         results=result["results"],

@@ -37,7 +37,9 @@ def parity_rule():
 
 
 def load_fixture(name: str) -> dict:
-    return json.loads((need(PARITY / f"{name}.json")).read_text())
+    """A parity fixture by model name, from ../shared/parity or its ``pending/`` folder."""
+    pending = PARITY / "pending" / f"{name}.json"
+    return json.loads(need(pending if pending.is_file() else PARITY / f"{name}.json").read_text())
 
 
 @pytest.fixture(scope="session")

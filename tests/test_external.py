@@ -64,7 +64,7 @@ def test_torchvision_preprocessing_comes_from_its_weights_transforms():
     assert (pre.resize, pre.crop, pre.interpolation) == (232, 224, "bilinear")
     assert (pre.mean, pre.std) == (IMAGENET_MEAN_255, IMAGENET_STD_255)
     assert info.weights.url.endswith("resnet50-11ad3fa6.pth") and info.weights.sha256_prefix == "11ad3fa6"
-    assert info.weights.top1_err == pytest.approx(19.142)
+    assert info.weights.metrics[0].top1_err == pytest.approx(19.142)
 
 
 def test_torchvision_model_builds_and_loads_a_path(tmp_path):

@@ -8,8 +8,10 @@ import torch
 import ibnbench
 from conftest import PARITY, load_fixture
 
-CLASSIFIER_FIXTURES = sorted(p.stem for p in PARITY.glob("*.json") if p.stem != "cyclegan_resnet_9blocks") or [
-    "resnet18", "resnet50", "resnet18_ibn_a", "resnet18_ibn_b", "resnet50_ibn_a", "resnet50_ibn_b"]
+CLASSIFIER_FIXTURES = sorted(p.stem for p in [*PARITY.glob("*.json"), *PARITY.glob("pending/*.json")]
+                             if p.stem != "cyclegan_resnet_9blocks") or [
+    "resnet18", "resnet50", "resnet18_ibn_a", "resnet18_ibn_b", "resnet50_ibn_a", "resnet50_ibn_b",
+    "resnet50_ibn_a_old"]
 
 
 def filled(name: str, rule, fixture: dict) -> torch.nn.Module:

@@ -9,7 +9,6 @@ from .ibn import InstanceNorm
 from .registry import Preprocessing, register_model
 
 CYCLEGAN_LICENSE = "BSD (junyanz/pytorch-CycleGAN-and-pix2pix)"
-IN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 # Input and output in [-1, 1]: x / 127.5 - 1 for RGB on the 0..255 scale.
 CYCLEGAN_PREPROCESSING = Preprocessing(mean=(127.5, 127.5, 127.5), std=(127.5, 127.5, 127.5),
                                        source="CycleGAN: x/127.5 - 1")
@@ -56,12 +55,6 @@ class ResnetGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
-
-    def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Drop the instance-norm ``running_mean``/``running_var`` that checkpoints saved by old PyTorch carry."""
-        norms = {name for name, module in self.named_modules() if isinstance(module, nn.InstanceNorm2d)}
-        return {k: v for k, v in state_dict.items()
-                if not (k.rsplit(".", 1)[-1] in IN_STATISTICS and k.rsplit(".", 1)[0] in norms)}
 
 
 @register_model(family="cyclegan", variant="resnet_9blocks", task="generator", license=CYCLEGAN_LICENSE,

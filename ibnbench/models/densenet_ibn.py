@@ -9,7 +9,7 @@ from torchvision.models import DenseNet
 
 from .ibn import IBN
 from .registry import register_model
-from .resnet_ibn import IBN_LICENSE, official
+from .resnet_ibn import IBN_LICENSE, README, official
 
 # Checkpoints of the pre-0.4 PyTorch era name dense-layer modules "norm.1", "conv.2", ...
 _LEGACY_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12])\.(.+)$")
@@ -47,14 +47,14 @@ def _densenet(depth: int, **kwargs) -> DenseNetIBN:
 
 
 @register_model(family="densenet", variant="ibn-a", license=IBN_LICENSE,
-                weights=official("densenet121_ibn_a-e4af5cc1.pth", 24.47, 7.25))
+                weights=official("densenet121_ibn_a-e4af5cc1.pth", (24.47, 7.25, README)))
 def densenet121_ibn_a(**kwargs) -> DenseNetIBN:
     """DenseNet-121-IBN-a."""
     return _densenet(121, **kwargs)
 
 
 @register_model(family="densenet", variant="ibn-a", license=IBN_LICENSE,
-                weights=official("densenet169_ibn_a-9f32c161.pth", 23.25, 6.51))
+                weights=official("densenet169_ibn_a-9f32c161.pth", (23.25, 6.51, README)))
 def densenet169_ibn_a(**kwargs) -> DenseNetIBN:
     """DenseNet-169-IBN-a."""
     return _densenet(169, **kwargs)

@@ -68,12 +68,7 @@ def _torchvision_info(spec: str, name: str) -> ModelInfo:
                                   mean=_to_255(transform.mean), std=_to_255(transform.std),
                                   interpolation=transform.interpolation.value,
                                   source=f"torchvision {enum}.transforms()")
-    metrics = enum.meta.get("_metrics", {}).get("ImageNet-1K", {})
-    filename = enum.url.rsplit("/", 1)[-1]
-    released = Weights(url=enum.url, sha256_prefix=filename.rsplit("-", 1)[-1].split(".")[0],
-                       top1_err=round(100 - metrics["acc@1"], 3) if "acc@1" in metrics else None,
-                       top5_err=round(100 - metrics["acc@5"], 3) if "acc@5" in metrics else None,
-                       source=f"torchvision {enum}", license=TORCHVISION_LICENSE)
+    released = Weights.from_torchvision(enum, TORCHVISION_LICENSE)
     return ModelInfo(name=spec, builder=None, family="torchvision", variant="none", preprocessing=preprocessing,
                      weights=released, license=TORCHVISION_LICENSE, description=f"torchvision model {name}")
 

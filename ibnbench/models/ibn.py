@@ -95,6 +95,9 @@ class IBN(nn.Module):
 
     def __init__(self, planes: int, ratio: float = 0.5, in_first: bool = True, inplace: bool = False):
         super().__init__()
+        self._add_norms(planes, ratio, in_first, inplace)
+
+    def _add_norms(self, planes: int, ratio: float, in_first: bool, inplace: bool) -> None:
         self.in_first = in_first
         self.inplace = inplace
         self.n_in = int(planes * ratio) if in_first else planes - int(planes * (1 - ratio))
@@ -123,6 +126,25 @@ class IBN(nn.Module):
             parts = tuple(p[::-1] for p in parts)
         scale, shift = (torch.cat(p, 1) for p in parts)
         return _apply(x, scale, shift, self.inplace)
+
+
+class SplitConvIBN(IBN):
+    """The official v1.0 ("old") IBN-a head of a block: two 1x1 convolutions, ``conv1`` -> BN on the first half
+    of the channels and ``conv2`` -> IN on the second half, concatenated (keys ``conv1``, ``conv2``, ``BN``, ``IN``).
+
+    The two convolutions are one convolution with their weights stacked, so the output is written once and the
+    IBN layer normalises it in place: no more memory than a single 1x1 convolution of ``planes`` channels.
+    """
+
+    def __init__(self, inplanes: int, planes: int, ratio: float = 0.5):
+        nn.Module.__init__(self)
+        n_bn = int(planes * (1 - ratio))
+        self.conv1 = nn.Conv2d(inplanes, n_bn, 1, bias=False)
+        self.conv2 = nn.Conv2d(inplanes, planes - n_bn, 1, bias=False)
+        self._add_norms(planes, ratio, in_first=False, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.conv2d(x, torch.cat((self.conv1.weight, self.conv2.weight))))
 
 
 class SELayer(nn.Module):

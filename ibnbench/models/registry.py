@@ -13,6 +13,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..weights import hash_prefix_from_name
+
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
 IMAGENET_STD_255 = (58.395, 57.12, 57.375)
 
@@ -60,24 +62,43 @@ EFFICIENTNET_LITE_PREPROCESSING = Preprocessing(
 
 
 @dataclass(frozen=True)
-class Weights:
-    """A released checkpoint: where it is, how to verify it, what it scores (percent error).
+class Reference:
+    """A published error of one checkpoint (percent, ImageNet-1k val) and where it is published."""
 
-    ``local_path``, when set, returns the path of a copy shipped inside an installed Python package;
-    it is used instead of downloading ``url`` (which then only names the file's origin).
+    top1_err: float
+    top5_err: float | None
+    source: str
+
+    def __str__(self) -> str:
+        top5 = "-" if self.top5_err is None else f"{self.top5_err:.2f}"
+        return f"{self.top1_err:.2f}/{top5} ({self.source})"
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A released checkpoint: where it is, how to verify it, what it scores (``metrics``, each with its source).
+
+    ``url`` is None for files that cannot be downloaded automatically (``how_to_get`` says where they are);
+    ``local_path``, when set, returns the path of a copy shipped inside an installed Python package; it is
+    used instead of downloading ``url`` (which then only names the file's origin).
     """
 
-    url: str
+    url: str | None
     sha256_prefix: str | None = None
-    top1_err: float | None = None
-    top5_err: float | None = None
+    metrics: tuple[Reference, ...] = ()
     source: str = ""
     license: str = ""
+    how_to_get: str = ""
     local_path: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
-    @property
-    def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
+    @classmethod
+    def from_torchvision(cls, enum, license: str) -> Weights:
+        """A torchvision weights enum entry: its URL, the hash prefix in its file name, its ImageNet-1K metrics."""
+        acc = enum.meta.get("_metrics", {}).get("ImageNet-1K", {})
+        metrics = ((Reference(round(100 - acc["acc@1"], 3), round(100 - acc["acc@5"], 3) if "acc@5" in acc else None,
+                              f"torchvision {enum}"),) if "acc@1" in acc else ())
+        return cls(url=enum.url, sha256_prefix=hash_prefix_from_name(enum.url), metrics=metrics,
+                   source=f"torchvision {enum}", license=license)
 
 
 @dataclass(frozen=True)

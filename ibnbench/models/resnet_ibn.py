@@ -7,18 +7,21 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .ibn import IBN, InstanceNorm
-from .registry import Weights, register_model
+from ..weights import hash_prefix_from_name
+from .ibn import IBN, InstanceNorm, SplitConvIBN
+from .registry import Reference, Weights, register_model
 
 RELEASE = "https://github.com/XingangPan/IBN-Net/releases/download/v1.0/"
 IBN_LICENSE = "MIT (XingangPan/IBN-Net)"
+README = "IBN-Net README"
+README_V1 = "IBN-Net README at tag v1.0"
 
 
-def official(filename: str, top1_err: float | None = None, top5_err: float | None = None,
-             source: str = "IBN-Net v1.0 release") -> Weights:
-    """Weights of the official IBN-Net release; the file name carries the sha256 prefix."""
-    return Weights(url=RELEASE + filename, sha256_prefix=filename.rsplit("-", 1)[1].split(".")[0],
-                   top1_err=top1_err, top5_err=top5_err, source=source, license=IBN_LICENSE)
+def official(filename: str, *metrics: tuple[float, float, str]) -> Weights:
+    """Weights of the official IBN-Net release with their published ``(top1_err, top5_err, source)`` metrics;
+    the file name carries the sha256 prefix."""
+    return Weights(url=RELEASE + filename, sha256_prefix=hash_prefix_from_name(filename),
+                   metrics=tuple(Reference(*m) for m in metrics), source="IBN-Net v1.0 release", license=IBN_LICENSE)
 
 
 def first_norm(planes: int, ibn: str | None, ratio: float) -> nn.Module:
@@ -63,8 +66,7 @@ class Bottleneck(nn.Module):
                  downsample: nn.Module | None = None, ratio: float = 0.5):
         super().__init__()
         width = math.floor(planes * self.base_width / 64) * self.cardinality
-        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
-        self.bn1 = first_norm(width, ibn, ratio)
+        self._add_reduction(inplanes, width, ibn, ratio)
         self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=self.cardinality, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
@@ -73,14 +75,36 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
+    def _add_reduction(self, inplanes: int, width: int, ibn: str | None, ratio: float) -> None:
+        """The first 1x1 convolution and its normalisation (keys ``conv1``, ``bn1``)."""
+        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
+        self.bn1 = first_norm(width, ibn, ratio)
+
+    def _reduce(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn1(self.conv1(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self._reduce(x))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         out += x if self.downsample is None else self.downsample(x)  # in place, as the official blocks
         if self.IN is not None:
             out = self.IN(out)
         return self.relu(out)
+
+
+class BottleneckOld(Bottleneck):
+    """The official v1.0 ("old") IBN-a bottleneck: an IBN-a block's first 1x1 convolution and IBN layer are
+    one ``convbnin`` module (:class:`SplitConvIBN`); blocks without IBN are the plain bottleneck."""
+
+    def _add_reduction(self, inplanes: int, width: int, ibn: str | None, ratio: float) -> None:
+        if ibn == "a":
+            self.convbnin = SplitConvIBN(inplanes, width, ratio)
+        else:
+            super()._add_reduction(inplanes, width, ibn, ratio)
+
+    def _reduce(self, x: torch.Tensor) -> torch.Tensor:
+        return self.convbnin(x) if hasattr(self, "convbnin") else super()._reduce(x)
 
 
 class ResNetIBN(nn.Module):
@@ -148,11 +172,7 @@ def _torchvision_weights(depth: int) -> Weights:
     """torchvision's IMAGENET1K_V1 ResNet weights, read from its own weights enum."""
     import torchvision.models as tvm
 
-    enum = getattr(tvm, f"ResNet{depth}_Weights").IMAGENET1K_V1
-    acc = enum.meta["_metrics"]["ImageNet-1K"]
-    return Weights(url=enum.url, sha256_prefix=enum.url.rsplit("-", 1)[1].split(".")[0],
-                   top1_err=round(100 - acc["acc@1"], 3), top5_err=round(100 - acc["acc@5"], 3),
-                   source="torchvision IMAGENET1K_V1", license="BSD-3-Clause (torchvision)")
+    return Weights.from_torchvision(getattr(tvm, f"ResNet{depth}_Weights").IMAGENET1K_V1, "BSD-3-Clause (torchvision)")
 
 
 def _register_baseline(depth: int) -> None:
@@ -168,30 +188,66 @@ for _depth in DEPTHS:
     _register_baseline(_depth)
 
 
-@register_model(family="resnet", variant="ibn-a", weights=official("resnet18_ibn_a-2f571257.pth"), license=IBN_LICENSE)
+@register_model(family="resnet", variant="ibn-a", weights=official("resnet18_ibn_a-2f571257.pth", (29.17, 10.24, README)), license=IBN_LICENSE)
 def resnet18_ibn_a(**kwargs) -> ResNetIBN:
     """ResNet-18-IBN-a."""
     return _resnet(18, IBN_A, **kwargs)
 
 
-@register_model(family="resnet", variant="ibn-a", weights=official("resnet34_ibn_a-94bc1577.pth"), license=IBN_LICENSE)
+@register_model(family="resnet", variant="ibn-a", weights=official("resnet34_ibn_a-94bc1577.pth", (25.78, 8.19, README)), license=IBN_LICENSE)
 def resnet34_ibn_a(**kwargs) -> ResNetIBN:
     """ResNet-34-IBN-a."""
     return _resnet(34, IBN_A, **kwargs)
 
 
 @register_model(family="resnet", variant="ibn-a", license=IBN_LICENSE,
-                weights=official("resnet50_ibn_a-d9d0bb7b.pth", 22.76, 6.41))
+                weights=official("resnet50_ibn_a-d9d0bb7b.pth", (22.54, 6.32, README), (22.76, 6.41, README_V1)))
 def resnet50_ibn_a(**kwargs) -> ResNetIBN:
-    """ResNet-50-IBN-a (paper Table 1: 22.54/6.32 with the slower 'old' implementation)."""
+    """ResNet-50-IBN-a, the released faster implementation (the paper's numbers are ``resnet50_ibn_a_old``'s)."""
     return _resnet(50, IBN_A, **kwargs)
 
 
 @register_model(family="resnet", variant="ibn-a", license=IBN_LICENSE,
-                weights=official("resnet101_ibn_a-59ea0ac6.pth", 21.29, 5.61))
+                weights=official("resnet101_ibn_a-59ea0ac6.pth", (21.39, 5.59, README), (21.29, 5.61, README_V1)))
 def resnet101_ibn_a(**kwargs) -> ResNetIBN:
     """ResNet-101-IBN-a."""
     return _resnet(101, IBN_A, **kwargs)
+
+
+OLD_WEIGHTS_HINT = ("the IBN-Net README at tag v1.0 links them on Google Drive (PyTorch 0.3.1 and 0.4.1 formats; "
+                    "both load); download the file and pass --weights PATH")
+
+
+def _resnet_old(depth: int, **kwargs) -> ResNetIBN:
+    """The official v1.0 ("old") IBN-a ResNet: :class:`BottleneckOld` blocks, layer4 plain, 7x7 average pool."""
+    model = ResNetIBN(BottleneckOld, DEPTHS[depth][1], tuple(kwargs.pop("ibn_cfg", IBN_A)), **kwargs)
+    model.avgpool = nn.AvgPool2d(7, stride=1)
+    return model
+
+
+def _old_weights(*metrics: tuple[float, float, str]) -> Weights:
+    return Weights(url=None, metrics=tuple(Reference(*m) for m in metrics), source="IBN-Net v1.0 (Google Drive)",
+                   license=IBN_LICENSE, how_to_get=OLD_WEIGHTS_HINT)
+
+
+@register_model(family="resnet", variant="ibn-a (v1.0 old)", license=IBN_LICENSE,
+                weights=_old_weights((22.54, 6.32, "paper Table 2")))
+def resnet50_ibn_a_old(**kwargs) -> ResNetIBN:
+    """ResNet-50-IBN-a, the official v1.0 "old" implementation behind the paper's numbers (two 1x1 convs)."""
+    return _resnet_old(50, **kwargs)
+
+
+@register_model(family="resnet", variant="ibn-a (v1.0 old)", license=IBN_LICENSE,
+                weights=_old_weights((21.39, 5.59, "paper Table 2")))
+def resnet101_ibn_a_old(**kwargs) -> ResNetIBN:
+    """ResNet-101-IBN-a, the official v1.0 "old" implementation behind the paper's numbers (two 1x1 convs)."""
+    return _resnet_old(101, **kwargs)
+
+
+@register_model(family="resnet", variant="ibn-a (v1.0 old)", license=IBN_LICENSE)
+def resnet152_ibn_a_old(**kwargs) -> ResNetIBN:
+    """ResNet-152-IBN-a, the official v1.0 "old" implementation (no released weights)."""
+    return _resnet_old(152, **kwargs)
 
 
 @register_model(family="resnet", variant="ibn-a", license=IBN_LICENSE)
@@ -213,7 +269,8 @@ def resnet34_ibn_b(**kwargs) -> ResNetIBN:
 
 
 @register_model(family="resnet", variant="ibn-b", license=IBN_LICENSE,
-                weights=official("resnet50_ibn_b-9ca61e85.pth", 23.64, 6.86, "IBN-Net v1.0 release (paper Table 1)"))
+                weights=official("resnet50_ibn_b-9ca61e85.pth",
+                                 (23.64, 6.86, "paper Table 1, IBN-Net50-b; the release publishes none")))
 def resnet50_ibn_b(**kwargs) -> ResNetIBN:
     """ResNet-50-IBN-b."""
     return _resnet(50, IBN_B, **kwargs)

@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 
 from .registry import register_model
-from .resnet_ibn import IBN_A, IBN_LICENSE, Bottleneck, ResNetIBN, official
+from .resnet_ibn import IBN_A, IBN_LICENSE, README, Bottleneck, ResNetIBN, official
 
 
 class ResNeXtBottleneck(Bottleneck):
@@ -46,7 +46,7 @@ def resnext50_ibn_a(**kwargs) -> ResNeXtIBN:
 
 
 @register_model(family="resnext", variant="ibn-a", license=IBN_LICENSE,
-                weights=official("resnext101_ibn_a-6ace051d.pth", 20.88, 5.42))
+                weights=official("resnext101_ibn_a-6ace051d.pth", (20.88, 5.42, README)))
 def resnext101_ibn_a(**kwargs) -> ResNeXtIBN:
     """ResNeXt-101-IBN-a 32x4d."""
     return _resnext((3, 4, 23, 3), **kwargs)

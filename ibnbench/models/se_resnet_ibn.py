@@ -6,7 +6,7 @@ from torch import nn
 
 from .ibn import SELayer
 from .registry import register_model
-from .resnet_ibn import DEPTHS, IBN_A, IBN_LICENSE, Bottleneck, ResNetIBN, official
+from .resnet_ibn import DEPTHS, IBN_A, IBN_LICENSE, README, Bottleneck, ResNetIBN, official
 
 
 class SEBottleneck(Bottleneck):
@@ -40,7 +40,7 @@ def se_resnet50_ibn_a(**kwargs) -> ResNetIBN:
 
 
 @register_model(family="se-resnet", variant="ibn-a", license=IBN_LICENSE,
-                weights=official("se_resnet101_ibn_a-fabed4e2.pth", 21.25, 5.51))
+                weights=official("se_resnet101_ibn_a-fabed4e2.pth", (21.25, 5.51, README)))
 def se_resnet101_ibn_a(**kwargs) -> ResNetIBN:
     """SE-ResNet-101-IBN-a."""
     return _se_resnet(101, **kwargs)
