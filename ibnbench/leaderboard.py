@@ -6,7 +6,8 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from .report import PAPER_LABELS, PAPER_TABLE1, load_records, results_frame
+from . import paper
+from .report import load_records, results_frame
 from .results import Record
 
 
@@ -34,16 +35,14 @@ def _board(records: list[Record]) -> str:
     return "\n\n".join(sections)
 
 
-def paper_table() -> str:
-    """The paper's Table 1 as transcribed in :data:`ibnbench.report.PAPER_TABLE1`."""
-    conditions = list(next(iter(PAPER_TABLE1.values())))
-    rows = [[c] + ["-" if PAPER_TABLE1[m][c] is None else "{:.2f}/{:.2f}".format(*PAPER_TABLE1[m][c])
-                   for m in PAPER_TABLE1] for c in conditions]
-    return tabulate(rows, headers=["condition", *(PAPER_LABELS[m] for m in PAPER_TABLE1)], tablefmt="github")
+def paper_tables() -> str:
+    """The paper's Tables 1-5 as transcribed in ``ibnbench/reference/ibn_net_paper.toml``."""
+    return "\n\n".join(f"## {title}\n\n" + tabulate(paper.table(n), headers="keys", tablefmt="github")
+                       for n, title in paper.titles().items())
 
 
 def build(root: str | Path = "leaderboards") -> list[Path]:
-    """Write one ``<suite>.md`` per suite found in ``root/records`` plus ``paper-table1.md``; returns the files."""
+    """Write one ``<suite>.md`` per suite found in ``root/records`` plus ``paper.md``; returns the files."""
     root = Path(root)
     records = load_records([root / "records"])
     written = []
@@ -57,8 +56,10 @@ def build(root: str | Path = "leaderboards") -> list[Path]:
         path = root / f"{suite}.md"
         path.write_text(text)
         written.append(path)
-    paper = root / "paper-table1.md"
-    paper.write_text("# IBN-Net paper, Table 1 (reference)\n\nTop-1/top-5 error % on the full ImageNet val set "
-                     "(Pan et al., ECCV 2018). '-' marks cells not transcribed.\n\n" + paper_table() + "\n")
-    written.append(paper)
+    reference = root / "paper.md"
+    reference.write_text("# IBN-Net paper, Tables 1-5 (reference)\n\nTop-1/top-5 error % on the full ImageNet val set "
+                         "(Pan et al., ECCV 2018); in brackets the drop against origin (Tables 1, 3) or the gain "
+                         "over the re-implementation (Table 2). Each cell's implementation is named in "
+                         "`ibnbench/reference/ibn_net_paper.toml`.\n\n" + paper_tables() + "\n")
+    written.append(reference)
     return written

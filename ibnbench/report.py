@@ -12,22 +12,10 @@ from typing import Sequence
 import pandas as pd
 from tabulate import tabulate
 
+from . import paper
 from .results import Record, RecordError, find_records, read_record
 
 FORMATS = ("markdown", "csv", "json", "latex", "html")
-
-# Pan et al., ECCV 2018, Table 1: top-1/top-5 error (%) on ImageNet val under appearance transforms.
-# Only the cells quoted in ibnbench's design brief are transcribed; the others are left blank (None)
-# rather than guessed. Drops are derived from these absolute errors.
-PAPER_TABLE1: dict[str, dict[str, tuple[float, float] | None]] = {
-    "resnet50": {"origin": (24.27, 7.08), "rgb+50": None, "r+50": None,
-                 "std*1.5": (24.27 + 15.74, 7.08 + 12.00), "monet": (24.27 + 30.24, 7.08 + 22.24)},
-    "resnet50_ibn_a": {"origin": (22.54, 6.32), "rgb+50": None, "r+50": None, "std*1.5": None, "monet": None},
-    "resnet50_ibn_b": {"origin": (23.64, 6.86), "rgb+50": None, "r+50": None,
-                       "std*1.5": (23.64, 6.86), "monet": (23.64 + 26.81, 6.86 + 18.36)},
-}
-PAPER_LABELS = {"resnet50": "ResNet50", "resnet50_ibn_a": "IBN-Net50-a", "resnet50_ibn_b": "IBN-Net50-b"}
-
 
 def load_records(paths: Sequence[str | Path]) -> list[Record]:
     """Records from files and directories (``*.json`` below them)."""
@@ -69,21 +57,46 @@ def table1(records: Sequence[Record], vs: str | None = None) -> pd.DataFrame:
             drop = (row.drop_top1, row.drop_top5) if cond != "origin" else (None, None)
             column[cond] = _cell(row.top1_err, row.top5_err, *drop)
         table[model] = column
-        if vs == "paper" and model in PAPER_TABLE1:
-            paper = PAPER_TABLE1[model]
-            base = paper["origin"]
-            table[f"{PAPER_LABELS[model]} (paper)"] = {
-                c: "-" if paper.get(c) is None else _cell(*paper[c], *((paper[c][0] - base[0], paper[c][1] - base[1])
-                                                                        if c != "origin" else (None, None)))
-                for c in order}
-            table[f"{model} - paper (top1/top5)"] = {
-                c: "-" if paper.get(c) is None or c not in rows.index
-                else f"{rows.loc[c].top1_err - paper[c][0]:+.2f}/{rows.loc[c].top5_err - paper[c][1]:+.2f}"
-                for c in order}
+    if vs == "paper":
+        table.update(_paper_columns(frame, models, order))
     out = pd.DataFrame(table, index=order)
     out.index = [labels.get(c, c) for c in order]
     out.index.name = "condition"
     return out
+
+
+def _paper_column_name(cell: paper.PaperCell) -> str:
+    return f"{cell.label} (paper Table {cell.table}: {cell.model})"
+
+
+def _paper_columns(frame: pd.DataFrame, models: Sequence[str], order: Sequence[str]) -> dict[str, dict[str, str]]:
+    """The paper's cells beside ours: all of Table 1 when the record holds any of its conditions, the cells of
+    each model's paper implementation otherwise, and per model the difference ``ours - paper``, labelled with
+    the implementation the paper's number comes from when that is not the model itself."""
+    columns: dict[str, dict[str, str]] = {}
+
+    def add(cells: dict[str, paper.PaperCell]) -> None:
+        any_cell = next(iter(cells.values()))
+        columns[_paper_column_name(any_cell)] = {
+            c: "-" if c not in cells else cells[c].text(with_delta=c != "origin") for c in order}
+
+    table1 = paper.cells(1)
+    if any(c.condition in order for c in table1):
+        for model in dict.fromkeys(c.model for c in table1):
+            add(paper.cells_of(model))
+    for model in models:
+        source = paper.implementation(model)
+        cells = {c: cell for c, cell in paper.cells_of(source).items() if c in order}
+        if not cells:
+            continue
+        add(cells)
+        rows = frame[frame.model == model].set_index("condition")
+        other = "" if source == model else f", other implementation: {source}"
+        columns[f"{model} - paper{other} (top1/top5)"] = {
+            c: "-" if c not in cells or c not in rows.index
+            else f"{rows.loc[c].top1_err - cells[c].top1:+.2f}/{rows.loc[c].top5_err - cells[c].top5:+.2f}"
+            for c in order}
+    return columns
 
 
 def render(table: pd.DataFrame, fmt: str = "markdown") -> str:

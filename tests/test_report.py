@@ -31,7 +31,7 @@ def test_table1_layout_with_drops(record_path):
 
 def test_vs_paper_shows_differences(record_path):
     text = report([record_path], vs="paper")
-    assert "ResNet50 (paper)" in text and "IBN-Net50-b (paper)" in text
+    assert "ResNet50 (paper Table 1: resnet50)" in text and "IBN-Net50-b (paper Table 1: resnet50_ibn_b)" in text
     std_row = next(line for line in text.splitlines() if line.startswith("| std x1.5"))
     assert "+0.00/+0.00" in std_row  # our synthetic numbers equal the paper's std x1.5 cells
 
@@ -48,8 +48,9 @@ def test_leaderboard_build(tmp_path, record_path):
     record_path.rename(records / "run.json")
     written = leaderboard.build(tmp_path / "board")
     board = (tmp_path / "board" / "table1.md").read_text()
-    assert [p.name for p in written] == ["table1.md", "paper-table1.md"]
+    assert [p.name for p in written] == ["table1.md", "paper.md"]
     rows = [line for line in board.splitlines() if line.startswith("| resnet50")]
     assert [r.split("|")[1].strip() for r in rows] == ["resnet50_ibn_b", "resnet50"]  # most robust first
     assert "| yes " in rows[0]  # 100 images: marked as subset
-    assert "24.27/7.08" in (tmp_path / "board" / "paper-table1.md").read_text()
+    reference = (tmp_path / "board" / "paper.md").read_text()
+    assert "24.27/7.08" in reference and "## Table 5: ratio of IN channels" in reference
