@@ -207,7 +207,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from .style import stylize
 
     summary = stylize(args.style, args.data, args.out, weights=args.weights, device=args.device,
-                      limit=args.limit, size=args.size, workers=args.workers)
+                      limit=args.limit, size=args.size, workers=args.workers, resize_mode=args.resize)
     print(f"stylize {args.style}: {summary['written']} written, {summary['skipped']} already present, "
           f"{summary['total']} in all -> {summary['out']}")
     return 0
@@ -357,7 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="generator weights: official (default), a path, a URL or random")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--limit", type=int, help="only the first N images in sorted path order")
-    p.add_argument("--size", type=int, default=256, help="shorter side the images are resized to (default 256)")
+    p.add_argument("--size", type=int, default=256, help="size the images are resized to (default 256)")
+    p.add_argument("--resize", choices=["shorter", "square"], default="shorter",
+                   help="shorter: shorter side to --size, bilinear, aspect kept (default; what the classifiers' "
+                        "resize sees); square: --size x --size bicubic, as the CycleGAN authors' test script. "
+                        "Recorded in OUT/stylize.json and in the records of runs that read OUT")
     p.add_argument("--workers", type=int, default=4, help="decoding worker processes (default 4)")
     p.set_defaults(func=cmd_stylize)
     return parser

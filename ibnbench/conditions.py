@@ -26,7 +26,8 @@ from typing import ClassVar, Sequence
 import torch
 from torch import nn
 
-from .style import check_style, load_generator, missing_style_weights, stylize_batch, weights_identity
+from .style import (ON_THE_FLY_INPUT, check_style, load_generator, missing_style_weights, read_manifest, stylize_batch,
+                    weights_identity)
 
 
 def shift(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -96,6 +97,10 @@ class Condition(ABC):
     @property
     def requires(self) -> list[str]:
         return []
+
+    def provenance(self) -> dict:
+        """What a result record keeps about how this condition's images were made, beyond its definition."""
+        return {}
 
     @abstractmethod
     def apply(self, x: torch.Tensor) -> torch.Tensor:
@@ -220,6 +225,9 @@ class Style(Condition):
             self._generator = load_generator(self.style, self.weights)
         return self._generator
 
+    def provenance(self) -> dict:
+        return {"style_input": ON_THE_FLY_INPUT}
+
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         generator = self.generator
         weight = next(generator.parameters())
@@ -251,6 +259,9 @@ class Dir(Condition):
             return []
         return [f"pre-stylised folder {self.root} for condition {self.id!r} "
                 f"(make it with `ibnbench stylize --style STYLE --data VAL --out {self.root}`)"]
+
+    def provenance(self) -> dict:
+        return {"stylized": read_manifest(self.root)}
 
     def path_for(self, relative_path: str | Path) -> Path:
         """The stylised file for ``relative_path`` (relative to the dataset root)."""

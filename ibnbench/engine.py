@@ -439,7 +439,7 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
 
     record = Record(
         suite=chosen.name, suite_hash=chosen.hash,
-        conditions=[{"id": c.id, "label": c.label} for c in chosen.conditions]
+        conditions=[{"id": c.id, "label": c.label, **c.provenance()} for c in chosen.conditions]
         + [{"id": cid, "label": labels_by_id[cid], "not_run": True} for cid in not_run],
         dataset={**fingerprint, "n_skipped": len(result["skipped"]), "skipped": result["skipped"]},
         models={n: {"weights": m.ibnbench_weights.get("source"), "sha256": m.ibnbench_weights.get("sha256"),

@@ -6,13 +6,18 @@ checkpoint cache, downloaded into that cache when absent; a path or URL names an
 builds a seeded random generator (for tests). :func:`missing_style_weights` answers without network.
 
 :func:`stylize` writes a stylised copy of a dataset (``ibnbench stylize``): every image is decoded as RGB,
-its shorter side resized to 256 by default (bilinear, antialiased, aspect kept; the resolution the CycleGAN
-authors test at, and the size the classifiers' own resize gives before their 224 centre crop), passed
-through the generator at that size and saved under the same relative path, as JPEG quality 95 for
-``.jpg``/``.jpeg`` names and PNG for ``.png`` names.
+resized (``resize="shorter"``, the default: shorter side to 256, bilinear, antialiased, aspect kept, the size the
+classifiers' own resize gives before their 224 centre crop; ``resize="square"``: 256x256 bicubic, as the CycleGAN
+authors' test script loads photos), passed through the generator at that size and saved under the same relative
+path, as JPEG quality 95 for ``.jpg``/``.jpeg`` names and PNG for ``.png`` names. ``stylize.json`` in the output
+folder records the style, the generator's hash and the resize, and a resumed run must use the same ones.
+
+The on-the-fly ``style`` condition runs the generator on the classifier's 224x224 centre crop as it is (no
+resize); its record entry says so.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -21,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.io import encode_jpeg, encode_png
+from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2.functional import resize
 from tqdm import tqdm
 
@@ -34,6 +40,10 @@ STYLE_URL = "http://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models/style
 WEIGHTS_DIR_ENV = "IBNBENCH_STYLE_WEIGHTS_DIR"
 GENERATOR = "cyclegan_resnet_9blocks"
 STYLIZE_SHORTER_SIDE = 256
+RESIZE_MODES = {"shorter": ("shorter side", InterpolationMode.BILINEAR),
+                "square": ("square", InterpolationMode.BICUBIC)}
+MANIFEST = "stylize.json"
+ON_THE_FLY_INPUT = "the classifier's 224x224 centre crop as it is (no resize)"
 JPEG_QUALITY = 95
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 RANDOM_GENERATOR_SEED = 0
@@ -162,15 +172,42 @@ def _write_atomically(target: Path, data: bytes) -> None:
         temporary.unlink(missing_ok=True)
 
 
+def read_manifest(out: str | os.PathLike) -> dict | None:
+    """What ``ibnbench stylize`` recorded about a stylised folder (None for a folder made otherwise)."""
+    path = Path(out) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable stylize manifest ({exc})") from None
+
+
+def _check_manifest(out: Path, manifest: dict) -> None:
+    """Refuse to add images made another way to a stylised folder; write the manifest of a new one."""
+    found = read_manifest(out)
+    if found is None:
+        _write_atomically(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+        return
+    differ = [k for k in manifest if found.get(k) != manifest[k]]
+    if differ:
+        settings = ", ".join(f"{k} {found.get(k)!r}, now {manifest[k]!r}" for k in differ)
+        raise ValueError(f"--out {out} was stylised with other settings ({settings}); "
+                         "use another --out or the same settings")
+
+
 def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights: str | None = None,
             device: str | None = None, limit: int | None = None, size: int = STYLIZE_SHORTER_SIDE,
-            workers: int = 4, progress: bool = True) -> dict:
+            workers: int = 4, progress: bool = True, resize_mode: str = "shorter") -> dict:
     """Write a ``style`` copy of every image under ``data`` into ``out`` (same relative paths).
 
-    Each image's shorter side is resized to ``size`` before the generator runs. Resumable: files already
-    in ``out`` are skipped. ``limit`` takes the first N files in sorted relative-path order.
+    Each image is resized before the generator runs: ``resize_mode="shorter"`` sets its shorter side to ``size``
+    (bilinear), ``"square"`` makes it ``size`` x ``size`` (bicubic). Resumable: files already in ``out`` are
+    skipped. ``limit`` takes the first N files in sorted relative-path order.
     Returns ``{"total", "written", "skipped", "out"}``.
     """
+    if resize_mode not in RESIZE_MODES:
+        raise ValueError(f"--resize must be one of {', '.join(RESIZE_MODES)}, not {resize_mode!r}")
     check_style(style, weights or "official")
     data, out = Path(data).expanduser(), Path(out).expanduser()
     if not data.is_dir():
@@ -190,13 +227,18 @@ def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights
         return summary
     device = resolve_device(device)
     generator = load_generator(style, weights or "official", progress).to(device)
+    interpolation = RESIZE_MODES[resize_mode][1]
+    _check_manifest(out, {"style": style, "weights": generator.ibnbench_weights["source"],
+                          "sha256": generator.ibnbench_weights["sha256"], "resize": resize_mode, "size": size,
+                          "interpolation": interpolation.value})
     loader = torch.utils.data.DataLoader(_Decoded(data, todo), batch_size=None, num_workers=workers)
     with tqdm(total=len(files), initial=summary["skipped"], unit="img", desc=f"stylize {style}",
               disable=not progress) as bar:
         for relative, image, reason in loader:
             if image is None:
                 raise BadImageError(data / relative, reason)
-            x = resize(image.to(device).float(), [size], antialias=True)
+            x = resize(image.to(device).float(), [size] if resize_mode == "shorter" else [size, size],
+                       interpolation=interpolation, antialias=True)
             styled = stylize_batch(generator, x[None])[0].round_().to("cpu", torch.uint8)
             _write_atomically(out / relative, _encode(styled, Path(relative).suffix))
             summary["written"] += 1

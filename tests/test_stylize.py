@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import pytest
 import torch
 from torchvision.io import ImageReadMode, decode_image, encode_jpeg, encode_png, read_file, write_file
+from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2.functional import resize
 
 import ibnbench.style as style
@@ -13,6 +16,7 @@ from ibnbench.cli import main
 from ibnbench.style import load_generator, stylize, stylize_batch
 
 SIZE = 32  # shorter side for the tests (256 by default): keeps the generator fast on CPU
+MANIFEST = ["stylize.json"]  # sorts after the class folders
 FILES = {"n01440764/a.JPEG": (40, 60), "n01440764/b.JPEG": (50, 50), "n01443537/c.JPEG": (64, 48),
          "n01443537/d.png": (36, 44)}
 
@@ -45,7 +49,7 @@ def test_cli_round_trip(dataset, tmp_path, capsys):
             "--device", "cpu", "--size", str(SIZE), "--workers", "0"]
     assert main(argv) == 0
     assert "4 written, 0 already present, 4 in all" in capsys.readouterr().out
-    assert files_under(out) == sorted(FILES)
+    assert files_under(out) == sorted(FILES) + MANIFEST
     generator = load_generator("monet", "random")
     for relative, (height, width) in FILES.items():
         source = decode_image(read_file(str(dataset / relative)), mode=ImageReadMode.RGB).float()
@@ -71,10 +75,10 @@ def test_limit_then_resume_processes_only_the_rest(dataset, tmp_path, monkeypatc
 
     monkeypatch.setattr(style, "stylize_batch", counting)
     assert run(dataset, out, limit=2) == {"total": 2, "written": 2, "skipped": 0, "out": str(out)}
-    assert files_under(out) == sorted(FILES)[:2] and len(calls) == 2
-    first = {p: (out / p).stat().st_mtime_ns for p in files_under(out)}
+    assert files_under(out) == sorted(FILES)[:2] + MANIFEST and len(calls) == 2
+    first = {p: (out / p).stat().st_mtime_ns for p in files_under(out) if p not in MANIFEST}
     assert run(dataset, out)["written"] == 2 and len(calls) == 4
-    assert files_under(out) == sorted(FILES)
+    assert files_under(out) == sorted(FILES) + MANIFEST
     assert all((out / p).stat().st_mtime_ns == mtime for p, mtime in first.items())
 
 
@@ -92,10 +96,10 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(dataset, tmp_path, m
     monkeypatch.setattr(style, "_encode", interrupt_on_third)
     with pytest.raises(KeyboardInterrupt):
         run(dataset, out)
-    assert files_under(out) == sorted(FILES)[:2]
+    assert files_under(out) == sorted(FILES)[:2] + MANIFEST
     monkeypatch.setattr(style, "_encode", encode)
     assert run(dataset, out) == {"total": 4, "written": 2, "skipped": 2, "out": str(out)}
-    assert files_under(out) == sorted(FILES)
+    assert files_under(out) == sorted(FILES) + MANIFEST
 
 
 def test_failed_rename_leaves_neither_target_nor_temporary(tmp_path, monkeypatch):
@@ -138,3 +142,43 @@ def test_cli_reports_unavailable_official_weights(dataset, tmp_path, monkeypatch
            "pretrained_models/style_monet.pth" in err and "style_monet.pth, or pass --weights PATH" in err
     assert main([*argv[:2], "picasso", *argv[3:]]) == 2
     assert "unknown style 'picasso'" in capsys.readouterr().err
+
+
+def test_square_resize_round_trips_and_is_recorded(dataset, tmp_path, capsys):
+    """--resize square: SIZE x SIZE bicubic before the generator (the CycleGAN authors' test script); the folder's
+    manifest and the record of a run reading it say so; another resize into the same folder is refused."""
+    out = tmp_path / "square"
+    argv = ["stylize", "--style", "monet", "--data", str(dataset), "--out", str(out), "--weights", "random",
+            "--device", "cpu", "--size", str(SIZE), "--workers", "0", "--resize", "square"]
+    assert main(argv) == 0
+    generator = load_generator("monet", "random")
+    for relative in FILES:
+        source = decode_image(read_file(str(dataset / relative)), mode=ImageReadMode.RGB).float()
+        square = resize(source, [SIZE, SIZE], interpolation=InterpolationMode.BICUBIC, antialias=True)
+        expected = stylize_batch(generator, square[None])[0].round().to(torch.uint8)
+        written = decode_image(read_file(str(out / relative)))
+        assert written.shape == (3, SIZE, SIZE)
+        if relative.endswith(".png"):
+            assert torch.equal(written, expected)
+        else:
+            assert (out / relative).read_bytes() == encode_jpeg(expected, quality=95).numpy().tobytes()
+    manifest = json.loads((out / "stylize.json").read_text())
+    assert manifest == {"style": "monet", "weights": "random", "sha256": None, "resize": "square", "size": SIZE,
+                        "interpolation": "bicubic"}
+    capsys.readouterr()
+    (out / "n01440764" / "a.JPEG").unlink()
+    assert main([*argv[:-1], "shorter"]) == 2
+    assert "was stylised with other settings (resize 'square', now 'shorter', interpolation 'bicubic', " \
+           "now 'bilinear'); use another --out" in capsys.readouterr().err
+
+    suite = tmp_path / "square.toml"
+    suite.write_text(f'[[conditions]]\nid = "origin"\nop = "identity"\n\n'
+                     f'[[conditions]]\nid = "monet-square"\nop = "dir"\nroot = "{out}"\n\n'
+                     f'[[conditions]]\nid = "monet"\nop = "style"\nstyle = "monet"\nweights = "random"\n')
+    assert main(["stylize", *argv[1:]]) == 0  # completes the folder with the same settings
+    record_path = tmp_path / "r.json"
+    assert main(["run", "--model", "resnet18", "--weights", "random", "--data", str(dataset), "--suite", str(suite),
+                 "--device", "cpu", "--workers", "0", "--output", str(record_path)]) == 0
+    conditions = {c["id"]: c for c in json.loads(record_path.read_text())["conditions"]}
+    assert conditions["monet-square"]["stylized"]["resize"] == "square"
+    assert conditions["monet"]["style_input"] == "the classifier's 224x224 centre crop as it is (no resize)"
