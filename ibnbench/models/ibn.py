@@ -14,9 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _statistics_dtype(x: torch.Tensor) -> torch.dtype:
+    """Statistics are computed in at least float32: float32 for half/bfloat16/float32 inputs, float64 for float64."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
 def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample, per-channel spatial ``(mean, biased variance)`` in float32, shape ``[N, C]``."""
-    x = x if x.dtype == torch.float32 else x.float()
+    """Per-sample, per-channel spatial ``(mean, biased variance)`` in :func:`_statistics_dtype`, shape ``[N, C]``."""
+    x = x.to(_statistics_dtype(x))
     if x.device.type != "cpu":
         var, mean = torch.var_mean(x, dim=(2, 3), unbiased=False)
         return mean, var
@@ -37,7 +42,7 @@ def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _instance_scale_shift(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
                           eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample, per-channel ``(scale, shift)`` of instance norm, in float32, shape ``[N, C]``."""
+    """Per-sample, per-channel ``(scale, shift)`` of instance norm, in :func:`_statistics_dtype`, shape ``[N, C]``."""
     mean, var = _moments(x)
     scale = torch.rsqrt(var + eps)
     if weight is not None:
@@ -58,14 +63,14 @@ def _apply(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, inplace: b
     return torch.addcmul(shift, x, scale)
 
 
-def _folded_batch_norm(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eval-mode BN as ``(scale, shift)`` of shape ``[C]``."""
-    scale = torch.rsqrt(bn.running_var.float() + bn.eps)
+def _folded_batch_norm(bn: nn.BatchNorm2d, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BN as ``(scale, shift)`` of shape ``[C]`` in ``dtype``."""
+    scale = torch.rsqrt(bn.running_var.to(dtype) + bn.eps)
     if bn.weight is not None:
-        scale = scale * bn.weight.float()
-    shift = -bn.running_mean.float() * scale
+        scale = scale * bn.weight.to(dtype)
+    shift = -bn.running_mean.to(dtype) * scale
     if bn.bias is not None:
-        shift = shift + bn.bias.float()
+        shift = shift + bn.bias.to(dtype)
     return scale, shift
 
 
@@ -119,7 +124,7 @@ class IBN(nn.Module):
             out_in, out_bn = self.IN(x_in.contiguous()), self.BN(x_bn.contiguous())
             return torch.cat((out_in, out_bn) if self.in_first else (out_bn, out_in), 1)
         in_scale, in_shift = _instance_scale_shift(x_in, self.IN.weight, self.IN.bias, self.IN.eps)
-        bn_scale, bn_shift = _folded_batch_norm(self.BN)
+        bn_scale, bn_shift = _folded_batch_norm(self.BN, in_scale.dtype)
         n = x.shape[0]
         parts = ((in_scale, bn_scale.expand(n, -1)), (in_shift, bn_shift.expand(n, -1)))
         if not self.in_first:
