@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from ibnbench.models.external import MissingExtraError
+
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 SHARED = Path(os.environ.get("IBNBENCH_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
@@ -16,6 +18,30 @@ PARITY = SHARED / "parity"
 VAL100 = SHARED / "data" / "imagenet-val-100"
 REAL_SUITES = ("table1", "table1-clipped")
 REAL_CONDITIONS = ["origin", "rgb+50", "r+50", "std*1.5"]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    """A fixture that needs an absent optional extra (e.g. ``[lite]``) skips the test, saying which."""
+    try:
+        return (yield)
+    except MissingExtraError as exc:
+        pytest.skip(f"optional extra absent: {exc}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """A test that needs an absent optional extra skips, saying which, instead of failing."""
+    try:
+        return (yield)
+    except MissingExtraError as exc:
+        pytest.skip(f"optional extra absent: {exc}")
+
+
+def need_extra(module: str) -> None:
+    """Skip unless the optional extra that provides ``module`` is installed (for tests that reach it through the
+    CLI, where the error becomes an exit code)."""
+    pytest.importorskip(module, reason=f"optional extra absent: {module} (pip install -e '.[lite]')")
 
 
 def need(path: Path) -> Path:
