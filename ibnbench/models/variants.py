@@ -12,12 +12,13 @@ drawing, not code, so these are our readings of it (each builder's docstring rep
 - **IBN-a&d** (Fig. 4c): IBN-a (``bn1`` of every block in stages 1-3) plus IBN-d.
 - **IBN-a x2** (Fig. 4d): IBN-a with a second IBN layer in each block, at ``bn2`` (after the 3x3 conv).
 
-The other two ablations are constructor options: ``ibn_ratio`` (Table 4, the share of IN channels in each
-IBN layer; IBN-c's norm has no ratio) and ``ibn_cfg`` (Table 5, which of the four stages carry IN), e.g.
+The other two ablations are constructor options: ``ibn_ratio`` (Table 5, the share of IN channels in each
+IBN layer; IBN-c's norm has no ratio) and ``ibn_cfg`` (Table 4, which of the four stages carry IN), e.g.
 ``create_model("resnet50_ibn_ad", ibn_cfg=("a&d", "a", None, None), ibn_ratio=0.25)``. The paper's settings
 are registered too: ``resnet50_ibn_a_ratio{0.25,0.75,1.0}`` (with ratio 1.0 the first norm of a block is a
 plain ``InstanceNorm(planes)``, keys ``bn1.weight``/``bn1.bias``) and ``resnet50_ibn_a_stages{1,12,1234}``
-(IBN-a in stage 1 / stages 1-2 / all four stages; stages 1-3 is ``resnet50_ibn_a`` itself).
+(IBN-a in stage 1 / stages 1-2 / all four stages; stages 1-3 is ``resnet50_ibn_a`` itself, whose paper
+numbers come from ``resnet50_ibn_a_old``).
 """
 from __future__ import annotations
 
