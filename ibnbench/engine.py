@@ -7,6 +7,7 @@ import dataclasses
 import math
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,51 +18,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import data as data_mod
-from .distributed import DistContext, resolve_device
+from .distributed import DistContext
+from .files import write_atomic
 from .models.registry import Preprocessing
+from .options import RunOptions
+from .progress import Progress
 from .results import Record
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # keys: options.AMP_NAMES
 CLOSE_CALL = 0.25
 """Logit gap under which a reduced-precision decision counts as a close call: about the largest change of a
 top-1/top-5 decision gap that bf16 autocast caused on the 100 real images (benchmarks/RESULTS.md)."""
-
-
-@dataclass
-class RunOptions:
-    """How to run (not what): device, batching, precision, resumability."""
-
-    device: str | None = None
-    batch_size: int = 64
-    workers: int = min(8, os.cpu_count() or 1)
-    amp: str = "auto"
-    channels_last: bool = False
-    compile: bool = False
-    limit: int | None = None
-    chunk_size: int = 2048
-    on_bad_image: str = "fail"
-    decoder: str = "auto"
-    cache: str | None = None
-    refine: float = 0.125
-    fanout: bool = True
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.amp not in ("auto", "off", *AMP_DTYPES):
-            raise ValueError(f"--amp must be bf16, fp16, off or auto, not {self.amp!r}")
-        if not 0.0 <= self.refine <= 1.0:
-            raise ValueError(f"--refine must be a share of the batch between 0 and 1, not {self.refine}")
-
-    def resolved_device(self) -> torch.device:
-        return resolve_device(self.device)
-
-    def resolved_decoder(self, device: torch.device) -> str:
-        """nvJPEG on CUDA, CPU workers otherwise (``decoder="auto"``)."""
-        return self.decoder if self.decoder != "auto" else ("nvjpeg" if device.type == "cuda" else "cpu")
-
-    def amp_dtype(self, device: torch.device) -> torch.dtype | None:
-        """The autocast dtype (``auto``: bf16 on CUDA), or None for full precision."""
-        return AMP_DTYPES.get(self.amp if self.amp != "auto" else ("bf16" if device.type == "cuda" else "off"))
 
 
 @dataclass
@@ -228,41 +195,39 @@ class Checkpoint:
         self.path = path
         self.identity = identity
 
+    def exists(self) -> bool:
+        return self.path is not None and self.path.exists()
+
     def load(self) -> dict | None:
-        if self.path is None or not self.path.exists():
+        if not self.exists():
             return None
-        saved = torch.load(self.path, map_location="cpu", weights_only=False)
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # truncated or foreign file: say which, and what to do
+            raise ValueError(f"{self.path}: unreadable checkpoint ({type(exc).__name__}); "
+                             "start over with --restart") from None
+        if not isinstance(saved, dict) or "state" not in saved:
+            raise ValueError(f"{self.path}: not an ibnbench checkpoint; start over with --restart")
         if saved.get("identity") != self.identity:
             diff = sorted(k for k in set(saved.get("identity", {})) | set(self.identity)
                           if saved.get("identity", {}).get(k) != self.identity.get(k))
             raise ValueError(f"{self.path}: checkpoint belongs to a different run (differs in {', '.join(diff)}); "
-                             "delete it or run without --resume")
+                             "start over with --restart")
         return saved
 
     def save(self, state: EvalState, extra: dict) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        torch.save({"identity": self.identity, "state": state.state_dict(), **extra}, tmp)
-        os.replace(tmp, self.path)
+        saved = {"identity": self.identity, "state": state.state_dict(), **extra}
+        write_atomic(self.path, lambda f: torch.save(saved, f), what="checkpoint")
+
+    @staticmethod
+    def images_done(saved: dict) -> int:
+        return int(saved["state"]["done"].sum())
 
     def remove(self) -> None:
         if self.path is not None:
             self.path.unlink(missing_ok=True)
-
-
-class _Progress:
-    """Counts images processed in this call and reports them to an optional callback."""
-
-    def __init__(self, callback: Callable[[int], None] | None):
-        self.images = 0
-        self.callback = callback
-
-    def add(self, n: int) -> None:
-        self.images += n
-        if self.callback is not None:
-            self.callback(self.images)
 
 
 def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Sequence, state: EvalState,
@@ -316,14 +281,20 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
         state.load_state_dict(saved["state"])
         skipped = saved.get("skipped", [])
         close_calls_before = saved.get("close_calls_left", 0)
+        if options.progress and dist.is_main:
+            print(f"resuming from {checkpoint.path}: {Checkpoint.images_done(saved)} of {len(dataset)} images "
+                  "already done", file=sys.stderr, flush=True)
 
     def close_calls_left() -> torch.Tensor:
         return close_calls_before + sum(r.close_calls_left for r in runners.values())
 
+    def save_checkpoint() -> None:
+        checkpoint.save(state, {"skipped": skipped, "close_calls_left": int(close_calls_left())})
+
     t0 = time.perf_counter()
     passes = [(list(models), list(conditions))] if options.fanout else [([m], [c]) for m in models for c in conditions]
     shard = dist.shard(range(len(dataset)))
-    progress = _Progress(on_batch)
+    images = 0
     from_cache = 0
     for model_names, pass_conditions in passes:
         done = state.done.cpu()  # one transfer, not one device sync per image
@@ -335,20 +306,27 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
                                         on_bad_image=options.on_bad_image, decoder=options.resolved_decoder(device),
                                         device=device, indices=todo, cache=options.cache) for source in sources]
         desc = "evaluate" if options.fanout else f"{model_names[0]} / {pass_conditions[0].id}"
-        with tqdm(total=len(todo), desc=desc, unit="img", dynamic_ncols=True, smoothing=0.1,
-                  disable=None if options.progress and dist.is_main else True) as bar:  # None: only on a terminal
+        with Progress(len(todo), desc, enabled=options.progress and dist.is_main,
+                      initial=len(shard) - len(todo)) as progress:
             since_checkpoint = 0
-            for batch, *dir_batches in zip(*loaders):
-                _evaluate_batch(batch, {n: runners[n] for n in model_names}, pass_conditions, state, device,
-                                {c.id: b for c, b in zip(dir_conditions, dir_batches)})
-                skipped.extend(path for b in (batch, *dir_batches) for path, _reason in b["bad"])
-                n = len(batch["index"])
-                bar.update(n)
-                progress.add(n)
-                since_checkpoint += n
-                if options.fanout and since_checkpoint >= options.chunk_size:
-                    checkpoint.save(state, {"skipped": skipped, "close_calls_left": int(close_calls_left())})
-                    since_checkpoint = 0
+            try:
+                for batch, *dir_batches in zip(*loaders):
+                    _evaluate_batch(batch, {n: runners[n] for n in model_names}, pass_conditions, state, device,
+                                    {c.id: b for c, b in zip(dir_conditions, dir_batches)})
+                    skipped.extend(path for b in (batch, *dir_batches) for path, _reason in b["bad"])
+                    n = len(batch["index"])
+                    progress.update(n)
+                    images += n
+                    if on_batch is not None:
+                        on_batch(images)
+                    since_checkpoint += n
+                    if options.fanout and since_checkpoint >= options.chunk_size:
+                        save_checkpoint()
+                        since_checkpoint = 0
+            except KeyboardInterrupt:
+                if options.fanout and images:  # every image marked done is complete: keep them all
+                    save_checkpoint()
+                raise
         from_cache += loaders[0].from_cache
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -362,7 +340,7 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
     return {"results": state.summary(), "per_image": state.per_image(), "skipped": sorted(set(skipped)),
             "close_calls_left": close_calls if options.amp_dtype(device) else None,
             "timing": {"seconds": round(elapsed, 3), "images": n_done, "passes": len(passes),
-                       "images_per_s": round(progress.images / elapsed, 2) if elapsed else None,
+                       "images_per_s": round(images / elapsed, 2) if elapsed else None,
                        "world_size": dist.world_size, **({"from_cache": from_cache} if options.cache else {})},
             "device": device}
 

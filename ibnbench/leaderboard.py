@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from .files import write_atomic
 from .report import PAPER_LABELS, PAPER_TABLE1, load_records, results_frame
 from .results import Record
 
@@ -55,10 +56,10 @@ def build(root: str | Path = "leaderboards") -> list[Path]:
                 f"Suite hash(es): {', '.join(hashes)}. Rows marked subset ran on fewer than 50,000 images and are "
                 "not comparable with full-set numbers.\n\n" + _board(chosen) + "\n")
         path = root / f"{suite}.md"
-        path.write_text(text)
+        write_atomic(path, text)
         written.append(path)
     paper = root / "paper-table1.md"
-    paper.write_text("# IBN-Net paper, Table 1 (reference)\n\nTop-1/top-5 error % on the full ImageNet val set "
+    write_atomic(paper, "# IBN-Net paper, Table 1 (reference)\n\nTop-1/top-5 error % on the full ImageNet val set "
                      "(Pan et al., ECCV 2018). '-' marks cells not transcribed.\n\n" + paper_table() + "\n")
     written.append(paper)
     return written

@@ -12,6 +12,7 @@ from typing import Sequence
 import pandas as pd
 from tabulate import tabulate
 
+from .files import write_atomic
 from .results import Record, RecordError, find_records, read_record
 
 FORMATS = ("markdown", "csv", "json", "latex", "html")
@@ -112,7 +113,7 @@ def report(results: Sequence[str | Path], format: str = "markdown", vs: str | No
     if format == "markdown":
         text = f"{text}\n\nCells: top-1/top-5 error % (drop against origin).\n{footer}"
     if output:
-        Path(output).write_text(text + "\n")
+        write_atomic(output, text + "\n", what="report")
     return text
 
 

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from .data import BadImageError, decode_file
 from .distributed import resolve_device
+from .files import write_atomic
 from .models import create_model
 from .weights import WeightsError, cache_dir, fetch, load_state_dict_strict, read_state_dict, sha256_of
 
@@ -151,17 +152,6 @@ def _encode(image: torch.Tensor, suffix: str) -> bytes:
     return encoded.numpy().tobytes()
 
 
-def _write_atomically(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` via a temporary file and a rename: never a half-written ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights: str | None = None,
             device: str | None = None, limit: int | None = None, size: int = STYLIZE_SHORTER_SIDE,
             workers: int = 4, progress: bool = True) -> dict:
@@ -198,7 +188,7 @@ def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights
                 raise BadImageError(data / relative, reason)
             x = resize(image.to(device).float(), [size], antialias=True)
             styled = stylize_batch(generator, x[None])[0].round_().to("cpu", torch.uint8)
-            _write_atomically(out / relative, _encode(styled, Path(relative).suffix))
+            write_atomic(out / relative, _encode(styled, Path(relative).suffix), what="stylised image", fsync=False)
             summary["written"] += 1
             bar.update()
     return summary
