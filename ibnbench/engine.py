@@ -345,25 +345,95 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
             "device": device}
 
 
+def per_model(values: Sequence[str] | None, names: Sequence[str], default: str | None, option: str) -> list:
+    """One value per model: ``values`` holds one for all, one per model, or none (``default``)."""
+    given = list(values or [default])
+    if len(given) not in (1, len(names)):
+        raise ValueError(f"{option}: give one for all models or one per --model ({len(names)}), not {len(given)}")
+    return given * len(names) if len(given) == 1 else given
+
+
 def weights_per_model(weights: Sequence[str] | None, names: Sequence[str], default: str) -> list[str]:
     """One weights spec per model: ``weights`` holds one for all, one per model, or none (``default``)."""
-    specs = list(weights or [default])
-    if len(specs) not in (1, len(names)):
-        raise ValueError(f"--weights: give one spec for all models or one per model ({len(names)}), not {len(specs)}")
-    return specs * len(names) if len(specs) == 1 else specs
+    return per_model(weights, names, default, "--weights")
+
+
+def _weights_label(spec: str) -> str:
+    return spec.rstrip("/").rsplit("/", 1)[-1] if spec not in ("official", "random") else spec
+
+
+def column_names(names: Sequence[str], weights: Sequence[str], preprocessing: Sequence[str | None]) -> list[str]:
+    """One result column per ``--model``: a name given more than once is told apart by its weights
+    (``resnet18[random]``, ``resnet18[a.pth]``) or, where those agree, by its position (``resnet18#2``)."""
+    runs = list(zip(names, weights, preprocessing))
+    twin = next((r for i, r in enumerate(runs) if r in runs[:i]), None)
+    if twin is not None:
+        raise ValueError(f"--model {twin[0]} is given twice with the same --weights {twin[1]}"
+                         + (f" and --preprocessing {twin[2]}" if twin[2] else "") + ": drop one")
+    columns = []
+    for i, (name, spec, _) in enumerate(runs):
+        same = [j for j, n in enumerate(names) if n == name]
+        labels = [_weights_label(weights[j]) for j in same]
+        if len(same) == 1:
+            columns.append(name)
+        elif len(set(labels)) == len(labels):
+            columns.append(f"{name}[{_weights_label(spec)}]")
+        else:
+            columns.append(f"{name}#{same.index(i) + 1}")
+    return columns
+
+
+def _checkpoint_paths(stem: Path) -> list[Path]:
+    return sorted(stem.parent.glob(f".{stem.name}.rank*.resume.pt"))
+
+
+def _check_checkpoint(stem: Path, ckpt_path: Path, resume: bool, restart: bool, world_size: int) -> None:
+    """Before any work: an interrupted run's checkpoint is continued (``resume``), deleted (``restart``) or,
+    with neither, left alone and reported, so that no finished image is lost silently."""
+    if restart:
+        for path in _checkpoint_paths(stem):
+            path.unlink()
+        return
+    if resume:
+        found = sorted(int(p.name.rsplit(".rank", 1)[1].split(".")[0]) for p in _checkpoint_paths(stem))
+        if found and found != list(range(world_size)):
+            raise ValueError(f"--resume: the interrupted run left checkpoints for {len(found)} process(es) "
+                             f"(ranks {found}) but this run has {world_size}; resume with the same "
+                             "world size, or start over with --restart")
+        return
+    if ckpt_path.exists():
+        try:
+            saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            done = f" ({Checkpoint.images_done(saved)} of {saved['state']['n_images']} images done)"
+        except Exception:
+            done = ""
+        raise ValueError(f"{ckpt_path}: an interrupted run of this command left a checkpoint{done}; "
+                         f"{RESUME_HINT}")
+
+
+RESUME_HINT = "--resume continues it, --restart starts over"
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run`; the message says what was saved and how to continue."""
 
 
 def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", conditions: Sequence[str] | None = None,
         weights: Sequence[str] | None = None, output: str | os.PathLike | None = None,
         results_dir: str | os.PathLike = "results", labels: str | os.PathLike | None = None, resume: bool = False,
-        skip_missing: bool = False, style_weights: dict[str, str] | None = None, **options) -> Record:
+        restart: bool = False, skip_missing: bool = False, style_weights: dict[str, str] | None = None,
+        preprocessing: Sequence[str] | None = None, **options) -> Record:
     """``ibnbench run`` as a function: evaluate models under a suite on a dataset and write the record.
 
-    ``weights`` gives one spec per model (or one for all): "official", "random", a path or a URL.
-    Conditions whose assets are missing stop the run before any work, unless ``skip_missing``.
+    ``weights`` gives one spec per model (or one for all): "official", "random", a path or a URL;
+    ``preprocessing`` likewise gives ``resize=..,crop=..,mean=..,std=..`` specs (None keeps each model's own).
+    Everything the run needs (models, suite assets, data listing, a writable output, the checkpoint state) is
+    checked before any image is decoded. A checkpoint left by an interrupted run stops the run unless
+    ``resume`` (continue it) or ``restart`` (delete it) is given.
     """
     from datetime import datetime, timezone
 
+    from .files import FileWriteError, ensure_writable
     from .models import create_model, model_info
     from .results import write_record
     from .suites import load_suite
@@ -372,11 +442,15 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     names = list(model)
     if not names:
         raise ValueError("give at least one --model")
-    for name in names:
-        model_info(name)  # an unknown model fails before anything else is looked at
+    if resume and restart:
+        raise ValueError("--resume continues an interrupted run and --restart deletes it: give one of them")
+    infos = [model_info(name) for name in names]  # an unknown model fails before anything else is looked at
     specs = weights_per_model(weights, names, "official")
+    prep_specs = per_model(preprocessing, names, None, "--preprocessing")
+    chosen_prep = [Preprocessing.from_spec(p, info.preprocessing) if p else None for p, info in zip(prep_specs, infos)]
+    columns = column_names(names, specs, prep_specs)
     chosen = load_suite(suite, style_weights=style_weights)
-    if conditions:
+    if conditions is not None:
         chosen = chosen.select(conditions)
     labels_by_id = {c.id: c.label for c in chosen.conditions}
     missing = {c.id: c.requires for c in chosen.conditions if c.requires}
@@ -393,46 +467,65 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
             for relative in dataset.files:
                 condition.path_for(relative)
     dist = DistContext.detect()
-    models = {name: create_model(name, weights=spec) for name, spec in zip(names, specs)}
+    stem = Path(output) if output else Path(results_dir) / f"{chosen.name}-{'+'.join(names)}.json"
+    out_path = Path(output) if output else stem.with_name(f"{stem.stem}-{datetime.now():%Y%m%d-%H%M%S}.json")
+    ckpt_path = stem.with_name(f".{stem.name}.rank{dist.rank}.resume.pt")
+    if dist.is_main:
+        ensure_writable(out_path, "record")
+    ensure_writable(ckpt_path, "checkpoint")
+    _check_checkpoint(stem, ckpt_path, resume, restart, dist.world_size)
 
-    out_path = Path(output) if output else None
+    models = {}
+    for column, name, spec, prep in zip(columns, names, specs, chosen_prep):
+        built = create_model(name, weights=spec)
+        if prep is not None:
+            built.ibnbench_info = dataclasses.replace(built.ibnbench_info, preprocessing=prep)
+        elif "assumed" in built.ibnbench_info.preprocessing.source and dist.is_main:
+            pre = built.ibnbench_info.preprocessing
+            print(f"note: {column}: preprocessing assumed ({pre.source}: resize {pre.resize}, crop {pre.crop}, "
+                  f"{pre.convention}); pass --preprocessing resize=..,crop=..,mean=..,std=.. if it expects another",
+                  file=sys.stderr, flush=True)
+        models[column] = built
+
     fingerprint = dataset.fingerprint()
     identity = {"suite_hash": chosen.hash, "conditions": [c.id for c in chosen.conditions],
                 "dataset": fingerprint["sha256"], "world_size": dist.world_size, "rank": dist.rank,
                 "models": {n: m.ibnbench_weights.get("sha256") for n, m in models.items()},
+                "preprocessing": {n: m.ibnbench_info.preprocessing.as_dict() for n, m in models.items()},
                 "precision": (opts.amp, opts.refine)}
-    stem = out_path or Path(results_dir) / f"{chosen.name}-{'+'.join(names)}.json"
-    ckpt_path = stem.with_name(f".{stem.name}.rank{dist.rank}.resume.pt")
-    if resume:
-        found = sorted(int(p.name.rsplit(".rank", 1)[1].split(".")[0])
-                       for p in stem.parent.glob(f".{stem.name}.rank*.resume.pt"))
-        if found and found != list(range(dist.world_size)):
-            raise ValueError(f"--resume: the interrupted run left checkpoints for {len(found)} process(es) "
-                             f"(ranks {found}) but this run has {dist.world_size}; resume with the same "
-                             "world size, or run without --resume")
-    elif ckpt_path.exists():
-        ckpt_path.unlink()
     checkpoint = Checkpoint(ckpt_path, identity)
-    result = evaluate(models, chosen.conditions, dataset, opts, checkpoint, dist)
+    try:
+        result = evaluate(models, chosen.conditions, dataset, opts, checkpoint, dist)
+    except KeyboardInterrupt:
+        saved = f"progress saved in {ckpt_path}; " if checkpoint.exists() else "no chunk finished, nothing saved; "
+        raise RunInterrupted(saved + (RESUME_HINT if checkpoint.exists() else "run the command again")) from None
 
     record = Record(
         suite=chosen.name, suite_hash=chosen.hash,
         conditions=[{"id": c.id, "label": c.label} for c in chosen.conditions]
         + [{"id": cid, "label": labels_by_id[cid], "not_run": True} for cid in not_run],
         dataset={**fingerprint, "n_skipped": len(result["skipped"]), "skipped": result["skipped"]},
-        models={n: {"weights": m.ibnbench_weights.get("source"), "sha256": m.ibnbench_weights.get("sha256"),
-                    "preprocessing": m.ibnbench_info.preprocessing.as_dict()} for n, m in models.items()},
+        models={n: {"model": name, "weights": m.ibnbench_weights.get("source"),
+                    "sha256": m.ibnbench_weights.get("sha256"),
+                    "preprocessing": m.ibnbench_info.preprocessing.as_dict()}
+                for (n, m), name in zip(models.items(), names)},
         environment=environment(result["device"], opts, result["close_calls_left"]),
         timing=result["timing"],
         results=result["results"],
         per_image={"files": list(dataset.files), **result["per_image"]},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+    if not any(row["n_images"] for row in record.results):
+        checkpoint.remove()
+        skipped = result["skipped"]
+        raise ValueError(f"no image could be scored: all {len(dataset)} image(s) of {data} were unreadable and "
+                         f"skipped (e.g. {', '.join(skipped[:3])}); nothing was written")
     if dist.is_main:
-        if out_path is None:
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            out_path = Path(results_dir) / f"{chosen.name}-{'+'.join(names)}-{stamp}.json"
-        write_record(record, out_path)
+        try:
+            write_record(record, out_path)
+        except FileWriteError as exc:
+            exc.record = record  # the caller can still show the numbers
+            raise
     dist.barrier()
     checkpoint.remove()
     return record
