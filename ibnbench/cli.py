@@ -72,10 +72,13 @@ def _style_weights(pairs: list[str] | None) -> dict[str, str] | None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print (or write) the Table-1 report of result records."""
-    from .report import report
+    from .report import load_records, paper_warnings, report
 
     text = report(args.results, format=args.format, vs=args.vs, output=args.output)
     print(text if not args.output else f"wrote {args.output}")
+    if args.vs == "paper":
+        for warning in paper_warnings(load_records(args.results)):
+            print(warning, file=sys.stderr)
     if args.plot:
         from .plots import plot_report
 
@@ -296,7 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="print the Table-1 report of result records")
     p.add_argument("results", nargs="+", metavar="RECORD", help="record files or directories")
-    p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json", "latex", "html"])
+    p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json", "latex", "html"],
+                   help="markdown (default), latex or html tables; csv or json hold numbers, one row per "
+                        "(model, condition)")
     p.add_argument("--vs", choices=["paper"], help="show the paper's published numbers next to ours, with differences")
     p.add_argument("--output", metavar="FILE", help="write the report to FILE instead of printing it")
     p.add_argument("--plot", metavar="PNG",
