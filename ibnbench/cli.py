@@ -101,6 +101,11 @@ def cmd_divergence(args: argparse.Namespace) -> int:
     """Per-layer feature divergence between two domains, as a table (plus JSON and PNG if asked)."""
     from .analysis import divergence, plot_divergence
     from .engine import weights_per_model
+    from .files import ensure_writable
+
+    for path, what in ((args.output, "result"), (args.plot, "plot")):
+        if path:
+            ensure_writable(path, what)  # before any model runs
 
     layers = "auto" if args.layers == "auto" else [n.strip() for n in args.layers.split(",") if n.strip()]
     results = [divergence(m, args.data, data_b=args.data_b, condition=args.condition, suite=args.suite,

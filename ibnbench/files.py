@@ -26,6 +26,14 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def _make_parent(path: Path) -> None:
+    """Create ``path``'s folder; an ancestor that is a file is named (mkdir would only say "File exists")."""
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise NotADirectoryError(20, f"{blocker} is a file, not a folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
 def write_atomic(path: str | os.PathLike, content: bytes | str | Callable[[IO[bytes]], object],
                  what: str = "file", fsync: bool = True) -> Path:
     """Write ``content`` (bytes, text, or a function writing to a binary file) to ``path`` through a temporary
@@ -34,7 +42,7 @@ def write_atomic(path: str | os.PathLike, content: bytes | str | Callable[[IO[by
     path = Path(path)
     tmp: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             if callable(content):
@@ -61,7 +69,7 @@ def ensure_writable(path: str | os.PathLike, what: str = "file") -> Path:
     if path.is_dir():
         raise FileWriteError(f"cannot write {what} {path}: it is a folder (give a file name)")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
         os.close(fd)
         os.unlink(tmp)

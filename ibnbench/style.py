@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.io import encode_jpeg, encode_png
 from torchvision.transforms.v2.functional import resize
-from tqdm import tqdm
 
 from .data import BadImageError, decode_file
 from .distributed import resolve_device
 from .files import write_atomic
+from .progress import Progress
 from .models import create_model
 from .weights import WeightsError, cache_dir, fetch, load_state_dict_strict, read_state_dict, sha256_of
 
@@ -181,8 +181,7 @@ def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights
     device = resolve_device(device)
     generator = load_generator(style, weights or "official", progress).to(device)
     loader = torch.utils.data.DataLoader(_Decoded(data, todo), batch_size=None, num_workers=workers)
-    with tqdm(total=len(files), initial=summary["skipped"], unit="img", desc=f"stylize {style}",
-              disable=not progress) as bar:
+    with Progress(len(todo), f"stylize {style}", enabled=progress, initial=summary["skipped"]) as bar:
         for relative, image, reason in loader:
             if image is None:
                 raise BadImageError(data / relative, reason)
@@ -190,5 +189,5 @@ def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights
             styled = stylize_batch(generator, x[None])[0].round_().to("cpu", torch.uint8)
             write_atomic(out / relative, _encode(styled, Path(relative).suffix), what="stylised image", fsync=False)
             summary["written"] += 1
-            bar.update()
+            bar.update(1)
     return summary

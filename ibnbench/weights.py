@@ -91,6 +91,11 @@ def resolve(spec: str, info: ModelInfo, progress: bool = True) -> Path | None:
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a checkpoint, unwrap ``{"state_dict": ...}``-style containers and strip ``module.`` prefixes."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # neither torch.save's zip archive nor a legacy pickle
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint (neither a zip archive nor a pickle: "
+                           "is it a text or image file?)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
