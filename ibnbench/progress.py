@@ -59,10 +59,11 @@ class Progress:
             self.last = time.perf_counter()
             print(self.line(), file=self.stream, flush=True)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Close the bar, or print the final plain line (not after a failure: its error line says it all)."""
         if self.bar is not None:
             self.bar.close()
-        elif self.plain:
+        elif self.plain and not failed:
             finished = (f"{self.desc}: {self.initial + self.done}/{self.initial + self.total} images in "
                         f"{tqdm.format_interval(self.elapsed)}, {self.rate:.1f} images/s")
             print(finished if self.done >= self.total else self.line(), file=self.stream, flush=True)
@@ -70,5 +71,5 @@ class Progress:
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(failed=exc_type is not None)
