@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Callable
+from collections.abc import Callable
+from typing import IO
 
 
 class FileWriteError(OSError):

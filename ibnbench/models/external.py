@@ -21,8 +21,14 @@ from urllib.parse import urlparse
 from torch import nn
 
 from ..weights import WeightsError, fetch, load_weights, sha256_of
-from .registry import (EFFICIENTNET_LITE_PREPROCESSING, ModelInfo, Preprocessing, UnknownModelError, Weights,
-                       register_model)
+from .registry import (
+    EFFICIENTNET_LITE_PREPROCESSING,
+    ModelInfo,
+    Preprocessing,
+    UnknownModelError,
+    Weights,
+    register_model,
+)
 
 TORCHVISION_LICENSE = "BSD-3-Clause (torchvision)"
 

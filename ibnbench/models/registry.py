@@ -69,6 +69,8 @@ class Preprocessing:
                 if key in values:
                     raise ValueError(f"{where}: {key} is given twice")
                 values[key] = []
+            elif key not in ("mean", "std"):  # only mean and std continue with more values
+                key = None
             if key is None or not token:
                 raise ValueError(f"{where}: expected KEY=VALUE pairs separated by commas, e.g. "
                                  "resize=274,crop=240,mean=127,std=128")
