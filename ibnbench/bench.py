@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .engine import AMP_DTYPES, RunOptions
+from .files import write_atomic
 
 
 def _sync(device: torch.device) -> None:
@@ -98,9 +99,7 @@ def _write_fake(job: tuple[int, str, str, int]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"ILSVRC2012_val_{index + 1:08d}.JPEG"
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(encode_jpeg(fake_image(seed + index), quality=90).numpy().tobytes())
-        os.replace(tmp, path)
+        write_atomic(path, encode_jpeg(fake_image(seed + index), quality=90).numpy().tobytes(), fsync=False)
 
 
 def make_fake_val(n: int, out: str | os.PathLike, seed: int = 0, workers: int | None = None,

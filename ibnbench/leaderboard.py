@@ -7,6 +7,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from . import paper
+from .files import write_atomic
 from .report import load_records, results_frame
 from .results import Record
 
@@ -54,12 +55,12 @@ def build(root: str | Path = "leaderboards") -> list[Path]:
                 f"Suite hash(es): {', '.join(hashes)}. Rows marked subset ran on fewer than 50,000 images and are "
                 "not comparable with full-set numbers.\n\n" + _board(chosen) + "\n")
         path = root / f"{suite}.md"
-        path.write_text(text)
+        write_atomic(path, text)
         written.append(path)
     reference = root / "paper.md"
-    reference.write_text("# IBN-Net paper, Tables 1-5 (reference)\n\nTop-1/top-5 error % on the full ImageNet val set "
-                         "(Pan et al., ECCV 2018); in brackets the drop against origin (Tables 1, 3) or the gain "
-                         "over the re-implementation (Table 2). Each cell's implementation is named in "
-                         "`ibnbench/reference/ibn_net_paper.toml`.\n\n" + paper_tables() + "\n")
+    write_atomic(reference, "# IBN-Net paper, Tables 1-5 (reference)\n\nTop-1/top-5 error % on the full ImageNet "
+                 "val set (Pan et al., ECCV 2018); in brackets the drop against origin (Tables 1, 3) or the gain "
+                 "over the re-implementation (Table 2). Each cell's implementation is named in "
+                 "`ibnbench/reference/ibn_net_paper.toml`.\n\n" + paper_tables() + "\n")
     written.append(reference)
     return written
