@@ -55,8 +55,8 @@ class Plan:
                        throughput_batch=2, throughput_iters=1, throughput_size=64, real_limit=2, cache_n=2,
                        imagenet_c_n=1)
         workers = min(16, os.cpu_count() or 1)
-        return cls(device="cuda", models=("resnet50", "resnet50_ibn_a", "resnet50_ibn_b"), fake_n=16384,
-                   batch_size=256, workers=workers, table1_sizes=(2048, 4096, 8192, 16384), conditions=None,
+        return cls(device="cuda", models=("resnet50", "resnet50_ibn_a", "resnet50_ibn_b"), fake_n=8192,
+                   batch_size=256, workers=workers, table1_sizes=(2048, 4096, 8192), conditions=None,
                    fanout_n=1024, pipeline_n=1024, throughput_batch=256, throughput_iters=20,
                    throughput_size=224, real_limit=None, cache_n=4096, imagenet_c_n=512)
 

@@ -23,7 +23,7 @@ DRY=""
 INSTALL=1
 ONLY=""
 TOTAL=470
-declare -A LIMIT=([install]=75 [env]=25 [pytest_gpu]=90 [fake_val]=45 [pipeline]=45 [table1]=75 [fanout]=45
+declare -A LIMIT=([install]=75 [env]=25 [pytest_gpu]=90 [fake_val]=60 [pipeline]=45 [table1]=75 [fanout]=45
                   [throughput]=30 [real100]=30 [cache_gpu]=30 [imagenet_c]=30)
 declare -A OVERRIDE=()
 

@@ -19,7 +19,7 @@ def gpu_check(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, 
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--skip-install", "--out", str(tmp_path / "out"),
                            "--work", str(tmp_path / "work"), *args], env=env, capture_output=True, text=True,
-                          timeout=1200)
+                          check=False, timeout=1200)
     summary = tmp_path / "out" / "summary.json"
     return done, json.loads(summary.read_text()) if summary.exists() else {}
 
