@@ -23,6 +23,7 @@ from .files import write_atomic
 from .models.registry import Preprocessing
 from .options import RunOptions
 from .progress import Progress
+from .precision import fp32_conv_precision, full_fp32
 from .results import Record
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # keys: options.AMP_NAMES
@@ -137,21 +138,24 @@ class ModelRunner:
             x = x.contiguous(memory_format=torch.channels_last)
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype and reduced
                     else contextlib.nullcontext())
-        with autocast:
+        with full_fp32(), autocast:
             return self.model(x).float()
 
-    def _hits(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def _hits(self, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
+        """Hits ``[N, 2]`` and the number of close calls left unrefined (a device scalar under autocast)."""
         logits = self._forward(x)
+        close_calls = 0
         if self.amp_dtype:
-            gap = decision_gap(logits, label)
+            # a row with an inf/NaN logit (fp16 overflow) has no meaningful gap: the closest of calls
+            gap = decision_gap(logits, label).where(logits.isfinite().all(dim=1), 0.0)
             close = gap < CLOSE_CALL
             if self.refine:
                 chosen = gap.topk(min(len(x), math.ceil(self.refine * len(x))), largest=False).indices
                 logits[chosen] = self._forward(x[chosen], reduced=False)
                 close[chosen] = False
-            self.close_calls_left += close.sum()
+            close_calls = close.sum()
         top5 = logits.topk(5, dim=1).indices == label[:, None]
-        return torch.stack([top5[:, 0], top5.any(dim=1)], dim=1)
+        return torch.stack([top5[:, 0], top5.any(dim=1)], dim=1), close_calls
 
     @torch.no_grad()
     def hits(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -159,7 +163,10 @@ class ModelRunner:
         while True:
             step = self.micro_batch or x.shape[0]
             try:
-                return torch.cat([self._hits(*part) for part in zip(x.split(step), label.split(step))])
+                parts = [self._hits(*part) for part in zip(x.split(step), label.split(step))]
+                if self.amp_dtype:  # counted once the whole batch is through: an out-of-memory retry rescores it
+                    self.close_calls_left += sum(close_calls for _, close_calls in parts)
+                return torch.cat([hits for hits, _ in parts])
             except torch.OutOfMemoryError:
                 if step == 1:
                     raise
@@ -170,7 +177,12 @@ class ModelRunner:
 
 
 def environment(device: torch.device, options: RunOptions, close_calls_left: int | None = None) -> dict:
-    """Versions, hardware and precision, for the record."""
+    """Versions, hardware, precision and how the crops were made, for the record.
+
+    ``decoder``: "nvjpeg" (nvJPEG and a float32 resize on the GPU; libjpeg in CPU workers for the files nvJPEG
+    cannot decode) or "cpu" (libjpeg/libpng and torchvision's resize in CPU workers: uint8 on CPUs whose
+    ``cpu_capability`` is AVX2/AVX512 or on arm64, float32 otherwise). ``cache``: "gpu", "dir" or None.
+    ``fp32_conv``: the precision of float32 convolutions ("ieee": no TF32, :mod:`ibnbench.precision`)."""
     import kornia
     import timm
     import torchvision
@@ -182,7 +194,10 @@ def environment(device: torch.device, options: RunOptions, close_calls_left: int
            "platform": platform.platform(), "device": str(device),
            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
            "dtype": str(options.amp_dtype(device) or torch.float32).removeprefix("torch."),
-           "channels_last": options.channels_last, "compile": options.compile, "batch_size": options.batch_size}
+           "channels_last": options.channels_last, "compile": options.compile, "batch_size": options.batch_size,
+           "fp32_conv": fp32_conv_precision(device), "decoder": options.resolved_decoder(device),
+           "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "cache": None if options.cache is None else ("gpu" if options.cache == "gpu" else "dir")}
     if options.amp_dtype(device):
         env.update(refine=options.refine, close_calls_left=close_calls_left)
     return env

@@ -34,6 +34,7 @@ from .distributed import resolve_device
 from .files import write_atomic
 from .progress import Progress
 from .models import create_model
+from .precision import full_fp32
 from .weights import WeightsError, cache_dir, fetch, load_state_dict_strict, read_state_dict, sha256_of
 
 STYLES = ("monet", "cezanne", "ukiyoe", "vangogh")
@@ -121,11 +122,12 @@ def load_generator(style: str, weights: str = "official", progress: bool = True)
 def stylize_batch(generator: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Run ``generator`` on a 0..255 RGB batch ``[N,3,H,W]``: scale to [-1, 1], generate, scale back to 0..255.
 
-    Sides that are not multiples of 4 are reflect-padded for the generator and cropped back.
+    Sides that are not multiples of 4 are reflect-padded for the generator and cropped back. Float32
+    convolutions run in IEEE precision, not TF32 (:func:`ibnbench.precision.full_fp32`).
     """
     height, width = x.shape[-2:]
     pad_h, pad_w = -height % 4, -width % 4
-    with torch.no_grad():
+    with torch.no_grad(), full_fp32():
         inputs = x / 127.5 - 1.0
         if pad_h or pad_w:
             inputs = F.pad(inputs, (0, pad_w, 0, pad_h), mode="reflect")

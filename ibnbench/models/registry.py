@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from dataclasses import dataclass, field, replace
+from functools import cache
 from typing import Callable
 
 import torch
@@ -48,8 +49,7 @@ class Preprocessing:
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Map a 0..255 RGB batch ``[N,3,H,W]`` to the model's input."""
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        inv_std = torch.tensor([1.0 / s for s in self.std], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        mean, inv_std = _normalization(self.mean, self.std, x.device, x.dtype)
         return (x - mean) * inv_std
 
     @classmethod
@@ -119,6 +119,16 @@ class Preprocessing:
 
 
 PREPROCESSING_KEYS = ("resize", "crop", "mean", "std", "interpolation")
+
+
+@cache
+def _normalization(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
+                   dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mean`` and ``1/std`` as ``[1,3,1,1]`` tensors on ``device``, made once per (statistics, device, dtype):
+    made from Python numbers on every call, they would cost a copy to the device and a host sync per forward."""
+    values = torch.tensor([mean, [1.0 / s for s in std]], dtype=dtype, device=device)
+    return values[0].view(1, 3, 1, 1), values[1].view(1, 3, 1, 1)
+
 
 EFFICIENTNET_LITE_PREPROCESSING = Preprocessing(
     mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0), source="efficientnet-lite: (x-127)/128"
