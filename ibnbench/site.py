@@ -1,0 +1,201 @@
+"""The leaderboard as a static website: an index of suites, a sortable table per suite and a page per model.
+
+Pages hold only what :mod:`ibnbench.leaderboard`, :mod:`ibnbench.report` and :mod:`ibnbench.plots` compute (one
+source of truth), rendered with the Jinja2 templates in ``ibnbench/templates``. The site is plain files: it works
+from ``file://`` and any static host, makes no network request (CSS and JS inline, figures are matplotlib SVGs
+beside the pages) and links every record JSON it was built from.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import http.server
+import math
+import re
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from .leaderboard import board_frames, paper_frame
+from .models import model_info
+from .models.registry import UnknownModelError
+from .plots import SWEEP_SUITES, plot_drops, plot_sweep
+from .report import load_records, table1
+from .results import Record, RecordError
+from .suites import load_suite, shipped_suites
+
+
+def slug(name: str) -> str:
+    """A file name for a model or suite name (``timm:resnet50.a1`` -> ``timm_resnet50.a1``)."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "unnamed"
+
+
+def family(model: str) -> str:
+    """The model's family for the filter: the registry's family (with its IBN variant), ``other`` if unknown."""
+    try:
+        info = model_info(model)
+    except (UnknownModelError, ValueError):
+        return "other"
+    return f"{info.family} {info.variant}" if info.variant not in (None, "", "none") else str(info.family)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.2f}"
+    return str(value)
+
+
+def _table(frame: pd.DataFrame, caption: str, index: str | None = None,
+           families: Sequence[str] | None = None) -> dict:
+    """A DataFrame as the templates' table: ``caption``, ``columns`` and ``rows`` (``cells`` as strings, and the
+    model ``family`` for the filter when given); the index, if named by ``index``, becomes the first column."""
+    if index is not None:
+        frame = frame.rename_axis(index).reset_index()
+    rows = [{"cells": [_cell(v) for v in row]} for row in frame.itertuples(index=False)]
+    for row, name in zip(rows, families or []):
+        row["family"] = name
+    return {"caption": caption, "columns": [str(c) for c in frame.columns], "rows": rows}
+
+
+def _only(record: Record, model: str) -> Record:
+    """``record`` restricted to one model's results."""
+    return dataclasses.replace(record, models={model: record.models[model]},
+                               results=[r for r in record.results if r["model"] == model])
+
+
+def _intervals(record: Record) -> dict | None:
+    """Intervals stored in the record's result rows (fields whose values are ``[low, high]`` pairs), as a table;
+    None when the record holds none."""
+    keys = list(dict.fromkeys(k for row in record.results for k, v in row.items()
+                              if isinstance(v, (list, tuple)) and len(v) == 2
+                              and all(isinstance(x, (int, float)) for x in v)))
+    if not keys:
+        return None
+    rows = [{"cells": [row["condition"], *(f"[{row[k][0]:.2f}, {row[k][1]:.2f}]" if k in row else "-"
+                                           for k in keys)]} for row in record.results]
+    return {"caption": "Intervals stored in the record", "columns": ["condition", *keys], "rows": rows}
+
+
+def _figures(records: list[Record], folder: Path, stem: str) -> tuple[list[dict], list[str]]:
+    """Drop bars (and severity curves for sweep suites) as SVGs in ``folder``; what could not be drawn, and why."""
+    figures, notes = [], []
+    sweeps = [r for r in records if r.suite in SWEEP_SUITES]
+    others = [r for r in records if r.suite not in SWEEP_SUITES]
+    jobs = [(plot_drops, others, "drops", "Error increase over origin per condition, top-1 and top-5 panels")] * bool(others)
+    jobs += [(plot_sweep, sweeps, "curves", "Top-1 error against severity, one panel per condition family")] * bool(sweeps)
+    for plot, chosen, kind, alt in jobs:
+        try:
+            path = plot(chosen, folder / f"{stem}-{kind}.svg")
+        except RecordError as exc:
+            notes.append(f"no {kind} figure: {exc}")
+            continue
+        figures.append({"src": path.name, "alt": alt})
+    return figures, notes
+
+
+def _provenance(record: Record, model: str) -> list[tuple[str, str]]:
+    env, ds, weights = record.environment, record.dataset, record.models.get(model, {})
+    return [
+        ("weights", f"{weights.get('weights', '?')}, sha256 {weights.get('sha256') or 'none (random)'}"),
+        ("dataset", f"fingerprint {ds.get('sha256', '?')}, {ds.get('n_images')} images"
+                    + (" (subset: not comparable with full-set numbers)" if ds.get("subset") else " (full set)")),
+        ("suite", f"{record.suite}, sha256 {record.suite_hash}"),
+        ("environment", ", ".join(f"{k} {env[k]}" for k in ("ibnbench", "torch", "torchvision", "device_name",
+                                                             "dtype", "batch_size") if k in env)),
+        ("date", record.created or "?"),
+    ]
+
+
+def _environment():
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
+    env = Environment(loader=PackageLoader("ibnbench", "templates"), autoescape=True, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["slug"] = slug
+    return env
+
+
+def build_site(records_dir: str | Path | Sequence[str | Path], out: str | Path) -> list[Path]:
+    """Write the static leaderboard site for the records under ``records_dir`` into ``out``; returns the pages."""
+    sources = [records_dir] if isinstance(records_dir, (str, Path)) else list(records_dir)
+    records = load_records(sources)
+    out = Path(out)
+    for folder in ("suites", "models", "records"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    env = _environment()
+    names = {}
+    for record in records:  # each record's JSON is published beside the pages, under a unique name
+        name = Path(record.path).name
+        while name in names.values():
+            name = f"{Path(name).stem}-1.json"
+        names[id(record)] = name
+        shutil.copyfile(record.path, out / "records" / name)
+
+    def page(path: str, template: str, **context) -> Path:
+        target = out / path
+        root = "../" * path.count("/")
+        target.write_text(env.get_template(template).render(root=root, **context), encoding="utf-8")
+        return target
+
+    suites = sorted({r.suite for r in records})
+    shipped = shipped_suites()
+    written, overview, all_rows = [], [], []
+    for suite in suites:
+        chosen = [r for r in records if r.suite == suite]
+        tables = []
+        for frame in board_frames(chosen):
+            families = [family(m) for m in frame.model]
+            table = _table(frame, f"{suite}: dataset {frame.dataset.iloc[0]}", families=families)
+            tables.append({**table, "subset": frame.subset.iloc[0] == "yes", "families": families})
+            columns = ["model", "dataset", "subset", "date", "mean drop top1"]
+            all_rows += _table(frame[columns].assign(suite=suite)[["suite", *columns]], "", families=families)["rows"]
+        description = load_suite(suite).description if suite in shipped else ""
+        overview.append({"name": suite, "description": description,
+                         "hashes": sorted({r.suite_hash[:12] for r in chosen}),
+                         "models": len({m for r in chosen for m in r.models}), "records": len(chosen),
+                         "full": sum(not t["subset"] for t in tables), "subsets": sum(t["subset"] for t in tables)})
+        written.append(page(f"suites/{slug(suite)}.html", "suite.html", suite=overview[-1],
+                            full=[t for t in tables if not t["subset"]], subsets=[t for t in tables if t["subset"]],
+                            families=sorted({f for t in tables for f in t["families"]})))
+
+    models = sorted({m for r in records for m in r.models})
+    for model in models:
+        sections = []
+        for record in sorted((r for r in records if model in r.models), key=lambda r: r.suite):
+            own = _only(record, model)
+            stem = f"{slug(model)}-{slug(record.suite)}-{str(record.dataset.get('sha256', ''))[:8]}"
+            figures, notes = _figures([own], out / "models", stem)
+            numbers = _table(table1([own], vs="paper"), "Top-1/top-5 error % (drop against origin)", "condition")
+            sections.append({"suite": record.suite, "n_images": record.dataset.get("n_images"),
+                             "subset": bool(record.dataset.get("subset", True)), "numbers": numbers,
+                             "intervals": _intervals(own), "figures": figures, "notes": notes,
+                             "provenance": _provenance(record, model), "record": names[id(record)]})
+        written.append(page(f"models/{slug(model)}.html", "model.html", model=model, family=family(model),
+                            sections=sections))
+
+    written.append(page("paper.html", "paper.html", paper=_table(
+        paper_frame(), "IBN-Net paper, Table 1: top-1/top-5 error % on the full ImageNet val set")))
+    results = {"caption": "Every result: one row per suite, dataset and model",
+               "columns": ["suite", "model", "dataset", "subset", "date", "mean drop top1"], "rows": all_rows}
+    written.append(page("index.html", "index.html", suites=overview, results=results, models=models,
+                        families=sorted({r["family"] for r in all_rows})))
+    return written
+
+
+def make_server(directory: str | Path, port: int = 8000) -> http.server.ThreadingHTTPServer:
+    """An HTTP server for ``directory`` on 127.0.0.1 (``port`` 0: any free port), not yet serving."""
+    directory = Path(directory)
+    if not (directory / "index.html").is_file():
+        raise FileNotFoundError(f"{directory}: no index.html (build the site with `ibnbench leaderboard build --html "
+                                f"{directory}` first)")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    return http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+
+
+def serve(directory: str | Path, port: int = 8000) -> None:
+    """Preview the site at http://127.0.0.1:PORT/ until interrupted."""
+    with make_server(directory, port) as server:
+        print(f"serving {directory} at http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops)")
+        server.serve_forever()
