@@ -7,6 +7,7 @@ No websocket, no downloaded browser: Debian's ``chromium`` package.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import queue
@@ -27,6 +28,13 @@ def find_chromium() -> str | None:
     return None
 
 
+def _above_nine(fd: int) -> int:
+    """``fd`` moved to a descriptor number of at least 10."""
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.close(fd)
+    return moved
+
+
 class Chromium:
     """One headless browser with one page; ``call`` sends a DevTools command to the page and returns its result."""
 
@@ -35,11 +43,14 @@ class Chromium:
         self.profile = tempfile.mkdtemp(prefix="ibnbench-chromium-")
         to_browser, self._write = os.pipe()
         self._read, from_browser = os.pipe()
+        # The browser expects the pipe on fds 3 and 4 exactly: bash moves the ends there before exec (dash takes
+        # one-digit numbers only), from numbers above 9 so that neither move overwrites the other end.
+        to_browser, from_browser = (_above_nine(fd) for fd in (to_browser, from_browser))
         args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                 "--disable-extensions", "--hide-scrollbars", "--remote-debugging-pipe",
                 f"--user-data-dir={self.profile}", f"--window-size={width},{height}", "about:blank"]
-        # The browser expects the pipe on fds 3 and 4 exactly: the shell moves them there before exec.
-        self.process = subprocess.Popen(["sh", "-c", f'exec "$@" 3<&{to_browser} 4>&{from_browser}', "sh", binary, *args],
+        redirect = f'exec "$@" 3<&{to_browser} 4>&{from_browser}'
+        self.process = subprocess.Popen(["bash", "-c", redirect, "bash", binary, *args],
                                         pass_fds=(to_browser, from_browser), stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         os.close(to_browser)
