@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from browser import Chromium, find_chromium
 from records import make_record
+from test_plots import sweep_record
 
 from ibnbench.cli import main
 from ibnbench.results import write_record
@@ -49,7 +50,8 @@ def site(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def synthetic_site(tmp_path_factory) -> Path:
-    """Three models on a 100-image subset (one with stored intervals), and resnet50 on a full 50,000-image set."""
+    """Three models on a 100-image subset (one with stored intervals), resnet50 on a full 50,000-image set and
+    under the sweep suite."""
     records = tmp_path_factory.mktemp("records")
     subset = make_record({"resnet50": {"origin": (24.27, 7.08), "rgb+50": (28.0, 9.0), "std*1.5": (40.01, 19.08)},
                           "resnet50_ibn_b": {"origin": (23.64, 6.86), "rgb+50": (23.8, 7.0), "std*1.5": (23.64, 6.86)},
@@ -62,6 +64,7 @@ def synthetic_site(tmp_path_factory) -> Path:
     full = make_record({"resnet50": {"origin": (24.0, 7.0), "rgb+50": (25.0, 7.5), "std*1.5": (39.0, 19.0)}},
                        dataset_sha="e" * 64, n_images=50000)
     write_record(full, records / "full.json")
+    write_record(sweep_record(models=("resnet50",)), records / "sweep.json")
     out = tmp_path_factory.mktemp("synthetic") / "html"
     from ibnbench.site import build_site
 
@@ -120,6 +123,14 @@ def test_model_page_puts_the_papers_cells_next_to_ours(synthetic_site):
     assert header[:3] == ["condition", "resnet50", "ResNet50 (paper)"]
     rows = {r[0]: r for r in _rows(page, "numbers")}
     assert rows["std x1.5"][2] == "40.01/19.08 (15.74/12.00)"
+
+
+def test_model_page_draws_drops_as_bars_and_sweeps_as_curves(synthetic_site):
+    page = _pages(synthetic_site)["models/resnet50.html"]
+    images = [(img.get("src"), img.get("alt")) for img in page.iter("img")]
+    assert sorted(src.rsplit("-", 1)[1] for src, _ in images) == ["curves.svg", "drops.svg", "drops.svg"]
+    for src, alt in images:
+        assert ET.parse(synthetic_site / "models" / src).getroot().tag.endswith("svg") and "resnet50" in alt
 
 
 def test_full_set_and_subsets_are_separate_and_intervals_show(synthetic_site):
