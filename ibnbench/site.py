@@ -26,6 +26,9 @@ from .report import load_records, table1
 from .results import Record, RecordError
 from .suites import load_suite, shipped_suites
 
+RESULT_COLUMNS = ["suite", "model", "dataset", "subset", "date", "mean drop top1"]  # the index's table of results
+FOLDERS = ("suites", "models", "records")  # the site's own folders: files there that a build did not write go
+
 
 def slug(name: str) -> str:
     """A file name for a model or suite name (``timm:resnet50.a1`` -> ``timm_resnet50.a1``)."""
@@ -33,10 +36,14 @@ def slug(name: str) -> str:
 
 
 def family(model: str) -> str:
-    """The model's family for the filter: the registry's family (with its IBN variant), ``other`` if unknown."""
+    """The model's family for the filter: the registry's family (with its IBN variant); ``timm``, ``torchvision``
+    or ``external`` for external specs (never imported here); ``other`` for names the registry does not know."""
+    if ":" in model:
+        prefix = model.split(":", 1)[0]
+        return prefix if prefix in ("timm", "torchvision") else "external"
     try:
         info = model_info(model)
-    except (UnknownModelError, ValueError):
+    except UnknownModelError:
         return "other"
     return f"{info.family} {info.variant}" if info.variant not in (None, "", "none") else str(info.family)
 
@@ -81,11 +88,13 @@ def _intervals(record: Record) -> dict | None:
 def _figures(records: list[Record], folder: Path, stem: str) -> tuple[list[dict], list[str]]:
     """Drop bars (and severity curves for sweep suites) as SVGs in ``folder``; what could not be drawn, and why."""
     figures, notes = [], []
-    sweeps = [r for r in records if r.suite in SWEEP_SUITES]
-    others = [r for r in records if r.suite not in SWEEP_SUITES]
-    jobs = [(plot_drops, others, "drops", "Error increase over origin per condition, top-1 and top-5 panels")] * bool(others)
-    jobs += [(plot_sweep, sweeps, "curves", "Top-1 error against severity, one panel per condition family")] * bool(sweeps)
+    jobs = [(plot_drops, [r for r in records if r.suite not in SWEEP_SUITES], "drops",
+             "Error increase over origin per condition, top-1 and top-5 panels"),
+            (plot_sweep, [r for r in records if r.suite in SWEEP_SUITES], "curves",
+             "Top-1 error against severity, one panel per condition family")]
     for plot, chosen, kind, alt in jobs:
+        if not chosen:
+            continue
         try:
             path = plot(chosen, folder / f"{stem}-{kind}.svg")
         except RecordError as exc:
@@ -117,71 +126,98 @@ def _environment():
     return env
 
 
-def build_site(records_dir: str | Path | Sequence[str | Path], out: str | Path) -> list[Path]:
-    """Write the static leaderboard site for the records under ``records_dir`` into ``out``; returns the pages."""
-    sources = [records_dir] if isinstance(records_dir, (str, Path)) else list(records_dir)
-    records = load_records(sources)
-    out = Path(out)
-    for folder in ("suites", "models", "records"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
-    env = _environment()
-    names = {}
-    for record in records:  # each record's JSON is published beside the pages, under a unique name
+def _publish_records(records: list[Record], folder: Path) -> dict[int, str]:
+    """Copy each record's JSON into ``folder`` under a unique name; returns the names by ``id(record)``."""
+    names: dict[int, str] = {}
+    for record in records:
         name = Path(record.path).name
         while name in names.values():
             name = f"{Path(name).stem}-1.json"
         names[id(record)] = name
-        shutil.copyfile(record.path, out / "records" / name)
+        shutil.copyfile(record.path, folder / name)
+    return names
+
+
+def _suite_context(suite: str, chosen: list[Record]) -> dict:
+    """What the page of one suite shows: its overview, its board tables (full set and subsets apart) and
+    families; ``rows`` are the board rows in the index's shorter form."""
+    tables, rows = [], []
+    for frame in board_frames(chosen):
+        families = [family(m) for m in frame.model]
+        table = _table(frame, f"{suite}: dataset {frame.dataset.iloc[0]}", families=families)
+        tables.append({**table, "subset": frame.subset.iloc[0] == "yes", "families": families})
+        rows += _table(frame[RESULT_COLUMNS[1:]].assign(suite=suite)[RESULT_COLUMNS], "", families=families)["rows"]
+    overview = {"name": suite, "description": load_suite(suite).description if suite in shipped_suites() else "",
+                "hashes": sorted({r.suite_hash[:12] for r in chosen}),
+                "models": len({m for r in chosen for m in r.models}), "records": len(chosen),
+                "full": sum(not t["subset"] for t in tables), "subsets": sum(t["subset"] for t in tables)}
+    return {"suite": overview, "full": [t for t in tables if not t["subset"]],
+            "subsets": [t for t in tables if t["subset"]],
+            "families": sorted({f for t in tables for f in t["families"]}), "rows": rows}
+
+
+def _model_sections(model: str, records: list[Record], folder: Path, names: dict[int, str]) -> list[dict]:
+    """One section per record holding ``model``: its Table-1 cells beside the paper's, intervals, figures (written
+    to ``folder``), provenance and the published record's name."""
+    sections = []
+    for record in sorted((r for r in records if model in r.models), key=lambda r: r.suite):
+        own = _only(record, model)
+        stem = f"{slug(model)}-{slug(record.suite)}-{str(record.dataset.get('sha256', ''))[:8]}"
+        figures, notes = _figures([own], folder, stem)
+        sections.append({"suite": record.suite, "n_images": record.dataset.get("n_images"),
+                         "subset": bool(record.dataset.get("subset", True)),
+                         "numbers": _table(table1([own], vs="paper"), "Top-1/top-5 error % (drop against origin)",
+                                           "condition"),
+                         "intervals": _intervals(own), "figures": figures, "notes": notes,
+                         "provenance": _provenance(record, model), "record": names[id(record)]})
+    return sections
+
+
+def build_site(records_dir: str | Path | Sequence[str | Path], out: str | Path) -> list[Path]:
+    """Write the static leaderboard site for the records under ``records_dir`` (files or folders) into ``out``;
+    returns the pages. Files in ``out``'s own folders (suites/, models/, records/) that this build did not write,
+    such as the pages of models no longer in the records, are removed."""
+    sources = [records_dir] if isinstance(records_dir, (str, Path)) else list(records_dir)
+    records = load_records(sources)
+    out = Path(out)
+    inside = [r.path for r in records if out.resolve() in Path(r.path).resolve().parents]
+    if inside:
+        raise ValueError(f"{out}: the site folder holds the records it is built from ({inside[0]}); "
+                         "choose another folder, e.g. site/")
+    for folder in FOLDERS:
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    env = _environment()
+    names = _publish_records(records, out / "records")
 
     def page(path: str, template: str, **context) -> Path:
         target = out / path
-        root = "../" * path.count("/")
-        target.write_text(env.get_template(template).render(root=root, **context), encoding="utf-8")
+        target.write_text(env.get_template(template).render(root="../" * path.count("/"), **context),
+                          encoding="utf-8")
         return target
 
-    suites = sorted({r.suite for r in records})
-    shipped = shipped_suites()
-    written, overview, all_rows = [], [], []
-    for suite in suites:
-        chosen = [r for r in records if r.suite == suite]
-        tables = []
-        for frame in board_frames(chosen):
-            families = [family(m) for m in frame.model]
-            table = _table(frame, f"{suite}: dataset {frame.dataset.iloc[0]}", families=families)
-            tables.append({**table, "subset": frame.subset.iloc[0] == "yes", "families": families})
-            columns = ["model", "dataset", "subset", "date", "mean drop top1"]
-            all_rows += _table(frame[columns].assign(suite=suite)[["suite", *columns]], "", families=families)["rows"]
-        description = load_suite(suite).description if suite in shipped else ""
-        overview.append({"name": suite, "description": description,
-                         "hashes": sorted({r.suite_hash[:12] for r in chosen}),
-                         "models": len({m for r in chosen for m in r.models}), "records": len(chosen),
-                         "full": sum(not t["subset"] for t in tables), "subsets": sum(t["subset"] for t in tables)})
-        written.append(page(f"suites/{slug(suite)}.html", "suite.html", suite=overview[-1],
-                            full=[t for t in tables if not t["subset"]], subsets=[t for t in tables if t["subset"]],
-                            families=sorted({f for t in tables for f in t["families"]})))
-
+    pages, rows, suites = [], [], []
+    for suite in sorted({r.suite for r in records}):
+        context = _suite_context(suite, [r for r in records if r.suite == suite])
+        rows += context.pop("rows")
+        suites.append(context["suite"])
+        pages.append(page(f"suites/{slug(suite)}.html", "suite.html", **context))
     models = sorted({m for r in records for m in r.models})
+    figures = []
     for model in models:
-        sections = []
-        for record in sorted((r for r in records if model in r.models), key=lambda r: r.suite):
-            own = _only(record, model)
-            stem = f"{slug(model)}-{slug(record.suite)}-{str(record.dataset.get('sha256', ''))[:8]}"
-            figures, notes = _figures([own], out / "models", stem)
-            numbers = _table(table1([own], vs="paper"), "Top-1/top-5 error % (drop against origin)", "condition")
-            sections.append({"suite": record.suite, "n_images": record.dataset.get("n_images"),
-                             "subset": bool(record.dataset.get("subset", True)), "numbers": numbers,
-                             "intervals": _intervals(own), "figures": figures, "notes": notes,
-                             "provenance": _provenance(record, model), "record": names[id(record)]})
-        written.append(page(f"models/{slug(model)}.html", "model.html", model=model, family=family(model),
-                            sections=sections))
-
-    written.append(page("paper.html", "paper.html", paper=_table(
+        sections = _model_sections(model, records, out / "models", names)
+        figures += [out / "models" / f["src"] for s in sections for f in s["figures"]]
+        pages.append(page(f"models/{slug(model)}.html", "model.html", model=model, family=family(model),
+                          sections=sections))
+    pages.append(page("paper.html", "paper.html", paper=_table(
         paper_frame(), "IBN-Net paper, Table 1: top-1/top-5 error % on the full ImageNet val set")))
-    results = {"caption": "Every result: one row per suite, dataset and model",
-               "columns": ["suite", "model", "dataset", "subset", "date", "mean drop top1"], "rows": all_rows}
-    written.append(page("index.html", "index.html", suites=overview, results=results, models=models,
-                        families=sorted({r["family"] for r in all_rows})))
-    return written
+    results = {"caption": "Every result: one row per suite, dataset and model", "columns": RESULT_COLUMNS,
+               "rows": rows}
+    pages.append(page("index.html", "index.html", suites=suites, results=results, models=models,
+                      families=sorted({r["family"] for r in rows})))
+    keep = {*pages, *figures, *(out / "records" / n for n in names.values())}
+    for stale in (f for folder in FOLDERS for f in (out / folder).iterdir() if f.is_file() and f not in keep):
+        stale.unlink()
+    return pages
 
 
 def make_server(directory: str | Path, port: int = 8000) -> http.server.ThreadingHTTPServer:

@@ -17,7 +17,7 @@ from test_plots import sweep_record
 
 from ibnbench.cli import main
 from ibnbench.results import write_record
-from ibnbench.site import make_server
+from ibnbench.site import build_site, make_server
 
 LEADERBOARDS = Path(__file__).resolve().parents[1] / "leaderboards"
 COMMITTED = {p.name: json.loads(p.read_text()) for p in sorted((LEADERBOARDS / "records").glob("*.json"))}
@@ -66,8 +66,6 @@ def synthetic_site(tmp_path_factory) -> Path:
     write_record(full, records / "full.json")
     write_record(sweep_record(models=("resnet50",)), records / "sweep.json")
     out = tmp_path_factory.mktemp("synthetic") / "html"
-    from ibnbench.site import build_site
-
     build_site(records, out)
     return out
 
@@ -145,6 +143,21 @@ def test_full_set_and_subsets_are_separate_and_intervals_show(synthetic_site):
     intervals = _rows(pages["models/efficientnet_lite0.html"], "intervals")
     assert ["origin", "[19.50, 37.50]"] in intervals
     assert not _rows(pages["models/resnet50.html"], "intervals")
+
+
+def test_rebuild_drops_stale_pages_and_refuses_the_records_folder(tmp_path):
+    records = tmp_path / "records"
+    for model in ("resnet50", "resnet50_ibn_a"):
+        write_record(make_record({model: {"origin": (24.0, 7.0)}}), records / f"{model}.json")
+    out = tmp_path / "site"
+    build_site(records, out)
+    assert "no drops figure" in (out / "models" / "resnet50.html").read_text()  # origin only: nothing to draw
+    (records / "resnet50_ibn_a.json").unlink()
+    build_site(records, out)
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["resnet50.html"]
+    assert sorted(p.name for p in (out / "records").iterdir()) == ["resnet50.json"]
+    with pytest.raises(ValueError, match="holds the records"):
+        build_site(records, tmp_path)
 
 
 def test_serve_answers_on_localhost_only(site):
