@@ -27,7 +27,7 @@ from .results import Record, RecordError
 from .suites import load_suite, shipped_suites
 
 RESULT_COLUMNS = ["suite", "model", "dataset", "subset", "date", "mean drop top1"]  # the index's table of results
-FOLDERS = ("suites", "models", "records")  # the site's own folders: files there that a build did not write go
+FOLDERS = ("suites", "models", "records")  # the site's own folders: a build removes files there it did not write
 
 
 def slug(name: str) -> str:
@@ -162,8 +162,7 @@ def _model_sections(model: str, records: list[Record], folder: Path, names: dict
     sections = []
     for record in sorted((r for r in records if model in r.models), key=lambda r: r.suite):
         own = _only(record, model)
-        stem = f"{slug(model)}-{slug(record.suite)}-{str(record.dataset.get('sha256', ''))[:8]}"
-        figures, notes = _figures([own], folder, stem)
+        figures, notes = _figures([own], folder, f"{slug(model)}-{Path(names[id(record)]).stem}")
         sections.append({"suite": record.suite, "n_images": record.dataset.get("n_images"),
                          "subset": bool(record.dataset.get("subset", True)),
                          "numbers": _table(table1([own], vs="paper"), "Top-1/top-5 error % (drop against origin)",
