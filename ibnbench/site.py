@@ -72,19 +72,6 @@ def _only(record: Record, model: str) -> Record:
                                results=[r for r in record.results if r["model"] == model])
 
 
-def _intervals(record: Record) -> dict | None:
-    """Intervals stored in the record's result rows (fields whose values are ``[low, high]`` pairs), as a table;
-    None when the record holds none."""
-    keys = list(dict.fromkeys(k for row in record.results for k, v in row.items()
-                              if isinstance(v, (list, tuple)) and len(v) == 2
-                              and all(isinstance(x, (int, float)) for x in v)))
-    if not keys:
-        return None
-    rows = [{"cells": [row["condition"], *(f"[{row[k][0]:.2f}, {row[k][1]:.2f}]" if k in row else "-"
-                                           for k in keys)]} for row in record.results]
-    return {"caption": "Intervals stored in the record", "columns": ["condition", *keys], "rows": rows}
-
-
 def _figures(records: list[Record], folder: Path, stem: str) -> tuple[list[dict], list[str]]:
     """Drop bars (and severity curves for sweep suites) as SVGs in ``folder``; what could not be drawn, and why."""
     figures, notes = [], []
@@ -157,7 +144,7 @@ def _suite_context(suite: str, chosen: list[Record]) -> dict:
 
 
 def _model_sections(model: str, records: list[Record], folder: Path, names: dict[int, str]) -> list[dict]:
-    """One section per record holding ``model``: its Table-1 cells beside the paper's, intervals, figures (written
+    """One section per record holding ``model``: its Table-1 cells beside the paper's, figures (written
     to ``folder``), provenance and the published record's name."""
     sections = []
     for record in sorted((r for r in records if model in r.models), key=lambda r: r.suite):
@@ -167,7 +154,7 @@ def _model_sections(model: str, records: list[Record], folder: Path, names: dict
                          "subset": bool(record.dataset.get("subset", True)),
                          "numbers": _table(table1([own], vs="paper"), "Top-1/top-5 error % (drop against origin)",
                                            "condition"),
-                         "intervals": _intervals(own), "figures": figures, "notes": notes,
+                         "figures": figures, "notes": notes,
                          "provenance": _provenance(record, model), "record": names[id(record)]})
     return sections
 
