@@ -170,11 +170,30 @@ def cmd_make_fake_val(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    """Rebuild leaderboards/<suite>.md from leaderboards/records/."""
+    """Rebuild leaderboards/<suite>.md from leaderboards/records/, or (--html DIR) the static site."""
+    if args.html:
+        from pathlib import Path
+
+        from .site import build_site
+
+        pages = build_site(Path(args.root) / "records", args.html)
+        print(f"wrote {len(pages)} pages to {args.html}; open {Path(args.html) / 'index.html'} in a browser")
+        return 0
     from .leaderboard import build
 
     for path in build(args.root):
         print(f"wrote {path}")
+    return 0
+
+
+def cmd_leaderboard_serve(args: argparse.Namespace) -> int:
+    """Preview a built site on http://127.0.0.1:PORT/ until Ctrl-C."""
+    from .site import serve
+
+    try:
+        serve(args.directory, port=args.port)
+    except KeyboardInterrupt:
+        print("stopped")
     return 0
 
 
@@ -379,7 +398,15 @@ def build_parser() -> argparse.ArgumentParser:
     lb = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     b = lb.add_parser("build", help="turn leaderboards/records/*.json into leaderboards/<suite>.md")
     b.add_argument("--root", default="leaderboards", help="leaderboard folder (default leaderboards/)")
+    b.add_argument("--html", metavar="DIR",
+                   help="write the static website (index, sortable table per suite, page per model with figures, "
+                        "the record JSONs) to DIR instead of the markdown boards; it works from file:// and any "
+                        "static host")
     b.set_defaults(func=cmd_leaderboard)
+    s = lb.add_parser("serve", help="preview a built site on http://127.0.0.1:PORT/ (localhost only)")
+    s.add_argument("directory", metavar="DIR", help="the folder `leaderboard build --html DIR` wrote")
+    s.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
+    s.set_defaults(func=cmd_leaderboard_serve)
 
     p = sub.add_parser("suites", help="list condition suites (transforms/*.toml) and their conditions")
     p.add_argument("suite", nargs="?", help="a suite name or .toml path (default: every shipped suite)")

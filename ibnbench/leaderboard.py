@@ -12,15 +12,18 @@ from .report import load_records, results_frame
 from .results import Record
 
 
-def _board(records: list[Record]) -> str:
-    """One markdown section per dataset fingerprint: numbers from different data are never ranked together."""
-    frame = results_frame(records)
+def board_frames(records: list[Record]) -> list[pd.DataFrame]:
+    """One ranked table per dataset fingerprint (numbers from different data are never ranked together): a row
+    per model with its weights, dataset, subset flag, date, mean top-1 drop and top-1/top-5 cell per condition."""
     labels = {c["id"]: c.get("label", c["id"]) for r in records for c in r.conditions}
     order = list(dict.fromkeys(c["id"] for r in records for c in r.conditions))
-    sections = []
-    for dataset, part in frame.groupby("dataset", sort=False):
+    by_dataset: dict[str, list[Record]] = {}
+    for record in records:
+        by_dataset.setdefault(str(record.dataset.get("sha256", "")), []).append(record)
+    tables = []
+    for dataset, chosen in by_dataset.items():
         rows = []
-        for model, group in part.groupby("model", sort=False):
+        for model, group in results_frame(chosen).groupby("model", sort=False):
             by_cond = group.set_index("condition")
             first = group.iloc[0]
             drops = by_cond.drop(index="origin", errors="ignore").drop_top1
@@ -31,9 +34,14 @@ def _board(records: list[Record]) -> str:
                 row[labels[cond]] = (f"{by_cond.loc[cond].top1_err:.2f}/{by_cond.loc[cond].top5_err:.2f}"
                                      if cond in by_cond.index else "-")
             rows.append(row)
-        table = pd.DataFrame(rows).sort_values(["mean drop top1", "model"])
-        sections.append(tabulate(table, headers="keys", tablefmt="github", showindex=False))
-    return "\n\n".join(sections)
+        tables.append(pd.DataFrame(rows).sort_values(["mean drop top1", "model"]))
+    return tables
+
+
+def _board(records: list[Record]) -> str:
+    """One markdown section per dataset fingerprint."""
+    return "\n\n".join(tabulate(table, headers="keys", tablefmt="github", showindex=False)
+                        for table in board_frames(records))
 
 
 def paper_tables() -> str:
