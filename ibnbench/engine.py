@@ -1,5 +1,6 @@
 """The evaluation engine: decode each batch once, apply every condition on the device, feed every
-model, and count top-1/top-5 hits per image on the device (synchronising once per chunk)."""
+model, and count top-1/top-5 hits per image on the device (synchronising once per chunk), keeping each
+image's top-5 classes and softmax probabilities from the same forward pass."""
 from __future__ import annotations
 
 import contextlib
@@ -10,7 +11,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 from . import data as data_mod
 from .distributed import DistContext, resolve_device
 from .models.registry import Preprocessing
+from .predictions import Predictions
 from .results import Record
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -64,37 +66,76 @@ class RunOptions:
         return AMP_DTYPES.get(self.amp if self.amp != "auto" else ("bf16" if device.type == "cuda" else "off"))
 
 
+class Scores(NamedTuple):
+    """A batch's answers: the top-5 class indices ``[N, 5]``, their softmax probabilities ``[N, 5]`` and the
+    label's probability ``[N]``."""
+
+    top5_index: torch.Tensor
+    top5_prob: torch.Tensor
+    label_prob: torch.Tensor
+
+    def hits(self, label: torch.Tensor) -> torch.Tensor:
+        """Top-1 and top-5 hits ``[N, 2]`` (bool)."""
+        top5 = self.top5_index == label[:, None]
+        return torch.stack([top5[:, 0], top5.any(dim=1)], dim=1)
+
+
+PREDICTION_DTYPES = {"top5_index": torch.int32, "top5_prob": torch.float16, "label_prob": torch.float16}
+"""Stored predictions on the device (the sidecar keeps indices as uint16)."""
+
+
 @dataclass
 class EvalState:
-    """Per-image hits for every (model, condition), kept on the device until a chunk ends."""
+    """Per-image hits and predictions for every (model, condition), kept on the device until a chunk ends."""
 
     n_images: int
     pairs: list[tuple[str, str]]
     device: torch.device
     done: torch.Tensor = field(init=False)
     valid: torch.Tensor = field(init=False)
+    label: torch.Tensor = field(init=False)
     top1: dict[tuple[str, str], torch.Tensor] = field(init=False)
     top5: dict[tuple[str, str], torch.Tensor] = field(init=False)
+    predicted: dict[str, dict[tuple[str, str], torch.Tensor]] = field(init=False)
 
     def __post_init__(self) -> None:
-        def zeros():
-            return torch.zeros(self.n_images, dtype=torch.bool, device=self.device)
+        def zeros(*shape, dtype=torch.bool):
+            return torch.zeros(self.n_images, *shape, dtype=dtype, device=self.device)
 
-        self.done, self.valid = zeros(), zeros()
+        self.done, self.valid, self.label = zeros(), zeros(), zeros(dtype=torch.int32)
         self.top1 = {p: zeros() for p in self.pairs}
         self.top5 = {p: zeros() for p in self.pairs}
+        self.predicted = {name: {p: zeros(*([5] if name.startswith("top5") else []), dtype=dtype) for p in self.pairs}
+                          for name, dtype in PREDICTION_DTYPES.items()}
+
+    def store(self, model: str, condition: str, index: torch.Tensor, label: torch.Tensor, scores: Scores) -> None:
+        """Keep a batch's hits and predictions for one (model, condition) at the images' dataset ``index``."""
+        hits = scores.hits(label)
+        self.top1[model, condition][index] = hits[:, 0]
+        self.top5[model, condition][index] = hits[:, 1]
+        for name, value in scores._asdict().items():
+            self.predicted[name][model, condition][index] = value.to(PREDICTION_DTYPES[name])
 
     def state_dict(self) -> dict:
         return {"n_images": self.n_images, "done": self.done.cpu(), "valid": self.valid.cpu(),
+                "label": self.label.cpu(),
                 "top1": {"|".join(p): t.cpu() for p, t in self.top1.items()},
-                "top5": {"|".join(p): t.cpu() for p, t in self.top5.items()}}
+                "top5": {"|".join(p): t.cpu() for p, t in self.top5.items()},
+                "predicted": {name: {"|".join(p): t.cpu() for p, t in by_pair.items()}
+                              for name, by_pair in self.predicted.items()}}
 
     def load_state_dict(self, state: dict) -> None:
+        if "predicted" not in state:
+            raise ValueError("the checkpoint was written by an older ibnbench (no stored predictions); "
+                             "delete it or run without --resume")
         self.done.copy_(state["done"])
         self.valid.copy_(state["valid"])
+        self.label.copy_(state["label"])
         for p in self.pairs:
             self.top1[p].copy_(state["top1"]["|".join(p)])
             self.top5[p].copy_(state["top5"]["|".join(p)])
+            for name, by_pair in self.predicted.items():
+                by_pair[p].copy_(state["predicted"][name]["|".join(p)])
 
     def reduce(self, dist: DistContext) -> None:
         """Combine the disjoint shards of all ranks (each image was counted by exactly one rank)."""
@@ -105,6 +146,11 @@ class EvalState:
         dist.all_reduce_sum(stacked)
         for t, reduced in zip(tensors, stacked):
             t.copy_(reduced > 0)
+        # every other rank holds zeros for an image: the sum is the one rank's value (exact in float32)
+        for t in [self.label, *(t for by_pair in self.predicted.values() for t in by_pair.values())]:
+            wide = t.to(torch.float32 if t.is_floating_point() else torch.int32)
+            dist.all_reduce_sum(wide)
+            t.copy_(wide)
 
     def summary(self) -> list[dict]:
         """Percent errors over the valid (decoded) images, one row per (model, condition)."""
@@ -131,6 +177,23 @@ class EvalState:
             out["top1"].setdefault(model, {})[cond] = encode(self.top1[model, cond])
             out["top5"].setdefault(model, {})[cond] = encode(self.top5[model, cond])
         return out
+
+    def predictions(self) -> Predictions:
+        """The stored predictions of every pair as arrays (uint16 indices, float16 probabilities)."""
+        models = list(dict.fromkeys(m for m, _ in self.pairs))
+        conditions = list(dict.fromkeys(c for _, c in self.pairs))
+
+        def stacked(name: str) -> torch.Tensor:
+            by_pair = self.predicted[name]
+            return torch.stack([torch.stack([by_pair[m, c] for c in conditions]) for m in models]).cpu()
+
+        index = stacked("top5_index")
+        if index.numel() and int(index.max()) > 65535:
+            raise ValueError("stored predictions keep class indices as uint16: models with more than 65536 "
+                             "classes are not supported")
+        return Predictions(models=models, conditions=conditions, label=self.label.cpu().numpy().astype("uint16"),
+                           valid=self.valid.cpu().numpy(), top5_index=index.numpy().astype("uint16"),
+                           top5_prob=stacked("top5_prob").numpy(), label_prob=stacked("label_prob").numpy())
 
 
 def decision_gap(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -173,7 +236,7 @@ class ModelRunner:
         with autocast:
             return self.model(x).float()
 
-    def _hits(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def _score(self, x: torch.Tensor, label: torch.Tensor) -> Scores:
         logits = self._forward(x)
         if self.amp_dtype:
             gap = decision_gap(logits, label)
@@ -183,16 +246,22 @@ class ModelRunner:
                 logits[chosen] = self._forward(x[chosen], reduced=False)
                 close[chosen] = False
             self.close_calls_left += close.sum()
-        top5 = logits.topk(5, dim=1).indices == label[:, None]
-        return torch.stack([top5[:, 0], top5.any(dim=1)], dim=1)
+        top5 = logits.topk(5, dim=1).indices
+        probs = logits.softmax(dim=1)
+        return Scores(top5, probs.gather(1, top5), probs.gather(1, label[:, None])[:, 0])
 
-    @torch.no_grad()
     def hits(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """Top-1 and top-5 hits ``[N, 2]`` (bool) for a 0..255 batch and its labels."""
+        return self.score(x, label).hits(label)
+
+    @torch.no_grad()
+    def score(self, x: torch.Tensor, label: torch.Tensor) -> Scores:
+        """Top-5 classes with their probabilities and the label's probability for a 0..255 batch."""
         while True:
             step = self.micro_batch or x.shape[0]
             try:
-                return torch.cat([self._hits(*part) for part in zip(x.split(step), label.split(step))])
+                parts = [self._score(*part) for part in zip(x.split(step), label.split(step))]
+                return Scores(*(torch.cat(column) for column in zip(*parts)))
             except torch.OutOfMemoryError:
                 if step == 1:
                     raise
@@ -285,9 +354,8 @@ def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Se
             for name, runner in runners.items():
                 if runner.geometry != key:
                     continue
-                hits = runner.hits(x, label)
-                state.top1[name, condition.id][index] = hits[:, 0]
-                state.top5[name, condition.id][index] = hits[:, 1]
+                state.store(name, condition.id, index, label, runner.score(x, label))
+    state.label[index] = label.to(torch.int32)
     state.valid[index] = ok.to(device, non_blocking=True)
     state.done[index] = True
 
@@ -295,7 +363,8 @@ def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Se
 def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_mod.ValDataset,
              options: RunOptions | None = None, checkpoint: Checkpoint | None = None,
              dist: DistContext | None = None, on_batch: Callable[[int], None] | None = None) -> dict:
-    """Evaluate every model under every condition; returns ``{"results", "per_image", "timing", "skipped"}``.
+    """Evaluate every model under every condition; returns ``{"results", "per_image", "predictions", "timing",
+    "skipped"}`` (``predictions``: the top-5 classes and probabilities per image, for the sidecar).
 
     ``models`` map names to modules carrying ``ibnbench_info`` (for preprocessing). In fan-out mode
     (default) each batch is decoded once; ``options.fanout=False`` is the per-(model, condition)
@@ -359,7 +428,8 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
     dist.all_reduce_sum(counts)
     close_calls, from_cache = counts.tolist()
     n_done = int(state.done.sum())
-    return {"results": state.summary(), "per_image": state.per_image(), "skipped": sorted(set(skipped)),
+    return {"results": state.summary(), "per_image": state.per_image(), "predictions": state.predictions(),
+            "skipped": sorted(set(skipped)),
             "close_calls_left": close_calls if options.amp_dtype(device) else None,
             "timing": {"seconds": round(elapsed, 3), "images": n_done, "passes": len(passes),
                        "images_per_s": round(progress.images / elapsed, 2) if elapsed else None,
@@ -387,7 +457,9 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     from datetime import datetime, timezone
 
     from .models import create_model, model_info
-    from .results import write_record
+    from .predictions import sidecar_path, write_predictions
+    from .results import RecordError, write_record
+    from .stats import ece
     from .suites import load_suite
 
     opts = RunOptions(**options)
@@ -436,6 +508,10 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
         ckpt_path.unlink()
     checkpoint = Checkpoint(ckpt_path, identity)
     result = evaluate(models, chosen.conditions, dataset, opts, checkpoint, dist)
+    predictions = result["predictions"]
+    for row in result["results"]:  # from the stored (float16) confidences, so the sidecar reproduces it exactly
+        row["ece"] = round(ece(predictions.confidence(row["model"], row["condition"]),
+                               predictions.correct(row["model"], row["condition"])), 6)
 
     record = Record(
         suite=chosen.name, suite_hash=chosen.hash,
@@ -454,6 +530,10 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
         if out_path is None:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             out_path = Path(results_dir) / f"{chosen.name}-{'+'.join(names)}-{stamp}.json"
+        try:  # the sidecar first: a record never names a file that is not there
+            record.predictions = write_predictions(predictions, sidecar_path(out_path))
+        except OSError as exc:
+            raise RecordError(f"cannot write stored predictions beside {out_path}: {exc.strerror or exc}") from None
         write_record(record, out_path)
     dist.barrier()
     checkpoint.remove()
