@@ -510,8 +510,8 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     result = evaluate(models, chosen.conditions, dataset, opts, checkpoint, dist)
     predictions = result["predictions"]
     for row in result["results"]:  # from the stored (float16) confidences, so the sidecar reproduces it exactly
-        row["ece"] = round(ece(predictions.confidence(row["model"], row["condition"]),
-                               predictions.correct(row["model"], row["condition"])), 6)
+        row["ece"] = round(100 * ece(predictions.confidence(row["model"], row["condition"]),
+                                     predictions.correct(row["model"], row["condition"])), 4)
 
     record = Record(
         suite=chosen.name, suite_hash=chosen.hash,

@@ -128,6 +128,13 @@ def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> fl
     return reliability(confidence, correct, bins).ece
 
 
+def format_p(p: float | None) -> str:
+    """A p-value for a table: three decimals, two significant digits below 0.001, '-' when untested."""
+    if p is None or np.isnan(p):
+        return "-"
+    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+
+
 def error_consistency(first: np.ndarray, second: np.ndarray) -> float:
     """Geirhos et al. (2020) error consistency: kappa of the observed agreement in correctness over the
     agreement expected from the two accuracies alone (NaN when that expectation is 1)."""
