@@ -113,6 +113,14 @@ def _pair(first: tuple[Record, str, str], second: tuple[Record, str, str], metri
     return stats.paired(a, b)
 
 
+def paired_drop(records: Sequence[Record], model: str, condition: str, metric: str = "top1") -> stats.Paired | None:
+    """Paired counts of ``model`` at the origin vs under ``condition`` (None without per-image answers)."""
+    sources = _sources(records)
+    if (model, "origin") not in sources or (model, condition) not in sources:
+        return None
+    return _pair((sources[model, "origin"], model, "origin"), (sources[model, condition], model, condition), metric)
+
+
 def statistics(records: Sequence[Record], metric: str = "top1") -> pd.DataFrame:
     """One row per (model, condition): the error with its Clopper-Pearson 95% interval, the drop against the
     origin with its exact paired interval, the discordant counts, McNemar's p (condition vs origin, also
@@ -129,7 +137,7 @@ def statistics(records: Sequence[Record], metric: str = "top1") -> pd.DataFrame:
                "p": float("nan")}
         if cond != "origin" and (model, "origin") in sources:
             out["drop"] = f"{row[f'drop_{metric}']:+.2f}"
-            counts = _pair((sources[model, "origin"], model, "origin"), (sources[model, cond], model, cond), metric)
+            counts = paired_drop(records, model, cond, metric)
             if counts is not None:
                 out.update({"paired 95% CI": _interval(*counts.interval()), "new err / fixed": f"{counts.b}/{counts.c}",
                             "p": counts.pvalue})
