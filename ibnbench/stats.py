@@ -73,11 +73,14 @@ class Paired:
 
 
 def paired(first: np.ndarray, second: np.ndarray) -> Paired:
-    """Count the discordant pairs of two boolean correctness arrays over the same images."""
-    first, second = np.asarray(first, dtype=bool), np.asarray(second, dtype=bool)
+    """Count the discordant pairs of two correctness arrays over the same images (booleans, or 1 right, 0 wrong
+    and -1 for an image not evaluated, which is left out of the pairing)."""
+    first, second = np.asarray(first, dtype=np.int8), np.asarray(second, dtype=np.int8)
     if first.shape != second.shape:
         raise ValueError(f"paired answers need the same images, got {first.shape} and {second.shape}")
-    return Paired(n=int(first.size), b=int((first & ~second).sum()), c=int((~first & second).sum()))
+    both = (first >= 0) & (second >= 0)
+    first, second = first[both] == 1, second[both] == 1
+    return Paired(n=int(both.sum()), b=int((first & ~second).sum()), c=int((~first & second).sum()))
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:
