@@ -290,8 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE", help="write the report to FILE instead of printing it")
     p.add_argument("--plot", metavar="PNG",
                    help="also draw the drops as grouped bars (top-1 and top-5 panels); records of the sweep suite "
-                        "give robustness curves instead (at PNG, or at <stem>-sweep.png beside it when both kinds are given)"
-                        "; drops carry their exact paired 95%% intervals as error bars")
+                        "give robustness curves instead (at PNG, or at <stem>-sweep.png beside it when both kinds are "
+                        "given); drops carry their exact paired 95%% intervals as error bars")
     p.add_argument("--ci", action="store_true",
                    help="add top-1 and top-5 tables: each error with its Clopper-Pearson 95%% interval, each drop with "
                         "its exact paired interval, McNemar's p against origin (and Holm-adjusted), and the ECE")

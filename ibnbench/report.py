@@ -212,7 +212,8 @@ def compare(first: str | Path | Record, second: str | Path | Record, metric: str
     labels = {c["id"]: c.get("label", c["id"]) for c in a.conditions}
     done_b = {(r["model"], r["condition"]) for r in b.results}
     rows = [{"condition": labels.get(ra["condition"], ra["condition"]), "model A": ra["model"], "model B": mb,
-             f"A {metric} err %": ra[f"{metric}_err"], f"B {metric} err %": b.result(mb, ra["condition"])[f"{metric}_err"],
+             f"A {metric} err %": ra[f"{metric}_err"],
+             f"B {metric} err %": b.result(mb, ra["condition"])[f"{metric}_err"],
              **_pair_row((a, ra["model"], ra["condition"]), (b, mb, ra["condition"]), metric)}
             for ra in a.results for mb in b.models if (mb, ra["condition"]) in done_b]
     if not rows:
@@ -267,8 +268,8 @@ def report(results: Sequence[str | Path], format: str = "markdown", vs: str | No
                                                                             format)))
         labels = {c["id"]: c.get("label", c["id"]) for r in records for c in r.conditions}
         done = dict.fromkeys(row["condition"] for r in records for row in r.results)
-        sections += [(f"error consistency (kappa, top1) under {labels.get(c, c)}", render(consistency(records, c), format))
-                     for c in done]
+        sections += [(f"error consistency (kappa, top1) under {labels.get(c, c)}",
+                      render(consistency(records, c), format)) for c in done]
         if markdown:
             sections.append(("", PAIRS_NOTE))
     footer = "\n".join(_provenance(r) for r in records)

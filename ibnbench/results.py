@@ -16,8 +16,8 @@ SCHEMA_VERSION = 2
 probabilities, see :mod:`ibnbench.predictions`) and a per-result ``ece``. Version 1 records still read."""
 REQUIRED = ("suite", "suite_hash", "dataset", "models", "environment", "timing", "results")
 FIELD_TYPES = {"suite": str, "suite_hash": str, "conditions": list, "dataset": dict, "models": dict,
-               "environment": dict, "timing": dict, "results": list, "per_image": dict, "predictions": dict, "created": str,
-               "schema": int}
+               "environment": dict, "timing": dict, "results": list, "per_image": dict, "predictions": dict,
+               "created": str, "schema": int}
 JSON_NAMES = {str: "a string", int: "an integer", list: "an array", dict: "an object"}
 
 

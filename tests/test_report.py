@@ -88,7 +88,8 @@ def test_ci_report_of_a_schema_1_record_shows_intervals_and_paired_tests():
 def test_pairs_report_tests_models_against_each_other_with_holm_and_kappa(tmp_path):
     a, b = "1111111111" + "0" * 10, "0000000000" + "1" * 10  # every image discordant, 10 each way
     c = "1111111111" + "1" * 8 + "00"
-    path = write_record(answer_record({"m1": {"origin": a}, "m2": {"origin": b}, "m3": {"origin": c}}), tmp_path / "r.json")
+    record = answer_record({"m1": {"origin": a}, "m2": {"origin": b}, "m3": {"origin": c}})
+    path = write_record(record, tmp_path / "r.json")
     text = report([path], pairs_=True)
     rows = [line for line in text.splitlines() if line.startswith("| origin      | m")]
     assert len(rows) == 3  # m1-m2, m1-m3, m2-m3
