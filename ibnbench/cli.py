@@ -75,10 +75,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Paired comparison of the models of two records on the same images (McNemar, Holm)."""
-    from .report import PAIRS_NOTE, compare, render
+    from .report import PAIRS_NOTE, compare, keyed, render
 
     table = compare(args.a, args.b, metric=args.metric)
-    print(render(table.set_index("condition"), args.format))
+    print(render(keyed(table, ["condition", "model A", "model B"], args.format), args.format))
     if args.format == "markdown":
         print(f"\nA: {args.a}, B: {args.b}. {PAIRS_NOTE.split(' Error consistency')[0]}")
     return 0

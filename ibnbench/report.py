@@ -221,6 +221,16 @@ def compare(first: str | Path | Record, second: str | Path | Record, metric: str
     return _with_holm(pd.DataFrame(rows))
 
 
+def keyed(table: pd.DataFrame, keys: list[str], fmt: str = "markdown") -> pd.DataFrame:
+    """Index a long table for :func:`render`: by its first key column in markdown (the others stay columns), by
+    all keys joined with " / " otherwise, so that csv and json rows stay unique."""
+    if fmt == "markdown":
+        return table.set_index(keys[0])
+    out = table.drop(columns=keys)
+    out.index = pd.Index([" / ".join(map(str, k)) for k in table[keys].itertuples(index=False)], name=" / ".join(keys))
+    return out
+
+
 def render(table: pd.DataFrame, fmt: str = "markdown") -> str:
     """Format a report table as markdown (tabulate), csv, json, latex or html."""
     if fmt == "markdown":  # cells are formatted strings: keep "28.00" as written
@@ -259,13 +269,13 @@ def report(results: Sequence[str | Path], format: str = "markdown", vs: str | No
     sections = []
     if ci:
         sections += [(f"{metric} error with 95% intervals and paired tests against origin",
-                      render(statistics(records, metric).set_index("model"), format))
+                      render(keyed(statistics(records, metric), ["model", "condition"], format), format))
                      for metric in ("top1", "top5")]
         if markdown:
             sections.append(("", CI_NOTE))
     if pairs_:
-        sections.append(("top1 model vs model under each condition", render(pairs(records).set_index("condition"),
-                                                                            format)))
+        sections.append(("top1 model vs model under each condition",
+                         render(keyed(pairs(records), ["condition", "model A", "model B"], format), format)))
         labels = {c["id"]: c.get("label", c["id"]) for r in records for c in r.conditions}
         done = dict.fromkeys(row["condition"] for r in records for row in r.results)
         sections += [(f"error consistency (kappa, top1) under {labels.get(c, c)}",
