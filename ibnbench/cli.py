@@ -58,7 +58,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Print (or write) the Table-1 report of result records."""
     from .report import report
 
-    text = report(args.results, format=args.format, vs=args.vs, output=args.output, ci=args.ci, pairs_=args.pairs)
+    text = report(args.results, format=args.format, vs=args.vs, output=args.output, ci=args.ci, pairs=args.pairs)
     print(text if not args.output else f"wrote {args.output}")
     if args.plot:
         from .plots import plot_report

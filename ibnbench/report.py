@@ -168,7 +168,7 @@ def _pair_row(first: tuple[Record, str, str], second: tuple[Record, str, str], m
             "A right, B wrong": counts.b, "A wrong, B right": counts.c, "p": counts.pvalue}
 
 
-def pairs(records: Sequence[Record], metric: str = "top1") -> pd.DataFrame:
+def pair_tests(records: Sequence[Record], metric: str = "top1") -> pd.DataFrame:
     """Every two models under each condition on the same images: B's error minus A's (points) with the exact
     paired interval, the discordant counts and McNemar's p (Holm-adjusted over the table)."""
     sources = _sources(records)
@@ -256,10 +256,10 @@ PAIRS_NOTE = ("diff: B's error minus A's (points) on the same images, with its e
 
 
 def report(results: Sequence[str | Path], format: str = "markdown", vs: str | None = None,
-           output: str | Path | None = None, ci: bool = False, pairs_: bool = False) -> str:
+           output: str | Path | None = None, ci: bool = False, pairs: bool = False) -> str:
     """Render the Table-1 report of the given records (files or directories); write it to ``output`` if given.
 
-    ``ci`` adds, per metric, a table of intervals, paired drop intervals and McNemar tests; ``pairs_`` adds
+    ``ci`` adds, per metric, a table of intervals, paired drop intervals and McNemar tests; ``pairs`` adds
     model-vs-model tests per condition and the error-consistency matrices."""
     if vs not in (None, "paper"):
         raise ValueError(f"--vs accepts only 'paper', not {vs!r}")
@@ -273,9 +273,9 @@ def report(results: Sequence[str | Path], format: str = "markdown", vs: str | No
                      for metric in ("top1", "top5")]
         if markdown:
             sections.append(("", CI_NOTE))
-    if pairs_:
+    if pairs:
         sections.append(("top1 model vs model under each condition",
-                         render(keyed(pairs(records), ["condition", "model A", "model B"], format), format)))
+                         render(keyed(pair_tests(records), ["condition", "model A", "model B"], format), format)))
         labels = {c["id"]: c.get("label", c["id"]) for r in records for c in r.conditions}
         done = dict.fromkeys(row["condition"] for r in records for row in r.results)
         sections += [(f"error consistency (kappa, top1) under {labels.get(c, c)}",

@@ -90,12 +90,12 @@ def test_pairs_report_tests_models_against_each_other_with_holm_and_kappa(tmp_pa
     c = "1111111111" + "1" * 8 + "00"
     record = answer_record({"m1": {"origin": a}, "m2": {"origin": b}, "m3": {"origin": c}})
     path = write_record(record, tmp_path / "r.json")
-    text = report([path], pairs_=True)
+    text = report([path], pairs=True)
     rows = [line for line in text.splitlines() if line.startswith("| origin      | m")]
     assert len(rows) == 3  # m1-m2, m1-m3, m2-m3
     p13 = binomtest(0, 8).pvalue  # m1 right where m3 is wrong: 0 images; the reverse: 8
     assert f"| {p13:.3f} " in rows[1] and f"| {3 * p13:.3f} " in rows[1]  # Holm: the smallest of 3, times 3
-    kappa = pd.read_csv(io.StringIO(report([path], pairs_=True, format="csv").split("\n\n")[-1]), index_col=0)
+    kappa = pd.read_csv(io.StringIO(report([path], pairs=True, format="csv").split("\n\n")[-1]), index_col=0)
     assert kappa.loc["m1", "m2"] == pytest.approx(-1.0) and kappa.loc["m1", "m1"] == pytest.approx(1.0)
     # m1 vs m3: agree on 12 of 20 images, accuracies 0.5 and 0.9 -> expected agreement 0.5, kappa 0.1 / 0.5
     assert kappa.loc["m1", "m3"] == pytest.approx(0.2)
