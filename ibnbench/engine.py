@@ -187,12 +187,11 @@ class EvalState:
             by_pair = self.predicted[name]
             return torch.stack([torch.stack([by_pair[m, c] for c in conditions]) for m in models]).cpu()
 
-        index = stacked("top5_index")
-        if index.numel() and int(index.max()) > 65535:
-            raise ValueError("stored predictions keep class indices as uint16: models with more than 65536 "
-                             "classes are not supported")
-        return Predictions(models=models, conditions=conditions, label=self.label.cpu().numpy().astype("uint16"),
-                           valid=self.valid.cpu().numpy(), top5_index=index.numpy().astype("uint16"),
+        index, label = stacked("top5_index"), self.label.cpu()
+        wide = max(int(index.max()) if index.numel() else 0, int(label.max()) if label.numel() else 0) > 65535
+        classes = "uint32" if wide else "uint16"  # uint16 for ImageNet-1k and -21k heads
+        return Predictions(models=models, conditions=conditions, label=label.numpy().astype(classes),
+                           valid=self.valid.cpu().numpy(), top5_index=index.numpy().astype(classes),
                            top5_prob=stacked("top5_prob").numpy(), label_prob=stacked("label_prob").numpy())
 
 

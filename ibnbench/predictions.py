@@ -28,9 +28,9 @@ class Predictions:
 
     models: list[str]
     conditions: list[str]
-    label: np.ndarray  # [N] uint16
+    label: np.ndarray  # [N] uint16 (uint32 for heads over 65,536 classes)
     valid: np.ndarray  # [N] bool
-    top5_index: np.ndarray  # [M, C, N, 5] uint16
+    top5_index: np.ndarray  # [M, C, N, 5] uint16 (as label)
     top5_prob: np.ndarray  # [M, C, N, 5] float16
     label_prob: np.ndarray  # [M, C, N] float16
 
