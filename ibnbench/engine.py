@@ -456,7 +456,7 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     from datetime import datetime, timezone
 
     from .models import create_model, model_info
-    from .predictions import sidecar_path, write_predictions
+    from .predictions import sidecar_path, staged_predictions
     from .results import RecordError, write_record
     from .stats import ece
     from .suites import load_suite
@@ -529,11 +529,14 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
         if out_path is None:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             out_path = Path(results_dir) / f"{chosen.name}-{'+'.join(names)}-{stamp}.json"
-        try:  # the sidecar first: a record never names a file that is not there
-            record.predictions = write_predictions(predictions, sidecar_path(out_path))
+        sidecar = sidecar_path(out_path)
+        try:  # the sidecar is staged, the record written, then the sidecar moved into place
+            with staged_predictions(predictions, sidecar) as reference:
+                record.predictions = reference
+                write_record(record, out_path)  # raises RecordError (not OSError) itself
         except OSError as exc:
-            raise RecordError(f"cannot write stored predictions beside {out_path}: {exc.strerror or exc}") from None
-        write_record(record, out_path)
+            raise RecordError(f"cannot write record {out_path}: {exc.strerror or exc} (its predictions, "
+                              f"{sidecar.name})") from None
     dist.barrier()
     checkpoint.remove()
     return record

@@ -4,12 +4,13 @@ and a validity flag per image). Metrics computed later (ECE, agreement, class su
 rerunning models. The record names the file and its sha256; a file that does not match is refused."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -70,8 +71,11 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def write_predictions(predictions: Predictions, path: str | os.PathLike) -> dict:
-    """Atomically write the sidecar (compressed ``.npz``); returns the record's reference to it."""
+@contextlib.contextmanager
+def staged_predictions(predictions: Predictions, path: str | os.PathLike) -> Iterator[dict]:
+    """Write the sidecar (compressed ``.npz``) to a temporary file beside ``path`` and yield the record's
+    reference to it; it replaces ``path`` when the block completes and is deleted when the block fails, so a
+    record that cannot be written leaves the previous record and its sidecar as they were."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -80,11 +84,16 @@ def write_predictions(predictions: Predictions, path: str | os.PathLike) -> dict
             np.savez_compressed(f, **predictions.arrays())
             f.flush()
             os.fsync(f.fileno())
+        yield {"file": path.name, "sha256": sha256_of(tmp), "bytes": Path(tmp).stat().st_size, "format": FORMAT}
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
-    return {"file": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size, "format": FORMAT}
+
+
+def write_predictions(predictions: Predictions, path: str | os.PathLike) -> dict:
+    """Atomically write the sidecar; returns the record's reference to it."""
+    with staged_predictions(predictions, path) as reference:
+        return reference
 
 
 def read_predictions(path: str | os.PathLike, sha256: str | None = None) -> Predictions:

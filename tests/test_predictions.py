@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ibnbench import data, stats
+from ibnbench import data, results, stats
 from ibnbench.cli import main
 from ibnbench.engine import RunOptions, evaluate
 from ibnbench.models import create_model
@@ -45,10 +45,22 @@ def test_predictions_come_from_the_same_pass_with_closed_form_probabilities(tiny
             == pytest.approx(1 / 3 - top, rel=1e-3)  # one bin: 3 of 9 right at confidence ~0.003
 
 
-def test_run_writes_the_sidecar_named_by_sha256_and_report_uses_it(tiny_val, tmp_path, capsys):
+def test_run_writes_the_sidecar_named_by_sha256_and_report_uses_it(tiny_val, tmp_path, capsys, monkeypatch):
     out = tmp_path / "r.json"
-    assert main(["run", "--model", "resnet18", "--weights", "random", "--data", str(tiny_val), "--device", "cpu",
-                 "--conditions", "origin,std*1.5", "--workers", "0", "--output", str(out)]) == 0
+    run = ["run", "--model", "resnet18", "--weights", "random", "--data", str(tiny_val), "--device", "cpu",
+           "--conditions", "origin,std*1.5", "--workers", "0", "--output", str(out)]
+    assert main(run) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert sorted(before) == ["r.json", "r.predictions.npz"]
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results.json, "dump", disk_full)  # the record cannot be written: the old pair stays
+    assert main(run[:-2] + ["--output", str(out), "--conditions", "origin"]) == 2
+    monkeypatch.undo()
+    assert f"cannot write record {out}: No space left on device" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before  # no temp file, sidecar untouched
     record = read_record(out)
     assert record.schema == 2 and record.predictions["file"] == sidecar_path(out).name == "r.predictions.npz"
     stored = for_record(record)
