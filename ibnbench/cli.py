@@ -74,7 +74,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Print (or write) the Table-1 report of result records."""
     from .report import load_records, paper_warnings, report
 
-    text = report(args.results, format=args.format, vs=args.vs, output=args.output)
+    text = report(args.results, format=args.format, vs=args.vs, output=args.output, ci=args.ci, pairs=args.pairs)
     print(text if not args.output else f"wrote {args.output}")
     if args.vs == "paper":
         for warning in paper_warnings(load_records(args.results)):
@@ -84,6 +84,22 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         for path in plot_report(args.results, args.plot):
             print(f"wrote {path}")
+    if args.reliability:
+        from .plots import plot_reliability
+        from .report import load_records
+
+        print(f"wrote {plot_reliability(load_records(args.results), args.reliability)}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Paired comparison of the models of two records on the same images (McNemar, Holm)."""
+    from .report import PAIRS_NOTE, compare, keyed, render
+
+    table = compare(args.a, args.b, metric=args.metric)
+    print(render(keyed(table, ["condition", "model A", "model B"], args.format), args.format))
+    if args.format == "markdown":
+        print(f"\nA: {args.a}, B: {args.b}. {PAIRS_NOTE.split(' Error consistency')[0]}")
     return 0
 
 
@@ -92,7 +108,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .check import check
 
     outcome = check(args.results, args.against, tolerance=args.tolerance, metric=args.metric,
-                    either_way=args.either_way)
+                    either_way=args.either_way, test=args.test, alpha=args.alpha)
     print(outcome.render())
     return outcome.exit_code
 
@@ -331,15 +347,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE", help="write the report to FILE instead of printing it")
     p.add_argument("--plot", metavar="PNG",
                    help="also draw the drops as grouped bars (top-1 and top-5 panels); records of the sweep suite "
-                        "give robustness curves instead (at PNG, or at <stem>-sweep.png beside it when both kinds are given)")
+                        "give robustness curves instead (at PNG, or at <stem>-sweep.png beside it when both kinds are "
+                        "given); drops carry their exact paired 95%% intervals as error bars")
+    p.add_argument("--ci", action="store_true",
+                   help="add top-1 and top-5 tables: each error with its Clopper-Pearson 95%% interval, each drop with "
+                        "its exact paired interval, McNemar's p against origin (and Holm-adjusted), and the ECE")
+    p.add_argument("--pairs", action="store_true",
+                   help="add model-vs-model McNemar tests under each condition (Holm-adjusted) and error-consistency "
+                        "(kappa) matrices")
+    p.add_argument("--reliability", metavar="PNG",
+                   help="draw reliability diagrams (accuracy vs confidence, 15 bins, ECE in the legend) from the "
+                        "stored predictions of schema-2 records")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="paired test of two records' models on the same images (McNemar, Holm)",
+                       description="For each condition both records hold, test every model of A against every model "
+                                   "of B on the same images: error difference with its exact paired 95% interval, "
+                                   "the discordant counts and McNemar's exact p, Holm-adjusted over the table.")
+    p.add_argument("a", metavar="A.json", help="first record")
+    p.add_argument("b", metavar="B.json", help="second record (same suite and dataset)")
+    p.add_argument("--metric", default="top1", choices=["top1", "top5"], help="which answers to pair (default top1)")
+    p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json", "latex", "html"])
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("check", help="compare new results with recorded ones (exit 0 ok, 1 regression, 2 incomparable)")
     p.add_argument("--results", required=True, metavar="NEW", help="the new record")
     p.add_argument("--against", required=True, metavar="RECORDED", help="the recorded (reference) record")
     p.add_argument("--tolerance", type=float, default=0.5, metavar="POINTS", help="allowed error increase in points (default 0.5)")
     p.add_argument("--metric", default="top1", choices=["top1", "top5", "drop"], help="what to compare (default top1 error)")
-    p.add_argument("--either-way", action="store_true", help="also fail when the error moves DOWN by more than the tolerance")
+    p.add_argument("--either-way", action="store_true",
+                   help="also fail when the error moves DOWN (beyond the tolerance, or significantly)")
+    p.add_argument("--test", default="tolerance", choices=["tolerance", "mcnemar"],
+                   help="tolerance (default): fail when an error rises by more than --tolerance points; mcnemar: fail "
+                        "only when the per-image answers changed significantly (exact McNemar test on the same images, "
+                        "Holm-adjusted over the compared cells, at --alpha)")
+    p.add_argument("--alpha", type=float, default=0.01, help="significance level of --test mcnemar (default 0.01)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("divergence", help="feature divergence between two domains, layer by layer (paper Sec. 4.3)",

@@ -1,5 +1,6 @@
 """The evaluation engine: decode each batch once, apply every condition on the device, feed every
-model, and count top-1/top-5 hits per image on the device (synchronising once per chunk)."""
+model, and count top-1/top-5 hits per image on the device (synchronising once per chunk), keeping each
+image's top-5 classes and softmax probabilities from the same forward pass."""
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ from .models.registry import Preprocessing
 from .options import RunOptions
 from .progress import Progress
 from .precision import fp32_conv_precision, full_fp32
+from .predictions import Predictions
 from .results import Record
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # keys: options.AMP_NAMES
@@ -32,37 +34,76 @@ CLOSE_CALL = 0.25
 top-1/top-5 decision gap that bf16 autocast caused on the 100 real images (benchmarks/RESULTS.md)."""
 
 
+class Scores(NamedTuple):
+    """A batch's answers: the top-5 class indices ``[N, 5]``, their softmax probabilities ``[N, 5]`` and the
+    label's probability ``[N]``."""
+
+    top5_index: torch.Tensor
+    top5_prob: torch.Tensor
+    label_prob: torch.Tensor
+
+    def hits(self, label: torch.Tensor) -> torch.Tensor:
+        """Top-1 and top-5 hits ``[N, 2]`` (bool)."""
+        top5 = self.top5_index == label[:, None]
+        return torch.stack([top5[:, 0], top5.any(dim=1)], dim=1)
+
+
+PREDICTION_DTYPES = {"top5_index": torch.int32, "top5_prob": torch.float16, "label_prob": torch.float16}
+"""Stored predictions on the device (the sidecar keeps indices as uint16)."""
+
+
 @dataclass
 class EvalState:
-    """Per-image hits for every (model, condition), kept on the device until a chunk ends."""
+    """Per-image hits and predictions for every (model, condition), kept on the device until a chunk ends."""
 
     n_images: int
     pairs: list[tuple[str, str]]
     device: torch.device
     done: torch.Tensor = field(init=False)
     valid: torch.Tensor = field(init=False)
+    label: torch.Tensor = field(init=False)
     top1: dict[tuple[str, str], torch.Tensor] = field(init=False)
     top5: dict[tuple[str, str], torch.Tensor] = field(init=False)
+    predicted: dict[str, dict[tuple[str, str], torch.Tensor]] = field(init=False)
 
     def __post_init__(self) -> None:
-        def zeros():
-            return torch.zeros(self.n_images, dtype=torch.bool, device=self.device)
+        def zeros(*shape, dtype=torch.bool):
+            return torch.zeros(self.n_images, *shape, dtype=dtype, device=self.device)
 
-        self.done, self.valid = zeros(), zeros()
+        self.done, self.valid, self.label = zeros(), zeros(), zeros(dtype=torch.int32)
         self.top1 = {p: zeros() for p in self.pairs}
         self.top5 = {p: zeros() for p in self.pairs}
+        self.predicted = {name: {p: zeros(*([5] if name.startswith("top5") else []), dtype=dtype) for p in self.pairs}
+                          for name, dtype in PREDICTION_DTYPES.items()}
+
+    def store(self, model: str, condition: str, index: torch.Tensor, label: torch.Tensor, scores: Scores) -> None:
+        """Keep a batch's hits and predictions for one (model, condition) at the images' dataset ``index``."""
+        hits = scores.hits(label)
+        self.top1[model, condition][index] = hits[:, 0]
+        self.top5[model, condition][index] = hits[:, 1]
+        for name, value in scores._asdict().items():
+            self.predicted[name][model, condition][index] = value.to(PREDICTION_DTYPES[name])
 
     def state_dict(self) -> dict:
         return {"n_images": self.n_images, "done": self.done.cpu(), "valid": self.valid.cpu(),
+                "label": self.label.cpu(),
                 "top1": {"|".join(p): t.cpu() for p, t in self.top1.items()},
-                "top5": {"|".join(p): t.cpu() for p, t in self.top5.items()}}
+                "top5": {"|".join(p): t.cpu() for p, t in self.top5.items()},
+                "predicted": {name: {"|".join(p): t.cpu() for p, t in by_pair.items()}
+                              for name, by_pair in self.predicted.items()}}
 
     def load_state_dict(self, state: dict) -> None:
+        if "predicted" not in state:
+            raise ValueError("the checkpoint was written by an older ibnbench (no stored predictions); "
+                             "delete it or run without --resume")
         self.done.copy_(state["done"])
         self.valid.copy_(state["valid"])
+        self.label.copy_(state["label"])
         for p in self.pairs:
             self.top1[p].copy_(state["top1"]["|".join(p)])
             self.top5[p].copy_(state["top5"]["|".join(p)])
+            for name, by_pair in self.predicted.items():
+                by_pair[p].copy_(state["predicted"][name]["|".join(p)])
 
     def reduce(self, dist: DistContext) -> None:
         """Combine the disjoint shards of all ranks (each image was counted by exactly one rank)."""
@@ -73,6 +114,11 @@ class EvalState:
         dist.all_reduce_sum(stacked)
         for t, reduced in zip(tensors, stacked):
             t.copy_(reduced > 0)
+        # every other rank holds zeros for an image: the sum is the one rank's value (exact in float32)
+        for t in [self.label, *(t for by_pair in self.predicted.values() for t in by_pair.values())]:
+            wide = t.to(torch.float32 if t.is_floating_point() else torch.int32)
+            dist.all_reduce_sum(wide)
+            t.copy_(wide)
 
     def summary(self) -> list[dict]:
         """Percent errors over the valid (decoded) images, one row per (model, condition)."""
@@ -99,6 +145,22 @@ class EvalState:
             out["top1"].setdefault(model, {})[cond] = encode(self.top1[model, cond])
             out["top5"].setdefault(model, {})[cond] = encode(self.top5[model, cond])
         return out
+
+    def predictions(self) -> Predictions:
+        """The stored predictions of every pair as arrays (uint16 indices, float16 probabilities)."""
+        models = list(dict.fromkeys(m for m, _ in self.pairs))
+        conditions = list(dict.fromkeys(c for _, c in self.pairs))
+
+        def stacked(name: str) -> torch.Tensor:
+            by_pair = self.predicted[name]
+            return torch.stack([torch.stack([by_pair[m, c] for c in conditions]) for m in models]).cpu()
+
+        index, label = stacked("top5_index"), self.label.cpu()
+        wide = max(int(index.max()) if index.numel() else 0, int(label.max()) if label.numel() else 0) > 65535
+        classes = "uint32" if wide else "uint16"  # uint16 for ImageNet-1k and -21k heads
+        return Predictions(models=models, conditions=conditions, label=label.numpy().astype(classes),
+                           valid=self.valid.cpu().numpy(), top5_index=index.numpy().astype(classes),
+                           top5_prob=stacked("top5_prob").numpy(), label_prob=stacked("label_prob").numpy())
 
 
 def decision_gap(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -141,8 +203,8 @@ class ModelRunner:
         with full_fp32(), autocast:
             return self.model(x).float()
 
-    def _hits(self, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
-        """Hits ``[N, 2]`` and the number of close calls left unrefined (a device scalar under autocast)."""
+    def _score(self, x: torch.Tensor, label: torch.Tensor) -> tuple[Scores, torch.Tensor | int]:
+        """The batch's :class:`Scores` and the number of close calls left unrefined (a device scalar under autocast)."""
         logits = self._forward(x)
         close_calls = 0
         if self.amp_dtype:
@@ -154,19 +216,24 @@ class ModelRunner:
                 logits[chosen] = self._forward(x[chosen], reduced=False)
                 close[chosen] = False
             close_calls = close.sum()
-        top5 = logits.topk(5, dim=1).indices == label[:, None]
-        return torch.stack([top5[:, 0], top5.any(dim=1)], dim=1), close_calls
+        top5 = logits.topk(5, dim=1).indices
+        probs = logits.softmax(dim=1)
+        return Scores(top5, probs.gather(1, top5), probs.gather(1, label[:, None])[:, 0]), close_calls
 
-    @torch.no_grad()
     def hits(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """Top-1 and top-5 hits ``[N, 2]`` (bool) for a 0..255 batch and its labels."""
+        return self.score(x, label).hits(label)
+
+    @torch.no_grad()
+    def score(self, x: torch.Tensor, label: torch.Tensor) -> Scores:
+        """Top-5 classes with their probabilities and the label's probability for a 0..255 batch."""
         while True:
             step = self.micro_batch or x.shape[0]
             try:
-                parts = [self._hits(*part) for part in zip(x.split(step), label.split(step))]
+                parts = [self._score(*part) for part in zip(x.split(step), label.split(step))]
                 if self.amp_dtype:  # counted once the whole batch is through: an out-of-memory retry rescores it
                     self.close_calls_left += sum(close_calls for _, close_calls in parts)
-                return torch.cat([hits for hits, _ in parts])
+                return Scores(*(torch.cat(column) for column in zip(*(scores for scores, _ in parts))))
             except torch.OutOfMemoryError:
                 if step == 1:
                     raise
@@ -265,9 +332,8 @@ def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Se
             for name, runner in runners.items():
                 if runner.geometry != key:
                     continue
-                hits = runner.hits(x, label)
-                state.top1[name, condition.id][index] = hits[:, 0]
-                state.top5[name, condition.id][index] = hits[:, 1]
+                state.store(name, condition.id, index, label, runner.score(x, label))
+    state.label[index] = label.to(torch.int32)
     state.valid[index] = ok.to(device, non_blocking=True)
     state.done[index] = True
 
@@ -275,7 +341,8 @@ def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Se
 def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_mod.ValDataset,
              options: RunOptions | None = None, checkpoint: Checkpoint | None = None,
              dist: DistContext | None = None, on_batch: Callable[[int], None] | None = None) -> dict:
-    """Evaluate every model under every condition; returns ``{"results", "per_image", "timing", "skipped"}``.
+    """Evaluate every model under every condition; returns ``{"results", "per_image", "predictions", "timing",
+    "skipped"}`` (``predictions``: the top-5 classes and probabilities per image, for the sidecar).
 
     ``models`` map names to modules carrying ``ibnbench_info`` (for preprocessing). In fan-out mode
     (default) each batch is decoded once; ``options.fanout=False`` is the per-(model, condition)
@@ -352,7 +419,8 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
     dist.all_reduce_sum(counts)
     close_calls, from_cache = counts.tolist()
     n_done = int(state.done.sum())
-    return {"results": state.summary(), "per_image": state.per_image(), "skipped": sorted(set(skipped)),
+    return {"results": state.summary(), "per_image": state.per_image(), "predictions": state.predictions(),
+            "skipped": sorted(set(skipped)),
             "close_calls_left": close_calls if options.amp_dtype(device) else None,
             "timing": {"seconds": round(elapsed, 3), "images": n_done, "passes": len(passes),
                        "images_per_s": round(images / elapsed, 2) if elapsed else None,
@@ -450,7 +518,9 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
 
     from .files import FileWriteError, ensure_writable
     from .models import create_model, model_info
+    from .predictions import sidecar_path, staged_predictions
     from .results import write_record
+    from .stats import ece
     from .suites import load_suite
 
     opts = RunOptions(**options)
@@ -514,6 +584,10 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     except KeyboardInterrupt:
         saved = f"progress saved in {ckpt_path}; " if checkpoint.exists() else "no chunk finished, nothing saved; "
         raise RunInterrupted(saved + (RESUME_HINT if checkpoint.exists() else "run the command again")) from None
+    predictions = result["predictions"]
+    for row in result["results"]:  # from the stored (float16) confidences, so the sidecar reproduces it exactly
+        row["ece"] = round(100 * ece(predictions.confidence(row["model"], row["condition"]),
+                                     predictions.correct(row["model"], row["condition"])), 4)
 
     record = Record(
         suite=chosen.name, suite_hash=chosen.hash,
@@ -536,11 +610,16 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
         raise ValueError(f"no image could be scored: all {len(dataset)} image(s) of {data} were unreadable and "
                          f"skipped (e.g. {', '.join(skipped[:3])}); nothing was written")
     if dist.is_main:
-        try:
-            write_record(record, out_path)
-        except FileWriteError as exc:
-            exc.record = record  # the caller can still show the numbers
-            raise
+        sidecar = sidecar_path(out_path)
+        try:  # the sidecar is staged, the record written, then the sidecar moved into place
+            with staged_predictions(predictions, sidecar) as reference:
+                record.predictions = reference
+                write_record(record, out_path)
+        except OSError as exc:
+            error = exc if isinstance(exc, FileWriteError) else FileWriteError(
+                f"cannot write record {out_path}: {exc.strerror or exc} (its predictions, {sidecar.name})")
+            error.record = record  # the caller can still show the numbers
+            raise error from None
     dist.barrier()
     checkpoint.remove()
     return record

@@ -9,14 +9,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .files import write_atomic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: errors and per-image correctness; 2: adds ``predictions`` (the sidecar with top-5 indices and
+probabilities, see :mod:`ibnbench.predictions`) and a per-result ``ece``. Version 1 records still read."""
 REQUIRED = ("suite", "suite_hash", "dataset", "models", "environment", "timing", "results")
 FIELD_TYPES = {"suite": str, "suite_hash": str, "conditions": list, "dataset": dict, "models": dict,
-               "environment": dict, "timing": dict, "results": list, "per_image": dict, "created": str, "schema": int}
+               "environment": dict, "timing": dict, "results": list, "per_image": dict, "predictions": dict,
+               "created": str, "schema": int}
 JSON_NAMES = {str: "a string", int: "an integer", list: "an array", dict: "an object"}
 
 
@@ -37,6 +41,7 @@ class Record:
     timing: dict
     results: list[dict]
     per_image: dict = field(default_factory=dict)
+    predictions: dict = field(default_factory=dict)
     created: str = ""
     schema: int = SCHEMA_VERSION
     path: str | None = field(default=None, compare=False)
@@ -59,6 +64,15 @@ class Record:
         """Error increase of ``condition`` over ``baseline`` (percentage points)."""
         model = self._model(model)
         return self.result(model, condition)[metric] - self.result(model, baseline)[metric]
+
+    def answers(self, model: str, condition: str, metric: str = "top1") -> np.ndarray | None:
+        """Per-image correctness in dataset order (1 right, 0 wrong, -1 not evaluated), from ``per_image``;
+        None when the record holds no per-image answers for the pair."""
+        text = self.per_image.get(metric, {}).get(model, {}).get(condition)
+        if text is None:
+            return None
+        codes = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+        return np.where(codes == ord("1"), 1, np.where(codes == ord("0"), 0, -1)).astype(np.int8)
 
     def _model(self, model: str | None) -> str:
         if model is not None:
