@@ -22,6 +22,10 @@ def clean_errors() -> tuple[type[BaseException], ...]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Evaluate models under a suite and write the record, then print its Table-1 report."""
+    from .files import ensure_writable
+
+    if args.output:
+        ensure_writable(args.output, "record")  # in a blink, before torch is even imported
     from .engine import run
 
     record = run(args.model, args.data, suite=args.suite, conditions=args.conditions, weights=args.weights,
