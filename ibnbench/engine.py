@@ -392,7 +392,7 @@ def _check_checkpoint(stem: Path, ckpt_path: Path, resume: bool, restart: bool, 
     with neither, left alone and reported, so that no finished image is lost silently."""
     if restart:
         for path in _checkpoint_paths(stem):
-            path.unlink()
+            path.unlink(missing_ok=True)  # every rank does this: another may have been first
         return
     if resume:
         found = sorted(int(p.name.rsplit(".rank", 1)[1].split(".")[0]) for p in _checkpoint_paths(stem))
@@ -401,7 +401,9 @@ def _check_checkpoint(stem: Path, ckpt_path: Path, resume: bool, restart: bool, 
                              f"(ranks {found}) but this run has {world_size}; resume with the same "
                              "world size, or start over with --restart")
         return
-    if ckpt_path.exists():
+    found = _checkpoint_paths(stem)  # all ranks' files, so that every rank of a distributed run agrees
+    if found:
+        ckpt_path = ckpt_path if ckpt_path in found else found[0]
         try:
             saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
             done = f" ({Checkpoint.images_done(saved)} of {saved['state']['n_images']} images done)"
