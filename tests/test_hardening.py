@@ -842,3 +842,16 @@ def test_a_piped_run_prints_progress_lines_and_images_per_second(tmp_path):
     assert done.returncode == 0, done.stderr
     assert re.search(r"^evaluate: 2/2 images in \d\d:\d\d, [\d.]+ images/s$", done.stderr, re.MULTILINE), done.stderr
     assert re.search(r"^2 images x 1 model\(s\) x 1 condition\(s\) in [\d.]+ s: [\d.]+ images/s$", done.stdout, re.MULTILINE)
+
+
+def test_plain_progress_lines_when_not_a_terminal():
+    from ibnbench.progress import Progress
+
+    stream = io.StringIO()  # not a terminal, like a CI log
+    with Progress(10, "evaluate", interval=0, stream=stream, initial=5) as progress:
+        progress.update(4)
+        progress.update(6)
+    lines = stream.getvalue().splitlines()
+    assert re.fullmatch(r"evaluate: 9/15 images, [\d.]+ images/s, ETA \d\d:\d\d", lines[0]), lines
+    assert re.fullmatch(r"evaluate: 15/15 images in \d\d:\d\d, [\d.]+ images/s", lines[-1]), lines
+    assert len(lines) == 3
