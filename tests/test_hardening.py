@@ -566,7 +566,7 @@ def test_real_process_survives_corrupt_pngs(tmp_path):
     assert record.result("resnet18", "origin")["n_images"] == 1
 
 
-# ------------------------------------------------------------------- second round: never lose a run, never pass a wrong number
+# ---------------------------------------------------- second round: never lose a run, never pass a wrong number
 
 
 def run_args(root: Path, output: Path, *extra) -> list:
@@ -750,7 +750,8 @@ def test_bad_run_options(tmp_path, capfd, args, words):
 def test_weights_that_are_a_text_file(tmp_path, capfd):
     text = tmp_path / "weights.txt"
     text.write_text("a\nb\n")  # torch.load raised IndexError: pop from empty list on this
-    line = fails(capfd, *without(RUN, "--weights"), "--weights", text, "--data", make_folder(tmp_path / "val", {A: [1]}),
+    root = make_folder(tmp_path / "val", {A: [1]})
+    line = fails(capfd, *without(RUN, "--weights"), "--weights", text, "--data", root,
                  words=[f"{text}: not a readable PyTorch checkpoint (neither a zip archive nor a pickle"])
     assert "IndexError" not in line
 
@@ -841,7 +842,8 @@ def test_a_piped_run_prints_progress_lines_and_images_per_second(tmp_path):
     done = ibnbench_process(*run_args(root, tmp_path / "r.json"))
     assert done.returncode == 0, done.stderr
     assert re.search(r"^evaluate: 2/2 images in \d\d:\d\d, [\d.]+ images/s$", done.stderr, re.MULTILINE), done.stderr
-    assert re.search(r"^2 images x 1 model\(s\) x 1 condition\(s\) in [\d.]+ s: [\d.]+ images/s$", done.stdout, re.MULTILINE)
+    summary = r"^2 images x 1 model\(s\) x 1 condition\(s\) in [\d.]+ s: [\d.]+ images/s$"
+    assert re.search(summary, done.stdout, re.MULTILINE), done.stdout
 
 
 def test_plain_progress_lines_when_not_a_terminal():
