@@ -623,8 +623,8 @@ def test_interrupted_run_keeps_its_checkpoint_until_resume_or_restart(tmp_path, 
     assert checkpoint.exists() and not output.exists()
     monkeypatch.undo()
 
-    fails(capfd, *args, words=[f"{checkpoint}: an interrupted run of this command left a checkpoint "
-                               "(2 of 4 images done); --resume continues it, --restart starts over"])
+    fails(capfd, *args, words=[(f"{checkpoint}: an interrupted run of this command left a checkpoint "
+                                "(2 of 4 images done); --resume continues it, --restart starts over")])
     assert checkpoint.exists()  # a rerun without --resume no longer deletes finished work
 
     code, _out, err = cli(capfd, *args, "--resume")
