@@ -484,8 +484,9 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
             built.ibnbench_info = dataclasses.replace(built.ibnbench_info, preprocessing=prep)
         elif "assumed" in built.ibnbench_info.preprocessing.source and dist.is_main:
             pre = built.ibnbench_info.preprocessing
-            print(f"note: {column}: preprocessing assumed ({pre.source}: resize {pre.resize}, crop {pre.crop}, "
-                  f"{pre.convention}); pass --preprocessing resize=..,crop=..,mean=..,std=.. if it expects another",
+            print(f"note: {column}: preprocessing assumed: torchvision's ImageNet default (resize {pre.resize}, "
+                  f"crop {pre.crop}, {pre.convention}); pass --preprocessing resize=..,crop=..,mean=..,std=.. "
+                  "if it expects another",
                   file=sys.stderr, flush=True)
         models[column] = built
 

@@ -805,10 +805,9 @@ def test_preprocessing_assumed_declared_or_given(tmp_path, capfd, monkeypatch):
     spec = write_factory(tmp_path)
     args = [*without(RUN, "--model"), "--model", spec, "--data", root]
     code, _out, err = cli(capfd, *args, "--output", tmp_path / "assumed.json")
-    assert code == 0 and (f"note: {spec}: preprocessing assumed (torchvision ImageNet default (assumed): resize 256, "
+    assert code == 0 and (f"note: {spec}: preprocessing assumed: torchvision's ImageNet default (resize 256, "
                           "crop 224, imagenet mean/std); pass --preprocessing") in err
-    assert read_record(tmp_path / "assumed.json").models[spec]["preprocessing"]["source"] == \
-        "torchvision ImageNet default (assumed)"
+    assert read_record(tmp_path / "assumed.json").models[spec]["preprocessing"]["source"] == "default (assumed)"
 
     code, _out, err = cli(capfd, *args, "--preprocessing", "resize=72,crop=64,mean=127,std=128,interpolation=bicubic",
                           "--output", tmp_path / "given.json")

@@ -118,7 +118,7 @@ def external_info(spec: str) -> ModelInfo:
                      description=f"{prefix}.{name}()")
 
 
-ASSUMED_PREPROCESSING = "torchvision ImageNet default (assumed)"
+ASSUMED_PREPROCESSING = "default (assumed)"
 
 
 def _declared(spec: str, value: object) -> Preprocessing:
