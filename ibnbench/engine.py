@@ -435,9 +435,9 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     """
     from datetime import datetime, timezone
 
-    from .files import FileWriteError, ensure_writable
+    from .files import ensure_writable
     from .models import create_model, model_info
-    from .results import write_record
+    from .results import RecordError, write_record
     from .suites import load_suite
 
     opts = RunOptions(**options)
@@ -526,7 +526,7 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     if dist.is_main:
         try:
             write_record(record, out_path)
-        except FileWriteError as exc:
+        except RecordError as exc:
             exc.record = record  # the caller can still show the numbers
             raise
     dist.barrier()

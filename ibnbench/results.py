@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from .files import write_atomic
+from .files import FileWriteError, write_atomic
 
 SCHEMA_VERSION = 1
 REQUIRED = ("suite", "suite_hash", "dataset", "models", "environment", "timing", "results")
@@ -166,7 +166,10 @@ def write_record(record: Record, path: str | os.PathLike) -> Path:
     problems = record.problems()
     if problems:
         raise RecordError(f"refusing to write record {path}: {'; '.join(problems)}")
-    out = write_json_atomic(path, record.to_dict(), what="record")
+    try:
+        out = write_json_atomic(path, record.to_dict(), what="record")
+    except FileWriteError as exc:
+        raise RecordError(str(exc)) from None
     record.path = str(out)
     return out
 
