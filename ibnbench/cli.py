@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from tabulate import tabulate, tabulate_formats
 
 from .options import RunOptions
+
+if TYPE_CHECKING:
+    from .results import Record
 
 CLEAN_ERRORS = {"ibnbench.models.registry": "UnknownModelError", "ibnbench.weights": "WeightsError",
                 "ibnbench.models.external": "MissingExtraError"}
@@ -22,14 +26,19 @@ def clean_errors() -> tuple[type[BaseException], ...]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Evaluate models under a suite and write the record, then print its Table-1 report."""
+    from .files import ensure_writable
+
+    if args.output:
+        ensure_writable(args.output, "record")  # in a blink, before torch is even imported
     from .engine import run
 
     record = run(args.model, args.data, suite=args.suite, conditions=args.conditions, weights=args.weights,
                  output=args.output, results_dir=args.results_dir, labels=args.labels, resume=args.resume,
                  restart=args.restart, preprocessing=args.preprocessing, skip_missing=args.skip_missing,
                  device=args.device, batch_size=args.batch_size, workers=args.workers, amp=args.amp,
-                 channels_last=args.channels_last, compile=args.compile, limit=args.limit, on_bad_image=args.on_bad_image, fanout=not args.no_fanout,
-                 chunk_size=args.chunk_size, refine=args.refine, cache=args.cache,
+                 channels_last=args.channels_last, compile=args.compile, limit=args.limit,
+                 on_bad_image=args.on_bad_image, fanout=not args.no_fanout, chunk_size=args.chunk_size,
+                 refine=args.refine, cache=args.cache,
                  style_weights=_style_weights(args.style_weights))
     if record.path:
         print_summary(record)
@@ -37,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_summary(record) -> None:
+def print_summary(record: Record) -> None:
     """The Table-1 report of a finished run, what it skipped and how fast it went."""
     from .report import render, table1
 

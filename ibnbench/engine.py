@@ -475,7 +475,7 @@ def _check_checkpoint(stem: Path, ckpt_path: Path, resume: bool, restart: bool, 
     with neither, left alone and reported, so that no finished image is lost silently."""
     if restart:
         for path in _checkpoint_paths(stem):
-            path.unlink()
+            path.unlink(missing_ok=True)  # every rank does this: another may have been first
         return
     if resume:
         found = sorted(int(p.name.rsplit(".rank", 1)[1].split(".")[0]) for p in _checkpoint_paths(stem))
@@ -484,7 +484,9 @@ def _check_checkpoint(stem: Path, ckpt_path: Path, resume: bool, restart: bool, 
                              f"(ranks {found}) but this run has {world_size}; resume with the same "
                              "world size, or start over with --restart")
         return
-    if ckpt_path.exists():
+    found = _checkpoint_paths(stem)  # all ranks' files, so that every rank of a distributed run agrees
+    if found:
+        ckpt_path = ckpt_path if ckpt_path in found else found[0]
         try:
             saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
             done = f" ({Checkpoint.images_done(saved)} of {saved['state']['n_images']} images done)"
@@ -516,10 +518,10 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     """
     from datetime import datetime, timezone
 
-    from .files import FileWriteError, ensure_writable
+    from .files import ensure_writable
     from .models import create_model, model_info
     from .predictions import sidecar_path, staged_predictions
-    from .results import write_record
+    from .results import RecordError, write_record
     from .stats import ece
     from .suites import load_suite
 
@@ -567,8 +569,9 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
             built.ibnbench_info = dataclasses.replace(built.ibnbench_info, preprocessing=prep)
         elif "assumed" in built.ibnbench_info.preprocessing.source and dist.is_main:
             pre = built.ibnbench_info.preprocessing
-            print(f"note: {column}: preprocessing assumed ({pre.source}: resize {pre.resize}, crop {pre.crop}, "
-                  f"{pre.convention}); pass --preprocessing resize=..,crop=..,mean=..,std=.. if it expects another",
+            print(f"note: {column}: preprocessing assumed: torchvision's ImageNet default (resize {pre.resize}, "
+                  f"crop {pre.crop}, {pre.convention}); pass --preprocessing resize=..,crop=..,mean=..,std=.. "
+                  "if it expects another",
                   file=sys.stderr, flush=True)
         models[column] = built
 
@@ -615,8 +618,8 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
             with staged_predictions(predictions, sidecar) as reference:
                 record.predictions = reference
                 write_record(record, out_path)
-        except OSError as exc:
-            error = exc if isinstance(exc, FileWriteError) else FileWriteError(
+        except (OSError, RecordError) as exc:
+            error = exc if isinstance(exc, RecordError) else RecordError(
                 f"cannot write record {out_path}: {exc.strerror or exc} (its predictions, {sidecar.name})")
             error.record = record  # the caller can still show the numbers
             raise error from None

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .files import write_atomic
+from .files import FileWriteError, write_atomic
 
 SCHEMA_VERSION = 2
 """1: errors and per-image correctness; 2: adds ``predictions`` (the sidecar with top-5 indices and
@@ -180,7 +180,10 @@ def write_record(record: Record, path: str | os.PathLike) -> Path:
     problems = record.problems()
     if problems:
         raise RecordError(f"refusing to write record {path}: {'; '.join(problems)}")
-    out = write_json_atomic(path, record.to_dict(), what="record")
+    try:
+        out = write_json_atomic(path, record.to_dict(), what="record")
+    except FileWriteError as exc:
+        raise RecordError(str(exc)) from None
     record.path = str(out)
     return out
 
