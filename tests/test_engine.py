@@ -343,7 +343,8 @@ def test_normalize_builds_its_constants_once_per_device_and_dtype():
             return func(*args, **(kwargs or {}))
 
     x = torch.rand(2, 3, 4, 4) * 255
-    expected = (x - torch.tensor(Preprocessing().mean)[:, None, None]) / torch.tensor(Preprocessing().std)[:, None, None]
+    mean, std = (torch.tensor(v)[:, None, None] for v in (Preprocessing().mean, Preprocessing().std))
+    expected = (x - mean) / std
     Preprocessing().normalize(x)
     with Ops() as ops:
         out = Preprocessing().normalize(x)

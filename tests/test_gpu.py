@@ -123,8 +123,8 @@ def test_one_evaluated_batch_makes_no_host_sync(tiny_val, tmp_path):
     """Every condition kind (a `dir` condition and a style generator included), two models, bf16 + refine: the
     batch loop runs with torch's sync debug mode set to raise on any synchronising call."""
     conditions, styled = inverted_copy_suite(tiny_val, tmp_path)
-    conditions += load_suite("table1", style_weights={"monet": "random"}).select(["rgb+50", "std*1.5",
-                                                                                 "monet"]).conditions
+    more = load_suite("table1", style_weights={"monet": "random"}).select(["rgb+50", "std*1.5", "monet"])
+    conditions = [*conditions, *more.conditions]
     torch.manual_seed(0)
     models = {n: create_model(n) for n in ("resnet18", "resnet18_ibn_a")}
     device = torch.device("cuda", torch.cuda.current_device())
