@@ -281,7 +281,7 @@ def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Se
             source = {key: crop.to(device, non_blocking=True).float()
                       for key, crop in dir_batches[condition.id]["crops"].items()}
         for key, crop in source.items():
-            x = condition(crop)
+            x = condition(crop, index)
             for name, runner in runners.items():
                 if runner.geometry != key:
                     continue
