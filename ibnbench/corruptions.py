@@ -55,31 +55,44 @@ def condition_key(seed: int, name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:4], "little")
 
 
+@lru_cache(maxsize=None)
+def _element_hashes(n: int, stream: int, device: torch.device) -> torch.Tensor:
+    return _mix((torch.arange(n, device=device, dtype=torch.int64) + (stream << 24)) & _MASK)
+
+
+@lru_cache(maxsize=None)
+def _inverse_normal_table(device: torch.device) -> torch.Tensor:
+    """The standard normal quantile at the 2**16 uniform levels ``(k + 0.5) / 2**16``."""
+    u = (torch.arange(1 << 16, dtype=torch.float64) + 0.5) / (1 << 16)
+    return (math.sqrt(2.0) * torch.erfinv(2.0 * u - 1.0)).float().to(device)
+
+
 class Draws:
-    """Random numbers of one condition for a batch: each a function of (key, image index, stream, element)."""
+    """Random numbers of one condition for a batch: each a function of (key, image index, stream, element).
+
+    Uniforms come at 16-bit resolution (two per 32-bit hash), normals by inversion of a 2**16-level quantile table."""
 
     def __init__(self, key: int, index: torch.Tensor):
         self.image = _mix((index.to(torch.int64) & _MASK) ^ key)
 
-    def bits(self, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
-        """Uniform 32-bit integers ``[N, *shape]`` (int64) for draw ``stream``."""
+    def levels(self, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """Uniform integers in [0, 2**16) ``[N, *shape]`` (int64) for draw ``stream``."""
         n = math.prod(shape)
-        element = _mix((torch.arange(n, device=self.image.device, dtype=torch.int64) + (stream << 24)) & _MASK)
-        return _mix(self.image[:, None] ^ element[None]).view(-1, *shape)
+        h = _mix(self.image[:, None] ^ _element_hashes((n + 1) // 2, stream, self.image.device)[None])
+        return torch.cat([h & 0xFFFF, h >> 16], dim=1)[:, :n].reshape(-1, *shape)
 
     def uniform(self, stream: int, shape: tuple[int, ...], low: float = 0.0, high: float = 1.0) -> torch.Tensor:
         """Uniform floats in the open interval (low, high)."""
-        u = ((self.bits(stream, shape) >> 8).float() + 0.5) * (1.0 / (1 << 24))
+        u = (self.levels(stream, shape).float() + 0.5) * (1.0 / (1 << 16))
         return low + (high - low) * u if (low, high) != (0.0, 1.0) else u
 
     def normal(self, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
-        """Standard normal floats (Box-Muller on two uniform streams)."""
-        u1, u2 = self.uniform(stream, shape), self.uniform(stream + 1, shape)
-        return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2 * math.pi) * u2)
+        """Standard normal floats."""
+        return _inverse_normal_table(self.image.device)[self.levels(stream, shape)]
 
     def integers(self, stream: int, low: int, high: int, shape: tuple[int, ...] = ()) -> torch.Tensor:
         """Integers in [low, high) (int64), ``[N, *shape]``."""
-        return low + (self.bits(stream, shape) * (high - low)) // (1 << 32)
+        return low + (self.levels(stream, shape) * (high - low)) // (1 << 16)
 
 
 # ---------------------------------------------------------------- filtering helpers
@@ -108,34 +121,47 @@ def _pad(x: torch.Tensor, pad_h: int, pad_w: int, mode: str) -> torch.Tensor:
     return x.index_select(-1, _pad_index(x.shape[-1], pad_w, mode, x.device))
 
 
-def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> torch.Tensor:
-    """``scipy.ndimage.gaussian_filter`` over H and W of ``x[N,C,H,W]`` (skimage.filters.gaussian)."""
-    taps = _gaussian_taps(sigma, truncate, x.dtype, x.device)
+@lru_cache(maxsize=None)
+def _filter_matrix(n: int, sigma: float, mode: str, truncate: float, device: torch.device,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """The 1-D Gaussian filter of length-``n`` signals as an ``[n, n]`` matrix, the border mode folded in."""
+    taps = _gaussian_taps(sigma, truncate, torch.float64)
     r = (len(taps) - 1) // 2
-    c = x.shape[1]
-    y = _pad(x, r, r, mode)
-    y = F.conv2d(y, taps.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    return F.conv2d(y, taps.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    source = _pad_index(n, r, mode, None)
+    matrix = torch.zeros(n, n, dtype=torch.float64)
+    for out in range(n):
+        matrix[out].index_add_(0, source[out:out + 2 * r + 1], taps)
+    return matrix.to(device=device, dtype=dtype)
 
 
-def _linear_zoom(x: torch.Tensor, dim: int, top: int, length: int, out: int, keep: int) -> torch.Tensor:
-    """scipy.ndimage.zoom(order=1) of ``x[top:top+length]`` along ``dim`` to ``out`` samples, first ``keep`` kept."""
-    pos = torch.arange(min(out, keep), device=x.device, dtype=torch.float64) * ((length - 1) / (out - 1))
-    lo = pos.floor().clamp(max=length - 2).long()
-    frac = (pos - lo).to(x.dtype)
-    shape = [1] * x.dim()
-    shape[dim] = -1
-    a, b = x.index_select(dim, lo + top), x.index_select(dim, lo + top + 1)
-    return a + (b - a) * frac.view(shape)
+def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> torch.Tensor:
+    """``scipy.ndimage.gaussian_filter`` over H and W of ``x[..., H, W]`` (skimage.filters.gaussian), as two
+    matrix products."""
+    h, w = x.shape[-2:]
+    rows = _filter_matrix(h, sigma, mode, truncate, x.device, x.dtype)
+    cols = _filter_matrix(w, sigma, mode, truncate, x.device, x.dtype)
+    return rows @ (x @ cols.T)
+
+
+def fft_filter2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Correlation of ``x[N,C,H,W]`` with an odd square ``kernel`` (cv2.filter2D, border reflect-101), by FFT."""
+    r = kernel.shape[-1] // 2
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (r, r, r, r), mode="reflect")
+    size = (h + 2 * r, w + 2 * r)
+    spectrum = torch.fft.rfft2(padded, s=size) * torch.fft.rfft2(kernel.flip(-1, -2), s=size)
+    return torch.fft.irfft2(spectrum, s=size)[..., 2 * r:, 2 * r:]
 
 
 def clipped_zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """imagecorruptions' ``clipped_zoom``: the centre ``ceil(n / factor)`` pixels zoomed back to ``n`` (bilinear)."""
+    """imagecorruptions' ``clipped_zoom``: the centre ``ceil(n / factor)`` pixels zoomed by ``factor`` (scipy's
+    order-1 zoom: bilinear, corners aligned), the first ``n`` rows and columns kept."""
     h, w = x.shape[-2:]
-    for dim, n in ((-2, h), (-1, w)):
-        length = int(math.ceil(n / factor))
-        x = _linear_zoom(x, dim, (n - length) // 2, length, int(round(length * factor)), n)
-    return x
+    ch, cw = int(math.ceil(h / factor)), int(math.ceil(w / factor))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    crop = x[..., top:top + ch, left:left + cw]
+    size = (int(round(ch * factor)), int(round(cw * factor)))
+    return F.interpolate(crop, size=size, mode="bilinear", align_corners=True)[..., :h, :w]
 
 
 def _motion_offsets(radius: int, angle: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,21 +174,17 @@ def _motion_offsets(radius: int, angle: torch.Tensor) -> tuple[torch.Tensor, tor
 def motion_blur_op(x: torch.Tensor, radius: int, sigma: float, angle: torch.Tensor) -> torch.Tensor:
     """imagecorruptions' ``_motion_blur``: a Gaussian-weighted sum of edge-replicated shifts along ``angle``
     (degrees, one per image)."""
-    n, c, h, w = x.shape
+    h, w = x.shape[-2:]
     width = 2 * radius + 1
     weights = torch.exp(-torch.arange(width, dtype=torch.float64) ** 2 / (2 * sigma ** 2))
     weights = (weights / weights.sum()).tolist()
-    dy, dx = _motion_offsets(radius, angle)
-    rows = torch.arange(h, device=x.device)
-    cols = torch.arange(w, device=x.device)
-    flat = x.reshape(n, c, h * w)
-    out = torch.zeros_like(flat)
-    for i, weight in enumerate(weights):
-        src_y = (rows[None, :] - dy[:, i:i + 1]).clamp(0, h - 1)  # [N, H]
-        src_x = (cols[None, :] - dx[:, i:i + 1]).clamp(0, w - 1)  # [N, W]
-        index = (src_y[:, :, None] * w + src_x[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
-        out.add_(flat.gather(2, index), alpha=weight)
-    return out.view(n, c, h, w)
+    dy, dx = (d.tolist() for d in _motion_offsets(radius, angle))
+    padded = F.pad(x, (width, width, width, width), mode="replicate")  # the reference's shifts repeat the edge
+    out = torch.zeros_like(x)
+    for n in range(x.shape[0]):
+        for weight, oy, ox in zip(weights, dy[n], dx[n]):
+            out[n].add_(padded[n, :, width - oy:width - oy + h, width - ox:width - ox + w], alpha=weight)
+    return out
 
 
 def _disk(radius: float, alias_blur: float) -> torch.Tensor:
@@ -277,31 +299,32 @@ def gaussian_noise(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor
 
 def shot_noise(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
     c = [60, 25, 12, 5, 3][severity - 1]
-    return poisson(x * c, draws.uniform(0, x.shape[1:]), c) / c
+    return poisson(x * 255, c, draws.levels(0, x.shape[1:])) / c
 
 
-def poisson(rate: torch.Tensor, u: torch.Tensor, max_rate: float, exact_below: float = 12.0) -> torch.Tensor:
-    """Poisson samples (rates up to ``max_rate``) by inversion of the uniforms ``u``: exact (a search of the CDF)
-    for rates below ``exact_below``, the Cornish-Fisher quantile ``rate + z sqrt(rate) + (z^2 - 1) / 6`` above."""
-    small = rate < exact_below
-    bounded = rate.clamp(max=exact_below)
-    p = torch.exp(-bounded)
-    cdf = p.clone()
-    k = torch.zeros_like(rate)
-    top = min(max_rate, exact_below)
-    for i in range(1, int(top + 7 * math.sqrt(top) + 6)):  # beyond it the CDF misses 1 by < 1e-7
-        k += (u > cdf).to(k.dtype)
-        p = p * bounded / i
-        cdf = cdf + p
-    z = math.sqrt(2.0) * torch.erfinv(2.0 * u - 1.0)
-    approx = torch.floor(rate + z * rate.clamp_min(0).sqrt() + (z * z - 1.0) / 6.0 + 0.5).clamp_min(0)
-    return torch.where(small, k, approx)
+@lru_cache(maxsize=None)
+def _poisson_table(scale: float, device: torch.device) -> torch.Tensor:
+    """Poisson quantiles ``[256 * 2**16]`` for the rates ``scale * v / 255`` (v = 0..255, the uint8 values) at the
+    2**16 uniform levels: inversion of the exact CDF."""
+    rates = torch.arange(256, dtype=torch.float64) * (scale / 255)
+    k = torch.arange(int(scale + 12 * math.sqrt(scale) + 20), dtype=torch.float64)
+    cdf = torch.special.gammaincc(k[None] + 1, rates[:, None].clamp_min(1e-300))  # P(X <= k)
+    cdf[0] = 1.0
+    u = ((torch.arange(1 << 16, dtype=torch.float64) + 0.5) / (1 << 16)).expand(256, -1).contiguous()
+    return torch.searchsorted(cdf, u).to(torch.int16).flatten().to(device)
+
+
+def poisson(x: torch.Tensor, scale: float, levels: torch.Tensor) -> torch.Tensor:
+    """Poisson samples of rate ``x * scale / 255`` for uint8-valued ``x`` (0..255), by table inversion of ``levels``."""
+    table = _poisson_table(float(scale), x.device)
+    return table[x.round().clamp(0, 255).long() * (1 << 16) + levels].to(x.dtype)
 
 
 def impulse_noise(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
     c = [.03, .06, .09, 0.17, 0.27][severity - 1]
-    flipped = draws.uniform(0, x.shape[1:]) <= c
-    salted = draws.uniform(1, x.shape[1:]) <= 0.5
+    levels = draws.levels(0, (2, *x.shape[1:]))
+    flipped = levels[:, 0] < c * (1 << 16)
+    salted = levels[:, 1] < (1 << 15)
     return torch.where(flipped, salted.to(x.dtype), x)
 
 
@@ -323,7 +346,7 @@ def glass_blur(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
     rows = torch.arange(h, device=x.device)[:, None]
     cols = torch.arange(w, device=x.device)[None, :]
     inner = (rows > delta) & (rows <= h - delta) & (cols > delta) & (cols <= w - delta)
-    for it in range(iterations):
+    for it in range(2 * iterations):  # two displacements per reference sweep: its swaps carry pixels along
         dy = draws.integers(2 * it, -delta, delta + 1, (h, w))
         dx = draws.integers(2 * it + 1, -delta, delta + 1, (h, w))
         src_y = torch.where(inner, (rows + dy).clamp(0, h - 1), rows)
@@ -335,8 +358,7 @@ def glass_blur(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
 
 def defocus_blur(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
     radius, alias_blur = [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)][severity - 1]
-    kernel = _disk(radius, alias_blur).to(x.device, x.dtype)
-    return kornia.filters.filter2d(x, kernel[None], border_type="reflect")
+    return fft_filter2d(x, _disk(radius, alias_blur).to(x.device, x.dtype))
 
 
 def motion_blur(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
@@ -455,49 +477,43 @@ def elastic_transform(x: torch.Tensor, draws: Draws, severity: int) -> torch.Ten
     alpha = [250 * 0.05, 250 * 0.065, 250 * 0.085, 250 * 0.1, 250 * 0.12][severity - 1]
     max_d = h * 0.005
     sigma = h * 0.01, w * 0.01
-    fields = draws.uniform(0, (2, h, w), -max_d, max_d).double()
-    taps_h, taps_w = (_gaussian_taps(s, 3.0, torch.float64, x.device) for s in sigma)
-    rh, rw = (len(taps_h) - 1) // 2, (len(taps_w) - 1) // 2
-    fields = _pad(fields, rh, rw, "reflect")
-    fields = F.conv2d(fields, taps_h.view(1, 1, -1, 1).expand(2, 1, -1, 1), groups=2)
-    fields = F.conv2d(fields, taps_w.view(1, 1, 1, -1).expand(2, 1, 1, -1), groups=2)
-    fields = (fields * alpha).float().to(torch.float64)  # the reference casts the field to float32
-    dx, dy = fields[:, 0], fields[:, 1]
-    y = torch.arange(h, device=x.device, dtype=torch.float64)[:, None] + dy
-    xx = torch.arange(w, device=x.device, dtype=torch.float64)[None, :] + dx
-    return _bilinear_reflect(x, y, xx)
+    fields = gaussian_filter(draws.uniform(0, (2, h, w), -max_d, max_d), sigma[0], "reflect", truncate=3.0) * alpha
+    # grid_sample, corners not aligned: pixel p sits at (2 p + 1) / n - 1, reflection about -0.5 and n - 0.5
+    gx = (torch.arange(w, device=x.device, dtype=x.dtype)[None, None, :] + fields[:, 0]) * (2 / w) + (1 / w - 1)
+    gy = (torch.arange(h, device=x.device, dtype=x.dtype)[None, :, None] + fields[:, 1]) * (2 / h) + (1 / h - 1)
+    grid = torch.stack([gx, gy], dim=-1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def _reflect_coordinate(c: torch.Tensor, n: int) -> torch.Tensor:
-    """scipy.ndimage's ``reflect`` mode for coordinates: mirrored about -0.5 and n - 0.5."""
-    period = 2 * n
-    c = torch.remainder(c + 0.5, period) - 0.5
-    return torch.where(c > n - 0.5, period - 1 - c, c)
+def _truncated_distance(edges: torch.Tensor, limit: int) -> torch.Tensor:
+    """Euclidean distance of every pixel to the nearest ``edges`` pixel, capped at ``limit`` (two separable
+    minimum passes over the offsets within ``limit``)."""
+    far = float(limit * limit)
+    h, w = edges.shape[-2:]
+    column = torch.where(edges, 0.0, far)
+    padded = F.pad(column, (0, 0, limit, limit), value=far)
+    column = torch.stack([padded[..., limit + k:limit + k + h, :] + k * k for k in range(-limit, limit + 1)]).amin(0)
+    padded = F.pad(column, (limit, limit), value=far)
+    square = torch.stack([padded[..., limit + k:limit + k + w] + k * k for k in range(-limit, limit + 1)]).amin(0)
+    return square.clamp(max=far).sqrt()
 
 
-def _bilinear_reflect(x: torch.Tensor, y: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
-    """Sample ``x[N,C,H,W]`` at float coordinates ``y, xx [N,H,W]`` (order-1 map_coordinates, mode reflect)."""
-    n, c, h, w = x.shape
-    y, xx = _reflect_coordinate(y, h), _reflect_coordinate(xx, w)
-    y0, x0 = y.floor(), xx.floor()
-    fy, fx = (y - y0).to(x.dtype), (xx - x0).to(x.dtype)
-    y0, x0 = y0.long(), x0.long()
-    flat = x.reshape(n, c, h * w)
-
-    def at(yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
-        yi = torch.where(yi < 0, -yi - 1, torch.where(yi >= h, 2 * h - 1 - yi, yi))
-        xi = torch.where(xi < 0, -xi - 1, torch.where(xi >= w, 2 * w - 1 - xi, xi))
-        return flat.gather(2, (yi * w + xi).view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
-
-    fy, fx = fy[:, None], fx[:, None]
-    top = at(y0, x0) * (1 - fx) + at(y0, x0 + 1) * fx
-    bottom = at(y0 + 1, x0) * (1 - fx) + at(y0 + 1, x0 + 1) * fx
-    return top * (1 - fy) + bottom * fy
+def _equalize(x: torch.Tensor) -> torch.Tensor:
+    """cv2.equalizeHist of uint8-valued ``x[N,1,H,W]``, per image."""
+    n = x.shape[0]
+    values = x.reshape(n, -1).long()
+    hist = torch.zeros(n, 256, device=x.device, dtype=torch.float64).scatter_add_(
+        1, values, torch.ones_like(values, dtype=torch.float64))
+    cdf = hist.cumsum(1)
+    first = torch.where(hist > 0, cdf, torch.full_like(cdf, float("inf"))).amin(1, keepdim=True)
+    lut = ((cdf - first) * 255 / (values.shape[1] - first).clamp_min(1)).round().clamp(0, 255)
+    return lut.gather(1, values).view_as(x).to(x.dtype)
 
 
 def spatter(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
     """Liquid (severities 1-3) or mud (4-5) splashes from a thresholded smoothed Gaussian field. The mud is the
-    reference's; the liquid's sheen uses Kornia's Canny edges and distance transform in place of OpenCV's."""
+    reference's; the liquid's sheen takes the blobs' inner boundaries for OpenCV's Canny edges, otherwise the
+    reference's steps (distance to the edges capped at 20, 3x3 blur, histogram equalisation, emboss, blur)."""
     loc, scale, sigma, threshold, intensity, mud = [
         (0.65, 0.3, 4, 0.69, 0.6, 0), (0.65, 0.3, 3, 0.68, 0.6, 0), (0.65, 0.3, 2, 0.68, 0.5, 0),
         (0.65, 0.3, 1, 0.65, 1.5, 1), (0.67, 0.4, 1, 0.65, 1.5, 1)][severity - 1]
@@ -510,16 +526,17 @@ def spatter(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
         colour = torch.tensor([63, 42, 20], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) / 255
         return x * (1 - m) + colour * m
     layer = torch.floor(liquid * 255)
-    _, edges = kornia.filters.canny(layer / 255, low_threshold=50 / 255, high_threshold=150 / 255)
-    dist = kornia.contrib.distance_transform(edges.float()).clamp(max=20)
+    inside = layer > 0
+    eroded = -F.max_pool2d(-inside.to(x.dtype), 3, stride=1, padding=1) > 0
+    dist = _truncated_distance(inside & ~eroded, 20)
     dist = kornia.filters.box_blur(dist, (3, 3), border_type="reflect").floor()
-    dist = kornia.enhance.equalize(dist / 255) * 255
+    dist = _equalize(dist)
     kernel = torch.tensor([[-2., -1., 0.], [-1., 1., 1.], [0., 1., 2.]], device=x.device, dtype=x.dtype)
     dist = kornia.filters.filter2d(dist, kernel[None], border_type="reflect").round().clamp(0, 255)
     dist = kornia.filters.box_blur(dist, (3, 3), border_type="reflect")
     m = layer * dist
     m = m / m.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12) * intensity
-    colour = torch.tensor([238, 238, 175], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) / 255
+    colour = torch.tensor([175, 238, 238], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) / 255
     return x + m * colour
 
 
@@ -543,5 +560,5 @@ def corrupt(x: torch.Tensor, index: torch.Tensor, name: str, severity: int, key:
     if name in ON_255:
         y = OPS[name](x, draws, severity)
     else:
-        y = OPS[name](x / 255, draws, severity).clamp(0, 1) * 255
-    return y.clamp(0, 255).floor()
+        y = OPS[name](x / 255, draws, severity).clamp_(0, 1).mul_(255)
+    return y.clamp_(0, 255).floor_()
