@@ -18,7 +18,7 @@ CLEAN_ERRORS = (UnknownModelError, WeightsError, MissingExtraError, FileNotFound
 def cmd_run(args: argparse.Namespace) -> int:
     """Evaluate models under a suite and write the record, then print its Table-1 report."""
     from .engine import run
-    from .report import render, table1
+    from .report import layout, render
 
     record = run(args.model, args.data, suite=args.suite, conditions=args.conditions, weights=args.weights,
                  output=args.output, results_dir=args.results_dir, labels=args.labels, resume=args.resume,
@@ -28,7 +28,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                  chunk_size=args.chunk_size, refine=args.refine, cache=args.cache,
                  style_weights=_style_weights(args.style_weights))
     if record.path:
-        print(render(table1([record]), "markdown"))
+        print("\n\n".join(f"{name}\n\n{render(t, 'markdown')}" if name else render(t, "markdown")
+                          for name, t in layout([record]).items()))
         skipped = record.dataset.get("n_skipped", 0)
         if skipped:
             print(f"\n{skipped} unreadable image(s) skipped: {', '.join(record.dataset['skipped'][:5])}"

@@ -12,6 +12,7 @@ from typing import Sequence
 import pandas as pd
 from tabulate import tabulate
 
+from . import imagenet_c
 from .results import Record, RecordError, find_records, read_record
 
 FORMATS = ("markdown", "csv", "json", "latex", "html")
@@ -86,16 +87,26 @@ def table1(records: Sequence[Record], vs: str | None = None) -> pd.DataFrame:
     return out
 
 
+def imagenet_c_tables(records: Sequence[Record]) -> dict[str, pd.DataFrame]:
+    """The ImageNet-C layout per model (corruptions x severities, CE, mCE; see :mod:`ibnbench.imagenet_c`)."""
+    return {model: imagenet_c.model_table(errors) for model, errors in imagenet_c.record_errors(records).items()}
+
+
+def layout(records: Sequence[Record]) -> dict[str, pd.DataFrame]:
+    """The report's tables: one ImageNet-C table per model for ImageNet-C records, else the one Table-1 table."""
+    return imagenet_c_tables(records) if imagenet_c.is_imagenet_c(records) else {"": table1(records)}
+
+
 def render(table: pd.DataFrame, fmt: str = "markdown") -> str:
     """Format a report table as markdown (tabulate), csv, json, latex or html."""
     if fmt == "markdown":
-        return tabulate(table, headers="keys", tablefmt="github")
+        return tabulate(table, headers="keys", tablefmt="github", floatfmt=".2f")
     if fmt == "csv":
         return table.to_csv()
     if fmt == "json":
         return table.to_json(orient="index", indent=1)
     if fmt == "latex":
-        return tabulate(table, headers="keys", tablefmt="latex_booktabs")
+        return tabulate(table, headers="keys", tablefmt="latex_booktabs", floatfmt=".2f")
     if fmt == "html":
         return tabulate(table, headers="keys", tablefmt="html")
     raise ValueError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -107,10 +118,21 @@ def report(results: Sequence[str | Path], format: str = "markdown", vs: str | No
     if vs not in (None, "paper"):
         raise ValueError(f"--vs accepts only 'paper', not {vs!r}")
     records = load_records(results)
-    text = render(table1(records, vs=vs), format)
     footer = "\n".join(_provenance(r) for r in records)
-    if format == "markdown":
-        text = f"{text}\n\nCells: top-1/top-5 error % (drop against origin).\n{footer}"
+    if imagenet_c.is_imagenet_c(records):
+        if vs is not None:
+            raise ValueError("--vs paper compares with IBN-Net's Table 1; these are ImageNet-C records")
+        tables = imagenet_c_tables(records)
+        text = "\n\n".join((f"{model}\n\n" if format == "markdown" else "") + render(t, format)
+                           for model, t in tables.items())
+        if format == "markdown":
+            text += ("\n\nCells: top-1 error %. CE: error summed over severities / AlexNet's (x100); mCE: mean CE over "
+                     "the 15 corruptions; relative: over the increase against the clean error; the unnormalised mean "
+                     f"error is not an mCE.\n{footer}")
+    else:
+        text = render(table1(records, vs=vs), format)
+        if format == "markdown":
+            text = f"{text}\n\nCells: top-1/top-5 error % (drop against origin).\n{footer}"
     if output:
         Path(output).write_text(text + "\n")
     return text
