@@ -386,6 +386,7 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     """
     from datetime import datetime, timezone
 
+    from . import imagenet_c
     from .models import create_model, model_info
     from .results import write_record
     from .suites import load_suite
@@ -401,15 +402,22 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     if conditions:
         chosen = chosen.select(conditions)
     labels_by_id = {c.id: c.label for c in chosen.conditions}
-    missing = {c.id: c.requires for c in chosen.conditions if c.requires}
     not_run = []
+    released = imagenet_c.is_released_tree(data)
+    if released:  # the downloaded ImageNet-C files: each corruption read from its folder, already 224x224
+        chosen, not_run = imagenet_c.released_suite(chosen, data)
+    missing = {c.id: c.requires for c in chosen.conditions if c.requires}
     if missing:
         if not skip_missing:
             details = "; ".join(f"{cid}: {', '.join(req)}" for cid, req in missing.items())
             raise ValueError(f"missing assets for condition(s) {details} (or pass --skip-missing)")
-        not_run = list(missing)
+        not_run += list(missing)
         chosen = chosen.select([c.id for c in chosen.conditions if c.id not in missing])
-    dataset = data_mod.open_dataset(data, labels=labels, limit=opts.limit)
+    if released:
+        dataset = dataclasses.replace(data_mod.open_dataset(chosen.conditions[0].root, labels=labels, limit=opts.limit),
+                                      layout=imagenet_c.RELEASED_LAYOUT, cropped=True)
+    else:
+        dataset = data_mod.open_dataset(data, labels=labels, limit=opts.limit)
     for condition in chosen.conditions:
         if condition.kind == "dir":  # a pre-stylised copy must hold every image: fail before any work
             for relative in dataset.files:

@@ -7,13 +7,19 @@
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 
+from .conditions import Dir, canonical_json
 from .corruptions import COMMON, EXTRA, LABELS, SEVERITIES
 from .results import Record
+from .suites import Suite
 
 ALEXNET_ERRORS = {"gaussian_noise": 88.6428, "shot_noise": 89.4468, "impulse_noise": 92.2640,
                   "defocus_blur": 81.9880, "glass_blur": 82.6268, "motion_blur": 78.5948, "zoom_blur": 79.8360,
@@ -101,3 +107,35 @@ def record_errors(records: Sequence[Record]) -> dict[str, dict[str, float]]:
         for row in record.results:
             out.setdefault(row["model"], {})[row["condition"]] = row["top1_err"]
     return out
+
+
+RELEASED_LAYOUT = "imagenet-c-released"
+
+
+def is_released_tree(root: str | os.PathLike) -> bool:
+    """True for the downloaded ImageNet-C: ``<root>/<corruption>/<severity>/<wnid>/*.JPEG`` (every subfolder of
+    ``root`` a corruption name, at least one with severity folders)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return False
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return bool(folders) and all(p.name in LABELS for p in folders) and any(
+        (p / str(s)).is_dir() for p in folders for s in SEVERITIES)
+
+
+def released_suite(suite: Suite, root: str | os.PathLike) -> tuple[Suite, list[str]]:
+    """The suite's corruptions read from the released files under ``root`` (``dir`` conditions on
+    ``<root>/<corruption>/<severity>``), and the ids the tree cannot serve (``origin``: no clean images in it)."""
+    root = Path(root).expanduser()
+    conditions, absent = [], []
+    for condition in suite.conditions:
+        parsed = parse(condition.id)
+        folder = root / parsed[0] / str(parsed[1]) if parsed else None
+        if folder is not None and folder.is_dir():
+            conditions.append(Dir(condition.id, condition.label, root=folder))
+        else:
+            absent.append(condition.id)
+    if not conditions:
+        raise ValueError(f"{root}: the released ImageNet-C tree holds none of suite {suite.name!r}'s corruptions")
+    digest = hashlib.sha256(canonical_json([c.spec for c in conditions]).encode()).hexdigest()
+    return dataclasses.replace(suite, conditions=tuple(conditions), hash=digest), absent

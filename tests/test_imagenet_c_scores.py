@@ -2,7 +2,9 @@
 mCE ranking."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import torch
 
 from ibnbench import imagenet_c, leaderboard
 from ibnbench.report import report
@@ -84,3 +86,33 @@ def test_leaderboard_ranks_imagenet_c_by_mce(tmp_path):
     header = [h.strip() for h in next(line for line in board.splitlines() if line.startswith("| model")).split("|")]
     column = header.index(imagenet_c.MCE)
     assert "ranked by mCE" in board and [r.split("|")[column].strip() for r in rows] == ["50.00", "70.00"]
+
+
+def test_released_imagenet_c_tree_is_read_as_224_crops(tmp_path):
+    """``--data ImageNet-C/`` (<corruption>/<severity>/<wnid>/*.JPEG): each corruption read from its folder, the
+    images taken as they are (centre crop only, no second resize), and the record says so."""
+    from PIL import Image
+
+    from ibnbench import data
+    from ibnbench.engine import run
+
+    wnid = data.imagenet_wnids()[5]
+    gen = np.random.default_rng(0)
+    for name, severity in (("contrast", 1), ("contrast", 2), ("fog", 5)):
+        folder = tmp_path / "ImageNet-C" / name / str(severity) / wnid
+        folder.mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(gen.integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(folder / f"v{i}.JPEG", quality=85)
+    root = tmp_path / "ImageNet-C"
+    assert imagenet_c.is_released_tree(root) and not imagenet_c.is_released_tree(root / "contrast" / "1")
+    record = run(["resnet18"], root, suite="imagenet-c", weights=["random"], output=tmp_path / "r.json",
+                 device="cpu", workers=0, batch_size=2, progress=False)
+    assert record.dataset["layout"] == "imagenet-c-released" and record.dataset["already_cropped"] is True
+    assert sorted(r["condition"] for r in record.results) == ["contrast-1", "contrast-2", "fog-5"]
+    not_run = {c["id"] for c in record.conditions if c.get("not_run")}
+    assert "origin" in not_run and "gaussian_noise-1" in not_run and "contrast-1" not in not_run
+    assert record.per_image["files"] == [f"{wnid}/v0.JPEG", f"{wnid}/v1.JPEG"]
+    dataset = data.ValDataset(root / "fog" / "5", "imagefolder", (f"{wnid}/v0.JPEG",), torch.tensor([5]), (0,),
+                              cropped=True)
+    crop = data.CropDataset(dataset, [data.Geometry()])[0].crops[data.Geometry().key]
+    assert torch.equal(crop, data.decode_file(root / "fog" / "5" / wnid / "v0.JPEG"))  # the file itself, no resize
