@@ -60,3 +60,9 @@ def imagenet_c_crops(folder: Path, n: int) -> np.ndarray:
 def to_batch(images: np.ndarray) -> torch.Tensor:
     """NHWC uint8 -> NCHW float 0..255."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+
+
+def corrupt(image: np.ndarray, severity: int, corruption_name: str) -> np.ndarray:
+    """``imagecorruptions.corrupt`` with the shims: what ``ibnbench bench --corruptions --reference
+    tests/corruption_reference.py:corrupt`` times."""
+    return imagecorruptions().corrupt(image, severity=severity, corruption_name=corruption_name)
