@@ -495,11 +495,16 @@ def _truncated_distance(edges: torch.Tensor, limit: int) -> torch.Tensor:
     minimum passes over the offsets within ``limit``)."""
     far = float(limit * limit)
     h, w = edges.shape[-2:]
-    column = torch.where(edges, 0.0, far)
-    padded = F.pad(column, (0, 0, limit, limit), value=far)
-    column = torch.stack([padded[..., limit + k:limit + k + h, :] + k * k for k in range(-limit, limit + 1)]).amin(0)
+    padded = F.pad(torch.where(edges, 0.0, far), (0, 0, limit, limit), value=far)
+    column = padded[..., limit:limit + h, :].clone()
+    for k in range(1, limit + 1):  # nearest edge in the same column, within ``limit`` rows
+        torch.minimum(column, padded[..., limit + k:limit + k + h, :] + k * k, out=column)
+        torch.minimum(column, padded[..., limit - k:limit - k + h, :] + k * k, out=column)
     padded = F.pad(column, (limit, limit), value=far)
-    square = torch.stack([padded[..., limit + k:limit + k + w] + k * k for k in range(-limit, limit + 1)]).amin(0)
+    square = column.clone()
+    for k in range(1, limit + 1):  # then along the row
+        torch.minimum(square, padded[..., limit + k:limit + k + w] + k * k, out=square)
+        torch.minimum(square, padded[..., limit - k:limit - k + w] + k * k, out=square)
     return square.clamp(max=far).sqrt()
 
 
