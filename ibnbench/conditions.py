@@ -67,9 +67,9 @@ class Condition(ABC):
     (a new tensor, or ``x`` itself when nothing changes: never modify the result in place).
 
     ``id`` names it in results and on the command line, ``label`` is its display name (the paper's column
-    header), ``kind`` is one of "identity", "photometric", "style", "dir", ``requires`` lists the assets it
-    needs that are missing (empty when it can run), ``spec`` is its canonical definition (what the suite's
-    hash covers).
+    header), ``kind`` is one of "identity", "photometric", "style", "dir", "corruption", ``requires`` lists the
+    assets it needs that are missing (empty when it can run), ``spec`` is its canonical definition (what the
+    suite's hash covers).
     """
 
     op: ClassVar[str]
