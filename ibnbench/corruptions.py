@@ -7,7 +7,8 @@ files were made (``np.uint8`` of the result: values truncated to integers).
 
 Randomness is counter-based: every draw is a hash of (key, image index, element), the key being derived
 from the suite seed and the condition, so an image gets the same corruption whatever the batch it is in,
-the device, the worker count, the resume point or the number of ranks.
+the device, the worker count, the resume point or the number of ranks. Motion blur, snow and frost read their
+per-image offsets on the host (one synchronisation per batch); the JPEG ops pass through host memory.
 """
 from __future__ import annotations
 
@@ -216,7 +217,7 @@ def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
     from torchvision.io import decode_jpeg, encode_jpeg
 
     images = list(x.round().clamp(0, 255).to(torch.uint8))
-    encoded = encode_jpeg(images, quality=quality)
+    encoded = [data.cpu() for data in encode_jpeg(images, quality=quality)]  # the decoder reads host memory
     decoded = decode_jpeg(encoded, device=x.device)
     return torch.stack(decoded).to(x.dtype)
 
