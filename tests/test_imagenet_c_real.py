@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 under `imagenet-c` on the 100 real images against a reference pipeline written here (PIL crop
+"""EfficientNet-Lite0 under `imagenet-c` on real images (the first 30 of the 100) against a reference pipeline written here (PIL crop
 -> imagecorruptions -> the same model from its PyPI package), and the same per-image answers whatever the batch
 size, the worker count or an interruption."""
 from __future__ import annotations
@@ -16,7 +16,8 @@ from ibnbench.suites import load_suite
 
 RANDOM_SUBSET = ["gaussian_noise-3", "shot_noise-5", "impulse_noise-2", "glass_blur-1", "motion_blur-4", "snow-2",
                  "frost-3", "fog-5", "elastic_transform-2", "spatter-2"]
-TOLERANCE = 6.0  # points of mean top-1 error over the 5 severities (different random draws, 100 or 20 images)
+N_IMAGES = 30  # of the 100: 30 x 76 conditions x 2 pipelines already take minutes on the 2-core CPU machine
+TOLERANCE = 8.0  # points of mean top-1 error over the 5 severities (different random draws on 30 or 10 images)
 
 
 def reference_errors(images: np.ndarray, labels: torch.Tensor, name: str) -> list[float]:
@@ -38,21 +39,21 @@ def reference_errors(images: np.ndarray, labels: torch.Tensor, name: str) -> lis
 
 
 @pytest.mark.slow
-def test_efficientnet_lite0_under_imagenet_c_on_100_real_images(val100, tmp_path):
+def test_efficientnet_lite0_under_imagenet_c_on_real_images(val100, tmp_path):
     pytest.importorskip("efficientnet_lite_pytorch")
     record = run(["efficientnet_lite0"], val100, suite="imagenet-c", output=tmp_path / "c.json", device="cpu",
-                 workers=0, batch_size=64, progress=False)
+                 workers=0, batch_size=64, limit=N_IMAGES, progress=False)
     hits = record.per_image["top1"]["efficientnet_lite0"]
     labels = data.open_dataset(val100).labels
-    crops = imagenet_c_crops(VAL100 / "val", 100)
+    crops = imagenet_c_crops(VAL100 / "val", N_IMAGES)
     lines = []
     for name in corruptions.COMMON:
-        n = 20 if name == "glass_blur" else 100  # the reference's glass blur takes ~2 s an image
+        n = 10 if name == "glass_blur" else N_IMAGES  # the reference's glass blur takes ~2 s an image
         ours = np.mean([100.0 * hits[f"{name}-{s}"][:n].count("0") / n for s in corruptions.SEVERITIES])
         theirs = np.mean(reference_errors(crops[:n], labels[:n], name))
         lines.append(f"{name}: ours {ours:.1f} reference {theirs:.1f} ({n} images)")
         assert abs(ours - theirs) <= TOLERANCE, lines[-1]
-    print("\n".join(lines))
+    print("\n".join(lines), "\nclean:", record.top1_err("origin"))
 
     # the same answers image by image with another batch size and two workers ...
     other = run(["efficientnet_lite0"], val100, suite="imagenet-c", conditions=RANDOM_SUBSET[:9] + ["pixelate-3"],
