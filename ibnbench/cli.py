@@ -48,9 +48,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def print_summary(record: Record) -> None:
     """The Table-1 report of a finished run, what it skipped and how fast it went."""
-    from .report import render, table1
+    from .report import layout, render
 
-    print(render(table1([record]), "markdown"))
+    print("\n\n".join(f"{name}\n\n{render(t, 'markdown')}" if name else render(t, "markdown")
+                      for name, t in layout([record]).items()))
     timing = record.timing
     if timing.get("images_per_s"):
         conditions = len(record.results) // len(record.models)
@@ -154,8 +155,20 @@ def cmd_divergence(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Synthetic throughput per model, or the fan-out vs baseline comparison on a dataset."""
-    from .bench import compare_baseline, pipeline, throughput
+    from .bench import compare_baseline, corruptions, pipeline, throughput
 
+    if args.corruptions:
+        if not args.data:
+            raise ValueError("--corruptions needs --data DIR (the crops both implementations corrupt)")
+        out = corruptions(args.data, limit=args.limit or 4, batch_size=args.batch_size, device=args.device,
+                          conditions=args.conditions, reference=args.reference)
+        print(tabulate(out["rows"], headers="keys"))
+        print(f"\n{len(out['rows'])} condition(s), {out['n_images']} image(s) (ours: batches of {out['batch_size']} on "
+              f"{out['device']}, {out['threads']} threads): ours {1000 * out['ours_s_per_image']:.1f} ms, reference "
+              f"{1000 * out['reference_s_per_image']:.1f} ms per image over all of them: {out['speedup']:.1f}x")
+        return 0
+    if not args.model:
+        raise ValueError("give --model NAME (every mode but --corruptions times models)")
     if args.pipeline:
         if not args.data:
             raise ValueError("--pipeline needs --data DIR")
@@ -417,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_divergence)
 
     p = sub.add_parser("bench", help="synthetic throughput per model, or fan-out vs baseline on a dataset")
-    p.add_argument("--model", action="append", required=True, metavar="NAME")
+    p.add_argument("--model", action="append", metavar="NAME", help="model to time (required except with --corruptions)")
     p.add_argument("--weights", action="append", metavar="SPEC", help="for --compare-baseline (default random)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
@@ -430,7 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time the fan-out engine against one pass per (model, condition) on --data")
     p.add_argument("--pipeline", action="store_true",
                    help="time each stage of a real run (decode, crop, conditions, forwards) and the whole on --data")
-    p.add_argument("--data", metavar="DIR", help="dataset for --pipeline / --compare-baseline")
+    p.add_argument("--corruptions", action="store_true",
+                   help="time our ImageNet-C ops against the reference package on the same crops of --data "
+                        "(--limit images, default 4; --conditions to pick; --model is ignored)")
+    p.add_argument("--reference", default="imagecorruptions:corrupt", metavar="MODULE:FUNC",
+                   help="--corruptions: the reference function (MODULE:FUNC or FILE.py:FUNC)")
+    p.add_argument("--data", metavar="DIR", help="dataset for --pipeline / --compare-baseline / --corruptions")
     p.add_argument("--cache", metavar="DIR|gpu", help="--pipeline: also time the loader reading the crop cache")
     p.add_argument("--suite", default="table1")
     p.add_argument("--conditions", type=lambda s: [c for c in s.split(",") if c], metavar="IDS")

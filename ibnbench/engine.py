@@ -328,7 +328,7 @@ def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Se
             source = {key: crop.to(device, non_blocking=True).float()
                       for key, crop in dir_batches[condition.id]["crops"].items()}
         for key, crop in source.items():
-            x = condition(crop)
+            x = condition(crop, index)
             for name, runner in runners.items():
                 if runner.geometry != key:
                     continue
@@ -518,6 +518,7 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     """
     from datetime import datetime, timezone
 
+    from . import imagenet_c
     from .files import ensure_writable
     from .models import create_model, model_info
     from .predictions import sidecar_path, staged_predictions
@@ -540,15 +541,22 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     if conditions is not None:
         chosen = chosen.select(conditions)
     labels_by_id = {c.id: c.label for c in chosen.conditions}
-    missing = {c.id: c.requires for c in chosen.conditions if c.requires}
     not_run = []
+    released = imagenet_c.is_released_tree(data)
+    if released:  # the downloaded ImageNet-C files: each corruption read from its folder, already 224x224
+        chosen, not_run = imagenet_c.released_suite(chosen, data)
+    missing = {c.id: c.requires for c in chosen.conditions if c.requires}
     if missing:
         if not skip_missing:
             details = "; ".join(f"{cid}: {', '.join(req)}" for cid, req in missing.items())
             raise ValueError(f"missing assets for condition(s) {details} (or pass --skip-missing)")
-        not_run = list(missing)
+        not_run += list(missing)
         chosen = chosen.select([c.id for c in chosen.conditions if c.id not in missing])
-    dataset = data_mod.open_dataset(data, labels=labels, limit=opts.limit)
+    if released:
+        dataset = dataclasses.replace(data_mod.open_dataset(chosen.conditions[0].root, labels=labels, limit=opts.limit),
+                                      layout=imagenet_c.RELEASED_LAYOUT, cropped=True)
+    else:
+        dataset = data_mod.open_dataset(data, labels=labels, limit=opts.limit)
     for condition in chosen.conditions:
         if condition.kind == "dir":  # a pre-stylised copy must hold every image: fail before any work
             for relative in dataset.files:

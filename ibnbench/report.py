@@ -13,9 +13,8 @@ from typing import Sequence
 import pandas as pd
 from tabulate import tabulate
 
-from . import paper
+from . import imagenet_c, paper, stats
 from .files import write_atomic
-from . import stats
 from .results import Record, RecordError, find_records, read_record
 
 FORMATS = ("markdown", "csv", "json", "latex", "html")
@@ -285,19 +284,34 @@ def keyed(table: pd.DataFrame, keys: list[str], fmt: str = "markdown") -> pd.Dat
     return out
 
 
+def imagenet_c_tables(records: Sequence[Record]) -> dict[str, pd.DataFrame]:
+    """The ImageNet-C layout per model (corruptions x severities, CE, mCE; see :mod:`ibnbench.imagenet_c`)."""
+    return {model: imagenet_c.model_table(errors) for model, errors in imagenet_c.record_errors(records).items()}
+
+
+def layout(records: Sequence[Record]) -> dict[str, pd.DataFrame]:
+    """The report's tables: one ImageNet-C table per model for ImageNet-C records, else the one Table-1 table."""
+    return imagenet_c_tables(records) if imagenet_c.is_imagenet_c(records) else {"": table1(records)}
+
+
+def _as_text(value: object) -> object:
+    """Numbers as they are printed: two decimals, "-" for a missing one; strings stay as written."""
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.2f}"
+    return value
+
+
 def render(table: pd.DataFrame, fmt: str = "markdown") -> str:
     """Format a report table as markdown (tabulate), csv, json, latex or html."""
-    if fmt == "markdown":  # cells are formatted strings: keep "28.00" as written
-        return tabulate(table, headers="keys", tablefmt="github", disable_numparse=True)
     if fmt == "csv":
         return table.to_csv()
     if fmt == "json":
         return table.to_json(orient="index", indent=1)
-    if fmt == "latex":
-        return tabulate(table, headers="keys", tablefmt="latex_booktabs", disable_numparse=True)
-    if fmt == "html":
-        return tabulate(table, headers="keys", tablefmt="html", disable_numparse=True)
-    raise ValueError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    tablefmt = {"markdown": "github", "latex": "latex_booktabs", "html": "html"}.get(fmt)
+    if tablefmt is None:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    # cells are formatted strings ("28.00" stays as written); numbers get two decimals
+    return tabulate(table.map(_as_text), headers="keys", tablefmt=tablefmt, disable_numparse=True)
 
 
 CI_NOTE = ("95% CI (CP): Clopper-Pearson interval of the error. Paired 95% CI: exact interval of the drop from the "
@@ -318,35 +332,46 @@ def report(results: Sequence[str | Path], format: str = "markdown", vs: str | No
     if vs not in (None, "paper"):
         raise ValueError(f"--vs accepts only 'paper', not {vs!r}")
     records = load_records(results)
-    if format in ("csv", "json"):  # machine-readable: numbers, one row per (model, condition)
-        frame = numbers(records, vs=vs)
-        text = frame.to_csv(index=False) if format == "csv" else frame.to_json(orient="records", indent=1)
-    else:
-        text = render(table1(records, vs=vs), format)
-    markdown = format == "markdown"
-    sections = []
-    if ci:
-        sections += [(f"{metric} error with 95% intervals and paired tests against origin",
-                      render(keyed(statistics(records, metric), ["model", "condition"], format), format))
-                     for metric in ("top1", "top5")]
-        if markdown:
-            sections.append(("", CI_NOTE))
-    if pairs:
-        sections.append(("top1 model vs model under each condition",
-                         render(keyed(pair_tests(records), ["condition", "model A", "model B"], format), format)))
-        labels = {c["id"]: c.get("label", c["id"]) for r in records for c in r.conditions}
-        done = dict.fromkeys(row["condition"] for r in records for row in r.results)
-        sections += [(f"error consistency (kappa, top1) under {labels.get(c, c)}",
-                      render(consistency(records, c), format)) for c in done]
-        if markdown:
-            sections.append(("", PAIRS_NOTE))
     footer = "\n".join(_provenance(r) for r in records)
-    if markdown:
-        warnings = "".join(f"\n{w}" for w in paper_warnings(records)) if vs == "paper" else ""
-        text = f"{text}\n\nCells: top-1/top-5 error % (drop against origin).\n{footer}{warnings}"
-        text += "".join(f"\n\n{'### ' + title + chr(10) * 2 if title else ''}{body}" for title, body in sections)
+    if imagenet_c.is_imagenet_c(records):
+        if vs is not None:
+            raise ValueError("--vs paper compares with IBN-Net's Table 1; these are ImageNet-C records")
+        tables = imagenet_c_tables(records)
+        text = "\n\n".join((f"{model}\n\n" if format == "markdown" else "") + render(t, format)
+                           for model, t in tables.items())
+        if format == "markdown":
+            text += ("\n\nCells: top-1 error %. CE: error summed over severities / AlexNet's (x100); mCE: mean CE over "
+                     "the 15 corruptions; relative: over the increase against the clean error; the unnormalised mean "
+                     f"error is not an mCE.\n{footer}")
     else:
-        text += "".join(f"\n\n{body}" for _, body in sections)
+        if format in ("csv", "json"):  # machine-readable: numbers, one row per (model, condition)
+            frame = numbers(records, vs=vs)
+            text = frame.to_csv(index=False) if format == "csv" else frame.to_json(orient="records", indent=1)
+        else:
+            text = render(table1(records, vs=vs), format)
+        markdown = format == "markdown"
+        sections = []
+        if ci:
+            sections += [(f"{metric} error with 95% intervals and paired tests against origin",
+                          render(keyed(statistics(records, metric), ["model", "condition"], format), format))
+                         for metric in ("top1", "top5")]
+            if markdown:
+                sections.append(("", CI_NOTE))
+        if pairs:
+            sections.append(("top1 model vs model under each condition",
+                             render(keyed(pair_tests(records), ["condition", "model A", "model B"], format), format)))
+            labels = {c["id"]: c.get("label", c["id"]) for r in records for c in r.conditions}
+            done = dict.fromkeys(row["condition"] for r in records for row in r.results)
+            sections += [(f"error consistency (kappa, top1) under {labels.get(c, c)}",
+                          render(consistency(records, c), format)) for c in done]
+            if markdown:
+                sections.append(("", PAIRS_NOTE))
+        if markdown:
+            warnings = "".join(f"\n{w}" for w in paper_warnings(records)) if vs == "paper" else ""
+            text = f"{text}\n\nCells: top-1/top-5 error % (drop against origin).\n{footer}{warnings}"
+            text += "".join(f"\n\n{'### ' + title + chr(10) * 2 if title else ''}{body}" for title, body in sections)
+        else:
+            text += "".join(f"\n\n{body}" for _, body in sections)
     if output:
         write_atomic(output, text + "\n", what="report")
     return text
