@@ -1,6 +1,7 @@
 """Shared fixtures: where ../shared lives, and skips that say why."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -20,22 +21,25 @@ REAL_SUITES = ("table1", "table1-clipped")
 REAL_CONDITIONS = ["origin", "rgb+50", "r+50", "std*1.5"]
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item):
-    """A fixture that needs an absent optional extra (e.g. ``[lite]``) skips the test, saying which."""
+@contextlib.contextmanager
+def _skip_if_extra_absent():
+    """A test (or its fixture) that reaches an absent optional extra (e.g. ``[lite]``) skips, saying which."""
     try:
-        return (yield)
+        yield
     except MissingExtraError as exc:
         pytest.skip(f"optional extra absent: {exc}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    with _skip_if_extra_absent():
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    """A test that needs an absent optional extra skips, saying which, instead of failing."""
-    try:
+    with _skip_if_extra_absent():
         return (yield)
-    except MissingExtraError as exc:
-        pytest.skip(f"optional extra absent: {exc}")
 
 
 def need_extra(module: str) -> None:
