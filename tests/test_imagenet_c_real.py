@@ -3,6 +3,8 @@
 size, the worker count or an interruption."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -40,7 +42,12 @@ def reference_errors(images: np.ndarray, labels: torch.Tensor, name: str) -> lis
     return errors
 
 
+FULL_RUN = "IBNBENCH_FULL_IMAGENET_C"
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get(FULL_RUN), reason=f"about 15 minutes on the 2-core CI machine: set {FULL_RUN}=1 "
+                    "to run the comparison with the reference pipeline")
 def test_efficientnet_lite0_under_imagenet_c_on_real_images(val100, tmp_path):
     pytest.importorskip("efficientnet_lite_pytorch")
     record = run(["efficientnet_lite0"], val100, suite="imagenet-c", output=tmp_path / "c.json", device="cpu",
@@ -59,27 +66,36 @@ def test_efficientnet_lite0_under_imagenet_c_on_real_images(val100, tmp_path):
     print("\n".join(lines), "\nclean:", record.top1_err("origin"))
     assert not [line for line in lines if line.endswith("tolerance")], "\n".join(lines)
 
-    # the same answers image by image with another batch size and two workers ...
-    other = run(["efficientnet_lite0"], val100, suite="imagenet-c", conditions=RANDOM_SUBSET[:9] + ["pixelate-3"],
-                output=tmp_path / "b7.json", device="cpu", workers=2, batch_size=7, limit=30, progress=False)
-    for condition in RANDOM_SUBSET[:9] + ["pixelate-3"]:
-        assert other.per_image["top1"]["efficientnet_lite0"][condition] == hits[condition][:30], condition
-        assert other.per_image["top5"]["efficientnet_lite0"][condition] == \
-            record.per_image["top5"]["efficientnet_lite0"][condition][:30], condition
 
-    # ... and after an interruption and a resume
-    models = {"efficientnet_lite0": create_model("efficientnet_lite0")}
+@pytest.mark.slow
+def test_imagenet_c_answers_do_not_depend_on_batch_workers_or_resume(val100, tmp_path):
+    """The random corruptions draw from (seed, condition, image index): batch size 64 vs 7, 0 vs 2 workers, and a
+    run interrupted after two chunks and resumed give the same per-image answers."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    n = 14
+    conditions = RANDOM_SUBSET[:9] + ["pixelate-3"]
+    record = run(["efficientnet_lite0"], val100, suite="imagenet-c", conditions=conditions, output=tmp_path / "c.json",
+                 device="cpu", workers=0, batch_size=64, limit=n, progress=False)
+    hits = record.per_image["top1"]["efficientnet_lite0"]
+    other = run(["efficientnet_lite0"], val100, suite="imagenet-c", conditions=conditions,
+                output=tmp_path / "b7.json", device="cpu", workers=2, batch_size=7, limit=n, progress=False)
+    for condition in conditions:
+        assert other.per_image["top1"]["efficientnet_lite0"][condition] == hits[condition], condition
+        assert other.per_image["top5"]["efficientnet_lite0"][condition] == \
+            record.per_image["top5"]["efficientnet_lite0"][condition], condition
+
+    models = {"efficientnet_lite0": create_model("efficientnet_lite0", weights="official")}
     suite = load_suite("imagenet-c").select(RANDOM_SUBSET[:9])
-    dataset = data.open_dataset(val100, limit=30)
-    opts = RunOptions(workers=0, batch_size=7, chunk_size=7, device="cpu", progress=False)
+    dataset = data.open_dataset(val100, limit=n)
+    opts = RunOptions(workers=0, batch_size=4, chunk_size=4, device="cpu", progress=False)
     checkpoint = Checkpoint(tmp_path / "resume.pt", {"run": "c"})
 
     def stop(seen: int) -> None:
-        if seen >= 15:
+        if seen >= 8:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         evaluate(models, suite.conditions, dataset, opts, checkpoint, on_batch=stop)
     resumed = evaluate(models, suite.conditions, dataset, opts, checkpoint)
     for condition in RANDOM_SUBSET[:9]:
-        assert resumed["per_image"]["top1"]["efficientnet_lite0"][condition] == hits[condition][:30], condition
+        assert resumed["per_image"]["top1"]["efficientnet_lite0"][condition] == hits[condition], condition
