@@ -26,7 +26,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                  workers=args.workers, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
                  limit=args.limit, on_bad_image=args.on_bad_image, fanout=not args.no_fanout,
                  chunk_size=args.chunk_size, refine=args.refine, cache=args.cache,
-                 style_weights=_style_weights(args.style_weights))
+                 style_weights=_style_weights(args.style_weights), classes_from_folders=args.classes_from_folders,
+                 classes=args.classes)
     if record.path:
         print(render(table1([record]), "markdown"))
         skipped = record.dataset.get("n_skipped", 0)
@@ -238,8 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "feed every condition to every model, and write a JSON record plus a Table-1 report.")
     p.add_argument("--model", action="append", required=True, metavar="NAME",
                    help="registered model (see `ibnbench models`), timm:NAME, torchvision:NAME or pkg.mod:factory; repeat")
-    p.add_argument("--data", required=True, metavar="DIR", help="ImageNet val folder (val/<wnid>/*.JPEG, or flat with labels)")
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="ImageNet val folder (val/<wnid>/*.JPEG, flat with labels, or ImageNetV2's <class index>/*.jpeg)")
     p.add_argument("--labels", metavar="FILE", help="labels for a flat folder: LOC_val_solution.csv or '<file> <index>' lines")
+    classes = p.add_mutually_exclusive_group()
+    classes.add_argument("--classes-from-folders", action="store_true",
+                         help="score on the classes of the dataset's class folders only (argmax and top-5 over their "
+                              "logits: the protocol of ImageNet-R and -A, 200 classes); without it every dataset is "
+                              "a 1000-way task, a subset of val too")
+    classes.add_argument("--classes", metavar="FILE",
+                         help="score on the classes listed in FILE only (one wnid or class index per line)")
     p.add_argument("--suite", default="table1", help="condition suite name or TOML path (default table1; see `ibnbench suites`)")
     p.add_argument("--conditions", type=lambda s: [c for c in s.split(",") if c], metavar="IDS",
                    help="comma-separated subset of the suite's condition ids")

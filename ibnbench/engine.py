@@ -147,10 +147,12 @@ class ModelRunner:
 
     Under autocast, the ``refine`` share of each batch closest to a top-1/top-5 decision is scored again
     in full precision, so bf16 does not move near ties. The share is fixed (no host sync); close calls
-    (gap < ``CLOSE_CALL``) that did not fit in it are counted on the device in ``close_calls_left``."""
+    (gap < ``CLOSE_CALL``) that did not fit in it are counted on the device in ``close_calls_left``.
+
+    ``classes``: score on this class subset only (the other logits are -inf before the top-k, on the device)."""
 
     def __init__(self, model: nn.Module, preprocessing: Preprocessing, device: torch.device,
-                 options: RunOptions):
+                 options: RunOptions, classes: data_mod.ClassSubset | None = None):
         self.preprocessing = preprocessing
         self.geometry = data_mod.geometry_key(preprocessing)
         self.device = device
@@ -163,6 +165,7 @@ class ModelRunner:
         self.model = torch.compile(model) if options.compile else model
         self.micro_batch: int | None = None
         self.close_calls_left = torch.zeros((), dtype=torch.int64, device=device)
+        self.outside_classes = None if classes is None else ~classes.mask(device)
 
     def _forward(self, x: torch.Tensor, reduced: bool = True) -> torch.Tensor:
         x = self.preprocessing.normalize(x)
@@ -171,7 +174,8 @@ class ModelRunner:
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype and reduced
                     else contextlib.nullcontext())
         with autocast:
-            return self.model(x).float()
+            logits = self.model(x).float()
+        return logits if self.outside_classes is None else logits.masked_fill(self.outside_classes, float("-inf"))
 
     def _hits(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         logits = self._forward(x)
@@ -294,17 +298,20 @@ def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Se
 
 def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_mod.ValDataset,
              options: RunOptions | None = None, checkpoint: Checkpoint | None = None,
-             dist: DistContext | None = None, on_batch: Callable[[int], None] | None = None) -> dict:
+             dist: DistContext | None = None, on_batch: Callable[[int], None] | None = None,
+             classes: data_mod.ClassSubset | None = None) -> dict:
     """Evaluate every model under every condition; returns ``{"results", "per_image", "timing", "skipped"}``.
 
     ``models`` map names to modules carrying ``ibnbench_info`` (for preprocessing). In fan-out mode
     (default) each batch is decoded once; ``options.fanout=False`` is the per-(model, condition)
-    baseline that re-reads the data for every pair, kept for honest speed comparisons.
+    baseline that re-reads the data for every pair, kept for honest speed comparisons. ``classes``: score
+    argmax and top-5 over this class subset's logits only.
     """
     options = options or RunOptions()
     dist = dist or DistContext.detect()
     device = dist.device(options.resolved_device())
-    runners = {name: ModelRunner(m, m.ibnbench_info.preprocessing, device, options) for name, m in models.items()}
+    runners = {name: ModelRunner(m, m.ibnbench_info.preprocessing, device, options, classes)
+               for name, m in models.items()}
     geometries = {r.geometry: r.preprocessing for r in runners.values()}
     pairs = [(m, c.id) for m in models for c in conditions]
     state = EvalState(len(dataset), pairs, device)
@@ -378,11 +385,13 @@ def weights_per_model(weights: Sequence[str] | None, names: Sequence[str], defau
 def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", conditions: Sequence[str] | None = None,
         weights: Sequence[str] | None = None, output: str | os.PathLike | None = None,
         results_dir: str | os.PathLike = "results", labels: str | os.PathLike | None = None, resume: bool = False,
-        skip_missing: bool = False, style_weights: dict[str, str] | None = None, **options) -> Record:
+        skip_missing: bool = False, style_weights: dict[str, str] | None = None, classes_from_folders: bool = False,
+        classes: str | os.PathLike | None = None, **options) -> Record:
     """``ibnbench run`` as a function: evaluate models under a suite on a dataset and write the record.
 
     ``weights`` gives one spec per model (or one for all): "official", "random", a path or a URL.
     Conditions whose assets are missing stop the run before any work, unless ``skip_missing``.
+    ``classes_from_folders`` / ``classes`` (a class-list file): score on that class subset (ImageNet-R, -A).
     """
     from datetime import datetime, timezone
 
@@ -410,6 +419,7 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
         not_run = list(missing)
         chosen = chosen.select([c.id for c in chosen.conditions if c.id not in missing])
     dataset = data_mod.open_dataset(data, labels=labels, limit=opts.limit)
+    subset = data_mod.class_subset(dataset, classes_from_folders, classes)
     for condition in chosen.conditions:
         if condition.kind == "dir":  # a pre-stylised copy must hold every image: fail before any work
             for relative in dataset.files:
@@ -423,6 +433,8 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
                 "dataset": fingerprint["sha256"], "world_size": dist.world_size, "rank": dist.rank,
                 "models": {n: m.ibnbench_weights.get("sha256") for n, m in models.items()},
                 "precision": (opts.amp, opts.refine)}
+    if subset is not None:
+        identity["classes"] = subset.indices
     stem = out_path or Path(results_dir) / f"{chosen.name}-{'+'.join(names)}.json"
     ckpt_path = stem.with_name(f".{stem.name}.rank{dist.rank}.resume.pt")
     if resume:
@@ -435,13 +447,14 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     elif ckpt_path.exists():
         ckpt_path.unlink()
     checkpoint = Checkpoint(ckpt_path, identity)
-    result = evaluate(models, chosen.conditions, dataset, opts, checkpoint, dist)
+    result = evaluate(models, chosen.conditions, dataset, opts, checkpoint, dist, classes=subset)
 
     record = Record(
         suite=chosen.name, suite_hash=chosen.hash,
         conditions=[{"id": c.id, "label": c.label, **c.provenance()} for c in chosen.conditions]
         + [{"id": cid, "label": labels_by_id[cid], "not_run": True} for cid in not_run],
-        dataset={**fingerprint, "n_skipped": len(result["skipped"]), "skipped": result["skipped"]},
+        dataset={**fingerprint, "n_skipped": len(result["skipped"]), "skipped": result["skipped"],
+                 **({"classes": subset.as_dict()} if subset is not None else {})},
         models={n: {"weights": m.ibnbench_weights.get("source"), "sha256": m.ibnbench_weights.get("sha256"),
                     "release": m.ibnbench_weights.get("release"), "preprocessing": m.ibnbench_info.preprocessing.as_dict()} for n, m in models.items()},
         environment=environment(result["device"], opts, result["close_calls_left"]),

@@ -131,6 +131,10 @@ class Record:
         if self.dataset.get("sha256") != other.dataset.get("sha256"):
             reasons.append(f"datasets differ (fingerprint {str(self.dataset.get('sha256'))[:12]} vs "
                            f"{str(other.dataset.get('sha256'))[:12]})")
+        if self.dataset.get("classes") != other.dataset.get("classes"):
+            reasons.append("class subsets differ (" + " vs ".join(
+                f"{c['n']} classes {c['mask']}" if c else "all 1000 classes"
+                for c in (self.dataset.get("classes"), other.dataset.get("classes"))) + ")")
         for model in set(self.models) & set(other.models):
             if self.models[model].get("preprocessing") != other.models[model].get("preprocessing"):
                 reasons.append(f"preprocessing of {model} differs")

@@ -1,0 +1,109 @@
+"""Natural distribution shifts: their layouts (ImageNetV2's numeric folders, wnid folders of ImageNet-R/-A/-Sketch),
+class-subset scoring (the logits outside the subset masked before the top-k), on synthetic folders."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ibnbench import data
+from ibnbench.data import DatasetError, class_subset, make_loader, open_dataset, read_class_list
+from ibnbench.engine import RunOptions, evaluate
+from ibnbench.models import create_model
+from ibnbench.suites import load_suite
+from test_data import make_folder, val_name, write_image
+
+WNIDS = data.imagenet_wnids()
+R_LIKE = [3 + 5 * k for k in range(200)]  # 200 classes spread over the 1000, not the first 200
+
+
+def test_v2_numeric_folders_are_class_indices(tmp_path):
+    for folder, seed in (("0", 1), ("17", 2), ("999", 3), ("100", 4)):
+        write_image(tmp_path / "v2" / folder / f"{seed:040x}.jpeg", seed=seed, height=16, width=16)
+    ds = open_dataset(tmp_path / "v2")
+    assert ds.layout == "numeric"
+    # sorted relative paths: "0/" < "100/" < "17/" < "999/"; labels are the folder numbers themselves
+    assert [f.split("/")[0] for f in ds.files] == ["0", "100", "17", "999"]
+    assert ds.labels.tolist() == [0, 100, 17, 999]
+    assert ds.folder_classes == (0, 17, 100, 999)
+    assert class_subset(ds) is None  # never masked unless asked
+    subset = class_subset(ds, from_folders=True)
+    assert subset.indices == (0, 17, 100, 999) and subset.source == "from folders"
+    assert subset.mask().nonzero().flatten().tolist() == [0, 17, 100, 999]
+    assert ds.fingerprint()["layout"] == "numeric"
+
+
+@pytest.mark.parametrize("folders", [["0", "n01440764"], ["007"], ["1000"]])
+def test_numeric_folders_mixed_or_out_of_range_are_refused(tmp_path, folders):
+    for i, folder in enumerate(folders):
+        write_image(tmp_path / "v2" / folder / f"{i}.jpeg", seed=i, height=16, width=16)
+    with pytest.raises(DatasetError, match="not ImageNet wnids"):
+        open_dataset(tmp_path / "v2")
+
+
+def test_r_like_200_classes_give_their_true_labels_and_mask(tmp_path):
+    root = tmp_path / "imagenet-r"
+    for k, index in enumerate(R_LIKE):
+        write_image(root / WNIDS[index] / f"art_{k}.jpg", seed=k, height=16, width=16)
+    ds = open_dataset(root)
+    assert ds.layout == "imagefolder" and len(ds) == 200
+    assert ds.labels.tolist() == R_LIKE  # folder order is wnid order is class order
+    assert class_subset(ds) is None
+    subset = class_subset(ds, from_folders=True)
+    mask = subset.mask()
+    assert mask.dtype == torch.bool and mask.shape == (1000,) and int(mask.sum()) == 200
+    assert all(mask[i] == (i % 5 == 3) for i in range(1000))
+    assert subset.as_dict() == {"n": 200, "mask": "from folders", "indices": R_LIKE}
+
+
+def test_class_list_file_of_wnids_or_indices(tmp_path):
+    listing = tmp_path / "classes.txt"
+    listing.write_text(f"# ImageNet-R-like\n{WNIDS[8]} goldfinch\n3\n\n{WNIDS[13]}\n")
+    assert read_class_list(listing) == (3, 8, 13)
+    root = make_folder(tmp_path / "val", {WNIDS[3]: [1], WNIDS[13]: [2]})
+    subset = class_subset(open_dataset(root), classes=listing)
+    assert subset.indices == (3, 8, 13) and subset.source == f"from {listing}"
+    listing.write_text("3\n")  # an image of class 13 outside the subset
+    with pytest.raises(DatasetError, match="outside the class subset"):
+        class_subset(open_dataset(root), classes=listing)
+    listing.write_text("n99999999\n")
+    with pytest.raises(DatasetError, match="classes.txt:1: 'n99999999' is neither"):
+        read_class_list(listing)
+
+
+def test_a_1000_class_dataset_is_not_masked(tmp_path):
+    image = write_image(tmp_path / "one.jpeg", height=8, width=8)
+    for i in range(1000):  # the same tiny image in all 1000 numeric class folders
+        (tmp_path / "v2" / str(i)).mkdir(parents=True)
+        (tmp_path / "v2" / str(i) / "a.jpeg").symlink_to(image)
+    ds = open_dataset(tmp_path / "v2")
+    assert ds.layout == "numeric" and len(ds.folder_classes) == 1000
+    assert class_subset(ds, from_folders=True) is None
+
+
+def test_class_subset_run_equals_a_masked_argmax_on_stored_logits(tiny_val):
+    torch.manual_seed(0)
+    model = create_model("resnet18")
+    with torch.no_grad():  # unmasked, every answer would be class 7 (outside the subset)
+        model.fc.bias[7] = 1e3
+    dataset = open_dataset(tiny_val)
+    subset = class_subset(dataset, from_folders=True)
+    assert subset.indices == (1, 400, 999)
+    options = RunOptions(workers=0, batch_size=4, device="cpu", progress=False)
+    origin = load_suite("table1").select(["origin"]).conditions
+    masked = evaluate({"m": model}, origin, dataset, options, classes=subset)
+    plain = evaluate({"m": model}, origin, dataset, options)
+
+    logits, labels = [], []  # the stored logits of every image, masked by hand
+    pre = model.ibnbench_info.preprocessing
+    with torch.no_grad():
+        for batch in make_loader(dataset, [pre], batch_size=4, workers=0):
+            logits.append(model(pre.normalize(next(iter(batch["crops"].values())).float())))
+            labels.append(batch["label"])
+    logits, labels = torch.cat(logits), torch.cat(labels)
+    allowed = torch.tensor([i in subset.indices for i in range(1000)])
+    by_hand = logits.masked_fill(~allowed, float("-inf"))
+    top1 = "".join("1" if h else "0" for h in (by_hand.argmax(dim=1) == labels).tolist())
+    assert masked["per_image"]["top1"]["m"]["origin"] == top1
+    assert masked["per_image"]["top5"]["m"]["origin"] == "1" * 9  # three classes: the label is always in the top 5
+    assert plain["per_image"]["top1"]["m"]["origin"] == "0" * 9 and (logits.argmax(dim=1) == 7).all()
+    assert masked["results"][0]["top1_err"] == pytest.approx(100 * top1.count("0") / 9, abs=1e-3)
