@@ -37,6 +37,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         not_run = [c["id"] for c in record.conditions if c.get("not_run")]
         if not_run:
             print(f"not run (missing assets): {', '.join(not_run)}")
+        classes = record.dataset.get("classes")
+        if classes:
+            print(f"\nscored on {classes['n']} classes ({classes['mask']}): argmax and top-5 over their logits only")
         close_calls = record.environment.get("close_calls_left")
         if close_calls:
             print(f"\n{close_calls} close call(s) decided in {record.environment['dtype']} were not scored again in "

@@ -2,15 +2,23 @@
 class-subset scoring (the logits outside the subset masked before the top-k), on synthetic folders."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from test_data import make_folder, write_image
 
 from ibnbench import data
-from ibnbench.data import DatasetError, class_subset, make_loader, open_dataset, read_class_list
+from ibnbench.data import (
+    DatasetError,
+    class_subset,
+    make_loader,
+    open_dataset,
+    read_class_list,
+)
 from ibnbench.engine import RunOptions, evaluate
 from ibnbench.models import create_model
 from ibnbench.suites import load_suite
-from test_data import make_folder, val_name, write_image
 
 WNIDS = data.imagenet_wnids()
 R_LIKE = [3 + 5 * k for k in range(200)]  # 200 classes spread over the 1000, not the first 200
@@ -107,3 +115,46 @@ def test_class_subset_run_equals_a_masked_argmax_on_stored_logits(tiny_val):
     assert masked["per_image"]["top5"]["m"]["origin"] == "1" * 9  # three classes: the label is always in the top 5
     assert plain["per_image"]["top1"]["m"]["origin"] == "0" * 9 and (logits.argmax(dim=1) == 7).all()
     assert masked["results"][0]["top1_err"] == pytest.approx(100 * top1.count("0") / 9, abs=1e-3)
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "leaderboards" / "records" / "table1-efficientnet_lite0-val100.json"
+
+
+@pytest.mark.slow
+def test_real_images_relaid_as_v2_numeric_folders_give_the_val_numbers(val100, tmp_path, capsys):
+    """The 100 shared val images as ImageNetV2 lays them out (<class index>/<file>): the same hits, image by
+    image, as the committed val-layout record; with --classes-from-folders (86 classes) the error is lower or
+    equal."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from ibnbench.cli import main
+    from ibnbench.engine import run
+    from ibnbench.results import read_record
+
+    v2 = tmp_path / "v2"
+    for image in sorted(val100.rglob("*.JPEG")):
+        folder = v2 / str(WNIDS.index(image.parent.name))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / image.name).symlink_to(image)
+    common = {"device": "cpu", "workers": 0, "batch_size": 50, "progress": False, "conditions": ["origin"]}
+    plain = run(["efficientnet_lite0"], v2, output=tmp_path / "plain.json", **common)
+    assert plain.dataset["layout"] == "numeric" and "classes" not in plain.dataset
+    committed = read_record(COMMITTED)
+    assert (plain.top1_err("origin"), plain.top5_err("origin")) == (28.0, 12.0)
+    assert (committed.top1_err("origin"), committed.top5_err("origin")) == (28.0, 12.0)
+    for metric in ("top1", "top5"):
+        ours = dict(zip((Path(f).name for f in plain.per_image["files"]),
+                        plain.per_image[metric]["efficientnet_lite0"]["origin"]))
+        theirs = dict(zip((Path(f).name for f in committed.per_image["files"]),
+                          committed.per_image[metric]["efficientnet_lite0"]["origin"]))
+        assert ours == theirs
+
+    assert main(["run", "--model", "efficientnet_lite0", "--data", str(v2), "--device", "cpu", "--workers", "0",
+                 "--batch-size", "50", "--conditions", "origin", "--classes-from-folders",
+                 "--output", str(tmp_path / "masked.json")]) == 0
+    masked = read_record(tmp_path / "masked.json")
+    assert masked.dataset["classes"]["n"] == 86 and masked.dataset["classes"]["mask"] == "from folders"
+    print(f"\nV2 layout, efficientnet_lite0 top1/top5 err: 1000-way {plain.top1_err('origin')}/"
+          f"{plain.top5_err('origin')}, 86 classes {masked.top1_err('origin')}/{masked.top5_err('origin')}")
+    assert masked.top1_err("origin") <= plain.top1_err("origin")
+    assert masked.top5_err("origin") <= plain.top5_err("origin")
+    assert masked.comparable_with(plain) and "class subsets differ" in masked.comparable_with(plain)[-1]
