@@ -19,24 +19,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Evaluate models under a suite and write the record, then print its Table-1 report."""
     from .engine import run
     from .report import render, table1
+    from .shifts import is_dataset_suite, run_datasets
 
-    record = run(args.model, args.data, suite=args.suite, conditions=args.conditions, weights=args.weights,
-                 output=args.output, results_dir=args.results_dir, labels=args.labels, resume=args.resume,
-                 skip_missing=args.skip_missing, device=args.device, batch_size=args.batch_size,
-                 workers=args.workers, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
-                 limit=args.limit, on_bad_image=args.on_bad_image, fanout=not args.no_fanout,
-                 chunk_size=args.chunk_size, refine=args.refine, cache=args.cache,
-                 style_weights=_style_weights(args.style_weights), classes_from_folders=args.classes_from_folders,
-                 classes=args.classes)
+    common = {"weights": args.weights, "output": args.output, "results_dir": args.results_dir, "labels": args.labels,
+              "resume": args.resume, "skip_missing": args.skip_missing, "device": args.device,
+              "batch_size": args.batch_size, "workers": args.workers, "amp": args.amp,
+              "channels_last": args.channels_last, "compile": args.compile, "limit": args.limit,
+              "on_bad_image": args.on_bad_image, "fanout": not args.no_fanout, "chunk_size": args.chunk_size,
+              "refine": args.refine, "cache": args.cache}
+    if is_dataset_suite(args.suite):
+        given = [flag for flag, on in (("--classes-from-folders", args.classes_from_folders), ("--classes", args.classes),
+                                       ("--restrict-to-classes", args.restrict_to_classes),
+                                       ("--style-weights", args.style_weights)) if on]
+        if given:
+            raise ValueError(f"{given[0]} does not apply to dataset suite {args.suite}: its file says per dataset "
+                             "whether it is scored on a class subset")
+        record = run_datasets(args.model, args.data, suite=args.suite, datasets=args.conditions, **common)
+    else:
+        record = run(args.model, args.data, suite=args.suite, conditions=args.conditions,
+                     style_weights=_style_weights(args.style_weights), classes_from_folders=args.classes_from_folders,
+                     classes=args.classes, restrict_to_classes=args.restrict_to_classes, **common)
     if record.path:
         print(render(table1([record]), "markdown"))
         skipped = record.dataset.get("n_skipped", 0)
         if skipped:
             print(f"\n{skipped} unreadable image(s) skipped: {', '.join(record.dataset['skipped'][:5])}"
                   + (" ..." if skipped > 5 else ""))
-        not_run = [c["id"] for c in record.conditions if c.get("not_run")]
+        not_run = [c["id"] for c in record.conditions if c.get("not_run") and not c.get("missing")]
         if not_run:
             print(f"not run (missing assets): {', '.join(not_run)}")
+        for condition in record.conditions:
+            if condition.get("missing"):
+                print(f"missing dataset {condition['id']}: {condition['missing']}")
         classes = record.dataset.get("classes")
         if classes:
             print(f"\nscored on {classes['n']} classes ({classes['mask']}): argmax and top-5 over their logits only")
@@ -252,9 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
                               "a 1000-way task, a subset of val too")
     classes.add_argument("--classes", metavar="FILE",
                          help="score on the classes listed in FILE only (one wnid or class index per line)")
-    p.add_argument("--suite", default="table1", help="condition suite name or TOML path (default table1; see `ibnbench suites`)")
+    p.add_argument("--restrict-to-classes", action="store_true",
+                   help="with --classes FILE: keep only the images of those classes (ImageNet val on ImageNet-R's "
+                        "200 classes, the baseline its gap is measured against)")
+    p.add_argument("--suite", default="table1",
+                   help="condition suite name or TOML path (default table1; see `ibnbench suites`), or a dataset suite "
+                        "(natural: val, ImageNetV2, -Sketch, -R, -A, Stylized-ImageNet; paths from $IBNBENCH_DATA)")
     p.add_argument("--conditions", type=lambda s: [c for c in s.split(",") if c], metavar="IDS",
-                   help="comma-separated subset of the suite's condition ids")
+                   help="comma-separated subset of the suite's condition ids (of a dataset suite: dataset ids)")
     p.add_argument("--weights", action="append", metavar="SPEC",
                    help="official (default), random, a path or a URL; once for all models or once per --model")
     p.add_argument("--output", metavar="FILE", help="record path (default: RESULTS_DIR/<suite>-<models>-<time>.json)")

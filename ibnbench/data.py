@@ -398,13 +398,15 @@ def read_class_list(path: str | os.PathLike) -> tuple[int, ...]:
 
 
 def class_subset(dataset: ValDataset, from_folders: bool = False,
-                 classes: str | os.PathLike | None = None) -> ClassSubset | None:
+                 classes: str | os.PathLike | ClassSubset | None = None, check: bool = True) -> ClassSubset | None:
     """The class subset ``dataset`` is scored on, or None (a 1000-way task). ``from_folders``: the classes
-    of its class folders; ``classes``: a class-list file (:func:`read_class_list`). Every image's label
-    must be in the subset; a subset of all 1000 classes is no subset (None)."""
+    of its class folders; ``classes``: a class-list file (:func:`read_class_list`) or a subset. With
+    ``check``, every image's label must be in the subset; a subset of all 1000 classes is no subset (None)."""
     if from_folders and classes is not None:
         raise DatasetError("give either --classes-from-folders or --classes FILE, not both")
-    if classes is not None:
+    if isinstance(classes, ClassSubset):
+        subset = classes
+    elif classes is not None:
         subset = ClassSubset(read_class_list(classes), f"from {Path(classes).expanduser()}")
     elif from_folders:
         if not dataset.folder_classes:
@@ -416,7 +418,7 @@ def class_subset(dataset: ValDataset, from_folders: bool = False,
     if len(subset.indices) == len(imagenet_wnids()):
         return None  # all 1000 classes: nothing to mask
     outside = sorted(set(dataset.labels.tolist()) - set(subset.indices))
-    if outside:
+    if outside and check:
         raise DatasetError(f"{dataset.root}: images of {len(outside)} classes outside the class subset "
                            f"{subset.source} (e.g. class {outside[0]}, {imagenet_wnids()[outside[0]]})")
     return subset

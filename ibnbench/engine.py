@@ -386,12 +386,14 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
         weights: Sequence[str] | None = None, output: str | os.PathLike | None = None,
         results_dir: str | os.PathLike = "results", labels: str | os.PathLike | None = None, resume: bool = False,
         skip_missing: bool = False, style_weights: dict[str, str] | None = None, classes_from_folders: bool = False,
-        classes: str | os.PathLike | None = None, **options) -> Record:
+        classes: str | os.PathLike | data_mod.ClassSubset | None = None, restrict_to_classes: bool = False,
+        **options) -> Record:
     """``ibnbench run`` as a function: evaluate models under a suite on a dataset and write the record.
 
     ``weights`` gives one spec per model (or one for all): "official", "random", a path or a URL.
     Conditions whose assets are missing stop the run before any work, unless ``skip_missing``.
-    ``classes_from_folders`` / ``classes`` (a class-list file): score on that class subset (ImageNet-R, -A).
+    ``classes_from_folders`` / ``classes`` (a class-list file): score on that class subset (ImageNet-R, -A);
+    ``restrict_to_classes``: keep only the images of those classes (val on a shift set's classes).
     """
     from datetime import datetime, timezone
 
@@ -419,7 +421,11 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
         not_run = list(missing)
         chosen = chosen.select([c.id for c in chosen.conditions if c.id not in missing])
     dataset = data_mod.open_dataset(data, labels=labels, limit=opts.limit)
-    subset = data_mod.class_subset(dataset, classes_from_folders, classes)
+    subset = data_mod.class_subset(dataset, classes_from_folders, classes, check=not restrict_to_classes)
+    if restrict_to_classes:
+        if subset is None:
+            raise ValueError("--restrict-to-classes needs a class subset (--classes FILE or --classes-from-folders)")
+        dataset = data_mod.restrict(dataset, subset.indices)
     for condition in chosen.conditions:
         if condition.kind == "dir":  # a pre-stylised copy must hold every image: fail before any work
             for relative in dataset.files:

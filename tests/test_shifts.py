@@ -158,3 +158,94 @@ def test_real_images_relaid_as_v2_numeric_folders_give_the_val_numbers(val100, t
     assert masked.top1_err("origin") <= plain.top1_err("origin")
     assert masked.top5_err("origin") <= plain.top5_err("origin")
     assert masked.comparable_with(plain) and "class subsets differ" in masked.comparable_with(plain)[-1]
+
+
+def always_400(path):
+    """A resnet18 checkpoint that answers class 400 for every image (then 1, then the rest)."""
+    torch.manual_seed(0)
+    model = create_model("resnet18")
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.zero_()
+        model.fc.bias[400] = 2.0
+        model.fc.bias[1] = 1.0
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def natural_like(tmp_path):
+    """A dataset suite file: an R-like set scored on its 2 folder classes, a V2-like 1000-way set, one missing."""
+    make_folder(tmp_path / "data" / "r-like", {WNIDS[1]: [11, 12], WNIDS[400]: [13]})
+    for folder, ids in (("400", [21, 22]), ("1", [23, 24])):
+        for i in ids:
+            write_image(tmp_path / "data" / "v2-like" / folder / f"{i}.jpeg", seed=i)
+    suite = tmp_path / "mini.toml"
+    suite.write_text('description = "mini"\n'
+                     '[[datasets]]\nid = "r-like"\nlabel = "R-like"\npath = "$IBNBENCH_DATA/r-like"\nclasses = "folders"\n'
+                     '[[datasets]]\nid = "v2-like"\npath = "$IBNBENCH_DATA/v2-like"\nenv = "MINI_V2"\n'
+                     '[[datasets]]\nid = "absent"\npath = "$IBNBENCH_DATA/absent"\n')
+    return suite
+
+
+def test_dataset_suite_rows_and_gaps_on_the_same_class_subset(tiny_val, tmp_path, monkeypatch, capsys):
+    from ibnbench.check import check
+    from ibnbench.cli import main
+    from ibnbench.leaderboard import build
+    from ibnbench.report import table1
+    from ibnbench.results import read_record
+
+    monkeypatch.setenv("IBNBENCH_DATA", str(tmp_path / "data"))
+    suite, weights = natural_like(tmp_path), always_400(tmp_path / "w.pth")
+    args = ["run", "--model", "resnet18", "--weights", str(weights), "--data", str(tiny_val), "--suite", str(suite),
+            "--device", "cpu", "--workers", "0", "--batch-size", "4", "--output", str(tmp_path / "n.json")]
+    assert main(args) == 2
+    assert "missing dataset(s) absent: no folder" in capsys.readouterr().err
+    assert main([*args, "--skip-missing"]) == 0
+    out = capsys.readouterr().out
+    assert "missing dataset absent: no folder" in out
+    record = read_record(tmp_path / "n.json")
+    assert not list(tmp_path.glob(".n.json.*"))  # the single-dataset parts are gone once the record is written
+    # by hand: tiny_val holds 3 images each of classes 1, 400, 999; the model answers 400, or 1 when 400 is masked
+    errors = {r["condition"]: (round(r["top1_err"], 2), r["n_images"]) for r in record.results}
+    assert errors == {"origin": (66.67, 9),            # 1000-way: right on the 3 images of class 400
+                      "origin@r-like": (50.0, 6),      # val's images of classes 1 and 400, scored on those two
+                      "r-like": (66.67, 3),            # 2 of class 1, 1 of class 400
+                      "v2-like": (50.0, 4)}            # numeric folders 400 and 1, 1000-way
+    assert record.drop("r-like") == pytest.approx(66.67 - 50.0, abs=0.01)  # the gap on the same 2 classes
+    assert record.drop("v2-like") == pytest.approx(50.0 - 66.67, abs=0.01)
+    assert [c["id"] for c in record.conditions] == ["origin", "origin@r-like", "r-like", "v2-like", "absent"]
+    assert record.conditions[-1]["not_run"] and "absent" in record.conditions[-1]["missing"]
+    ds = record.dataset["datasets"]
+    assert ds["r-like"]["classes"] == {"n": 2, "mask": "from folders", "indices": [1, 400]}
+    assert ds["origin@r-like"]["classes"]["indices"] == [1, 400] and "classes" not in ds["v2-like"]
+    assert ds["v2-like"]["layout"] == "numeric" and len(record.per_image["files"]["origin@r-like"]) == 6
+    table = table1([record])
+    assert table.loc["R-like", "resnet18"] == "66.67/0.00 (16.67/0.00)"
+    assert table.loc["absent", "resnet18"] == "not run"
+    assert check(tmp_path / "n.json", tmp_path / "n.json", metric="drop").exit_code == 0
+    (tmp_path / "lb" / "records").mkdir(parents=True)
+    (tmp_path / "lb" / "records" / "n.json").write_text((tmp_path / "n.json").read_text())
+    board = build(tmp_path / "lb")[0].read_text()
+    assert "| R-like" in board and "66.67/0.00" in board
+
+    # comparable only when every dataset fingerprint matches: one more image in the V2-like set
+    monkeypatch.setenv("MINI_V2", str(tmp_path / "data" / "v2-like"))
+    write_image(tmp_path / "data" / "v2-like" / "1" / "25.jpeg", seed=25)
+    assert main([*args, "--skip-missing", "--output", str(tmp_path / "m.json"), "--conditions", "v2-like"]) == 0
+    other = read_record(tmp_path / "m.json")
+    assert other.result("resnet18", "v2-like")["n_images"] == 5
+    reasons = [r for r in other.comparable_with(record) if r.startswith("datasets differ")]
+    assert reasons[0].startswith("datasets differ in origin@r-like, r-like, v2-like (")  # val itself is the same
+    assert record.comparable_with(read_record(tmp_path / "n.json")) == []
+
+
+def test_shipped_natural_suite_reports_every_absent_dataset(tiny_val, tmp_path, monkeypatch):
+    from ibnbench.shifts import load_dataset_suite, run_datasets
+
+    monkeypatch.delenv("IBNBENCH_DATA", raising=False)
+    suite = load_dataset_suite("natural")
+    assert [d.id for d in suite.datasets] == ["v2-matched-frequency", "v2-threshold0.7", "v2-top-images", "sketch",
+                                              "imagenet-r", "imagenet-a", "stylized"]
+    assert [d.id for d in suite.datasets if d.classes == "folders"] == ["imagenet-r", "imagenet-a"]
+    with pytest.raises(ValueError, match=r"imagenet-r: \$IBNBENCH_DATA is not set \(or set \$IBNBENCH_IMAGENET_R"):
+        run_datasets(["resnet18"], tiny_val, weights=["random"], device="cpu", workers=0, output=tmp_path / "x.json")
