@@ -86,6 +86,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_robustness(args: argparse.Namespace) -> int:
+    """Effective robustness on a shift: each model's distance from the baseline models' logit-linear fit."""
+    from .report import load_records
+    from .robustness import effective_robustness, plot_effective_robustness
+
+    baseline = [m for spec in args.baseline for m in spec.split(",") if m]
+    table, fit = effective_robustness(load_records(args.results), args.shift, baseline, metric=args.metric)
+    print(tabulate(table.reset_index(), headers="keys", tablefmt=args.format, showindex=False, floatfmt=".2f"))
+    print(f"\nlogit({args.shift} acc) = {fit.slope:.4f} * logit(val acc) {fit.intercept:+.4f} over "
+          f"{len(fit.models)} baseline models (r = {fit.r:.4f}); effective robustness = shift acc - predicted acc")
+    if args.plot:
+        print(f"wrote {plot_effective_robustness(table, fit, args.plot, shift=args.shift, metric=args.metric)}")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Compare a new record with a recorded one; exit 0 ok, 1 regression, 2 incomparable."""
     from .check import check
@@ -308,6 +323,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also draw the drops as grouped bars (top-1 and top-5 panels); records of the sweep suite "
                         "give robustness curves instead (at PNG, or at <stem>-sweep.png beside it when both kinds are given)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("robustness", help="effective robustness on a natural shift (Taori et al. 2020)",
+                       description="Fit logit(shift accuracy) against logit(val accuracy) over the --baseline models "
+                                   "(least squares) and report every model's distance from the line: effective "
+                                   "robustness = shift accuracy - the accuracy the line predicts (points). Val "
+                                   "accuracy is taken on the shift's class subset where the record has it (ImageNet-R, "
+                                   "-A: val on their 200 classes).")
+    p.add_argument("results", nargs="+", metavar="RECORD", help="records of dataset suites (files or directories)")
+    p.add_argument("--shift", required=True, metavar="ID", help="the dataset row, e.g. imagenet-r, sketch, v2-matched-frequency")
+    p.add_argument("--baseline", action="append", required=True, metavar="MODELS",
+                   help="models that define the line (comma-separated or repeated; at least two)")
+    p.add_argument("--metric", default="top1", choices=["top1", "top5"], help="accuracy from top-1 (default) or top-5")
+    p.add_argument("--plot", metavar="PNG", help="draw the fit, the models and y = x on logit axes, IBN models highlighted")
+    p.add_argument("--format", default="simple", choices=tabulate_formats, metavar="FORMAT",
+                   help="tabulate format (default simple)")
+    p.set_defaults(func=cmd_robustness)
 
     p = sub.add_parser("check", help="compare new results with recorded ones (exit 0 ok, 1 regression, 2 incomparable)")
     p.add_argument("--results", required=True, metavar="NEW", help="the new record")

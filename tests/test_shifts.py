@@ -249,3 +249,75 @@ def test_shipped_natural_suite_reports_every_absent_dataset(tiny_val, tmp_path, 
     assert [d.id for d in suite.datasets if d.classes == "folders"] == ["imagenet-r", "imagenet-a"]
     with pytest.raises(ValueError, match=r"imagenet-r: \$IBNBENCH_DATA is not set \(or set \$IBNBENCH_IMAGENET_R"):
         run_datasets(["resnet18"], tiny_val, weights=["random"], device="cpu", workers=0, output=tmp_path / "x.json")
+
+
+def constructed_records() -> list:
+    """Two records of a dataset suite (models split across runs) with chosen accuracies: val on ImageNet-R's
+    classes (``origin@imagenet-r``) and ImageNet-R itself."""
+    from ibnbench.results import Record
+
+    acc = {"resnet18": (70.0, 30.0), "resnet34": (74.0, 33.0), "resnet50": (78.0, 37.5), "resnet101": (80.0, 38.0),
+           "resnet50_ibn_b": (78.5, 45.0), "other": (76.0, 30.0)}
+    conditions = [{"id": "origin", "label": "val"}, {"id": "origin@imagenet-r", "label": "val R", "baseline": None},
+                  {"id": "imagenet-r", "label": "ImageNet-R", "baseline": "origin@imagenet-r"}]
+    prints = {c["id"]: {"sha256": c["id"]} for c in conditions}
+    records = []
+    for models in (list(acc)[:3], list(acc)[3:]):
+        results = [{"model": m, "condition": c, "n_images": 100, "top1_err": 100 - a, "top5_err": 0.0}
+                   for m in models for c, a in (("origin", acc[m][0] - 2), ("origin@imagenet-r", acc[m][0]),
+                                                ("imagenet-r", acc[m][1]))]
+        records.append(Record("natural", "h", conditions, {"sha256": "d", "datasets": {k: dict(v) for k, v in prints.items()}},
+                              {m: {} for m in models}, {}, {}, results))
+    return records, acc
+
+
+def test_effective_robustness_is_the_distance_from_the_closed_form_logit_fit(tmp_path):
+    import numpy as np
+
+    from ibnbench.robustness import effective_robustness, plot_effective_robustness
+
+    records, acc = constructed_records()
+    baseline = ["resnet18", "resnet34", "resnet50", "resnet101"]
+    table, fit = effective_robustness(records, "imagenet-r", baseline)
+
+    def lg(p):
+        return np.log(p / (100 - p))
+
+    x = lg(np.array([acc[m][0] for m in baseline]))  # val on R's classes, not the full val row
+    y = lg(np.array([acc[m][1] for m in baseline]))
+    slope = ((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum()  # closed-form least squares
+    intercept = y.mean() - slope * x.mean()
+    assert (fit.slope, fit.intercept) == pytest.approx((slope, intercept), rel=1e-9)
+    for model, (val, shift) in acc.items():
+        predicted = 100 / (1 + np.exp(-(slope * lg(val) + intercept)))
+        assert table.loc[model, "effective_robustness"] == pytest.approx(shift - predicted, abs=1e-9)
+        assert table.loc[model, "logit_residual"] == pytest.approx(lg(shift) - slope * lg(val) - intercept, abs=1e-9)
+    assert table.index[0] == "resnet50_ibn_b" and table.loc["resnet50_ibn_b", "effective_robustness"] > 5
+    assert abs(table.loc[baseline, "logit_residual"].sum()) < 1e-9  # residuals of a least-squares fit sum to 0
+    assert table.baseline.tolist().count(True) == 4
+
+    png = plot_effective_robustness(table, fit, tmp_path / "er.png", shift="ImageNet-R")
+    from PIL import Image
+
+    with Image.open(png) as image:
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+        assert image.size[0] > 300 and len(np.unique(pixels, axis=0)) > 20
+    with pytest.raises(ValueError, match="at least two models"):
+        effective_robustness(records, "imagenet-r", ["resnet18"])
+    records[1].dataset["datasets"]["imagenet-r"] = {"sha256": "another"}
+    with pytest.raises(ValueError, match="ran 'imagenet-r' on different data"):
+        effective_robustness(records, "imagenet-r", baseline)
+
+
+def test_robustness_cli_prints_the_table_and_writes_the_plot(tmp_path, capsys):
+    from ibnbench.cli import main
+    from ibnbench.results import write_record
+
+    records, _ = constructed_records()
+    paths = [str(write_record(r, tmp_path / f"r{i}.json")) for i, r in enumerate(records)]
+    assert main(["robustness", *paths, "--shift", "imagenet-r", "--baseline", "resnet18,resnet34",
+                 "--baseline", "resnet50", "--plot", str(tmp_path / "er.png")]) == 0
+    out = capsys.readouterr().out
+    assert "resnet50_ibn_b" in out and "over 3 baseline models" in out and (tmp_path / "er.png").stat().st_size
+    assert main(["robustness", *paths, "--shift", "imagenet-x", "--baseline", "resnet18,resnet34"]) == 2
+    assert "no record holds the shift 'imagenet-x'" in capsys.readouterr().err
