@@ -239,7 +239,8 @@ def run_datasets(model: Sequence[str], data: str | os.PathLike, suite: str = "na
             reuse = _reusable(found, dataset.fingerprint()["sha256"],
                               part.classes.as_dict() if part.classes else None, wanted, dtype_key)
         if reuse is None:
-            print(f"{chosen.name}: {part.label} ({part.path})")
+            if opts.progress:
+                print(f"{chosen.name}: {part.label} ({part.path})")
             reuse = run(names, part.path, suite="table1", conditions=["origin"], weights=weights, output=found,
                         labels=labels if part.path == Path(data) else None, resume=resume, classes=part.classes,
                         restrict_to_classes=part.restrict, **options)

@@ -321,3 +321,30 @@ def test_robustness_cli_prints_the_table_and_writes_the_plot(tmp_path, capsys):
     assert "resnet50_ibn_b" in out and "over 3 baseline models" in out and (tmp_path / "er.png").stat().st_size
     assert main(["robustness", *paths, "--shift", "imagenet-x", "--baseline", "resnet18,resnet34"]) == 2
     assert "no record holds the shift 'imagenet-x'" in capsys.readouterr().err
+
+
+def test_interrupted_dataset_suite_resumes_with_the_next_dataset(tiny_val, tmp_path, monkeypatch):
+    from ibnbench import engine
+    from ibnbench.shifts import run_datasets
+
+    monkeypatch.setenv("IBNBENCH_DATA", str(tmp_path / "data"))
+    suite, weights = natural_like(tmp_path), always_400(tmp_path / "w.pth")
+    calls, real_run = [], engine.run
+
+    def interrupted(*args, **kwargs):
+        calls.append(kwargs["output"].name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "run", interrupted)
+    kwargs = {"suite": suite, "weights": [str(weights)], "output": tmp_path / "n.json", "skip_missing": True,
+              "device": "cpu", "workers": 0, "batch_size": 4, "progress": False}
+    with pytest.raises(KeyboardInterrupt):
+        run_datasets(["resnet18"], tiny_val, **kwargs)
+    assert calls == [".n.json.origin.json", ".n.json.origin@r-like.json", ".n.json.r-like.json"]
+    calls.clear()
+    record = run_datasets(["resnet18"], tiny_val, resume=True, **kwargs)
+    assert calls == [".n.json.r-like.json", ".n.json.v2-like.json"]  # the two finished datasets were kept
+    assert round(record.result("resnet18", "origin@r-like")["top1_err"], 2) == 50.0
+    assert not list(tmp_path.glob(".n.json.*"))
