@@ -219,10 +219,22 @@ def _definition(condition) -> str:
 
 
 def cmd_suites(args: argparse.Namespace) -> int:
-    """Print each suite (or the one named) with its conditions; missing assets are listed after it."""
-    from .suites import list_suites, load_suite
+    """Print each suite (or the one named) with its conditions (a dataset suite: its datasets and where they are);
+    missing assets are listed after it."""
+    from .shifts import is_dataset_suite, load_dataset_suite
+    from .suites import list_suites, load_suite, shipped_suites
 
-    for name in [args.suite] if args.suite else list_suites():
+    for name in [args.suite] if args.suite else list_suites() + list(shipped_suites("datasets")):
+        if is_dataset_suite(name):
+            datasets = load_dataset_suite(name)
+            print(f"{datasets.name}: dataset suite, {len(datasets.datasets)} datasets beside val, sha256 "
+                  f"{datasets.hash[:16]}  ({datasets.path})")
+            rows = [[d.id, d.label, "from folders" if d.classes == "folders" else d.classes or "all 1000",
+                     str(where) if not isinstance(where := d.locate(), str) else f"missing: {where}"]
+                    for d in datasets.datasets]
+            print(tabulate(rows, headers=["id", "label", "classes", "folder"], tablefmt=args.format))
+            print()
+            continue
         suite = load_suite(name)
         print(f"{suite.name}: {len(suite)} conditions, sha256 {suite.hash[:16]}  ({suite.path})")
         if suite.description:

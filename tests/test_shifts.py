@@ -348,3 +348,16 @@ def test_interrupted_dataset_suite_resumes_with_the_next_dataset(tiny_val, tmp_p
     assert calls == [".n.json.r-like.json", ".n.json.v2-like.json"]  # the two finished datasets were kept
     assert round(record.result("resnet18", "origin@r-like")["top1_err"], 2) == 50.0
     assert not list(tmp_path.glob(".n.json.*"))
+
+
+def test_suites_command_lists_the_natural_datasets_and_where_they_are(tmp_path, monkeypatch, capsys):
+    from ibnbench.cli import main
+
+    (tmp_path / "imagenet-r").mkdir()
+    monkeypatch.setenv("IBNBENCH_DATA", str(tmp_path))
+    monkeypatch.setenv("IBNBENCH_IMAGENET_A", str(tmp_path / "elsewhere"))
+    assert main(["suites", "natural"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:] if line.strip()}
+    assert rows["imagenet-r"].endswith(str(tmp_path / "imagenet-r")) and "from folders" in rows["imagenet-r"]
+    assert rows["imagenet-a"].endswith(f"missing: no folder {tmp_path / 'elsewhere'} (or set $IBNBENCH_IMAGENET_A)")
+    assert "all 1000" in rows["sketch"] and "missing: no folder" in rows["sketch"]
