@@ -199,18 +199,21 @@ def plot_divergence(results: Sequence[dict], path: str | Path) -> Path:
 
 
 def _domain_batches(model: nn.Module, dataset, indices: Sequence[int], condition, device: torch.device,
-                    batch_size: int) -> Iterable[torch.Tensor]:
-    """Normalised model inputs of ``dataset[indices]``, optionally under ``condition``."""
+                    batch_size: int, desc: str = "divergence") -> Iterable[torch.Tensor]:
+    """Normalised model inputs of ``dataset[indices]``, optionally under ``condition``, with progress."""
     from . import data as data_mod
+    from .progress import Progress
 
     prep = model.ibnbench_info.preprocessing
     loader = data_mod.make_loader(dataset, [prep], batch_size=batch_size, workers=0, indices=list(indices))
     key = data_mod.geometry_key(prep)
-    for batch in loader:
-        x = batch["crops"][key].to(device).float()
-        if condition is not None:
-            x = condition(x)
-        yield prep.normalize(x)
+    with Progress(len(indices), desc) as progress:
+        for batch in loader:
+            x = batch["crops"][key].to(device).float()
+            if condition is not None:
+                x = condition(x)
+            yield prep.normalize(x)
+            progress.update(len(batch["index"]))
 
 
 def divergence(model: str, data: str | Path, data_b: str | Path | None = None, condition: str | None = None,
@@ -226,6 +229,7 @@ def divergence(model: str, data: str | Path, data_b: str | Path | None = None, c
     """
     from . import data as data_mod
     from .distributed import resolve_device
+    from .files import ensure_writable
     from .models import create_model, model_info
     from .suites import load_suite
 
@@ -262,12 +266,14 @@ def divergence(model: str, data: str | Path, data_b: str | Path | None = None, c
     for indices, domain in ((a_idx, domain_a), (b_idx, domain_b)):
         if len(indices) < 2:
             raise ValueError(f"feature divergence needs at least 2 images per domain; {domain} has {len(indices)}")
+    if output:
+        ensure_writable(output, "result")
     net = create_model(model, weights=weights).to(dev)
     names = default_layers(net) if layers == "auto" else list(layers)
     if not names:
         raise ValueError("--layers: no layer names given")
-    stats_a = collect(net, _domain_batches(net, set_a, a_idx, None, dev, batch_size), names)
-    stats_b = collect(net, _domain_batches(net, set_b, b_idx, cond, dev, batch_size), names)
+    stats_a = collect(net, _domain_batches(net, set_a, a_idx, None, dev, batch_size, f"{model}: {domain_a}"), names)
+    stats_b = collect(net, _domain_batches(net, set_b, b_idx, cond, dev, batch_size, f"{model}: {domain_b}"), names)
     result = {"model": model, "weights": net.ibnbench_weights.get("source"), "domain_a": domain_a,
               "domain_b": domain_b, "n_a": stats_a.count, "n_b": stats_b.count,
               "layers": layer_divergence(stats_a, stats_b, names)}

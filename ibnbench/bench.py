@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .engine import AMP_DTYPES, RunOptions
+from .files import write_atomic
 
 
 def _sync(device: torch.device) -> None:
@@ -98,9 +99,7 @@ def _write_fake(job: tuple[int, str, str, int]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"ILSVRC2012_val_{index + 1:08d}.JPEG"
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(encode_jpeg(fake_image(seed + index), quality=90).numpy().tobytes())
-        os.replace(tmp, path)
+        write_atomic(path, encode_jpeg(fake_image(seed + index), quality=90).numpy().tobytes(), fsync=False)
 
 
 def make_fake_val(n: int, out: str | os.PathLike, seed: int = 0, workers: int | None = None,
@@ -160,15 +159,17 @@ def compare_baseline(models: Sequence[str], data: str | os.PathLike, suite: str 
 
 
 def _nvjpeg_seconds(paths: Sequence[Path], batch_size: int, device: torch.device) -> float:
-    """Seconds to decode ``paths`` on the GPU in batched nvJPEG calls (files already read; one warm-up batch)."""
-    from torchvision.io import ImageReadMode, decode_jpeg
+    """Seconds to decode ``paths`` on the GPU in batched nvJPEG calls (files already read; one warm-up batch),
+    scaled to all of ``paths`` from the files the engine sends to nvJPEG (the others go to CPU workers)."""
+    from .data import nvjpeg_can_decode, nvjpeg_decode, nvjpeg_device, read_bytes
 
-    from .data import read_bytes
-
-    encoded = [read_bytes(p) for p in paths]
+    device = nvjpeg_device(device)
+    encoded = [d for d in map(read_bytes, paths) if nvjpeg_can_decode(d)]
+    if not encoded:
+        return float("nan")
     batches = [encoded[i:i + batch_size] for i in range(0, len(encoded), batch_size)]
-    decode_jpeg(batches[0], mode=ImageReadMode.RGB, device=device)
-    return _timed(lambda: [decode_jpeg(b, mode=ImageReadMode.RGB, device=device) for b in batches], device)
+    nvjpeg_decode(batches[0], device)
+    return _timed(lambda: [nvjpeg_decode(b, device) for b in batches], device) * len(paths) / len(encoded)
 
 
 def _timed(fn, device: torch.device, repeat: int = 1) -> float:

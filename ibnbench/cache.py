@@ -1,7 +1,7 @@
 """The uint8 crop cache (``--cache DIR|gpu``): decoded, cropped images kept so that later passes over the
 same data skip decoding.
 
-``DIR``: one memory-mapped file of crops per (dataset, geometry, decoder) plus a file of "filled" flags, so a
+``DIR``: one memory-mapped file of crops per (dataset, folder, geometry, decoder) plus a file of "filled" flags, so a
 later process (another run, another model) reads crops instead of decoding; ranks on one machine share it.
 ``gpu``: the crops stay in the run's device memory (host memory on CPU) for the rest of the process, for
 repeated :func:`ibnbench.engine.run` calls and ``--no-fanout`` passes. Images that fail to decode are never
@@ -9,6 +9,7 @@ cached, so they fail (or are skipped) the same way every time.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,10 +43,12 @@ class CropCache:
         self.filled[indices] = ok.to(self.filled.device, torch.uint8)
 
 
-def cache_name(fingerprint: str, geometry: Geometry, decoder: str) -> str:
-    """File stem naming what a cache holds: the dataset's fingerprint, the crop geometry and the decoder
-    (nvJPEG and libjpeg differ in the last bit, so their crops are kept apart)."""
-    return f"crops-{FORMAT}-{fingerprint[:16]}-{geometry.key}-{decoder}"
+def cache_name(fingerprint: dict, geometry: Geometry, decoder: str) -> str:
+    """File stem naming what a cache holds: the dataset (its fingerprint and its folder: a `dir` condition's
+    pre-stylised copy lists the same files as the originals), the crop geometry and the decoder (nvJPEG and
+    libjpeg differ in the last bit, so their crops are kept apart)."""
+    identity = hashlib.sha256(f"{fingerprint['sha256']}\t{fingerprint['root']}".encode()).hexdigest()
+    return f"crops-{FORMAT}-{identity[:16]}-{geometry.key}-{decoder}"
 
 
 def _mapped(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
@@ -89,7 +92,7 @@ def open_caches(spec: str, dataset: ValDataset, geometries: Iterable[Geometry], 
                 device: torch.device) -> dict[str, CropCache]:
     """One cache per geometry key: on disk under folder ``spec``, or in ``device`` memory for ``"gpu"``."""
     caches = {}
-    fingerprint = dataset.fingerprint()["sha256"]
+    fingerprint = dataset.fingerprint()
     for geometry in geometries:
         name = cache_name(fingerprint, geometry, decoder)
         if spec == "gpu":

@@ -6,27 +6,31 @@ import sys
 
 from tabulate import tabulate, tabulate_formats
 
-from . import models
-from .engine import RunOptions, weights_per_model
-from .models.external import MissingExtraError
-from .models.registry import UnknownModelError
-from .weights import WeightsError
+from .options import RunOptions
 
-CLEAN_ERRORS = (UnknownModelError, WeightsError, MissingExtraError, FileNotFoundError, ValueError, OSError)
+CLEAN_ERRORS = {"ibnbench.models.registry": "UnknownModelError", "ibnbench.weights": "WeightsError",
+                "ibnbench.models.external": "MissingExtraError"}
+"""Our own error types, by module: imported lazily (``--help`` must not load torch), so only the modules a
+command imported can have raised them."""
+
+
+def clean_errors() -> tuple[type[BaseException], ...]:
+    """Errors shown as one ``ibnbench CMD: error: ...`` line (exit 2) instead of a traceback."""
+    return (ValueError, OSError, *(getattr(sys.modules[module], name) for module, name in CLEAN_ERRORS.items()
+                                   if module in sys.modules))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Evaluate models under a suite and write the record, then print its Table-1 report."""
     from .engine import run
-    from .report import render, table1
     from .shifts import is_dataset_suite, run_datasets
 
     common = {"weights": args.weights, "output": args.output, "results_dir": args.results_dir, "labels": args.labels,
-              "resume": args.resume, "skip_missing": args.skip_missing, "device": args.device,
-              "batch_size": args.batch_size, "workers": args.workers, "amp": args.amp,
-              "channels_last": args.channels_last, "compile": args.compile, "limit": args.limit,
-              "on_bad_image": args.on_bad_image, "fanout": not args.no_fanout, "chunk_size": args.chunk_size,
-              "refine": args.refine, "cache": args.cache}
+              "resume": args.resume, "restart": args.restart, "preprocessing": args.preprocessing,
+              "skip_missing": args.skip_missing, "device": args.device, "batch_size": args.batch_size,
+              "workers": args.workers, "amp": args.amp, "channels_last": args.channels_last, "compile": args.compile,
+              "limit": args.limit, "on_bad_image": args.on_bad_image, "fanout": not args.no_fanout,
+              "chunk_size": args.chunk_size, "refine": args.refine, "cache": args.cache}
     if is_dataset_suite(args.suite):
         given = [flag for flag, on in (("--classes-from-folders", args.classes_from_folders), ("--classes", args.classes),
                                        ("--restrict-to-classes", args.restrict_to_classes),
@@ -40,26 +44,38 @@ def cmd_run(args: argparse.Namespace) -> int:
                      style_weights=_style_weights(args.style_weights), classes_from_folders=args.classes_from_folders,
                      classes=args.classes, restrict_to_classes=args.restrict_to_classes, **common)
     if record.path:
-        print(render(table1([record]), "markdown"))
-        skipped = record.dataset.get("n_skipped", 0)
-        if skipped:
-            print(f"\n{skipped} unreadable image(s) skipped: {', '.join(record.dataset['skipped'][:5])}"
-                  + (" ..." if skipped > 5 else ""))
-        not_run = [c["id"] for c in record.conditions if c.get("not_run") and not c.get("missing")]
-        if not_run:
-            print(f"not run (missing assets): {', '.join(not_run)}")
-        for condition in record.conditions:
-            if condition.get("missing"):
-                print(f"missing dataset {condition['id']}: {condition['missing']}")
-        classes = record.dataset.get("classes")
-        if classes:
-            print(f"\nscored on {classes['n']} classes ({classes['mask']}): argmax and top-5 over their logits only")
-        close_calls = record.environment.get("close_calls_left")
-        if close_calls:
-            print(f"\n{close_calls} close call(s) decided in {record.environment['dtype']} were not scored again in "
-                  f"fp32 (--refine {record.environment['refine']}): raise --refine, or use --amp off, for exact answers")
+        print_summary(record)
         print(f"\nrecord: {record.path}")
     return 0
+
+
+def print_summary(record) -> None:
+    """The Table-1 report of a finished run, what it skipped and how fast it went."""
+    from .report import render, table1
+
+    print(render(table1([record]), "markdown"))
+    timing = record.timing
+    if timing.get("images_per_s"):
+        conditions = len(record.results) // len(record.models)
+        print(f"\n{timing['images']} images x {len(record.models)} model(s) x {conditions} condition(s) in "
+              f"{timing['seconds']:.1f} s: {timing['images_per_s']:.1f} images/s")
+    skipped = record.dataset.get("n_skipped", 0)
+    if skipped:
+        print(f"\n{skipped} unreadable image(s) skipped: {', '.join(record.dataset['skipped'][:5])}"
+              + (" ..." if skipped > 5 else ""))
+    not_run = [c["id"] for c in record.conditions if c.get("not_run") and not c.get("missing")]
+    if not_run:
+        print(f"not run (missing assets): {', '.join(not_run)}")
+    for condition in record.conditions:
+        if condition.get("missing"):
+            print(f"missing dataset {condition['id']}: {condition['missing']}")
+    classes = record.dataset.get("classes")
+    if classes:
+        print(f"\nscored on {classes['n']} classes ({classes['mask']}): argmax and top-5 over their logits only")
+    close_calls = record.environment.get("close_calls_left")
+    if close_calls:
+        print(f"\n{close_calls} close call(s) decided in {record.environment['dtype']} were not scored again in "
+              f"fp32 (--refine {record.environment['refine']}): raise --refine, or use --amp off, for exact answers")
 
 
 def _style_weights(pairs: list[str] | None) -> dict[str, str] | None:
@@ -74,10 +90,13 @@ def _style_weights(pairs: list[str] | None) -> dict[str, str] | None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print (or write) the Table-1 report of result records."""
-    from .report import report
+    from .report import load_records, paper_warnings, report
 
     text = report(args.results, format=args.format, vs=args.vs, output=args.output)
     print(text if not args.output else f"wrote {args.output}")
+    if args.vs == "paper":
+        for warning in paper_warnings(load_records(args.results)):
+            print(warning, file=sys.stderr)
     if args.plot:
         from .plots import plot_report
 
@@ -114,6 +133,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_divergence(args: argparse.Namespace) -> int:
     """Per-layer feature divergence between two domains, as a table (plus JSON and PNG if asked)."""
     from .analysis import divergence, plot_divergence
+    from .engine import weights_per_model
+    from .files import ensure_writable
+
+    for path, what in ((args.output, "result"), (args.plot, "plot")):
+        if path:
+            ensure_writable(path, what)  # before any model runs
 
     layers = "auto" if args.layers == "auto" else [n.strip() for n in args.layers.split(",") if n.strip()]
     results = [divergence(m, args.data, data_b=args.data_b, condition=args.condition, suite=args.suite,
@@ -178,7 +203,15 @@ def cmd_make_fake_val(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    """Rebuild leaderboards/<suite>.md from leaderboards/records/."""
+    """Rebuild leaderboards/<suite>.md from leaderboards/records/, or (--html DIR) the static site."""
+    if args.html:
+        from pathlib import Path
+
+        from .site import build_site
+
+        pages = build_site(Path(args.root) / "records", args.html)
+        print(f"wrote {len(pages)} pages to {args.html}; open {Path(args.html) / 'index.html'} in a browser")
+        return 0
     from .leaderboard import build
 
     for path in build(args.root):
@@ -186,8 +219,22 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_leaderboard_serve(args: argparse.Namespace) -> int:
+    """Preview a built site on http://127.0.0.1:PORT/ until Ctrl-C."""
+    from .site import serve
+
+    try:
+        serve(args.directory, port=args.port)
+    except KeyboardInterrupt:
+        print("stopped")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """Print the model zoo as a table."""
+    from . import models
+    from .models.external import MissingExtraError
+
     rows = []
     for name in models.list_models(args.pattern, task=None):
         info = models.model_info(name)
@@ -305,7 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="official (default), random, a path or a URL; once for all models or once per --model")
     p.add_argument("--output", metavar="FILE", help="record path (default: RESULTS_DIR/<suite>-<models>-<time>.json)")
     p.add_argument("--results-dir", default="results", metavar="DIR", help="where records go by default (default results/)")
+    p.add_argument("--preprocessing", action="append", metavar="SPEC",
+                   help="resize=274,crop=240,mean=127,std=128[,interpolation=bicubic]: the model's eval preprocessing "
+                        "(mean/std: one value or three, on the 0..255 scale; keys left out keep the model's own); "
+                        "once for all models or once per --model. Default: what the model declares (registry, "
+                        "timm/torchvision config, factory attribute), else torchvision's ImageNet default, assumed")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last completed chunk")
+    p.add_argument("--restart", action="store_true",
+                   help="delete an interrupted run's checkpoint and start over (a run that finds one stops otherwise)")
     p.add_argument("--chunk-size", type=int, default=RunOptions.chunk_size, metavar="N",
                    help=f"images per checkpoint: the unit --resume restarts from (default {RunOptions.chunk_size})")
     p.add_argument("--style-weights", action="append", metavar="STYLE=SPEC",
@@ -328,7 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="print the Table-1 report of result records")
     p.add_argument("results", nargs="+", metavar="RECORD", help="record files or directories")
-    p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json", "latex", "html"])
+    p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json", "latex", "html"],
+                   help="markdown (default), latex or html tables; csv or json hold numbers, one row per "
+                        "(model, condition)")
     p.add_argument("--vs", choices=["paper"], help="show the paper's published numbers next to ours, with differences")
     p.add_argument("--output", metavar="FILE", help="write the report to FILE instead of printing it")
     p.add_argument("--plot", metavar="PNG",
@@ -416,7 +472,15 @@ def build_parser() -> argparse.ArgumentParser:
     lb = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     b = lb.add_parser("build", help="turn leaderboards/records/*.json into leaderboards/<suite>.md")
     b.add_argument("--root", default="leaderboards", help="leaderboard folder (default leaderboards/)")
+    b.add_argument("--html", metavar="DIR",
+                   help="write the static website (index, sortable table per suite, page per model with figures, "
+                        "the record JSONs) to DIR instead of the markdown boards; it works from file:// and any "
+                        "static host")
     b.set_defaults(func=cmd_leaderboard)
+    s = lb.add_parser("serve", help="preview a built site on http://127.0.0.1:PORT/ (localhost only)")
+    s.add_argument("directory", metavar="DIR", help="the folder `leaderboard build --html DIR` wrote")
+    s.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
+    s.set_defaults(func=cmd_leaderboard_serve)
 
     p = sub.add_parser("suites", help="list condition suites (transforms/*.toml) and their conditions")
     p.add_argument("suite", nargs="?", help="a suite name or .toml path (default: every shipped suite)")
@@ -445,12 +509,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except CLEAN_ERRORS as exc:
+    except KeyboardInterrupt as exc:
+        print(f"ibnbench {args.command}: interrupted" + (f": {exc}" if str(exc) else ""), file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if not isinstance(exc, clean_errors()):
+            raise
+        if getattr(exc, "record", None) is not None:  # the run finished but its record could not be written
+            print_summary(exc.record)
         print(f"ibnbench {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"ibnbench {args.command}: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

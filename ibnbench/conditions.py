@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar, Sequence
@@ -51,6 +52,8 @@ def finish(x: torch.Tensor, clip: bool, quantize: bool) -> torch.Tensor:
 def _number(field: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"field {field!r}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"field {field!r}: expected a finite number, got {value!r}")
     return float(value)
 
 

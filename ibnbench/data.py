@@ -696,6 +696,42 @@ class CropDataset(Dataset):
                             torch.cat([d for _, d in pending]) if pending else torch.empty(0, dtype=torch.uint8))}
 
 
+def nvjpeg_device(device: torch.device | str) -> torch.device:
+    """``device`` with its index (``cuda`` -> ``cuda:N``, the current one): torchvision keeps one global nvJPEG
+    decoder and rebuilds it whenever the device it is asked for differs, ``cuda`` from ``cuda:0`` included."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+@lru_cache(maxsize=None)
+def _decode_stream(device: torch.device) -> torch.cuda.Stream:
+    return torch.cuda.Stream(device)
+
+
+def nvjpeg_decode(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """Decode JPEG bytes to RGB on ``device`` in one batched nvJPEG call; the images are ready for use on
+    ``device``'s current stream.
+
+    torchvision 0.29 allocates the outputs on the current stream but has nvJPEG write them from a stream of its
+    own that does not wait for the current one, so memory that kernels still queued there had just freed could
+    be overwritten (pytorch/vision#9606). So the call runs on a side stream on which no kernel ever runs (it
+    waits for the current stream first): the outputs come from that stream's memory pool, whose blocks return
+    only once every stream that used them is done (``record_stream``). The current stream then waits for the
+    decode. No host synchronisation is added. Off CUDA (tests), ``decode_jpeg`` is called as it is."""
+    if device.type != "cuda":
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    current, side = torch.cuda.current_stream(device), _decode_stream(device)
+    side.wait_stream(current)
+    with torch.cuda.device(device), torch.cuda.stream(side):
+        images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    current.wait_stream(side)
+    for image in images:
+        image.record_stream(current)
+    return images
+
+
 class GpuDecoder:
     """Decode a batch's pending JPEGs with nvJPEG in one call and resize/crop them on ``device``.
 
@@ -706,15 +742,13 @@ class GpuDecoder:
 
     def __init__(self, dataset: CropDataset, device: torch.device | str = "cuda") -> None:
         self.dataset = dataset
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and self.device.index is None:
-            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.device = nvjpeg_device(device)
         self.decoded_on_device = 0
         self.fallbacks = 0
 
     def _decode(self, data: list[torch.Tensor]) -> list[torch.Tensor | None]:
         try:
-            return decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
+            return nvjpeg_decode(data, self.device)
         except RuntimeError:
             if len(data) == 1:
                 return [None]

@@ -7,6 +7,7 @@ import dataclasses
 import math
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,51 +18,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import data as data_mod
-from .distributed import DistContext, resolve_device
+from .distributed import DistContext
+from .files import write_atomic
 from .models.registry import Preprocessing
+from .options import RunOptions
+from .progress import Progress
+from .precision import fp32_conv_precision, full_fp32
 from .results import Record
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # keys: options.AMP_NAMES
 CLOSE_CALL = 0.25
 """Logit gap under which a reduced-precision decision counts as a close call: about the largest change of a
 top-1/top-5 decision gap that bf16 autocast caused on the 100 real images (benchmarks/RESULTS.md)."""
-
-
-@dataclass
-class RunOptions:
-    """How to run (not what): device, batching, precision, resumability."""
-
-    device: str | None = None
-    batch_size: int = 64
-    workers: int = min(8, os.cpu_count() or 1)
-    amp: str = "auto"
-    channels_last: bool = False
-    compile: bool = False
-    limit: int | None = None
-    chunk_size: int = 2048
-    on_bad_image: str = "fail"
-    decoder: str = "auto"
-    cache: str | None = None
-    refine: float = 0.125
-    fanout: bool = True
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.amp not in ("auto", "off", *AMP_DTYPES):
-            raise ValueError(f"--amp must be bf16, fp16, off or auto, not {self.amp!r}")
-        if not 0.0 <= self.refine <= 1.0:
-            raise ValueError(f"--refine must be a share of the batch between 0 and 1, not {self.refine}")
-
-    def resolved_device(self) -> torch.device:
-        return resolve_device(self.device)
-
-    def resolved_decoder(self, device: torch.device) -> str:
-        """nvJPEG on CUDA, CPU workers otherwise (``decoder="auto"``)."""
-        return self.decoder if self.decoder != "auto" else ("nvjpeg" if device.type == "cuda" else "cpu")
-
-    def amp_dtype(self, device: torch.device) -> torch.dtype | None:
-        """The autocast dtype (``auto``: bf16 on CUDA), or None for full precision."""
-        return AMP_DTYPES.get(self.amp if self.amp != "auto" else ("bf16" if device.type == "cuda" else "off"))
 
 
 @dataclass
@@ -173,22 +141,25 @@ class ModelRunner:
             x = x.contiguous(memory_format=torch.channels_last)
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype and reduced
                     else contextlib.nullcontext())
-        with autocast:
+        with full_fp32(), autocast:
             logits = self.model(x).float()
         return logits if self.outside_classes is None else logits.masked_fill(self.outside_classes, float("-inf"))
 
-    def _hits(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def _hits(self, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
+        """Hits ``[N, 2]`` and the number of close calls left unrefined (a device scalar under autocast)."""
         logits = self._forward(x)
+        close_calls = 0
         if self.amp_dtype:
-            gap = decision_gap(logits, label)
+            # a row with an inf/NaN logit (fp16 overflow) has no meaningful gap: the closest of calls
+            gap = decision_gap(logits, label).where(logits.isfinite().all(dim=1), 0.0)
             close = gap < CLOSE_CALL
             if self.refine:
                 chosen = gap.topk(min(len(x), math.ceil(self.refine * len(x))), largest=False).indices
                 logits[chosen] = self._forward(x[chosen], reduced=False)
                 close[chosen] = False
-            self.close_calls_left += close.sum()
+            close_calls = close.sum()
         top5 = logits.topk(5, dim=1).indices == label[:, None]
-        return torch.stack([top5[:, 0], top5.any(dim=1)], dim=1)
+        return torch.stack([top5[:, 0], top5.any(dim=1)], dim=1), close_calls
 
     @torch.no_grad()
     def hits(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -196,7 +167,10 @@ class ModelRunner:
         while True:
             step = self.micro_batch or x.shape[0]
             try:
-                return torch.cat([self._hits(*part) for part in zip(x.split(step), label.split(step))])
+                parts = [self._hits(*part) for part in zip(x.split(step), label.split(step))]
+                if self.amp_dtype:  # counted once the whole batch is through: an out-of-memory retry rescores it
+                    self.close_calls_left += sum(close_calls for _, close_calls in parts)
+                return torch.cat([hits for hits, _ in parts])
             except torch.OutOfMemoryError:
                 if step == 1:
                     raise
@@ -207,7 +181,12 @@ class ModelRunner:
 
 
 def environment(device: torch.device, options: RunOptions, close_calls_left: int | None = None) -> dict:
-    """Versions, hardware and precision, for the record."""
+    """Versions, hardware, precision and how the crops were made, for the record.
+
+    ``decoder``: "nvjpeg" (nvJPEG and a float32 resize on the GPU; libjpeg in CPU workers for the files nvJPEG
+    cannot decode) or "cpu" (libjpeg/libpng and torchvision's resize in CPU workers: uint8 on CPUs whose
+    ``cpu_capability`` is AVX2/AVX512 or on arm64, float32 otherwise). ``cache``: "gpu", "dir" or None.
+    ``fp32_conv``: the precision of float32 convolutions ("ieee": no TF32, :mod:`ibnbench.precision`)."""
     import kornia
     import timm
     import torchvision
@@ -219,7 +198,10 @@ def environment(device: torch.device, options: RunOptions, close_calls_left: int
            "platform": platform.platform(), "device": str(device),
            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
            "dtype": str(options.amp_dtype(device) or torch.float32).removeprefix("torch."),
-           "channels_last": options.channels_last, "compile": options.compile, "batch_size": options.batch_size}
+           "channels_last": options.channels_last, "compile": options.compile, "batch_size": options.batch_size,
+           "fp32_conv": fp32_conv_precision(device), "decoder": options.resolved_decoder(device),
+           "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "cache": None if options.cache is None else ("gpu" if options.cache == "gpu" else "dir")}
     if options.amp_dtype(device):
         env.update(refine=options.refine, close_calls_left=close_calls_left)
     return env
@@ -232,41 +214,39 @@ class Checkpoint:
         self.path = path
         self.identity = identity
 
+    def exists(self) -> bool:
+        return self.path is not None and self.path.exists()
+
     def load(self) -> dict | None:
-        if self.path is None or not self.path.exists():
+        if not self.exists():
             return None
-        saved = torch.load(self.path, map_location="cpu", weights_only=False)
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # truncated or foreign file: say which, and what to do
+            raise ValueError(f"{self.path}: unreadable checkpoint ({type(exc).__name__}); "
+                             "start over with --restart") from None
+        if not isinstance(saved, dict) or "state" not in saved:
+            raise ValueError(f"{self.path}: not an ibnbench checkpoint; start over with --restart")
         if saved.get("identity") != self.identity:
             diff = sorted(k for k in set(saved.get("identity", {})) | set(self.identity)
                           if saved.get("identity", {}).get(k) != self.identity.get(k))
             raise ValueError(f"{self.path}: checkpoint belongs to a different run (differs in {', '.join(diff)}); "
-                             "delete it or run without --resume")
+                             "start over with --restart")
         return saved
 
     def save(self, state: EvalState, extra: dict) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        torch.save({"identity": self.identity, "state": state.state_dict(), **extra}, tmp)
-        os.replace(tmp, self.path)
+        saved = {"identity": self.identity, "state": state.state_dict(), **extra}
+        write_atomic(self.path, lambda f: torch.save(saved, f), what="checkpoint")
+
+    @staticmethod
+    def images_done(saved: dict) -> int:
+        return int(saved["state"]["done"].sum())
 
     def remove(self) -> None:
         if self.path is not None:
             self.path.unlink(missing_ok=True)
-
-
-class _Progress:
-    """Counts images processed in this call and reports them to an optional callback."""
-
-    def __init__(self, callback: Callable[[int], None] | None):
-        self.images = 0
-        self.callback = callback
-
-    def add(self, n: int) -> None:
-        self.images += n
-        if self.callback is not None:
-            self.callback(self.images)
 
 
 def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Sequence, state: EvalState,
@@ -323,14 +303,20 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
         state.load_state_dict(saved["state"])
         skipped = saved.get("skipped", [])
         close_calls_before = saved.get("close_calls_left", 0)
+        if options.progress and dist.is_main:
+            print(f"resuming from {checkpoint.path}: {Checkpoint.images_done(saved)} of {len(dataset)} images "
+                  "already done", file=sys.stderr, flush=True)
 
     def close_calls_left() -> torch.Tensor:
         return close_calls_before + sum(r.close_calls_left for r in runners.values())
 
+    def save_checkpoint() -> None:
+        checkpoint.save(state, {"skipped": skipped, "close_calls_left": int(close_calls_left())})
+
     t0 = time.perf_counter()
     passes = [(list(models), list(conditions))] if options.fanout else [([m], [c]) for m in models for c in conditions]
     shard = dist.shard(range(len(dataset)))
-    progress = _Progress(on_batch)
+    images = 0
     from_cache = 0
     for model_names, pass_conditions in passes:
         done = state.done.cpu()  # one transfer, not one device sync per image
@@ -342,20 +328,27 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
                                         on_bad_image=options.on_bad_image, decoder=options.resolved_decoder(device),
                                         device=device, indices=todo, cache=options.cache) for source in sources]
         desc = "evaluate" if options.fanout else f"{model_names[0]} / {pass_conditions[0].id}"
-        with tqdm(total=len(todo), desc=desc, unit="img", dynamic_ncols=True, smoothing=0.1,
-                  disable=None if options.progress and dist.is_main else True) as bar:  # None: only on a terminal
+        with Progress(len(todo), desc, enabled=options.progress and dist.is_main,
+                      initial=len(shard) - len(todo)) as progress:
             since_checkpoint = 0
-            for batch, *dir_batches in zip(*loaders):
-                _evaluate_batch(batch, {n: runners[n] for n in model_names}, pass_conditions, state, device,
-                                {c.id: b for c, b in zip(dir_conditions, dir_batches)})
-                skipped.extend(path for b in (batch, *dir_batches) for path, _reason in b["bad"])
-                n = len(batch["index"])
-                bar.update(n)
-                progress.add(n)
-                since_checkpoint += n
-                if options.fanout and since_checkpoint >= options.chunk_size:
-                    checkpoint.save(state, {"skipped": skipped, "close_calls_left": int(close_calls_left())})
-                    since_checkpoint = 0
+            try:
+                for batch, *dir_batches in zip(*loaders):
+                    _evaluate_batch(batch, {n: runners[n] for n in model_names}, pass_conditions, state, device,
+                                    {c.id: b for c, b in zip(dir_conditions, dir_batches)})
+                    skipped.extend(path for b in (batch, *dir_batches) for path, _reason in b["bad"])
+                    n = len(batch["index"])
+                    progress.update(n)
+                    images += n
+                    if on_batch is not None:
+                        on_batch(images)
+                    since_checkpoint += n
+                    if options.fanout and since_checkpoint >= options.chunk_size:
+                        save_checkpoint()
+                        since_checkpoint = 0
+            except KeyboardInterrupt:
+                if options.fanout and images:  # every image marked done is complete: keep them all
+                    save_checkpoint()
+                raise
         from_cache += loaders[0].from_cache
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -369,34 +362,104 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
     return {"results": state.summary(), "per_image": state.per_image(), "skipped": sorted(set(skipped)),
             "close_calls_left": close_calls if options.amp_dtype(device) else None,
             "timing": {"seconds": round(elapsed, 3), "images": n_done, "passes": len(passes),
-                       "images_per_s": round(progress.images / elapsed, 2) if elapsed else None,
+                       "images_per_s": round(images / elapsed, 2) if elapsed else None,
                        "world_size": dist.world_size, **({"from_cache": from_cache} if options.cache else {})},
             "device": device}
 
 
+def per_model(values: Sequence[str] | None, names: Sequence[str], default: str | None, option: str) -> list:
+    """One value per model: ``values`` holds one for all, one per model, or none (``default``)."""
+    given = list(values or [default])
+    if len(given) not in (1, len(names)):
+        raise ValueError(f"{option}: give one for all models or one per --model ({len(names)}), not {len(given)}")
+    return given * len(names) if len(given) == 1 else given
+
+
 def weights_per_model(weights: Sequence[str] | None, names: Sequence[str], default: str) -> list[str]:
     """One weights spec per model: ``weights`` holds one for all, one per model, or none (``default``)."""
-    specs = list(weights or [default])
-    if len(specs) not in (1, len(names)):
-        raise ValueError(f"--weights: give one spec for all models or one per model ({len(names)}), not {len(specs)}")
-    return specs * len(names) if len(specs) == 1 else specs
+    return per_model(weights, names, default, "--weights")
+
+
+def _weights_label(spec: str) -> str:
+    return spec.rstrip("/").rsplit("/", 1)[-1] if spec not in ("official", "random") else spec
+
+
+def column_names(names: Sequence[str], weights: Sequence[str], preprocessing: Sequence[str | None]) -> list[str]:
+    """One result column per ``--model``: a name given more than once is told apart by its weights
+    (``resnet18[random]``, ``resnet18[a.pth]``) or, where those agree, by its position (``resnet18#2``)."""
+    runs = list(zip(names, weights, preprocessing))
+    twin = next((r for i, r in enumerate(runs) if r in runs[:i]), None)
+    if twin is not None:
+        raise ValueError(f"--model {twin[0]} is given twice with the same --weights {twin[1]}"
+                         + (f" and --preprocessing {twin[2]}" if twin[2] else "") + ": drop one")
+    columns = []
+    for i, (name, spec, _) in enumerate(runs):
+        same = [j for j, n in enumerate(names) if n == name]
+        labels = [_weights_label(weights[j]) for j in same]
+        if len(same) == 1:
+            columns.append(name)
+        elif len(set(labels)) == len(labels):
+            columns.append(f"{name}[{_weights_label(spec)}]")
+        else:
+            columns.append(f"{name}#{same.index(i) + 1}")
+    return columns
+
+
+def _checkpoint_paths(stem: Path) -> list[Path]:
+    return sorted(stem.parent.glob(f".{stem.name}.rank*.resume.pt"))
+
+
+def _check_checkpoint(stem: Path, ckpt_path: Path, resume: bool, restart: bool, world_size: int) -> None:
+    """Before any work: an interrupted run's checkpoint is continued (``resume``), deleted (``restart``) or,
+    with neither, left alone and reported, so that no finished image is lost silently."""
+    if restart:
+        for path in _checkpoint_paths(stem):
+            path.unlink()
+        return
+    if resume:
+        found = sorted(int(p.name.rsplit(".rank", 1)[1].split(".")[0]) for p in _checkpoint_paths(stem))
+        if found and found != list(range(world_size)):
+            raise ValueError(f"--resume: the interrupted run left checkpoints for {len(found)} process(es) "
+                             f"(ranks {found}) but this run has {world_size}; resume with the same "
+                             "world size, or start over with --restart")
+        return
+    if ckpt_path.exists():
+        try:
+            saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            done = f" ({Checkpoint.images_done(saved)} of {saved['state']['n_images']} images done)"
+        except Exception:
+            done = ""
+        raise ValueError(f"{ckpt_path}: an interrupted run of this command left a checkpoint{done}; "
+                         f"{RESUME_HINT}")
+
+
+RESUME_HINT = "--resume continues it, --restart starts over"
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run`; the message says what was saved and how to continue."""
 
 
 def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", conditions: Sequence[str] | None = None,
         weights: Sequence[str] | None = None, output: str | os.PathLike | None = None,
         results_dir: str | os.PathLike = "results", labels: str | os.PathLike | None = None, resume: bool = False,
-        skip_missing: bool = False, style_weights: dict[str, str] | None = None, classes_from_folders: bool = False,
+        restart: bool = False, skip_missing: bool = False, style_weights: dict[str, str] | None = None,
+        preprocessing: Sequence[str] | None = None, classes_from_folders: bool = False,
         classes: str | os.PathLike | data_mod.ClassSubset | None = None, restrict_to_classes: bool = False,
         **options) -> Record:
     """``ibnbench run`` as a function: evaluate models under a suite on a dataset and write the record.
 
-    ``weights`` gives one spec per model (or one for all): "official", "random", a path or a URL.
-    Conditions whose assets are missing stop the run before any work, unless ``skip_missing``.
+    ``weights`` gives one spec per model (or one for all): "official", "random", a path or a URL;
+    ``preprocessing`` likewise gives ``resize=..,crop=..,mean=..,std=..`` specs (None keeps each model's own).
+    Everything the run needs (models, suite assets, data listing, a writable output, the checkpoint state) is
+    checked before any image is decoded. A checkpoint left by an interrupted run stops the run unless
+    ``resume`` (continue it) or ``restart`` (delete it) is given.
     ``classes_from_folders`` / ``classes`` (a class-list file): score on that class subset (ImageNet-R, -A);
     ``restrict_to_classes``: keep only the images of those classes (val on a shift set's classes).
     """
     from datetime import datetime, timezone
 
+    from .files import FileWriteError, ensure_writable
     from .models import create_model, model_info
     from .results import write_record
     from .suites import load_suite
@@ -405,11 +468,15 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     names = list(model)
     if not names:
         raise ValueError("give at least one --model")
-    for name in names:
-        model_info(name)  # an unknown model fails before anything else is looked at
+    if resume and restart:
+        raise ValueError("--resume continues an interrupted run and --restart deletes it: give one of them")
+    infos = [model_info(name) for name in names]  # an unknown model fails before anything else is looked at
     specs = weights_per_model(weights, names, "official")
+    prep_specs = per_model(preprocessing, names, None, "--preprocessing")
+    chosen_prep = [Preprocessing.from_spec(p, info.preprocessing) if p else None for p, info in zip(prep_specs, infos)]
+    columns = column_names(names, specs, prep_specs)
     chosen = load_suite(suite, style_weights=style_weights)
-    if conditions:
+    if conditions is not None:
         chosen = chosen.select(conditions)
     labels_by_id = {c.id: c.label for c in chosen.conditions}
     missing = {c.id: c.requires for c in chosen.conditions if c.requires}
@@ -431,29 +498,40 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
             for relative in dataset.files:
                 condition.path_for(relative)
     dist = DistContext.detect()
-    models = {name: create_model(name, weights=spec) for name, spec in zip(names, specs)}
+    stem = Path(output) if output else Path(results_dir) / f"{chosen.name}-{'+'.join(names)}.json"
+    out_path = Path(output) if output else stem.with_name(f"{stem.stem}-{datetime.now():%Y%m%d-%H%M%S}.json")
+    ckpt_path = stem.with_name(f".{stem.name}.rank{dist.rank}.resume.pt")
+    if dist.is_main:
+        ensure_writable(out_path, "record")
+    ensure_writable(ckpt_path, "checkpoint")
+    _check_checkpoint(stem, ckpt_path, resume, restart, dist.world_size)
 
-    out_path = Path(output) if output else None
+    models = {}
+    for column, name, spec, prep in zip(columns, names, specs, chosen_prep):
+        built = create_model(name, weights=spec)
+        if prep is not None:
+            built.ibnbench_info = dataclasses.replace(built.ibnbench_info, preprocessing=prep)
+        elif "assumed" in built.ibnbench_info.preprocessing.source and dist.is_main:
+            pre = built.ibnbench_info.preprocessing
+            print(f"note: {column}: preprocessing assumed ({pre.source}: resize {pre.resize}, crop {pre.crop}, "
+                  f"{pre.convention}); pass --preprocessing resize=..,crop=..,mean=..,std=.. if it expects another",
+                  file=sys.stderr, flush=True)
+        models[column] = built
+
     fingerprint = dataset.fingerprint()
     identity = {"suite_hash": chosen.hash, "conditions": [c.id for c in chosen.conditions],
                 "dataset": fingerprint["sha256"], "world_size": dist.world_size, "rank": dist.rank,
                 "models": {n: m.ibnbench_weights.get("sha256") for n, m in models.items()},
+                "preprocessing": {n: m.ibnbench_info.preprocessing.as_dict() for n, m in models.items()},
                 "precision": (opts.amp, opts.refine)}
     if subset is not None:
         identity["classes"] = subset.indices
-    stem = out_path or Path(results_dir) / f"{chosen.name}-{'+'.join(names)}.json"
-    ckpt_path = stem.with_name(f".{stem.name}.rank{dist.rank}.resume.pt")
-    if resume:
-        found = sorted(int(p.name.rsplit(".rank", 1)[1].split(".")[0])
-                       for p in stem.parent.glob(f".{stem.name}.rank*.resume.pt"))
-        if found and found != list(range(dist.world_size)):
-            raise ValueError(f"--resume: the interrupted run left checkpoints for {len(found)} process(es) "
-                             f"(ranks {found}) but this run has {dist.world_size}; resume with the same "
-                             "world size, or run without --resume")
-    elif ckpt_path.exists():
-        ckpt_path.unlink()
     checkpoint = Checkpoint(ckpt_path, identity)
-    result = evaluate(models, chosen.conditions, dataset, opts, checkpoint, dist, classes=subset)
+    try:
+        result = evaluate(models, chosen.conditions, dataset, opts, checkpoint, dist, classes=subset)
+    except KeyboardInterrupt:
+        saved = f"progress saved in {ckpt_path}; " if checkpoint.exists() else "no chunk finished, nothing saved; "
+        raise RunInterrupted(saved + (RESUME_HINT if checkpoint.exists() else "run the command again")) from None
 
     record = Record(
         suite=chosen.name, suite_hash=chosen.hash,
@@ -461,19 +539,27 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
         + [{"id": cid, "label": labels_by_id[cid], "not_run": True} for cid in not_run],
         dataset={**fingerprint, "n_skipped": len(result["skipped"]), "skipped": result["skipped"],
                  **({"classes": subset.as_dict()} if subset is not None else {})},
-        models={n: {"weights": m.ibnbench_weights.get("source"), "sha256": m.ibnbench_weights.get("sha256"),
-                    "release": m.ibnbench_weights.get("release"), "preprocessing": m.ibnbench_info.preprocessing.as_dict()} for n, m in models.items()},
+        models={n: {"model": name, "weights": m.ibnbench_weights.get("source"),
+                    "sha256": m.ibnbench_weights.get("sha256"), "release": m.ibnbench_weights.get("release"),
+                    "preprocessing": m.ibnbench_info.preprocessing.as_dict()}
+                for (n, m), name in zip(models.items(), names)},
         environment=environment(result["device"], opts, result["close_calls_left"]),
         timing=result["timing"],
         results=result["results"],
         per_image={"files": list(dataset.files), **result["per_image"]},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+    if not any(row["n_images"] for row in record.results):
+        checkpoint.remove()
+        skipped = result["skipped"]
+        raise ValueError(f"no image could be scored: all {len(dataset)} image(s) of {data} were unreadable and "
+                         f"skipped (e.g. {', '.join(skipped[:3])}); nothing was written")
     if dist.is_main:
-        if out_path is None:
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            out_path = Path(results_dir) / f"{chosen.name}-{'+'.join(names)}-{stamp}.json"
-        write_record(record, out_path)
+        try:
+            write_record(record, out_path)
+        except FileWriteError as exc:
+            exc.record = record  # the caller can still show the numbers
+            raise
     dist.barrier()
     checkpoint.remove()
     return record

@@ -7,19 +7,23 @@ import pandas as pd
 from tabulate import tabulate
 
 from . import paper
+from .files import write_atomic
 from .report import load_records, results_frame
 from .results import Record
 
 
-def _board(records: list[Record]) -> str:
-    """One markdown section per dataset fingerprint: numbers from different data are never ranked together."""
-    frame = results_frame(records)
+def board_frames(records: list[Record]) -> list[pd.DataFrame]:
+    """One ranked table per dataset fingerprint (numbers from different data are never ranked together): a row
+    per model with its weights, dataset, subset flag, date, mean top-1 drop and top-1/top-5 cell per condition."""
     labels = {c["id"]: c.get("label", c["id"]) for r in records for c in r.conditions}
     order = list(dict.fromkeys(c["id"] for r in records for c in r.conditions))
-    sections = []
-    for dataset, part in frame.groupby("dataset", sort=False):
+    by_dataset: dict[str, list[Record]] = {}
+    for record in records:
+        by_dataset.setdefault(str(record.dataset.get("sha256", "")), []).append(record)
+    tables = []
+    for dataset, chosen in by_dataset.items():
         rows = []
-        for model, group in part.groupby("model", sort=False):
+        for model, group in results_frame(chosen).groupby("model", sort=False):
             by_cond = group.set_index("condition")
             first = group.iloc[0]
             drops = by_cond.drop(index="origin", errors="ignore").drop_top1
@@ -30,9 +34,14 @@ def _board(records: list[Record]) -> str:
                 row[labels[cond]] = (f"{by_cond.loc[cond].top1_err:.2f}/{by_cond.loc[cond].top5_err:.2f}"
                                      if cond in by_cond.index else "-")
             rows.append(row)
-        table = pd.DataFrame(rows).sort_values(["mean drop top1", "model"])
-        sections.append(tabulate(table, headers="keys", tablefmt="github", showindex=False))
-    return "\n\n".join(sections)
+        tables.append(pd.DataFrame(rows).sort_values(["mean drop top1", "model"]))
+    return tables
+
+
+def _board(records: list[Record]) -> str:
+    """One markdown section per dataset fingerprint."""
+    return "\n\n".join(tabulate(table, headers="keys", tablefmt="github", showindex=False)
+                        for table in board_frames(records))
 
 
 def paper_tables() -> str:
@@ -54,12 +63,12 @@ def build(root: str | Path = "leaderboards") -> list[Path]:
                 f"Suite hash(es): {', '.join(hashes)}. Rows marked subset ran on fewer than 50,000 images and are "
                 "not comparable with full-set numbers.\n\n" + _board(chosen) + "\n")
         path = root / f"{suite}.md"
-        path.write_text(text)
+        write_atomic(path, text)
         written.append(path)
     reference = root / "paper.md"
-    reference.write_text("# IBN-Net paper, Tables 1-5 (reference)\n\nTop-1/top-5 error % on the full ImageNet val set "
-                         "(Pan et al., ECCV 2018); in brackets the drop against origin (Tables 1, 3) or the gain "
-                         "over the re-implementation (Table 2). Each cell's implementation is named in "
-                         "`ibnbench/reference/ibn_net_paper.toml`.\n\n" + paper_tables() + "\n")
+    write_atomic(reference, "# IBN-Net paper, Tables 1-5 (reference)\n\nTop-1/top-5 error % on the full ImageNet "
+                 "val set (Pan et al., ECCV 2018); in brackets the drop against origin (Tables 1, 3) or the gain "
+                 "over the re-implementation (Table 2). Each cell's implementation is named in "
+                 "`ibnbench/reference/ibn_net_paper.toml`.\n\n" + paper_tables() + "\n")
     written.append(reference)
     return written

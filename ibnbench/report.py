@@ -13,9 +13,11 @@ import pandas as pd
 from tabulate import tabulate
 
 from . import paper
+from .files import write_atomic
 from .results import Record, RecordError, find_records, read_record
 
 FORMATS = ("markdown", "csv", "json", "latex", "html")
+
 
 def load_records(paths: Sequence[str | Path]) -> list[Record]:
     """Records from files and directories (``*.json`` below them)."""
@@ -99,6 +101,45 @@ def _paper_columns(frame: pd.DataFrame, models: Sequence[str], order: Sequence[s
     return columns
 
 
+def numbers(records: Sequence[Record], vs: str | None = None) -> pd.DataFrame:
+    """The report as numbers, one row per (model, condition) in Table-1 order: errors, drops against origin
+    and, with ``vs="paper"``, the paper's errors and our difference from them (NaN where it has none)."""
+    frame = results_frame(records)
+    order = list(dict.fromkeys(c["id"] for r in records for c in r.conditions))
+    labels = {c["id"]: c.get("label", c["id"]) for r in records for c in r.conditions}
+    models = {m: i for i, m in enumerate(dict.fromkeys(frame.model))}
+    frame = frame.assign(label=frame.condition.map(lambda c: labels.get(c, c)),
+                         model_rank=frame.model.map(models),
+                         rank=frame.condition.map({c: i for i, c in enumerate(order)}))
+    frame = frame.sort_values(["model_rank", "rank"], kind="stable")
+    columns = ["model", "condition", "label", "n_images", "top1_err", "top5_err", "drop_top1", "drop_top5"]
+    frame = frame[columns].reset_index(drop=True)
+    if vs == "paper":
+        cells = [paper.cells_of(paper.implementation(m)).get(c) for m, c in zip(frame.model, frame.condition)]
+        frame["paper_model"] = [cell.model if cell else None for cell in cells]
+        for metric in ("top1", "top5"):
+            frame[f"paper_{metric}_err"] = [getattr(cell, metric) if cell else math.nan for cell in cells]
+            frame[f"diff_{metric}"] = frame[f"{metric}_err"] - frame[f"paper_{metric}_err"]
+    return frame
+
+
+def paper_warnings(records: Sequence[Record]) -> list[str]:
+    """Why numbers of ``records`` placed beside the paper's are not like for like: random weights, a subset."""
+    warnings = []
+    for record in records:
+        name = Path(record.path).name if record.path else "record"
+        in_paper = [m for m in record.models if paper.cells_of(paper.implementation(m))]
+        for model in in_paper:
+            if record.models[model].get("weights") in (None, "random"):
+                warnings.append(f"warning: {name}: {model} has random weights; the paper's numbers are for "
+                                "trained models")
+        n = record.dataset.get("n_images")
+        if record.dataset.get("subset", True) and in_paper:
+            warnings.append(f"warning: {name} was run on {n} images, the paper on the full 50,000 ImageNet val "
+                            "images: differences include sampling noise")
+    return warnings
+
+
 def render(table: pd.DataFrame, fmt: str = "markdown") -> str:
     """Format a report table as markdown (tabulate), csv, json, latex or html."""
     if fmt == "markdown":
@@ -120,12 +161,17 @@ def report(results: Sequence[str | Path], format: str = "markdown", vs: str | No
     if vs not in (None, "paper"):
         raise ValueError(f"--vs accepts only 'paper', not {vs!r}")
     records = load_records(results)
-    text = render(table1(records, vs=vs), format)
+    if format in ("csv", "json"):  # machine-readable: numbers, one row per (model, condition)
+        frame = numbers(records, vs=vs)
+        text = frame.to_csv(index=False) if format == "csv" else frame.to_json(orient="records", indent=1)
+    else:
+        text = render(table1(records, vs=vs), format)
     footer = "\n".join(_provenance(r) for r in records)
     if format == "markdown":
-        text = f"{text}\n\nCells: top-1/top-5 error % (drop against origin).\n{footer}"
+        warnings = "".join(f"\n{w}" for w in paper_warnings(records)) if vs == "paper" else ""
+        text = f"{text}\n\nCells: top-1/top-5 error % (drop against origin).\n{footer}{warnings}"
     if output:
-        Path(output).write_text(text + "\n")
+        write_atomic(output, text + "\n", what="report")
     return text
 
 

@@ -1,14 +1,17 @@
 """Result records: a self-describing JSON document per run, written atomically, read with validation."""
 from __future__ import annotations
 
+import codecs
 import json
+import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from .files import write_atomic
 
 SCHEMA_VERSION = 1
 REQUIRED = ("suite", "suite_hash", "dataset", "models", "environment", "timing", "results")
@@ -70,6 +73,17 @@ class Record:
         if len(self.models) != 1:
             raise ValueError(f"record has models {sorted(self.models)}: name one")
         return next(iter(self.models))
+
+    def problems(self) -> list[str]:
+        """Why the results cannot be valid numbers (NaN or infinite errors, no image scored); empty if they are."""
+        out = []
+        for row in self.results:
+            where = f"{row['model']} / {row['condition']}"
+            if not row["n_images"]:
+                out.append(f"{where}: no valid image was scored")
+            elif any(not math.isfinite(row[k]) for k in ("top1_err", "top5_err")):
+                out.append(f"{where}: error is {row['top1_err']}/{row['top5_err']}")
+        return out
 
     def to_frame(self) -> pd.DataFrame:
         """One row per (model, condition) with errors, drops against ``origin`` and run metadata."""
@@ -155,30 +169,22 @@ class Record:
         return reasons
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+def write_json_atomic(path: str | os.PathLike, data: Any, what: str = "file") -> Path:
     """Write JSON so that ``path`` holds either the old or the complete new content, never a half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    def dump(f) -> None:
+        text = codecs.getwriter("utf-8")(f)
+        json.dump(data, text, indent=1)
+        text.write("\n")
+
+    return write_atomic(path, dump, what=what)
 
 
 def write_record(record: Record, path: str | os.PathLike) -> Path:
-    """Atomically write ``record`` as JSON to ``path``."""
-    try:
-        out = write_json_atomic(path, record.to_dict())
-    except OSError as exc:
-        raise RecordError(f"cannot write record {path}: {exc.strerror or exc}") from None
+    """Atomically write ``record`` as JSON to ``path``; a record holding invalid numbers is refused."""
+    problems = record.problems()
+    if problems:
+        raise RecordError(f"refusing to write record {path}: {'; '.join(problems)}")
+    out = write_json_atomic(path, record.to_dict(), what="record")
     record.path = str(out)
     return out
 

@@ -154,7 +154,8 @@ class _Part:
     baseline: str | None
 
 
-def _plan(suite: DatasetSuite, val: Path, limit: int | None, labels) -> tuple[list[_Part], dict[str, str]]:
+def _plan(suite: DatasetSuite, val: Path, limit: int | None,
+          labels: str | os.PathLike | None) -> tuple[list[_Part], dict[str, str]]:
     """The single-dataset runs (val first; per subset dataset the restricted val before it) and the missing
     datasets with why; every present dataset is opened (and its classes checked) before any work."""
     data_mod.open_dataset(val, labels=labels, limit=limit)
@@ -175,14 +176,14 @@ def _plan(suite: DatasetSuite, val: Path, limit: int | None, labels) -> tuple[li
     return parts, missing
 
 
-def _reusable(path: Path, dataset_sha: str, classes: dict | None, weights: dict, dtype_key: tuple) -> Record | None:
+def _reusable(path: Path, dataset_sha: str, classes: dict | None, weights: list[str], dtype_key: tuple) -> Record | None:
     """The finished part record at ``path`` if it was made on the same data, subset, weights and precision."""
     try:
         part = read_record(path)
     except RecordError:
         return None
     same = (part.dataset.get("sha256") == dataset_sha and part.dataset.get("classes") == classes
-            and {n: m.get("weights") for n, m in part.models.items()} == weights
+            and [m.get("weights") for m in part.models.values()] == weights
             and (part.environment.get("dtype"), part.environment.get("refine")) == dtype_key)
     return part if same else None
 
@@ -196,14 +197,15 @@ def combined_sha256(datasets: dict[str, dict]) -> str:
 def run_datasets(model: Sequence[str], data: str | os.PathLike, suite: str = "natural",
                  datasets: Sequence[str] | None = None, weights: Sequence[str] | None = None,
                  output: str | os.PathLike | None = None, results_dir: str | os.PathLike = "results",
-                 labels: str | os.PathLike | None = None, resume: bool = False, skip_missing: bool = False,
-                 **options) -> Record:
+                 labels: str | os.PathLike | None = None, resume: bool = False, restart: bool = False,
+                 skip_missing: bool = False, preprocessing: Sequence[str] | None = None, **options) -> Record:
     """``ibnbench run --suite natural`` as a function: every model on ImageNet val (``data``) and on every dataset
     of the suite (or those in ``datasets``), one record with a row per dataset and its gap to val.
 
     Missing datasets stop the run before any work, unless ``skip_missing`` (then they are rows marked
     missing). Each finished dataset is kept beside the output (``.<name>.<id>.json``) until the record is
-    written, so ``resume`` continues with the next one (and the interrupted one from its checkpoint).
+    written, so ``resume`` continues with the next one (and the interrupted one from its checkpoint);
+    ``restart`` runs every dataset again. ``preprocessing`` as for :func:`ibnbench.engine.run`.
     """
     from .engine import RunOptions, run
     from .models import model_info
@@ -235,15 +237,15 @@ def run_datasets(model: Sequence[str], data: str | os.PathLike, suite: str = "na
         found = part_path[part.id]
         reuse = None
         if resume and found.is_file():
-            wanted = {n: s for n, s in zip(names, _specs(weights, names))}
             reuse = _reusable(found, dataset.fingerprint()["sha256"],
-                              part.classes.as_dict() if part.classes else None, wanted, dtype_key)
+                              part.classes.as_dict() if part.classes else None, _specs(weights, names), dtype_key)
         if reuse is None:
             if opts.progress:
                 print(f"{chosen.name}: {part.label} ({part.path})")
             reuse = run(names, part.path, suite="table1", conditions=["origin"], weights=weights, output=found,
-                        labels=labels if part.path == Path(data) else None, resume=resume, classes=part.classes,
-                        restrict_to_classes=part.restrict, **options)
+                        labels=labels if part.path == Path(data) else None, resume=resume, restart=restart,
+                        preprocessing=preprocessing, classes=part.classes, restrict_to_classes=part.restrict,
+                        **options)
         records[part.id] = reuse
 
     record = _combine(chosen, parts, records, missing)
@@ -295,6 +297,7 @@ def _combine(suite: DatasetSuite, parts: list[_Part], records: dict[str, Record]
         dataset={"layout": "datasets", "n_images": first.dataset.get("n_images"),
                  "subset": first.dataset.get("subset", True), "sha256": combined_sha256(fingerprints),
                  "datasets": fingerprints,
-                 "n_skipped": sum(d.get("n_skipped", 0) for d in fingerprints.values())},
+                 "n_skipped": sum(d.get("n_skipped", 0) for d in fingerprints.values()),
+                 "skipped": [f"{k}: {f}" for k, d in fingerprints.items() for f in d.get("skipped", [])]},
         models=first.models, environment=first.environment, timing=timing, results=results, per_image=per_image,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"))

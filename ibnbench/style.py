@@ -28,11 +28,13 @@ from torch import nn
 from torchvision.io import encode_jpeg, encode_png
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2.functional import resize
-from tqdm import tqdm
 
 from .data import BadImageError, decode_file
 from .distributed import resolve_device
+from .files import write_atomic
+from .progress import Progress
 from .models import create_model
+from .precision import full_fp32
 from .weights import WeightsError, cache_dir, fetch, load_state_dict_strict, read_state_dict, sha256_of
 
 STYLES = ("monet", "cezanne", "ukiyoe", "vangogh")
@@ -120,11 +122,12 @@ def load_generator(style: str, weights: str = "official", progress: bool = True)
 def stylize_batch(generator: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Run ``generator`` on a 0..255 RGB batch ``[N,3,H,W]``: scale to [-1, 1], generate, scale back to 0..255.
 
-    Sides that are not multiples of 4 are reflect-padded for the generator and cropped back.
+    Sides that are not multiples of 4 are reflect-padded for the generator and cropped back. Float32
+    convolutions run in IEEE precision, not TF32 (:func:`ibnbench.precision.full_fp32`).
     """
     height, width = x.shape[-2:]
     pad_h, pad_w = -height % 4, -width % 4
-    with torch.no_grad():
+    with torch.no_grad(), full_fp32():
         inputs = x / 127.5 - 1.0
         if pad_h or pad_w:
             inputs = F.pad(inputs, (0, pad_w, 0, pad_h), mode="reflect")
@@ -161,17 +164,6 @@ def _encode(image: torch.Tensor, suffix: str) -> bytes:
     return encoded.numpy().tobytes()
 
 
-def _write_atomically(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` via a temporary file and a rename: never a half-written ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def read_manifest(out: str | os.PathLike) -> dict | None:
     """What ``ibnbench stylize`` recorded about a stylised folder (None for a folder made otherwise)."""
     path = Path(out) / MANIFEST
@@ -187,7 +179,7 @@ def _check_manifest(out: Path, manifest: dict) -> None:
     """Refuse to add images made another way to a stylised folder; write the manifest of a new one."""
     found = read_manifest(out)
     if found is None:
-        _write_atomically(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+        write_atomic(out / MANIFEST, json.dumps(manifest, indent=1) + "\n", what="stylize manifest")
         return
     differ = [k for k in manifest if found.get(k) != manifest[k]]
     if differ:
@@ -232,15 +224,14 @@ def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights
                           "sha256": generator.ibnbench_weights["sha256"], "resize": resize_mode, "size": size,
                           "interpolation": interpolation.value})
     loader = torch.utils.data.DataLoader(_Decoded(data, todo), batch_size=None, num_workers=workers)
-    with tqdm(total=len(files), initial=summary["skipped"], unit="img", desc=f"stylize {style}",
-              disable=not progress) as bar:
+    with Progress(len(todo), f"stylize {style}", enabled=progress, initial=summary["skipped"]) as bar:
         for relative, image, reason in loader:
             if image is None:
                 raise BadImageError(data / relative, reason)
             x = resize(image.to(device).float(), [size] if resize_mode == "shorter" else [size, size],
                        interpolation=interpolation, antialias=True)
             styled = stylize_batch(generator, x[None])[0].round_().to("cpu", torch.uint8)
-            _write_atomically(out / relative, _encode(styled, Path(relative).suffix))
+            write_atomic(out / relative, _encode(styled, Path(relative).suffix), what="stylised image", fsync=False)
             summary["written"] += 1
-            bar.update()
+            bar.update(1)
     return summary

@@ -103,6 +103,11 @@ def read_state_dict(path: str | os.PathLike) -> OrderedDict[str, torch.Tensor]:
 
     PyTorch's per-module version metadata (``_metadata``), when the file has it, is kept (prefixes stripped):
     it decides which legacy layouts PyTorch, and so :func:`load_state_dict_strict`, accepts."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # neither torch.save's zip archive nor a legacy pickle
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint (neither a zip archive nor a pickle: "
+                           "is it a text or image file?)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -34,14 +34,24 @@ def test_fake_val_is_a_valid_labelled_imagefolder(tmp_path):
     assert image.shape[0] == 3 and min(image.shape[1:]) >= 281 and float(image.float().std()) > 20
 
 
-def test_nvjpeg_stage_decodes_every_file_in_batches(tmp_path, monkeypatch):
-    """The GPU decode stage of --pipeline, run with torchvision's CPU decoder standing in for nvJPEG."""
+def test_nvjpeg_stage_sends_nvjpeg_only_what_the_engine_sends_it(tmp_path, monkeypatch):
+    """The GPU decode stage of --pipeline, run with torchvision's CPU decoder standing in for nvJPEG: the greyscale
+    and CMYK files, which the engine decodes on the CPU (nvJPEG would raise on CMYK), are left out."""
     import torch
     from torchvision import io
 
+    from test_data import write_image
+
     root = make_folder(tmp_path / "val", {data.imagenet_wnids()[3]: [1, 2, 3, 4, 5]})
+    write_image(root / data.imagenet_wnids()[3] / "grey.JPEG", mode="L")
+    write_image(root / data.imagenet_wnids()[3] / "cmyk.JPEG", mode="CMYK")
     seen = []
-    cpu_decode = io.decode_jpeg
-    monkeypatch.setattr(io, "decode_jpeg", lambda batch, mode, device: seen.append(len(batch)) or cpu_decode(batch, mode=mode))
+
+    def stand_in(batch, mode, device):
+        assert all(data.nvjpeg_can_decode(d) for d in batch)
+        seen.append(len(batch))
+        return io.decode_jpeg(batch, mode=mode)
+
+    monkeypatch.setattr(data, "decode_jpeg", stand_in)
     assert bench._nvjpeg_seconds(sorted(root.rglob("*.JPEG")), 2, torch.device("cpu")) > 0
-    assert seen == [2, 2, 2, 1]  # one warm-up batch, then the 5 files in batches of 2
+    assert seen == [2, 2, 2, 1]  # one warm-up batch, then the 5 RGB files in batches of 2

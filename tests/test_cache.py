@@ -1,6 +1,7 @@
 """The uint8 crop cache: later passes read crops instead of decoding, with the very same crops and results."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,33 @@ def test_cli_run_with_cache(tiny_val, tmp_path, capsys):
     assert main([*args, "--output", str(tmp_path / "1.json")]) == 0
     assert decodes(lambda: main([*args, "--output", str(tmp_path / "2.json")])) == 0
     assert Path(tmp_path / "2.json").exists()
+
+
+class Brightness(torch.nn.Module):
+    """Class 1 for dark inputs, class 999 for bright ones: top-1 hits that tell an image from its inverted copy."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        level = x.mean(dim=(1, 2, 3))
+        logits = torch.full((len(x), 1000), -1e4)
+        logits[:, 1], logits[:, 999] = -level, level
+        return logits
+
+
+def test_cli_cache_keeps_a_dir_condition_apart_from_the_originals(tiny_val, tmp_path):
+    """The pre-stylised copy has the originals' file list: cached crops are keyed by folder too, so a cached run
+    scores `origin` on the originals and `inverted` on the copy, exactly as a run without the cache."""
+    from ibnbench.cli import main
+
+    inverted_copy_suite(tiny_val, tmp_path)
+    args = ["run", "--model", "test_cache:Brightness", "--weights", "random", "--data", str(tiny_val), "--suite",
+            str(tmp_path / "styled.toml"), "--device", "cpu", "--workers", "0", "--batch-size", "4"]
+    assert main([*args, "--output", str(tmp_path / "plain.json")]) == 0
+    plain = json.loads((tmp_path / "plain.json").read_text())
+    hits = plain["per_image"]["top1"]["test_cache:Brightness"]
+    assert hits["origin"] != hits["inverted"]  # the test can see which folder the crops came from
+    for n in (1, 2):  # fills the cache, then reads it
+        assert main([*args, "--cache", str(tmp_path / "c"), "--output", str(tmp_path / f"cached{n}.json")]) == 0
+        cached = json.loads((tmp_path / f"cached{n}.json").read_text())
+        assert cached["results"] == plain["results"] and cached["per_image"] == plain["per_image"]
+    assert cached["timing"]["from_cache"] == 9 and cached["environment"]["cache"] == "dir"
+    assert len(list((tmp_path / "c").glob("*.u8"))) == 2

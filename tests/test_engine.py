@@ -71,10 +71,10 @@ def test_interrupted_run_resumes_to_identical_results(tiny_val, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         evaluate(small_models(), suite.conditions, dataset, opts, checkpoint, on_batch=stop_after_six)
     saved = torch.load(checkpoint.path, weights_only=False)
-    assert int(saved["state"]["done"].sum()) == 4  # the last completed chunk, not the batch in flight
+    assert int(saved["state"]["done"].sum()) == 6  # Ctrl-C saves every finished image, not only whole chunks
     evaluated = []
     resumed = evaluate(small_models(), suite.conditions, dataset, opts, checkpoint, on_batch=evaluated.append)
-    assert evaluated[-1] == 5  # only the 5 images after the checkpoint were evaluated again
+    assert evaluated[-1] == 3  # only the 3 images after the checkpoint were evaluated again
     assert resumed["results"] == full["results"] and resumed["per_image"] == full["per_image"]
     with pytest.raises(ValueError, match="different run"):
         Checkpoint(checkpoint.path, {"run": "y"}).load()
@@ -268,3 +268,122 @@ def test_refine_share_outside_0_1_is_refused(tiny_val, tmp_path, capsys):
     code = main(["run", "--model", "resnet18", "--weights", "random", "--data", str(tiny_val), "--device", "cpu",
                  "--amp", "bf16", "--refine", "2", "--output", str(tmp_path / "r.json")])
     assert code == 2 and "--refine must be a share of the batch between 0 and 1" in capsys.readouterr().err
+
+
+class _OutOfMemory(_Rounding):
+    """:class:`_Rounding` that runs out of memory on the calls numbered in ``fail`` (1 = the first)."""
+
+    def __init__(self, fail: set[int]):
+        super().__init__()
+        self.fail, self.calls = fail, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls in self.fail:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return super().forward(x)
+
+
+def test_out_of_memory_retry_counts_each_close_call_once():
+    """16 samples: the whole batch runs out of memory, then the second half-batch does, after the first half
+    (holding near tie 2) had been scored; the retry in quarters counts near ties 2 and 9 once each."""
+    from ibnbench.models.registry import Preprocessing
+
+    runner = engine.ModelRunner(_OutOfMemory({1, 3}), Preprocessing(), torch.device("cpu"),
+                                RunOptions(device="cpu", amp="bf16", refine=0.0))
+    x = torch.zeros(16, 3, 8, 8)
+    x[[2, 9]] = 255.0
+    hits = runner.hits(x, torch.full((16,), 3))
+    assert runner.micro_batch == 4 and runner.model.calls == 7
+    assert hits[:, 0].tolist() == [i not in (2, 9) for i in range(16)] and int(runner.close_calls_left) == 2
+
+
+class _Overflow(torch.nn.Module):
+    """Label 3 wins, but under fp16 autocast the logits of bright samples overflow (inf, or NaN)."""
+
+    def forward(self, x):
+        bright = x[:, 0, 0, 0] > 0
+        logits = torch.zeros(len(x), 10)
+        logits[:, 3] = 1.0
+        if torch.is_autocast_enabled("cpu"):
+            logits[bright, 4] = float("inf")
+            logits[bright & (x[:, 1, 0, 0] > 0), 3] = float("nan")
+        return logits
+
+
+@pytest.mark.parametrize("refine, left, wrong", [(0.125, 0, 0), (0.0, 2, 1)])
+def test_fp16_overflow_rows_are_rescored_or_counted(refine, left, wrong):
+    """A row with a non-finite logit is the closest of calls: re-scored in fp32 first, else counted as left.
+    (Left unrefined, sample 11's NaN label logit ranks first in ``topk``, so only sample 4 comes out wrong.)"""
+    from ibnbench.models.registry import Preprocessing
+
+    runner = engine.ModelRunner(_Overflow(), Preprocessing(), torch.device("cpu"),
+                                RunOptions(device="cpu", amp="fp16", refine=refine))
+    x = torch.zeros(16, 3, 8, 8)
+    x[[4, 11], 0] = 255.0  # sample 4: an inf logit; sample 11: an inf and a NaN
+    x[11, 1] = 255.0
+    hits = runner.hits(x, torch.full((16,), 3))
+    assert int((~hits[:, 0]).sum()) == wrong and int(runner.close_calls_left) == left
+
+
+def test_normalize_builds_its_constants_once_per_device_and_dtype():
+    """After the first call, normalising is two element-wise ops: no tensor is made from Python numbers (on CUDA
+    that is a copy to the device and a host sync per forward)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from ibnbench.models.registry import Preprocessing
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    x = torch.rand(2, 3, 4, 4) * 255
+    expected = (x - torch.tensor(Preprocessing().mean)[:, None, None]) / torch.tensor(Preprocessing().std)[:, None, None]
+    Preprocessing().normalize(x)
+    with Ops() as ops:
+        out = Preprocessing().normalize(x)
+    assert ops.names == ["sub", "mul"]
+    torch.testing.assert_close(out, expected)
+    assert Preprocessing().normalize(x.double()).dtype == torch.float64
+
+
+class _PrecisionSpy(torch.nn.Module):
+    """Notes the float32 convolution/matmul precision torch is set to when the model runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def forward(self, x):
+        backends = torch.backends
+        self.seen.add((backends.cudnn.conv.fp32_precision, backends.cuda.matmul.fp32_precision,
+                       backends.mkldnn.conv.fp32_precision))
+        return torch.zeros(len(x), 10)
+
+
+def test_full_precision_forwards_are_ieee_fp32_and_the_record_says_so(tiny_val, tmp_path, monkeypatch):
+    """torch defaults cuDNN fp32 convolutions to TF32: the engine's forwards (refine re-score too) and the style
+    generators run in IEEE fp32, the caller's settings come back afterwards, and the record names the choice."""
+    from ibnbench import style
+    from ibnbench.models.registry import Preprocessing
+
+    assert torch.backends.cudnn.conv.fp32_precision == "tf32"  # torch's default, which the engine must not use
+    for amp, refine in (("off", 0.0), ("bf16", 1.0)):
+        spy = _PrecisionSpy()
+        runner = engine.ModelRunner(spy, Preprocessing(), torch.device("cpu"), RunOptions(amp=amp, refine=refine))
+        runner.hits(torch.zeros(4, 3, 8, 8), torch.zeros(4, dtype=torch.long))
+        assert spy.seen == {("ieee", "ieee", "ieee")}
+    spy = _PrecisionSpy()
+    style.stylize_batch(lambda x: (spy(x), x)[1], torch.zeros(1, 3, 8, 8))
+    assert spy.seen == {("ieee", "ieee", "ieee")}
+    assert torch.backends.cudnn.conv.fp32_precision == "tf32" and torch.backends.cuda.matmul.fp32_precision == "none"
+    record = engine.run(["resnet18"], tiny_val, conditions=["origin"], weights=["random"], device="cpu", workers=0,
+                        progress=False, output=tmp_path / "r.json")
+    env = json.loads((tmp_path / "r.json").read_text())["environment"]
+    assert env == record.environment and env["fp32_conv"] == "ieee" and env["dtype"] == "float32"
+    assert env["decoder"] == "cpu" and env["cache"] is None and env["cpu_capability"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -19,12 +20,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_data import A, make_folder, picture, val_name, write_image
 
 from ibnbench import data, results
 from ibnbench.cli import main
 from ibnbench.models import create_model
 from ibnbench.results import read_record
-from test_data import A, make_folder, picture, val_name, write_image
 
 RUN = ["run", "--model", "resnet18", "--weights", "random", "--conditions", "origin", "--workers", "0",
        "--device", "cpu", "--batch-size", "4"]
@@ -563,3 +564,281 @@ def test_real_process_survives_corrupt_pngs(tmp_path):
     record = read_record(tmp_path / "r.json")
     assert sorted(record.dataset["skipped"]) == sorted(f"{A}/{kind}.png" for kind in CORRUPT_PNGS)
     assert record.result("resnet18", "origin")["n_images"] == 1
+
+
+# ------------------------------------------------------------------- second round: never lose a run, never pass a wrong number
+
+
+def run_args(root: Path, output: Path, *extra) -> list:
+    return [*RUN, "--data", root, "--output", output, *extra]
+
+
+OUTPUT_PROBLEMS = {  # name -> (make the bad --output under tmp_path, the words of the error)
+    "parent-is-a-file": (lambda tmp: (tmp / "file").write_text("x") and tmp / "file" / "r.json",
+                         ["cannot write record", "file is a file, not a folder"]),
+    "output-is-a-folder": (lambda tmp: (tmp / "folder").mkdir() or tmp / "folder", ["it is a folder"]),
+    "read-only-folder": (lambda tmp: (tmp / "ro").mkdir(mode=0o555) or tmp / "ro" / "r.json",
+                         ["cannot write record", "Permission denied"]),
+}
+
+
+@pytest.mark.parametrize("chunk", ["2048", "1"])
+@pytest.mark.parametrize("kind", list(OUTPUT_PROBLEMS))
+def test_output_problems_are_reported_before_any_image_is_decoded(tmp_path, capfd, monkeypatch, kind, chunk):
+    if kind == "read-only-folder" and os.geteuid() == 0:
+        pytest.skip("running as root: root writes into a mode 0555 folder, so it is not read-only")
+    root = make_folder(tmp_path / "val", {A: [1, 2]})
+    make, words = OUTPUT_PROBLEMS[kind]
+    output = make(tmp_path)
+    monkeypatch.setattr("ibnbench.models.create_model", lambda *a, **k: pytest.fail("a model was built"))
+    decodes = data.DECODE_COUNT
+    fails(capfd, *run_args(root, output, "--chunk-size", chunk), words=[str(output), *words])
+    assert data.DECODE_COUNT == decodes  # workers 0: every decode happens in this process
+
+
+def interrupt_on_batch(monkeypatch, number: int) -> None:
+    """Ctrl-C while the engine evaluates its ``number``-th batch (counting from 1)."""
+    from ibnbench import engine
+
+    real, calls = engine._evaluate_batch, []
+
+    def evaluate_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == number:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_evaluate_batch", evaluate_batch)
+
+
+def test_interrupted_run_keeps_its_checkpoint_until_resume_or_restart(tmp_path, capfd, monkeypatch):
+    root = make_folder(tmp_path / "val", {A: [1, 2, 3, 4]})
+    output = tmp_path / "out" / "r.json"
+    args = [*without(run_args(root, output), "--batch-size"), "--batch-size", "2"]
+    checkpoint = output.with_name(".r.json.rank0.resume.pt")
+    interrupt_on_batch(monkeypatch, 2)
+    code, _out, err = cli(capfd, *args)
+    assert code == 130 and err.strip().splitlines()[-1] == (
+        f"ibnbench run: interrupted: progress saved in {checkpoint}; --resume continues it, --restart starts over")
+    assert checkpoint.exists() and not output.exists()
+    monkeypatch.undo()
+
+    fails(capfd, *args, words=[f"{checkpoint}: an interrupted run of this command left a checkpoint "
+                               "(2 of 4 images done); --resume continues it, --restart starts over"])
+    assert checkpoint.exists()  # a rerun without --resume no longer deletes finished work
+
+    code, _out, err = cli(capfd, *args, "--resume")
+    assert code == 0 and f"resuming from {checkpoint}: 2 of 4 images already done" in err, err
+    resumed = read_record(output)
+    assert not checkpoint.exists() and resumed.timing["images"] == 4
+
+    interrupt_on_batch(monkeypatch, 2)
+    assert cli(capfd, *args)[0] == 130 and checkpoint.exists()
+    monkeypatch.undo()
+    code, _out, err = cli(capfd, *args, "--restart")
+    assert code == 0 and "resuming" not in err and not checkpoint.exists()
+    assert read_record(output).results == resumed.results
+    fails(capfd, *args, "--resume", "--restart", words=["--resume continues", "--restart deletes"])
+
+
+def test_ctrl_c_before_anything_finished_says_nothing_was_saved(tmp_path, capfd, monkeypatch):
+    root = make_folder(tmp_path / "val", {A: [1]})
+    interrupt_on_batch(monkeypatch, 1)
+    code, _out, err = cli(capfd, *run_args(root, tmp_path / "r.json"))
+    assert code == 130 and "interrupted: no chunk finished, nothing saved; run the command again" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["val"]
+
+
+def test_skip_with_every_image_bad_is_an_error_and_writes_nothing(tmp_path, capfd):
+    root = tmp_path / "val" / A
+    root.mkdir(parents=True)
+    for kind in ("empty", "not-an-image"):
+        (root / f"{kind}.JPEG").write_bytes(BAD_IMAGES[kind][0]())
+    fails(capfd, *run_args(tmp_path / "val", tmp_path / "r.json", "--on-bad-image", "skip"),
+          words=["no image could be scored: all 2 image(s)", "unreadable and skipped", "nothing was written"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["val"]  # no record, no checkpoint
+
+
+def test_a_nan_record_is_refused_when_written_and_fails_check(tmp_path, capfd):
+    from records import make_record
+
+    good = good_record(tmp_path / "good.json")
+    with pytest.raises(results.RecordError, match="resnet50 / origin: error is nan/7.0"):
+        results.write_record(make_record({"resnet50": {"origin": (float("nan"), 7.0)}}), tmp_path / "nan.json")
+    nan = json.loads(good.read_text())
+    nan["results"][0]["top1_err"] = float("nan")  # as a NaN run used to be written
+    (tmp_path / "nan.json").write_text(json.dumps(nan))
+    code, out, _err = cli(capfd, "check", "--results", tmp_path / "nan.json", "--against", good)
+    assert code == 1 and "INVALID" in out and "invalid: 1 result(s) are NaN or infinite" in out
+
+
+def test_check_fails_when_the_new_record_lacks_pairs(tmp_path, capfd):
+    from records import make_record
+
+    old = results.write_record(make_record({"resnet50": {"origin": (24.0, 7.0), "rgb+50": (28.0, 9.0)}}),
+                               tmp_path / "old.json")
+    new = results.write_record(make_record({"resnet50": {"origin": (24.0, 7.0)}}), tmp_path / "new.json")
+    code, out, _err = cli(capfd, "check", "--results", new, "--against", old)
+    assert code == 1 and "MISSING" in out
+    assert "missing: 1 result(s) of the recorded record are not in the new one (e.g. resnet50 / rgb+50)" in out
+    assert cli(capfd, "check", "--results", old, "--against", new)[0] == 0  # extra new pairs are fine
+
+
+def test_check_drop_without_origin_is_one_line(tmp_path, capfd):
+    from records import make_record
+
+    old = results.write_record(make_record({"resnet50": {"rgb+50": (28.0, 9.0)}}), tmp_path / "old.json")
+    fails(capfd, "check", "--results", old, "--against", old, "--metric", "drop",
+          words=[f"{old}: --metric drop needs the origin result of resnet50"])
+
+
+def test_check_either_way_labels_an_improvement_as_such(tmp_path, capfd):
+    from records import make_record
+
+    old = results.write_record(make_record({"resnet50": {"origin": (24.0, 7.0)}}), tmp_path / "old.json")
+    new = results.write_record(make_record({"resnet50": {"origin": (20.0, 7.0)}}), tmp_path / "new.json")
+    code, out, _err = cli(capfd, "check", "--results", new, "--against", old, "--either-way")
+    assert code == 1 and "IMPROVED" in out and "REGRESSION" not in out
+    assert "change (--either-way): 1 of 1 result(s) beyond 0.5 points" in out
+
+
+def test_the_same_model_twice_gives_two_columns(tmp_path, capfd, resnet18_checkpoint):
+    root = make_folder(tmp_path / "val", {A: [1]})
+    args = without(RUN, "--weights")
+    out = works(capfd, *args, "--model", "resnet18", "--weights", "random", "--weights", resnet18_checkpoint,
+                "--data", root, "--output", tmp_path / "r.json")
+    record = read_record(tmp_path / "r.json")
+    assert list(record.models) == ["resnet18[random]", "resnet18[resnet18.pth]"]
+    assert [m["weights"] for m in record.models.values()] == ["random", str(resnet18_checkpoint)]
+    assert "resnet18[resnet18.pth]" in out
+    fails(capfd, *args, "--model", "resnet18", "--data", root, words=["--model resnet18 is given twice"])
+
+
+def test_timm_weights_offline_fail_fast(tmp_path, capfd, monkeypatch):
+    """No network: huggingface_hub goes offline at once instead of retrying for about a minute."""
+    pytest.importorskip("timm")
+    from huggingface_hub import constants
+
+    def unreachable(*args, **kwargs):
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr("socket.create_connection", unreachable)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty cache
+    root = make_folder(tmp_path / "val", {A: [1]})
+    fails(capfd, *without(RUN, "--weights", "--model"), "--model", "timm:resnet18", "--data", root,
+          words=["timm:resnet18: cannot fetch timm's pretrained weights", "--weights PATH"])
+    assert constants.HF_HUB_OFFLINE and os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--conditions", ","], ["no conditions selected from suite 'table1'"]),
+    (["--chunk-size", "0"], ["--chunk-size must be at least 1 image, not 0"]),
+    (["--preprocessing", "resize=274,crop"], ["--preprocessing 'resize=274,crop'", "KEY=VALUE"]),
+    (["--preprocessing", "mean=0.5,std=0.5"], ["0..1 scale"]),
+    (["--preprocessing", "a=1", "--preprocessing", "b=1"], ["--preprocessing: give one for all models or one per"]),
+])
+def test_bad_run_options(tmp_path, capfd, args, words):
+    root = make_folder(tmp_path / "val", {A: [1]})
+    fails(capfd, *without(RUN, "--conditions"), *(["--conditions", "origin"] if "--conditions" not in args else []),
+          *args, "--data", root, words=words)
+
+
+def test_weights_that_are_a_text_file(tmp_path, capfd):
+    text = tmp_path / "weights.txt"
+    text.write_text("a\nb\n")  # torch.load raised IndexError: pop from empty list on this
+    line = fails(capfd, *without(RUN, "--weights"), "--weights", text, "--data", make_folder(tmp_path / "val", {A: [1]}),
+                 words=[f"{text}: not a readable PyTorch checkpoint (neither a zip archive nor a pickle"])
+    assert "IndexError" not in line
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_suite_with_a_non_finite_number(tmp_path, capfd, value):
+    suite = tmp_path / "s.toml"
+    suite.write_text(f'[[conditions]]\nid = "x"\nop = "contrast"\nfactor = {value}\n')
+    fails(capfd, "suites", suite, words=[str(suite), "field 'factor': expected a finite number"])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_records_and_checkpoints_follow_the_umask(tmp_path, capfd, monkeypatch, umask):
+    root = make_folder(tmp_path / "val", {A: [1, 2]})
+    output = tmp_path / "r.json"
+    old = os.umask(umask)
+    try:
+        interrupt_on_batch(monkeypatch, 2)
+        assert cli(capfd, *[*without(run_args(root, output), "--batch-size"), "--batch-size", "1"])[0] == 130
+        monkeypatch.undo()
+        works(capfd, *run_args(root, output), "--resume")
+    finally:
+        os.umask(old)
+    assert output.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert not output.with_name(".r.json.rank0.resume.pt").exists()
+
+
+def test_checkpoint_mode_follows_the_umask(tmp_path):
+    from ibnbench.engine import Checkpoint, EvalState
+
+    old = os.umask(0o002)
+    try:
+        checkpoint = Checkpoint(tmp_path / "c.pt", {})
+        checkpoint.save(EvalState(2, [("m", "origin")], torch.device("cpu")), {})
+    finally:
+        os.umask(old)
+    assert checkpoint.path.stat().st_mode & 0o777 == 0o664
+
+
+def write_factory(folder: Path, declared: str | None = None) -> str:
+    """A module ``tinyfactory`` with ``net()`` (resnet18), optionally declaring its preprocessing."""
+    (folder / "tinyfactory.py").write_text(
+        "import torchvision\n\n\ndef net():\n    return torchvision.models.resnet18()\n"
+        + (f"\n\nnet.preprocessing = {declared!r}\n" if declared else ""))
+    return "tinyfactory:net"
+
+
+def test_preprocessing_assumed_declared_or_given(tmp_path, capfd, monkeypatch):
+    root = make_folder(tmp_path / "val", {A: [1]})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = write_factory(tmp_path)
+    args = [*without(RUN, "--model"), "--model", spec, "--data", root]
+    code, _out, err = cli(capfd, *args, "--output", tmp_path / "assumed.json")
+    assert code == 0 and (f"note: {spec}: preprocessing assumed (torchvision ImageNet default (assumed): resize 256, "
+                          "crop 224, imagenet mean/std); pass --preprocessing") in err
+    assert read_record(tmp_path / "assumed.json").models[spec]["preprocessing"]["source"] == \
+        "torchvision ImageNet default (assumed)"
+
+    code, _out, err = cli(capfd, *args, "--preprocessing", "resize=72,crop=64,mean=127,std=128,interpolation=bicubic",
+                          "--output", tmp_path / "given.json")
+    given = read_record(tmp_path / "given.json").models[spec]["preprocessing"]
+    assert code == 0 and "note:" not in err
+    assert given == {"resize": 72, "crop": 64, "mean": [127.0] * 3, "std": [128.0] * 3, "interpolation": "bicubic",
+                     "convention": "(x-127)/128",
+                     "source": "--preprocessing resize=72,crop=64,mean=127,std=128,interpolation=bicubic"}
+
+    import sys as system
+
+    system.modules.pop("tinyfactory", None)
+    write_factory(tmp_path, declared="resize=80,crop=64")
+    code, _out, err = cli(capfd, *args, "--output", tmp_path / "declared.json")
+    declared = read_record(tmp_path / "declared.json").models[spec]["preprocessing"]
+    assert code == 0 and "note:" not in err
+    assert (declared["resize"], declared["crop"], declared["source"]) == (80, 64, f"declared by {spec}")
+    system.modules.pop("tinyfactory", None)
+
+
+def test_write_failure_after_the_run_still_prints_the_table(tmp_path, capfd, monkeypatch):
+    root = make_folder(tmp_path / "val", {A: [1]})
+    monkeypatch.setattr(results.os, "fsync", no_space)
+    code, out, err = cli(capfd, *run_args(root, tmp_path / "r.json"))
+    assert code == 2 and f"cannot write record {tmp_path / 'r.json'}: No space left on device" in err
+    assert "| origin" in out and "resnet18" in out  # the numbers are not lost with the file
+
+
+def test_a_piped_run_prints_progress_lines_and_images_per_second(tmp_path):
+    root = make_folder(tmp_path / "val", {A: [1, 2]})
+    done = ibnbench_process(*run_args(root, tmp_path / "r.json"))
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^evaluate: 2/2 images in \d\d:\d\d, [\d.]+ images/s$", done.stderr, re.MULTILINE), done.stderr
+    assert re.search(r"^2 images x 1 model\(s\) x 1 condition\(s\) in [\d.]+ s: [\d.]+ images/s$", done.stdout, re.MULTILINE)

@@ -1,9 +1,14 @@
 """Table-1 reports and leaderboards from records."""
 from __future__ import annotations
 
+import csv
+import io
+import json
+
 import pytest
 
 from ibnbench import leaderboard
+from ibnbench.cli import main
 from ibnbench.report import report
 from ibnbench.results import write_record
 from records import make_record
@@ -36,10 +41,31 @@ def test_vs_paper_shows_differences(record_path):
     assert "+0.00/+0.00" in std_row  # our synthetic numbers equal the paper's std x1.5 cells
 
 
-@pytest.mark.parametrize("fmt, marker", [("csv", "condition,resnet50"), ("latex", "\\toprule"),
-                                         ("html", "<table>"), ("json", '"origin"')])
+@pytest.mark.parametrize("fmt, marker", [("latex", "\\toprule"), ("html", "<table>")])
 def test_formats(record_path, fmt, marker):
     assert marker in report([record_path], format=fmt)
+
+
+def test_csv_and_json_hold_numbers_not_display_strings(record_path):
+    rows = list(csv.DictReader(io.StringIO(report([record_path], format="csv", vs="paper"))))
+    std = next(r for r in rows if r["model"] == "resnet50" and r["condition"] == "std*1.5")
+    assert float(std["top1_err"]) == 40.01 and float(std["drop_top1"]) == pytest.approx(15.74)
+    assert float(std["paper_top1_err"]) == pytest.approx(40.01) and float(std["diff_top1"]) == pytest.approx(0)
+    assert [r["condition"] for r in rows[:3]] == ["origin", "rgb+50", "std*1.5"]  # Table-1 order
+    records = json.loads(report([record_path], format="json"))
+    origin = next(r for r in records if r["model"] == "resnet50_ibn_b" and r["condition"] == "origin")
+    assert origin["top1_err"] == 23.64 and origin["top5_err"] == 6.86 and origin["n_images"] == 100
+
+
+def test_vs_paper_warns_about_random_weights_and_subsets(tmp_path, capfd):
+    record = make_record({"resnet50": {"origin": (99.9, 99.5)}})
+    record.models["resnet50"]["weights"] = "random"
+    path = write_record(record, tmp_path / "random.json")
+    assert main(["report", str(path), "--vs", "paper", "--format", "csv"]) == 0
+    err = capfd.readouterr().err
+    assert "warning: random.json: resnet50 has random weights" in err
+    assert "warning: random.json was run on 100 images, the paper on the full 50,000" in err
+    assert main(["report", str(path)]) == 0 and "warning" not in capfd.readouterr().err  # only beside the paper
 
 
 def test_leaderboard_build(tmp_path, record_path):

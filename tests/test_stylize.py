@@ -12,6 +12,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2.functional import resize
 
 import ibnbench.style as style
+from ibnbench import files
+from ibnbench.files import write_atomic
 from ibnbench.cli import main
 from ibnbench.style import load_generator, stylize, stylize_batch
 
@@ -106,9 +108,9 @@ def test_failed_rename_leaves_neither_target_nor_temporary(tmp_path, monkeypatch
     def failing_replace(source, target):
         raise OSError("disk full")
 
-    monkeypatch.setattr(style.os, "replace", failing_replace)
+    monkeypatch.setattr(files.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
-        style._write_atomically(tmp_path / "x" / "a.JPEG", b"data")
+        write_atomic(tmp_path / "x" / "a.JPEG", b"data")
     assert files_under(tmp_path) == []
 
 

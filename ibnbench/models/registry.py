@@ -7,7 +7,9 @@ its authors report, so a benchmark never has to guess.
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass, field, replace
+from functools import cache
 from typing import Callable
 
 import torch
@@ -47,13 +49,85 @@ class Preprocessing:
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Map a 0..255 RGB batch ``[N,3,H,W]`` to the model's input."""
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        inv_std = torch.tensor([1.0 / s for s in self.std], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        mean, inv_std = _normalization(self.mean, self.std, x.device, x.dtype)
         return (x - mean) * inv_std
+
+    @classmethod
+    def from_spec(cls, spec: str, base: Preprocessing | None = None) -> Preprocessing:
+        """Parse ``resize=274,crop=240,mean=127,std=128[,interpolation=bicubic]`` (``--preprocessing``).
+
+        ``mean``/``std`` take one value or three (``mean=123.675,116.28,103.53``) on the 0..255 scale; keys
+        left out keep ``base``'s values (torchvision's ImageNet default without a base)."""
+        from ..data import INTERPOLATIONS
+
+        where = f"--preprocessing {spec!r}"
+        values: dict[str, list[str]] = {}
+        key = None
+        for token in (t.strip() for t in spec.split(",")):
+            if "=" in token:
+                key, _, token = (part.strip() for part in token.partition("="))
+                if key not in PREPROCESSING_KEYS:
+                    raise ValueError(f"{where}: unknown key {key!r} (keys: {', '.join(PREPROCESSING_KEYS)})")
+                if key in values:
+                    raise ValueError(f"{where}: {key} is given twice")
+                values[key] = []
+            elif key not in ("mean", "std"):  # only mean and std continue with more values
+                key = None
+            if key is None or not token:
+                raise ValueError(f"{where}: expected KEY=VALUE pairs separated by commas, e.g. "
+                                 "resize=274,crop=240,mean=127,std=128")
+            values[key].append(token)
+
+        def numbers(name: str, count: tuple[int, ...], kind: type) -> list:
+            if len(values[name]) not in count:
+                raise ValueError(f"{where}: {name} takes {' or '.join(map(str, count))} value(s), "
+                                 f"not {len(values[name])}")
+            try:
+                out = [kind(v) for v in values[name]]
+            except ValueError:
+                raise ValueError(f"{where}: {name} must be {'a whole number' if kind is int else 'numbers'}, "
+                                 f"not {','.join(values[name])}") from None
+            if not all(math.isfinite(v) and v >= 0 for v in out):
+                raise ValueError(f"{where}: {name} must be finite and not negative, not {','.join(values[name])}")
+            return out
+
+        base = base or cls()
+        fields: dict = {}
+        for name in ("resize", "crop"):
+            if name in values:
+                fields[name] = numbers(name, (1,), int)[0]
+                if fields[name] < 1:
+                    raise ValueError(f"{where}: {name} must be at least 1 pixel")
+        for name in ("mean", "std"):
+            if name in values:
+                triple = numbers(name, (1, 3), float)
+                fields[name] = tuple(triple * 3 if len(triple) == 1 else triple)
+        if any(s == 0 for s in fields.get("std", ())):
+            raise ValueError(f"{where}: std must not be 0")
+        if max(fields.get("std", base.std)) < 1 and max(fields.get("mean", base.mean)) <= 1:
+            raise ValueError(f"{where}: mean and std look like the 0..1 scale; give them on the 0..255 scale "
+                             "(times 255, e.g. mean=123.675,116.28,103.53,std=58.395,57.12,57.375)")
+        if "interpolation" in values:
+            fields["interpolation"] = values["interpolation"][0]
+            if len(values["interpolation"]) != 1 or fields["interpolation"] not in INTERPOLATIONS:
+                raise ValueError(f"{where}: interpolation must be one of {', '.join(INTERPOLATIONS)}")
+        return replace(base, **fields, source=f"--preprocessing {spec}")
 
     def as_dict(self) -> dict:
         return {"resize": self.resize, "crop": self.crop, "mean": list(self.mean), "std": list(self.std),
                 "interpolation": self.interpolation, "convention": self.convention, "source": self.source}
+
+
+PREPROCESSING_KEYS = ("resize", "crop", "mean", "std", "interpolation")
+
+
+@cache
+def _normalization(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
+                   dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mean`` and ``1/std`` as ``[1,3,1,1]`` tensors on ``device``, made once per (statistics, device, dtype):
+    made from Python numbers on every call, they would cost a copy to the device and a host sync per forward."""
+    values = torch.tensor([mean, [1.0 / s for s in std]], dtype=dtype, device=device)
+    return values[0].view(1, 3, 1, 1), values[1].view(1, 3, 1, 1)
 
 
 EFFICIENTNET_LITE_PREPROCESSING = Preprocessing(
