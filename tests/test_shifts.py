@@ -361,3 +361,32 @@ def test_suites_command_lists_the_natural_datasets_and_where_they_are(tmp_path, 
     assert rows["imagenet-r"].endswith(str(tmp_path / "imagenet-r")) and "from folders" in rows["imagenet-r"]
     assert rows["imagenet-a"].endswith(f"missing: no folder {tmp_path / 'elsewhere'} (or set $IBNBENCH_IMAGENET_A)")
     assert "all 1000" in rows["sketch"] and "missing: no folder" in rows["sketch"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_class_subset_hits_on_cuda_make_no_host_sync_and_match_the_cpu():
+    """The mask is applied on the device in the forward's pass: no synchronising call, the CPU's answers."""
+    from ibnbench.engine import ModelRunner
+
+    torch.manual_seed(0)
+    model = create_model("resnet18")
+    subset = data.ClassSubset(tuple(R_LIKE), "from folders")
+    x = torch.rand(8, 3, 64, 64) * 255
+    label = torch.tensor(R_LIKE[:8])
+    answers = {}
+    for device in ("cpu", "cuda"):
+        dev = torch.device(device, 0) if device == "cuda" else torch.device(device)
+        runner = ModelRunner(model, model.ibnbench_info.preprocessing, dev,
+                             RunOptions(device=device, amp="off"), subset)
+        xs, ys = x.to(dev), label.to(dev)
+        runner.hits(xs, ys)  # warm-up
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            answers[device] = runner.hits(xs, ys)
+        finally:
+            if device == "cuda":
+                torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(answers["cuda"].cpu(), answers["cpu"])
