@@ -86,7 +86,8 @@ class Record:
         return out
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per (model, condition) with errors, drops against ``origin`` and run metadata."""
+        """One row per (model, condition) with errors, drops against ``origin`` (or the condition's ``baseline``) and
+        run metadata."""
         frame = pd.DataFrame(self.results)
         if frame.empty:
             return frame
