@@ -45,6 +45,11 @@ if [[ -n $DRY ]]; then  # the CPU is slow and shared: generous limits, nothing h
     [[ $TOTAL == 470 ]] && TOTAL=1800
 fi
 for step in "${!OVERRIDE[@]}"; do LIMIT[$step]=${OVERRIDE[$step]}; done
+if [[ -z ${IBNBENCH_SHARED:-} ]]; then  # ../shared beside the checkout, or shared/ inside it
+    for candidate in "$REPO/../shared" "$REPO/shared"; do
+        [[ -d $candidate ]] && export IBNBENCH_SHARED=$(cd "$candidate" && pwd) && break
+    done
+fi
 mkdir -p "$RESULTS/steps" "$RESULTS/logs" "$WORK"
 RESULTS=$(cd "$RESULTS" && pwd)
 cd "$REPO" || exit 2

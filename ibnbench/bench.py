@@ -182,6 +182,74 @@ def _timed(fn, device: torch.device, repeat: int = 1) -> float:
     return (time.perf_counter() - start) / repeat
 
 
+def load_reference(spec: str):
+    """The reference corruption function ``corrupt(image_hwc_uint8, severity=, corruption_name=)`` named by
+    ``module:function`` or ``path/to/file.py:function``."""
+    import importlib
+    import importlib.util
+
+    target, _, name = spec.rpartition(":")
+    if not target or not name:
+        raise ValueError(f"--reference: expected MODULE:FUNCTION or FILE.py:FUNCTION, not {spec!r}")
+    try:
+        if target.endswith(".py"):
+            module_spec = importlib.util.spec_from_file_location(Path(target).stem, target)
+            if module_spec is None or not Path(target).is_file():
+                raise FileNotFoundError(f"{target} does not exist")
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+        return getattr(module, name)
+    except (ImportError, AttributeError, FileNotFoundError) as exc:
+        raise ValueError(f"--reference {spec}: cannot load it ({type(exc).__name__}: {exc}); imagecorruptions 1.1.2 "
+                         "needs pkg_resources (setuptools < 81), numpy < 2 and scikit-image < 0.19, or pass "
+                         "--reference tests/corruption_reference.py:corrupt (the same code with test-only shims)") from None
+
+
+def corruptions(data: str | os.PathLike, limit: int = 4, batch_size: int = 64, device: str | None = None,
+                conditions: Sequence[str] | None = None, reference: str = "imagecorruptions:corrupt",
+                suites: Sequence[str] = ("imagenet-c", "imagenet-c-extra")) -> dict:
+    """Our ImageNet-C ops against the reference on the same crops, in one run: images x conditions per second.
+
+    ``limit`` images are cut as ImageNet-C was made (Resize 256 + CenterCrop 224). The reference corrupts each of
+    them once per condition (CPU, one image at a time, as it works); ours corrupts a batch of ``batch_size`` (the
+    crops repeated) on ``device``, after one warm-up call (tables, textures and filter matrices are built once)."""
+    from . import data as data_mod
+    from .distributed import resolve_device
+    from .suites import load_suite
+
+    chosen = [c for s in suites for c in load_suite(s).conditions if c.kind == "corruption"]
+    if conditions:
+        chosen = [c for c in chosen if c.id in set(conditions)]
+        if not chosen:
+            raise ValueError(f"--conditions: none of {', '.join(conditions)} is an ImageNet-C condition")
+    reference_fn = load_reference(reference)
+    dev = resolve_device(device)
+    dataset = data_mod.open_dataset(data, limit=limit)
+    geometry = data_mod.Geometry()
+    crops = torch.stack([geometry.apply(data_mod.decode_file(dataset.path(i))) for i in range(len(dataset))])
+    images = list(crops.permute(0, 2, 3, 1).numpy())
+    batch = crops.repeat(math.ceil(batch_size / len(crops)), 1, 1, 1)[:batch_size].to(dev).float()
+    index = torch.arange(batch_size, device=dev)
+    rows = []
+    for condition in tqdm(chosen, desc="corruptions", unit="condition", disable=None):
+        condition(batch[:2], index[:2])
+        ours = _timed(lambda c=condition: c(batch, index), dev)
+        start = time.perf_counter()
+        for image in images:
+            reference_fn(image, severity=condition.severity, corruption_name=condition.corruption)
+        theirs = time.perf_counter() - start
+        rows.append({"condition": condition.id, "ours_images_per_s": round(batch_size / ours, 1),
+                     "reference_images_per_s": round(len(images) / theirs, 2),
+                     "speedup": round((theirs / len(images)) / (ours / batch_size), 1)})
+    ours_total = sum(batch_size / r["ours_images_per_s"] for r in rows) / batch_size
+    theirs_total = sum(len(images) / r["reference_images_per_s"] for r in rows) / len(images)
+    return {"rows": rows, "n_images": len(images), "batch_size": batch_size, "device": str(dev),
+            "threads": torch.get_num_threads(), "ours_s_per_image": ours_total, "reference_s_per_image": theirs_total,
+            "speedup": theirs_total / ours_total}
+
+
 def pipeline(models: Sequence[str], data: str | os.PathLike, suite: str = "table1",
              conditions: Sequence[str] | None = None, weights: Sequence[str] | None = None, limit: int = 256,
              batch_size: int = 64, device: str | None = None, amp: str = "auto", channels_last: bool = False,

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from tabulate import tabulate, tabulate_formats
 
 from .options import RunOptions
+
+if TYPE_CHECKING:
+    from .results import Record
 
 CLEAN_ERRORS = {"ibnbench.models.registry": "UnknownModelError", "ibnbench.weights": "WeightsError",
                 "ibnbench.models.external": "MissingExtraError"}
@@ -22,6 +26,10 @@ def clean_errors() -> tuple[type[BaseException], ...]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Evaluate models under a suite and write the record, then print its Table-1 report."""
+    from .files import ensure_writable
+
+    if args.output:
+        ensure_writable(args.output, "record")  # in a blink, before torch is even imported
     from .engine import run
     from .shifts import is_dataset_suite, run_datasets
 
@@ -49,11 +57,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_summary(record) -> None:
+def print_summary(record: Record) -> None:
     """The Table-1 report of a finished run, what it skipped and how fast it went."""
-    from .report import render, table1
+    from .report import layout, render
 
-    print(render(table1([record]), "markdown"))
+    print("\n\n".join(f"{name}\n\n{render(t, 'markdown')}" if name else render(t, "markdown")
+                      for name, t in layout([record]).items()))
     timing = record.timing
     if timing.get("images_per_s"):
         conditions = len(record.results) // len(record.models)
@@ -92,7 +101,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Print (or write) the Table-1 report of result records."""
     from .report import load_records, paper_warnings, report
 
-    text = report(args.results, format=args.format, vs=args.vs, output=args.output)
+    text = report(args.results, format=args.format, vs=args.vs, output=args.output, ci=args.ci, pairs=args.pairs)
     print(text if not args.output else f"wrote {args.output}")
     if args.vs == "paper":
         for warning in paper_warnings(load_records(args.results)):
@@ -102,6 +111,22 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         for path in plot_report(args.results, args.plot):
             print(f"wrote {path}")
+    if args.reliability:
+        from .plots import plot_reliability
+        from .report import load_records
+
+        print(f"wrote {plot_reliability(load_records(args.results), args.reliability)}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Paired comparison of the models of two records on the same images (McNemar, Holm)."""
+    from .report import PAIRS_NOTE, compare, keyed, render
+
+    table = compare(args.a, args.b, metric=args.metric)
+    print(render(keyed(table, ["condition", "model A", "model B"], args.format), args.format))
+    if args.format == "markdown":
+        print(f"\nA: {args.a}, B: {args.b}. {PAIRS_NOTE.split(' Error consistency')[0]}")
     return 0
 
 
@@ -125,7 +150,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .check import check
 
     outcome = check(args.results, args.against, tolerance=args.tolerance, metric=args.metric,
-                    either_way=args.either_way)
+                    either_way=args.either_way, test=args.test, alpha=args.alpha)
     print(outcome.render())
     return outcome.exit_code
 
@@ -162,8 +187,20 @@ def cmd_divergence(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Synthetic throughput per model, or the fan-out vs baseline comparison on a dataset."""
-    from .bench import compare_baseline, pipeline, throughput
+    from .bench import compare_baseline, corruptions, pipeline, throughput
 
+    if args.corruptions:
+        if not args.data:
+            raise ValueError("--corruptions needs --data DIR (the crops both implementations corrupt)")
+        out = corruptions(args.data, limit=args.limit or 4, batch_size=args.batch_size, device=args.device,
+                          conditions=args.conditions, reference=args.reference)
+        print(tabulate(out["rows"], headers="keys"))
+        print(f"\n{len(out['rows'])} condition(s), {out['n_images']} image(s) (ours: batches of {out['batch_size']} on "
+              f"{out['device']}, {out['threads']} threads): ours {1000 * out['ours_s_per_image']:.1f} ms, reference "
+              f"{1000 * out['reference_s_per_image']:.1f} ms per image over all of them: {out['speedup']:.1f}x")
+        return 0
+    if not args.model:
+        raise ValueError("give --model NAME (every mode but --corruptions times models)")
     if args.pipeline:
         if not args.data:
             raise ValueError("--pipeline needs --data DIR")
@@ -389,7 +426,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE", help="write the report to FILE instead of printing it")
     p.add_argument("--plot", metavar="PNG",
                    help="also draw the drops as grouped bars (top-1 and top-5 panels); records of the sweep suite "
-                        "give robustness curves instead (at PNG, or at <stem>-sweep.png beside it when both kinds are given)")
+                        "give robustness curves instead (at PNG, or at <stem>-sweep.png beside it when both kinds are "
+                        "given); drops carry their exact paired 95%% intervals as error bars")
+    p.add_argument("--ci", action="store_true",
+                   help="add top-1 and top-5 tables: each error with its Clopper-Pearson 95%% interval, each drop with "
+                        "its exact paired interval, McNemar's p against origin (and Holm-adjusted), and the ECE")
+    p.add_argument("--pairs", action="store_true",
+                   help="add model-vs-model McNemar tests under each condition (Holm-adjusted) and error-consistency "
+                        "(kappa) matrices")
+    p.add_argument("--reliability", metavar="PNG",
+                   help="draw reliability diagrams (accuracy vs confidence, 15 bins, ECE in the legend) from the "
+                        "stored predictions of schema-2 records")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("robustness", help="effective robustness on a natural shift (Taori et al. 2020)",
@@ -408,12 +455,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tabulate format (default simple)")
     p.set_defaults(func=cmd_robustness)
 
+    p = sub.add_parser("compare", help="paired test of two records' models on the same images (McNemar, Holm)",
+                       description="For each condition both records hold, test every model of A against every model "
+                                   "of B on the same images: error difference with its exact paired 95% interval, "
+                                   "the discordant counts and McNemar's exact p, Holm-adjusted over the table.")
+    p.add_argument("a", metavar="A.json", help="first record")
+    p.add_argument("b", metavar="B.json", help="second record (same suite and dataset)")
+    p.add_argument("--metric", default="top1", choices=["top1", "top5"], help="which answers to pair (default top1)")
+    p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json", "latex", "html"])
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("check", help="compare new results with recorded ones (exit 0 ok, 1 regression, 2 incomparable)")
     p.add_argument("--results", required=True, metavar="NEW", help="the new record")
     p.add_argument("--against", required=True, metavar="RECORDED", help="the recorded (reference) record")
     p.add_argument("--tolerance", type=float, default=0.5, metavar="POINTS", help="allowed error increase in points (default 0.5)")
     p.add_argument("--metric", default="top1", choices=["top1", "top5", "drop"], help="what to compare (default top1 error)")
-    p.add_argument("--either-way", action="store_true", help="also fail when the error moves DOWN by more than the tolerance")
+    p.add_argument("--either-way", action="store_true",
+                   help="also fail when the error moves DOWN (beyond the tolerance, or significantly)")
+    p.add_argument("--test", default="tolerance", choices=["tolerance", "mcnemar"],
+                   help="tolerance (default): fail when an error rises by more than --tolerance points; mcnemar: fail "
+                        "only when the per-image answers changed significantly (exact McNemar test on the same images, "
+                        "Holm-adjusted over the compared cells, at --alpha)")
+    p.add_argument("--alpha", type=float, default=0.01, help="significance level of --test mcnemar (default 0.01)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("divergence", help="feature divergence between two domains, layer by layer (paper Sec. 4.3)",
@@ -440,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_divergence)
 
     p = sub.add_parser("bench", help="synthetic throughput per model, or fan-out vs baseline on a dataset")
-    p.add_argument("--model", action="append", required=True, metavar="NAME")
+    p.add_argument("--model", action="append", metavar="NAME", help="model to time (required except with --corruptions)")
     p.add_argument("--weights", action="append", metavar="SPEC", help="for --compare-baseline (default random)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
@@ -453,7 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time the fan-out engine against one pass per (model, condition) on --data")
     p.add_argument("--pipeline", action="store_true",
                    help="time each stage of a real run (decode, crop, conditions, forwards) and the whole on --data")
-    p.add_argument("--data", metavar="DIR", help="dataset for --pipeline / --compare-baseline")
+    p.add_argument("--corruptions", action="store_true",
+                   help="time our ImageNet-C ops against the reference package on the same crops of --data "
+                        "(--limit images, default 4; --conditions to pick; --model is ignored)")
+    p.add_argument("--reference", default="imagecorruptions:corrupt", metavar="MODULE:FUNC",
+                   help="--corruptions: the reference function (MODULE:FUNC or FILE.py:FUNC)")
+    p.add_argument("--data", metavar="DIR", help="dataset for --pipeline / --compare-baseline / --corruptions")
     p.add_argument("--cache", metavar="DIR|gpu", help="--pipeline: also time the loader reading the crop cache")
     p.add_argument("--suite", default="table1")
     p.add_argument("--conditions", type=lambda s: [c for c in s.split(",") if c], metavar="IDS")

@@ -10,6 +10,8 @@ before the model's normalisation) to a batch of the same shape and scale. Semant
 - ``style``: a CycleGAN generator on the batch (0..255 -> [-1, 1] -> generator -> 0..255, clamped).
 - ``dir``: the images themselves come from a pre-stylised folder (``path_for``); the op is the identity.
 - ``identity``: the unchanged batch.
+- ``corruption``: an ImageNet-C corruption at a severity (:mod:`ibnbench.corruptions`), its random draws a function
+  of (suite seed, condition id, image index, element); optionally finished by a JPEG round trip (``jpeg = 85``).
 
 Then, per condition, ``clip`` clamps to [0, 255] and ``quantize`` rounds to integers and clamps (the
 values a uint8 image holds; the result stays float). Everything runs on the batch's device with no
@@ -27,6 +29,7 @@ from typing import ClassVar, Sequence
 import torch
 from torch import nn
 
+from . import corruptions
 from .style import (ON_THE_FLY_INPUT, check_style, load_generator, missing_style_weights, read_manifest, stylize_batch,
                     weights_identity)
 
@@ -68,9 +71,9 @@ class Condition(ABC):
     (a new tensor, or ``x`` itself when nothing changes: never modify the result in place).
 
     ``id`` names it in results and on the command line, ``label`` is its display name (the paper's column
-    header), ``kind`` is one of "identity", "photometric", "style", "dir", ``requires`` lists the assets it
-    needs that are missing (empty when it can run), ``spec`` is its canonical definition (what the suite's
-    hash covers).
+    header), ``kind`` is one of "identity", "photometric", "style", "dir", "corruption", ``requires`` lists the
+    assets it needs that are missing (empty when it can run), ``spec`` is its canonical definition (what the
+    suite's hash covers).
     """
 
     op: ClassVar[str]
@@ -109,7 +112,8 @@ class Condition(ABC):
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """The op itself, before ``clip``/``quantize``."""
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """The condition of ``x``; ``index`` (each image's dataset index) matters only to random conditions."""
         return finish(self.apply(x), self.clip, self.quantize)
 
     def __repr__(self) -> str:
@@ -280,7 +284,48 @@ class Dir(Condition):
         return x
 
 
-OPS: dict[str, type[Condition]] = {cls.op: cls for cls in (Identity, Shift, Brightness, Contrast, Style, Dir)}
+class Corruption(Condition):
+    """An ImageNet-C corruption (``name`` as ``imagecorruptions`` spells it, ``severity`` 1-5) on the batch's
+    device; the result holds integers in 0..255 as ImageNet-C's uint8 files did. ``seed`` (the suite's) and the
+    condition id key the random draws; ``jpeg`` (a quality, e.g. 85) adds the JPEG round trip the released files
+    went through."""
+
+    op, kind = "corruption", "corruption"
+
+    def __init__(self, id: str, label: str | None = None, *, corruption: str, severity: int, seed: int = 0,
+                 jpeg: int | None = None, clip: bool = False, quantize: bool = False):
+        super().__init__(id, label, clip=clip, quantize=quantize)
+        self.corruption = _string("corruption", corruption)
+        if self.corruption not in corruptions.OPS:
+            raise ValueError(f"field 'corruption': expected one of {', '.join(corruptions.OPS)}, got {corruption!r}")
+        if severity not in corruptions.SEVERITIES or isinstance(severity, bool):
+            raise ValueError(f"field 'severity': expected an integer 1-5, got {severity!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"field 'seed': expected an integer, got {seed!r}")
+        if jpeg is not None and (isinstance(jpeg, bool) or not isinstance(jpeg, int) or not 1 <= jpeg <= 100):
+            raise ValueError(f"field 'jpeg': expected a JPEG quality 1-100, got {jpeg!r}")
+        self.severity, self.seed, self.jpeg = severity, seed, jpeg
+        self.key = corruptions.condition_key(seed, id)
+
+    def params(self) -> dict:
+        return {"corruption": self.corruption, "severity": self.severity, "seed": self.seed, "jpeg": self.jpeg}
+
+    @property
+    def requires(self) -> list[str]:
+        missing = corruptions.missing_frost() if self.corruption == "frost" else None
+        return [missing] if missing else []
+
+    def apply(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        index = torch.arange(len(x), device=x.device) if index is None else index.to(x.device)
+        y = corruptions.corrupt(x, index, self.corruption, self.severity, self.key)
+        return corruptions.jpeg_round_trip(y, self.jpeg) if self.jpeg else y
+
+    def __call__(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        return finish(self.apply(x, index), self.clip, self.quantize)
+
+
+OPS: dict[str, type[Condition]] = {cls.op: cls for cls in (Identity, Shift, Brightness, Contrast, Style, Dir,
+                                                            Corruption)}
 
 
 def canonical_json(specs: list[dict]) -> str:

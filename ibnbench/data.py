@@ -141,6 +141,8 @@ class ValDataset:
     labels_file: Path | None = None
     folder_classes: tuple[int, ...] = ()
     """Class indices of the class folders that hold images (sorted; empty in the flat layout)."""
+    cropped: bool = False
+    """The images are already the crop (the released ImageNet-C files, 224x224): centre crop only, no resize."""
 
     def __len__(self) -> int:
         return len(self.files)
@@ -157,7 +159,7 @@ class ValDataset:
         labels_digest = hashlib.sha256(" ".join(map(str, self.labels.tolist())).encode())
         return {"layout": self.layout, "n_images": len(self), "sha256": digest.hexdigest(),
                 "labels_sha256": labels_digest.hexdigest(), "subset": len(self) < FULL_VAL_SIZE,
-                "root": str(self.root.resolve())}
+                "root": str(self.root.resolve()), **({"already_cropped": True} if self.cropped else {})}
 
 
 def _is_image(entry: os.DirEntry) -> bool:
@@ -467,13 +469,15 @@ class Geometry:
     def key(self) -> str:
         return f"{self.interpolation}{self.resize}-crop{self.crop}"
 
-    def apply(self, image: torch.Tensor) -> torch.Tensor:
-        """Resize + centre crop a uint8 ``[3,H,W]`` image (CPU or CUDA) to uint8 ``[3,crop,crop]``.
+    def apply(self, image: torch.Tensor, resize: bool = True) -> torch.Tensor:
+        """Resize + centre crop a uint8 ``[3,H,W]`` image (CPU or CUDA) to uint8 ``[3,crop,crop]``
+        (``resize=False``: the centre crop alone, for images that are already crops).
 
         Crop offsets are ``round((h - crop) / 2)`` like torchvision's ``center_crop`` (which also
         zero-pads an image smaller than the crop)."""
-        resized = TF.resize(image, [self.resize], interpolation=INTERPOLATIONS[self.interpolation], antialias=True)
-        return TF.center_crop(resized, [self.crop, self.crop])
+        if resize:
+            image = TF.resize(image, [self.resize], interpolation=INTERPOLATIONS[self.interpolation], antialias=True)
+        return TF.center_crop(image, [self.crop, self.crop])
 
 
 def geometry_key(preprocessing: HasGeometry) -> str:
@@ -673,7 +677,7 @@ class CropDataset(Dataset):
             image = decode_file(path)
         except BadImageError as exc:
             return Sample(index, label, {}, error=exc.reason)
-        return Sample(index, label, {g.key: g.apply(image) for g in self.geometries})
+        return Sample(index, label, {g.key: g.apply(image, not self.val.cropped) for g in self.geometries})
 
     def collate(self, samples: list[Sample]) -> dict:
         """Stack samples into a batch (zero crops where there is none yet). ``bad``: ``(index, reason)``
@@ -772,7 +776,7 @@ class GpuDecoder:
             else:
                 self.decoded_on_device += 1
             for g in self.dataset.geometries:
-                batch["crops"][g.key][row] = g.apply(image)
+                batch["crops"][g.key][row] = g.apply(image, not self.dataset.val.cropped)
         return batch
 
 

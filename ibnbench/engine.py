@@ -1,5 +1,6 @@
 """The evaluation engine: decode each batch once, apply every condition on the device, feed every
-model, and count top-1/top-5 hits per image on the device (synchronising once per chunk)."""
+model, and count top-1/top-5 hits per image on the device (synchronising once per chunk), keeping each
+image's top-5 classes and softmax probabilities from the same forward pass."""
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ from .models.registry import Preprocessing
 from .options import RunOptions
 from .progress import Progress
 from .precision import fp32_conv_precision, full_fp32
+from .predictions import Predictions
 from .results import Record
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # keys: options.AMP_NAMES
@@ -32,37 +34,76 @@ CLOSE_CALL = 0.25
 top-1/top-5 decision gap that bf16 autocast caused on the 100 real images (benchmarks/RESULTS.md)."""
 
 
+class Scores(NamedTuple):
+    """A batch's answers: the top-5 class indices ``[N, 5]``, their softmax probabilities ``[N, 5]`` and the
+    label's probability ``[N]``."""
+
+    top5_index: torch.Tensor
+    top5_prob: torch.Tensor
+    label_prob: torch.Tensor
+
+    def hits(self, label: torch.Tensor) -> torch.Tensor:
+        """Top-1 and top-5 hits ``[N, 2]`` (bool)."""
+        top5 = self.top5_index == label[:, None]
+        return torch.stack([top5[:, 0], top5.any(dim=1)], dim=1)
+
+
+PREDICTION_DTYPES = {"top5_index": torch.int32, "top5_prob": torch.float16, "label_prob": torch.float16}
+"""Stored predictions on the device (the sidecar keeps indices as uint16)."""
+
+
 @dataclass
 class EvalState:
-    """Per-image hits for every (model, condition), kept on the device until a chunk ends."""
+    """Per-image hits and predictions for every (model, condition), kept on the device until a chunk ends."""
 
     n_images: int
     pairs: list[tuple[str, str]]
     device: torch.device
     done: torch.Tensor = field(init=False)
     valid: torch.Tensor = field(init=False)
+    label: torch.Tensor = field(init=False)
     top1: dict[tuple[str, str], torch.Tensor] = field(init=False)
     top5: dict[tuple[str, str], torch.Tensor] = field(init=False)
+    predicted: dict[str, dict[tuple[str, str], torch.Tensor]] = field(init=False)
 
     def __post_init__(self) -> None:
-        def zeros():
-            return torch.zeros(self.n_images, dtype=torch.bool, device=self.device)
+        def zeros(*shape, dtype=torch.bool):
+            return torch.zeros(self.n_images, *shape, dtype=dtype, device=self.device)
 
-        self.done, self.valid = zeros(), zeros()
+        self.done, self.valid, self.label = zeros(), zeros(), zeros(dtype=torch.int32)
         self.top1 = {p: zeros() for p in self.pairs}
         self.top5 = {p: zeros() for p in self.pairs}
+        self.predicted = {name: {p: zeros(*([5] if name.startswith("top5") else []), dtype=dtype) for p in self.pairs}
+                          for name, dtype in PREDICTION_DTYPES.items()}
+
+    def store(self, model: str, condition: str, index: torch.Tensor, label: torch.Tensor, scores: Scores) -> None:
+        """Keep a batch's hits and predictions for one (model, condition) at the images' dataset ``index``."""
+        hits = scores.hits(label)
+        self.top1[model, condition][index] = hits[:, 0]
+        self.top5[model, condition][index] = hits[:, 1]
+        for name, value in scores._asdict().items():
+            self.predicted[name][model, condition][index] = value.to(PREDICTION_DTYPES[name])
 
     def state_dict(self) -> dict:
         return {"n_images": self.n_images, "done": self.done.cpu(), "valid": self.valid.cpu(),
+                "label": self.label.cpu(),
                 "top1": {"|".join(p): t.cpu() for p, t in self.top1.items()},
-                "top5": {"|".join(p): t.cpu() for p, t in self.top5.items()}}
+                "top5": {"|".join(p): t.cpu() for p, t in self.top5.items()},
+                "predicted": {name: {"|".join(p): t.cpu() for p, t in by_pair.items()}
+                              for name, by_pair in self.predicted.items()}}
 
     def load_state_dict(self, state: dict) -> None:
+        if "predicted" not in state:
+            raise ValueError("the checkpoint was written by an older ibnbench (no stored predictions); "
+                             "delete it or run without --resume")
         self.done.copy_(state["done"])
         self.valid.copy_(state["valid"])
+        self.label.copy_(state["label"])
         for p in self.pairs:
             self.top1[p].copy_(state["top1"]["|".join(p)])
             self.top5[p].copy_(state["top5"]["|".join(p)])
+            for name, by_pair in self.predicted.items():
+                by_pair[p].copy_(state["predicted"][name]["|".join(p)])
 
     def reduce(self, dist: DistContext) -> None:
         """Combine the disjoint shards of all ranks (each image was counted by exactly one rank)."""
@@ -73,6 +114,11 @@ class EvalState:
         dist.all_reduce_sum(stacked)
         for t, reduced in zip(tensors, stacked):
             t.copy_(reduced > 0)
+        # every other rank holds zeros for an image: the sum is the one rank's value (exact in float32)
+        for t in [self.label, *(t for by_pair in self.predicted.values() for t in by_pair.values())]:
+            wide = t.to(torch.float32 if t.is_floating_point() else torch.int32)
+            dist.all_reduce_sum(wide)
+            t.copy_(wide)
 
     def summary(self) -> list[dict]:
         """Percent errors over the valid (decoded) images, one row per (model, condition)."""
@@ -99,6 +145,22 @@ class EvalState:
             out["top1"].setdefault(model, {})[cond] = encode(self.top1[model, cond])
             out["top5"].setdefault(model, {})[cond] = encode(self.top5[model, cond])
         return out
+
+    def predictions(self) -> Predictions:
+        """The stored predictions of every pair as arrays (uint16 indices, float16 probabilities)."""
+        models = list(dict.fromkeys(m for m, _ in self.pairs))
+        conditions = list(dict.fromkeys(c for _, c in self.pairs))
+
+        def stacked(name: str) -> torch.Tensor:
+            by_pair = self.predicted[name]
+            return torch.stack([torch.stack([by_pair[m, c] for c in conditions]) for m in models]).cpu()
+
+        index, label = stacked("top5_index"), self.label.cpu()
+        wide = max(int(index.max()) if index.numel() else 0, int(label.max()) if label.numel() else 0) > 65535
+        classes = "uint32" if wide else "uint16"  # uint16 for ImageNet-1k and -21k heads
+        return Predictions(models=models, conditions=conditions, label=label.numpy().astype(classes),
+                           valid=self.valid.cpu().numpy(), top5_index=index.numpy().astype(classes),
+                           top5_prob=stacked("top5_prob").numpy(), label_prob=stacked("label_prob").numpy())
 
 
 def decision_gap(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -145,8 +207,8 @@ class ModelRunner:
             logits = self.model(x).float()
         return logits if self.outside_classes is None else logits.masked_fill(self.outside_classes, float("-inf"))
 
-    def _hits(self, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
-        """Hits ``[N, 2]`` and the number of close calls left unrefined (a device scalar under autocast)."""
+    def _score(self, x: torch.Tensor, label: torch.Tensor) -> tuple[Scores, torch.Tensor | int]:
+        """The batch's :class:`Scores` and the number of close calls left unrefined (a device scalar under autocast)."""
         logits = self._forward(x)
         close_calls = 0
         if self.amp_dtype:
@@ -158,19 +220,24 @@ class ModelRunner:
                 logits[chosen] = self._forward(x[chosen], reduced=False)
                 close[chosen] = False
             close_calls = close.sum()
-        top5 = logits.topk(5, dim=1).indices == label[:, None]
-        return torch.stack([top5[:, 0], top5.any(dim=1)], dim=1), close_calls
+        top5 = logits.topk(5, dim=1).indices
+        probs = logits.softmax(dim=1)
+        return Scores(top5, probs.gather(1, top5), probs.gather(1, label[:, None])[:, 0]), close_calls
 
-    @torch.no_grad()
     def hits(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """Top-1 and top-5 hits ``[N, 2]`` (bool) for a 0..255 batch and its labels."""
+        return self.score(x, label).hits(label)
+
+    @torch.no_grad()
+    def score(self, x: torch.Tensor, label: torch.Tensor) -> Scores:
+        """Top-5 classes with their probabilities and the label's probability for a 0..255 batch."""
         while True:
             step = self.micro_batch or x.shape[0]
             try:
-                parts = [self._hits(*part) for part in zip(x.split(step), label.split(step))]
+                parts = [self._score(*part) for part in zip(x.split(step), label.split(step))]
                 if self.amp_dtype:  # counted once the whole batch is through: an out-of-memory retry rescores it
                     self.close_calls_left += sum(close_calls for _, close_calls in parts)
-                return torch.cat([hits for hits, _ in parts])
+                return Scores(*(torch.cat(column) for column in zip(*(scores for scores, _ in parts))))
             except torch.OutOfMemoryError:
                 if step == 1:
                     raise
@@ -265,13 +332,12 @@ def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Se
             source = {key: crop.to(device, non_blocking=True).float()
                       for key, crop in dir_batches[condition.id]["crops"].items()}
         for key, crop in source.items():
-            x = condition(crop)
+            x = condition(crop, index)
             for name, runner in runners.items():
                 if runner.geometry != key:
                     continue
-                hits = runner.hits(x, label)
-                state.top1[name, condition.id][index] = hits[:, 0]
-                state.top5[name, condition.id][index] = hits[:, 1]
+                state.store(name, condition.id, index, label, runner.score(x, label))
+    state.label[index] = label.to(torch.int32)
     state.valid[index] = ok.to(device, non_blocking=True)
     state.done[index] = True
 
@@ -280,7 +346,8 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
              options: RunOptions | None = None, checkpoint: Checkpoint | None = None,
              dist: DistContext | None = None, on_batch: Callable[[int], None] | None = None,
              classes: data_mod.ClassSubset | None = None) -> dict:
-    """Evaluate every model under every condition; returns ``{"results", "per_image", "timing", "skipped"}``.
+    """Evaluate every model under every condition; returns ``{"results", "per_image", "predictions", "timing",
+    "skipped"}`` (``predictions``: the top-5 classes and probabilities per image, for the sidecar).
 
     ``models`` map names to modules carrying ``ibnbench_info`` (for preprocessing). In fan-out mode
     (default) each batch is decoded once; ``options.fanout=False`` is the per-(model, condition)
@@ -359,7 +426,8 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
     dist.all_reduce_sum(counts)
     close_calls, from_cache = counts.tolist()
     n_done = int(state.done.sum())
-    return {"results": state.summary(), "per_image": state.per_image(), "skipped": sorted(set(skipped)),
+    return {"results": state.summary(), "per_image": state.per_image(), "predictions": state.predictions(),
+            "skipped": sorted(set(skipped)),
             "close_calls_left": close_calls if options.amp_dtype(device) else None,
             "timing": {"seconds": round(elapsed, 3), "images": n_done, "passes": len(passes),
                        "images_per_s": round(images / elapsed, 2) if elapsed else None,
@@ -414,7 +482,7 @@ def _check_checkpoint(stem: Path, ckpt_path: Path, resume: bool, restart: bool, 
     with neither, left alone and reported, so that no finished image is lost silently."""
     if restart:
         for path in _checkpoint_paths(stem):
-            path.unlink()
+            path.unlink(missing_ok=True)  # every rank does this: another may have been first
         return
     if resume:
         found = sorted(int(p.name.rsplit(".rank", 1)[1].split(".")[0]) for p in _checkpoint_paths(stem))
@@ -423,7 +491,9 @@ def _check_checkpoint(stem: Path, ckpt_path: Path, resume: bool, restart: bool, 
                              f"(ranks {found}) but this run has {world_size}; resume with the same "
                              "world size, or start over with --restart")
         return
-    if ckpt_path.exists():
+    found = _checkpoint_paths(stem)  # all ranks' files, so that every rank of a distributed run agrees
+    if found:
+        ckpt_path = ckpt_path if ckpt_path in found else found[0]
         try:
             saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
             done = f" ({Checkpoint.images_done(saved)} of {saved['state']['n_images']} images done)"
@@ -459,9 +529,12 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     """
     from datetime import datetime, timezone
 
-    from .files import FileWriteError, ensure_writable
+    from . import imagenet_c
+    from .files import ensure_writable
     from .models import create_model, model_info
-    from .results import write_record
+    from .predictions import sidecar_path, staged_predictions
+    from .results import RecordError, write_record
+    from .stats import ece
     from .suites import load_suite
 
     opts = RunOptions(**options)
@@ -479,15 +552,22 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     if conditions is not None:
         chosen = chosen.select(conditions)
     labels_by_id = {c.id: c.label for c in chosen.conditions}
-    missing = {c.id: c.requires for c in chosen.conditions if c.requires}
     not_run = []
+    released = imagenet_c.is_released_tree(data)
+    if released:  # the downloaded ImageNet-C files: each corruption read from its folder, already 224x224
+        chosen, not_run = imagenet_c.released_suite(chosen, data)
+    missing = {c.id: c.requires for c in chosen.conditions if c.requires}
     if missing:
         if not skip_missing:
             details = "; ".join(f"{cid}: {', '.join(req)}" for cid, req in missing.items())
             raise ValueError(f"missing assets for condition(s) {details} (or pass --skip-missing)")
-        not_run = list(missing)
+        not_run += list(missing)
         chosen = chosen.select([c.id for c in chosen.conditions if c.id not in missing])
-    dataset = data_mod.open_dataset(data, labels=labels, limit=opts.limit)
+    if released:
+        dataset = dataclasses.replace(data_mod.open_dataset(chosen.conditions[0].root, labels=labels, limit=opts.limit),
+                                      layout=imagenet_c.RELEASED_LAYOUT, cropped=True)
+    else:
+        dataset = data_mod.open_dataset(data, labels=labels, limit=opts.limit)
     subset = data_mod.class_subset(dataset, classes_from_folders, classes, check=not restrict_to_classes)
     if restrict_to_classes:
         if subset is None:
@@ -513,8 +593,9 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
             built.ibnbench_info = dataclasses.replace(built.ibnbench_info, preprocessing=prep)
         elif "assumed" in built.ibnbench_info.preprocessing.source and dist.is_main:
             pre = built.ibnbench_info.preprocessing
-            print(f"note: {column}: preprocessing assumed ({pre.source}: resize {pre.resize}, crop {pre.crop}, "
-                  f"{pre.convention}); pass --preprocessing resize=..,crop=..,mean=..,std=.. if it expects another",
+            print(f"note: {column}: preprocessing assumed: torchvision's ImageNet default (resize {pre.resize}, "
+                  f"crop {pre.crop}, {pre.convention}); pass --preprocessing resize=..,crop=..,mean=..,std=.. "
+                  "if it expects another",
                   file=sys.stderr, flush=True)
         models[column] = built
 
@@ -532,6 +613,10 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     except KeyboardInterrupt:
         saved = f"progress saved in {ckpt_path}; " if checkpoint.exists() else "no chunk finished, nothing saved; "
         raise RunInterrupted(saved + (RESUME_HINT if checkpoint.exists() else "run the command again")) from None
+    predictions = result["predictions"]
+    for row in result["results"]:  # from the stored (float16) confidences, so the sidecar reproduces it exactly
+        row["ece"] = round(100 * ece(predictions.confidence(row["model"], row["condition"]),
+                                     predictions.correct(row["model"], row["condition"])), 4)
 
     record = Record(
         suite=chosen.name, suite_hash=chosen.hash,
@@ -555,11 +640,16 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
         raise ValueError(f"no image could be scored: all {len(dataset)} image(s) of {data} were unreadable and "
                          f"skipped (e.g. {', '.join(skipped[:3])}); nothing was written")
     if dist.is_main:
-        try:
-            write_record(record, out_path)
-        except FileWriteError as exc:
-            exc.record = record  # the caller can still show the numbers
-            raise
+        sidecar = sidecar_path(out_path)
+        try:  # the sidecar is staged, the record written, then the sidecar moved into place
+            with staged_predictions(predictions, sidecar) as reference:
+                record.predictions = reference
+                write_record(record, out_path)
+        except (OSError, RecordError) as exc:
+            error = exc if isinstance(exc, RecordError) else RecordError(
+                f"cannot write record {out_path}: {exc.strerror or exc} (its predictions, {sidecar.name})")
+            error.record = record  # the caller can still show the numbers
+            raise error from None
     dist.barrier()
     checkpoint.remove()
     return record

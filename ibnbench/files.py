@@ -1,7 +1,9 @@
-"""Writing files safely: every file ibnbench writes goes through :func:`write_atomic`, so a reader sees the old
-or the complete new content, never half a file, created with the mode the umask gives (as ``open`` would)."""
+"""Files: their sha256, and writing them safely: every file ibnbench writes goes through :func:`write_atomic`,
+so a reader sees the old or the complete new content, never half a file, created with the mode the umask gives
+(as ``open`` would)."""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -14,6 +16,15 @@ class FileWriteError(OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def umask_mode(base: int = 0o666) -> int:

@@ -14,7 +14,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from .report import load_records, results_frame
+from . import stats
+from .report import load_records, paired_drop, results_frame
 from .results import Record, RecordError
 from .suites import Suite, load_suite
 
@@ -134,6 +135,22 @@ def drops_frame(records: Sequence[Record], metric: str = "top1") -> pd.DataFrame
     return table
 
 
+def drop_errors(records: Sequence[Record], table: pd.DataFrame, metric: str = "top1") -> dict[str, list]:
+    """Per model, matplotlib ``yerr`` pairs (below, above) of the exact paired 95% interval around each drop
+    in ``table`` (a :func:`drops_frame`); NaN where the records hold no per-image answers."""
+    ids = {c.get("label", c["id"]): c["id"] for r in records for c in r.conditions}
+    errors = {}
+    for model in table.columns:
+        below, above = [], []
+        for label, drop in table[model].items():
+            counts = paired_drop(records, model, ids.get(label, label), metric)
+            lo, hi = counts.interval() if counts is not None else (math.nan, math.nan)
+            below.append(max(0.0, drop - 100 * lo))
+            above.append(max(0.0, 100 * hi - drop))
+        errors[model] = [below, above]
+    return errors
+
+
 def _model_colors(models: Sequence[str]) -> dict[str, object]:
     cmap = pyplot().get_cmap("tab10")
     return {m: cmap(i % 10) for i, m in enumerate(models)}
@@ -162,9 +179,11 @@ def plot_drops(records: Sequence[Record], path: str | Path, top5: bool = True) -
     width = 0.8 / len(models)
     for ax, (metric, name) in zip(axes.flat, panels):
         table = tables[metric]
+        yerr = drop_errors(records, table, metric)
         for i, model in enumerate(models):
             x = [k + (i - (len(models) - 1) / 2) * width for k in range(len(conditions))]
-            bars = ax.bar(x, table[model].to_numpy(dtype=float), width, label=model, color=colors[model])
+            bars = ax.bar(x, table[model].to_numpy(dtype=float), width, label=model, color=colors[model],
+                          yerr=yerr[model], capsize=3, error_kw={"elinewidth": 0.8, "ecolor": "black"})
             if len(conditions) * len(models) <= 40:
                 ax.bar_label(bars, fmt="%+.1f", fontsize=8, padding=2)
         ax.axhline(0, color="black", linewidth=0.8)
@@ -177,10 +196,46 @@ def plot_drops(records: Sequence[Record], path: str | Path, top5: bool = True) -
         ax.margins(y=0.15)
         ax.legend(fontsize=8)
     suites = ", ".join(dict.fromkeys(r.suite for r in records))
-    fig.suptitle(f"Error increase under appearance conditions (suite {suites}, {_n_images(records)} images)")
+    fig.suptitle(f"Error increase under appearance conditions (suite {suites}, {_n_images(records)} images; "
+                 "bars: exact paired 95% intervals)")
     not_run = [c.get("label", c["id"]) for r in records for c in r.conditions if c.get("not_run")]
     if not_run:
         fig.text(0.01, 0.0, f"not run: {', '.join(dict.fromkeys(not_run))}", fontsize=8, color="dimgray")
+    return save_figure(fig, path)
+
+
+def plot_reliability(records: Sequence[Record], path: str | Path, bins: int = stats.ECE_BINS) -> Path:
+    """Reliability diagrams from the stored predictions: one panel per model, top-1 accuracy against mean
+    confidence in ``bins`` equal-width bins for each condition, the diagonal for perfect calibration, the
+    ECE in the legend."""
+    from .predictions import for_record
+
+    plt = pyplot()
+    curves: dict[str, list[tuple[str, stats.Reliability]]] = {}
+    for record in records:
+        stored = for_record(record)
+        labels = {c["id"]: c.get("label", c["id"]) for c in record.conditions}
+        for row in record.results:
+            model, cond = row["model"], row["condition"]
+            curves.setdefault(model, []).append(
+                (labels.get(cond, cond), stats.reliability(stored.confidence(model, cond), stored.correct(model, cond),
+                                                           bins)))
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.6 * len(curves), 4.6), squeeze=False)
+    for ax, (model, lines) in zip(axes.flat, curves.items()):
+        ax.plot([0, 1], [0, 1], color="gray", linestyle=":", linewidth=1, label="perfect calibration")
+        for label, curve in lines:
+            used = curve.count > 0
+            ax.plot(curve.confidence[used], curve.accuracy[used], marker="o", markersize=3,
+                    label=f"{label} (ECE {100 * curve.ece:.2f}%)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.set_xlabel("mean top-1 confidence in bin")
+        ax.set_ylabel("top-1 accuracy in bin")
+        ax.set_title(model)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"Reliability ({bins} equal-width bins, {_n_images(records)} images)")
     return save_figure(fig, path)
 
 

@@ -17,28 +17,36 @@ IEEE = "ieee"
 
 
 def _knobs() -> list:
-    """The float32-precision settings of every backend that runs our convolutions and matmuls."""
+    """The float32-precision settings, besides cuDNN's, of the backends that run our matmuls and CPU convolutions."""
     backends = torch.backends
-    return [backends.cudnn.conv, backends.cuda.matmul, backends.mkldnn.conv, backends.mkldnn.matmul]
+    return [backends.cuda.matmul, backends.mkldnn.conv, backends.mkldnn.matmul]
 
 
 @contextlib.contextmanager
 def full_fp32() -> Iterator[None]:
-    """Float32 convolutions and matmuls in IEEE precision (no TF32, no bf16 passes) inside the block."""
-    knobs = _knobs()
+    """Float32 convolutions and matmuls in IEEE precision (no TF32, no bf16 passes) inside the block.
+
+    cuDNN is switched through ``torch.backends.cudnn.allow_tf32`` (which sets its conv and RNN precision to
+    "none", i.e. IEEE): switched through ``fp32_precision`` alone, the legacy flag would disagree with it, and
+    code that still reads ``cudnn.allow_tf32`` (inductor's conv templates, ``cudnn.flags``) would raise."""
+    cudnn, knobs = torch.backends.cudnn, _knobs()
+    saved_cudnn = cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision
     saved = [k.fp32_precision for k in knobs]
+    cudnn.allow_tf32 = False
     for knob in knobs:
         knob.fp32_precision = IEEE
     try:
         yield
     finally:
+        cudnn.allow_tf32 = saved_cudnn[0] == "tf32"
+        cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision = saved_cudnn
         for knob, value in zip(knobs, saved):
             knob.fp32_precision = value
 
 
 def fp32_conv_precision(device: torch.device) -> str:
-    """The precision float32 convolutions on ``device`` get inside :func:`full_fp32` ("ieee" or "tf32"/"bf16";
-    "none" in torch's settings means the backend default, IEEE)."""
+    """The precision float32 convolutions on ``device`` get inside :func:`full_fp32` ("ieee", or "tf32"/"bf16"
+    had torch refused the setting; "none" in torch's settings means no reduced precision, IEEE)."""
     with full_fp32():
         knob = torch.backends.cudnn.conv if device.type == "cuda" else torch.backends.mkldnn.conv
         value = knob.fp32_precision

@@ -55,7 +55,7 @@ class Progress:
         self.done += n
         if self.bar is not None:
             self.bar.update(n)
-        elif self.plain and time.perf_counter() - self.last >= self.interval:
+        elif self.plain and self.done < self.total and time.perf_counter() - self.last >= self.interval:
             self.last = time.perf_counter()
             print(self.line(), file=self.stream, flush=True)
 

@@ -5,6 +5,7 @@ Options ``--ibnbench-data DIR``, ``--ibnbench-device DEV`` and ``--ibnbench-work
 weights=None)`` evaluates once per session for each distinct argument set and returns the
 :class:`ibnbench.results.Record`, so several tests share one evaluation. Tests marked ``@pytest.mark.ibnbench``
 (and any test using ``ibnbench_run``) skip, saying why, when no data folder is given.
+:func:`assert_no_regression` fails a test on a significant change against a recorded run (``ibnbench check``).
 
 This module is imported by every pytest run in an environment where ibnbench is installed: it imports
 nothing heavy (torch, the engine) until a test asks for an evaluation.
@@ -104,3 +105,18 @@ def ibnbench_run(pytestconfig: pytest.Config, ibnbench_data: Path,
         return outcomes[key]
 
     return evaluate
+
+
+def assert_no_regression(results: Record | str | Path, against: Record | str | Path, test: str = "mcnemar",
+                         alpha: float = 0.01, tolerance: float = 0.5, metric: str = "top1",
+                         either_way: bool = False) -> None:
+    """Fail the calling test, printing the per-cell table, unless ``ibnbench check`` passes ``results`` (new)
+    against ``against`` (recorded). Default: McNemar's exact test on the per-image answers, Holm-adjusted over
+    the shared cells, at ``alpha``; ``test="tolerance"`` is the fixed ``tolerance`` in points. Incomparable
+    records fail too."""
+    from .check import EXIT_OK, check
+
+    outcome = check(results, against, tolerance=tolerance, metric=metric, either_way=either_way, test=test,
+                    alpha=alpha)
+    if outcome.exit_code != EXIT_OK:
+        pytest.fail(outcome.render(), pytrace=False)

@@ -9,14 +9,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from .files import write_atomic
+from .files import FileWriteError, write_atomic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: errors and per-image correctness; 2: adds ``predictions`` (the sidecar with top-5 indices and
+probabilities, see :mod:`ibnbench.predictions`) and a per-result ``ece``. Version 1 records still read."""
 REQUIRED = ("suite", "suite_hash", "dataset", "models", "environment", "timing", "results")
 FIELD_TYPES = {"suite": str, "suite_hash": str, "conditions": list, "dataset": dict, "models": dict,
-               "environment": dict, "timing": dict, "results": list, "per_image": dict, "created": str, "schema": int}
+               "environment": dict, "timing": dict, "results": list, "per_image": dict, "predictions": dict,
+               "created": str, "schema": int}
 JSON_NAMES = {str: "a string", int: "an integer", list: "an array", dict: "an object"}
 
 
@@ -37,6 +41,7 @@ class Record:
     timing: dict
     results: list[dict]
     per_image: dict = field(default_factory=dict)
+    predictions: dict = field(default_factory=dict)
     created: str = ""
     schema: int = SCHEMA_VERSION
     path: str | None = field(default=None, compare=False)
@@ -66,6 +71,15 @@ class Record:
         """The row each condition's drop is measured against: ``origin``, or what the condition names
         (``baseline``; None: no drop, e.g. val restricted to a shift set's classes)."""
         return {c["id"]: c.get("baseline", "origin") for c in self.conditions}
+
+    def answers(self, model: str, condition: str, metric: str = "top1") -> np.ndarray | None:
+        """Per-image correctness in dataset order (1 right, 0 wrong, -1 not evaluated), from ``per_image``;
+        None when the record holds no per-image answers for the pair."""
+        text = self.per_image.get(metric, {}).get(model, {}).get(condition)
+        if text is None:
+            return None
+        codes = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+        return np.where(codes == ord("1"), 1, np.where(codes == ord("0"), 0, -1)).astype(np.int8)
 
     def _model(self, model: str | None) -> str:
         if model is not None:
@@ -185,7 +199,10 @@ def write_record(record: Record, path: str | os.PathLike) -> Path:
     problems = record.problems()
     if problems:
         raise RecordError(f"refusing to write record {path}: {'; '.join(problems)}")
-    out = write_json_atomic(path, record.to_dict(), what="record")
+    try:
+        out = write_json_atomic(path, record.to_dict(), what="record")
+    except FileWriteError as exc:
+        raise RecordError(str(exc)) from None
     record.path = str(out)
     return out
 

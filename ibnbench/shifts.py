@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import data as data_mod
 from .distributed import DistContext
+from .predictions import sidecar_path
 from .results import Record, RecordError, read_record, write_record
 from .suites import ID_PATTERN, SuiteError, _read, shipped_suites
 
@@ -255,8 +256,9 @@ def run_datasets(model: Sequence[str], data: str | os.PathLike, suite: str = "na
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             out_path = Path(results_dir) / f"{chosen.name}-{'+'.join(names)}-{stamp}.json"
         write_record(record, out_path)
-        for path in part_path.values():
+        for path in part_path.values():  # the parts' rows are in the record now; their prediction sidecars go too
             path.unlink(missing_ok=True)
+            sidecar_path(path).unlink(missing_ok=True)
     dist.barrier()
     return record
 

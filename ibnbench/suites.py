@@ -1,6 +1,7 @@
 """Suites as data: ``transforms/<suite>.toml`` files, each an ordered list of conditions.
 
-A suite file holds an optional ``description``, suite-wide ``clip`` / ``quantize`` defaults and a
+A suite file holds an optional ``description``, suite-wide ``clip`` / ``quantize`` defaults (and ``seed`` /
+``jpeg`` for the ops that take them: ImageNet-C corruptions) and a
 ``[[conditions]]`` array; every condition has an ``id``, a display ``label``, an ``op`` (see
 :data:`ibnbench.conditions.OPS`) and the op's parameters, and may override ``clip`` / ``quantize``.
 The suite's ``hash`` is the sha256 of its conditions' canonical definitions, so results made with
@@ -23,7 +24,9 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
 
-SUITE_FIELDS = ("description", "clip", "quantize", "conditions")
+SUITE_FIELDS = ("description", "clip", "quantize", "seed", "jpeg", "conditions")
+OP_DEFAULTS = ("seed", "jpeg")
+"""Suite-wide fields handed to every condition whose op takes them (unless the condition sets its own)."""
 COMMON_FIELDS = ("id", "label", "op", "clip", "quantize")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+*-]*$")
 
@@ -111,7 +114,7 @@ def _flag(where: str, table: Mapping, field: str, default: bool) -> bool:
 
 
 def _condition(path: Path, index: int, entry: object, defaults: dict[str, bool],
-               style_weights: Mapping[str, str]) -> Condition:
+               style_weights: Mapping[str, str], op_defaults: Mapping[str, object]) -> Condition:
     where = f"{path}: condition #{index + 1}"
     if not isinstance(entry, dict):
         raise SuiteError(f"{where}: expected a [[conditions]] table, got {entry!r}")
@@ -135,7 +138,7 @@ def _condition(path: Path, index: int, entry: object, defaults: dict[str, bool],
     label = entry.get("label", condition_id)
     if not isinstance(label, str):
         raise SuiteError(f"{where}: field 'label': expected a string, got {label!r}")
-    kwargs = {k: entry[k] for k in parameters if k in entry}
+    kwargs = {k: entry[k] if k in entry else op_defaults[k] for k in parameters if k in entry or k in op_defaults}
     if op == "style" and isinstance(kwargs.get("style"), str) and kwargs["style"] in style_weights:
         kwargs["weights"] = style_weights[kwargs["style"]]
     if op == "dir" and isinstance(kwargs.get("root"), str):
@@ -178,7 +181,9 @@ def load_suite(name_or_path: str | os.PathLike, *, style_weights: Mapping[str, s
     if not isinstance(entries, list) or not entries:
         raise SuiteError(f"{path}: field 'conditions': expected a non-empty [[conditions]] array")
     defaults = {field: _flag(str(path), data, field, False) for field in ("clip", "quantize")}
-    conditions = tuple(_condition(path, i, entry, defaults, style_weights or {}) for i, entry in enumerate(entries))
+    op_defaults = {field: data[field] for field in OP_DEFAULTS if field in data}
+    conditions = tuple(_condition(path, i, entry, defaults, style_weights or {}, op_defaults)
+                       for i, entry in enumerate(entries))
     seen: set[str] = set()
     for condition in conditions:
         if condition.id in seen:

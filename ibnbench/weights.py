@@ -2,7 +2,6 @@
 "official" (the model's released file) or "random", with one clear error for every failure."""
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections import OrderedDict
@@ -11,6 +10,8 @@ from typing import TYPE_CHECKING, Mapping
 
 import torch
 from torch import nn
+
+from .files import sha256_of
 
 if TYPE_CHECKING:
     from .models.registry import ModelInfo, Weights
@@ -21,14 +22,6 @@ LEGACY_IN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
 class WeightsError(RuntimeError):
     """A checkpoint could not be found, downloaded, verified or loaded."""
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def cache_dir() -> Path:

@@ -19,3 +19,13 @@ def make_record(errors: dict[str, dict[str, tuple[float, float]]], suite_hash: s
         results=[{"model": m, "condition": c, "top1_err": e[0], "top5_err": e[1], "n_images": n_images}
                  for m, by_cond in errors.items() for c, e in by_cond.items()],
         created="2026-11-24T00:00:00+00:00")
+
+
+def answer_record(answers: dict[str, dict[str, str]], **kwargs) -> Record:
+    """A record with per-image answers ``{model: {condition: "0110..."}}`` (the same for top-1 and top-5) and
+    the errors they imply."""
+    n = len(next(iter(next(iter(answers.values())).values())))
+    errors = {m: {c: (100 * a.count("0") / n,) * 2 for c, a in by_cond.items()} for m, by_cond in answers.items()}
+    record = make_record(errors, n_images=n, **kwargs)
+    record.per_image = {"files": [f"img{i:03d}.JPEG" for i in range(n)], "top1": answers, "top5": answers}
+    return record

@@ -37,3 +37,26 @@ def test_incomparable_inputs_exit_2(tmp_path, capsys, kwargs, reason):
     old = write_record(make_record(BASE), tmp_path / "old.json")
     assert main(["check", "--results", str(new), "--against", str(old)]) == 2
     assert reason in capsys.readouterr().out
+
+
+def test_plugin_assertion_helper_fails_only_on_a_significant_change(tmp_path):
+    from ibnbench.pytest_plugin import assert_no_regression
+    from records import answer_record
+
+    recorded = answer_record({"resnet50": {"origin": "1" * 70 + "0" * 30}})
+    noise = answer_record({"resnet50": {"origin": "1" * 67 + "0" * 33}})  # 3 newly wrong: p = 0.25
+    change = answer_record({"resnet50": {"origin": "1" * 50 + "0" * 50}})  # 20 newly wrong: p = 1.9e-6
+    assert_no_regression(noise, recorded, alpha=0.01)
+    with pytest.raises(pytest.fail.Exception, match="tolerance|beyond 0.5 points"):
+        assert_no_regression(noise, recorded, test="tolerance")
+    with pytest.raises(pytest.fail.Exception, match="changed significantly") as failure:
+        assert_no_regression(change, recorded, alpha=0.01)
+    assert "resnet50 / origin: +20.00 points, 20 newly wrong, 0 newly right" in str(failure.value)
+
+
+def test_mcnemar_check_needs_per_image_answers(tmp_path):
+    plain = make_record(BASE)  # no per-image answers
+    outcome = check(plain, plain, test="mcnemar")
+    assert outcome.exit_code == 2 and "holds no per-image answers" in outcome.render()
+    with pytest.raises(ValueError, match="--test mcnemar compares per-image answers"):
+        check(plain, plain, test="mcnemar", metric="drop")

@@ -343,7 +343,8 @@ def test_normalize_builds_its_constants_once_per_device_and_dtype():
             return func(*args, **(kwargs or {}))
 
     x = torch.rand(2, 3, 4, 4) * 255
-    expected = (x - torch.tensor(Preprocessing().mean)[:, None, None]) / torch.tensor(Preprocessing().std)[:, None, None]
+    mean, std = (torch.tensor(v)[:, None, None] for v in (Preprocessing().mean, Preprocessing().std))
+    expected = (x - mean) / std
     Preprocessing().normalize(x)
     with Ops() as ops:
         out = Preprocessing().normalize(x)
@@ -361,9 +362,13 @@ class _PrecisionSpy(torch.nn.Module):
 
     def forward(self, x):
         backends = torch.backends
-        self.seen.add((backends.cudnn.conv.fp32_precision, backends.cuda.matmul.fp32_precision,
-                       backends.mkldnn.conv.fp32_precision))
+        self.seen.add((backends.cudnn.allow_tf32, backends.cudnn.conv.fp32_precision,
+                       backends.cuda.matmul.fp32_precision, backends.mkldnn.conv.fp32_precision))
         return torch.zeros(len(x), 10)
+
+
+FULL_FP32 = (False, "none", "ieee", "ieee")
+"""(legacy cuDNN TF32 switch, cuDNN conv precision: "none" is no TF32, cuBLAS matmul, oneDNN conv) in full fp32"""
 
 
 def test_full_precision_forwards_are_ieee_fp32_and_the_record_says_so(tiny_val, tmp_path, monkeypatch):
@@ -377,11 +382,12 @@ def test_full_precision_forwards_are_ieee_fp32_and_the_record_says_so(tiny_val, 
         spy = _PrecisionSpy()
         runner = engine.ModelRunner(spy, Preprocessing(), torch.device("cpu"), RunOptions(amp=amp, refine=refine))
         runner.hits(torch.zeros(4, 3, 8, 8), torch.zeros(4, dtype=torch.long))
-        assert spy.seen == {("ieee", "ieee", "ieee")}
+        assert spy.seen == {FULL_FP32}
     spy = _PrecisionSpy()
     style.stylize_batch(lambda x: (spy(x), x)[1], torch.zeros(1, 3, 8, 8))
-    assert spy.seen == {("ieee", "ieee", "ieee")}
-    assert torch.backends.cudnn.conv.fp32_precision == "tf32" and torch.backends.cuda.matmul.fp32_precision == "none"
+    assert spy.seen == {FULL_FP32}
+    assert torch.backends.cudnn.allow_tf32 and torch.backends.cudnn.conv.fp32_precision == "tf32"
+    assert torch.backends.cuda.matmul.fp32_precision == "none"
     record = engine.run(["resnet18"], tiny_val, conditions=["origin"], weights=["random"], device="cpu", workers=0,
                         progress=False, output=tmp_path / "r.json")
     env = json.loads((tmp_path / "r.json").read_text())["environment"]

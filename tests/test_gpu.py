@@ -52,19 +52,25 @@ def test_bf16_refine_with_out_of_memory_halving_gives_the_fp32_answers(val100, l
     assert bf16["per_image"] == fp32["per_image"]
 
 
-def test_two_nvjpeg_loaders_in_flight_give_the_cpu_crops(val100, tmp_path):
-    """The originals and a copy decoded by nvJPEG side by side while the current stream keeps allocating and
-    freeing memory still in use by queued kernels: every crop stays within nvJPEG-vs-libjpeg differences."""
+def test_two_nvjpeg_loaders_in_flight_give_the_crops_of_a_quiet_run(val100, tmp_path):
+    """The originals and a byte-identical copy decoded by nvJPEG side by side while the current stream keeps
+    allocating and freeing memory still used by queued kernels: every crop is bit-identical to the crops of a
+    run that synchronises after every batch (same files, same batches, same kernels)."""
     copy = tmp_path / "copy"
     shutil.copytree(val100, copy)
-    geometry = [Preprocessing()]
-    key = data.Geometry().key
-    reference = torch.cat([b["crops"][key] for b in data.make_loader(data.open_dataset(val100), geometry,
-                                                                       batch_size=25, workers=2)])
-    loaders = [data.make_loader(data.open_dataset(root), geometry, batch_size=25, workers=2, decoder="nvjpeg",
-                                device="cuda") for root in (val100, copy)]
+    geometry, key = [Preprocessing()], data.Geometry().key
+
+    def loader(root):
+        return data.make_loader(data.open_dataset(root), geometry, batch_size=25, workers=2, decoder="nvjpeg",
+                                device="cuda")
+
+    quiet = []
+    for batch in loader(val100):
+        torch.cuda.synchronize()
+        quiet.append(batch["crops"][key].clone())
+        torch.cuda.synchronize()
     seen = [[], []]
-    for batches in zip(*loaders):
+    for batches in zip(loader(val100), loader(copy)):
         for _ in range(8):  # queued work on memory that is freed at once, for the next decode to be handed
             busy = torch.randn(2048, 2048, device="cuda")
             busy = busy @ busy @ busy
@@ -73,9 +79,7 @@ def test_two_nvjpeg_loaders_in_flight_give_the_cpu_crops(val100, tmp_path):
             kept.append(batch["crops"][key].clone())
     torch.cuda.synchronize()
     for kept in seen:
-        diff = (torch.cat(kept).cpu().float() - reference.float()).abs()
-        per_image = diff.flatten(1)
-        assert per_image.mean(dim=1).max() < GPU_MEAN_TOLERANCE and per_image.max() < GPU_MAX_TOLERANCE
+        assert all(torch.equal(a, b) for a, b in zip(kept, quiet, strict=True))
 
 
 def test_nvjpeg_batch_failure_retries_one_by_one_then_decodes_on_the_cpu(tmp_path):
@@ -119,8 +123,8 @@ def test_one_evaluated_batch_makes_no_host_sync(tiny_val, tmp_path):
     """Every condition kind (a `dir` condition and a style generator included), two models, bf16 + refine: the
     batch loop runs with torch's sync debug mode set to raise on any synchronising call."""
     conditions, styled = inverted_copy_suite(tiny_val, tmp_path)
-    conditions += load_suite("table1", style_weights={"monet": "random"}).select(["rgb+50", "std*1.5",
-                                                                                 "monet"]).conditions
+    more = load_suite("table1", style_weights={"monet": "random"}).select(["rgb+50", "std*1.5", "monet"])
+    conditions = [*conditions, *more.conditions]
     torch.manual_seed(0)
     models = {n: create_model(n) for n in ("resnet18", "resnet18_ibn_a")}
     device = torch.device("cuda", torch.cuda.current_device())

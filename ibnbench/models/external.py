@@ -113,7 +113,7 @@ def external_info(spec: str) -> ModelInfo:
                      description=f"{prefix}.{name}()")
 
 
-ASSUMED_PREPROCESSING = "torchvision ImageNet default (assumed)"
+ASSUMED_PREPROCESSING = "default (assumed)"
 
 
 def _declared(spec: str, value: object) -> Preprocessing:
@@ -128,7 +128,8 @@ def _declared(spec: str, value: object) -> Preprocessing:
         try:
             return Preprocessing(**{**value, "source": source})
         except TypeError as exc:
-            raise UnknownModelError(f"model spec {spec!r}: its preprocessing {dict(value)} is not valid ({exc})") from None
+            raise UnknownModelError(f"model spec {spec!r}: its preprocessing {dict(value)} is not valid "
+                                    f"({exc})") from None
     raise UnknownModelError(f"model spec {spec!r}: preprocessing must be a Preprocessing, a mapping or a string, "
                             f"not {type(value).__name__}")
 

@@ -1,0 +1,148 @@
+"""Statistics over per-image answers: intervals, paired tests, calibration and agreement.
+
+Everything here works on plain arrays (per-image correctness as booleans, confidences as floats) and
+uses scipy.stats for the distributions. The choices, stated once:
+
+- an error rate's 95% interval is Clopper-Pearson (exact, from beta quantiles);
+- a drop (the error increase of a condition over the origin on the same images) gets an exact paired interval
+  from the discordant pairs: with ``m`` images whose answer changed, ``b`` of them to wrong, the drop is
+  ``m/n * (2 pi - 1)`` and the Clopper-Pearson interval of ``pi = b/m`` is carried through (conditional on
+  ``m``); no discordant pair gives the degenerate interval [0, 0];
+- two answer sets on the same images are compared with McNemar's exact test (two-sided binomial test of
+  ``b`` out of ``m`` at 1/2), several such tests at once with Holm's step-down correction;
+- ECE uses 15 equal-width confidence bins (Guo et al., 2017), bins closed on the right;
+- error consistency is Cohen's kappa over per-image correctness (Geirhos et al., 2020).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+LEVEL = 0.95
+ECE_BINS = 15
+
+
+def clopper_pearson(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval of a binomial proportion ``k / n`` as fractions in [0, 1]."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    tail = (1 - level) / 2
+    lo = 0.0 if k == 0 else float(sps.beta.ppf(tail, k, n - k + 1))
+    hi = 1.0 if k == n else float(sps.beta.ppf(1 - tail, k + 1, n - k))
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Two answer sets on the same ``n`` images: ``b`` images right in the first and wrong in the second,
+    ``c`` the reverse. ``diff`` is the error increase from first to second as a fraction."""
+
+    n: int
+    b: int
+    c: int
+
+    @property
+    def discordant(self) -> int:
+        return self.b + self.c
+
+    @property
+    def diff(self) -> float:
+        return (self.b - self.c) / self.n if self.n else float("nan")
+
+    def interval(self, level: float = LEVEL) -> tuple[float, float]:
+        """Exact paired interval of ``diff`` from the discordant pairs (see the module docstring)."""
+        if not self.n:
+            return float("nan"), float("nan")
+        m = self.discordant
+        if m == 0:
+            return 0.0, 0.0
+        lo, hi = clopper_pearson(self.b, m, level)
+        share = m / self.n
+        return share * (2 * lo - 1), share * (2 * hi - 1)
+
+    @property
+    def pvalue(self) -> float:
+        """McNemar's exact test: two-sided binomial test of ``b`` out of ``b + c`` at 1/2 (1.0 without pairs)."""
+        m = self.discordant
+        return float(sps.binomtest(self.b, m, 0.5).pvalue) if m else 1.0
+
+
+def paired(first: np.ndarray, second: np.ndarray) -> Paired:
+    """Count the discordant pairs of two correctness arrays over the same images (booleans, or 1 right, 0 wrong
+    and -1 for an image not evaluated, which is left out of the pairing)."""
+    first, second = np.asarray(first, dtype=np.int8), np.asarray(second, dtype=np.int8)
+    if first.shape != second.shape:
+        raise ValueError(f"paired answers need the same images, got {first.shape} and {second.shape}")
+    both = (first >= 0) & (second >= 0)
+    first, second = first[both] == 1, second[both] == 1
+    return Paired(n=int(both.sum()), b=int((first & ~second).sum()), c=int((~first & second).sum()))
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control), in the input order."""
+    p = np.asarray(pvalues, dtype=float)
+    if p.size == 0:
+        return p
+    order = np.argsort(p, kind="stable")
+    scaled = (p.size - np.arange(p.size)) * p[order]
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    return adjusted
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Per-bin counts, mean confidence and accuracy over ``bins`` equal-width confidence bins."""
+
+    edges: np.ndarray
+    count: np.ndarray
+    confidence: np.ndarray
+    accuracy: np.ndarray
+
+    @property
+    def ece(self) -> float:
+        """Expected calibration error: the count-weighted mean |accuracy - confidence| over the bins."""
+        total = self.count.sum()
+        if not total:
+            return float("nan")
+        used = self.count > 0
+        return float((self.count[used] * np.abs(self.accuracy[used] - self.confidence[used])).sum() / total)
+
+
+def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> Reliability:
+    """Bin top-1 confidences into ``bins`` equal-width bins ``(i/bins, (i+1)/bins]`` (0 goes to the first)."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    count = np.bincount(index, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(index, weights=confidence, minlength=bins) / count
+        accuracy = np.bincount(index, weights=correct, minlength=bins) / count
+    return Reliability(np.linspace(0.0, 1.0, bins + 1), count, mean_conf, accuracy)
+
+
+def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Expected calibration error of top-1 ``confidence`` against ``correct`` (a fraction in [0, 1])."""
+    return reliability(confidence, correct, bins).ece
+
+
+def format_p(p: float | None) -> str:
+    """A p-value for a table: three decimals, two significant digits below 0.001, '-' when untested."""
+    if p is None or np.isnan(p):
+        return "-"
+    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+
+
+def error_consistency(first: np.ndarray, second: np.ndarray) -> float:
+    """Geirhos et al. (2020) error consistency: kappa of the observed agreement in correctness over the
+    agreement expected from the two accuracies alone (NaN when that expectation is 1)."""
+    first, second = np.asarray(first, dtype=bool), np.asarray(second, dtype=bool)
+    observed = float((first == second).mean())
+    p1, p2 = float(first.mean()), float(second.mean())
+    expected = p1 * p2 + (1 - p1) * (1 - p2)
+    return (observed - expected) / (1 - expected) if expected < 1 else float("nan")

@@ -1,0 +1,158 @@
+"""ImageNet-C on the fly: our batched ops against the reference package `imagecorruptions` itself on real 224 crops
+(deterministic corruptions to within a grey level, random ones in distribution), randomness that does not depend
+on the batch, and the suites."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import ibnbench
+from conftest import VAL100, need
+from corruption_reference import imagecorruptions, imagenet_c_crops, reference, to_batch
+from ibnbench import corruptions
+from ibnbench.conditions import Corruption
+
+DETERMINISTIC = ["brightness", "contrast", "saturate", "defocus_blur", "gaussian_blur", "zoom_blur", "pixelate",
+                 "jpeg_compression"]
+RANDOM = ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "motion_blur", "snow", "frost", "fog",
+          "elastic_transform", "spatter", "glass_blur"]
+# Relative tolerance on the mean absolute change |corrupted - clean| (averaged over the crops) per random corruption:
+# tight where the draws are per pixel (the average is over ~10^6 draws), looser where one draw per image decides much
+# (the frost texture and its crop, the fog's fractal, the motion angle), loosest where ours is a parallel stand-in
+# for a sequential or OpenCV step (glass blur's swaps, spatter's Canny edges).
+CHANGE_TOLERANCE = {"gaussian_noise": 0.02, "shot_noise": 0.02, "impulse_noise": 0.03, "speckle_noise": 0.02,
+                    "motion_blur": 0.1, "snow": 0.05, "frost": 0.25, "fog": 0.25, "elastic_transform": 0.08,
+                    "spatter": 0.3, "glass_blur": 0.25}
+
+
+@pytest.fixture(scope="module")
+def crops() -> np.ndarray:
+    imagecorruptions()
+    return imagenet_c_crops(need(VAL100 / "val"), 6)
+
+
+def ours(images: np.ndarray, name: str, severity: int, seed: int = 0) -> torch.Tensor:
+    condition = Corruption(f"{name}-{severity}", corruption=name, severity=severity, seed=seed)
+    return condition(to_batch(images), torch.arange(len(images)))
+
+
+def references(images: np.ndarray, name: str, severity: int) -> torch.Tensor:
+    return to_batch(np.stack([reference(image, name, severity, seed=i) for i, image in enumerate(images)]))
+
+
+@pytest.mark.parametrize("severity", corruptions.SEVERITIES)
+@pytest.mark.parametrize("name", DETERMINISTIC)
+def test_deterministic_corruptions_equal_the_reference(crops, name, severity):
+    images = crops[:3]
+    mine, theirs = ours(images, name, severity), references(images, name, severity)
+    assert mine.shape == theirs.shape and torch.equal(mine, mine.round())  # integers, as uint8 files hold
+    mad = float((mine - theirs).abs().mean())
+    assert mad <= (2.0 if name in ("pixelate", "jpeg_compression") else 1.0), f"{name}-{severity}: MAD {mad:.3f}"
+
+
+def _noise_std(y: torch.Tensor, x: torch.Tensor) -> float:
+    """Std of the change where the clean value is far from the clipping limits (what the noise level sets)."""
+    mid = (x > 40) & (x < 215)
+    return float((y - x)[mid].std())
+
+
+@pytest.mark.slow  # the reference takes seconds per corruption (glass blur ~2 s per image)
+@pytest.mark.parametrize("name", RANDOM)
+def test_random_corruptions_agree_with_the_reference_in_distribution(crops, name):
+    # per-pixel draws average over ~10^5 per image; one-per-image draws (frost, fog) need more images
+    images = crops[:2] if name.endswith("_noise") or name == "glass_blur" else crops if name in ("frost", "fog") \
+        else crops[:4]
+    x = to_batch(images)
+    for severity in corruptions.SEVERITIES:
+        mine, theirs = ours(images, name, severity), references(images, name, severity)
+        change = float((mine - x).abs().mean()), float((theirs - x).abs().mean())
+        assert abs(change[0] - change[1]) <= CHANGE_TOLERANCE[name] * change[1] + 0.2, (name, severity, change)
+        if name.endswith("_noise"):  # the noise level itself, and how many pixels it clips
+            assert _noise_std(mine, x) == pytest.approx(_noise_std(theirs, x), rel=0.03), (name, severity)
+            clipped = [float(((y == 0) | (y == 255)).float().mean()) for y in (mine, theirs)]
+            assert clipped[0] == pytest.approx(clipped[1], abs=0.005), (name, severity)
+
+
+def test_fog_fractal_has_the_reference_statistics():
+    """imagecorruptions' plasma fractal against our batched one over 48 maps: level, spread and roughness."""
+    module = imagecorruptions()
+    import sys
+
+    plasma = sys.modules["imagecorruptions.corruptions"].plasma_fractal
+    for decay in (2.0, 1.4):
+        np.random.seed(0)
+        theirs = torch.from_numpy(np.stack([plasma(256, decay) for _ in range(48)]))
+        mine = corruptions.plasma_fractal(corruptions.Draws(7, torch.arange(48)), 256, decay)
+        for statistic in (lambda m: m.mean(), lambda m: m.std(dim=(1, 2)).mean(),
+                          lambda m: (m[:, 1:] - m[:, :-1]).abs().mean()):
+            assert float(statistic(mine)) == pytest.approx(float(statistic(theirs)), rel=0.1)
+    assert module.get_corruption_names("all")[9] == "fog"
+
+
+@pytest.mark.parametrize("name", RANDOM)
+def test_an_image_gets_the_same_corruption_in_any_batch(name):
+    """The draws depend on (seed, condition, image index, element) only: image 7 alone, or 4th in a batch of 5
+    whose other members differ, is corrupted identically; another index or seed changes it."""
+    gen = torch.Generator().manual_seed(0)
+    batch = torch.randint(0, 256, (5, 3, 64, 64), generator=gen).float()
+    index = torch.tensor([3, 11, 2, 7, 40])
+    condition = Corruption(f"{name}-3", corruption=name, severity=3)
+    together = condition(batch, index)
+    alone = condition(batch[3:4], index[3:4])
+    assert torch.equal(together[3], alone[0])
+    if name not in ("frost",):  # frost draws one of five textures: two images may share one by chance
+        assert not torch.equal(condition(batch[3:4], torch.tensor([8])), alone)
+    reseeded = Corruption(f"{name}-3", corruption=name, severity=3, seed=1)(batch[3:4], index[3:4])
+    assert not torch.equal(reseeded, alone)
+
+
+def test_suites_name_every_corruption_and_severity():
+    names = imagecorruptions().get_corruption_names("all")
+    common, extra = ibnbench.load_suite("imagenet-c"), ibnbench.load_suite("imagenet-c-extra")
+    assert common.ids == ["origin"] + [f"{n}-{s}" for n in names[:15] for s in range(1, 6)]
+    assert extra.ids == ["origin"] + [f"{n}-{s}" for n in names[15:] for s in range(1, 6)]
+    assert common["gaussian_noise-3"].label == "Gaussian Noise" and common["jpeg_compression-1"].label == "JPEG"
+    assert {c.seed for c in common.conditions[1:]} == {0} and common["frost-2"].jpeg is None
+
+
+def test_suite_file_sets_seed_and_jpeg_finish(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('seed = 5\njpeg = 85\n[[conditions]]\nid = "contrast-2"\nop = "corruption"\n'
+                    'corruption = "contrast"\nseverity = 2\n\n[[conditions]]\nid = "raw"\nop = "corruption"\n'
+                    'corruption = "contrast"\nseverity = 2\njpeg = 100\n')
+    suite = ibnbench.load_suite(path)
+    assert (suite["contrast-2"].seed, suite["contrast-2"].jpeg, suite["raw"].jpeg) == (5, 85, 100)
+    ramp = torch.linspace(0, 255, 64)
+    x = torch.stack([ramp[None, :].expand(64, 64), ramp[:, None].expand(64, 64), 255 - ramp[None, :].expand(64, 64)])
+    x = x[None].expand(2, -1, -1, -1)  # smooth images: what JPEG keeps
+    plain = Corruption("c", corruption="contrast", severity=2)(x)
+    finished = suite["contrast-2"](x)
+    assert torch.equal(finished, finished.round()) and not torch.equal(finished, plain)
+    assert float((finished - plain).abs().mean()) < 3  # a quality-85 round trip moves little
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[conditions]]\nid = "x"\nop = "corruption"\ncorruption = "rain"\nseverity = 2\n')
+    with pytest.raises(ibnbench.suites.SuiteError, match="field 'corruption': expected one of gaussian_noise"):
+        ibnbench.load_suite(bad)
+    bad.write_text('[[conditions]]\nid = "x"\nop = "corruption"\ncorruption = "fog"\nseverity = 6\n')
+    with pytest.raises(ibnbench.suites.SuiteError, match="field 'severity': expected an integer 1-5"):
+        ibnbench.load_suite(bad)
+
+
+def test_missing_frost_textures_are_a_missing_asset(tmp_path, monkeypatch):
+    monkeypatch.setenv(corruptions.FROST_DIR_ENV, str(tmp_path))
+    suite = ibnbench.load_suite("imagenet-c")
+    assert [c.id for c in suite if c.requires] == [f"frost-{s}" for s in range(1, 6)]
+    assert "frost textures frost1.png" in suite["frost-1"].requires[0] and str(tmp_path) in suite["frost-1"].requires[0]
+    assert suite["fog-1"].requires == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", corruptions.COMMON + corruptions.EXTRA)
+def test_cuda_gives_the_cpu_result(name):
+    batch = torch.randint(0, 256, (3, 3, 224, 224), generator=torch.Generator().manual_seed(2)).float()
+    index = torch.tensor([5, 0, 99])
+    condition = Corruption(f"{name}-4", corruption=name, severity=4)
+    cpu, cuda = condition(batch, index), condition(batch.cuda(), index.cuda()).cpu()
+    assert float((cpu - cuda).abs().mean()) < 0.05 and float((cpu - cuda).abs().max()) <= (255 if name == "jpeg_compression" else 2)

