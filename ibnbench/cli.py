@@ -31,15 +31,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.output:
         ensure_writable(args.output, "record")  # in a blink, before torch is even imported
     from .engine import run
+    from .shifts import is_dataset_suite, run_datasets
 
-    record = run(args.model, args.data, suite=args.suite, conditions=args.conditions, weights=args.weights,
-                 output=args.output, results_dir=args.results_dir, labels=args.labels, resume=args.resume,
-                 restart=args.restart, preprocessing=args.preprocessing, skip_missing=args.skip_missing,
-                 device=args.device, batch_size=args.batch_size, workers=args.workers, amp=args.amp,
-                 channels_last=args.channels_last, compile=args.compile, limit=args.limit,
-                 on_bad_image=args.on_bad_image, fanout=not args.no_fanout, chunk_size=args.chunk_size,
-                 refine=args.refine, cache=args.cache,
-                 style_weights=_style_weights(args.style_weights))
+    common = {"weights": args.weights, "output": args.output, "results_dir": args.results_dir, "labels": args.labels,
+              "resume": args.resume, "restart": args.restart, "preprocessing": args.preprocessing,
+              "skip_missing": args.skip_missing, "device": args.device, "batch_size": args.batch_size,
+              "workers": args.workers, "amp": args.amp, "channels_last": args.channels_last, "compile": args.compile,
+              "limit": args.limit, "on_bad_image": args.on_bad_image, "fanout": not args.no_fanout,
+              "chunk_size": args.chunk_size, "refine": args.refine, "cache": args.cache}
+    if is_dataset_suite(args.suite):
+        given = [flag for flag, on in (("--classes-from-folders", args.classes_from_folders), ("--classes", args.classes),
+                                       ("--restrict-to-classes", args.restrict_to_classes),
+                                       ("--style-weights", args.style_weights)) if on]
+        if given:
+            raise ValueError(f"{given[0]} does not apply to dataset suite {args.suite}: its file says per dataset "
+                             "whether it is scored on a class subset")
+        record = run_datasets(args.model, args.data, suite=args.suite, datasets=args.conditions, **common)
+    else:
+        record = run(args.model, args.data, suite=args.suite, conditions=args.conditions,
+                     style_weights=_style_weights(args.style_weights), classes_from_folders=args.classes_from_folders,
+                     classes=args.classes, restrict_to_classes=args.restrict_to_classes, **common)
     if record.path:
         print_summary(record)
         print(f"\nrecord: {record.path}")
@@ -61,9 +72,15 @@ def print_summary(record: Record) -> None:
     if skipped:
         print(f"\n{skipped} unreadable image(s) skipped: {', '.join(record.dataset['skipped'][:5])}"
               + (" ..." if skipped > 5 else ""))
-    not_run = [c["id"] for c in record.conditions if c.get("not_run")]
+    not_run = [c["id"] for c in record.conditions if c.get("not_run") and not c.get("missing")]
     if not_run:
         print(f"not run (missing assets): {', '.join(not_run)}")
+    for condition in record.conditions:
+        if condition.get("missing"):
+            print(f"missing dataset {condition['id']}: {condition['missing']}")
+    classes = record.dataset.get("classes")
+    if classes:
+        print(f"\nscored on {classes['n']} classes ({classes['mask']}): argmax and top-5 over their logits only")
     close_calls = record.environment.get("close_calls_left")
     if close_calls:
         print(f"\n{close_calls} close call(s) decided in {record.environment['dtype']} were not scored again in "
@@ -110,6 +127,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(render(keyed(table, ["condition", "model A", "model B"], args.format), args.format))
     if args.format == "markdown":
         print(f"\nA: {args.a}, B: {args.b}. {PAIRS_NOTE.split(' Error consistency')[0]}")
+    return 0
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    """Effective robustness on a shift: each model's distance from the baseline models' logit-linear fit."""
+    from .report import load_records
+    from .robustness import effective_robustness, plot_effective_robustness
+
+    baseline = [m for spec in args.baseline for m in spec.split(",") if m]
+    table, fit = effective_robustness(load_records(args.results), args.shift, baseline, metric=args.metric)
+    print(tabulate(table.reset_index(), headers="keys", tablefmt=args.format, showindex=False, floatfmt=".2f"))
+    print(f"\nlogit({args.shift} acc) = {fit.slope:.4f} * logit(val acc) {fit.intercept:+.4f} over "
+          f"{len(fit.models)} baseline models (r = {fit.r:.4f}); effective robustness = shift acc - predicted acc")
+    if args.plot:
+        print(f"wrote {plot_effective_robustness(table, fit, args.plot, shift=args.shift, metric=args.metric)}")
     return 0
 
 
@@ -271,10 +303,22 @@ def _definition(condition) -> str:
 
 
 def cmd_suites(args: argparse.Namespace) -> int:
-    """Print each suite (or the one named) with its conditions; missing assets are listed after it."""
-    from .suites import list_suites, load_suite
+    """Print each suite (or the one named) with its conditions (a dataset suite: its datasets and where they are);
+    missing assets are listed after it."""
+    from .shifts import is_dataset_suite, load_dataset_suite
+    from .suites import list_suites, load_suite, shipped_suites
 
-    for name in [args.suite] if args.suite else list_suites():
+    for name in [args.suite] if args.suite else list_suites() + list(shipped_suites("datasets")):
+        if is_dataset_suite(name):
+            datasets = load_dataset_suite(name)
+            print(f"{datasets.name}: dataset suite, {len(datasets.datasets)} datasets beside val, sha256 "
+                  f"{datasets.hash[:16]}  ({datasets.path})")
+            rows = [[d.id, d.label, "from folders" if d.classes == "folders" else d.classes or "all 1000",
+                     str(where) if not isinstance(where := d.locate(), str) else f"missing: {where}"]
+                    for d in datasets.datasets]
+            print(tabulate(rows, headers=["id", "label", "classes", "folder"], tablefmt=args.format))
+            print()
+            continue
         suite = load_suite(name)
         print(f"{suite.name}: {len(suite)} conditions, sha256 {suite.hash[:16]}  ({suite.path})")
         if suite.description:
@@ -323,11 +367,24 @@ def build_parser() -> argparse.ArgumentParser:
                                    "feed every condition to every model, and write a JSON record plus a Table-1 report.")
     p.add_argument("--model", action="append", required=True, metavar="NAME",
                    help="registered model (see `ibnbench models`), timm:NAME, torchvision:NAME or pkg.mod:factory; repeat")
-    p.add_argument("--data", required=True, metavar="DIR", help="ImageNet val folder (val/<wnid>/*.JPEG, or flat with labels)")
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="ImageNet val folder (val/<wnid>/*.JPEG, flat with labels, or ImageNetV2's <class index>/*.jpeg)")
     p.add_argument("--labels", metavar="FILE", help="labels for a flat folder: LOC_val_solution.csv or '<file> <index>' lines")
-    p.add_argument("--suite", default="table1", help="condition suite name or TOML path (default table1; see `ibnbench suites`)")
+    classes = p.add_mutually_exclusive_group()
+    classes.add_argument("--classes-from-folders", action="store_true",
+                         help="score on the classes of the dataset's class folders only (argmax and top-5 over their "
+                              "logits: the protocol of ImageNet-R and -A, 200 classes); without it every dataset is "
+                              "a 1000-way task, a subset of val too")
+    classes.add_argument("--classes", metavar="FILE",
+                         help="score on the classes listed in FILE only (one wnid or class index per line)")
+    p.add_argument("--restrict-to-classes", action="store_true",
+                   help="with --classes FILE: keep only the images of those classes (ImageNet val on ImageNet-R's "
+                        "200 classes, the baseline its gap is measured against)")
+    p.add_argument("--suite", default="table1",
+                   help="condition suite name or TOML path (default table1; see `ibnbench suites`), or a dataset suite "
+                        "(natural: val, ImageNetV2, -Sketch, -R, -A, Stylized-ImageNet; paths from $IBNBENCH_DATA)")
     p.add_argument("--conditions", type=lambda s: [c for c in s.split(",") if c], metavar="IDS",
-                   help="comma-separated subset of the suite's condition ids")
+                   help="comma-separated subset of the suite's condition ids (of a dataset suite: dataset ids)")
     p.add_argument("--weights", action="append", metavar="SPEC",
                    help="official (default), random, a path or a URL; once for all models or once per --model")
     p.add_argument("--output", metavar="FILE", help="record path (default: RESULTS_DIR/<suite>-<models>-<time>.json)")
@@ -381,6 +438,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw reliability diagrams (accuracy vs confidence, 15 bins, ECE in the legend) from the "
                         "stored predictions of schema-2 records")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("robustness", help="effective robustness on a natural shift (Taori et al. 2020)",
+                       description="Fit logit(shift accuracy) against logit(val accuracy) over the --baseline models "
+                                   "(least squares) and report every model's distance from the line: effective "
+                                   "robustness = shift accuracy - the accuracy the line predicts (points). Val "
+                                   "accuracy is taken on the shift's class subset where the record has it (ImageNet-R, "
+                                   "-A: val on their 200 classes).")
+    p.add_argument("results", nargs="+", metavar="RECORD", help="records of dataset suites (files or directories)")
+    p.add_argument("--shift", required=True, metavar="ID", help="the dataset row, e.g. imagenet-r, sketch, v2-matched-frequency")
+    p.add_argument("--baseline", action="append", required=True, metavar="MODELS",
+                   help="models that define the line (comma-separated or repeated; at least two)")
+    p.add_argument("--metric", default="top1", choices=["top1", "top5"], help="accuracy from top-1 (default) or top-5")
+    p.add_argument("--plot", metavar="PNG", help="draw the fit, the models and y = x on logit axes, IBN models highlighted")
+    p.add_argument("--format", default="simple", choices=tabulate_formats, metavar="FORMAT",
+                   help="tabulate format (default simple)")
+    p.set_defaults(func=cmd_robustness)
 
     p = sub.add_parser("compare", help="paired test of two records' models on the same images (McNemar, Holm)",
                        description="For each condition both records hold, test every model of A against every model "

@@ -4,9 +4,15 @@ Layouts (auto-detected by :func:`open_dataset`):
 
 * ``imagefolder``: ``val/<wnid>/*.JPEG``. Labels come from the folder names, numbered by the full
   sorted list of the 1000 ImageNet wnids (timm's ``ImageNetInfo``), so a subset keeps its true labels.
+* ``numeric``: ``<root>/<class index>/*.jpeg`` with folders ``0`` .. ``999`` (ImageNetV2): the folder name is
+  the class index.
 * ``flat``: ``val/*.JPEG`` with labels from Kaggle's ``LOC_val_solution.csv`` (looked up in the folder
   and up to four folders above it, which covers the Kaggle download's ``ILSVRC/Data/CLS-LOC/val``) or
   from a labels file given explicitly: lines ``<file> <class index>`` or ``<file> <wnid> <class index>``.
+
+Shift datasets in wnid folders (ImageNet-R, -A, -Sketch, Stylized-ImageNet) are ``imagefolder``. A dataset may
+be scored on a class subset (:func:`class_subset`): the classes of its folders (ImageNet-R and -A: 200) or a
+class-list file; a plain subset of val stays a 1000-way task unless asked.
 
 A labels file must agree with the folder: every image labelled, no labels for absent files (unless the
 file lists the complete 50,000-image validation set, of which the folder is then a subset) and, in the
@@ -36,6 +42,7 @@ coding, files not ending in the JPEG end marker, e.g. truncated ones) is decoded
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import os
 import zlib
@@ -59,6 +66,7 @@ KAGGLE_HEADER = ["ImageId", "PredictionString"]
 KAGGLE_SEARCH_DEPTH = 4  # val/ -> CLS-LOC/ -> Data/ -> ILSVRC/ -> Kaggle download root
 LAYOUT_FOLDER = "imagefolder"
 LAYOUT_FLAT = "flat"
+LAYOUT_NUMERIC = "numeric"
 BAD_IMAGE_POLICIES = ("fail", "skip")
 DECODERS = ("cpu", "nvjpeg")
 MAX_PIXELS = 2**28
@@ -131,6 +139,8 @@ class ValDataset:
     labels: torch.Tensor
     sizes: tuple[int, ...] = field(repr=False)
     labels_file: Path | None = None
+    folder_classes: tuple[int, ...] = ()
+    """Class indices of the class folders that hold images (sorted; empty in the flat layout)."""
     cropped: bool = False
     """The images are already the crop (the released ImageNet-C files, 224x224): centre crop only, no resize."""
 
@@ -197,15 +207,12 @@ def open_dataset(root: str | os.PathLike, labels: str | os.PathLike | None = Non
     if class_folders and top:
         raise DatasetError(f"{root} mixes images ({_examples(top)}) with image folders ({_examples(class_folders)});"
                            " expected either val/<wnid>/*.JPEG or val/*.JPEG")
+    folder_classes: dict[str, int] = {}
     if class_folders:
-        not_wnids = [name for name in class_folders if name not in _wnid_index()]
-        if not_wnids:
-            raise DatasetError(f"{root}: folders {_examples(not_wnids)} are not ImageNet wnids; expected the "
-                               "ImageFolder layout <root>/<wnid>/*.JPEG with wnids like n01440764")
-        layout = LAYOUT_FOLDER
+        layout, folder_classes = _folder_classes(root, list(class_folders))
         sizes = {f"{wnid}/{name}": size for wnid, images in class_folders.items() for name, size in images.items()}
         files = sorted(sizes)
-        folder_labels = [_wnid_index()[f.split("/", 1)[0]] for f in files]
+        folder_labels = [folder_classes[f.split("/", 1)[0]] for f in files]
         if labels_path is None:
             label_list = folder_labels
         else:
@@ -233,7 +240,24 @@ def open_dataset(root: str | os.PathLike, labels: str | os.PathLike | None = Non
     files = files[:limit] if limit is not None else files
     return ValDataset(root=root, layout=layout, files=tuple(files),
                       labels=torch.tensor(label_list[:len(files)], dtype=torch.long),
-                      sizes=tuple(sizes[f] for f in files), labels_file=labels_path)
+                      sizes=tuple(sizes[f] for f in files), labels_file=labels_path,
+                      folder_classes=tuple(sorted(folder_classes.values())))
+
+
+def _folder_classes(root: Path, folders: list[str]) -> tuple[str, dict[str, int]]:
+    """The layout of class folders and each folder's class index: wnids (``imagefolder``) or the numbers
+    ``0`` .. ``999`` written plainly (``numeric``, ImageNetV2)."""
+    n_classes = len(imagenet_wnids())
+    numeric = [name for name in folders if name.isdigit() and str(int(name)) == name and int(name) < n_classes]
+    if numeric and len(numeric) == len(folders):
+        return LAYOUT_NUMERIC, {name: int(name) for name in folders}
+    not_wnids = [name for name in folders if name not in _wnid_index()]
+    if not_wnids:
+        mixed = " (numeric class folders must all be 0..999, not mixed with others)" if numeric else ""
+        raise DatasetError(f"{root}: folders {_examples(not_wnids)} are not ImageNet wnids{mixed}; expected the "
+                           "ImageFolder layout <root>/<wnid>/*.JPEG with wnids like n01440764, or ImageNetV2's "
+                           "<root>/<class index>/*.jpeg with folders 0..999")
+    return LAYOUT_FOLDER, {name: _wnid_index()[name] for name in folders}
 
 
 def _find_kaggle_solution(root: Path) -> Path | None:
@@ -324,6 +348,93 @@ def _match_labels(root: Path, files: list[str], table: dict[str, int], source: P
         raise DatasetError(f"{source} labels {len(absent)} files that are not in {root} (e.g. {_examples(absent)}); "
                            f"only a labels file for the complete {FULL_VAL_SIZE}-image set may cover more files")
     return [table[k] for k in keys]
+
+
+# ------------------------------------------------------------------------------------------ class subsets
+
+
+@dataclass(frozen=True)
+class ClassSubset:
+    """The classes a dataset is scored on: argmax and top-5 over these logits only (ImageNet-R, -A: 200)."""
+
+    indices: tuple[int, ...]
+    source: str
+    """Where the subset comes from: ``"from folders"`` or ``"from <file>"``."""
+
+    def mask(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Boolean ``[1000]``: True for the subset's classes."""
+        mask = torch.zeros(len(imagenet_wnids()), dtype=torch.bool, device=device)
+        mask[list(self.indices)] = True
+        return mask
+
+    def as_dict(self) -> dict:
+        """For the record: ``{"n": 200, "mask": "from folders", "indices": [...]}``."""
+        return {"n": len(self.indices), "mask": self.source, "indices": list(self.indices)}
+
+
+def read_class_list(path: str | os.PathLike) -> tuple[int, ...]:
+    """Class indices from a class-list file: one class per line, a wnid (``n01440764``) or a class index
+    (``0``) as the first word; blank lines and ``#`` comments are ignored (``LOC_synset_mapping.txt`` reads)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"class-list file {path} does not exist")
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"class-list file {path} cannot be read ({exc})") from None
+    indices: set[int] = set()
+    for lineno, line in enumerate(lines, 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        word = words[0]
+        if word.isdigit() and int(word) < len(imagenet_wnids()):
+            indices.add(int(word))
+        elif word in _wnid_index():
+            indices.add(_wnid_index()[word])
+        else:
+            raise DatasetError(f"{path}:{lineno}: {word!r} is neither an ImageNet-1k wnid nor a class index 0..999")
+    if not indices:
+        raise DatasetError(f"class-list file {path} lists no classes")
+    return tuple(sorted(indices))
+
+
+def class_subset(dataset: ValDataset, from_folders: bool = False,
+                 classes: str | os.PathLike | ClassSubset | None = None, check: bool = True) -> ClassSubset | None:
+    """The class subset ``dataset`` is scored on, or None (a 1000-way task). ``from_folders``: the classes
+    of its class folders; ``classes``: a class-list file (:func:`read_class_list`) or a subset. With
+    ``check``, every image's label must be in the subset; a subset of all 1000 classes is no subset (None)."""
+    if from_folders and classes is not None:
+        raise DatasetError("give either --classes-from-folders or --classes FILE, not both")
+    if isinstance(classes, ClassSubset):
+        subset = classes
+    elif classes is not None:
+        subset = ClassSubset(read_class_list(classes), f"from {Path(classes).expanduser()}")
+    elif from_folders:
+        if not dataset.folder_classes:
+            raise DatasetError(f"--classes-from-folders: {dataset.root} has no class folders (layout "
+                               f"{dataset.layout}); pass --classes FILE")
+        subset = ClassSubset(dataset.folder_classes, "from folders")
+    else:
+        return None
+    if len(subset.indices) == len(imagenet_wnids()):
+        return None  # all 1000 classes: nothing to mask
+    outside = sorted(set(dataset.labels.tolist()) - set(subset.indices))
+    if outside and check:
+        raise DatasetError(f"{dataset.root}: images of {len(outside)} classes outside the class subset "
+                           f"{subset.source} (e.g. class {outside[0]}, {imagenet_wnids()[outside[0]]})")
+    return subset
+
+
+def restrict(dataset: ValDataset, indices: Iterable[int]) -> ValDataset:
+    """The images of ``dataset`` whose label is one of the classes ``indices`` (val on a shift set's classes)."""
+    keep = set(indices)
+    rows = [i for i, label in enumerate(dataset.labels.tolist()) if label in keep]
+    if not rows:
+        raise DatasetError(f"{dataset.root} holds no image of the {len(keep)} classes asked for")
+    return dataclasses.replace(dataset, files=tuple(dataset.files[i] for i in rows), labels=dataset.labels[rows],
+                               sizes=tuple(dataset.sizes[i] for i in rows),
+                               folder_classes=tuple(c for c in dataset.folder_classes if c in keep))
 
 
 # ---------------------------------------------------------------------------------------------- geometry

@@ -177,10 +177,12 @@ class ModelRunner:
 
     Under autocast, the ``refine`` share of each batch closest to a top-1/top-5 decision is scored again
     in full precision, so bf16 does not move near ties. The share is fixed (no host sync); close calls
-    (gap < ``CLOSE_CALL``) that did not fit in it are counted on the device in ``close_calls_left``."""
+    (gap < ``CLOSE_CALL``) that did not fit in it are counted on the device in ``close_calls_left``.
+
+    ``classes``: score on this class subset only (the other logits are -inf before the top-k, on the device)."""
 
     def __init__(self, model: nn.Module, preprocessing: Preprocessing, device: torch.device,
-                 options: RunOptions):
+                 options: RunOptions, classes: data_mod.ClassSubset | None = None):
         self.preprocessing = preprocessing
         self.geometry = data_mod.geometry_key(preprocessing)
         self.device = device
@@ -193,6 +195,7 @@ class ModelRunner:
         self.model = torch.compile(model) if options.compile else model
         self.micro_batch: int | None = None
         self.close_calls_left = torch.zeros((), dtype=torch.int64, device=device)
+        self.outside_classes = None if classes is None else ~classes.mask(device)
 
     def _forward(self, x: torch.Tensor, reduced: bool = True) -> torch.Tensor:
         x = self.preprocessing.normalize(x)
@@ -201,7 +204,8 @@ class ModelRunner:
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype and reduced
                     else contextlib.nullcontext())
         with full_fp32(), autocast:
-            return self.model(x).float()
+            logits = self.model(x).float()
+        return logits if self.outside_classes is None else logits.masked_fill(self.outside_classes, float("-inf"))
 
     def _score(self, x: torch.Tensor, label: torch.Tensor) -> tuple[Scores, torch.Tensor | int]:
         """The batch's :class:`Scores` and the number of close calls left unrefined (a device scalar under autocast)."""
@@ -340,18 +344,21 @@ def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Se
 
 def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_mod.ValDataset,
              options: RunOptions | None = None, checkpoint: Checkpoint | None = None,
-             dist: DistContext | None = None, on_batch: Callable[[int], None] | None = None) -> dict:
+             dist: DistContext | None = None, on_batch: Callable[[int], None] | None = None,
+             classes: data_mod.ClassSubset | None = None) -> dict:
     """Evaluate every model under every condition; returns ``{"results", "per_image", "predictions", "timing",
     "skipped"}`` (``predictions``: the top-5 classes and probabilities per image, for the sidecar).
 
     ``models`` map names to modules carrying ``ibnbench_info`` (for preprocessing). In fan-out mode
     (default) each batch is decoded once; ``options.fanout=False`` is the per-(model, condition)
-    baseline that re-reads the data for every pair, kept for honest speed comparisons.
+    baseline that re-reads the data for every pair, kept for honest speed comparisons. ``classes``: score
+    argmax and top-5 over this class subset's logits only.
     """
     options = options or RunOptions()
     dist = dist or DistContext.detect()
     device = dist.device(options.resolved_device())
-    runners = {name: ModelRunner(m, m.ibnbench_info.preprocessing, device, options) for name, m in models.items()}
+    runners = {name: ModelRunner(m, m.ibnbench_info.preprocessing, device, options, classes)
+               for name, m in models.items()}
     geometries = {r.geometry: r.preprocessing for r in runners.values()}
     pairs = [(m, c.id) for m in models for c in conditions]
     state = EvalState(len(dataset), pairs, device)
@@ -507,7 +514,9 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
         weights: Sequence[str] | None = None, output: str | os.PathLike | None = None,
         results_dir: str | os.PathLike = "results", labels: str | os.PathLike | None = None, resume: bool = False,
         restart: bool = False, skip_missing: bool = False, style_weights: dict[str, str] | None = None,
-        preprocessing: Sequence[str] | None = None, **options) -> Record:
+        preprocessing: Sequence[str] | None = None, classes_from_folders: bool = False,
+        classes: str | os.PathLike | data_mod.ClassSubset | None = None, restrict_to_classes: bool = False,
+        **options) -> Record:
     """``ibnbench run`` as a function: evaluate models under a suite on a dataset and write the record.
 
     ``weights`` gives one spec per model (or one for all): "official", "random", a path or a URL;
@@ -515,6 +524,8 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     Everything the run needs (models, suite assets, data listing, a writable output, the checkpoint state) is
     checked before any image is decoded. A checkpoint left by an interrupted run stops the run unless
     ``resume`` (continue it) or ``restart`` (delete it) is given.
+    ``classes_from_folders`` / ``classes`` (a class-list file): score on that class subset (ImageNet-R, -A);
+    ``restrict_to_classes``: keep only the images of those classes (val on a shift set's classes).
     """
     from datetime import datetime, timezone
 
@@ -557,6 +568,11 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
                                       layout=imagenet_c.RELEASED_LAYOUT, cropped=True)
     else:
         dataset = data_mod.open_dataset(data, labels=labels, limit=opts.limit)
+    subset = data_mod.class_subset(dataset, classes_from_folders, classes, check=not restrict_to_classes)
+    if restrict_to_classes:
+        if subset is None:
+            raise ValueError("--restrict-to-classes needs a class subset (--classes FILE or --classes-from-folders)")
+        dataset = data_mod.restrict(dataset, subset.indices)
     for condition in chosen.conditions:
         if condition.kind == "dir":  # a pre-stylised copy must hold every image: fail before any work
             for relative in dataset.files:
@@ -589,9 +605,11 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
                 "models": {n: m.ibnbench_weights.get("sha256") for n, m in models.items()},
                 "preprocessing": {n: m.ibnbench_info.preprocessing.as_dict() for n, m in models.items()},
                 "precision": (opts.amp, opts.refine)}
+    if subset is not None:
+        identity["classes"] = subset.indices
     checkpoint = Checkpoint(ckpt_path, identity)
     try:
-        result = evaluate(models, chosen.conditions, dataset, opts, checkpoint, dist)
+        result = evaluate(models, chosen.conditions, dataset, opts, checkpoint, dist, classes=subset)
     except KeyboardInterrupt:
         saved = f"progress saved in {ckpt_path}; " if checkpoint.exists() else "no chunk finished, nothing saved; "
         raise RunInterrupted(saved + (RESUME_HINT if checkpoint.exists() else "run the command again")) from None
@@ -604,7 +622,8 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
         suite=chosen.name, suite_hash=chosen.hash,
         conditions=[{"id": c.id, "label": c.label, **c.provenance()} for c in chosen.conditions]
         + [{"id": cid, "label": labels_by_id[cid], "not_run": True} for cid in not_run],
-        dataset={**fingerprint, "n_skipped": len(result["skipped"]), "skipped": result["skipped"]},
+        dataset={**fingerprint, "n_skipped": len(result["skipped"]), "skipped": result["skipped"],
+                 **({"classes": subset.as_dict()} if subset is not None else {})},
         models={n: {"model": name, "weights": m.ibnbench_weights.get("source"),
                     "sha256": m.ibnbench_weights.get("sha256"), "release": m.ibnbench_weights.get("release"),
                     "preprocessing": m.ibnbench_info.preprocessing.as_dict()}

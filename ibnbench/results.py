@@ -60,10 +60,17 @@ class Record:
         return self.result(self._model(model), condition)["top5_err"]
 
     def drop(self, condition: str, model: str | None = None, metric: str = "top1_err",
-             baseline: str = "origin") -> float:
-        """Error increase of ``condition`` over ``baseline`` (percentage points)."""
+             baseline: str | None = None) -> float:
+        """Error increase of ``condition`` over ``baseline`` (percentage points; default: the condition's own
+        baseline, ``origin`` unless the record names another, as dataset suites do for class subsets)."""
         model = self._model(model)
+        baseline = baseline or self.baselines().get(condition) or "origin"
         return self.result(model, condition)[metric] - self.result(model, baseline)[metric]
+
+    def baselines(self) -> dict[str, str | None]:
+        """The row each condition's drop is measured against: ``origin``, or what the condition names
+        (``baseline``; None: no drop, e.g. val restricted to a shift set's classes)."""
+        return {c["id"]: c.get("baseline", "origin") for c in self.conditions}
 
     def answers(self, model: str, condition: str, metric: str = "top1") -> np.ndarray | None:
         """Per-image correctness in dataset order (1 right, 0 wrong, -1 not evaluated), from ``per_image``;
@@ -93,14 +100,17 @@ class Record:
         return out
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per (model, condition) with errors, drops against ``origin`` and run metadata."""
+        """One row per (model, condition) with errors, drops against ``origin`` (or the condition's ``baseline``) and
+        run metadata."""
         frame = pd.DataFrame(self.results)
         if frame.empty:
             return frame
-        origin = frame[frame.condition == "origin"].set_index("model")
+        baselines = self.baselines()
+        base_of = [baselines.get(c, "origin") for c in frame.condition]
         for metric in ("top1_err", "top5_err"):
-            base = frame.model.map(origin[metric]) if not origin.empty else float("nan")
-            frame[f"drop_{metric.split('_')[0]}"] = frame[metric] - base
+            values = dict(zip(zip(frame.model, frame.condition), frame[metric]))
+            base = [values.get((m, b), float("nan")) for m, b in zip(frame.model, base_of)]
+            frame[f"drop_{metric.split('_')[0]}"] = frame[metric] - pd.Series(base, index=frame.index, dtype=float)
         frame["suite"] = self.suite
         frame["suite_hash"] = self.suite_hash
         frame["dataset"] = self.dataset.get("sha256", "")
@@ -157,8 +167,17 @@ class Record:
             reasons.append(f"suite definitions differ ({self.suite}@{self.suite_hash[:12]} vs "
                            f"{other.suite}@{other.suite_hash[:12]})")
         if self.dataset.get("sha256") != other.dataset.get("sha256"):
-            reasons.append(f"datasets differ (fingerprint {str(self.dataset.get('sha256'))[:12]} vs "
+            ours, theirs = self.dataset.get("datasets", {}), other.dataset.get("datasets", {})
+            differ = sorted(k for k in set(ours) | set(theirs) if (ours.get(k) or {}).get("sha256") !=
+                            (theirs.get(k) or {}).get("sha256") or (ours.get(k) or {}).get("classes") !=
+                            (theirs.get(k) or {}).get("classes"))
+            where = f" in {', '.join(differ)}" if differ else ""
+            reasons.append(f"datasets differ{where} (fingerprint {str(self.dataset.get('sha256'))[:12]} vs "
                            f"{str(other.dataset.get('sha256'))[:12]})")
+        if self.dataset.get("classes") != other.dataset.get("classes"):
+            reasons.append("class subsets differ (" + " vs ".join(
+                f"{c['n']} classes {c['mask']}" if c else "all 1000 classes"
+                for c in (self.dataset.get("classes"), other.dataset.get("classes"))) + ")")
         for model in set(self.models) & set(other.models):
             if self.models[model].get("preprocessing") != other.models[model].get("preprocessing"):
                 reasons.append(f"preprocessing of {model} differs")

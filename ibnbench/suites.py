@@ -35,17 +35,17 @@ class SuiteError(ValueError):
     """A suite file is malformed, or a suite or condition name is unknown."""
 
 
-def shipped_suites() -> dict[str, Path]:
-    """The shipped suite files by name.
+def shipped_suites(folder: str = "transforms") -> dict[str, Path]:
+    """The shipped suite files by name (``folder="datasets"``: the dataset suites of :mod:`ibnbench.shifts`).
 
     A source checkout (``pyproject.toml`` beside the package) uses its own ``transforms/``; an installed
     wheel uses the package data ``ibnbench.transforms``.
     """
     checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "pyproject.toml").is_file() and (checkout / "transforms").is_dir():
-        files = list((checkout / "transforms").iterdir())
+    if (checkout / "pyproject.toml").is_file() and (checkout / folder).is_dir():
+        files = list((checkout / folder).iterdir())
     else:
-        files = [Path(str(f)) for f in importlib.resources.files("ibnbench.transforms").iterdir()]
+        files = [Path(str(f)) for f in importlib.resources.files(f"ibnbench.{folder}").iterdir()]
     return {p.stem: p for p in sorted(files, key=lambda p: p.stem) if p.suffix == ".toml"}
 
 

@@ -177,7 +177,7 @@ def _project_copy(tmp_path: Path) -> Path:
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    for name in ("ibnbench", "transforms"):
+    for name in ("ibnbench", "transforms", "datasets"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     return source
 
@@ -188,7 +188,8 @@ def _pip(*args: str) -> None:
 
 
 PROBE = ("import ibnbench; s = ibnbench.load_suite('table1'); "
-         "print(ibnbench.__file__); print(s.path); print(s.hash); print(','.join(ibnbench.suites.list_suites()))")
+         "print(ibnbench.__file__); print(s.path); print(s.hash); print(','.join(ibnbench.suites.list_suites())); "
+         "from ibnbench.shifts import load_dataset_suite; print(load_dataset_suite('natural').path)")
 
 
 def _environment(**extra: str) -> dict[str, str]:
@@ -197,8 +198,9 @@ def _environment(**extra: str) -> dict[str, str]:
 
 
 def _check_probe(output: str, install: Path) -> None:
-    package_file, suite_path, digest, names = output.strip().splitlines()[-4:]
+    package_file, suite_path, digest, names, natural = output.strip().splitlines()[-5:]
     assert package_file.startswith(str(install)) and suite_path.startswith(str(install))
+    assert natural.startswith(str(install)) and natural.endswith("natural.toml")  # the dataset suites ship too
     assert digest == TABLE1_SHA256 and {"table1", "table1-clipped", "sweep"} <= set(names.split(","))
 
 
