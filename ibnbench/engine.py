@@ -213,7 +213,9 @@ class ModelRunner:
         close_calls = 0
         if self.amp_dtype:
             # a row with an inf/NaN logit (fp16 overflow) has no meaningful gap: the closest of calls
-            gap = decision_gap(logits, label).where(logits.isfinite().all(dim=1), 0.0)
+            # (the -inf of classes outside a class subset are by design, not an overflow)
+            finite = logits.isfinite() if self.outside_classes is None else logits.isfinite() | self.outside_classes
+            gap = decision_gap(logits, label).where(finite.all(dim=1), 0.0)
             close = gap < CLOSE_CALL
             if self.refine:
                 chosen = gap.topk(min(len(x), math.ceil(self.refine * len(x))), largest=False).indices

@@ -393,3 +393,25 @@ def test_full_precision_forwards_are_ieee_fp32_and_the_record_says_so(tiny_val, 
     env = json.loads((tmp_path / "r.json").read_text())["environment"]
     assert env == record.environment and env["fp32_conv"] == "ieee" and env["dtype"] == "float32"
     assert env["decoder"] == "cpu" and env["cache"] is None and env["cpu_capability"]
+
+
+class _ClearWinner(torch.nn.Module):
+    """1000 logits: the sample's own class 10 ahead of everything else (no near tie anywhere)."""
+
+    def forward(self, x):
+        logits = torch.zeros(len(x), 1000)
+        logits[:, 7] = 10.0
+        return logits
+
+
+def test_a_class_subset_under_autocast_counts_no_false_close_calls():
+    """Logits outside a class subset are -inf by design, not an fp16/bf16 overflow: they must not make every row
+    the closest of calls (which would spend the refine share on clear answers and count them as left)."""
+    from ibnbench.data import ClassSubset
+    from ibnbench.models.registry import Preprocessing
+
+    runner = engine.ModelRunner(_ClearWinner(), Preprocessing(), torch.device("cpu"),
+                                RunOptions(device="cpu", amp="bf16", refine=0.0),
+                                classes=ClassSubset((3, 7, 11, 20, 30, 40, 50), "from folders"))
+    hits = runner.hits(torch.zeros(8, 3, 8, 8), torch.full((8,), 7))
+    assert hits.all() and int(runner.close_calls_left) == 0
