@@ -18,14 +18,19 @@ def imagecorruptions():
     """The reference package with its shims (skips when it is not installed)."""
     if importlib.util.find_spec("imagecorruptions") is None:
         pytest.skip("the reference package `imagecorruptions` is not installed (pip install -e .[test])")
-    if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
+    shimmed = "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None
+    if shimmed:
         shim = types.ModuleType("pkg_resources")
         shim.resource_filename = lambda package, name: os.path.join(
             os.path.dirname(sys.modules[package].__file__), name)
         sys.modules["pkg_resources"] = shim
     if not hasattr(np, "float_"):
         np.float_ = np.float64
-    module = importlib.import_module("imagecorruptions")
+    try:
+        module = importlib.import_module("imagecorruptions")
+    finally:  # the package keeps the name it imported; other code must not find a stub pkg_resources
+        if shimmed:
+            del sys.modules["pkg_resources"]
     corruptions = sys.modules["imagecorruptions.corruptions"]
     if not getattr(corruptions.gaussian, "shimmed", False):
         from skimage.filters import gaussian
