@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ibnbench.data import Geometry, decode_file
+from ibnbench.data.decode import decode_file
+from ibnbench.data.geometry import Geometry
 
 SHARED = Path(os.environ.get("IBNBENCH_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 VAL100 = SHARED / "data" / "imagenet-val-100" / "val"

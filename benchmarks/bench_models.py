@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ibnbench
-from ibnbench.models.ibn import IBN, reference_ibn_forward
+from ibnbench.zoo.layers import IBN, reference_ibn_forward
 
 
 @pytest.fixture(scope="module")

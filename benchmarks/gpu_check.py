@@ -90,13 +90,13 @@ def _val100() -> Path:
 
 
 def _models(names, weights: str = "random") -> dict:
-    from ibnbench.models import create_model
+    from ibnbench.zoo import create_model
 
     return {n: create_model(n, weights=weights) for n in names}
 
 
 def _options(plan: Plan, **extra):
-    from ibnbench.engine import RunOptions
+    from ibnbench.eval.options import RunOptions
 
     return RunOptions(**{"device": plan.device, "batch_size": plan.batch_size, "workers": plan.workers,
                          "channels_last": True, "progress": False, **extra})
@@ -104,7 +104,7 @@ def _options(plan: Plan, **extra):
 
 def _table1(plan: Plan):
     """Table 1's suite (the Monet generator random), or the dry run's subset of it."""
-    from ibnbench.suites import load_suite
+    from ibnbench.conditions.suite import load_suite
 
     suite = load_suite("table1", style_weights=STYLE_WEIGHTS)
     return suite.select(list(plan.conditions)) if plan.conditions else suite
@@ -139,7 +139,7 @@ def step_env(plan: Plan, step: Step, work: Path) -> None:
 
 def step_fake_val(plan: Plan, step: Step, work: Path) -> None:
     """The synthetic ImageNet-like val set the timing steps read (kept between runs: files already there stay)."""
-    from ibnbench.bench import make_fake_val
+    from ibnbench.tools.fake_val import make_fake_val
 
     make_fake_val(plan.fake_n, _fake(work), workers=max(1, plan.workers), progress=False)
     step.save({"n_images": plan.fake_n, "folder": str(_fake(work))}, complete=True)
@@ -147,7 +147,7 @@ def step_fake_val(plan: Plan, step: Step, work: Path) -> None:
 
 def step_pipeline(plan: Plan, step: Step, work: Path) -> None:
     """Images/s per stage: decode (CPU and nvJPEG), crop, each condition (the CycleGAN too), each forward."""
-    from ibnbench.bench import pipeline
+    from ibnbench.tools.bench import pipeline
 
     out = pipeline(list(plan.models), _fake(work), suite="table1", weights=["random"], limit=plan.pipeline_n,
                    conditions=list(plan.conditions) if plan.conditions else None,
@@ -159,8 +159,8 @@ def step_pipeline(plan: Plan, step: Step, work: Path) -> None:
 def step_table1(plan: Plan, step: Step, work: Path) -> None:
     """Table 1 (3 models x 5 conditions, Monet with a random generator) on growing N while the budget allows;
     the largest N is extrapolated to 50,000 images (set-up once plus the per-image rate)."""
-    from ibnbench import data
-    from ibnbench.engine import evaluate
+    from ibnbench.data import discovery as data
+    from ibnbench.eval.engine import evaluate
 
     start = time.perf_counter()
     models, suite = _models(plan.models), _table1(plan)
@@ -184,7 +184,7 @@ def step_table1(plan: Plan, step: Step, work: Path) -> None:
 
 def step_fanout(plan: Plan, step: Step, work: Path) -> None:
     """Fan-out engine against one pass per (model, condition), same data, same precision."""
-    from ibnbench.bench import compare_baseline
+    from ibnbench.tools.bench import compare_baseline
 
     out = compare_baseline(list(plan.models), _fake(work), suite="table1", weights=["random"],
                            conditions=list(plan.conditions) if plan.conditions else None,
@@ -197,7 +197,7 @@ def step_fanout(plan: Plan, step: Step, work: Path) -> None:
 
 def step_throughput(plan: Plan, step: Step, work: Path) -> None:
     """IBN-a/b against ResNet, bf16 autocast, channels_last, synthetic input."""
-    from ibnbench.bench import throughput
+    from ibnbench.tools.bench import throughput
 
     rows = []
     for name in plan.models:
@@ -212,9 +212,9 @@ def step_throughput(plan: Plan, step: Step, work: Path) -> None:
 
 def step_real100(plan: Plan, step: Step, work: Path) -> None:
     """bf16 + refine against IEEE fp32 on the 100 real images (EfficientNet-Lite0, its released weights)."""
-    from ibnbench import data
-    from ibnbench.engine import evaluate
-    from ibnbench.suites import load_suite
+    from ibnbench.conditions.suite import load_suite
+    from ibnbench.data import discovery as data
+    from ibnbench.eval.engine import evaluate
 
     if not _val100().is_dir():
         step.save({"skipped": f"{_val100()} is absent"}, complete=True)
@@ -243,8 +243,8 @@ def step_real100(plan: Plan, step: Step, work: Path) -> None:
 
 def step_cache_gpu(plan: Plan, step: Step, work: Path) -> None:
     """Table 1 twice with ``--cache gpu``: the second run reads the crops from device memory."""
-    from ibnbench import data
-    from ibnbench.engine import evaluate
+    from ibnbench.data import discovery as data
+    from ibnbench.eval.engine import evaluate
 
     models, suite = _models(plan.models), _table1(plan)
     dataset = data.open_dataset(_fake(work), limit=plan.cache_n)
@@ -257,9 +257,9 @@ def step_cache_gpu(plan: Plan, step: Step, work: Path) -> None:
 
 def step_imagenet_c(plan: Plan, step: Step, work: Path) -> None:
     """Image-conditions per second under the ImageNet-C suite, when a suite of that name is shipped."""
-    from ibnbench import data
-    from ibnbench.engine import evaluate
-    from ibnbench.suites import load_suite, shipped_suites
+    from ibnbench.conditions.suite import load_suite, shipped_suites
+    from ibnbench.data import discovery as data
+    from ibnbench.eval.engine import evaluate
 
     if "imagenet-c" not in shipped_suites():
         step.save({"skipped": "no suite named imagenet-c"}, complete=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["ModelInfo", "Preprocessing", "Weights", "WeightsError", "create_model", "list_models", "load_suite",
-           "model_info", "register_model"]
+__all__ = ["IbnbenchError", "ModelInfo", "Preprocessing", "Record", "Weights", "WeightsError", "create_model",
+           "list_models", "load_suite", "model_info", "register_model", "run"]
 
-_LAZY = {"ModelInfo": "models", "Preprocessing": "models", "Weights": "models", "create_model": "models",
-         "list_models": "models", "model_info": "models", "register_model": "models", "load_suite": "suites",
-         "WeightsError": "weights"}
+_LAZY = {"ModelInfo": "zoo", "Preprocessing": "zoo", "Weights": "zoo", "create_model": "zoo", "list_models": "zoo",
+         "model_info": "zoo", "register_model": "zoo", "load_suite": "eval.plan", "run": "eval.engine",
+         "Record": "results.record", "WeightsError": "errors", "IbnbenchError": "errors"}
 """Public names and the submodule holding each, imported on first use so that ``ibnbench --help`` stays fast."""
 
 

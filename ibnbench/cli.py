@@ -7,31 +7,21 @@ from typing import TYPE_CHECKING
 
 from tabulate import tabulate, tabulate_formats
 
-from .options import RunOptions
+from ibnbench.errors import IbnbenchError, UsageError
+from ibnbench.eval.options import RunOptions
 
 if TYPE_CHECKING:
-    from .results import Record
-
-CLEAN_ERRORS = {"ibnbench.models.registry": "UnknownModelError", "ibnbench.weights": "WeightsError",
-                "ibnbench.models.external": "MissingExtraError"}
-"""Our own error types, by module: imported lazily (``--help`` must not load torch), so only the modules a
-command imported can have raised them."""
-
-
-def clean_errors() -> tuple[type[BaseException], ...]:
-    """Errors shown as one ``ibnbench CMD: error: ...`` line (exit 2) instead of a traceback."""
-    return (ValueError, OSError, *(getattr(sys.modules[module], name) for module, name in CLEAN_ERRORS.items()
-                                   if module in sys.modules))
-
+    from ibnbench.results.record import Record
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Evaluate models under a suite and write the record, then print its Table-1 report."""
-    from .files import ensure_writable
+    from ibnbench.io import ensure_writable
 
     if args.output:
         ensure_writable(args.output, "record")  # in a blink, before torch is even imported
-    from .engine import run
-    from .shifts import is_dataset_suite, run_datasets
+    from ibnbench.conditions.datasets import is_dataset_suite
+    from ibnbench.eval.datasets import run_datasets
+    from ibnbench.eval.engine import run
 
     common = {"weights": args.weights, "output": args.output, "results_dir": args.results_dir, "labels": args.labels,
               "resume": args.resume, "restart": args.restart, "preprocessing": args.preprocessing,
@@ -44,7 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                        ("--restrict-to-classes", args.restrict_to_classes),
                                        ("--style-weights", args.style_weights)) if on]
         if given:
-            raise ValueError(f"{given[0]} does not apply to dataset suite {args.suite}: its file says per dataset "
+            raise UsageError(f"{given[0]} does not apply to dataset suite {args.suite}: its file says per dataset "
                              "whether it is scored on a class subset")
         record = run_datasets(args.model, args.data, suite=args.suite, datasets=args.conditions, **common)
     else:
@@ -59,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def print_summary(record: Record) -> None:
     """The Table-1 report of a finished run, what it skipped and how fast it went."""
-    from .report import layout, render
+    from ibnbench.results.report import layout, render
 
     print("\n\n".join(f"{name}\n\n{render(t, 'markdown')}" if name else render(t, "markdown")
                       for name, t in layout([record]).items()))
@@ -93,13 +83,13 @@ def _style_weights(pairs: list[str] | None) -> dict[str, str] | None:
         return None
     bad = [p for p in pairs if "=" not in p]
     if bad:
-        raise ValueError(f"--style-weights takes STYLE=SPEC (e.g. monet=random), not {bad[0]!r}")
+        raise UsageError(f"--style-weights takes STYLE=SPEC (e.g. monet=random), not {bad[0]!r}")
     return dict(p.split("=", 1) for p in pairs)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print (or write) the Table-1 report of result records."""
-    from .report import load_records, paper_warnings, report
+    from ibnbench.results.report import load_records, paper_warnings, report
 
     text = report(args.results, format=args.format, vs=args.vs, output=args.output, ci=args.ci, pairs=args.pairs)
     print(text if not args.output else f"wrote {args.output}")
@@ -107,13 +97,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         for warning in paper_warnings(load_records(args.results)):
             print(warning, file=sys.stderr)
     if args.plot:
-        from .plots import plot_report
+        from ibnbench.results.plots import plot_report
 
         for path in plot_report(args.results, args.plot):
             print(f"wrote {path}")
     if args.reliability:
-        from .plots import plot_reliability
-        from .report import load_records
+        from ibnbench.results.plots import plot_reliability
+        from ibnbench.results.report import load_records
 
         print(f"wrote {plot_reliability(load_records(args.results), args.reliability)}")
     return 0
@@ -121,7 +111,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Paired comparison of the models of two records on the same images (McNemar, Holm)."""
-    from .report import PAIRS_NOTE, compare, keyed, render
+    from ibnbench.results.report import PAIRS_NOTE, compare, keyed, render
 
     table = compare(args.a, args.b, metric=args.metric)
     print(render(keyed(table, ["condition", "model A", "model B"], args.format), args.format))
@@ -132,8 +122,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_robustness(args: argparse.Namespace) -> int:
     """Effective robustness on a shift: each model's distance from the baseline models' logit-linear fit."""
-    from .report import load_records
-    from .robustness import effective_robustness, plot_effective_robustness
+    from ibnbench.results.report import load_records
+    from ibnbench.results.robustness import effective_robustness, plot_effective_robustness
 
     baseline = [m for spec in args.baseline for m in spec.split(",") if m]
     table, fit = effective_robustness(load_records(args.results), args.shift, baseline, metric=args.metric)
@@ -147,7 +137,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Compare a new record with a recorded one; exit 0 ok, 1 regression, 2 incomparable."""
-    from .check import check
+    from ibnbench.results.check import check
 
     outcome = check(args.results, args.against, tolerance=args.tolerance, metric=args.metric,
                     either_way=args.either_way, test=args.test, alpha=args.alpha)
@@ -157,9 +147,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_divergence(args: argparse.Namespace) -> int:
     """Per-layer feature divergence between two domains, as a table (plus JSON and PNG if asked)."""
-    from .analysis import divergence, plot_divergence
-    from .engine import weights_per_model
-    from .files import ensure_writable
+    from ibnbench.eval.plan import weights_per_model
+    from ibnbench.io import ensure_writable
+    from ibnbench.tools.divergence import divergence, plot_divergence
 
     for path, what in ((args.output, "result"), (args.plot, "plot")):
         if path:
@@ -176,7 +166,7 @@ def cmd_divergence(args: argparse.Namespace) -> int:
         print(tabulate([(e["name"], e["divergence"], e["channels"], e["excluded"]) for e in result["layers"]],
                        headers=["layer", "divergence", "channels", "excluded"], floatfmt=".4f", missingval="n/a"))
     if args.output:
-        from .results import write_json_atomic
+        from ibnbench.io import write_json_atomic
 
         write_json_atomic(args.output, results[0] if len(results) == 1 else results)
         print(f"wrote {args.output}")
@@ -187,11 +177,11 @@ def cmd_divergence(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Synthetic throughput per model, or the fan-out vs baseline comparison on a dataset."""
-    from .bench import compare_baseline, corruptions, pipeline, throughput
+    from ibnbench.tools.bench import compare_baseline, corruptions, pipeline, throughput
 
     if args.corruptions:
         if not args.data:
-            raise ValueError("--corruptions needs --data DIR (the crops both implementations corrupt)")
+            raise UsageError("--corruptions needs --data DIR (the crops both implementations corrupt)")
         out = corruptions(args.data, limit=args.limit or 4, batch_size=args.batch_size, device=args.device,
                           conditions=args.conditions, reference=args.reference)
         print(tabulate(out["rows"], headers="keys"))
@@ -200,10 +190,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"{1000 * out['reference_s_per_image']:.1f} ms per image over all of them: {out['speedup']:.1f}x")
         return 0
     if not args.model:
-        raise ValueError("give --model NAME (every mode but --corruptions times models)")
+        raise UsageError("give --model NAME (every mode but --corruptions times models)")
     if args.pipeline:
         if not args.data:
-            raise ValueError("--pipeline needs --data DIR")
+            raise UsageError("--pipeline needs --data DIR")
         out = pipeline(args.model, args.data, suite=args.suite, conditions=args.conditions, weights=args.weights,
                        limit=args.limit or 256, batch_size=args.batch_size, device=args.device, amp=args.amp,
                        channels_last=args.channels_last, workers=args.workers, refine=args.refine,
@@ -213,7 +203,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.compare_baseline:
         if not args.data:
-            raise ValueError("--compare-baseline needs --data DIR")
+            raise UsageError("--compare-baseline needs --data DIR")
         out = compare_baseline(args.model, args.data, suite=args.suite, conditions=args.conditions,
                                weights=args.weights, batch_size=args.batch_size, workers=args.workers,
                                device=args.device, limit=args.limit, amp=args.amp,
@@ -233,7 +223,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_make_fake_val(args: argparse.Namespace) -> int:
     """Write a synthetic ImageNet-like val folder."""
-    from .bench import make_fake_val
+    from ibnbench.tools.fake_val import make_fake_val
 
     print(f"wrote {make_fake_val(args.n, args.out, seed=args.seed, workers=args.workers)}")
     return 0
@@ -244,12 +234,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.html:
         from pathlib import Path
 
-        from .site import build_site
+        from ibnbench.results.site import build_site
 
         pages = build_site(Path(args.root) / "records", args.html)
         print(f"wrote {len(pages)} pages to {args.html}; open {Path(args.html) / 'index.html'} in a browser")
         return 0
-    from .leaderboard import build
+    from ibnbench.results.leaderboard import build
 
     for path in build(args.root):
         print(f"wrote {path}")
@@ -258,7 +248,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard_serve(args: argparse.Namespace) -> int:
     """Preview a built site on http://127.0.0.1:PORT/ until Ctrl-C."""
-    from .site import serve
+    from ibnbench.results.site import serve
 
     try:
         serve(args.directory, port=args.port)
@@ -269,8 +259,8 @@ def cmd_leaderboard_serve(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """Print the model zoo as a table."""
-    from . import models
-    from .models.external import MissingExtraError
+    from ibnbench import zoo as models
+    from ibnbench.errors import MissingExtraError
 
     rows = []
     for name in models.list_models(args.pattern, task=None):
@@ -305,8 +295,9 @@ def _definition(condition) -> str:
 def cmd_suites(args: argparse.Namespace) -> int:
     """Print each suite (or the one named) with its conditions (a dataset suite: its datasets and where they are);
     missing assets are listed after it."""
-    from .shifts import is_dataset_suite, load_dataset_suite
-    from .suites import list_suites, load_suite, shipped_suites
+    from ibnbench.conditions.datasets import is_dataset_suite, load_dataset_suite
+    from ibnbench.conditions.suite import list_suites, shipped_suites
+    from ibnbench.eval.plan import load_suite
 
     for name in [args.suite] if args.suite else list_suites() + list(shipped_suites("datasets")):
         if is_dataset_suite(name):
@@ -333,7 +324,7 @@ def cmd_suites(args: argparse.Namespace) -> int:
 
 def cmd_stylize(args: argparse.Namespace) -> int:
     """Write a stylised copy of a dataset."""
-    from .style import stylize
+    from ibnbench.tools.stylize import stylize
 
     summary = stylize(args.style, args.data, args.out, weights=args.weights, device=args.device,
                       limit=args.limit, size=args.size, workers=args.workers, resize_mode=args.resize)
@@ -580,9 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(f"ibnbench {args.command}: interrupted" + (f": {exc}" if str(exc) else ""), file=sys.stderr)
         return 130
-    except Exception as exc:
-        if not isinstance(exc, clean_errors()):
-            raise
+    except IbnbenchError as exc:  # the user's input: one line; anything else is a bug and keeps its traceback
         if getattr(exc, "record", None) is not None:  # the run finished but its record could not be written
             print_summary(exc.record)
         print(f"ibnbench {args.command}: error: {exc}", file=sys.stderr)

@@ -51,3 +51,6 @@ def fp32_conv_precision(device: torch.device) -> str:
         knob = torch.backends.cudnn.conv if device.type == "cuda" else torch.backends.mkldnn.conv
         value = knob.fp32_precision
     return IEEE if value == "none" else value
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # keys: options.AMP_NAMES

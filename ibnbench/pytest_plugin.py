@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import pytest
 
 if TYPE_CHECKING:
-    from .results import Record
+    from ibnbench.results.record import Record
 
 SKIP_REASON = "ibnbench: no validation data given (pass --ibnbench-data DIR or set ibnbench_data in the ini file)"
 
@@ -72,9 +72,7 @@ def ibnbench_run(pytestconfig: pytest.Config, ibnbench_data: Path,
     folder. Without ``conditions``, the suite's conditions whose assets are missing (CycleGAN weights) are
     left out as not run; named ones must be runnable. Bad input (a missing folder, an unknown model, ...)
     fails the test with ibnbench's one-line message; a failed evaluation is not retried by later tests."""
-    from .models.external import MissingExtraError
-    from .models.registry import UnknownModelError
-    from .weights import WeightsError
+    from ibnbench.errors import MissingExtraError, UnknownModelError, WeightsError
 
     clean_errors = (UnknownModelError, WeightsError, MissingExtraError, ValueError, OSError)
     options = {"device": pytestconfig.getoption("--ibnbench-device") or pytestconfig.getini("ibnbench_device") or None,
@@ -86,7 +84,7 @@ def ibnbench_run(pytestconfig: pytest.Config, ibnbench_data: Path,
 
     def evaluate(model: str, suite: str = "table1", conditions: Sequence[str] | None = None,
                  weights: str | None = None) -> Record:
-        from . import engine
+        from ibnbench.eval import engine
 
         key = (model, str(suite), tuple(sorted(set(conditions))) if conditions else None, weights)
         if key in outcomes:
@@ -114,7 +112,7 @@ def assert_no_regression(results: Record | str | Path, against: Record | str | P
     against ``against`` (recorded). Default: McNemar's exact test on the per-image answers, Holm-adjusted over
     the shared cells, at ``alpha``; ``test="tolerance"`` is the fixed ``tolerance`` in points. Incomparable
     records fail too."""
-    from .check import EXIT_OK, check
+    from ibnbench.results.check import EXIT_OK, check
 
     outcome = check(results, against, tolerance=tolerance, metric=metric, either_way=either_way, test=test,
                     alpha=alpha)

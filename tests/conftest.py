@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ibnbench.models.external import MissingExtraError
+from ibnbench.errors import MissingExtraError
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -83,7 +83,7 @@ def real_records(val100, tmp_path_factory) -> dict:
     per session as the committed leaderboard records were made (CPU, batches of 50); shared by
     test_real_accuracy.py and test_regression.py."""
     pytest.importorskip("efficientnet_lite_pytorch")
-    from ibnbench.engine import run
+    from ibnbench.eval.engine import run
 
     out = tmp_path_factory.mktemp("real")
     return {suite: run(["efficientnet_lite0"], val100, suite=suite, conditions=REAL_CONDITIONS,
@@ -94,8 +94,9 @@ def real_records(val100, tmp_path_factory) -> dict:
 @pytest.fixture()
 def tiny_val(tmp_path) -> Path:
     """9 small synthetic JPEGs in 3 true ImageNet classes."""
-    from ibnbench import data
     from test_data import make_folder
+
+    from ibnbench.data import classes as data
 
     wnids = data.imagenet_wnids()
     return make_folder(tmp_path / "val", {wnids[1]: [1, 2, 3], wnids[400]: [4, 5, 6], wnids[999]: [7, 8, 9]})

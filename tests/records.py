@@ -1,7 +1,7 @@
 """Synthetic result records for report, leaderboard and check tests."""
 from __future__ import annotations
 
-from ibnbench.results import Record
+from ibnbench.results.record import Record
 
 CONDITIONS = [{"id": "origin", "label": "origin"}, {"id": "rgb+50", "label": "RGB+50"},
               {"id": "std*1.5", "label": "std x1.5"}]

@@ -8,9 +8,16 @@ import pytest
 import torch
 
 import ibnbench
-from ibnbench.analysis import (ChannelMeanStats, channel_divergence, collect, default_layers, gaussian_kl,
-                               layer_divergence, symmetric_kl)
 from ibnbench.cli import main
+from ibnbench.tools.divergence import (
+    ChannelMeanStats,
+    channel_divergence,
+    collect,
+    default_layers,
+    gaussian_kl,
+    layer_divergence,
+    symmetric_kl,
+)
 
 
 def test_gaussian_kl_closed_form():

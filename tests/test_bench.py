@@ -1,12 +1,17 @@
 """Speed tooling on CPU: fan-out vs baseline decode counts, pipeline stages, the fake val generator."""
 from __future__ import annotations
 
-from ibnbench import bench, data
 from test_data import make_folder
+
+from ibnbench.data import decode as data
+from ibnbench.data.classes import imagenet_wnids
+from ibnbench.data.discovery import open_dataset
+from ibnbench.tools import bench
+from ibnbench.tools.fake_val import make_fake_val
 
 
 def test_compare_baseline_counts_decodes_and_agrees(tmp_path):
-    root = make_folder(tmp_path / "val", {data.imagenet_wnids()[3]: [1, 2, 3], data.imagenet_wnids()[7]: [4, 5]})
+    root = make_folder(tmp_path / "val", {imagenet_wnids()[3]: [1, 2, 3], imagenet_wnids()[7]: [4, 5]})
     out = bench.compare_baseline(["resnet18", "resnet18_ibn_b"], root, conditions=["origin", "rgb+50"],
                                  workers=0, batch_size=4, device="cpu", progress=False)
     assert out["fanout"]["decodes"] == 5 and out["baseline"]["decodes"] == 5 * 4  # 2 models x 2 conditions
@@ -14,7 +19,7 @@ def test_compare_baseline_counts_decodes_and_agrees(tmp_path):
 
 
 def test_pipeline_times_every_stage(tmp_path):
-    root = make_folder(tmp_path / "val", {data.imagenet_wnids()[3]: [1, 2, 3]})
+    root = make_folder(tmp_path / "val", {imagenet_wnids()[3]: [1, 2, 3]})
     out = bench.pipeline(["resnet18"], root, conditions=["origin", "std*1.5"], batch_size=2, device="cpu",
                          cache=str(tmp_path / "cache"))
     stages = [row["stage"] for row in out["stages"]]
@@ -27,8 +32,8 @@ def test_pipeline_times_every_stage(tmp_path):
 
 
 def test_fake_val_is_a_valid_labelled_imagefolder(tmp_path):
-    root = bench.make_fake_val(6, tmp_path / "fake", workers=1, progress=False)
-    dataset = data.open_dataset(root)
+    root = make_fake_val(6, tmp_path / "fake", workers=1, progress=False)
+    dataset = open_dataset(root)
     assert len(dataset) == 6 and dataset.labels.tolist() == [0, 1, 2, 3, 4, 5]
     image = data.decode_file(dataset.path(0))
     assert image.shape[0] == 3 and min(image.shape[1:]) >= 281 and float(image.float().std()) > 20
@@ -38,13 +43,12 @@ def test_nvjpeg_stage_sends_nvjpeg_only_what_the_engine_sends_it(tmp_path, monke
     """The GPU decode stage of --pipeline, run with torchvision's CPU decoder standing in for nvJPEG: the greyscale
     and CMYK files, which the engine decodes on the CPU (nvJPEG would raise on CMYK), are left out."""
     import torch
+    from test_data import write_image
     from torchvision import io
 
-    from test_data import write_image
-
-    root = make_folder(tmp_path / "val", {data.imagenet_wnids()[3]: [1, 2, 3, 4, 5]})
-    write_image(root / data.imagenet_wnids()[3] / "grey.JPEG", mode="L")
-    write_image(root / data.imagenet_wnids()[3] / "cmyk.JPEG", mode="CMYK")
+    root = make_folder(tmp_path / "val", {imagenet_wnids()[3]: [1, 2, 3, 4, 5]})
+    write_image(root / imagenet_wnids()[3] / "grey.JPEG", mode="L")
+    write_image(root / imagenet_wnids()[3] / "cmyk.JPEG", mode="CMYK")
     seen = []
 
     def stand_in(batch, mode, device):

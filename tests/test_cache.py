@@ -6,13 +6,19 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from ibnbench import cache, data
-from ibnbench.engine import RunOptions, evaluate, run
-from ibnbench.suites import load_suite
 from test_engine import CONDITIONS, inverted_copy_suite, small_models
 
-KEY = data.Geometry().key
+from ibnbench.data import cache
+from ibnbench.data import decode as data
+from ibnbench.data.discovery import open_dataset
+from ibnbench.data.geometry import Geometry
+from ibnbench.data.loader import make_loader
+from ibnbench.errors import BadImageError
+from ibnbench.eval.engine import evaluate, run
+from ibnbench.eval.options import RunOptions
+from ibnbench.eval.plan import load_suite
+
+KEY = Geometry().key
 
 
 def crops_of(loader) -> dict[int, torch.Tensor]:
@@ -33,18 +39,18 @@ def _fresh_memory_caches():
 
 
 def test_partly_filled_cache_gives_the_decoded_crops_in_the_same_batches(tiny_val, tmp_path):
-    dataset = data.open_dataset(tiny_val)
-    plain = crops_of(data.make_loader(dataset, [data.Geometry()], batch_size=4, workers=0))
-    fill = data.make_loader(dataset, [data.Geometry()], batch_size=2, workers=0, indices=[0, 2, 5, 8],
+    dataset = open_dataset(tiny_val)
+    plain = crops_of(make_loader(dataset, [Geometry()], batch_size=4, workers=0))
+    fill = make_loader(dataset, [Geometry()], batch_size=2, workers=0, indices=[0, 2, 5, 8],
                             cache=str(tmp_path / "c"))
     assert decodes(lambda: list(fill)) == 4
-    mixed = data.make_loader(dataset, [data.Geometry()], batch_size=4, workers=0, cache=str(tmp_path / "c"))
+    mixed = make_loader(dataset, [Geometry()], batch_size=4, workers=0, cache=str(tmp_path / "c"))
     out = {}
     assert decodes(lambda: out.update(crops_of(mixed))) == 5  # only the images not cached yet
     assert [b for b in mixed.batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]
     assert mixed.from_cache == 4 and out.keys() == plain.keys()
     assert all(torch.equal(out[i], plain[i]) for i in plain)
-    again = data.make_loader(dataset, [data.Geometry()], batch_size=3, workers=2, cache=str(tmp_path / "c"))
+    again = make_loader(dataset, [Geometry()], batch_size=3, workers=2, cache=str(tmp_path / "c"))
     assert decodes(lambda: out.update(crops_of(again))) == 0 and again.from_cache == 9
     assert all(torch.equal(out[i], plain[i]) for i in plain)
 
@@ -71,14 +77,14 @@ def test_bad_images_are_never_cached(tiny_val, tmp_path):
     assert decodes(lambda: second.append(run(["resnet18"], tiny_val, output=tmp_path / "2.json", **kwargs))) == 1
     assert second[0].dataset["skipped"] == first.dataset["skipped"] == [str(victim.relative_to(tiny_val))]
     assert second[0].per_image == first.per_image and second[0].timing["from_cache"] == 8
-    with pytest.raises(data.BadImageError, match=victim.name):
+    with pytest.raises(BadImageError, match=victim.name):
         run(["resnet18"], tiny_val, output=tmp_path / "3.json", **{**kwargs, "on_bad_image": "fail"})
 
 
 def test_memory_cache_makes_the_baseline_decode_once(tiny_val):
     models = small_models(("resnet18", "resnet18_ibn_a"))
     conditions = load_suite("table1").select(["origin", "rgb+50"]).conditions
-    dataset = data.open_dataset(tiny_val)
+    dataset = open_dataset(tiny_val)
     opts = dict(workers=0, batch_size=4, device="cpu", progress=False, fanout=False)
     plain, cached = [], []
     assert decodes(lambda: plain.append(evaluate(models, conditions, dataset, RunOptions(**opts)))) == 4 * 9
@@ -89,22 +95,22 @@ def test_memory_cache_makes_the_baseline_decode_once(tiny_val):
 def test_dir_condition_with_a_partly_cached_source_stays_aligned(tiny_val, tmp_path):
     conditions, _styled = inverted_copy_suite(tiny_val, tmp_path)
     models = small_models(("resnet18",))
-    dataset = data.open_dataset(tiny_val)
+    dataset = open_dataset(tiny_val)
     opts = dict(workers=0, batch_size=4, device="cpu", progress=False)
     plain = evaluate(models, conditions, dataset, RunOptions(**opts))
-    list(data.make_loader(dataset, [data.Geometry()], batch_size=3, workers=0, indices=[1, 4, 6],
+    list(make_loader(dataset, [Geometry()], batch_size=3, workers=0, indices=[1, 4, 6],
                           cache=str(tmp_path / "c")))  # the originals partly cached, the stylised copies not
     cached = evaluate(models, conditions, dataset, RunOptions(cache=str(tmp_path / "c"), **opts))
     assert cached["per_image"] == plain["per_image"] and cached["timing"]["from_cache"] == 3
 
 
 def test_cache_file_of_the_wrong_size_is_one_clear_error(tiny_val, tmp_path):
-    dataset = data.open_dataset(tiny_val)
-    list(data.make_loader(dataset, [data.Geometry()], batch_size=4, workers=0, cache=str(tmp_path)))
+    dataset = open_dataset(tiny_val)
+    list(make_loader(dataset, [Geometry()], batch_size=4, workers=0, cache=str(tmp_path)))
     crops = next(tmp_path.glob("*.u8"))
     crops.write_bytes(b"\0" * 10)
     with pytest.raises(ValueError, match=f"{crops.name}: crop cache file has 10 bytes, expected {9 * 3 * 224 * 224}"):
-        data.make_loader(dataset, [data.Geometry()], batch_size=4, workers=0, cache=str(tmp_path))
+        make_loader(dataset, [Geometry()], batch_size=4, workers=0, cache=str(tmp_path))
 
 
 def test_cli_run_with_cache(tiny_val, tmp_path, capsys):

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import pytest
-
-from ibnbench.check import check
-from ibnbench.cli import main
-from ibnbench.results import write_record
 from records import make_record
+
+from ibnbench.cli import main
+from ibnbench.results.check import check
+from ibnbench.results.record import write_record
 
 BASE = {"resnet50": {"origin": (24.0, 7.0), "rgb+50": (28.0, 9.0), "std*1.5": (40.0, 19.0)}}
 
@@ -40,8 +40,9 @@ def test_incomparable_inputs_exit_2(tmp_path, capsys, kwargs, reason):
 
 
 def test_plugin_assertion_helper_fails_only_on_a_significant_change(tmp_path):
-    from ibnbench.pytest_plugin import assert_no_regression
     from records import answer_record
+
+    from ibnbench.pytest_plugin import assert_no_regression
 
     recorded = answer_record({"resnet50": {"origin": "1" * 70 + "0" * 30}})
     noise = answer_record({"resnet50": {"origin": "1" * 67 + "0" * 33}})  # 3 newly wrong: p = 0.25

@@ -7,9 +7,12 @@ import torch
 import torch.nn.functional as F
 
 import ibnbench
-from ibnbench.conditions import Brightness, Contrast, Dir, Identity, Shift, Style, finish
-from ibnbench.style import WEIGHTS_DIR_ENV
-from ibnbench.weights import cache_dir
+from ibnbench.conditions.base import Brightness, Contrast, Identity, Shift
+from ibnbench.conditions.ops import finish
+from ibnbench.conditions.style import Dir, Style
+from ibnbench.io import cache_dir
+from ibnbench.zoo import generators
+from ibnbench.zoo.generators import WEIGHTS_DIR_ENV
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -110,22 +113,22 @@ def test_contrast_rejects_negative_factor():
 
 
 def test_style_with_random_generator_keeps_shape_and_range():
-    condition = Style("monet", style="monet", weights="random")
+    condition = Style("monet", style="monet", weights="random", generators=generators)
     x = torch.rand(2, 3, 36, 44) * 255  # sides not multiples of 4: padded for the generator, cropped back
     out = condition(x)
     assert out.shape == x.shape and out.dtype == x.dtype
     assert out.min() >= 0 and out.max() <= 255 and not torch.allclose(out, x)
-    assert torch.equal(Style("again", style="monet", weights="random")(x), out)  # the random generator is seeded
+    assert torch.equal(Style("again", style="monet", weights="random", generators=generators)(x), out)  # the random generator is seeded
     assert condition.generator.training is False
     assert condition.requires == []
 
 
 def test_style_generator_follows_the_batch_dtype():
-    condition = Style("monet", style="monet", weights="random")
+    condition = Style("monet", style="monet", weights="random", generators=generators)
     x = torch.rand(1, 3, 32, 32) * 255
     out64 = condition(x.double())
     assert out64.dtype == torch.float64
-    torch.testing.assert_close(out64.float(), Style("f32", style="monet", weights="random")(x), rtol=0, atol=1e-3)
+    torch.testing.assert_close(out64.float(), Style("f32", style="monet", weights="random", generators=generators)(x), rtol=0, atol=1e-3)
 
 
 def test_official_style_weights_are_reported_missing_without_network(tmp_path, monkeypatch):

@@ -4,11 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import load_fixture
 
 import ibnbench
-from conftest import load_fixture
-from ibnbench.style import load_generator, stylize_batch
-from ibnbench.weights import WeightsError, load_state_dict_strict
+from ibnbench.conditions.style import stylize_batch
+from ibnbench.errors import WeightsError
+from ibnbench.zoo.generators import load_generator
+from ibnbench.zoo.weights import load_state_dict_strict
 
 NAME = "cyclegan_resnet_9blocks"
 

@@ -10,11 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from ibnbench import data
-from ibnbench.data import BadImageError, DatasetError, Geometry, geometry_key, make_loader, open_dataset
-from ibnbench.models.registry import EFFICIENTNET_LITE_PREPROCESSING, Preprocessing
+from ibnbench.data import decode as data
+from ibnbench.data.classes import class_names, imagenet_wnids
+from ibnbench.data.discovery import FULL_VAL_SIZE, open_dataset
+from ibnbench.data.geometry import Geometry, geometry_key
+from ibnbench.data.loader import CropDataset, CropLoader, GpuDecoder, make_loader
+from ibnbench.errors import BadImageError, DatasetError
+from ibnbench.zoo.meta import EFFICIENTNET_LITE_PREPROCESSING, Preprocessing
 
-WNIDS = data.imagenet_wnids()
+WNIDS = imagenet_wnids()
 A, B = WNIDS[5], WNIDS[900]  # two classes far apart: a loader numbering folders found gives 0 and 1
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (nvJPEG)")
 
@@ -66,7 +70,7 @@ def test_imagefolder_numbers_classes_by_all_1000_wnids(tmp_path):
     assert ds.files == (f"{A}/{val_name(2)}", f"{B}/{val_name(1)}", f"{B}/{val_name(3)}")
     assert ds.labels.dtype == torch.long and ds.labels.tolist() == [5, 900, 900]
     assert len(WNIDS) == 1000 and list(WNIDS) == sorted(WNIDS) and WNIDS[0] == "n01440764"
-    assert data.class_names()[0].startswith("tench")
+    assert class_names()[0].startswith("tench")
 
 
 def test_parent_of_val_folder_is_accepted(tmp_path):
@@ -109,7 +113,7 @@ def test_imagefolder_checked_against_a_labels_file(tmp_path):
 def test_full_val_labels_file_allows_a_subset_folder(tmp_path):
     root = make_flat(tmp_path / "val", [7])
     labels = tmp_path / "all.txt"
-    labels.write_text("".join(f"{val_name(i)} {i % 1000}\n" for i in range(1, data.FULL_VAL_SIZE + 1)))
+    labels.write_text("".join(f"{val_name(i)} {i % 1000}\n" for i in range(1, FULL_VAL_SIZE + 1)))
     ds = open_dataset(root, labels=labels)
     assert ds.labels.tolist() == [7] and ds.fingerprint()["subset"]
 
@@ -428,9 +432,9 @@ def test_device_decoding_bookkeeping_with_a_stand_in_for_nvjpeg(tmp_path, monkey
 
     monkeypatch.setattr(data, "decode_jpeg", stand_in)
     ds = open_dataset(root)
-    crops = data.CropDataset(ds, [Preprocessing()], nvjpeg=True)
-    decoder = data.GpuDecoder(crops, device="cpu")
-    loader = data.CropLoader(torch.utils.data.DataLoader(crops, batch_size=4, collate_fn=crops.collate),
+    crops = CropDataset(ds, [Preprocessing()], nvjpeg=True)
+    decoder = GpuDecoder(crops, device="cpu")
+    loader = CropLoader(torch.utils.data.DataLoader(crops, batch_size=4, collate_fn=crops.collate),
                              crops, "skip", decoder, batches=[[0, 1, 2, 3]])
     (batch,) = list(loader)
     (expected,) = list(make_loader(ds, [Preprocessing()], batch_size=4, workers=0))

@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ibnbench.data import open_dataset, make_loader
-from ibnbench.models.registry import EFFICIENTNET_LITE_PREPROCESSING
+from ibnbench.data.discovery import open_dataset
+from ibnbench.data.loader import make_loader
+from ibnbench.zoo.meta import EFFICIENTNET_LITE_PREPROCESSING
 
 REFERENCE_TOP1, REFERENCE_TOP5 = 28.0, 12.0  # percent, from ../shared/data/imagenet-val-100/README.md
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ibnbench.distributed import DistContext
+from ibnbench.eval.distributed import DistContext
 
 CONDITIONS = "origin,rgb+50,std*1.5"
 

@@ -7,11 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from ibnbench import data, engine
 from ibnbench.cli import main
-from ibnbench.engine import Checkpoint, RunOptions, evaluate
-from ibnbench.models import create_model
-from ibnbench.suites import load_suite
+from ibnbench.data import decode as data
+from ibnbench.data.discovery import open_dataset
+from ibnbench.data.geometry import Geometry
+from ibnbench.data.loader import make_loader
+from ibnbench.eval import runner as engine
+from ibnbench.eval.checkpoint import Checkpoint
+from ibnbench.eval.engine import evaluate, run
+from ibnbench.eval.options import RunOptions
+from ibnbench.eval.plan import load_suite
+from ibnbench.zoo import create_model
 
 CONDITIONS = ["origin", "rgb+50", "r+50", "std*1.5"]
 
@@ -26,7 +32,7 @@ def test_three_models_four_conditions_decode_each_image_once(tiny_val, monkeypat
     decode = data.decode_file
     monkeypatch.setattr(data, "decode_file", lambda path: calls.append(Path(path).name) or decode(path))
     suite = load_suite("table1").select(CONDITIONS)
-    out = evaluate(small_models(), suite.conditions, data.open_dataset(tiny_val),
+    out = evaluate(small_models(), suite.conditions, open_dataset(tiny_val),
                    RunOptions(workers=0, batch_size=4, device="cpu", progress=False))
     assert sorted(calls) == sorted(p.name for p in tiny_val.rglob("*.JPEG"))  # 9 decodes for 12 evaluations each
     assert len(out["results"]) == 12
@@ -36,7 +42,7 @@ def test_three_models_four_conditions_decode_each_image_once(tiny_val, monkeypat
 def test_fanout_and_baseline_give_identical_counts(tiny_val):
     models = small_models(("resnet18", "resnet18_ibn_b"))
     suite = load_suite("table1-clipped").select(["origin", "rgb+50"])
-    dataset = data.open_dataset(tiny_val)
+    dataset = open_dataset(tiny_val)
     fast = evaluate(models, suite.conditions, dataset, RunOptions(workers=0, batch_size=4, device="cpu", progress=False))
     slow = evaluate(models, suite.conditions, dataset,
                     RunOptions(workers=0, batch_size=4, device="cpu", progress=False, fanout=False))
@@ -50,7 +56,7 @@ def test_per_image_hits_agree_with_the_summary(tiny_val):
         models["resnet18"].fc.weight.zero_()
         models["resnet18"].fc.bias.zero_()
         models["resnet18"].fc.bias[400] = 1.0
-    out = evaluate(models, load_suite("table1").select(["origin"]).conditions, data.open_dataset(tiny_val),
+    out = evaluate(models, load_suite("table1").select(["origin"]).conditions, open_dataset(tiny_val),
                    RunOptions(workers=0, batch_size=4, device="cpu", progress=False))
     assert out["per_image"]["top1"]["resnet18"]["origin"] == "000111000"
     assert out["results"][0]["top1_err"] == pytest.approx(100 * 6 / 9, abs=1e-3)
@@ -58,7 +64,7 @@ def test_per_image_hits_agree_with_the_summary(tiny_val):
 
 def test_interrupted_run_resumes_to_identical_results(tiny_val, tmp_path):
     suite = load_suite("table1").select(CONDITIONS)
-    dataset = data.open_dataset(tiny_val)
+    dataset = open_dataset(tiny_val)
     opts = RunOptions(workers=0, batch_size=2, chunk_size=2, device="cpu", progress=False)
     full = evaluate(small_models(), suite.conditions, dataset, opts)
 
@@ -204,11 +210,11 @@ def test_dir_condition_reads_the_prestylised_copy(tiny_val, tmp_path):
     inverted = conditions[1]
     inverted.apply = lambda x: seen.append(float(x.sum())) or x  # spy on what the condition receives
     opts = RunOptions(workers=0, batch_size=4, device="cpu", progress=False)
-    evaluate(small_models(("resnet18",)), conditions, data.open_dataset(tiny_val), opts)
+    evaluate(small_models(("resnet18",)), conditions, open_dataset(tiny_val), opts)
 
     def total(root: Path) -> float:
-        loader = data.make_loader(data.open_dataset(root), [data.Geometry()], batch_size=4, workers=0)
-        return sum(float(b["crops"][data.Geometry().key].float().sum()) for b in loader)
+        loader = make_loader(open_dataset(root), [Geometry()], batch_size=4, workers=0)
+        return sum(float(b["crops"][Geometry().key].float().sum()) for b in loader)
 
     assert sum(seen) == pytest.approx(total(styled), rel=1e-6)
     assert sum(seen) != pytest.approx(total(tiny_val), rel=1e-3)
@@ -245,7 +251,7 @@ class _Rounding(torch.nn.Module):
 
 def _hits(ties: list[int], refine: float) -> tuple[torch.Tensor, int]:
     """Top-1 hits of 16 samples (label 3) and the close calls left, with ``ties`` the near-tie samples."""
-    from ibnbench.models.registry import Preprocessing
+    from ibnbench.zoo.meta import Preprocessing
 
     runner = engine.ModelRunner(_Rounding(), Preprocessing(), torch.device("cpu"),
                                 RunOptions(device="cpu", amp="bf16", refine=refine))
@@ -287,7 +293,7 @@ class _OutOfMemory(_Rounding):
 def test_out_of_memory_retry_counts_each_close_call_once():
     """16 samples: the whole batch runs out of memory, then the second half-batch does, after the first half
     (holding near tie 2) had been scored; the retry in quarters counts near ties 2 and 9 once each."""
-    from ibnbench.models.registry import Preprocessing
+    from ibnbench.zoo.meta import Preprocessing
 
     runner = engine.ModelRunner(_OutOfMemory({1, 3}), Preprocessing(), torch.device("cpu"),
                                 RunOptions(device="cpu", amp="bf16", refine=0.0))
@@ -315,7 +321,7 @@ class _Overflow(torch.nn.Module):
 def test_fp16_overflow_rows_are_rescored_or_counted(refine, left, wrong):
     """A row with a non-finite logit is the closest of calls: re-scored in fp32 first, else counted as left.
     (Left unrefined, sample 11's NaN label logit ranks first in ``topk``, so only sample 4 comes out wrong.)"""
-    from ibnbench.models.registry import Preprocessing
+    from ibnbench.zoo.meta import Preprocessing
 
     runner = engine.ModelRunner(_Overflow(), Preprocessing(), torch.device("cpu"),
                                 RunOptions(device="cpu", amp="fp16", refine=refine))
@@ -331,7 +337,7 @@ def test_normalize_builds_its_constants_once_per_device_and_dtype():
     that is a copy to the device and a host sync per forward)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from ibnbench.models.registry import Preprocessing
+    from ibnbench.zoo.meta import Preprocessing
 
     class Ops(TorchDispatchMode):
         def __init__(self):
@@ -374,8 +380,8 @@ FULL_FP32 = (False, "none", "ieee", "ieee")
 def test_full_precision_forwards_are_ieee_fp32_and_the_record_says_so(tiny_val, tmp_path, monkeypatch):
     """torch defaults cuDNN fp32 convolutions to TF32: the engine's forwards (refine re-score too) and the style
     generators run in IEEE fp32, the caller's settings come back afterwards, and the record names the choice."""
-    from ibnbench import style
-    from ibnbench.models.registry import Preprocessing
+    from ibnbench.conditions import style
+    from ibnbench.zoo.meta import Preprocessing
 
     assert torch.backends.cudnn.conv.fp32_precision == "tf32"  # torch's default, which the engine must not use
     for amp, refine in (("off", 0.0), ("bf16", 1.0)):
@@ -388,7 +394,7 @@ def test_full_precision_forwards_are_ieee_fp32_and_the_record_says_so(tiny_val, 
     assert spy.seen == {FULL_FP32}
     assert torch.backends.cudnn.allow_tf32 and torch.backends.cudnn.conv.fp32_precision == "tf32"
     assert torch.backends.cuda.matmul.fp32_precision == "none"
-    record = engine.run(["resnet18"], tiny_val, conditions=["origin"], weights=["random"], device="cpu", workers=0,
+    record = run(["resnet18"], tiny_val, conditions=["origin"], weights=["random"], device="cpu", workers=0,
                         progress=False, output=tmp_path / "r.json")
     env = json.loads((tmp_path / "r.json").read_text())["environment"]
     assert env == record.environment and env["fp32_conv"] == "ieee" and env["dtype"] == "float32"
@@ -407,8 +413,8 @@ class _ClearWinner(torch.nn.Module):
 def test_a_class_subset_under_autocast_counts_no_false_close_calls():
     """Logits outside a class subset are -inf by design, not an fp16/bf16 overflow: they must not make every row
     the closest of calls (which would spend the refine share on clear answers and count them as left)."""
-    from ibnbench.data import ClassSubset
-    from ibnbench.models.registry import Preprocessing
+    from ibnbench.data.classes import ClassSubset
+    from ibnbench.zoo.meta import Preprocessing
 
     runner = engine.ModelRunner(_ClearWinner(), Preprocessing(), torch.device("cpu"),
                                 RunOptions(device="cpu", amp="bf16", refine=0.0),

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import ibnbench
-from ibnbench.models import UnknownModelError
-from ibnbench.models.external import MissingExtraError
-from ibnbench.models.registry import EFFICIENTNET_LITE_PREPROCESSING, IMAGENET_MEAN_255, IMAGENET_STD_255
-from ibnbench.weights import WeightsError, cache_dir
+from ibnbench.errors import MissingExtraError, WeightsError
+from ibnbench.io import cache_dir
+from ibnbench.zoo import UnknownModelError
+from ibnbench.zoo.meta import EFFICIENTNET_LITE_PREPROCESSING, IMAGENET_MEAN_255, IMAGENET_STD_255
 
 
 @pytest.fixture

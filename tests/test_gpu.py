@@ -8,15 +8,23 @@ import shutil
 
 import pytest
 import torch
-
-from ibnbench import cache, data, engine
-from ibnbench.engine import RunOptions, evaluate
-from ibnbench.models import create_model
-from ibnbench.models.registry import Preprocessing
-from ibnbench.suites import load_suite
 from test_data import GPU_MAX_TOLERANCE, GPU_MEAN_TOLERANCE, write_image
 from test_distributed import run_args, torchrun
 from test_engine import inverted_copy_suite
+
+from ibnbench.data import cache
+from ibnbench.data import decode as data
+from ibnbench.data.classes import imagenet_wnids
+from ibnbench.data.discovery import open_dataset
+from ibnbench.data.geometry import Geometry
+from ibnbench.data.loader import make_loader
+from ibnbench.eval import engine
+from ibnbench.eval.engine import evaluate
+from ibnbench.eval.options import RunOptions
+from ibnbench.eval.plan import load_suite
+from ibnbench.eval.runner import ModelRunner
+from ibnbench.zoo import create_model
+from ibnbench.zoo.meta import Preprocessing
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 REAL_CONDITIONS = ["origin", "rgb+50", "r+50", "std*1.5"]
@@ -32,11 +40,11 @@ def test_bf16_refine_with_out_of_memory_halving_gives_the_fp32_answers(val100, l
     """On the 100 real images: bf16 + refine, with the first full batches running out of memory, decides every
     image as IEEE fp32 does, counts no close call twice, and leaves none."""
     conditions = load_suite("table1").select(REAL_CONDITIONS).conditions
-    dataset = data.open_dataset(val100)
+    dataset = open_dataset(val100)
     fp32 = evaluate(lite0, conditions, dataset, RunOptions(device="cuda", amp="off", batch_size=50, workers=2,
                                                            progress=False))
     sizes = []
-    forward = engine.ModelRunner._forward
+    forward = ModelRunner._forward
 
     def out_of_memory_once(self, x, reduced=True):
         sizes.append(len(x))
@@ -44,7 +52,7 @@ def test_bf16_refine_with_out_of_memory_halving_gives_the_fp32_answers(val100, l
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return forward(self, x, reduced)
 
-    monkeypatch.setattr(engine.ModelRunner, "_forward", out_of_memory_once)
+    monkeypatch.setattr(ModelRunner, "_forward", out_of_memory_once)
     bf16 = evaluate(lite0, conditions, dataset, RunOptions(device="cuda", amp="bf16", refine=0.125, batch_size=50,
                                                            workers=2, progress=False))
     assert sizes.count(50) == 1 and max(sizes[1:]) == 25
@@ -58,10 +66,10 @@ def test_two_nvjpeg_loaders_in_flight_give_the_crops_of_a_quiet_run(val100, tmp_
     run that synchronises after every batch (same files, same batches, same kernels)."""
     copy = tmp_path / "copy"
     shutil.copytree(val100, copy)
-    geometry, key = [Preprocessing()], data.Geometry().key
+    geometry, key = [Preprocessing()], Geometry().key
 
     def loader(root):
-        return data.make_loader(data.open_dataset(root), geometry, batch_size=25, workers=2, decoder="nvjpeg",
+        return make_loader(open_dataset(root), geometry, batch_size=25, workers=2, decoder="nvjpeg",
                                 device="cuda")
 
     quiet = []
@@ -85,22 +93,22 @@ def test_two_nvjpeg_loaders_in_flight_give_the_crops_of_a_quiet_run(val100, tmp_
 def test_nvjpeg_batch_failure_retries_one_by_one_then_decodes_on_the_cpu(tmp_path):
     """A file with the end marker but a bogus Huffman table is sent to nvJPEG, fails the batch, fails alone, and
     gets libjpeg's error on the CPU; the other images of the batch are still decoded on the device."""
-    wnid = data.imagenet_wnids()[5]
+    wnid = imagenet_wnids()[5]
     for i in range(6):
         write_image(tmp_path / "val" / wnid / f"{i}.JPEG", seed=i, height=120, width=160)
     good = (tmp_path / "val" / wnid / "0.JPEG").read_bytes()
     corrupt = tmp_path / "val" / wnid / "3.JPEG"
     corrupt.write_bytes(good[:400] + bytes(range(256)) * 4 + b"\xff\xd9")
     assert data.nvjpeg_can_decode(data.read_bytes(corrupt))
-    dataset = data.open_dataset(tmp_path / "val")
-    cpu = list(data.make_loader(dataset, [Preprocessing()], batch_size=8, workers=0, on_bad_image="skip"))[0]
-    loader = data.make_loader(dataset, [Preprocessing()], batch_size=8, workers=0, on_bad_image="skip",
+    dataset = open_dataset(tmp_path / "val")
+    cpu = list(make_loader(dataset, [Preprocessing()], batch_size=8, workers=0, on_bad_image="skip"))[0]
+    loader = make_loader(dataset, [Preprocessing()], batch_size=8, workers=0, on_bad_image="skip",
                               decoder="nvjpeg", device="cuda")
     (batch,) = list(loader)
     assert loader.gpu.fallbacks == 1 and loader.gpu.decoded_on_device == 5
     assert batch["ok"].tolist() == cpu["ok"].tolist() == [i != 3 for i in range(6)]
     assert batch["bad"] == cpu["bad"] and "Huffman" in batch["bad"][0][1]
-    key = data.Geometry().key
+    key = Geometry().key
     diff = (batch["crops"][key].cpu().float() - cpu["crops"][key].float()).abs()
     assert diff.mean() < GPU_MEAN_TOLERANCE and diff.max() < GPU_MAX_TOLERANCE
 
@@ -129,12 +137,12 @@ def test_one_evaluated_batch_makes_no_host_sync(tiny_val, tmp_path):
     models = {n: create_model(n) for n in ("resnet18", "resnet18_ibn_a")}
     device = torch.device("cuda", torch.cuda.current_device())
     options = RunOptions(device="cuda", amp="bf16", refine=0.25)
-    runners = {n: engine.ModelRunner(m, m.ibnbench_info.preprocessing, device, options) for n, m in models.items()}
-    dataset = data.open_dataset(tiny_val)
+    runners = {n: ModelRunner(m, m.ibnbench_info.preprocessing, device, options) for n, m in models.items()}
+    dataset = open_dataset(tiny_val)
     state = engine.EvalState(len(dataset), [(m, c.id) for m in models for c in conditions], device)
-    loaders = [data.make_loader(d, [Preprocessing()], batch_size=4, workers=0, decoder="nvjpeg", device=device,
+    loaders = [make_loader(d, [Preprocessing()], batch_size=4, workers=0, decoder="nvjpeg", device=device,
                                 pin_memory=True)
-               for d in (dataset, data.open_dataset(styled))]
+               for d in (dataset, open_dataset(styled))]
     (first, first_dir), (second, second_dir) = list(zip(*loaders))[:2]
     engine._evaluate_batch(first, runners, conditions, state, device, {"inverted": first_dir})  # warm-up
     torch.cuda.synchronize()

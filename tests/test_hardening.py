@@ -22,10 +22,12 @@ import torch
 from PIL import Image
 from test_data import A, make_folder, picture, val_name, write_image
 
-from ibnbench import data, results
 from ibnbench.cli import main
-from ibnbench.models import create_model
-from ibnbench.results import read_record
+from ibnbench.data import decode as data
+from ibnbench.errors import BadImageError, RecordError
+from ibnbench.results import record as results
+from ibnbench.results.record import read_record
+from ibnbench.zoo import create_model
 
 RUN = ["run", "--model", "resnet18", "--weights", "random", "--conditions", "origin", "--workers", "0",
        "--device", "cpu", "--batch-size", "4"]
@@ -173,7 +175,7 @@ def test_decoded_pixels_are_guarded_before_any_allocation(tmp_path, monkeypatch)
     monkeypatch.setattr(data, "decode_image", lambda *a, **k: pytest.fail("decoder called on a huge image"))
     bad = tmp_path / "huge.JPEG"
     bad.write_bytes(jpeg_claiming(60000))
-    with pytest.raises(data.BadImageError, match="too large to decode"):
+    with pytest.raises(BadImageError, match="too large to decode"):
         data.decode_file(bad)
     limit = int(data.MAX_PIXELS ** 0.5)  # 16384 x 16384 exactly is allowed through the guard
     assert data.image_size(torch.frombuffer(bytearray(jpeg_claiming(limit)), dtype=torch.uint8)) == (limit, limit)
@@ -590,7 +592,7 @@ def test_output_problems_are_reported_before_any_image_is_decoded(tmp_path, capf
     root = make_folder(tmp_path / "val", {A: [1, 2]})
     make, words = OUTPUT_PROBLEMS[kind]
     output = make(tmp_path)
-    monkeypatch.setattr("ibnbench.models.create_model", lambda *a, **k: pytest.fail("a model was built"))
+    monkeypatch.setattr("ibnbench.zoo.create_model", lambda *a, **k: pytest.fail("a model was built"))
     decodes = data.DECODE_COUNT
     fails(capfd, *run_args(root, output, "--chunk-size", chunk), words=[str(output), *words])
     assert data.DECODE_COUNT == decodes  # workers 0: every decode happens in this process
@@ -598,7 +600,7 @@ def test_output_problems_are_reported_before_any_image_is_decoded(tmp_path, capf
 
 def interrupt_on_batch(monkeypatch, number: int) -> None:
     """Ctrl-C while the engine evaluates its ``number``-th batch (counting from 1)."""
-    from ibnbench import engine
+    from ibnbench.eval import engine
 
     real, calls = engine._evaluate_batch, []
 
@@ -663,7 +665,7 @@ def test_a_nan_record_is_refused_when_written_and_fails_check(tmp_path, capfd):
     from records import make_record
 
     good = good_record(tmp_path / "good.json")
-    with pytest.raises(results.RecordError, match="resnet50 / origin: error is nan/7.0"):
+    with pytest.raises(RecordError, match="resnet50 / origin: error is nan/7.0"):
         results.write_record(make_record({"resnet50": {"origin": (float("nan"), 7.0)}}), tmp_path / "nan.json")
     nan = json.loads(good.read_text())
     nan["results"][0]["top1_err"] = float("nan")  # as a NaN run used to be written
@@ -780,7 +782,8 @@ def test_records_and_checkpoints_follow_the_umask(tmp_path, capfd, monkeypatch, 
 
 
 def test_checkpoint_mode_follows_the_umask(tmp_path):
-    from ibnbench.engine import Checkpoint, EvalState
+    from ibnbench.eval.checkpoint import Checkpoint
+    from ibnbench.eval.engine import EvalState
 
     old = os.umask(0o002)
     try:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-import ibnbench
 from conftest import VAL100, need
 from corruption_reference import imagecorruptions, imagenet_c_crops, reference, to_batch
-from ibnbench import corruptions
-from ibnbench.conditions import Corruption
+
+import ibnbench
+from ibnbench.conditions import corruptions
+from ibnbench.conditions.base import Corruption
+from ibnbench.conditions.imaging import Draws
 
 DETERMINISTIC = ["brightness", "contrast", "saturate", "defocus_blur", "gaussian_blur", "zoom_blur", "pixelate",
                  "jpeg_compression"]
@@ -83,7 +84,7 @@ def test_fog_fractal_has_the_reference_statistics():
     for decay in (2.0, 1.4):
         np.random.seed(0)
         theirs = torch.from_numpy(np.stack([plasma(256, decay) for _ in range(48)]))
-        mine = corruptions.plasma_fractal(corruptions.Draws(7, torch.arange(48)), 256, decay)
+        mine = corruptions.plasma_fractal(Draws(7, torch.arange(48)), 256, decay)
         for statistic in (lambda m: m.mean(), lambda m: m.std(dim=(1, 2)).mean(),
                           lambda m: (m[:, 1:] - m[:, :-1]).abs().mean()):
             assert float(statistic(mine)) == pytest.approx(float(statistic(theirs)), rel=0.1)

@@ -8,13 +8,16 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from conftest import VAL100
 from corruption_reference import imagenet_c_crops, reference
-from ibnbench import corruptions, data
-from ibnbench.engine import Checkpoint, RunOptions, evaluate, run
-from ibnbench.models import create_model
-from ibnbench.suites import load_suite
+
+from ibnbench.conditions import corruptions
+from ibnbench.data import discovery as data
+from ibnbench.eval.checkpoint import Checkpoint
+from ibnbench.eval.engine import evaluate, run
+from ibnbench.eval.options import RunOptions
+from ibnbench.eval.plan import load_suite
+from ibnbench.zoo import create_model
 
 RANDOM_SUBSET = ["gaussian_noise-3", "shot_noise-5", "impulse_noise-2", "glass_blur-1", "motion_blur-4", "snow-2",
                  "frost-3", "fog-5", "elastic_transform-2", "spatter-2"]

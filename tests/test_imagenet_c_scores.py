@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from ibnbench import imagenet_c, leaderboard
-from ibnbench.report import report
-from ibnbench.results import Record, write_record
+from ibnbench.conditions.corruptions import LABELS
+from ibnbench.conditions.imagenet_c import is_released_tree
+from ibnbench.results import imagenet_c, leaderboard
+from ibnbench.results.record import Record, write_record
+from ibnbench.results.report import report
 
 # The issue's AlexNet constants, typed again here (mean top-1 error over the 5 severities; clean 43.5).
 ALEXNET = {"gaussian_noise": 88.6428, "shot_noise": 89.4468, "impulse_noise": 92.2640, "defocus_blur": 81.9880,
@@ -50,7 +52,7 @@ def make_record(errors_by_model: dict[str, dict[str, float]]) -> Record:
     ids = list(next(iter(errors_by_model.values())))
     return Record(
         suite="imagenet-c", suite_hash="c" * 64,
-        conditions=[{"id": i, "label": imagenet_c.LABELS.get(i.rsplit("-", 1)[0], "Clean")} for i in ids],
+        conditions=[{"id": i, "label": LABELS.get(i.rsplit("-", 1)[0], "Clean")} for i in ids],
         dataset={"sha256": "d" * 64, "n_images": 100, "subset": True, "layout": "imagefolder"},
         models={m: {"weights": "official", "sha256": "f" * 64} for m in errors_by_model},
         environment={"device": "cpu", "dtype": "float32"}, timing={"seconds": 1.0},
@@ -93,10 +95,14 @@ def test_released_imagenet_c_tree_is_read_as_224_crops(tmp_path):
     images taken as they are (centre crop only, no second resize), and the record says so."""
     from PIL import Image
 
-    from ibnbench import data
-    from ibnbench.engine import run
+    from ibnbench.data import discovery as data
+    from ibnbench.data.classes import imagenet_wnids
+    from ibnbench.data.decode import decode_file
+    from ibnbench.data.geometry import Geometry
+    from ibnbench.data.loader import CropDataset
+    from ibnbench.eval.engine import run
 
-    wnid = data.imagenet_wnids()[5]
+    wnid = imagenet_wnids()[5]
     gen = np.random.default_rng(0)
     for name, severity in (("contrast", 1), ("contrast", 2), ("fog", 5)):
         folder = tmp_path / "ImageNet-C" / name / str(severity) / wnid
@@ -104,7 +110,7 @@ def test_released_imagenet_c_tree_is_read_as_224_crops(tmp_path):
         for i in range(2):
             Image.fromarray(gen.integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(folder / f"v{i}.JPEG", quality=85)
     root = tmp_path / "ImageNet-C"
-    assert imagenet_c.is_released_tree(root) and not imagenet_c.is_released_tree(root / "contrast" / "1")
+    assert is_released_tree(root) and not is_released_tree(root / "contrast" / "1")
     record = run(["resnet18"], root, suite="imagenet-c", weights=["random"], output=tmp_path / "r.json",
                  device="cpu", workers=0, batch_size=2, progress=False)
     assert record.dataset["layout"] == "imagenet-c-released" and record.dataset["already_cropped"] is True
@@ -114,5 +120,5 @@ def test_released_imagenet_c_tree_is_read_as_224_crops(tmp_path):
     assert record.per_image["files"] == [f"{wnid}/v0.JPEG", f"{wnid}/v1.JPEG"]
     dataset = data.ValDataset(root / "fog" / "5", "imagefolder", (f"{wnid}/v0.JPEG",), torch.tensor([5]), (0,),
                               cropped=True)
-    crop = data.CropDataset(dataset, [data.Geometry()])[0].crops[data.Geometry().key]
-    assert torch.equal(crop, data.decode_file(root / "fog" / "5" / wnid / "v0.JPEG"))  # the file itself, no resize
+    crop = CropDataset(dataset, [Geometry()])[0].crops[Geometry().key]
+    assert torch.equal(crop, decode_file(root / "fog" / "5" / wnid / "v0.JPEG"))  # the file itself, no resize

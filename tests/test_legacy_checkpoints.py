@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import ibnbench
-from ibnbench.weights import WeightsError
+from ibnbench.errors import WeightsError
 
 MODELS = ["resnet50_ibn_a", "resnet50_ibn_b", "densenet121_ibn_a"]
 
@@ -70,10 +70,10 @@ def test_missing_counters_are_accepted_exactly_when_pytorch_accepts_them():
     with pytest.raises(RuntimeError, match="num_batches_tracked"):  # PyTorch's own verdict with version 2
         ibnbench.create_model("resnet50_ibn_a").load_state_dict(state, strict=True)
     with pytest.raises(WeightsError, match=r"does not fit resnet50_ibn_a: 1 missing \(e.g. bn1.num_batches_tracked"):
-        ibnbench.weights.load_state_dict_strict(model, state, "resnet50_ibn_a")
+        ibnbench.zoo.weights.load_state_dict_strict(model, state, "resnet50_ibn_a")
     legacy = OrderedDict(state)  # no version metadata: a pre-0.4.1 file
     ibnbench.create_model("resnet50_ibn_a").load_state_dict(legacy, strict=True)  # PyTorch accepts it ...
-    ibnbench.weights.load_state_dict_strict(model, legacy, "resnet50_ibn_a")  # ... and so do we
+    ibnbench.zoo.weights.load_state_dict_strict(model, legacy, "resnet50_ibn_a")  # ... and so do we
 
 
 def test_saved_file_keeps_the_version_metadata(tmp_path):
@@ -118,11 +118,11 @@ def test_official_file_under_another_name_loads_and_the_record_names_its_release
     source = randomised("resnet18_ibn_b")
     path = tmp_path / "my-copy.pth"
     torch.save(source.state_dict(), path)
-    sha = ibnbench.weights.sha256_of(path)
-    info = ibnbench.models.model_info("resnet18_ibn_b")
+    sha = ibnbench.io.sha256_of(path)
+    info = ibnbench.zoo.model_info("resnet18_ibn_b")
     fake_release = type(info.weights)(url=info.weights.url, sha256_prefix=sha[:8], source="IBN-Net v1.0 release")
-    monkeypatch.setitem(ibnbench.models.registry._REGISTRY, "resnet18_ibn_b",
-                        ibnbench.models.registry.replace(info, weights=fake_release))
+    monkeypatch.setitem(ibnbench.zoo.registry._REGISTRY, "resnet18_ibn_b",
+                        ibnbench.zoo.registry.replace(info, weights=fake_release))
     loaded = ibnbench.create_model("resnet18_ibn_b", weights=str(path))
     assert loaded.ibnbench_weights == {"source": str(path), "path": str(path), "sha256": sha,
                                        "release": "IBN-Net v1.0 release"}
@@ -141,7 +141,7 @@ def test_old_models_official_weights_say_where_to_get_them():
 def test_old_models_share_the_v1_layout(depth, blocks):
     """Every block of stages 1-3 has the two-conv ``convbnin`` head (BN half, IN half), stage 4 is plain."""
     with torch.device("meta"):
-        model = ibnbench.models.model_info(f"resnet{depth}_ibn_a_old").builder()
+        model = ibnbench.zoo.model_info(f"resnet{depth}_ibn_a_old").builder()
     for stage, n in enumerate(blocks, 1):
         layer = getattr(model, f"layer{stage}")
         assert len(layer) == n

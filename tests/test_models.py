@@ -18,8 +18,8 @@ from torch import nn
 
 import ibnbench
 from ibnbench.cli import main as cli_main
-from ibnbench.models.ibn import IBN, InstanceNorm
-from ibnbench.models.variants import ConcatIBN, PartialInstanceNorm
+from ibnbench.zoo.layers import IBN, InstanceNorm
+from ibnbench.zoo.variants import ConcatIBN, PartialInstanceNorm
 
 
 class RefIBN(nn.Module):
@@ -205,7 +205,7 @@ def keys_and_shapes(model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_keys_shapes_and_order_match_reference(name):
     with torch.device("meta"):
-        ours, reference = ibnbench.models.model_info(name).builder(), REFERENCES[name]()
+        ours, reference = ibnbench.zoo.model_info(name).builder(), REFERENCES[name]()
     assert keys_and_shapes(ours) == keys_and_shapes(reference)
 
 
@@ -228,7 +228,7 @@ def test_logits_match_reference(name):
 
 def test_resnext_key_patterns():
     with torch.device("meta"):
-        model = ibnbench.models.model_info("resnext101_ibn_a").builder()
+        model = ibnbench.zoo.model_info("resnext101_ibn_a").builder()
     state = model.state_dict()
     assert state["layer1.0.bn1.IN.weight"].shape == (64,) and state["layer1.0.bn1.BN.weight"].shape == (64,)
     assert state["layer3.22.bn1.IN.weight"].shape == (256,)  # D*C = 16*32 = 512 channels, half IN
@@ -246,7 +246,7 @@ def test_resnext_key_patterns():
 
 def test_se_resnet_key_patterns():
     with torch.device("meta"):
-        model = ibnbench.models.model_info("se_resnet101_ibn_a").builder()
+        model = ibnbench.zoo.model_info("se_resnet101_ibn_a").builder()
     state = model.state_dict()
     assert state["layer1.0.se.fc.0.weight"].shape == (16, 256)
     assert state["layer4.2.se.fc.2.weight"].shape == (2048, 128)
@@ -268,7 +268,7 @@ def test_se_is_applied_before_the_addition():
 
 def test_densenet_key_patterns():
     with torch.device("meta"):
-        model = ibnbench.models.model_info("densenet121_ibn_a").builder()
+        model = ibnbench.zoo.model_info("densenet121_ibn_a").builder()
     state = model.state_dict()
     assert state["features.denseblock1.denselayer1.norm1.BN.weight"].shape == (38,)  # int(64 * 0.6)
     assert state["features.denseblock1.denselayer1.norm1.IN.weight"].shape == (26,)
@@ -284,7 +284,7 @@ def test_densenet_key_patterns():
 
 
 def test_densenet_accepts_legacy_dotted_keys():
-    from ibnbench.weights import load_state_dict_strict
+    from ibnbench.zoo.weights import load_state_dict_strict
 
     model = ibnbench.create_model("densenet121_ibn_a")
     state = deterministic_state(model)
@@ -381,7 +381,7 @@ def test_variants_forward_train_and_eval_and_have_no_weights(name):
 @pytest.mark.parametrize("stages", ["1", "12", "1234"])
 def test_stage_variants_carry_ibn_in_the_named_stages(stages):
     with torch.device("meta"):
-        model = ibnbench.models.model_info(f"resnet50_ibn_a_stages{stages}").builder()
+        model = ibnbench.zoo.model_info(f"resnet50_ibn_a_stages{stages}").builder()
     for stage, _, block in stage_blocks(model):
         assert isinstance(block.bn1, IBN) == (str(stage) in stages)
 

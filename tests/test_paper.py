@@ -7,12 +7,12 @@ import math
 import re
 
 import pytest
+from conftest import SHARED, need
 
 import ibnbench
-from conftest import SHARED, need
-from ibnbench import paper
-from ibnbench.report import report
-from ibnbench.results import Record, write_record
+from ibnbench.results import paper
+from ibnbench.results.record import Record, write_record
+from ibnbench.results.report import report
 
 TABLES_MD = SHARED / "paper" / "ibn-net-tables.md"
 NUMBER = r"(\d+\.\d+|-)"
@@ -91,11 +91,11 @@ def test_registry_metrics_equal_their_published_source():
     published = readme_metrics()
     assert len(published) == 8
     for stem, by_source in published.items():
-        metrics = {m.source: (m.top1_err, m.top5_err) for m in ibnbench.models.model_info(stem).weights.metrics}
+        metrics = {m.source: (m.top1_err, m.top5_err) for m in ibnbench.zoo.model_info(stem).weights.metrics}
         assert metrics == by_source, stem
     table2 = {c.model: (c.top1, c.top5) for c in paper.cells(2) if c.column == "IBN-Net-a"}
     for name in ("resnet50_ibn_a_old", "resnet101_ibn_a_old"):
-        (metric,) = ibnbench.models.model_info(name).weights.metrics
+        (metric,) = ibnbench.zoo.model_info(name).weights.metrics
         assert metric.source == "paper Table 2" and (metric.top1_err, metric.top5_err) == table2[name]
 
 

@@ -9,9 +9,10 @@ from PIL import Image
 
 import ibnbench
 from ibnbench.cli import main
-from ibnbench.plots import drops_frame, plot_report, severity, sweep_frame
-from ibnbench.report import load_records
-from ibnbench.results import Record, RecordError, write_record
+from ibnbench.errors import RecordError
+from ibnbench.results.plots import drops_frame, plot_report, severity, sweep_frame
+from ibnbench.results.record import Record, write_record
+from ibnbench.results.report import load_records
 
 LITE0_RECORD = Path(__file__).resolve().parents[1] / "leaderboards" / "records" / "table1-efficientnet_lite0-val100.json"
 
@@ -103,7 +104,7 @@ def test_sweep_record_with_other_definitions_is_refused(tmp_path, capsys):
 def test_drop_bars_carry_the_exact_paired_interval():
     from scipy.stats import binomtest
 
-    from ibnbench.plots import drop_errors
+    from ibnbench.results.plots import drop_errors
 
     records = load_records([LITE0_RECORD])
     table = drops_frame(records, "top1")

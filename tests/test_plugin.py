@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ibnbench import engine
+from ibnbench.eval import engine
 from ibnbench.pytest_plugin import SKIP_REASON
 
 pytest_plugins = ["pytester"]

@@ -8,15 +8,19 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from ibnbench import data, results, stats
-from ibnbench.cli import main
-from ibnbench.engine import RunOptions, evaluate
-from ibnbench.models import create_model
-from ibnbench.predictions import Predictions, for_record, read_predictions, sidecar_path, write_predictions
-from ibnbench.results import RecordError, read_record
-from ibnbench.suites import load_suite
 from test_plots import LITE0_RECORD, assert_png
+
+from ibnbench.cli import main
+from ibnbench.data import discovery as data
+from ibnbench.errors import RecordError
+from ibnbench.eval.engine import evaluate
+from ibnbench.eval.options import RunOptions
+from ibnbench.eval.plan import load_suite
+from ibnbench.results import record as results
+from ibnbench.results import stats
+from ibnbench.results.predictions import Predictions, for_record, read_predictions, sidecar_path, write_predictions
+from ibnbench.results.record import read_record
+from ibnbench.zoo import create_model
 
 
 def test_predictions_come_from_the_same_pass_with_closed_form_probabilities(tiny_val):

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import REAL_CONDITIONS as CONDITIONS
 from conftest import VAL100
+from PIL import Image
 
 # What ibnbench produces (top-1/top-5 error %); reviewed against the independent computation below.
 EXPECTED = {
@@ -72,7 +71,7 @@ def test_efficientnet_lite0_on_100_real_images(real_records, independent, suite)
 def test_bf16_with_refine_gives_the_fp32_answers_on_100_real_images(real_records, val100, tmp_path):
     """bf16 autocast alone moves a near tie under three of these conditions (benchmarks/RESULTS.md); the fp32
     re-scoring of the closest share of each batch gives back every fp32 answer, image by image."""
-    from ibnbench.engine import run
+    from ibnbench.eval.engine import run
 
     bf16 = run(["efficientnet_lite0"], val100, suite="table1", conditions=CONDITIONS, output=tmp_path / "bf16.json",
                device="cpu", workers=0, batch_size=50, amp="bf16", progress=False)
@@ -127,7 +126,7 @@ def test_efficientnet_lite1_from_pypi_through_module_factory_and_preprocessing(v
                  "--data", str(val100), "--conditions", "origin", "--device", "cpu", "--workers", "0",
                  "--batch-size", "50", "--output", str(tmp_path / "lite1.json")])
     assert code == 0, capsys.readouterr().err
-    from ibnbench.results import read_record
+    from ibnbench.results.record import read_record
 
     record = read_record(tmp_path / "lite1.json")
     ours = (record.top1_err("origin"), record.top5_err("origin"))

@@ -11,11 +11,11 @@ import copy
 from pathlib import Path
 
 import pytest
+from conftest import REAL_CONDITIONS, REAL_SUITES
 from scipy.stats import binomtest
 
-from conftest import REAL_CONDITIONS, REAL_SUITES
-from ibnbench.check import EXIT_OK, EXIT_REGRESSION, check
-from ibnbench.results import Record, read_record
+from ibnbench.results.check import EXIT_OK, EXIT_REGRESSION, check
+from ibnbench.results.record import Record, read_record
 
 COMMITTED = Path(__file__).resolve().parents[1] / "leaderboards" / "records"
 MODEL = "efficientnet_lite0"
@@ -77,7 +77,7 @@ def changed(record: Record, condition: str, newly_wrong: int, newly_right: int) 
 
 def test_mcnemar_check_fails_many_flips_and_passes_noise_that_the_tolerance_fails(tmp_path, capsys):
     from ibnbench.cli import main
-    from ibnbench.results import write_record
+    from ibnbench.results.record import write_record
 
     old = committed("table1")
     recorded = write_record(old, tmp_path / "recorded.json")

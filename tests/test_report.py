@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from records import answer_record, make_record
 from scipy.stats import binomtest
 
-from ibnbench import leaderboard
 from ibnbench.cli import main
-from ibnbench.report import report
-from ibnbench.results import write_record
-from records import answer_record, make_record
+from ibnbench.results import leaderboard
+from ibnbench.results.record import write_record
+from ibnbench.results.report import report
 
 
 @pytest.fixture()

@@ -5,9 +5,10 @@ import json
 import os
 
 import pytest
-
-from ibnbench.results import Record, RecordError, read_record, write_record
 from records import make_record
+
+from ibnbench.errors import RecordError
+from ibnbench.results.record import Record, read_record, write_record
 
 
 def sample() -> Record:

@@ -8,17 +8,15 @@ import pytest
 import torch
 from test_data import make_folder, write_image
 
-from ibnbench import data
-from ibnbench.data import (
-    DatasetError,
-    class_subset,
-    make_loader,
-    open_dataset,
-    read_class_list,
-)
-from ibnbench.engine import RunOptions, evaluate
-from ibnbench.models import create_model
-from ibnbench.suites import load_suite
+from ibnbench.data import classes as data
+from ibnbench.data.classes import read_class_list
+from ibnbench.data.discovery import class_subset, open_dataset
+from ibnbench.data.loader import make_loader
+from ibnbench.errors import DatasetError
+from ibnbench.eval.engine import evaluate
+from ibnbench.eval.options import RunOptions
+from ibnbench.eval.plan import load_suite
+from ibnbench.zoo import create_model
 
 WNIDS = data.imagenet_wnids()
 R_LIKE = [3 + 5 * k for k in range(200)]  # 200 classes spread over the 1000, not the first 200
@@ -127,8 +125,8 @@ def test_real_images_relaid_as_v2_numeric_folders_give_the_val_numbers(val100, t
     equal."""
     pytest.importorskip("efficientnet_lite_pytorch")
     from ibnbench.cli import main
-    from ibnbench.engine import run
-    from ibnbench.results import read_record
+    from ibnbench.eval.engine import run
+    from ibnbench.results.record import read_record
 
     v2 = tmp_path / "v2"
     for image in sorted(val100.rglob("*.JPEG")):
@@ -188,11 +186,11 @@ def natural_like(tmp_path):
 
 
 def test_dataset_suite_rows_and_gaps_on_the_same_class_subset(tiny_val, tmp_path, monkeypatch, capsys):
-    from ibnbench.check import check
     from ibnbench.cli import main
-    from ibnbench.leaderboard import build
-    from ibnbench.report import table1
-    from ibnbench.results import read_record
+    from ibnbench.results.check import check
+    from ibnbench.results.leaderboard import build
+    from ibnbench.results.record import read_record
+    from ibnbench.results.report import table1
 
     monkeypatch.setenv("IBNBENCH_DATA", str(tmp_path / "data"))
     suite, weights = natural_like(tmp_path), always_400(tmp_path / "w.pth")
@@ -240,7 +238,8 @@ def test_dataset_suite_rows_and_gaps_on_the_same_class_subset(tiny_val, tmp_path
 
 
 def test_shipped_natural_suite_reports_every_absent_dataset(tiny_val, tmp_path, monkeypatch):
-    from ibnbench.shifts import load_dataset_suite, run_datasets
+    from ibnbench.conditions.datasets import load_dataset_suite
+    from ibnbench.eval.datasets import run_datasets
 
     monkeypatch.delenv("IBNBENCH_DATA", raising=False)
     suite = load_dataset_suite("natural")
@@ -254,7 +253,7 @@ def test_shipped_natural_suite_reports_every_absent_dataset(tiny_val, tmp_path, 
 def constructed_records() -> list:
     """Two records of a dataset suite (models split across runs) with chosen accuracies: val on ImageNet-R's
     classes (``origin@imagenet-r``) and ImageNet-R itself."""
-    from ibnbench.results import Record
+    from ibnbench.results.record import Record
 
     acc = {"resnet18": (70.0, 30.0), "resnet34": (74.0, 33.0), "resnet50": (78.0, 37.5), "resnet101": (80.0, 38.0),
            "resnet50_ibn_b": (78.5, 45.0), "other": (76.0, 30.0)}
@@ -274,7 +273,7 @@ def constructed_records() -> list:
 def test_effective_robustness_is_the_distance_from_the_closed_form_logit_fit(tmp_path):
     import numpy as np
 
-    from ibnbench.robustness import effective_robustness, plot_effective_robustness
+    from ibnbench.results.robustness import effective_robustness, plot_effective_robustness
 
     records, acc = constructed_records()
     baseline = ["resnet18", "resnet34", "resnet50", "resnet101"]
@@ -311,7 +310,7 @@ def test_effective_robustness_is_the_distance_from_the_closed_form_logit_fit(tmp
 
 def test_robustness_cli_prints_the_table_and_writes_the_plot(tmp_path, capsys):
     from ibnbench.cli import main
-    from ibnbench.results import write_record
+    from ibnbench.results.record import write_record
 
     records, _ = constructed_records()
     paths = [str(write_record(r, tmp_path / f"r{i}.json")) for i, r in enumerate(records)]
@@ -324,8 +323,8 @@ def test_robustness_cli_prints_the_table_and_writes_the_plot(tmp_path, capsys):
 
 
 def test_interrupted_dataset_suite_resumes_with_the_next_dataset(tiny_val, tmp_path, monkeypatch):
-    from ibnbench import engine
-    from ibnbench.shifts import run_datasets
+    from ibnbench.eval import engine
+    from ibnbench.eval.datasets import run_datasets
 
     monkeypatch.setenv("IBNBENCH_DATA", str(tmp_path / "data"))
     suite, weights = natural_like(tmp_path), always_400(tmp_path / "w.pth")
@@ -367,7 +366,7 @@ def test_suites_command_lists_the_natural_datasets_and_where_they_are(tmp_path, 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_class_subset_hits_on_cuda_make_no_host_sync_and_match_the_cpu():
     """The mask is applied on the device in the forward's pass: no synchronising call, the CPU's answers."""
-    from ibnbench.engine import ModelRunner
+    from ibnbench.eval.runner import ModelRunner
 
     torch.manual_seed(0)
     model = create_model("resnet18")

@@ -16,8 +16,8 @@ from records import make_record
 from test_plots import sweep_record
 
 from ibnbench.cli import main
-from ibnbench.results import write_record
-from ibnbench.site import build_site, make_server
+from ibnbench.results.record import write_record
+from ibnbench.results.site import build_site, make_server
 
 LEADERBOARDS = Path(__file__).resolve().parents[1] / "leaderboards"
 COMMITTED = {p.name: json.loads(p.read_text()) for p in sorted((LEADERBOARDS / "records").glob("*.json"))}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from ibnbench import stats
+from ibnbench.results import stats
 
 
 @pytest.mark.parametrize("k, n", [(0, 1), (0, 100), (1, 100), (28, 100), (99, 100), (100, 100), (400, 50000)])

@@ -1,9 +1,8 @@
 """``ibnbench stylize``: a stylised copy of a dataset, same layout, resumable, atomic writes."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,11 +10,14 @@ from torchvision.io import ImageReadMode, decode_image, encode_jpeg, encode_png,
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2.functional import resize
 
-import ibnbench.style as style
-from ibnbench import files
-from ibnbench.files import write_atomic
+from ibnbench import io as files
 from ibnbench.cli import main
-from ibnbench.style import load_generator, stylize, stylize_batch
+from ibnbench.conditions.style import stylize_batch
+from ibnbench.io import write_atomic
+from ibnbench.tools import stylize as stylize_tool
+from ibnbench.tools.stylize import stylize
+from ibnbench.zoo import generators
+from ibnbench.zoo.generators import load_generator
 
 SIZE = 32  # shorter side for the tests (256 by default): keeps the generator fast on CPU
 MANIFEST = ["stylize.json"]  # sorts after the class folders
@@ -75,7 +77,7 @@ def test_limit_then_resume_processes_only_the_rest(dataset, tmp_path, monkeypatc
         calls.append(x.shape)
         return stylize_batch(generator, x)
 
-    monkeypatch.setattr(style, "stylize_batch", counting)
+    monkeypatch.setattr(stylize_tool, "stylize_batch", counting)
     assert run(dataset, out, limit=2) == {"total": 2, "written": 2, "skipped": 0, "out": str(out)}
     assert files_under(out) == sorted(FILES)[:2] + MANIFEST and len(calls) == 2
     first = {p: (out / p).stat().st_mtime_ns for p in files_under(out) if p not in MANIFEST}
@@ -86,7 +88,7 @@ def test_limit_then_resume_processes_only_the_rest(dataset, tmp_path, monkeypatc
 
 def test_interrupted_run_leaves_no_partial_file_and_resumes(dataset, tmp_path, monkeypatch):
     out = tmp_path / "monet"
-    encode = style._encode
+    encode = stylize_tool._encode
     encoded = []
 
     def interrupt_on_third(image, suffix):
@@ -95,11 +97,11 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(dataset, tmp_path, m
         encoded.append(suffix)
         return encode(image, suffix)
 
-    monkeypatch.setattr(style, "_encode", interrupt_on_third)
+    monkeypatch.setattr(stylize_tool, "_encode", interrupt_on_third)
     with pytest.raises(KeyboardInterrupt):
         run(dataset, out)
     assert files_under(out) == sorted(FILES)[:2] + MANIFEST
-    monkeypatch.setattr(style, "_encode", encode)
+    monkeypatch.setattr(stylize_tool, "_encode", encode)
     assert run(dataset, out) == {"total": 4, "written": 2, "skipped": 2, "out": str(out)}
     assert files_under(out) == sorted(FILES) + MANIFEST
 
@@ -131,7 +133,7 @@ def test_bad_arguments(tmp_path, dataset, case, message):
 
 def test_cli_reports_unavailable_official_weights(dataset, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
-    monkeypatch.delenv(style.WEIGHTS_DIR_ENV, raising=False)
+    monkeypatch.delenv(generators.WEIGHTS_DIR_ENV, raising=False)
 
     def offline(*args, **kwargs):
         raise ConnectionError("no network")

@@ -12,7 +12,9 @@ import pytest
 
 import ibnbench
 from ibnbench.cli import main
-from ibnbench.suites import SuiteError, list_suites, load_suite
+from ibnbench.conditions.suite import list_suites
+from ibnbench.errors import SuiteError
+from ibnbench.eval.plan import load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 # The definitions behind published numbers: a change here must be deliberate (and gives new results).
@@ -188,8 +190,9 @@ def _pip(*args: str) -> None:
 
 
 PROBE = ("import ibnbench; s = ibnbench.load_suite('table1'); "
-         "print(ibnbench.__file__); print(s.path); print(s.hash); print(','.join(ibnbench.suites.list_suites())); "
-         "from ibnbench.shifts import load_dataset_suite; print(load_dataset_suite('natural').path)")
+         "print(ibnbench.__file__); print(s.path); print(s.hash); "
+         "from ibnbench.conditions.suite import list_suites; print(','.join(list_suites())); "
+         "from ibnbench.conditions.datasets import load_dataset_suite; print(load_dataset_suite('natural').path)")
 
 
 def _environment(**extra: str) -> dict[str, str]:
@@ -210,7 +213,7 @@ def test_suites_are_found_from_a_built_wheel(tmp_path):
                     "-w", str(tmp_path / "dist"), str(source)], check=True, capture_output=True, cwd=source)
     shutil.rmtree(source)  # nothing may come from the source tree
     (wheel,) = (tmp_path / "dist").glob("ibnbench-*.whl")
-    assert "ibnbench/templates/index.html" in zipfile.ZipFile(wheel).namelist()  # the leaderboard site's templates
+    assert "ibnbench/results/templates/index.html" in zipfile.ZipFile(wheel).namelist()  # the leaderboard site's templates
     _pip("--target", str(tmp_path / "site"), str(wheel))
     run = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=tmp_path,
                          env=_environment(PYTHONPATH=str(tmp_path / "site")))

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import ibnbench
-from ibnbench.weights import WeightsError, cache_dir
+from ibnbench.errors import WeightsError
+from ibnbench.io import cache_dir
 
 ROUND_TRIP = ["resnet18", "resnet18_ibn_a", "resnet18_ibn_b", "resnext50_ibn_a", "se_resnet50_ibn_a",
               "densenet121_ibn_a", "resnet50_ibn_d"]

@@ -1,0 +1,203 @@
+"""BASE"""
+from __future__ import annotations
+
+import inspect
+import math
+from abc import ABC, abstractmethod
+from typing import ClassVar, Sequence
+
+import torch
+
+from ibnbench.conditions import corruptions
+from ibnbench.conditions.imaging import condition_key, jpeg_round_trip
+from ibnbench.conditions.ops import contrast, finish, shift
+from ibnbench.errors import UsageError
+
+
+def number_field(field: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"field {field!r}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise UsageError(f"field {field!r}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def string_field(field: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"field {field!r}: expected a non-empty string, got {value!r}")
+    return value
+
+
+class Condition(ABC):
+    """A named appearance condition: ``condition(x)`` maps a 0..255 RGB batch to a 0..255 RGB batch
+    (a new tensor, or ``x`` itself when nothing changes: never modify the result in place).
+
+    ``id`` names it in results and on the command line, ``label`` is its display name (the paper's column
+    header), ``kind`` is one of "identity", "photometric", "style", "dir", "corruption", ``requires`` lists the
+    assets it needs that are missing (empty when it can run), ``spec`` is its canonical definition (what the
+    suite's hash covers).
+    """
+
+    op: ClassVar[str]
+    kind: ClassVar[str]
+    handed_in: ClassVar[tuple[str, ...]] = ()
+    """Constructor arguments that are not fields of a suite file (given by the suite's loader)."""
+
+    def __init__(self, id: str, label: str | None = None, *, clip: bool = False, quantize: bool = False):
+        self.id = id
+        self.label = label or id
+        self.clip = clip
+        self.quantize = quantize
+
+    @classmethod
+    def parameters(cls) -> dict[str, bool]:
+        """The op's own parameters (beyond id, label, clip, quantize), each mapped to whether it is required."""
+        common = inspect.signature(Condition.__init__).parameters
+        own = inspect.signature(cls.__init__).parameters
+        return {name: p.default is inspect.Parameter.empty for name, p in own.items()
+                if name not in common and name not in cls.handed_in}
+
+    def params(self) -> dict:
+        """The op's parameters as plain JSON values."""
+        return {}
+
+    @property
+    def spec(self) -> dict:
+        return {"id": self.id, "op": self.op, **self.params(), "clip": self.clip, "quantize": self.quantize}
+
+    @property
+    def requires(self) -> list[str]:
+        return []
+
+    def provenance(self) -> dict:
+        """What a result record keeps about how this condition's images were made, beyond its definition."""
+        return {}
+
+    @abstractmethod
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """The op itself, before ``clip``/``quantize``."""
+
+    def __call__(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """The condition of ``x``; ``index`` (each image's dataset index) matters only to random conditions."""
+        return finish(self.apply(x), self.clip, self.quantize)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.spec.items() if k != "id")
+        return f"{type(self).__name__}(id={self.id!r}, {params})"
+
+
+class Identity(Condition):
+    """The unchanged images (the paper's "origin")."""
+
+    op, kind = "identity", "identity"
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class _ChannelOffsets(Condition):
+    """A per-channel constant added to every pixel; the device copy of the offsets is made once."""
+
+    kind = "photometric"
+
+    def _set_offsets(self, offsets: Sequence[float]) -> None:
+        self.offsets = tuple(offsets)
+        self._device_offsets: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        key = (x.device, x.dtype)
+        if key not in self._device_offsets:
+            self._device_offsets[key] = torch.tensor(self.offsets, dtype=x.dtype).to(x.device, non_blocking=True)
+        return shift(x, self._device_offsets[key])
+
+
+class Shift(_ChannelOffsets):
+    """``x + [r, g, b]``."""
+
+    op = "shift"
+
+    def __init__(self, id: str, label: str | None = None, *, offsets: Sequence[float], clip: bool = False,
+                 quantize: bool = False):
+        super().__init__(id, label, clip=clip, quantize=quantize)
+        if isinstance(offsets, (str, bytes)) or not isinstance(offsets, Sequence) or len(offsets) != 3:
+            raise UsageError(f"field 'offsets': expected 3 numbers [r, g, b], got {offsets!r}")
+        self._set_offsets(number_field("offsets", v) for v in offsets)
+
+    def params(self) -> dict:
+        return {"offsets": list(self.offsets)}
+
+
+class Brightness(_ChannelOffsets):
+    """``x + delta`` on every channel."""
+
+    op = "brightness"
+
+    def __init__(self, id: str, label: str | None = None, *, delta: float, clip: bool = False,
+                 quantize: bool = False):
+        super().__init__(id, label, clip=clip, quantize=quantize)
+        self.delta = number_field("delta", delta)
+        self._set_offsets((self.delta,) * 3)
+
+    def params(self) -> dict:
+        return {"delta": self.delta}
+
+
+class Contrast(Condition):
+    """``mu_c + factor * (x - mu_c)`` per image and channel (``std*1.5``: factor 1.5)."""
+
+    op, kind = "contrast", "photometric"
+
+    def __init__(self, id: str, label: str | None = None, *, factor: float, clip: bool = False,
+                 quantize: bool = False):
+        super().__init__(id, label, clip=clip, quantize=quantize)
+        self.factor = number_field("factor", factor)
+        if self.factor < 0:
+            raise UsageError(f"field 'factor': expected a number >= 0, got {factor!r}")
+
+    def params(self) -> dict:
+        return {"factor": self.factor}
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return contrast(x, self.factor)
+
+
+
+
+class Corruption(Condition):
+    """An ImageNet-C corruption (``name`` as ``imagecorruptions`` spells it, ``severity`` 1-5) on the batch's
+    device; the result holds integers in 0..255 as ImageNet-C's uint8 files did. ``seed`` (the suite's) and the
+    condition id key the random draws; ``jpeg`` (a quality, e.g. 85) adds the JPEG round trip the released files
+    went through."""
+
+    op, kind = "corruption", "corruption"
+
+    def __init__(self, id: str, label: str | None = None, *, corruption: str, severity: int, seed: int = 0,
+                 jpeg: int | None = None, clip: bool = False, quantize: bool = False):
+        super().__init__(id, label, clip=clip, quantize=quantize)
+        self.corruption = string_field("corruption", corruption)
+        if self.corruption not in corruptions.OPS:
+            raise UsageError(f"field 'corruption': expected one of {', '.join(corruptions.OPS)}, got {corruption!r}")
+        if severity not in corruptions.SEVERITIES or isinstance(severity, bool):
+            raise UsageError(f"field 'severity': expected an integer 1-5, got {severity!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise UsageError(f"field 'seed': expected an integer, got {seed!r}")
+        if jpeg is not None and (isinstance(jpeg, bool) or not isinstance(jpeg, int) or not 1 <= jpeg <= 100):
+            raise UsageError(f"field 'jpeg': expected a JPEG quality 1-100, got {jpeg!r}")
+        self.severity, self.seed, self.jpeg = severity, seed, jpeg
+        self.key = condition_key(seed, id)
+
+    def params(self) -> dict:
+        return {"corruption": self.corruption, "severity": self.severity, "seed": self.seed, "jpeg": self.jpeg}
+
+    @property
+    def requires(self) -> list[str]:
+        missing = corruptions.missing_frost() if self.corruption == "frost" else None
+        return [missing] if missing else []
+
+    def apply(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        index = torch.arange(len(x), device=x.device) if index is None else index.to(x.device)
+        y = corruptions.corrupt(x, index, self.corruption, self.severity, self.key)
+        return jpeg_round_trip(y, self.jpeg) if self.jpeg else y
+
+    def __call__(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        return finish(self.apply(x, index), self.clip, self.quantize)

@@ -1,0 +1,320 @@
+"""CORRUPTIONS"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import kornia
+import torch
+import torch.nn.functional as F
+
+from ibnbench.conditions.imaging import (
+    Draws,
+    clipped_zoom,
+    disk,
+    equalize,
+    fft_filter2d,
+    gaussian_filter,
+    gray,
+    jpeg_round_trip,
+    motion_blur_op,
+    pixelate_op,
+    poisson,
+    rgb_to_hsv_parts,
+    truncated_distance,
+)
+
+COMMON = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+          "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression")
+
+
+EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+
+
+LABELS = {"gaussian_noise": "Gaussian Noise", "shot_noise": "Shot Noise", "impulse_noise": "Impulse Noise",
+          "defocus_blur": "Defocus Blur", "glass_blur": "Glass Blur", "motion_blur": "Motion Blur",
+          "zoom_blur": "Zoom Blur", "snow": "Snow", "frost": "Frost", "fog": "Fog", "brightness": "Brightness",
+          "contrast": "Contrast", "elastic_transform": "Elastic", "pixelate": "Pixelate", "jpeg_compression": "JPEG",
+          "speckle_noise": "Speckle Noise", "gaussian_blur": "Gaussian Blur", "spatter": "Spatter",
+          "saturate": "Saturate"}
+
+
+SEVERITIES = (1, 2, 3, 4, 5)
+
+
+FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
+
+
+FROST_DIR_ENV = "IBNBENCH_FROST_DIR"
+
+
+def frost_dir() -> Path | None:
+    """Where the frost textures are: ``$IBNBENCH_FROST_DIR``, else the installed ``imagecorruptions`` package."""
+    if os.environ.get(FROST_DIR_ENV):
+        return Path(os.environ[FROST_DIR_ENV]).expanduser()
+    spec = importlib.util.find_spec("imagecorruptions")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "frost"
+
+
+def missing_frost() -> str | None:
+    """A line naming the missing frost textures, or None when all are there."""
+    folder = frost_dir()
+    if folder is not None and all((folder / name).is_file() for name in FROST_FILES[:5]):
+        return None
+    return (f"frost textures {', '.join(FROST_FILES[:5])} (install the `imagecorruptions` package, or set "
+            f"${FROST_DIR_ENV} to a folder holding them){'' if folder is None else f'; looked in {folder}'}")
+
+
+@lru_cache(maxsize=None)
+def _frost_textures(folder: str) -> tuple[torch.Tensor, ...]:
+    """The first five frost images (ImageNet-C draws among them), RGB float 0..255, resized by 1.1 (bicubic)."""
+    from PIL import Image
+
+    textures = []
+    for name in FROST_FILES[:5]:
+        with Image.open(Path(folder) / name) as image:
+            rgb = torch.frombuffer(bytearray(image.convert("RGB").tobytes()), dtype=torch.uint8)
+            rgb = rgb.view(image.height, image.width, 3).permute(2, 0, 1)[None].float()
+        size = (int(math.ceil(rgb.shape[-2] * 1.1)), int(math.ceil(rgb.shape[-1] * 1.1)))
+        textures.append(F.interpolate(rgb, size=size, mode="bicubic", align_corners=False)[0])
+    return tuple(textures)
+
+
+Op = Callable[[torch.Tensor, Draws, int], torch.Tensor]
+
+
+def gaussian_noise(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
+    c = [.08, .12, 0.18, 0.26, 0.38][severity - 1]
+    return x + c * draws.normal(0, x.shape[1:])
+
+
+def shot_noise(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
+    c = [60, 25, 12, 5, 3][severity - 1]
+    return poisson(x * 255, c, draws.levels(0, x.shape[1:])) / c
+
+
+def impulse_noise(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
+    c = [.03, .06, .09, 0.17, 0.27][severity - 1]
+    levels = draws.levels(0, (2, *x.shape[1:]))
+    flipped = levels[:, 0] < c * (1 << 16)
+    salted = levels[:, 1] < (1 << 15)
+    return torch.where(flipped, salted.to(x.dtype), x)
+
+
+def speckle_noise(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
+    c = [.15, .2, 0.35, 0.45, 0.6][severity - 1]
+    return x + x * c * draws.normal(0, x.shape[1:])
+
+
+def gaussian_blur(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
+    return gaussian_filter(x, [1, 2, 3, 4, 6][severity - 1])
+
+
+def glass_blur(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
+    """Blur, uint8, local pixel shuffling (each pixel from a random neighbour within ``max_delta``, repeated
+    ``iterations`` times: a parallel stand-in for the reference's sequential swaps), blur."""
+    sigma, delta, iterations = [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)][severity - 1]
+    n, c, h, w = x.shape
+    y = torch.floor(gaussian_filter(x, sigma) * 255) / 255
+    rows = torch.arange(h, device=x.device)[:, None]
+    cols = torch.arange(w, device=x.device)[None, :]
+    inner = (rows > delta) & (rows <= h - delta) & (cols > delta) & (cols <= w - delta)
+    for it in range(2 * iterations):  # two displacements per reference sweep: its swaps carry pixels along
+        dy = draws.integers(2 * it, -delta, delta + 1, (h, w))
+        dx = draws.integers(2 * it + 1, -delta, delta + 1, (h, w))
+        src_y = torch.where(inner, (rows + dy).clamp(0, h - 1), rows)
+        src_x = torch.where(inner, (cols + dx).clamp(0, w - 1), cols)
+        index = (src_y * w + src_x).view(n, 1, h * w).expand(n, c, h * w)
+        y = y.reshape(n, c, h * w).gather(2, index).view(n, c, h, w)
+    return gaussian_filter(y, sigma)
+
+
+def defocus_blur(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
+    radius, alias_blur = [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)][severity - 1]
+    return fft_filter2d(x, disk(radius, alias_blur).to(x.device, x.dtype))
+
+
+def motion_blur(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
+    radius, sigma = [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)][severity - 1]
+    return motion_blur_op(x, radius, sigma, draws.uniform(0, (), -45.0, 45.0))
+
+
+def zoom_blur(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
+    start, stop, step = [(1, 1.11, 0.01), (1, 1.16, 0.01), (1, 1.21, 0.02), (1, 1.26, 0.02),
+                         (1, 1.31, 0.03)][severity - 1]
+    factors = [start + i * step for i in range(int(math.ceil((stop - start) / step)))]  # np.arange
+    out = x.clone()
+    for factor in factors:
+        out += clipped_zoom(x, factor)
+    return out / (len(factors) + 1)
+
+
+def snow(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
+    loc, scale, zoom, threshold, radius, sigma, blend = [
+        (0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7), (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
+        (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65), (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)][severity - 1]
+    h, w = x.shape[-2:]
+    layer = loc + scale * draws.normal(0, (1, h, w))
+    layer = clipped_zoom(layer, zoom)
+    layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0, 1)
+    layer = motion_blur_op(layer, radius, sigma, draws.uniform(2, (), -135.0, -45.0))
+    layer = torch.round(layer * 255) / 255
+    x = blend * x + (1 - blend) * torch.maximum(x, gray(x) * 1.5 + 0.5)
+    return x + layer + layer.flip(-1, -2)
+
+
+def frost(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
+    weight, frost_weight = [(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)][severity - 1]
+    folder = frost_dir()
+    textures = [t.to(x.device, x.dtype) for t in _frost_textures(str(folder))]
+    h, w = x.shape[-2:]
+    choice = draws.integers(0, 0, len(textures)).tolist()
+    u_top, u_left = draws.uniform(1, ()).tolist(), draws.uniform(2, ()).tolist()
+    crops = []
+    for k, ut, ul in zip(choice, u_top, u_left):
+        texture = textures[k]
+        top, left = int(ut * (texture.shape[-2] - h)), int(ul * (texture.shape[-1] - w))
+        crops.append(texture[:, top:top + h, left:left + w])
+    return weight * x + frost_weight * torch.stack(crops) / 255
+
+
+def plasma_fractal(draws: Draws, size: int, decay: float, stream: int = 0) -> torch.Tensor:
+    """The diamond-square height map of imagecorruptions' fog, ``[N, size, size]`` in 0..1, batched."""
+    n = draws.image.shape[0]
+    device = draws.image.device
+    grid = torch.zeros(n, size, size, device=device, dtype=torch.float64)
+    step, wibble, level = size, 100.0, 0
+
+    def wibbled(total: torch.Tensor) -> torch.Tensor:
+        nonlocal level
+        noise = draws.uniform(stream + level, total.shape[1:]).double() * (2 * wibble) - wibble
+        level += 1
+        return total / 4 + wibble * noise
+
+    while step >= 2:
+        half = step // 2
+        corners = grid[:, 0::step, 0::step]
+        square = corners + corners.roll(-1, 1)
+        square = square + square.roll(-1, 2)
+        grid[:, half::step, half::step] = wibbled(square)
+        centres = grid[:, half::step, half::step]
+        corners = grid[:, 0::step, 0::step]
+        top = centres + centres.roll(1, 1) + corners + corners.roll(-1, 2)
+        grid[:, 0::step, half::step] = wibbled(top)
+        left = centres + centres.roll(1, 2) + corners + corners.roll(-1, 1)
+        grid[:, half::step, 0::step] = wibbled(left)
+        step //= 2
+        wibble /= decay
+    grid -= grid.amin(dim=(1, 2), keepdim=True)
+    return grid / grid.amax(dim=(1, 2), keepdim=True)
+
+
+def fog(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
+    strength, decay = [(1.5, 2), (2., 2), (2.5, 1.7), (2.5, 1.5), (3., 1.4)][severity - 1]
+    h, w = x.shape[-2:]
+    size = 1 << (max(h, w) - 1).bit_length()
+    max_val = x.amax(dim=(1, 2, 3), keepdim=True)
+    plasma = plasma_fractal(draws, size, decay)[:, None, :h, :w].to(x.dtype)
+    return (x + strength * plasma) * max_val / (max_val + strength)
+
+
+def brightness(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
+    """HSV value ``+ c`` (clipped): the RGB values scale with the value at fixed hue and saturation."""
+    c = [.1, .2, .3, .4, .5][severity - 1]
+    v, _ = rgb_to_hsv_parts(x)
+    v_new = (v + c).clamp(max=1)
+    return torch.where(v > 0, x * v_new / v.clamp_min(1e-12), v_new.expand_as(x))
+
+
+def contrast(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
+    c = [0.4, .3, .2, .1, .05][severity - 1]
+    means = x.mean(dim=(2, 3), keepdim=True)
+    return (x - means) * c + means
+
+
+def saturate(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
+    """HSV saturation ``* a + b`` (clipped): each channel's distance below the value scales with the saturation;
+    grey pixels (hue 0, as skimage sets it) become ``[v, v (1 - s'), v (1 - s')]``."""
+    a, b = [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)][severity - 1]
+    v, s = rgb_to_hsv_parts(x)
+    s_new = (s * a + b).clamp(0, 1)
+    coloured = v - (v - x) * s_new / s.clamp_min(1e-12)
+    grey = torch.cat([v, v * (1 - s_new), v * (1 - s_new)], dim=1)
+    return torch.where(s > 0, coloured, grey)
+
+
+def elastic_transform(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
+    """imagecorruptions' elastic transform: a smoothed uniform displacement field (scaled by ``alpha``), sampled
+    bilinearly with symmetric reflection at the borders."""
+    h, w = x.shape[-2:]
+    alpha = [250 * 0.05, 250 * 0.065, 250 * 0.085, 250 * 0.1, 250 * 0.12][severity - 1]
+    max_d = h * 0.005
+    sigma = h * 0.01, w * 0.01
+    fields = gaussian_filter(draws.uniform(0, (2, h, w), -max_d, max_d), sigma[0], "reflect", truncate=3.0) * alpha
+    # grid_sample, corners not aligned: pixel p sits at (2 p + 1) / n - 1, reflection about -0.5 and n - 0.5
+    gx = (torch.arange(w, device=x.device, dtype=x.dtype)[None, None, :] + fields[:, 0]) * (2 / w) + (1 / w - 1)
+    gy = (torch.arange(h, device=x.device, dtype=x.dtype)[None, :, None] + fields[:, 1]) * (2 / h) + (1 / h - 1)
+    grid = torch.stack([gx, gy], dim=-1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def spatter(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
+    """Liquid (severities 1-3) or mud (4-5) splashes from a thresholded smoothed Gaussian field. The mud is the
+    reference's; the liquid's sheen takes the blobs' inner boundaries for OpenCV's Canny edges, otherwise the
+    reference's steps (distance to the edges capped at 20, 3x3 blur, histogram equalisation, emboss, blur)."""
+    loc, scale, sigma, threshold, intensity, mud = [
+        (0.65, 0.3, 4, 0.69, 0.6, 0), (0.65, 0.3, 3, 0.68, 0.6, 0), (0.65, 0.3, 2, 0.68, 0.5, 0),
+        (0.65, 0.3, 1, 0.65, 1.5, 1), (0.67, 0.4, 1, 0.65, 1.5, 1)][severity - 1]
+    h, w = x.shape[-2:]
+    liquid = gaussian_filter(loc + scale * draws.normal(0, (1, h, w)), sigma)
+    liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
+    if mud:
+        m = gaussian_filter((liquid > threshold).to(x.dtype), intensity)
+        m = torch.where(m < 0.8, torch.zeros_like(m), m)
+        colour = torch.tensor([63, 42, 20], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) / 255
+        return x * (1 - m) + colour * m
+    layer = torch.floor(liquid * 255)
+    inside = layer > 0
+    eroded = -F.max_pool2d(-inside.to(x.dtype), 3, stride=1, padding=1) > 0
+    dist = truncated_distance(inside & ~eroded, 20)
+    dist = kornia.filters.box_blur(dist, (3, 3), border_type="reflect").floor()
+    dist = equalize(dist)
+    kernel = torch.tensor([[-2., -1., 0.], [-1., 1., 1.], [0., 1., 2.]], device=x.device, dtype=x.dtype)
+    dist = kornia.filters.filter2d(dist, kernel[None], border_type="reflect").round().clamp(0, 255)
+    dist = kornia.filters.box_blur(dist, (3, 3), border_type="reflect")
+    m = layer * dist
+    m = m / m.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12) * intensity
+    colour = torch.tensor([175, 238, 238], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) / 255
+    return x + m * colour
+
+
+def pixelate(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
+    return pixelate_op(x, [0.6, 0.5, 0.4, 0.3, 0.25][severity - 1])
+
+
+def jpeg_compression(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
+    return jpeg_round_trip(x, [25, 18, 15, 10, 7][severity - 1])
+
+
+OPS: dict[str, Op] = {name: globals()[name] for name in COMMON + EXTRA}
+
+
+ON_255 = ("motion_blur", "pixelate", "jpeg_compression")
+"""The ops that work on the 0..255 scale as the reference does (the others on 0..1)."""
+
+
+def corrupt(x: torch.Tensor, index: torch.Tensor, name: str, severity: int, key: int) -> torch.Tensor:
+    """The corruption ``name`` at ``severity`` (1-5) of a 0..255 batch, ending as ImageNet-C's files did:
+    clipped and truncated to integers (``np.uint8``), float dtype. ``key`` is :func:`condition_key`'s."""
+    draws = Draws(key, index)
+    if name in ON_255:
+        y = OPS[name](x, draws, severity)
+    else:
+        y = OPS[name](x / 255, draws, severity).clamp_(0, 1).mul_(255)
+    return y.clamp_(0, 255).floor_()

@@ -1,0 +1,53 @@
+"""ImageNet-C's condition ids and the released files' folder tree (read as a suite of pre-made conditions)."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from ibnbench.conditions.corruptions import COMMON, EXTRA, LABELS, SEVERITIES
+from ibnbench.conditions.style import Dir
+from ibnbench.conditions.suite import Suite, canonical_json
+from ibnbench.errors import UsageError
+
+CONDITION_ID = re.compile(rf"^({'|'.join(COMMON + EXTRA)})-([1-5])$")
+
+
+def parse(condition_id: str) -> tuple[str, int] | None:
+    """``"gaussian_noise-3"`` -> ``("gaussian_noise", 3)``; None for other ids."""
+    match = CONDITION_ID.match(condition_id)
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+RELEASED_LAYOUT = "imagenet-c-released"
+
+
+def is_released_tree(root: str | os.PathLike) -> bool:
+    """True for the downloaded ImageNet-C: ``<root>/<corruption>/<severity>/<wnid>/*.JPEG`` (every subfolder of
+    ``root`` a corruption name, at least one with severity folders)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return False
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return bool(folders) and all(p.name in LABELS for p in folders) and any(
+        (p / str(s)).is_dir() for p in folders for s in SEVERITIES)
+
+
+def released_suite(suite: Suite, root: str | os.PathLike) -> tuple[Suite, list[str]]:
+    """The suite's corruptions read from the released files under ``root`` (``dir`` conditions on
+    ``<root>/<corruption>/<severity>``), and the ids the tree cannot serve (``origin``: no clean images in it)."""
+    root = Path(root).expanduser()
+    conditions, absent = [], []
+    for condition in suite.conditions:
+        parsed = parse(condition.id)
+        folder = root / parsed[0] / str(parsed[1]) if parsed else None
+        if folder is not None and folder.is_dir():
+            conditions.append(Dir(condition.id, condition.label, root=folder))
+        else:
+            absent.append(condition.id)
+    if not conditions:
+        raise UsageError(f"{root}: the released ImageNet-C tree holds none of suite {suite.name!r}'s corruptions")
+    digest = hashlib.sha256(canonical_json([c.spec for c in conditions]).encode()).hexdigest()
+    return dataclasses.replace(suite, conditions=tuple(conditions), hash=digest), absent

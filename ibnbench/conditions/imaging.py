@@ -1,0 +1,271 @@
+"""Pure tensor helpers of the ImageNet-C corruptions: counter-based random draws, separable filters, blur kernels, JPEG and PIL-box resampling."""
+from __future__ import annotations
+
+import hashlib
+import math
+from functools import lru_cache
+
+import kornia
+import torch
+import torch.nn.functional as F
+
+_MASK = 0xFFFFFFFF
+
+
+def _mix(h: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer finaliser (lowbias32) on int64 tensors holding values in [0, 2**32)."""
+    h = h ^ (h >> 16)
+    h = (h * 0x7FEB352D) & _MASK
+    h = h ^ (h >> 15)
+    h = (h * 0x846CA68B) & _MASK
+    return h ^ (h >> 16)
+
+
+def condition_key(seed: int, name: str) -> int:
+    """The 32-bit key of a condition's random stream: a hash of the suite seed and the condition's name."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:4], "little")
+
+
+@lru_cache(maxsize=None)
+def _element_hashes(n: int, stream: int, device: torch.device) -> torch.Tensor:
+    return _mix((torch.arange(n, device=device, dtype=torch.int64) + (stream << 24)) & _MASK)
+
+
+@lru_cache(maxsize=None)
+def _inverse_normal_table(device: torch.device) -> torch.Tensor:
+    """The standard normal quantile at the 2**16 uniform levels ``(k + 0.5) / 2**16``."""
+    u = (torch.arange(1 << 16, dtype=torch.float64) + 0.5) / (1 << 16)
+    return (math.sqrt(2.0) * torch.erfinv(2.0 * u - 1.0)).float().to(device)
+
+
+class Draws:
+    """Random numbers of one condition for a batch: each a function of (key, image index, stream, element).
+
+    Uniforms come at 16-bit resolution (two per 32-bit hash), normals by inversion of a 2**16-level quantile table."""
+
+    def __init__(self, key: int, index: torch.Tensor):
+        self.image = _mix((index.to(torch.int64) & _MASK) ^ key)
+
+    def levels(self, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """Uniform integers in [0, 2**16) ``[N, *shape]`` (int64) for draw ``stream``."""
+        n = math.prod(shape)
+        h = _mix(self.image[:, None] ^ _element_hashes((n + 1) // 2, stream, self.image.device)[None])
+        return torch.cat([h & 0xFFFF, h >> 16], dim=1)[:, :n].reshape(-1, *shape)
+
+    def uniform(self, stream: int, shape: tuple[int, ...], low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+        """Uniform floats in the open interval (low, high)."""
+        u = (self.levels(stream, shape).float() + 0.5) * (1.0 / (1 << 16))
+        return low + (high - low) * u if (low, high) != (0.0, 1.0) else u
+
+    def normal(self, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """Standard normal floats."""
+        return _inverse_normal_table(self.image.device)[self.levels(stream, shape)]
+
+    def integers(self, stream: int, low: int, high: int, shape: tuple[int, ...] = ()) -> torch.Tensor:
+        """Integers in [low, high) (int64), ``[N, *shape]``."""
+        return low + (self.levels(stream, shape) * (high - low)) // (1 << 16)
+
+
+def _gaussian_taps(sigma: float, truncate: float = 4.0, dtype=torch.float32, device=None) -> torch.Tensor:
+    """scipy.ndimage's sampled Gaussian: radius ``int(truncate * sigma + 0.5)``, normalised."""
+    radius = int(truncate * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    taps = torch.exp(-0.5 * (x / sigma) ** 2)
+    return (taps / taps.sum()).to(device=device, dtype=dtype)
+
+
+def _pad_index(n: int, pad: int, mode: str, device) -> torch.Tensor:
+    i = torch.arange(-pad, n + pad, device=device)
+    if mode == "nearest":
+        return i.clamp(0, n - 1)
+    period = 2 * n  # "reflect" as scipy spells it: half-sample symmetric (d c b a | a b c d | d c b a)
+    i = i % period
+    return torch.where(i < n, i, period - 1 - i)
+
+
+def _pad(x: torch.Tensor, pad_h: int, pad_w: int, mode: str) -> torch.Tensor:
+    """Pad the last two dims the way scipy.ndimage does (``nearest`` or ``reflect``)."""
+    x = x.index_select(-2, _pad_index(x.shape[-2], pad_h, mode, x.device))
+    return x.index_select(-1, _pad_index(x.shape[-1], pad_w, mode, x.device))
+
+
+@lru_cache(maxsize=None)
+def _filter_matrix(n: int, sigma: float, mode: str, truncate: float, device: torch.device,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """The 1-D Gaussian filter of length-``n`` signals as an ``[n, n]`` matrix, the border mode folded in."""
+    taps = _gaussian_taps(sigma, truncate, torch.float64)
+    r = (len(taps) - 1) // 2
+    source = _pad_index(n, r, mode, None)
+    matrix = torch.zeros(n, n, dtype=torch.float64)
+    for out in range(n):
+        matrix[out].index_add_(0, source[out:out + 2 * r + 1], taps)
+    return matrix.to(device=device, dtype=dtype)
+
+
+def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> torch.Tensor:
+    """``scipy.ndimage.gaussian_filter`` over H and W of ``x[..., H, W]`` (skimage.filters.gaussian), as two
+    matrix products."""
+    h, w = x.shape[-2:]
+    rows = _filter_matrix(h, sigma, mode, truncate, x.device, x.dtype)
+    cols = _filter_matrix(w, sigma, mode, truncate, x.device, x.dtype)
+    return rows @ (x @ cols.T)
+
+
+def fft_filter2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Correlation of ``x[N,C,H,W]`` with an odd square ``kernel`` (cv2.filter2D, border reflect-101), by FFT."""
+    r = kernel.shape[-1] // 2
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (r, r, r, r), mode="reflect")
+    size = (h + 2 * r, w + 2 * r)
+    spectrum = torch.fft.rfft2(padded, s=size) * torch.fft.rfft2(kernel.flip(-1, -2), s=size)
+    return torch.fft.irfft2(spectrum, s=size)[..., 2 * r:, 2 * r:]
+
+
+def clipped_zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """imagecorruptions' ``clipped_zoom``: the centre ``ceil(n / factor)`` pixels zoomed by ``factor`` (scipy's
+    order-1 zoom: bilinear, corners aligned), the first ``n`` rows and columns kept."""
+    h, w = x.shape[-2:]
+    ch, cw = int(math.ceil(h / factor)), int(math.ceil(w / factor))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    crop = x[..., top:top + ch, left:left + cw]
+    size = (int(round(ch * factor)), int(round(cw * factor)))
+    return F.interpolate(crop, size=size, mode="bilinear", align_corners=True)[..., :h, :w]
+
+
+def _motion_offsets(radius: int, angle: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The integer (dy, dx) of each of the ``2 radius + 1`` taps of imagecorruptions' motion blur, per image."""
+    i = torch.arange(2 * radius + 1, device=angle.device, dtype=torch.float64)[None]
+    a = torch.deg2rad(angle.double())[:, None]
+    return -torch.ceil(i * torch.sin(a) - 0.5).long(), -torch.ceil(i * torch.cos(a) - 0.5).long()
+
+
+def motion_blur_op(x: torch.Tensor, radius: int, sigma: float, angle: torch.Tensor) -> torch.Tensor:
+    """imagecorruptions' ``_motion_blur``: a Gaussian-weighted sum of edge-replicated shifts along ``angle``
+    (degrees, one per image)."""
+    h, w = x.shape[-2:]
+    width = 2 * radius + 1
+    weights = torch.exp(-torch.arange(width, dtype=torch.float64) ** 2 / (2 * sigma ** 2))
+    weights = (weights / weights.sum()).tolist()
+    dy, dx = (d.tolist() for d in _motion_offsets(radius, angle))
+    padded = F.pad(x, (width, width, width, width), mode="replicate")  # the reference's shifts repeat the edge
+    out = torch.zeros_like(x)
+    for n in range(x.shape[0]):
+        for weight, oy, ox in zip(weights, dy[n], dx[n]):
+            out[n].add_(padded[n, :, width - oy:width - oy + h, width - ox:width - ox + w], alpha=weight)
+    return out
+
+
+def disk(radius: float, alias_blur: float) -> torch.Tensor:
+    """imagecorruptions' ``disk``: an aliased disk, normalised, then blurred by cv2.GaussianBlur (3x3 or 5x5)."""
+    half = 8 if radius <= 8 else int(radius)
+    size = 3 if radius <= 8 else 5
+    grid = torch.arange(-half, half + 1, dtype=torch.float64)
+    disk = ((grid[None] ** 2 + grid[:, None] ** 2) <= radius ** 2).double()
+    disk /= disk.sum()
+    taps = torch.exp(-(torch.arange(size, dtype=torch.float64) - (size - 1) / 2) ** 2 / (2 * alias_blur ** 2))
+    taps /= taps.sum()
+    return kornia.filters.filter2d_separable(disk[None, None], taps[None], taps[None], border_type="reflect")[0, 0]
+
+
+def gray(x: torch.Tensor) -> torch.Tensor:
+    """cv2's RGB2GRAY (0.299 R + 0.587 G + 0.114 B), ``[N,1,H,W]``."""
+    return kornia.color.rgb_to_grayscale(x)
+
+
+def rgb_to_hsv_parts(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Value ``max(r, g, b)`` and saturation ``(max - min) / max`` (0 where max is 0), as skimage defines them."""
+    v = x.amax(dim=1, keepdim=True)
+    s = torch.where(v > 0, (v - x.amin(dim=1, keepdim=True)) / v.clamp_min(1e-12), torch.zeros_like(v))
+    return v, s
+
+
+def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Encode each image as JPEG at ``quality`` and decode it (torchvision; batched, on CUDA when ``x`` is)."""
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    images = list(x.round().clamp(0, 255).to(torch.uint8))
+    encoded = [data.cpu() for data in encode_jpeg(images, quality=quality)]  # the decoder reads host memory
+    decoded = decode_jpeg(encoded, device=x.device)
+    return torch.stack(decoded).to(x.dtype)
+
+
+@lru_cache(maxsize=None)
+def _pil_box_weights(n_in: int, n_out: int) -> torch.Tensor:
+    """PIL's BOX resampling matrix ``[n_out, n_in]`` (ImagingResample's coefficients for the box filter)."""
+    scale = n_in / n_out
+    support = 0.5 * max(scale, 1.0)
+    weights = torch.zeros(n_out, n_in, dtype=torch.float64)
+    for out in range(n_out):
+        center = (out + 0.5) * scale
+        lo, hi = max(int(center - support + 0.5), 0), min(int(center + support + 0.5), n_in)
+        for i in range(lo, hi):
+            t = (i - center + 0.5) / max(scale, 1.0)
+            weights[out, i] = 1.0 if -0.5 < t <= 0.5 else 0.0
+        weights[out] /= weights[out].sum()
+    return weights
+
+
+def pixelate_op(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """PIL resize to ``int(n * factor)`` with BOX (horizontal then vertical pass, uint8 between), then NEAREST back."""
+    h, w = x.shape[-2:]
+    sh, sw = int(h * factor), int(w * factor)
+    box_w = _pil_box_weights(w, sw).to(x.device, x.dtype)
+    box_h = _pil_box_weights(h, sh).to(x.device, x.dtype)
+    small = torch.floor(x @ box_w.T + 0.5).clamp(0, 255)
+    small = torch.floor(box_h @ small + 0.5).clamp(0, 255)
+    rows = ((torch.arange(h, device=x.device) + 0.5) * (sh / h)).long().clamp(max=sh - 1)
+    cols = ((torch.arange(w, device=x.device) + 0.5) * (sw / w)).long().clamp(max=sw - 1)
+    return small.index_select(-2, rows).index_select(-1, cols)
+
+
+POISSON_BITS = 12
+
+
+@lru_cache(maxsize=None)
+def _poisson_table(scale: float, device: torch.device) -> torch.Tensor:
+    """Poisson quantiles ``[256 * 2**12]`` for the rates ``scale * v / 255`` (v = 0..255, the uint8 values) at the
+    2**12 uniform levels ``(k + 0.5) / 2**12``: inversion of the exact CDF."""
+    rates = torch.arange(256, dtype=torch.float64) * (scale / 255)
+    k = torch.arange(int(scale + 12 * math.sqrt(scale) + 20), dtype=torch.float64)
+    cdf = torch.special.gammaincc(k[None] + 1, rates[:, None].clamp_min(1e-300))  # P(X <= k)
+    cdf[0] = 1.0
+    u = ((torch.arange(1 << POISSON_BITS, dtype=torch.float64) + 0.5) / (1 << POISSON_BITS))
+    return torch.searchsorted(cdf, u.expand(256, -1).contiguous()).to(torch.int16).flatten().to(device)
+
+
+def poisson(x: torch.Tensor, scale: float, levels: torch.Tensor) -> torch.Tensor:
+    """Poisson samples of rate ``x * scale / 255`` for uint8-valued ``x`` (0..255), by table inversion of 16-bit
+    ``levels`` (their top 12 bits)."""
+    table = _poisson_table(float(scale), x.device)
+    index = (x.round().clamp(0, 255).long() << POISSON_BITS) + (levels >> (16 - POISSON_BITS))
+    return table[index].to(x.dtype)
+
+
+def truncated_distance(edges: torch.Tensor, limit: int) -> torch.Tensor:
+    """Euclidean distance of every pixel to the nearest ``edges`` pixel, capped at ``limit`` (two separable
+    minimum passes over the offsets within ``limit``)."""
+    far = float(limit * limit)
+    h, w = edges.shape[-2:]
+    padded = F.pad(torch.where(edges, 0.0, far), (0, 0, limit, limit), value=far)
+    column = padded[..., limit:limit + h, :].clone()
+    for k in range(1, limit + 1):  # nearest edge in the same column, within ``limit`` rows
+        torch.minimum(column, padded[..., limit + k:limit + k + h, :] + k * k, out=column)
+        torch.minimum(column, padded[..., limit - k:limit - k + h, :] + k * k, out=column)
+    padded = F.pad(column, (limit, limit), value=far)
+    square = column.clone()
+    for k in range(1, limit + 1):  # then along the row
+        torch.minimum(square, padded[..., limit + k:limit + k + w] + k * k, out=square)
+        torch.minimum(square, padded[..., limit - k:limit - k + w] + k * k, out=square)
+    return square.clamp(max=far).sqrt()
+
+
+def equalize(x: torch.Tensor) -> torch.Tensor:
+    """cv2.equalizeHist of uint8-valued ``x[N,1,H,W]``, per image."""
+    n = x.shape[0]
+    values = x.reshape(n, -1).long()
+    hist = torch.zeros(n, 256, device=x.device, dtype=torch.float64).scatter_add_(
+        1, values, torch.ones_like(values, dtype=torch.float64))
+    cdf = hist.cumsum(1)
+    first = torch.where(hist > 0, cdf, torch.full_like(cdf, float("inf"))).amin(1, keepdim=True)
+    lut = ((cdf - first) * 255 / (values.shape[1] - first).clamp_min(1)).round().clamp(0, 255)
+    return lut.gather(1, values).view_as(x).to(x.dtype)

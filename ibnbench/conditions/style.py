@@ -1,0 +1,169 @@
+"""STYLE"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ibnbench.conditions.base import Condition, string_field
+from ibnbench.errors import MissingFileError, UsageError
+from ibnbench.precision import full_fp32
+
+STYLES = ("monet", "cezanne", "ukiyoe", "vangogh")
+
+
+MANIFEST = "stylize.json"
+
+
+ON_THE_FLY_INPUT = "the classifier's 224x224 centre crop as it is (no resize)"
+
+
+class GeneratorSource(Protocol):
+    """Where style conditions get their CycleGAN generators (:mod:`ibnbench.zoo.generators` is one): handed in
+    by whoever loads the suite, so that reading a suite never imports the model zoo."""
+
+    def missing_style_weights(self, style: str, weights: str = "official") -> str | None: ...
+
+    def load_generator(self, style: str, weights: str = "official", progress: bool = True) -> nn.Module: ...
+
+
+def check_style(style: str, weights: str = "official") -> None:
+    """Raise ValueError unless ``style`` has released weights or ``weights`` names others."""
+    if weights == "official" and style not in STYLES:
+        raise UsageError(f"unknown style {style!r}: released styles are {', '.join(STYLES)} "
+                         "(give weights=PATH for another generator)")
+
+
+def weights_identity(weights: str) -> str:
+    """What a weights spec means for a result: "official", "random", or the file's name (not its folder)."""
+    return weights if weights in ("official", "random") else weights.rstrip("/").rsplit("/", 1)[-1]
+
+
+def stylize_batch(generator: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Run ``generator`` on a 0..255 RGB batch ``[N,3,H,W]``: scale to [-1, 1], generate, scale back to 0..255.
+
+    Sides that are not multiples of 4 are reflect-padded for the generator and cropped back. Float32
+    convolutions run in IEEE precision, not TF32 (:func:`ibnbench.precision.full_fp32`).
+    """
+    height, width = x.shape[-2:]
+    pad_h, pad_w = -height % 4, -width % 4
+    with torch.no_grad(), full_fp32():
+        inputs = x / 127.5 - 1.0
+        if pad_h or pad_w:
+            inputs = F.pad(inputs, (0, pad_w, 0, pad_h), mode="reflect")
+        out = generator(inputs)[..., :height, :width]
+    return out.add_(1.0).mul_(127.5).clamp_(0.0, 255.0)
+
+
+def read_manifest(out: str | os.PathLike) -> dict | None:
+    """What ``ibnbench stylize`` recorded about a stylised folder (None for a folder made otherwise)."""
+    path = Path(out) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: not a readable stylize manifest ({exc})") from None
+
+
+class Style(Condition):
+    """A CycleGAN photo-to-painting generator run on the batch, on the batch's device.
+
+    ``weights``: "official" (the authors' ``style_<style>.pth``), a path, a URL or "random". The generator comes
+    from ``generators`` (a :class:`GeneratorSource`, set by the suite's loader) on first use, in eval mode, and
+    follows the batch's device and dtype.
+    """
+
+    op, kind = "style", "style"
+
+    handed_in = ("generators",)
+
+    def __init__(self, id: str, label: str | None = None, *, style: str, weights: str = "official",
+                 clip: bool = False, quantize: bool = False, generators: GeneratorSource | None = None):
+        super().__init__(id, label, clip=clip, quantize=quantize)
+        self.style = string_field("style", style)
+        self.weights = string_field("weights", weights)
+        try:
+            check_style(self.style, self.weights)
+        except ValueError as exc:
+            raise UsageError(f"field 'style': {exc}") from None
+        self._generator: nn.Module | None = None
+        self.generators = generators
+
+    def params(self) -> dict:
+        return {"style": self.style, "weights": weights_identity(self.weights)}
+
+    @property
+    def requires(self) -> list[str]:
+        if self._generator is not None:
+            return []
+        if self.generators is None:
+            return [f"a CycleGAN generator source for condition {self.id!r} (load the suite with "
+                    "ibnbench.load_suite, which hands in the zoo's generators)"]
+        missing = self.generators.missing_style_weights(self.style, self.weights)
+        return [missing] if missing else []
+
+    @property
+    def generator(self) -> nn.Module:
+        """The generator (loaded, and downloaded if need be, on first access)."""
+        if self._generator is None:
+            if self.generators is None:
+                raise UsageError(self.requires[0])
+            self._generator = self.generators.load_generator(self.style, self.weights)
+        return self._generator
+
+    def provenance(self) -> dict:
+        return {"style_input": ON_THE_FLY_INPUT}
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        generator = self.generator
+        weight = next(generator.parameters())
+        if weight.device != x.device or weight.dtype != x.dtype:
+            generator.to(device=x.device, dtype=x.dtype)
+        return stylize_batch(generator, x)
+
+
+class Dir(Condition):
+    """Images read from a pre-stylised copy of the dataset (``ibnbench stylize``), the paper's own set-up.
+
+    The data loader reads ``path_for(relative_path)`` instead of the original file; the op on the
+    batch is the identity. ``root`` (in a suite file: relative to that file) is part of the definition.
+    """
+
+    op, kind = "dir", "dir"
+
+    def __init__(self, id: str, label: str | None = None, *, root: str | Path, clip: bool = False,
+                 quantize: bool = False):
+        super().__init__(id, label, clip=clip, quantize=quantize)
+        self.root = (root if isinstance(root, Path) else Path(string_field("root", root))).expanduser()
+
+    def params(self) -> dict:
+        return {"root": str(self.root)}
+
+    @property
+    def requires(self) -> list[str]:
+        if self.root.is_dir():
+            return []
+        return [f"pre-stylised folder {self.root} for condition {self.id!r} "
+                f"(make it with `ibnbench stylize --style STYLE --data VAL --out {self.root}`)"]
+
+    def provenance(self) -> dict:
+        return {"stylized": read_manifest(self.root)}
+
+    def path_for(self, relative_path: str | Path) -> Path:
+        """The stylised file for ``relative_path`` (relative to the dataset root)."""
+        if Path(relative_path).is_absolute():
+            raise UsageError(f"condition {self.id!r}: expected a path relative to the dataset, got {relative_path}")
+        path = self.root / relative_path
+        if not path.is_file():
+            raise MissingFileError(f"condition {self.id!r}: {self.root} lacks {relative_path} "
+                                    f"(complete it with `ibnbench stylize --data VAL --out {self.root} ...`)")
+        return path
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return x

@@ -1,0 +1,209 @@
+"""SUITE"""
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+from ibnbench.conditions.base import Condition
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib
+import json
+
+from ibnbench.conditions.base import Brightness, Contrast, Corruption, Identity, Shift
+from ibnbench.conditions.style import Dir, GeneratorSource, Style
+from ibnbench.errors import MissingFileError, SuiteError
+
+SUITE_FIELDS = ("description", "clip", "quantize", "seed", "jpeg", "conditions")
+
+
+OP_DEFAULTS = ("seed", "jpeg")
+"""Suite-wide fields handed to every condition whose op takes them (unless the condition sets its own)."""
+
+
+COMMON_FIELDS = ("id", "label", "op", "clip", "quantize")
+
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+*-]*$")
+
+
+
+
+def shipped_suites(folder: str = "transforms") -> dict[str, Path]:
+    """The shipped suite files by name (``folder="datasets"``: the dataset suites of :mod:`ibnbench.shifts`).
+
+    A source checkout (``pyproject.toml`` beside the package) uses its own ``transforms/``; an installed
+    wheel uses the package data ``ibnbench.transforms``.
+    """
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / folder).is_dir():
+        files = list((checkout / folder).iterdir())
+    else:
+        files = [Path(str(f)) for f in importlib.resources.files(f"ibnbench.{folder}").iterdir()]
+    return {p.stem: p for p in sorted(files, key=lambda p: p.stem) if p.suffix == ".toml"}
+
+
+def list_suites() -> list[str]:
+    """Names of the shipped suites."""
+    return list(shipped_suites())
+
+
+@dataclass(frozen=True)
+class Suite:
+    """An ordered set of conditions loaded from ``path``; ``hash`` covers the definitions of all of them."""
+
+    name: str
+    path: Path
+    description: str
+    conditions: tuple[Condition, ...]
+    hash: str
+
+    @property
+    def ids(self) -> list[str]:
+        return [c.id for c in self.conditions]
+
+    @property
+    def requires(self) -> list[str]:
+        """Every missing asset of every condition (empty when the suite can run)."""
+        return [missing for c in self.conditions for missing in c.requires]
+
+    def __iter__(self) -> Iterator[Condition]:
+        return iter(self.conditions)
+
+    def __len__(self) -> int:
+        return len(self.conditions)
+
+    def __getitem__(self, condition_id: str) -> Condition:
+        for condition in self.conditions:
+            if condition.id == condition_id:
+                return condition
+        raise SuiteError(f"suite {self.name!r} has no condition {condition_id!r}; "
+                         f"available: {', '.join(self.ids)}")
+
+    def select(self, ids: Iterable[str]) -> Suite:
+        """The conditions named in ``ids``, in suite order; the hash stays the suite's (same definitions)."""
+        wanted = list(ids)
+        for condition_id in wanted:
+            self[condition_id]
+        if not wanted:
+            raise SuiteError(f"no conditions selected from suite {self.name!r}; available: {', '.join(self.ids)}")
+        return replace(self, conditions=tuple(c for c in self.conditions if c.id in wanted))
+
+
+def _read(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(f"{path}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError:
+        raise SuiteError(f"{path}: not valid TOML (not UTF-8 text)") from None
+
+
+def _flag(where: str, table: Mapping, field: str, default: bool) -> bool:
+    value = table.get(field, default)
+    if not isinstance(value, bool):
+        raise SuiteError(f"{where}: field {field!r}: expected true or false, got {value!r}")
+    return value
+
+
+def _condition(path: Path, index: int, entry: object, defaults: dict[str, bool],
+               style_weights: Mapping[str, str], op_defaults: Mapping[str, object],
+               generators: GeneratorSource | None) -> Condition:
+    where = f"{path}: condition #{index + 1}"
+    if not isinstance(entry, dict):
+        raise SuiteError(f"{where}: expected a [[conditions]] table, got {entry!r}")
+    condition_id = entry.get("id")
+    if not isinstance(condition_id, str) or not ID_PATTERN.match(condition_id):
+        raise SuiteError(f"{where}: field 'id': expected a name of letters, digits and _ . + * - "
+                         f"(no spaces or commas), got {condition_id!r}")
+    where = f"{path}: condition {condition_id!r}"
+    op = entry.get("op")
+    if op not in OPS:
+        raise SuiteError(f"{where}: field 'op': expected one of {', '.join(OPS)}, got {op!r}")
+    cls = OPS[op]
+    parameters = cls.parameters()
+    unknown = [k for k in entry if k not in COMMON_FIELDS and k not in parameters]
+    if unknown:
+        raise SuiteError(f"{where}: field {unknown[0]!r} is not known for op {op!r} "
+                         f"(expected: {', '.join(list(parameters) + list(COMMON_FIELDS))})")
+    absent = [k for k, required in parameters.items() if required and k not in entry]
+    if absent:
+        raise SuiteError(f"{where}: field {absent[0]!r} is required for op {op!r}")
+    label = entry.get("label", condition_id)
+    if not isinstance(label, str):
+        raise SuiteError(f"{where}: field 'label': expected a string, got {label!r}")
+    kwargs = {k: entry[k] if k in entry else op_defaults[k] for k in parameters if k in entry or k in op_defaults}
+    if op == "style" and isinstance(kwargs.get("style"), str) and kwargs["style"] in style_weights:
+        kwargs["weights"] = style_weights[kwargs["style"]]
+    if op == "dir" and isinstance(kwargs.get("root"), str):
+        kwargs["root"] = path.parent / Path(kwargs["root"]).expanduser()
+    flags = {field: _flag(where, entry, field, default) for field, default in defaults.items()}
+    if op == "style":
+        kwargs["generators"] = generators
+    try:
+        return cls(condition_id, label, **flags, **kwargs)
+    except ValueError as exc:
+        raise SuiteError(f"{where}: {exc}") from None
+
+
+def _locate(name_or_path: str | os.PathLike) -> Path:
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".toml" or path.is_file():
+        if not path.is_file():
+            raise MissingFileError(f"suite file {path} does not exist")
+        return path
+    shipped = shipped_suites()
+    if str(name_or_path) not in shipped:
+        raise SuiteError(f"unknown suite {str(name_or_path)!r}; shipped suites: {', '.join(shipped)} "
+                         "(or give the path of a .toml file)")
+    return shipped[str(name_or_path)]
+
+
+def read_suite(name_or_path: str | os.PathLike, *, style_weights: Mapping[str, str] | None = None,
+               generators: GeneratorSource | None = None) -> Suite:
+    """Read a shipped suite by name (``"table1"``) or a suite file by path.
+
+    ``generators``: where its style conditions get their generators (without one they can be listed and hashed,
+    not run; :func:`ibnbench.load_suite` hands in the zoo's).
+    ``style_weights`` maps a style name to the generator weights its style conditions use instead of
+    the file's (``{"monet": "random"}`` or ``{"monet": "/path/style_monet.pth"}``).
+    """
+    path = _locate(name_or_path)
+    data = _read(path)
+    unknown = [k for k in data if k not in SUITE_FIELDS]
+    if unknown:
+        raise SuiteError(f"{path}: field {unknown[0]!r} is not known (expected: {', '.join(SUITE_FIELDS)})")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise SuiteError(f"{path}: field 'description': expected a string, got {description!r}")
+    entries = data.get("conditions")
+    if not isinstance(entries, list) or not entries:
+        raise SuiteError(f"{path}: field 'conditions': expected a non-empty [[conditions]] array")
+    defaults = {field: _flag(str(path), data, field, False) for field in ("clip", "quantize")}
+    op_defaults = {field: data[field] for field in OP_DEFAULTS if field in data}
+    conditions = tuple(_condition(path, i, entry, defaults, style_weights or {}, op_defaults, generators)
+                       for i, entry in enumerate(entries))
+    seen: set[str] = set()
+    for condition in conditions:
+        if condition.id in seen:
+            raise SuiteError(f"{path}: condition {condition.id!r}: field 'id': used twice")
+        seen.add(condition.id)
+    digest = hashlib.sha256(canonical_json([c.spec for c in conditions]).encode()).hexdigest()
+    return Suite(name=path.stem, path=path, description=description, conditions=conditions, hash=digest)
+
+
+OPS: dict[str, type[Condition]] = {cls.op: cls for cls in (Identity, Shift, Brightness, Contrast, Style, Dir,
+                                                            Corruption)}
+
+
+def canonical_json(specs: list[dict]) -> str:
+    """The canonical text of condition specs: sorted keys, no whitespace (what a suite's hash covers)."""
+    return json.dumps(specs, sort_keys=True, separators=(",", ":"), ensure_ascii=True)

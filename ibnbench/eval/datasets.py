@@ -1,0 +1,181 @@
+"""EVALDATASETS"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ibnbench.conditions.datasets import VAL_ID, DatasetSuite, load_dataset_suite
+from ibnbench.data import discovery as data_mod
+from ibnbench.data.classes import ClassSubset
+from ibnbench.errors import RecordError, UsageError
+from ibnbench.eval.distributed import DistContext
+from ibnbench.results.predictions import sidecar_path
+from ibnbench.results.record import Record, read_record, write_record
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One single-dataset run of a dataset suite: a row of the combined record."""
+
+    id: str
+    label: str
+    path: Path
+    classes: ClassSubset | None
+    restrict: bool
+    baseline: str | None
+
+
+def _plan(suite: DatasetSuite, val: Path, limit: int | None,
+          labels: str | os.PathLike | None) -> tuple[list[_Part], dict[str, str]]:
+    """The single-dataset runs (val first; per subset dataset the restricted val before it) and the missing
+    datasets with why; every present dataset is opened (and its classes checked) before any work."""
+    data_mod.open_dataset(val, labels=labels, limit=limit)
+    parts = [_Part(VAL_ID, "ImageNet val", val, None, False, None)]
+    missing = {}
+    for entry in suite.datasets:
+        where = entry.locate()
+        if isinstance(where, str):
+            missing[entry.id] = where
+            continue
+        subset = entry.subset(data_mod.open_dataset(where, limit=limit))
+        if subset is None:
+            parts.append(_Part(entry.id, entry.label, where, None, False, VAL_ID))
+            continue
+        base = f"{VAL_ID}@{entry.id}"
+        parts.append(_Part(base, f"ImageNet val, {entry.label} classes ({len(subset.indices)})", val, subset, True, None))
+        parts.append(_Part(entry.id, entry.label, where, subset, False, base))
+    return parts, missing
+
+
+def _reusable(path: Path, dataset_sha: str, classes: dict | None, weights: list[str], dtype_key: tuple) -> Record | None:
+    """The finished part record at ``path`` if it was made on the same data, subset, weights and precision."""
+    try:
+        part = read_record(path)
+    except RecordError:
+        return None
+    same = (part.dataset.get("sha256") == dataset_sha and part.dataset.get("classes") == classes
+            and [m.get("weights") for m in part.models.values()] == weights
+            and (part.environment.get("dtype"), part.environment.get("refine")) == dtype_key)
+    return part if same else None
+
+
+def combined_sha256(datasets: dict[str, dict]) -> str:
+    """One fingerprint over every dataset's fingerprint and class subset: equal only when all of them are."""
+    items = sorted((k, v.get("sha256"), json.dumps(v.get("classes"), sort_keys=True)) for k, v in datasets.items())
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()
+
+
+def run_datasets(model: Sequence[str], data: str | os.PathLike, suite: str = "natural",
+                 datasets: Sequence[str] | None = None, weights: Sequence[str] | None = None,
+                 output: str | os.PathLike | None = None, results_dir: str | os.PathLike = "results",
+                 labels: str | os.PathLike | None = None, resume: bool = False, restart: bool = False,
+                 skip_missing: bool = False, preprocessing: Sequence[str] | None = None, **options) -> Record:
+    """``ibnbench run --suite natural`` as a function: every model on ImageNet val (``data``) and on every dataset
+    of the suite (or those in ``datasets``), one record with a row per dataset and its gap to val.
+
+    Missing datasets stop the run before any work, unless ``skip_missing`` (then they are rows marked
+    missing). Each finished dataset is kept beside the output (``.<name>.<id>.json``) until the record is
+    written, so ``resume`` continues with the next one (and the interrupted one from its checkpoint);
+    ``restart`` runs every dataset again. ``preprocessing`` as for :func:`ibnbench.engine.run`.
+    """
+    from ibnbench.eval.engine import run
+    from ibnbench.eval.options import RunOptions
+    from ibnbench.zoo import model_info
+
+    chosen = load_dataset_suite(suite)
+    if datasets:
+        chosen = chosen.select(list(datasets))
+    names = list(model)
+    if not names:
+        raise UsageError("give at least one --model")
+    for name in names:
+        model_info(name)
+    opts = RunOptions(**options)
+    parts, missing = _plan(chosen, Path(data), opts.limit, labels)
+    if missing and not skip_missing:
+        details = "; ".join(f"{k}: {why}" for k, why in missing.items())
+        raise UsageError(f"missing dataset(s) {details} (or pass --skip-missing)")
+
+    out_path = Path(output) if output else None
+    stem = out_path or Path(results_dir) / f"{chosen.name}-{'+'.join(names)}.json"
+    part_path = {p.id: stem.with_name(f".{stem.name}.{p.id}.json") for p in parts}
+    dtype_key = (str(opts.amp_dtype(opts.resolved_device()) or "torch.float32").removeprefix("torch."),
+                 opts.refine if opts.amp_dtype(opts.resolved_device()) else None)
+    records: dict[str, Record] = {}
+    for part in parts:
+        dataset = data_mod.open_dataset(part.path, labels=labels if part.path == Path(data) else None,
+                                        limit=opts.limit)
+        dataset = data_mod.restrict(dataset, part.classes.indices) if part.restrict else dataset
+        found = part_path[part.id]
+        reuse = None
+        if resume and found.is_file():
+            reuse = _reusable(found, dataset.fingerprint()["sha256"],
+                              part.classes.as_dict() if part.classes else None, _specs(weights, names), dtype_key)
+        if reuse is None:
+            if opts.progress:
+                print(f"{chosen.name}: {part.label} ({part.path})")
+            reuse = run(names, part.path, suite="table1", conditions=["origin"], weights=weights, output=found,
+                        labels=labels if part.path == Path(data) else None, resume=resume, restart=restart,
+                        preprocessing=preprocessing, classes=part.classes, restrict_to_classes=part.restrict,
+                        **options)
+        records[part.id] = reuse
+
+    record = _combine(chosen, parts, records, missing)
+    dist = DistContext.detect()
+    if dist.is_main:
+        if out_path is None:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            out_path = Path(results_dir) / f"{chosen.name}-{'+'.join(names)}-{stamp}.json"
+        write_record(record, out_path)
+        for path in part_path.values():  # the parts' rows are in the record now; their prediction sidecars go too
+            path.unlink(missing_ok=True)
+            sidecar_path(path).unlink(missing_ok=True)
+    dist.barrier()
+    return record
+
+
+def _specs(weights: Sequence[str] | None, names: Sequence[str]) -> list[str]:
+    from ibnbench.eval.plan import weights_per_model
+
+    return weights_per_model(weights, names, "official")
+
+
+def _combine(suite: DatasetSuite, parts: list[_Part], records: dict[str, Record], missing: dict[str, str]) -> Record:
+    """One record from the single-dataset records: a condition (row) per dataset, ``baseline`` naming the row
+    its gap is measured against, ``dataset.datasets`` every dataset's fingerprint."""
+    first = records[VAL_ID]
+    conditions, results, fingerprints = [], [], {}
+    per_image: dict = {"files": {}, "top1": {}, "top5": {}}
+    labels = {d.id: d.label for d in suite.datasets}
+    for entry in [VAL_ID] + [d.id for d in suite.datasets]:
+        if entry in missing:
+            conditions.append({"id": entry, "label": labels[entry], "not_run": True, "missing": missing[entry]})
+        for part in parts:
+            if part.id not in (entry, f"{VAL_ID}@{entry}"):
+                continue
+            record = records[part.id]
+            conditions.append({"id": part.id, "label": part.label, "kind": "dataset", "baseline": part.baseline,
+                               "path": str(part.path)})
+            results += [{**row, "condition": part.id} for row in record.results]
+            fingerprints[part.id] = record.dataset
+            per_image["files"][part.id] = record.per_image.get("files", [])
+            for metric in ("top1", "top5"):
+                for model, by_condition in record.per_image.get(metric, {}).items():
+                    per_image[metric].setdefault(model, {})[part.id] = by_condition["origin"]
+    timing = {"seconds": round(sum(r.timing.get("seconds", 0) for r in records.values()), 3),
+              "images": sum(r.timing.get("images", 0) for r in records.values()),
+              "datasets": len(records)}
+    return Record(
+        suite=suite.name, suite_hash=suite.hash, conditions=conditions,
+        dataset={"layout": "datasets", "n_images": first.dataset.get("n_images"),
+                 "subset": first.dataset.get("subset", True), "sha256": combined_sha256(fingerprints),
+                 "datasets": fingerprints,
+                 "n_skipped": sum(d.get("n_skipped", 0) for d in fingerprints.values()),
+                 "skipped": [f"{k}: {f}" for k, d in fingerprints.items() for f in d.get("skipped", [])]},
+        models=first.models, environment=first.environment, timing=timing, results=results, per_image=per_image,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))

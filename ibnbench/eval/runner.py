@@ -1,0 +1,134 @@
+"""A model on the device: preprocessing, precision, memory format, out-of-memory halving, refinement of close calls."""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable, NamedTuple, TypeVar
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ibnbench.data import geometry as data_mod
+from ibnbench.data.classes import ClassSubset
+from ibnbench.eval.options import RunOptions
+from ibnbench.precision import full_fp32
+from ibnbench.zoo.meta import Preprocessing
+
+CLOSE_CALL = 0.25
+"""Logit gap under which a reduced-precision decision counts as a close call: about the largest change of a
+top-1/top-5 decision gap that bf16 autocast caused on the 100 real images (benchmarks/RESULTS.md)."""
+
+
+T = TypeVar("T")
+
+
+class Scores(NamedTuple):
+    """A batch's answers: the top-5 class indices ``[N, 5]``, their softmax probabilities ``[N, 5]`` and the
+    label's probability ``[N]``."""
+
+    top5_index: torch.Tensor
+    top5_prob: torch.Tensor
+    label_prob: torch.Tensor
+
+    def hits(self, label: torch.Tensor) -> torch.Tensor:
+        """Top-1 and top-5 hits ``[N, 2]`` (bool)."""
+        top5 = self.top5_index == label[:, None]
+        return torch.stack([top5[:, 0], top5.any(dim=1)], dim=1)
+
+
+def decision_gap(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """How far each sample is from changing its top-1 or top-5 hit: the smaller distance between the label's
+    logit and the best other logit (top-1) or the fifth-best other logit (top-5)."""
+    own = logits.gather(1, label[:, None])
+    others = logits.scatter(1, label[:, None], float("-inf")).topk(5, dim=1).values
+    return (own - others[:, [0, 4]]).abs().amin(dim=1)
+
+
+class ModelRunner:
+    """A model on the device with its preprocessing, precision and memory format; halves its
+    micro-batch on out-of-memory instead of failing.
+
+    Under autocast, the ``refine`` share of each batch closest to a top-1/top-5 decision is scored again
+    in full precision, so bf16 does not move near ties. The share is fixed (no host sync); close calls
+    (gap < ``CLOSE_CALL``) that did not fit in it are counted on the device in ``close_calls_left``.
+
+    ``classes``: score on this class subset only (the other logits are -inf before the top-k, on the device)."""
+
+    def __init__(self, model: nn.Module, preprocessing: Preprocessing, device: torch.device,
+                 options: RunOptions, classes: ClassSubset | None = None):
+        self.preprocessing = preprocessing
+        self.geometry = data_mod.geometry_key(preprocessing)
+        self.device = device
+        self.channels_last = options.channels_last
+        self.amp_dtype = options.amp_dtype(device)
+        self.refine = options.refine
+        model = model.to(device).eval()
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = torch.compile(model) if options.compile else model
+        self.micro_batch: int | None = None
+        self.close_calls_left = torch.zeros((), dtype=torch.int64, device=device)
+        self.outside_classes = None if classes is None else ~classes.mask(device)
+
+    def _forward(self, x: torch.Tensor, reduced: bool = True) -> torch.Tensor:
+        x = self.preprocessing.normalize(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype and reduced
+                    else contextlib.nullcontext())
+        with full_fp32(), autocast:
+            logits = self.model(x).float()
+        return logits if self.outside_classes is None else logits.masked_fill(self.outside_classes, float("-inf"))
+
+    def _score(self, x: torch.Tensor, label: torch.Tensor) -> tuple[Scores, torch.Tensor | int]:
+        """The batch's :class:`Scores` and the number of close calls left unrefined (a device scalar under autocast)."""
+        logits = self._forward(x)
+        close_calls = 0
+        if self.amp_dtype:
+            # a row with an inf/NaN logit (fp16 overflow) has no meaningful gap: the closest of calls
+            # (the -inf of classes outside a class subset are by design, not an overflow)
+            finite = logits.isfinite() if self.outside_classes is None else logits.isfinite() | self.outside_classes
+            gap = decision_gap(logits, label).where(finite.all(dim=1), 0.0)
+            close = gap < CLOSE_CALL
+            if self.refine:
+                chosen = gap.topk(min(len(x), math.ceil(self.refine * len(x))), largest=False).indices
+                logits[chosen] = self._forward(x[chosen], reduced=False)
+                close[chosen] = False
+            close_calls = close.sum()
+        top5 = logits.topk(5, dim=1).indices
+        probs = logits.softmax(dim=1)
+        return Scores(top5, probs.gather(1, top5), probs.gather(1, label[:, None])[:, 0]), close_calls
+
+    def hits(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """Top-1 and top-5 hits ``[N, 2]`` (bool) for a 0..255 batch and its labels."""
+        return self.score(x, label).hits(label)
+
+    @torch.no_grad()
+    def score(self, x: torch.Tensor, label: torch.Tensor) -> Scores:
+        """Top-5 classes with their probabilities and the label's probability for a 0..255 batch."""
+        def attempt(step: int) -> Scores:
+            parts = [self._score(*part) for part in zip(x.split(step), label.split(step))]
+            if self.amp_dtype:  # counted once the whole batch is through: an out-of-memory retry rescores it
+                self.close_calls_left += sum(close_calls for _, close_calls in parts)
+            return Scores(*(torch.cat(column) for column in zip(*(scores for scores, _ in parts))))
+
+        scores, step = halve_on_oom(attempt, self.micro_batch or x.shape[0], self.device)
+        if step < x.shape[0]:
+            self.micro_batch = step
+        return scores
+
+
+def halve_on_oom(attempt: Callable[[int], T], size: int, device: torch.device, what: str = "micro-batch") -> tuple[T, int]:
+    """``attempt(size)``, retried with half the size after each out-of-memory error (down to 1, then the error is
+    raised); returns the result and the size that fitted."""
+    while True:
+        try:
+            return attempt(size), size
+        except torch.OutOfMemoryError:
+            if size == 1:
+                raise
+            size = max(1, size // 2)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            tqdm.write(f"out of memory: {what} reduced to {size}")

@@ -1,0 +1,121 @@
+"""Leaderboards: records under ``leaderboards/records/`` become ``leaderboards/<suite>.md``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from tabulate import tabulate
+
+from ibnbench.io import write_atomic
+from ibnbench.results.record import Record
+from ibnbench.results.report import cell_interval, load_records, results_frame
+
+from . import imagenet_c, paper
+
+
+def _model_groups(records: list[Record]):
+    """``(dataset, model, rows)`` per dataset fingerprint (records grouped first, so numbers from different data
+    are never ranked together and a model run on two datasets keeps both) and per model, in record order."""
+    by_dataset: dict[str, list[Record]] = {}
+    for record in records:
+        by_dataset.setdefault(str(record.dataset.get("sha256", "")), []).append(record)
+    for dataset, chosen in by_dataset.items():
+        for model, group in results_frame(chosen).groupby("model", sort=False):
+            yield dataset, model, group
+
+
+def _identity(dataset: str, model: str, group: pd.DataFrame) -> dict:
+    """A board row's first columns: which model, weights, data and date."""
+    first = group.iloc[0]
+    return {"model": model, "weights": first.weights_sha256, "dataset": f"{dataset[:8]} ({first.n_dataset})",
+            "subset": "yes" if first.subset else "no", "date": str(first.created)[:10]}
+
+
+def _tables(rows: list[tuple[str, dict]], by: list[str], **sort) -> list[pd.DataFrame]:
+    """``(dataset, row)`` pairs as one table per dataset, sorted ``by``."""
+    tables: dict[str, list[dict]] = {}
+    for dataset, row in rows:
+        tables.setdefault(dataset, []).append(row)
+    return [pd.DataFrame(part).sort_values(by, **sort) for part in tables.values()]
+
+
+def board_frames(records: list[Record]) -> list[pd.DataFrame]:
+    """One ranked table per dataset fingerprint: a row per model with its weights, dataset, subset flag, date,
+    mean top-1 drop and top-1/top-5 cell per condition."""
+    labels = {c["id"]: c.get("label", c["id"]) for r in records for c in r.conditions}
+    order = list(dict.fromkeys(c["id"] for r in records for c in r.conditions))
+    rows = []
+    for dataset, model, group in _model_groups(records):
+        by_cond = group.set_index("condition")
+        drops = by_cond.drop(index="origin", errors="ignore").drop_top1
+        row = {**_identity(dataset, model, group),
+               "mean drop top1": round(float(drops.mean()), 2) if len(drops) else float("nan")}
+        for cond in order:
+            row[labels[cond]] = _cell(by_cond.loc[cond]) if cond in by_cond.index else "-"
+        rows.append((dataset, row))
+    return _tables(rows, ["mean drop top1", "model"])
+
+
+def _board(records: list[Record]) -> str:
+    """One markdown section per dataset fingerprint."""
+    return "\n\n".join(tabulate(table, headers="keys", tablefmt="github", showindex=False)
+                        for table in board_frames(records))
+
+
+def paper_tables() -> str:
+    """The paper's Tables 1-5 as transcribed in ``ibnbench/reference/ibn_net_paper.toml``."""
+    return "\n\n".join(f"## {title}\n\n" + tabulate(paper.table(n), headers="keys", tablefmt="github")
+                       for n, title in paper.titles().items())
+
+
+def _cell(row: pd.Series) -> str:
+    """``28.00 [19.5, 37.9] / 12.00 [6.4, 20.0]``: each error with its Clopper-Pearson 95% interval."""
+    parts = []
+    for metric in ("top1", "top5"):
+        lo, hi = cell_interval(row, metric)
+        parts.append(f"{row[f'{metric}_err']:.2f} [{100 * lo:.1f}, {100 * hi:.1f}]")
+    return " / ".join(parts)
+
+
+def _imagenet_c_board(records: list[Record]) -> str:
+    """ImageNet-C records ranked by mCE (lowest first), one section per dataset fingerprint."""
+    rows = []
+    for dataset, model, group in _model_groups(records):
+        result = imagenet_c.scores(dict(zip(group.condition, group.top1_err)))
+        row = {**_identity(dataset, model, group),
+               imagenet_c.MCE: result["mce"], imagenet_c.RELATIVE_MCE: result["relative_mce"],
+               imagenet_c.MEAN_ERROR: result["mean_error"], imagenet_c.CLEAN_ERROR: result["clean_error"]}
+        row.update({f"CE {imagenet_c.LABELS[n]}": result["ce"].get(n) for n in imagenet_c.ALEXNET_ERRORS})
+        rows.append((dataset, row))
+    return "\n\n".join(tabulate(table, headers="keys", tablefmt="github", showindex=False, floatfmt=".2f",
+                                missingval="-") for table in _tables(rows, [imagenet_c.MCE, "model"], na_position="last"))
+
+
+def build(root: str | Path = "leaderboards") -> list[Path]:
+    """Write one ``<suite>.md`` per suite found in ``root/records`` plus ``paper.md``; returns the files."""
+    root = Path(root)
+    records = load_records([root / "records"])
+    written = []
+    for suite in sorted({r.suite for r in records}):
+        chosen = [r for r in records if r.suite == suite]
+        hashes = sorted({r.suite_hash[:12] for r in chosen})
+        ranked = imagenet_c.is_imagenet_c(chosen)
+        how = ("Cells: %; ranked by mCE (CE: top-1 error summed over the 5 severities / AlexNet's; mCE: mean CE "
+               "over the 15 corruptions, '-' unless all 15 x 5 ran). The unnormalised mean error is not an mCE."
+               if ranked else "Cells: top-1 / top-5 error % with 95% Clopper-Pearson intervals in brackets; sorted by "
+               "mean top-1 drop against origin.")
+        text = (f"# Leaderboard: suite `{suite}`\n\nGenerated by `ibnbench leaderboard build` from "
+                f"`{root.name}/records/`. {how} "
+                f"Suite hash(es): {', '.join(hashes)}. Rows marked subset ran on fewer than 50,000 images and are "
+                "not comparable with full-set numbers.\n\n" + (_imagenet_c_board if ranked else _board)(chosen)
+                + "\n")
+        path = root / f"{suite}.md"
+        write_atomic(path, text)
+        written.append(path)
+    reference = root / "paper.md"
+    write_atomic(reference, "# IBN-Net paper, Tables 1-5 (reference)\n\nTop-1/top-5 error % on the full ImageNet "
+                 "val set (Pan et al., ECCV 2018); in brackets the drop against origin (Tables 1, 3) or the gain "
+                 "over the re-implementation (Table 2). Each cell's implementation is named in "
+                 "`ibnbench/reference/ibn_net_paper.toml`.\n\n" + paper_tables() + "\n")
+    written.append(reference)
+    return written

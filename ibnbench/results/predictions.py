@@ -1,0 +1,109 @@
+"""Stored predictions: the sidecar beside a record holding, per (model, condition) and image, the top-5 class
+indices, their softmax probabilities and the label's probability (22 bytes per image and pair, plus the label
+and a validity flag per image). Metrics computed later (ECE, agreement, class subsets) read it instead of
+rerunning models. The record names the file and its sha256; a file that does not match is refused."""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+
+from ibnbench.errors import RecordError
+from ibnbench.io import sha256_of, staged
+
+if TYPE_CHECKING:
+    from ibnbench.results.record import Record
+
+FORMAT = "ibnbench-predictions/1"
+SUFFIX = ".predictions.npz"
+
+
+@dataclass
+class Predictions:
+    """Arrays over ``models`` x ``conditions`` x images (dataset order); ``valid`` marks decoded images."""
+
+    models: list[str]
+    conditions: list[str]
+    label: np.ndarray  # [N] uint16 (uint32 for heads over 65,536 classes)
+    valid: np.ndarray  # [N] bool
+    top5_index: np.ndarray  # [M, C, N, 5] uint16 (as label)
+    top5_prob: np.ndarray  # [M, C, N, 5] float16
+    label_prob: np.ndarray  # [M, C, N] float16
+
+    def _pair(self, model: str, condition: str) -> tuple[int, int]:
+        try:
+            return self.models.index(model), self.conditions.index(condition)
+        except ValueError:
+            raise KeyError(f"no stored predictions for model {model!r} under condition {condition!r}") from None
+
+    def confidence(self, model: str, condition: str) -> np.ndarray:
+        """Top-1 softmax probability of each valid image."""
+        m, c = self._pair(model, condition)
+        return self.top5_prob[m, c, self.valid, 0].astype(np.float64)
+
+    def correct(self, model: str, condition: str, k: int = 1) -> np.ndarray:
+        """Whether the label is among the top ``k`` (1..5) classes, for each valid image."""
+        m, c = self._pair(model, condition)
+        return (self.top5_index[m, c, self.valid, :k] == self.label[self.valid, None]).any(axis=1)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"format": np.array(FORMAT), "models": np.array(self.models), "conditions": np.array(self.conditions),
+                "label": self.label, "valid": self.valid, "top5_index": self.top5_index,
+                "top5_prob": self.top5_prob, "label_prob": self.label_prob}
+
+
+def sidecar_path(record_path: str | os.PathLike) -> Path:
+    """``results/run.json`` -> ``results/run.predictions.npz``."""
+    path = Path(record_path)
+    return path.with_name(path.stem + SUFFIX)
+
+
+@contextlib.contextmanager
+def staged_predictions(predictions: Predictions, path: str | os.PathLike) -> Iterator[dict]:
+    """Write the sidecar (compressed ``.npz``) to a temporary file beside ``path`` and yield the record's
+    reference to it; it replaces ``path`` when the block completes and is deleted when the block fails, so a
+    record that cannot be written leaves the previous record and its sidecar as they were."""
+    with staged(path) as f:
+        np.savez_compressed(f, **predictions.arrays())
+        f.flush()
+        yield {"file": Path(path).name, "sha256": sha256_of(f.name), "bytes": os.fstat(f.fileno()).st_size,
+               "format": FORMAT}
+
+
+def write_predictions(predictions: Predictions, path: str | os.PathLike) -> dict:
+    """Atomically write the sidecar; returns the record's reference to it."""
+    with staged_predictions(predictions, path) as reference:
+        return reference
+
+
+def read_predictions(path: str | os.PathLike, sha256: str | None = None) -> Predictions:
+    """Read a sidecar, checking its sha256 when given; a missing, altered or foreign file raises RecordError."""
+    path = Path(path)
+    if not path.exists():
+        raise RecordError(f"{path}: stored predictions are missing (keep the .predictions.npz beside its record)")
+    if sha256 is not None and sha256_of(path) != sha256:
+        raise RecordError(f"{path}: stored predictions do not match their record (sha256 differs)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["format"]) != FORMAT:
+                raise RecordError(f"{path}: not an ibnbench predictions file ({data['format']})")
+            return Predictions(models=[str(m) for m in data["models"]],
+                               conditions=[str(c) for c in data["conditions"]], label=data["label"],
+                               valid=data["valid"], top5_index=data["top5_index"], top5_prob=data["top5_prob"],
+                               label_prob=data["label_prob"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise RecordError(f"{path}: corrupt predictions file ({exc})") from None
+
+
+def for_record(record: Record) -> Predictions:
+    """The predictions stored beside ``record``; a record without them (schema 1) raises RecordError."""
+    where = record.path or "record"
+    if not record.predictions:
+        raise RecordError(f"{where}: holds no stored predictions (schema {record.schema} record): rerun "
+                          "`ibnbench run` with this version to get confidences")
+    folder = Path(record.path).parent if record.path else Path(".")
+    return read_predictions(folder / record.predictions["file"], record.predictions.get("sha256"))

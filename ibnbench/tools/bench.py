@@ -1,0 +1,253 @@
+"""BENCH"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ibnbench.errors import MissingFileError, UsageError
+from ibnbench.eval.options import RunOptions
+from ibnbench.eval.runner import halve_on_oom
+from ibnbench.precision import AMP_DTYPES
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def throughput(model_name: str, batch_size: int = 64, amp: str = "off", channels_last: bool = False,
+               compile: bool = False, device: str | None = None, warmup: int = 3, iters: int = 10,
+               size: int = 224) -> dict:
+    """Synthetic eval throughput of one model (images/s, peak memory); halves the batch on out-of-memory."""
+    from ibnbench.eval.distributed import resolve_device
+    from ibnbench.zoo import create_model
+
+    if batch_size < 1 or iters < 1:
+        raise UsageError(f"--batch-size and --iters must be at least 1, got {batch_size} and {iters}")
+    dev = resolve_device(device)
+    model = create_model(model_name).to(dev).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model = torch.compile(model)
+    dtype = AMP_DTYPES.get(amp)
+    autocast = torch.autocast(dev.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    def measure(batch: int) -> float:
+        x = torch.randn(batch, 3, size, size, device=dev)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        with torch.no_grad(), autocast:
+            for _ in range(warmup):
+                model(x)
+            _sync(dev)
+            start = time.perf_counter()
+            for _ in range(iters):
+                model(x)
+            _sync(dev)
+        return time.perf_counter() - start
+
+    elapsed, batch_size = halve_on_oom(measure, batch_size, dev, what="batch")
+    return {"model": model_name, "device": str(dev), "amp": amp, "channels_last": channels_last, "compile": compile,
+            "batch_size": batch_size, "images_per_s": round(batch_size * iters / elapsed, 1),
+            "ms_per_batch": round(1000 * elapsed / iters, 2),
+            "peak_memory_mb": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == "cuda" else None}
+
+
+def _prepare(models: Sequence[str], data: str | os.PathLike, suite: str, conditions: Sequence[str] | None,
+             weights: Sequence[str] | None, limit: int | None, style_weights: dict | None) -> tuple:
+    """``(suite, dataset, {name: model})`` for a timing run; random weights unless given, assets required."""
+    from ibnbench.data.discovery import open_dataset
+    from ibnbench.eval.plan import load_suite, weights_per_model
+    from ibnbench.zoo import create_model
+
+    chosen = load_suite(suite, style_weights=style_weights)
+    if conditions:
+        chosen = chosen.select(conditions)
+    if chosen.requires:
+        raise UsageError(f"missing assets: {'; '.join(chosen.requires)} (select --conditions without them)")
+    dataset = open_dataset(data, limit=limit)
+    built = {m: create_model(m, weights=w) for m, w in zip(models, weights_per_model(weights, models, "random"))}
+    return chosen, dataset, built
+
+
+def compare_baseline(models: Sequence[str], data: str | os.PathLike, suite: str = "table1",
+                     conditions: Sequence[str] | None = None, weights: Sequence[str] | None = None,
+                     **options) -> dict:
+    """Time the fan-out engine against the per-(model, condition) baseline on the same data, and count decodes."""
+    from ibnbench.data import decode as data_mod
+    from ibnbench.eval.engine import evaluate
+
+    chosen, dataset, built = _prepare(models, data, suite, conditions, weights, options.get("limit"),
+                                      options.pop("style_weights", None))
+    out: dict = {}
+    counted = options.get("workers", RunOptions.workers) == 0  # DECODE_COUNT sees this process only
+    for mode, fanout in (("fanout", True), ("baseline", False)):
+        before = data_mod.DECODE_COUNT
+        result = evaluate(built, chosen.conditions, dataset, RunOptions(fanout=fanout, **options))
+        out[mode] = {"seconds": result["timing"]["seconds"],
+                     "decodes": data_mod.DECODE_COUNT - before if counted else None,
+                     "results": result["results"]}
+    out["speedup"] = round(out["baseline"]["seconds"] / out["fanout"]["seconds"], 2)
+    out["n_images"] = len(dataset)
+    out["identical_counts"] = out["fanout"]["results"] == out["baseline"]["results"]
+    return out
+
+
+def _nvjpeg_seconds(paths: Sequence[Path], batch_size: int, device: torch.device) -> float:
+    """Seconds to decode ``paths`` on the GPU in batched nvJPEG calls (files already read; one warm-up batch),
+    scaled to all of ``paths`` from the files the engine sends to nvJPEG (the others go to CPU workers)."""
+    from ibnbench.data.decode import nvjpeg_can_decode, nvjpeg_decode, nvjpeg_device, read_bytes
+
+    device = nvjpeg_device(device)
+    encoded = [d for d in map(read_bytes, paths) if nvjpeg_can_decode(d)]
+    if not encoded:
+        return float("nan")
+    batches = [encoded[i:i + batch_size] for i in range(0, len(encoded), batch_size)]
+    nvjpeg_decode(batches[0], device)
+    return _timed(lambda: [nvjpeg_decode(b, device) for b in batches], device) * len(paths) / len(encoded)
+
+
+def _timed(fn, device: torch.device, repeat: int = 1) -> float:
+    """Seconds per call of ``fn`` (synchronised on CUDA)."""
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - start) / repeat
+
+
+def load_reference(spec: str):
+    """The reference corruption function ``corrupt(image_hwc_uint8, severity=, corruption_name=)`` named by
+    ``module:function`` or ``path/to/file.py:function``."""
+    import importlib
+    import importlib.util
+
+    target, _, name = spec.rpartition(":")
+    if not target or not name:
+        raise UsageError(f"--reference: expected MODULE:FUNCTION or FILE.py:FUNCTION, not {spec!r}")
+    try:
+        if target.endswith(".py"):
+            module_spec = importlib.util.spec_from_file_location(Path(target).stem, target)
+            if module_spec is None or not Path(target).is_file():
+                raise MissingFileError(f"{target} does not exist")
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+        return getattr(module, name)
+    except (ImportError, AttributeError, FileNotFoundError) as exc:
+        raise UsageError(f"--reference {spec}: cannot load it ({type(exc).__name__}: {exc}); imagecorruptions 1.1.2 "
+                         "needs pkg_resources (setuptools < 81), numpy < 2 and scikit-image < 0.19, or pass "
+                         "--reference tests/corruption_reference.py:corrupt (the same code with test-only shims)") from None
+
+
+def corruptions(data: str | os.PathLike, limit: int = 4, batch_size: int = 64, device: str | None = None,
+                conditions: Sequence[str] | None = None, reference: str = "imagecorruptions:corrupt",
+                suites: Sequence[str] = ("imagenet-c", "imagenet-c-extra")) -> dict:
+    """Our ImageNet-C ops against the reference on the same crops, in one run: images x conditions per second.
+
+    ``limit`` images are cut as ImageNet-C was made (Resize 256 + CenterCrop 224). The reference corrupts each of
+    them once per condition (CPU, one image at a time, as it works); ours corrupts a batch of ``batch_size`` (the
+    crops repeated) on ``device``, after one warm-up call (tables, textures and filter matrices are built once)."""
+    from ibnbench.data import decode as data_mod
+    from ibnbench.data.discovery import open_dataset
+    from ibnbench.data.geometry import Geometry
+    from ibnbench.eval.distributed import resolve_device
+    from ibnbench.eval.plan import load_suite
+
+    chosen = [c for s in suites for c in load_suite(s).conditions if c.kind == "corruption"]
+    if conditions:
+        chosen = [c for c in chosen if c.id in set(conditions)]
+        if not chosen:
+            raise UsageError(f"--conditions: none of {', '.join(conditions)} is an ImageNet-C condition")
+    reference_fn = load_reference(reference)
+    dev = resolve_device(device)
+    dataset = open_dataset(data, limit=limit)
+    geometry = Geometry()
+    crops = torch.stack([geometry.apply(data_mod.decode_file(dataset.path(i))) for i in range(len(dataset))])
+    images = list(crops.permute(0, 2, 3, 1).numpy())
+    batch = crops.repeat(math.ceil(batch_size / len(crops)), 1, 1, 1)[:batch_size].to(dev).float()
+    index = torch.arange(batch_size, device=dev)
+    rows = []
+    for condition in tqdm(chosen, desc="corruptions", unit="condition", disable=None):
+        condition(batch[:2], index[:2])
+        ours = _timed(lambda c=condition: c(batch, index), dev)
+        start = time.perf_counter()
+        for image in images:
+            reference_fn(image, severity=condition.severity, corruption_name=condition.corruption)
+        theirs = time.perf_counter() - start
+        rows.append({"condition": condition.id, "ours_images_per_s": round(batch_size / ours, 1),
+                     "reference_images_per_s": round(len(images) / theirs, 2),
+                     "speedup": round((theirs / len(images)) / (ours / batch_size), 1)})
+    ours_total = sum(batch_size / r["ours_images_per_s"] for r in rows) / batch_size
+    theirs_total = sum(len(images) / r["reference_images_per_s"] for r in rows) / len(images)
+    return {"rows": rows, "n_images": len(images), "batch_size": batch_size, "device": str(dev),
+            "threads": torch.get_num_threads(), "ours_s_per_image": ours_total, "reference_s_per_image": theirs_total,
+            "speedup": theirs_total / ours_total}
+
+
+def pipeline(models: Sequence[str], data: str | os.PathLike, suite: str = "table1",
+             conditions: Sequence[str] | None = None, weights: Sequence[str] | None = None, limit: int = 256,
+             batch_size: int = 64, device: str | None = None, amp: str = "auto", channels_last: bool = False,
+             workers: int = 0, refine: float = RunOptions.refine, cache: str | None = None,
+             style_weights: dict | None = None) -> dict:
+    """Time each stage of a real run on ``limit`` images (decode, crop, each condition, each model's forward)
+    and the whole fan-out evaluation; images/s per stage. With ``cache`` (a folder or "gpu"), also the
+    loader decoding every image against the loader reading the filled crop cache."""
+    from ibnbench.data import decode as data_mod
+    from ibnbench.data.geometry import Geometry
+    from ibnbench.data.loader import make_loader
+    from ibnbench.eval.engine import evaluate
+    from ibnbench.eval.runner import ModelRunner
+
+    chosen, dataset, built = _prepare(models, data, suite, conditions, weights, limit, style_weights)
+    options = RunOptions(device=device, batch_size=batch_size, amp=amp, channels_last=channels_last,
+                         workers=workers, refine=refine, progress=False)
+    dev = options.resolved_device()
+    geometry = Geometry()
+    paths = [dataset.path(i) for i in range(len(dataset))]
+    n = len(paths)
+    start = time.perf_counter()
+    images = [data_mod.decode_file(p) for p in paths]
+    decode_s = time.perf_counter() - start
+    start = time.perf_counter()
+    crops = torch.stack([geometry.apply(im) for im in images])
+    crop_s = time.perf_counter() - start
+    batch = crops[:batch_size].to(dev).float()
+    labels = dataset.labels[:batch_size].to(dev)
+    scale = n / batch.shape[0]  # per-batch timings scaled to the whole sample
+    stages = {"decode (1 CPU process)": decode_s, "resize + crop (1 CPU process)": crop_s}
+    if dev.type == "cuda":
+        stages[f"decode (nvJPEG, batches of {batch_size})"] = _nvjpeg_seconds(paths, batch_size, dev)
+    if cache:
+        def loader(cache_spec: str | None):
+            return make_loader(dataset, [geometry], batch_size=batch_size, workers=workers, cache=cache_spec,
+                                        decoder=options.resolved_decoder(dev), device=dev)
+
+        stages[f"loader, decoding ({workers} workers)"] = _timed(lambda: list(loader(None)), dev)
+        list(loader(cache))  # fill
+        stages[f"loader, from the crop cache ({cache})"] = _timed(lambda: list(loader(cache)), dev)
+    for condition in chosen.conditions:
+        condition(batch)  # warm-up (style generators are built lazily)
+        stages[f"condition {condition.id} ({condition.kind})"] = _timed(lambda c=condition: c(batch), dev, 3) * scale
+    for name, model in built.items():
+        runner = ModelRunner(model, model.ibnbench_info.preprocessing, dev, options)
+        runner.hits(batch, labels)
+        stages[f"forward {name}"] = _timed(lambda r=runner: r.hits(batch, labels), dev, 3) * scale
+    whole = evaluate(built, chosen.conditions, dataset, options)
+    rows = [{"stage": k, "seconds": round(v, 4), "images_per_s": round(n / v, 1) if v else None}
+            for k, v in stages.items()]
+    rows.append({"stage": f"whole fan-out evaluation ({workers} workers)", "seconds": whole["timing"]["seconds"],
+                 "images_per_s": round(n / whole["timing"]["seconds"], 1)})
+    return {"n_images": n, "device": str(dev), "batch_size": batch_size, "stages": rows,
+            "pairs": len(built) * len(chosen.conditions)}

@@ -1,0 +1,122 @@
+"""STYLIZE"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torchvision.io import encode_jpeg, encode_png
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2.functional import resize
+
+from ibnbench.conditions.style import MANIFEST, check_style, read_manifest, stylize_batch
+from ibnbench.data.decode import decode_file
+from ibnbench.errors import BadImageError, MissingFileError, UsageError
+from ibnbench.eval.distributed import resolve_device
+from ibnbench.io import write_atomic
+from ibnbench.progress import Progress
+from ibnbench.zoo.generators import load_generator
+
+STYLIZE_SHORTER_SIDE = 256
+
+
+RESIZE_MODES = {"shorter": ("shorter side", InterpolationMode.BILINEAR),
+                "square": ("square", InterpolationMode.BICUBIC)}
+
+
+JPEG_QUALITY = 95
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def image_files(root: Path) -> list[Path]:
+    """Image files under ``root`` (recursively), as sorted paths relative to it."""
+    return sorted(p.relative_to(root) for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """``(relative path, uint8 RGB [3,H,W] or None, why not)`` for each file, decoded by
+    :func:`ibnbench.data.decode_file`. A bad image comes back as a reason, not raised: an exception raised
+    in a DataLoader worker reaches the caller as a multi-line RuntimeError."""
+
+    def __init__(self, root: Path, files: list[Path]):
+        self.root, self.files = root, files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[str, torch.Tensor | None, str]:
+        relative = self.files[index]
+        try:
+            return str(relative), decode_file(self.root / relative), ""
+        except BadImageError as exc:
+            return str(relative), None, exc.reason
+
+
+def _encode(image: torch.Tensor, suffix: str) -> bytes:
+    encoded = encode_png(image) if suffix.lower() == ".png" else encode_jpeg(image, quality=JPEG_QUALITY)
+    return encoded.numpy().tobytes()
+
+
+def _check_manifest(out: Path, manifest: dict) -> None:
+    """Refuse to add images made another way to a stylised folder; write the manifest of a new one."""
+    found = read_manifest(out)
+    if found is None:
+        write_atomic(out / MANIFEST, json.dumps(manifest, indent=1) + "\n", what="stylize manifest")
+        return
+    differ = [k for k in manifest if found.get(k) != manifest[k]]
+    if differ:
+        settings = ", ".join(f"{k} {found.get(k)!r}, now {manifest[k]!r}" for k in differ)
+        raise UsageError(f"--out {out} was stylised with other settings ({settings}); "
+                         "use another --out or the same settings")
+
+
+def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights: str | None = None,
+            device: str | None = None, limit: int | None = None, size: int = STYLIZE_SHORTER_SIDE,
+            workers: int = 4, progress: bool = True, resize_mode: str = "shorter") -> dict:
+    """Write a ``style`` copy of every image under ``data`` into ``out`` (same relative paths).
+
+    Each image is resized before the generator runs: ``resize_mode="shorter"`` sets its shorter side to ``size``
+    (bilinear), ``"square"`` makes it ``size`` x ``size`` (bicubic). Resumable: files already in ``out`` are
+    skipped. ``limit`` takes the first N files in sorted relative-path order.
+    Returns ``{"total", "written", "skipped", "out"}``.
+    """
+    if resize_mode not in RESIZE_MODES:
+        raise UsageError(f"--resize must be one of {', '.join(RESIZE_MODES)}, not {resize_mode!r}")
+    check_style(style, weights or "official")
+    data, out = Path(data).expanduser(), Path(out).expanduser()
+    if not data.is_dir():
+        raise MissingFileError(f"--data {data} is not a folder")
+    if out.resolve().is_relative_to(data.resolve()):
+        raise UsageError(f"--out {out} must lie outside --data {data}")
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be positive, got {limit}")
+    if size < 8:
+        raise UsageError(f"--size must be at least 8 pixels, got {size}")
+    files = image_files(data)[:limit]
+    if not files:
+        raise MissingFileError(f"--data {data} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+    todo = [f for f in files if not (out / f).exists()]
+    summary = {"total": len(files), "written": 0, "skipped": len(files) - len(todo), "out": str(out)}
+    if not todo:
+        return summary
+    device = resolve_device(device)
+    generator = load_generator(style, weights or "official", progress).to(device)
+    interpolation = RESIZE_MODES[resize_mode][1]
+    _check_manifest(out, {"style": style, "weights": generator.ibnbench_weights["source"],
+                          "sha256": generator.ibnbench_weights["sha256"], "resize": resize_mode, "size": size,
+                          "interpolation": interpolation.value})
+    loader = torch.utils.data.DataLoader(_Decoded(data, todo), batch_size=None, num_workers=workers)
+    with Progress(len(todo), f"stylize {style}", enabled=progress, initial=summary["skipped"]) as bar:
+        for relative, image, reason in loader:
+            if image is None:
+                raise BadImageError(data / relative, reason)
+            x = resize(image.to(device).float(), [size] if resize_mode == "shorter" else [size, size],
+                       interpolation=interpolation, antialias=True)
+            styled = stylize_batch(generator, x[None])[0].round_().to("cpu", torch.uint8)
+            write_atomic(out / relative, _encode(styled, Path(relative).suffix), what="stylised image", fsync=False)
+            summary["written"] += 1
+            bar.update(1)
+    return summary

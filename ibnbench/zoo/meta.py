@@ -1,0 +1,188 @@
+"""What the zoo knows about a model besides its architecture: preprocessing, released weights (URL, sha256
+prefix, licence, reference metrics and their source) and the :class:`ModelInfo` that carries them."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from functools import cache
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ibnbench.errors import UsageError
+from ibnbench.io import hash_prefix_from_name
+
+IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
+
+
+IMAGENET_STD_255 = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Eval preprocessing: shorter side -> ``resize``, centre crop ``crop``, then
+    ``(x - mean) / std`` with ``x`` RGB on the 0..255 scale."""
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN_255
+    std: tuple[float, float, float] = IMAGENET_STD_255
+    interpolation: str = "bilinear"
+    source: str = "torchvision ImageNet default"
+
+    @property
+    def convention(self) -> str:
+        """A short human description of the input normalisation."""
+        if len(set(self.mean)) == 1 and len(set(self.std)) == 1:
+            return f"(x-{self.mean[0]:g})/{self.std[0]:g}"
+        return "imagenet mean/std" if (self.mean, self.std) == (IMAGENET_MEAN_255, IMAGENET_STD_255) else "mean/std"
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Map a 0..255 RGB batch ``[N,3,H,W]`` to the model's input."""
+        mean, inv_std = _normalization(self.mean, self.std, x.device, x.dtype)
+        return (x - mean) * inv_std
+
+    @classmethod
+    def from_spec(cls, spec: str, base: Preprocessing | None = None) -> Preprocessing:
+        """Parse ``resize=274,crop=240,mean=127,std=128[,interpolation=bicubic]`` (``--preprocessing``).
+
+        ``mean``/``std`` take one value or three (``mean=123.675,116.28,103.53``) on the 0..255 scale; keys
+        left out keep ``base``'s values (torchvision's ImageNet default without a base)."""
+        from ibnbench.data.geometry import INTERPOLATIONS
+
+        where = f"--preprocessing {spec!r}"
+        values: dict[str, list[str]] = {}
+        key = None
+        for token in (t.strip() for t in spec.split(",")):
+            if "=" in token:
+                key, _, token = (part.strip() for part in token.partition("="))
+                if key not in PREPROCESSING_KEYS:
+                    raise UsageError(f"{where}: unknown key {key!r} (keys: {', '.join(PREPROCESSING_KEYS)})")
+                if key in values:
+                    raise UsageError(f"{where}: {key} is given twice")
+                values[key] = []
+            elif key not in ("mean", "std"):  # only mean and std continue with more values
+                key = None
+            if key is None or not token:
+                raise UsageError(f"{where}: expected KEY=VALUE pairs separated by commas, e.g. "
+                                 "resize=274,crop=240,mean=127,std=128")
+            values[key].append(token)
+
+        def numbers(name: str, count: tuple[int, ...], kind: type) -> list:
+            if len(values[name]) not in count:
+                raise UsageError(f"{where}: {name} takes {' or '.join(map(str, count))} value(s), "
+                                 f"not {len(values[name])}")
+            try:
+                out = [kind(v) for v in values[name]]
+            except ValueError:
+                raise UsageError(f"{where}: {name} must be {'a whole number' if kind is int else 'numbers'}, "
+                                 f"not {','.join(values[name])}") from None
+            if not all(math.isfinite(v) and v >= 0 for v in out):
+                raise UsageError(f"{where}: {name} must be finite and not negative, not {','.join(values[name])}")
+            return out
+
+        base = base or cls()
+        fields: dict = {}
+        for name in ("resize", "crop"):
+            if name in values:
+                fields[name] = numbers(name, (1,), int)[0]
+                if fields[name] < 1:
+                    raise UsageError(f"{where}: {name} must be at least 1 pixel")
+        for name in ("mean", "std"):
+            if name in values:
+                triple = numbers(name, (1, 3), float)
+                fields[name] = tuple(triple * 3 if len(triple) == 1 else triple)
+        if any(s == 0 for s in fields.get("std", ())):
+            raise UsageError(f"{where}: std must not be 0")
+        if max(fields.get("std", base.std)) < 1 and max(fields.get("mean", base.mean)) <= 1:
+            raise UsageError(f"{where}: mean and std look like the 0..1 scale; give them on the 0..255 scale "
+                             "(times 255, e.g. mean=123.675,116.28,103.53,std=58.395,57.12,57.375)")
+        if "interpolation" in values:
+            fields["interpolation"] = values["interpolation"][0]
+            if len(values["interpolation"]) != 1 or fields["interpolation"] not in INTERPOLATIONS:
+                raise UsageError(f"{where}: interpolation must be one of {', '.join(INTERPOLATIONS)}")
+        return replace(base, **fields, source=f"--preprocessing {spec}")
+
+    def as_dict(self) -> dict:
+        return {"resize": self.resize, "crop": self.crop, "mean": list(self.mean), "std": list(self.std),
+                "interpolation": self.interpolation, "convention": self.convention, "source": self.source}
+
+
+PREPROCESSING_KEYS = ("resize", "crop", "mean", "std", "interpolation")
+
+
+@cache
+def _normalization(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
+                   dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mean`` and ``1/std`` as ``[1,3,1,1]`` tensors on ``device``, made once per (statistics, device, dtype):
+    made from Python numbers on every call, they would cost a copy to the device and a host sync per forward."""
+    values = torch.tensor([mean, [1.0 / s for s in std]], dtype=dtype, device=device)
+    return values[0].view(1, 3, 1, 1), values[1].view(1, 3, 1, 1)
+
+
+EFFICIENTNET_LITE_PREPROCESSING = Preprocessing(
+    mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0), source="efficientnet-lite: (x-127)/128"
+)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A published error of one checkpoint (percent, ImageNet-1k val) and where it is published."""
+
+    top1_err: float
+    top5_err: float | None
+    source: str
+
+    def __str__(self) -> str:
+        top5 = "-" if self.top5_err is None else f"{self.top5_err:.2f}"
+        return f"{self.top1_err:.2f}/{top5} ({self.source})"
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A released checkpoint: where it is, how to verify it, what it scores (``metrics``, each with its source).
+
+    ``url`` is None for files that cannot be downloaded automatically (``how_to_get`` says where they are);
+    ``local_path``, when set, returns the path of a copy shipped inside an installed Python package; it is
+    used instead of downloading ``url`` (which then only names the file's origin).
+    """
+
+    url: str | None
+    sha256_prefix: str | None = None
+    metrics: tuple[Reference, ...] = ()
+    source: str = ""
+    license: str = ""
+    how_to_get: str = ""
+    local_path: Callable[[], str] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_torchvision(cls, enum, license: str) -> Weights:
+        """A torchvision weights enum entry: its URL, the hash prefix in its file name, its ImageNet-1K metrics."""
+        acc = enum.meta.get("_metrics", {}).get("ImageNet-1K", {})
+        metrics = ((Reference(round(100 - acc["acc@1"], 3), round(100 - acc["acc@5"], 3) if "acc@5" in acc else None,
+                              f"torchvision {enum}"),) if "acc@1" in acc else ())
+        return cls(url=enum.url, sha256_prefix=hash_prefix_from_name(enum.url), metrics=metrics,
+                   source=f"torchvision {enum}", license=license)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Metadata of a registered model."""
+
+    name: str
+    builder: Callable[..., nn.Module] = field(repr=False)
+    family: str
+    variant: str
+    preprocessing: Preprocessing = Preprocessing()
+    weights: Weights | None = None
+    license: str = ""
+    task: str = "classification"
+    research: bool = False
+    description: str = ""
+
+    def num_params(self) -> int:
+        """Parameter count, computed on the meta device (no memory, no init cost)."""
+        with torch.device("meta"):
+            model = self.builder()
+        return sum(p.numel() for p in model.parameters())

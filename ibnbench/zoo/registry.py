@@ -1,0 +1,76 @@
+"""Model registry in the style of timm: tiny ``@register_model`` builders plus metadata.
+
+Every registered model carries a :class:`ModelInfo` that says how to preprocess for it,
+where its released weights live (URL + sha256 prefix, torchvision-style) and what error
+its authors report, so a benchmark never has to guess.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import replace
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ibnbench.errors import UnknownModelError, UsageError
+from ibnbench.zoo.meta import ModelInfo
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(fn: Callable | None = None, **meta) -> Callable:
+    """Register a builder under its function name: ``@register_model(family=..., variant=...)``."""
+
+    def wrap(builder: Callable) -> Callable:
+        name = meta.pop("name", builder.__name__)
+        if name in _REGISTRY:
+            raise UsageError(f"model {name!r} is registered twice")
+        description = meta.pop("description", (builder.__doc__ or "").strip().split("\n")[0])
+        _REGISTRY[name] = ModelInfo(name=name, builder=builder, description=description, **meta)
+        return builder
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def model_info(name: str) -> ModelInfo:
+    """Metadata of a registered model, or of an external spec (``timm:``, ``torchvision:``, ``pkg.mod:fn``)."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if ":" in name:
+        from ibnbench.zoo import external
+
+        return external.external_info(name)
+    close = fnmatch.filter(_REGISTRY, f"*{name}*")[:5]
+    hint = f" Did you mean: {', '.join(close)}?" if close else " See `ibnbench models`."
+    raise UnknownModelError(f"unknown model {name!r}.{hint}")
+
+
+def list_models(pattern: str = "*", *, task: str | None = "classification") -> list[str]:
+    """Registered model names matching a glob ``pattern`` (all tasks with ``task=None``)."""
+    return sorted(n for n, i in _REGISTRY.items()
+                  if fnmatch.fnmatch(n, pattern) and (task is None or i.task == task))
+
+
+def create_model(name: str, weights: str | None = None, **overrides) -> nn.Module:
+    """Build a model by name; ``weights``: None (random init), "random", "official", a path or a URL.
+
+    Random initialisation is seeded (seed 0, without touching the global RNG), so every process of a
+    distributed run, and every rerun, builds the same random model. The model comes back in eval mode with ``model.ibnbench_info`` (its :class:`ModelInfo`)
+    and ``model.ibnbench_weights`` (what was loaded: source and sha256) attached.
+    """
+    from ibnbench.zoo.weights import load_weights
+
+    info = model_info(name)
+    if info.builder is None:  # external specs build themselves with their weights
+        from ibnbench.zoo import external
+
+        model, info, loaded = external.create_external(name, weights=weights, **overrides)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = info.builder(**overrides)
+        loaded = load_weights(model, info, weights)
+    model.ibnbench_info = info if not overrides else replace(info, description=f"{info.description} {overrides}")
+    model.ibnbench_weights = loaded
+    return model.eval()

@@ -1,0 +1,137 @@
+"""ZOOWEIGHTS"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
+
+import torch
+from torch import nn
+
+from ibnbench.errors import WeightsError
+from ibnbench.io import fetch, is_url, sha256_of, verified
+
+if TYPE_CHECKING:
+    from ibnbench.zoo.meta import ModelInfo, Weights
+
+
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
+
+
+LEGACY_IN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def resolve(spec: str, info: ModelInfo, progress: bool = True) -> Path | None:
+    """The checkpoint file ``spec`` names for ``info`` (None for random init)."""
+    if spec == "random":
+        return None
+    if spec == "official":
+        released: Weights | None = info.weights
+        if released is None:
+            raise WeightsError(f"{info.name}: no released weights (research variant or not published); "
+                               "pass --weights PATH or --weights random.")
+        if released.url is None and released.local_path is None:
+            raise WeightsError(f"{info.name}: the released weights cannot be downloaded automatically: "
+                               f"{released.how_to_get}.")
+        if released.local_path is not None:  # shipped inside an installed package
+            return verified(Path(released.local_path()), released.sha256_prefix, info.name,
+                             f"reinstall the package that ships it ({released.source})")
+        return fetch(released.url, released.sha256_prefix, info.name, progress)
+    if is_url(spec):
+        return fetch(spec, None, info.name, progress)
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"{info.name}: weights file {spec} does not exist.")
+    return path
+
+
+def _strip_module(key: str) -> str:
+    return key[len("module."):] if key.startswith("module.") else key
+
+
+def read_state_dict(path: str | os.PathLike) -> OrderedDict[str, torch.Tensor]:
+    """Read a checkpoint, unwrap ``{"state_dict": ...}``-style containers and strip ``module.`` prefixes.
+
+    PyTorch's per-module version metadata (``_metadata``), when the file has it, is kept (prefixes stripped):
+    it decides which legacy layouts PyTorch, and so :func:`load_state_dict_strict`, accepts."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # neither torch.save's zip archive nor a legacy pickle
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint (neither a zip archive nor a pickle: "
+                           "is it a text or image file?)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    while isinstance(obj, Mapping):
+        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: does not hold a state_dict (a mapping of names to tensors).")
+    state = OrderedDict((_strip_module(k), v) for k, v in obj.items())
+    metadata = getattr(obj, "_metadata", None)
+    if metadata is not None:
+        state._metadata = OrderedDict((_strip_module(k) if k != "module" else "", v) for k, v in metadata.items())
+    return state
+
+
+def _as_pytorch_reads_legacy(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
+                             metadata: Mapping[str, dict] | None) -> OrderedDict[str, torch.Tensor]:
+    """``state_dict`` as PyTorch reads checkpoints written before its norm layers' current versions:
+    a BatchNorm without ``num_batches_tracked`` (module version < 2 or none recorded) gets the counter at 0;
+    an InstanceNorm that keeps no running statistics drops the ``running_mean``/``running_var`` that
+    PyTorch < 0.4 saved for it. Nothing else changes."""
+    out = OrderedDict(state_dict)
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        version = (metadata or {}).get(name, {}).get("version")
+        if (isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
+                and (version is None or version < 2) and f"{prefix}running_mean" in out):
+            out.setdefault(f"{prefix}num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        if isinstance(module, nn.modules.instancenorm._InstanceNorm) and not module.track_running_stats:
+            for stat in LEGACY_IN_STATISTICS:
+                out.pop(prefix + stat, None)
+    if metadata is not None:
+        out._metadata = metadata
+    return out
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], model_name: str,
+                           origin: str = "checkpoint") -> None:
+    """Strict load that accepts exactly the legacy layouts PyTorch accepts (plus PyTorch < 0.4's instance-norm
+    statistics, dropped); any other mismatch raises one error naming the model and the first offending keys."""
+    metadata = getattr(state_dict, "_metadata", None)
+    adapt = getattr(model, "adapt_state_dict", None)
+    if adapt is not None:
+        state_dict = adapt(dict(state_dict))
+    state_dict = _as_pytorch_reads_legacy(model, state_dict, metadata)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong_shape = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+                   for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+            if keys:
+                parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
+        raise WeightsError(f"{origin} does not fit {model_name}: {'; '.join(parts)}. "
+                           f"Is it a checkpoint of another architecture?")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_weights(model: nn.Module, info: ModelInfo, spec: str | None, progress: bool = True) -> dict:
+    """Load ``spec`` into ``model``; returns ``{"source", "path", "sha256", "release"}`` for the result record
+    (``release``: the release whose hash the file has, whatever its name or origin, else None)."""
+    if spec is None or spec == "random":
+        return {"source": "random", "path": None, "sha256": None, "release": None}
+    path = resolve(spec, info, progress)
+    load_state_dict_strict(model, read_state_dict(path), info.name, origin=str(path))
+    sha256 = sha256_of(path)
+    released = info.weights
+    matches = released is not None and released.sha256_prefix and sha256.startswith(released.sha256_prefix)
+    return {"source": spec, "path": str(path), "sha256": sha256, "release": released.source if matches else None}
