@@ -95,7 +95,7 @@ def real_records(val100, tmp_path_factory) -> dict:
 def tiny_val(tmp_path) -> Path:
     """9 small synthetic JPEGs in 3 true ImageNet classes."""
     from ibnbench import data
-    from test_data import make_folder
+    from images import make_folder
 
     wnids = data.imagenet_wnids()
     return make_folder(tmp_path / "val", {wnids[1]: [1, 2, 3], wnids[400]: [4, 5, 6], wnids[999]: [7, 8, 9]})

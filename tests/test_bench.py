@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ibnbench import bench, data
-from test_data import make_folder
+from images import make_folder, write_image
 
 
 def test_compare_baseline_counts_decodes_and_agrees(tmp_path):
@@ -39,8 +39,6 @@ def test_nvjpeg_stage_sends_nvjpeg_only_what_the_engine_sends_it(tmp_path, monke
     and CMYK files, which the engine decodes on the CPU (nvJPEG would raise on CMYK), are left out."""
     import torch
     from torchvision import io
-
-    from test_data import write_image
 
     root = make_folder(tmp_path / "val", {data.imagenet_wnids()[3]: [1, 2, 3, 4, 5]})
     write_image(root / data.imagenet_wnids()[3] / "grey.JPEG", mode="L")

@@ -10,7 +10,7 @@ import torch
 from ibnbench import cache, data
 from ibnbench.engine import RunOptions, evaluate, run
 from ibnbench.suites import load_suite
-from test_engine import CONDITIONS, inverted_copy_suite, small_models
+from runs import CONDITIONS, inverted_copy_suite, small_models
 
 KEY = data.Geometry().key
 

@@ -12,21 +12,7 @@ from pathlib import Path
 import pytest
 
 from ibnbench.distributed import DistContext
-
-CONDITIONS = "origin,rgb+50,std*1.5"
-
-
-def torchrun(nproc: int, args: list[str], tmp_path: Path, env: dict | None = None, timeout: float = 300):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "ibnbench.cli", *args]
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(cmd, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout)
-
-
-def run_args(data: Path, output: Path, limit: int | None = None) -> list[str]:
-    args = ["run", "--model", "efficientnet_lite0", "--data", str(data), "--conditions", CONDITIONS,
-            "--output", str(output), "--workers", "0", "--batch-size", "16", "--device", "cpu"]
-    return args + (["--limit", str(limit)] if limit else [])
+from runs import run_args, torchrun
 
 
 def test_sharding_covers_each_index_once():

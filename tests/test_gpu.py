@@ -14,9 +14,8 @@ from ibnbench.engine import RunOptions, evaluate
 from ibnbench.models import create_model
 from ibnbench.models.registry import Preprocessing
 from ibnbench.suites import load_suite
-from test_data import GPU_MAX_TOLERANCE, GPU_MEAN_TOLERANCE, write_image
-from test_distributed import run_args, torchrun
-from test_engine import inverted_copy_suite
+from images import GPU_MAX_TOLERANCE, GPU_MEAN_TOLERANCE, write_image
+from runs import inverted_copy_suite, run_args, torchrun
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 REAL_CONDITIONS = ["origin", "rgb+50", "r+50", "std*1.5"]

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_data import A, make_folder, picture, val_name, write_image
+from images import A, make_folder, picture, val_name, write_image
 
 from ibnbench import data, results
 from ibnbench.cli import main

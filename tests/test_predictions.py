@@ -16,7 +16,8 @@ from ibnbench.models import create_model
 from ibnbench.predictions import Predictions, for_record, read_predictions, sidecar_path, write_predictions
 from ibnbench.results import RecordError, read_record
 from ibnbench.suites import load_suite
-from test_plots import LITE0_RECORD, assert_png
+from images import assert_png
+from records import LITE0_RECORD
 
 
 def test_predictions_come_from_the_same_pass_with_closed_form_probabilities(tiny_val):

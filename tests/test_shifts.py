@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_data import make_folder, write_image
+from images import make_folder, write_image
 
 from ibnbench import data
 from ibnbench.data import (
