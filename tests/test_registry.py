@@ -166,7 +166,8 @@ def _weights_errors(w: Weights) -> list[str]:
         named = hash_prefix_from_name(w.url)
         if named and w.sha256_prefix and not (named.startswith(w.sha256_prefix) or w.sha256_prefix.startswith(named)):
             errors.append(f"weights: sha256_prefix {w.sha256_prefix} disagrees with the hash in the file name {named}")
-    if w.sha256_prefix is not None and not (isinstance(w.sha256_prefix, str) and SHA256_PREFIX.fullmatch(w.sha256_prefix)):
+    prefix = w.sha256_prefix
+    if prefix is not None and not (isinstance(prefix, str) and SHA256_PREFIX.fullmatch(prefix)):
         errors.append(f"weights: sha256_prefix must be 8..64 lowercase hex digits, got {w.sha256_prefix!r}")
     if w.local_path is not None and (not callable(w.local_path) or not w.sha256_prefix):
         errors.append("weights: local_path must be a callable, with a sha256_prefix to verify the shipped file")
