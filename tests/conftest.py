@@ -94,7 +94,7 @@ def real_records(val100, tmp_path_factory) -> dict:
 @pytest.fixture()
 def tiny_val(tmp_path) -> Path:
     """9 small synthetic JPEGs in 3 true ImageNet classes."""
-    from test_data import make_folder
+    from images import make_folder
 
     from ibnbench.data import classes as data
 

@@ -1,8 +1,13 @@
 """Synthetic result records for report, leaderboard and check tests."""
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
+import ibnbench
 from ibnbench.results.record import Record
 
+LITE0_RECORD = Path(__file__).resolve().parents[1] / "leaderboards" / "records" / "table1-efficientnet_lite0-val100.json"
 CONDITIONS = [{"id": "origin", "label": "origin"}, {"id": "rgb+50", "label": "RGB+50"},
               {"id": "std*1.5", "label": "std x1.5"}]
 
@@ -29,3 +34,25 @@ def answer_record(answers: dict[str, dict[str, str]], **kwargs) -> Record:
     record = make_record(errors, n_images=n, **kwargs)
     record.per_image = {"files": [f"img{i:03d}.JPEG" for i in range(n)], "top1": answers, "top5": answers}
     return record
+
+
+def sweep_error(model: str, condition) -> float:
+    """A made-up top-1 error that grows with severity, more slowly for the IBN model."""
+    p, k = condition.params(), 0.3 if "ibn" in model else 1.0
+    if condition.op == "brightness":
+        return 24 + k * abs(p["delta"]) / 10
+    if condition.op == "shift":
+        return 24 + k * sum(abs(v) for v in p["offsets"]) / 8
+    if condition.op == "contrast":
+        return 24 + k * abs(math.log2(p["factor"])) * 12
+    return 24 + (k * 25 if condition.op == "style" else 0)
+
+
+def sweep_record(models=("resnet50", "resnet50_ibn_b"), suite_hash: str | None = None) -> Record:
+    suite = ibnbench.load_suite("sweep")
+    return Record(
+        suite="sweep", suite_hash=suite_hash or suite.hash, conditions=[{"id": c.id, "label": c.label} for c in suite],
+        dataset={"sha256": "d" * 64, "n_images": 100, "subset": True}, models={m: {"weights": "official"} for m in models},
+        environment={"device": "cpu"}, timing={}, created="2026-11-24T00:00:00+00:00",
+        results=[{"model": m, "condition": c.id, "top1_err": sweep_error(m, c), "top5_err": sweep_error(m, c) / 3,
+                  "n_images": 100} for m in models for c in suite])

@@ -1,7 +1,9 @@
 """Speed tooling on CPU: fan-out vs baseline decode counts, pipeline stages, the fake val generator."""
 from __future__ import annotations
 
-from test_data import make_folder
+import math
+
+from images import make_folder, write_image
 
 from ibnbench.data import decode as data
 from ibnbench.data.classes import imagenet_wnids
@@ -15,7 +17,16 @@ def test_compare_baseline_counts_decodes_and_agrees(tmp_path):
     out = bench.compare_baseline(["resnet18", "resnet18_ibn_b"], root, conditions=["origin", "rgb+50"],
                                  workers=0, batch_size=4, device="cpu", progress=False)
     assert out["fanout"]["decodes"] == 5 and out["baseline"]["decodes"] == 5 * 4  # 2 models x 2 conditions
-    assert out["identical_counts"] and out["n_images"] == 5 and out["speedup"] > 0
+    assert out["n_images"] == 5
+    fanout, baseline = out["fanout"]["seconds"], out["baseline"]["seconds"]
+    assert all(math.isfinite(s) and s > 0 for s in (fanout, baseline))
+    assert out["speedup"] == round(baseline / fanout, 2)  # the ratio of the two timings it reports
+    # both modes score the same 4 (model, condition) pairs on all 5 images, identically
+    rows = out["fanout"]["results"]
+    assert out["identical_counts"] and rows == out["baseline"]["results"]
+    assert sorted((r["model"], r["condition"]) for r in rows) == \
+        [(m, c) for m in ("resnet18", "resnet18_ibn_b") for c in ("origin", "rgb+50")]
+    assert {r["n_images"] for r in rows} == {5}
 
 
 def test_pipeline_times_every_stage(tmp_path):
@@ -27,8 +38,13 @@ def test_pipeline_times_every_stage(tmp_path):
                           f"loader, from the crop cache ({tmp_path / 'cache'})"]
     assert len(list((tmp_path / "cache").glob("*.filled"))) == 1
     assert "condition std*1.5 (photometric)" in stages and "forward resnet18" in stages
-    assert stages[-1].startswith("whole fan-out evaluation") and out["pairs"] == 2
-    assert all(row["seconds"] >= 0 for row in out["stages"])
+    assert stages[-1] == "whole fan-out evaluation (0 workers)" and out["pairs"] == 2  # 1 model x 2 conditions
+    assert len(stages) == len(set(stages)) == 8  # 4 above, 2 conditions, 1 forward, the whole evaluation
+    assert out["n_images"] == 3 and out["batch_size"] == 2 and out["device"] == "cpu"
+    for row in out["stages"]:  # every stage took time, and its rate is the sample over that time
+        assert math.isfinite(row["seconds"]) and row["seconds"] >= 0  # rounded to 0.1 ms: a fast stage shows 0
+        assert row["images_per_s"] is not None and math.isfinite(row["images_per_s"]) and row["images_per_s"] > 0
+        assert math.isclose(out["n_images"] / row["images_per_s"], row["seconds"], rel_tol=0.02, abs_tol=1e-3)
 
 
 def test_fake_val_is_a_valid_labelled_imagefolder(tmp_path):
@@ -43,7 +59,6 @@ def test_nvjpeg_stage_sends_nvjpeg_only_what_the_engine_sends_it(tmp_path, monke
     """The GPU decode stage of --pipeline, run with torchvision's CPU decoder standing in for nvJPEG: the greyscale
     and CMYK files, which the engine decodes on the CPU (nvJPEG would raise on CMYK), are left out."""
     import torch
-    from test_data import write_image
     from torchvision import io
 
     root = make_folder(tmp_path / "val", {imagenet_wnids()[3]: [1, 2, 3, 4, 5]})
@@ -57,5 +72,12 @@ def test_nvjpeg_stage_sends_nvjpeg_only_what_the_engine_sends_it(tmp_path, monke
         return io.decode_jpeg(batch, mode=mode)
 
     monkeypatch.setattr(data, "decode_jpeg", stand_in)
-    assert bench._nvjpeg_seconds(sorted(root.rglob("*.JPEG")), 2, torch.device("cpu")) > 0
+    timed = []
+    real_timed = bench._timed
+    monkeypatch.setattr(bench, "_timed", lambda fn, device, repeat=1: timed.append(real_timed(fn, device, repeat))
+                        or timed[-1])
+    seconds = bench._nvjpeg_seconds(sorted(root.rglob("*.JPEG")), 2, torch.device("cpu"))
     assert seen == [2, 2, 2, 1]  # one warm-up batch, then the 5 RGB files in batches of 2
+    # the time of the 5 files nvJPEG decodes, scaled to all 7 (the other 2 go to CPU workers at about that rate)
+    assert len(timed) == 1 and math.isfinite(timed[0]) and timed[0] > 0
+    assert seconds == timed[0] * 7 / 5

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_engine import CONDITIONS, inverted_copy_suite, small_models
+from runs import CONDITIONS, inverted_copy_suite, small_models
 
 from ibnbench.data import cache
 from ibnbench.data import decode as data

@@ -1,57 +1,24 @@
 """Dataset discovery, labels, fingerprint, decoding and crops on synthetic images made in tmp_path."""
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from images import GPU_MAX_TOLERANCE, GPU_MEAN_TOLERANCE, WNIDS, A, B, make_flat, make_folder, val_name, write_image
 from PIL import Image
 
 from ibnbench.data import decode as data
-from ibnbench.data.classes import class_names, imagenet_wnids
+from ibnbench.data.classes import class_names
 from ibnbench.data.discovery import FULL_VAL_SIZE, open_dataset
 from ibnbench.data.geometry import Geometry, geometry_key
 from ibnbench.data.loader import CropDataset, CropLoader, GpuDecoder, make_loader
 from ibnbench.errors import BadImageError, DatasetError
 from ibnbench.zoo.meta import EFFICIENTNET_LITE_PREPROCESSING, Preprocessing
 
-WNIDS = imagenet_wnids()
-A, B = WNIDS[5], WNIDS[900]  # two classes far apart: a loader numbering folders found gives 0 and 1
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (nvJPEG)")
-
-
-def picture(seed: int, height: int = 40, width: int = 56) -> Image.Image:
-    """A smooth random RGB picture (JPEG-friendly)."""
-    small = np.random.default_rng(seed).integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
-    return Image.fromarray(small).resize((width, height), Image.BILINEAR)
-
-
-def write_image(path: Path, seed: int = 0, mode: str = "RGB", fmt: str = "JPEG", **size) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    picture(seed, **size).convert(mode).save(buffer, format=fmt, quality=95)
-    path.write_bytes(buffer.getvalue())
-    return path
-
-
-def val_name(i: int) -> str:
-    return f"ILSVRC2012_val_{i:08d}.JPEG"
-
-
-def make_folder(root: Path, classes: dict[str, list[int]]) -> Path:
-    for wnid, ids in classes.items():
-        for i in ids:
-            write_image(root / wnid / val_name(i), seed=i)
-    return root
-
-
-def make_flat(root: Path, ids: list[int]) -> Path:
-    for i in ids:
-        write_image(root / val_name(i), seed=i)
-    return root
 
 
 def write_kaggle(path: Path, rows: dict[int, str]) -> Path:
@@ -444,11 +411,6 @@ def test_device_decoding_bookkeeping_with_a_stand_in_for_nvjpeg(tmp_path, monkey
 
 
 # ----------------------------------------------------------------------------------------------------- GPU
-
-# nvJPEG's IDCT and chroma upsampling differ from libjpeg-turbo's, so decoded pixels differ by a few
-# levels (more on sharp colour edges); the antialiased resize averages that out. Mean < 1.5 and max < 40
-# levels catch wrong geometry, channel order or colour conversion (which give means of tens of levels).
-GPU_MEAN_TOLERANCE, GPU_MAX_TOLERANCE = 1.5, 40
 
 
 @pytest.mark.gpu

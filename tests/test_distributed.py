@@ -3,30 +3,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from runs import run_args, torchrun
 
 from ibnbench.eval.distributed import DistContext
-
-CONDITIONS = "origin,rgb+50,std*1.5"
-
-
-def torchrun(nproc: int, args: list[str], tmp_path: Path, env: dict | None = None, timeout: float = 300):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "ibnbench.cli", *args]
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(cmd, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout)
-
-
-def run_args(data: Path, output: Path, limit: int | None = None) -> list[str]:
-    args = ["run", "--model", "efficientnet_lite0", "--data", str(data), "--conditions", CONDITIONS,
-            "--output", str(output), "--workers", "0", "--batch-size", "16", "--device", "cpu"]
-    return args + (["--limit", str(limit)] if limit else [])
 
 
 def test_sharding_covers_each_index_once():
@@ -62,37 +48,56 @@ def test_uneven_shards_count_each_image_once(val100, tmp_path):
     assert all(len(s) == 7 and "-" not in s for s in record["per_image"]["top1"]["efficientnet_lite0"].values())
 
 
-def _children(pid: int) -> list[int]:
-    """Direct child processes of ``pid`` (Linux /proc)."""
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            kids.append(int(stat.parent.name))
-    return kids
+# Run by torchrun in place of ``-m ibnbench.cli``: rank 1 SIGKILLs itself in its first batch, once rank 0 has said
+# (a marker file) that it is evaluating too. No sleep: the kill lands while both ranks are in the evaluation.
+DYING_RANK = """
+import os, signal, sys, time
+from pathlib import Path
+from ibnbench import engine
+
+rank, here = os.environ["RANK"], Path.cwd()
+(here / f"rank{rank}.pid").write_text(str(os.getpid()))
+real = engine._evaluate_batch
+
+def first_batch(*args, **kwargs):
+    if rank == "0":
+        (here / "rank0.evaluating").touch()
+        return real(*args, **kwargs)
+    deadline = time.monotonic() + 120
+    while not (here / "rank0.evaluating").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (here / "rank1.killed").touch()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+engine._evaluate_batch = first_batch
+from ibnbench.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 @pytest.mark.slow
 def test_dead_rank_ends_job_with_clear_error(val100, tmp_path):
+    """A rank that dies ends the job: torchrun stops the surviving rank (long before the collectives' timeout),
+    exits non-zero naming the dead rank and its signal, and no record (nor its predictions) is written."""
     pytest.importorskip("efficientnet_lite_pytorch")
-    out = tmp_path / "dead.json"
+    (tmp_path / "dying_rank.py").write_text(DYING_RANK)
+    out = tmp_path / "results" / "dead.json"
+    out.parent.mkdir()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "ibnbench.cli", *run_args(val100, out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "IBNBENCH_DIST_TIMEOUT": "30"}
-    job = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
-    while len(_children(job.pid)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(4)  # let both ranks get into the evaluation
-    workers = _children(job.pid)
-    assert len(workers) == 2, "torchrun did not start two workers"
-    os.kill(max(workers), signal.SIGKILL)
+           str(tmp_path / "dying_rank.py"), *run_args(val100, out)]
+    timeout_s = 300  # the collectives would wait this long: the job must end by torchrun stopping rank 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "IBNBENCH_DIST_TIMEOUT": str(timeout_s)}
     start = time.monotonic()
-    output, _ = job.communicate(timeout=120)
-    assert time.monotonic() - start < 90
+    job = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout_s)
+    output = job.stdout + job.stderr
+    assert (tmp_path / "rank0.evaluating").exists() and (tmp_path / "rank1.killed").exists(), output[-3000:]
+    assert time.monotonic() - start < timeout_s / 2, "the surviving rank waited for the collectives' timeout"
     assert job.returncode != 0
-    assert "SIGKILL" in output or "Signal 9" in output or "exitcode" in output
-    assert not out.exists()  # never a partial record presented as complete
+    assert "ChildFailedError" in output
+    assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)\s*\n\s*exitcode\s*:\s*-9", output), output[-3000:]
+    assert "Signal 9 (SIGKILL)" in output
+    survivor = int((tmp_path / "rank0.pid").read_text())
+    assert not Path(f"/proc/{survivor}").exists(), "rank 0 outlived the job"
+    # never a partial record presented as complete, nor its predictions sidecar; no checkpoint either, as no
+    # chunk (2048 images) was finished
+    assert list(out.parent.iterdir()) == []

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from runs import CONDITIONS, inverted_copy_suite, small_models
 
 from ibnbench.cli import main
 from ibnbench.data import decode as data
@@ -18,13 +19,6 @@ from ibnbench.eval.engine import evaluate, run
 from ibnbench.eval.options import RunOptions
 from ibnbench.eval.plan import load_suite
 from ibnbench.zoo import create_model
-
-CONDITIONS = ["origin", "rgb+50", "r+50", "std*1.5"]
-
-
-def small_models(names=("resnet18", "resnet18_ibn_a", "resnet18_ibn_b")) -> dict:
-    torch.manual_seed(0)
-    return {n: create_model(n) for n in names}
 
 
 def test_three_models_four_conditions_decode_each_image_once(tiny_val, monkeypatch):
@@ -185,21 +179,6 @@ def test_resume_with_another_world_size_is_refused(tiny_val, tmp_path, capsys):
     code, err = run_cli(capsys, "--model", "resnet18", "--weights", "random", "--data", str(tiny_val),
                         "--conditions", "origin", "--device", "cpu", "--output", str(tmp_path / "r.json"), "--resume")
     assert code == 2 and "2 process(es)" in err and "same world size" in err
-
-
-def inverted_copy_suite(root: Path, tmp_path: Path) -> tuple[list, Path]:
-    """Conditions ``origin`` and ``inverted`` (a `dir` condition reading an inverted copy of ``root``), and the copy."""
-    from PIL import Image, ImageOps
-
-    styled = tmp_path / "styled"
-    for path in root.rglob("*.JPEG"):
-        target = styled / path.relative_to(root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        ImageOps.invert(Image.open(path).convert("RGB")).save(target, format="JPEG", quality=95)
-    suite = tmp_path / "styled.toml"
-    suite.write_text(f'[[conditions]]\nid = "origin"\nop = "identity"\n\n'
-                     f'[[conditions]]\nid = "inverted"\nop = "dir"\nroot = "{styled}"\n')
-    return load_suite(suite).conditions, styled
 
 
 def test_dir_condition_reads_the_prestylised_copy(tiny_val, tmp_path):

@@ -8,9 +8,8 @@ import shutil
 
 import pytest
 import torch
-from test_data import GPU_MAX_TOLERANCE, GPU_MEAN_TOLERANCE, write_image
-from test_distributed import run_args, torchrun
-from test_engine import inverted_copy_suite
+from images import GPU_MAX_TOLERANCE, GPU_MEAN_TOLERANCE, write_image
+from runs import inverted_copy_suite, run_args, torchrun
 
 from ibnbench.data import cache
 from ibnbench.data import decode as data
@@ -23,6 +22,7 @@ from ibnbench.eval.engine import evaluate
 from ibnbench.eval.options import RunOptions
 from ibnbench.eval.plan import load_suite
 from ibnbench.eval.runner import ModelRunner
+from ibnbench.eval.state import EvalState
 from ibnbench.zoo import create_model
 from ibnbench.zoo.meta import Preprocessing
 
@@ -139,7 +139,7 @@ def test_one_evaluated_batch_makes_no_host_sync(tiny_val, tmp_path):
     options = RunOptions(device="cuda", amp="bf16", refine=0.25)
     runners = {n: ModelRunner(m, m.ibnbench_info.preprocessing, device, options) for n, m in models.items()}
     dataset = open_dataset(tiny_val)
-    state = engine.EvalState(len(dataset), [(m, c.id) for m in models for c in conditions], device)
+    state = EvalState(len(dataset), [(m, c.id) for m in models for c in conditions], device)
     loaders = [make_loader(d, [Preprocessing()], batch_size=4, workers=0, decoder="nvjpeg", device=device,
                                 pin_memory=True)
                for d in (dataset, open_dataset(styled))]

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from images import A, make_folder, picture, val_name, write_image
 from PIL import Image
-from test_data import A, make_folder, picture, val_name, write_image
 
 from ibnbench.cli import main
 from ibnbench.data import decode as data

@@ -13,6 +13,7 @@ import ibnbench
 from ibnbench.conditions import corruptions
 from ibnbench.conditions.base import Corruption
 from ibnbench.conditions.imaging import Draws
+from ibnbench.errors import SuiteError
 
 DETERMINISTIC = ["brightness", "contrast", "saturate", "defocus_blur", "gaussian_blur", "zoom_blur", "pixelate",
                  "jpeg_compression"]
@@ -133,10 +134,10 @@ def test_suite_file_sets_seed_and_jpeg_finish(tmp_path):
     assert float((finished - plain).abs().mean()) < 3  # a quality-85 round trip moves little
     bad = tmp_path / "bad.toml"
     bad.write_text('[[conditions]]\nid = "x"\nop = "corruption"\ncorruption = "rain"\nseverity = 2\n')
-    with pytest.raises(ibnbench.suites.SuiteError, match="field 'corruption': expected one of gaussian_noise"):
+    with pytest.raises(SuiteError, match="field 'corruption': expected one of gaussian_noise"):
         ibnbench.load_suite(bad)
     bad.write_text('[[conditions]]\nid = "x"\nop = "corruption"\ncorruption = "fog"\nseverity = 6\n')
-    with pytest.raises(ibnbench.suites.SuiteError, match="field 'severity': expected an integer 1-5"):
+    with pytest.raises(SuiteError, match="field 'severity': expected an integer 1-5"):
         ibnbench.load_suite(bad)
 
 

@@ -1,49 +1,16 @@
 """Result plots: the drop chart of a real record, and robustness curves of a synthetic sweep record."""
 from __future__ import annotations
 
-import math
-from pathlib import Path
-
 import pytest
-from PIL import Image
+from images import assert_png
+from records import LITE0_RECORD, sweep_record
 
 import ibnbench
 from ibnbench.cli import main
 from ibnbench.errors import RecordError
 from ibnbench.results.plots import drops_frame, plot_report, severity, sweep_frame
-from ibnbench.results.record import Record, write_record
+from ibnbench.results.record import write_record
 from ibnbench.results.report import load_records
-
-LITE0_RECORD = Path(__file__).resolve().parents[1] / "leaderboards" / "records" / "table1-efficientnet_lite0-val100.json"
-
-
-def assert_png(path: Path, min_size: tuple[int, int] = (800, 400)) -> None:
-    with Image.open(path) as image:
-        assert image.format == "PNG"
-        assert image.size[0] >= min_size[0] and image.size[1] >= min_size[1]
-    assert path.stat().st_size > 20_000
-
-
-def sweep_error(model: str, condition) -> float:
-    """A made-up top-1 error that grows with severity, more slowly for the IBN model."""
-    p, k = condition.params(), 0.3 if "ibn" in model else 1.0
-    if condition.op == "brightness":
-        return 24 + k * abs(p["delta"]) / 10
-    if condition.op == "shift":
-        return 24 + k * sum(abs(v) for v in p["offsets"]) / 8
-    if condition.op == "contrast":
-        return 24 + k * abs(math.log2(p["factor"])) * 12
-    return 24 + (k * 25 if condition.op == "style" else 0)
-
-
-def sweep_record(models=("resnet50", "resnet50_ibn_b"), suite_hash: str | None = None) -> Record:
-    suite = ibnbench.load_suite("sweep")
-    return Record(
-        suite="sweep", suite_hash=suite_hash or suite.hash, conditions=[{"id": c.id, "label": c.label} for c in suite],
-        dataset={"sha256": "d" * 64, "n_images": 100, "subset": True}, models={m: {"weights": "official"} for m in models},
-        environment={"device": "cpu"}, timing={}, created="2026-11-24T00:00:00+00:00",
-        results=[{"model": m, "condition": c.id, "top1_err": sweep_error(m, c), "top5_err": sweep_error(m, c) / 3,
-                  "n_images": 100} for m in models for c in suite])
 
 
 def test_report_plot_of_the_committed_lite0_record(tmp_path, capsys):

@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_plots import LITE0_RECORD, assert_png
+from images import assert_png
+from records import LITE0_RECORD
 
 from ibnbench.cli import main
 from ibnbench.data import discovery as data

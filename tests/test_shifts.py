@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_data import make_folder, write_image
+from images import make_folder, write_image
 
 from ibnbench.data import classes as data
 from ibnbench.data.classes import read_class_list

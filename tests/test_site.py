@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 from browser import Chromium, find_chromium
-from records import make_record
-from test_plots import sweep_record
+from records import make_record, sweep_record
 
 from ibnbench.cli import main
 from ibnbench.results.record import write_record
