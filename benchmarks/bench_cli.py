@@ -35,7 +35,7 @@ def test_help_and_every_subcommand_help_load_no_torch():
     script = ("import sys\nfrom ibnbench.cli import build_parser\nparser = build_parser()\n"
               "for command in ('run', 'report', 'check', 'divergence', 'bench', 'models', 'suites', 'stylize'):\n"
               "    try:\n        parser.parse_args([command, '--help'])\n    except SystemExit:\n        pass\n"
-              "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('ibnbench.models')))")
+              "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('ibnbench.zoo')))")
     done = python("-c", script)
     assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
 

@@ -7,9 +7,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import ibnbench
-from ibnbench.zoo.layers import IBN, reference_ibn_forward
+from ibnbench.zoo.layers import IBN
+
+
+def reference_ibn_forward(layer: IBN, x: torch.Tensor) -> torch.Tensor:
+    """The official split/normalise/concatenate computation (IBN-Net's IBN.forward), as the reference."""
+    x_in, x_bn = layer._slices(x)
+    out_in = F.instance_norm(x_in.contiguous(), weight=layer.IN.weight, bias=layer.IN.bias, eps=layer.IN.eps)
+    out_bn = F.batch_norm(x_bn.contiguous(), layer.BN.running_mean, layer.BN.running_var,
+                          layer.BN.weight, layer.BN.bias, False, 0.0, layer.BN.eps)
+    return torch.cat((out_in, out_bn) if layer.in_first else (out_bn, out_in), 1)
 
 
 @pytest.fixture(scope="module")

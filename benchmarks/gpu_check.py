@@ -104,7 +104,7 @@ def _options(plan: Plan, **extra):
 
 def _table1(plan: Plan):
     """Table 1's suite (the Monet generator random), or the dry run's subset of it."""
-    from ibnbench.conditions.suite import load_suite
+    from ibnbench.eval.plan import load_suite
 
     suite = load_suite("table1", style_weights=STYLE_WEIGHTS)
     return suite.select(list(plan.conditions)) if plan.conditions else suite
@@ -172,9 +172,9 @@ def step_table1(plan: Plan, step: Step, work: Path) -> None:
         start = time.perf_counter()
         result = evaluate(models, suite.conditions, data.open_dataset(_fake(work), limit=n), _options(plan))
         wall = time.perf_counter() - start
-        seconds = result["timing"]["seconds"]
+        seconds = result.timing["seconds"]
         rounds.append({"n_images": n, "wall_s": round(wall, 2), "evaluation_s": seconds,
-                       "images_per_s": round(n / seconds, 1), "close_calls_left": result["close_calls_left"],
+                       "images_per_s": round(n / seconds, 1), "close_calls_left": result.close_calls_left,
                        "extrapolated_50k_s": round(setup + (wall - seconds) + seconds * FULL_VAL / n, 1)})
         step.save({"models": list(plan.models), "conditions": [c.id for c in suite.conditions],
                    "setup_s": round(setup, 2), "rounds": rounds, "largest": rounds[-1]})
@@ -212,7 +212,7 @@ def step_throughput(plan: Plan, step: Step, work: Path) -> None:
 
 def step_real100(plan: Plan, step: Step, work: Path) -> None:
     """bf16 + refine against IEEE fp32 on the 100 real images (EfficientNet-Lite0, its released weights)."""
-    from ibnbench.conditions.suite import load_suite
+    from ibnbench.eval.plan import load_suite
     from ibnbench.data import discovery as data
     from ibnbench.eval.engine import evaluate
 
@@ -230,15 +230,15 @@ def step_real100(plan: Plan, step: Step, work: Path) -> None:
     runs = {}
     for label, amp in (("fp32", "off"), ("bf16+refine", "bf16")):
         runs[label] = evaluate(models, conditions, dataset, _options(plan, amp=amp, batch_size=50, channels_last=False))
-    per = {k: v["per_image"] for k, v in runs.items()}
+    per = {k: v.per_image for k, v in runs.items()}
     differing = sum(a != b for kind in ("top1", "top5") for model in per["fp32"][kind]
                     for cond in per["fp32"][kind][model]
                     for a, b in zip(per["fp32"][kind][model][cond], per["bf16+refine"][kind][model][cond]))
     step.save({"n_images": len(dataset),
-               "results": {k: {r["condition"]: [r["top1_err"], r["top5_err"]] for r in v["results"]}
+               "results": {k: {r["condition"]: [r["top1_err"], r["top5_err"]] for r in v.results}
                            for k, v in runs.items()},
-               "answers_differing": differing, "close_calls_left": runs["bf16+refine"]["close_calls_left"],
-               "seconds": {k: v["timing"]["seconds"] for k, v in runs.items()}}, complete=True)
+               "answers_differing": differing, "close_calls_left": runs["bf16+refine"].close_calls_left,
+               "seconds": {k: v.timing["seconds"] for k, v in runs.items()}}, complete=True)
 
 
 def step_cache_gpu(plan: Plan, step: Step, work: Path) -> None:
@@ -250,14 +250,15 @@ def step_cache_gpu(plan: Plan, step: Step, work: Path) -> None:
     dataset = data.open_dataset(_fake(work), limit=plan.cache_n)
     first = evaluate(models, suite.conditions, dataset, _options(plan, cache="gpu"))
     second = evaluate(models, suite.conditions, dataset, _options(plan, cache="gpu"))
-    step.save({"n_images": len(dataset), "first_s": first["timing"]["seconds"],
-               "second_s": second["timing"]["seconds"], "second_from_cache": second["timing"]["from_cache"],
-               "identical_answers": first["per_image"] == second["per_image"]}, complete=True)
+    step.save({"n_images": len(dataset), "first_s": first.timing["seconds"],
+               "second_s": second.timing["seconds"], "second_from_cache": second.timing["from_cache"],
+               "identical_answers": first.per_image == second.per_image}, complete=True)
 
 
 def step_imagenet_c(plan: Plan, step: Step, work: Path) -> None:
     """Image-conditions per second under the ImageNet-C suite, when a suite of that name is shipped."""
-    from ibnbench.conditions.suite import load_suite, shipped_suites
+    from ibnbench.conditions.suite import shipped_suites
+    from ibnbench.eval.plan import load_suite
     from ibnbench.data import discovery as data
     from ibnbench.eval.engine import evaluate
 
@@ -270,7 +271,7 @@ def step_imagenet_c(plan: Plan, step: Step, work: Path) -> None:
         return
     dataset = data.open_dataset(_fake(work), limit=plan.imagenet_c_n)
     result = evaluate(_models(plan.models[:1]), suite.conditions, dataset, _options(plan))
-    seconds = result["timing"]["seconds"]
+    seconds = result.timing["seconds"]
     step.save({"model": plan.models[0], "n_images": len(dataset), "conditions": len(suite.conditions),
                "seconds": seconds, "image_conditions_per_s": round(len(dataset) * len(suite.conditions) / seconds, 1),
                "extrapolated_50k_s": round(seconds * FULL_VAL / len(dataset), 1)}, complete=True)

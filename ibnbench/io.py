@@ -148,3 +148,14 @@ def verified(path: Path, sha256_prefix: str | None, model_name: str, remedy: str
     if sha256_prefix and not sha256_of(path).startswith(sha256_prefix):
         raise WeightsError(f"{model_name}: {path} does not match sha256 prefix {sha256_prefix}; {remedy}.")
     return path
+
+
+def checkpoint_file(spec: str, what: str, progress: bool = True) -> Path:
+    """The checkpoint file a URL (downloaded into torch hub's cache, checked against the sha256 prefix of its name)
+    or a path names, for ``what`` (a model or a style generator, named in the errors)."""
+    if is_url(spec):
+        return fetch(spec, None, what, progress)
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"{what}: weights file {spec} does not exist.")
+    return path

@@ -100,3 +100,15 @@ def tiny_val(tmp_path) -> Path:
 
     wnids = data.imagenet_wnids()
     return make_folder(tmp_path / "val", {wnids[1]: [1, 2, 3], wnids[400]: [4, 5, 6], wnids[999]: [7, 8, 9]})
+
+
+@pytest.fixture
+def decoded(monkeypatch) -> list[str]:
+    """The files the loader decodes on the CPU in this process from now on, in order (with ``workers=0`` that is
+    every CPU decode: worker processes decode in their own copies)."""
+    from ibnbench.data import loader
+
+    seen: list[str] = []
+    decode = loader.decode_file
+    monkeypatch.setattr(loader, "decode_file", lambda path: seen.append(str(path)) or decode(path))
+    return seen

@@ -9,7 +9,6 @@ import torch
 from runs import CONDITIONS, inverted_copy_suite, small_models
 
 from ibnbench.data import cache
-from ibnbench.data import decode as data
 from ibnbench.data.discovery import open_dataset
 from ibnbench.data.geometry import Geometry
 from ibnbench.data.loader import make_loader
@@ -25,10 +24,20 @@ def crops_of(loader) -> dict[int, torch.Tensor]:
     return {int(i): c for b in loader for i, c in zip(b["index"], b["crops"][KEY])}
 
 
+DECODED: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _count_decodes(decoded):
+    """Every test here counts the loader's CPU decodes (the tests use workers=0)."""
+    global DECODED
+    DECODED = decoded
+
+
 def decodes(fn) -> int:
-    before = data.DECODE_COUNT
+    before = len(DECODED)
     fn()
-    return data.DECODE_COUNT - before
+    return len(DECODED) - before
 
 
 @pytest.fixture(autouse=True)
@@ -89,7 +98,7 @@ def test_memory_cache_makes_the_baseline_decode_once(tiny_val):
     plain, cached = [], []
     assert decodes(lambda: plain.append(evaluate(models, conditions, dataset, RunOptions(**opts)))) == 4 * 9
     assert decodes(lambda: cached.append(evaluate(models, conditions, dataset, RunOptions(cache="gpu", **opts)))) == 9
-    assert cached[0]["per_image"] == plain[0]["per_image"] and cached[0]["timing"]["from_cache"] == 3 * 9
+    assert cached[0].per_image == plain[0].per_image and cached[0].timing["from_cache"] == 3 * 9
 
 
 def test_dir_condition_with_a_partly_cached_source_stays_aligned(tiny_val, tmp_path):
@@ -101,7 +110,7 @@ def test_dir_condition_with_a_partly_cached_source_stays_aligned(tiny_val, tmp_p
     list(make_loader(dataset, [Geometry()], batch_size=3, workers=0, indices=[1, 4, 6],
                           cache=str(tmp_path / "c")))  # the originals partly cached, the stylised copies not
     cached = evaluate(models, conditions, dataset, RunOptions(cache=str(tmp_path / "c"), **opts))
-    assert cached["per_image"] == plain["per_image"] and cached["timing"]["from_cache"] == 3
+    assert cached.per_image == plain.per_image and cached.timing["from_cache"] == 3
 
 
 def test_cache_file_of_the_wrong_size_is_one_clear_error(tiny_val, tmp_path):

@@ -53,7 +53,7 @@ def test_uneven_shards_count_each_image_once(val100, tmp_path):
 DYING_RANK = """
 import os, signal, sys, time
 from pathlib import Path
-from ibnbench import engine
+from ibnbench.eval import engine
 
 rank, here = os.environ["RANK"], Path.cwd()
 (here / f"rank{rank}.pid").write_text(str(os.getpid()))

@@ -9,11 +9,11 @@ import torch
 from runs import CONDITIONS, inverted_copy_suite, small_models
 
 from ibnbench.cli import main
-from ibnbench.data import decode as data
 from ibnbench.data.discovery import open_dataset
 from ibnbench.data.geometry import Geometry
 from ibnbench.data.loader import make_loader
-from ibnbench.eval import runner as engine
+from ibnbench.eval import engine
+from ibnbench.eval import runner as eval_runner
 from ibnbench.eval.checkpoint import Checkpoint
 from ibnbench.eval.engine import evaluate, run
 from ibnbench.eval.options import RunOptions
@@ -21,16 +21,14 @@ from ibnbench.eval.plan import load_suite
 from ibnbench.zoo import create_model
 
 
-def test_three_models_four_conditions_decode_each_image_once(tiny_val, monkeypatch):
-    calls = []
-    decode = data.decode_file
-    monkeypatch.setattr(data, "decode_file", lambda path: calls.append(Path(path).name) or decode(path))
+def test_three_models_four_conditions_decode_each_image_once(tiny_val, decoded):
     suite = load_suite("table1").select(CONDITIONS)
     out = evaluate(small_models(), suite.conditions, open_dataset(tiny_val),
                    RunOptions(workers=0, batch_size=4, device="cpu", progress=False))
-    assert sorted(calls) == sorted(p.name for p in tiny_val.rglob("*.JPEG"))  # 9 decodes for 12 evaluations each
-    assert len(out["results"]) == 12
-    assert {r["n_images"] for r in out["results"]} == {9}
+    assert sorted(Path(p).name for p in decoded) == sorted(p.name for p in tiny_val.rglob("*.JPEG"))  # 9 for 12 pairs
+    assert out.timing["decoded"] == 9  # and the engine's own count says so
+    assert len(out.results) == 12
+    assert {r["n_images"] for r in out.results} == {9}
 
 
 def test_fanout_and_baseline_give_identical_counts(tiny_val):
@@ -40,8 +38,8 @@ def test_fanout_and_baseline_give_identical_counts(tiny_val):
     fast = evaluate(models, suite.conditions, dataset, RunOptions(workers=0, batch_size=4, device="cpu", progress=False))
     slow = evaluate(models, suite.conditions, dataset,
                     RunOptions(workers=0, batch_size=4, device="cpu", progress=False, fanout=False))
-    assert fast["results"] == slow["results"] and fast["per_image"] == slow["per_image"]
-    assert slow["timing"]["passes"] == 4 and fast["timing"]["passes"] == 1
+    assert fast.results == slow.results and fast.per_image == slow.per_image
+    assert slow.timing["passes"] == 4 and fast.timing["passes"] == 1
 
 
 def test_per_image_hits_agree_with_the_summary(tiny_val):
@@ -52,8 +50,8 @@ def test_per_image_hits_agree_with_the_summary(tiny_val):
         models["resnet18"].fc.bias[400] = 1.0
     out = evaluate(models, load_suite("table1").select(["origin"]).conditions, open_dataset(tiny_val),
                    RunOptions(workers=0, batch_size=4, device="cpu", progress=False))
-    assert out["per_image"]["top1"]["resnet18"]["origin"] == "000111000"
-    assert out["results"][0]["top1_err"] == pytest.approx(100 * 6 / 9, abs=1e-3)
+    assert out.per_image["top1"]["resnet18"]["origin"] == "000111000"
+    assert out.results[0]["top1_err"] == pytest.approx(100 * 6 / 9, abs=1e-3)
 
 
 def test_interrupted_run_resumes_to_identical_results(tiny_val, tmp_path):
@@ -75,7 +73,7 @@ def test_interrupted_run_resumes_to_identical_results(tiny_val, tmp_path):
     evaluated = []
     resumed = evaluate(small_models(), suite.conditions, dataset, opts, checkpoint, on_batch=evaluated.append)
     assert evaluated[-1] == 3  # only the 3 images after the checkpoint were evaluated again
-    assert resumed["results"] == full["results"] and resumed["per_image"] == full["per_image"]
+    assert resumed.results == full.results and resumed.per_image == full.per_image
     with pytest.raises(ValueError, match="different run"):
         Checkpoint(checkpoint.path, {"run": "y"}).load()
 
@@ -213,7 +211,7 @@ def test_style_condition_runs_with_a_random_generator(tiny_val, tmp_path, capsys
 def test_decision_gap_is_the_distance_to_the_nearest_top1_or_top5_change():
     logits = torch.tensor([[5.0, 4.9, 1.0, 0.5, 0.2, 0.1, -3.0],   # label 0: 0.1 above the best other
                            [9.0, 8.0, 7.0, 6.0, 5.0, 4.5, 4.75]])  # label 6: 0.25 below the fifth-best
-    gap = engine.decision_gap(logits, torch.tensor([0, 6]))
+    gap = eval_runner.decision_gap(logits, torch.tensor([0, 6]))
     assert gap.tolist() == pytest.approx([0.1, 0.25], abs=1e-6)
 
 
@@ -232,7 +230,7 @@ def _hits(ties: list[int], refine: float) -> tuple[torch.Tensor, int]:
     """Top-1 hits of 16 samples (label 3) and the close calls left, with ``ties`` the near-tie samples."""
     from ibnbench.zoo.meta import Preprocessing
 
-    runner = engine.ModelRunner(_Rounding(), Preprocessing(), torch.device("cpu"),
+    runner = eval_runner.ModelRunner(_Rounding(), Preprocessing(), torch.device("cpu"),
                                 RunOptions(device="cpu", amp="bf16", refine=refine))
     x = torch.zeros(16, 3, 8, 8)
     x[ties] = 255.0
@@ -274,7 +272,7 @@ def test_out_of_memory_retry_counts_each_close_call_once():
     (holding near tie 2) had been scored; the retry in quarters counts near ties 2 and 9 once each."""
     from ibnbench.zoo.meta import Preprocessing
 
-    runner = engine.ModelRunner(_OutOfMemory({1, 3}), Preprocessing(), torch.device("cpu"),
+    runner = eval_runner.ModelRunner(_OutOfMemory({1, 3}), Preprocessing(), torch.device("cpu"),
                                 RunOptions(device="cpu", amp="bf16", refine=0.0))
     x = torch.zeros(16, 3, 8, 8)
     x[[2, 9]] = 255.0
@@ -302,7 +300,7 @@ def test_fp16_overflow_rows_are_rescored_or_counted(refine, left, wrong):
     (Left unrefined, sample 11's NaN label logit ranks first in ``topk``, so only sample 4 comes out wrong.)"""
     from ibnbench.zoo.meta import Preprocessing
 
-    runner = engine.ModelRunner(_Overflow(), Preprocessing(), torch.device("cpu"),
+    runner = eval_runner.ModelRunner(_Overflow(), Preprocessing(), torch.device("cpu"),
                                 RunOptions(device="cpu", amp="fp16", refine=refine))
     x = torch.zeros(16, 3, 8, 8)
     x[[4, 11], 0] = 255.0  # sample 4: an inf logit; sample 11: an inf and a NaN
@@ -365,7 +363,7 @@ def test_full_precision_forwards_are_ieee_fp32_and_the_record_says_so(tiny_val, 
     assert torch.backends.cudnn.conv.fp32_precision == "tf32"  # torch's default, which the engine must not use
     for amp, refine in (("off", 0.0), ("bf16", 1.0)):
         spy = _PrecisionSpy()
-        runner = engine.ModelRunner(spy, Preprocessing(), torch.device("cpu"), RunOptions(amp=amp, refine=refine))
+        runner = eval_runner.ModelRunner(spy, Preprocessing(), torch.device("cpu"), RunOptions(amp=amp, refine=refine))
         runner.hits(torch.zeros(4, 3, 8, 8), torch.zeros(4, dtype=torch.long))
         assert spy.seen == {FULL_FP32}
     spy = _PrecisionSpy()
@@ -395,7 +393,7 @@ def test_a_class_subset_under_autocast_counts_no_false_close_calls():
     from ibnbench.data.classes import ClassSubset
     from ibnbench.zoo.meta import Preprocessing
 
-    runner = engine.ModelRunner(_ClearWinner(), Preprocessing(), torch.device("cpu"),
+    runner = eval_runner.ModelRunner(_ClearWinner(), Preprocessing(), torch.device("cpu"),
                                 RunOptions(device="cpu", amp="bf16", refine=0.0),
                                 classes=ClassSubset((3, 7, 11, 20, 30, 40, 50), "from folders"))
     hits = runner.hits(torch.zeros(8, 3, 8, 8), torch.full((8,), 7))

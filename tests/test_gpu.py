@@ -56,8 +56,8 @@ def test_bf16_refine_with_out_of_memory_halving_gives_the_fp32_answers(val100, l
     bf16 = evaluate(lite0, conditions, dataset, RunOptions(device="cuda", amp="bf16", refine=0.125, batch_size=50,
                                                            workers=2, progress=False))
     assert sizes.count(50) == 1 and max(sizes[1:]) == 25
-    assert bf16["close_calls_left"] == 0 and fp32["close_calls_left"] is None
-    assert bf16["per_image"] == fp32["per_image"]
+    assert bf16.close_calls_left == 0 and fp32.close_calls_left is None
+    assert bf16.per_image == fp32.per_image
 
 
 def test_two_nvjpeg_loaders_in_flight_give_the_crops_of_a_quiet_run(val100, tmp_path):

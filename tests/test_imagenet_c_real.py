@@ -101,4 +101,4 @@ def test_imagenet_c_answers_do_not_depend_on_batch_workers_or_resume(val100, tmp
         evaluate(models, suite.conditions, dataset, opts, checkpoint, on_batch=stop)
     resumed = evaluate(models, suite.conditions, dataset, opts, checkpoint)
     for condition in RANDOM_SUBSET[:9]:
-        assert resumed["per_image"]["top1"]["efficientnet_lite0"][condition] == hits[condition], condition
+        assert resumed.per_image["top1"]["efficientnet_lite0"][condition] == hits[condition], condition

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ibnbench.results import read_record
+from ibnbench.results.record import read_record
 
 RECORDED = read_record(Path(__file__).with_name("recorded.json"))  # from `ibnbench run ... --output recorded.json`
 CONDITIONS = ["origin", "rgb+50"]
@@ -60,7 +60,7 @@ def user_project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 @pytest.fixture
 def engine_runs(monkeypatch) -> list[dict]:
-    """Every call of ``ibnbench.engine.run`` made by the in-process pytest runs below."""
+    """Every call of ``ibnbench.eval.engine.run`` made by the in-process pytest runs below."""
     calls: list[dict] = []
     real_run = engine.run
 

@@ -34,7 +34,7 @@ def test_predictions_come_from_the_same_pass_with_closed_form_probabilities(tiny
         model.fc.bias[400] = 1.0
     out = evaluate({"resnet18": model}, load_suite("table1").select(["origin", "rgb+50"]).conditions,
                    data.open_dataset(tiny_val), RunOptions(workers=0, batch_size=4, device="cpu", progress=False))
-    stored: Predictions = out["predictions"]
+    stored: Predictions = out.predictions
     top, other = math.e / (math.e + 999), 1 / (math.e + 999)
     assert stored.models == ["resnet18"] and stored.conditions == ["origin", "rgb+50"]
     assert stored.top5_index.dtype == np.uint16 and stored.top5_prob.dtype == np.float16
@@ -45,7 +45,7 @@ def test_predictions_come_from_the_same_pass_with_closed_form_probabilities(tiny
     np.testing.assert_allclose(stored.label_prob[0, 0], [other] * 3 + [top] * 3 + [other] * 3, rtol=1e-3)
     for condition in ("origin", "rgb+50"):  # the stored top-1 answers are the per-image hits
         hits = "".join("1" if c else "0" for c in stored.correct("resnet18", condition))
-        assert hits == out["per_image"]["top1"]["resnet18"][condition] == "000111000"
+        assert hits == out.per_image["top1"]["resnet18"][condition] == "000111000"
         assert stats.ece(stored.confidence("resnet18", condition), stored.correct("resnet18", condition)) \
             == pytest.approx(1 / 3 - top, rel=1e-3)  # one bin: 3 of 9 right at confidence ~0.003
 

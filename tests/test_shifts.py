@@ -109,10 +109,10 @@ def test_class_subset_run_equals_a_masked_argmax_on_stored_logits(tiny_val):
     allowed = torch.tensor([i in subset.indices for i in range(1000)])
     by_hand = logits.masked_fill(~allowed, float("-inf"))
     top1 = "".join("1" if h else "0" for h in (by_hand.argmax(dim=1) == labels).tolist())
-    assert masked["per_image"]["top1"]["m"]["origin"] == top1
-    assert masked["per_image"]["top5"]["m"]["origin"] == "1" * 9  # three classes: the label is always in the top 5
-    assert plain["per_image"]["top1"]["m"]["origin"] == "0" * 9 and (logits.argmax(dim=1) == 7).all()
-    assert masked["results"][0]["top1_err"] == pytest.approx(100 * top1.count("0") / 9, abs=1e-3)
+    assert masked.per_image["top1"]["m"]["origin"] == top1
+    assert masked.per_image["top5"]["m"]["origin"] == "1" * 9  # three classes: the label is always in the top 5
+    assert plain.per_image["top1"]["m"]["origin"] == "0" * 9 and (logits.argmax(dim=1) == 7).all()
+    assert masked.results[0]["top1_err"] == pytest.approx(100 * top1.count("0") / 9, abs=1e-3)
 
 
 COMMITTED = Path(__file__).resolve().parents[1] / "leaderboards" / "records" / "table1-efficientnet_lite0-val100.json"

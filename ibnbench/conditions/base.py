@@ -1,10 +1,27 @@
-"""BASE"""
+"""Appearance conditions: pure batched tensor ops under thin classes.
+
+A condition maps a batch ``x: Tensor[N,3,H,W]`` (RGB, float, 0..255 scale: the 224x224 centre crop
+before the model's normalisation) to a batch of the same shape and scale. Semantics:
+
+- ``shift``: ``x + [r, g, b]`` (``rgb+50`` is ``[50, 50, 50]``, ``r+50`` is ``[50, 0, 0]``);
+  ``brightness``: ``x + delta`` on every channel.
+- ``contrast``: ``mu_c + factor * (x - mu_c)``, ``mu_c`` the image's mean of channel ``c`` over H x W
+  (``std*1.5`` is factor 1.5: it scales each channel's standard deviation and keeps its mean).
+- ``style`` and ``dir`` (a generator on the batch, or a pre-stylised folder): :mod:`ibnbench.conditions.style`.
+- ``identity``: the unchanged batch.
+- ``corruption``: an ImageNet-C corruption at a severity (:mod:`ibnbench.conditions.corruptions`), its random draws a function
+  of (suite seed, condition id, image index, element); optionally finished by a JPEG round trip (``jpeg = 85``).
+
+Then, per condition, ``clip`` clamps to [0, 255] and ``quantize`` rounds to integers and clamps (the
+values a uint8 image holds; the result stays float). Everything runs on the batch's device with no
+host synchronisation and gives the same result on CPU and GPU.
+"""
 from __future__ import annotations
 
 import inspect
 import math
 from abc import ABC, abstractmethod
-from typing import ClassVar, Sequence
+from typing import TYPE_CHECKING, ClassVar, Sequence
 
 import torch
 
@@ -12,6 +29,9 @@ from ibnbench.conditions import corruptions
 from ibnbench.conditions.imaging import condition_key, jpeg_round_trip
 from ibnbench.conditions.ops import contrast, finish, shift
 from ibnbench.errors import UsageError
+
+if TYPE_CHECKING:
+    from ibnbench.data.discovery import ValDataset
 
 
 def number_field(field: str, value: object) -> float:
@@ -72,6 +92,11 @@ class Condition(ABC):
     def provenance(self) -> dict:
         """What a result record keeps about how this condition's images were made, beyond its definition."""
         return {}
+
+    def source(self, dataset: ValDataset) -> ValDataset | None:
+        """Where this condition's images come from when not from ``dataset`` itself (a pre-stylised copy), checked
+        to hold every image of it; None for the conditions that transform the dataset's own crops."""
+        return None
 
     @abstractmethod
     def apply(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,15 @@
-"""CORRUPTIONS"""
+"""ImageNet-C corruptions (Hendrycks & Dietterich, ICLR 2019) as batched tensor ops on the device.
+
+Each op maps a batch ``x: Tensor[N,3,H,W]`` (RGB, float, 0..255: the 224x224 centre crop) and each image's
+dataset ``index: Tensor[N]`` to the corrupted batch on the 0..255 scale, with the constants of the
+``imagecorruptions`` package (hendrycks' ``make_imagenet_c.py``). :func:`corrupt` ends as ImageNet-C's
+files were made (``np.uint8`` of the result: values truncated to integers).
+
+Randomness is counter-based: every draw is a hash of (key, image index, element), the key being derived
+from the suite seed and the condition, so an image gets the same corruption whatever the batch it is in,
+the device, the worker count, the resume point or the number of ranks. Motion blur, snow and frost read their
+per-image offsets on the host (one synchronisation per batch); the JPEG ops pass through host memory.
+"""
 from __future__ import annotations
 
 import importlib.util

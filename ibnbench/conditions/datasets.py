@@ -1,4 +1,12 @@
-"""DATASETS"""
+"""Dataset suites: natural distribution shifts (ImageNetV2, ImageNet-Sketch, -R, -A, Stylized-ImageNet) beside val.
+
+A dataset suite is a TOML file, shipped in ``datasets/`` (``natural``) or given by path: an optional
+``description`` and a ``[[datasets]]`` array. Each dataset has an ``id``, a display ``label``, a ``path``
+(environment variables such as ``$IBNBENCH_DATA`` expanded; relative to the file), optionally ``env``, an
+environment variable that, when set, is the path instead, and ``classes``: ``"folders"`` (scored on the classes of
+its class folders, the protocol of the 200-class ImageNet-R and -A) or a class-list file; without it the dataset
+is a 1000-way task.
+"""
 from __future__ import annotations
 
 import hashlib

@@ -1,10 +1,17 @@
-"""STYLE"""
+"""Style conditions: a CycleGAN photo-to-painting generator on the batch (``style``: 0..255 -> [-1, 1] -> generator ->
+0..255, clamped) or the images of a pre-stylised copy of the dataset (``dir``, made by ``ibnbench stylize``).
+
+The generators come from a :class:`GeneratorSource` handed in by whoever loads the suite
+(:func:`ibnbench.load_suite` hands in :mod:`ibnbench.zoo.generators`). The on-the-fly ``style`` condition runs the
+generator on the classifier's 224x224 centre crop as it is (no resize); its record entry says so.
+"""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +20,9 @@ from torch import nn
 from ibnbench.conditions.base import Condition, string_field
 from ibnbench.errors import MissingFileError, UsageError
 from ibnbench.precision import full_fp32
+
+if TYPE_CHECKING:
+    from ibnbench.data.discovery import ValDataset
 
 STYLES = ("monet", "cezanne", "ukiyoe", "vangogh")
 
@@ -154,6 +164,13 @@ class Dir(Condition):
 
     def provenance(self) -> dict:
         return {"stylized": read_manifest(self.root)}
+
+    def source(self, dataset: ValDataset) -> ValDataset:
+        """``dataset`` read from this folder; every image must be there (fails before any work, naming one that is
+        not)."""
+        for relative in dataset.files:
+            self.path_for(relative)
+        return dataclasses.replace(dataset, root=self.root)
 
     def path_for(self, relative_path: str | Path) -> Path:
         """The stylised file for ``relative_path`` (relative to the dataset root)."""

@@ -1,4 +1,12 @@
-"""SUITE"""
+"""Suites as data: ``transforms/<suite>.toml`` files, each an ordered list of conditions.
+
+A suite file holds an optional ``description``, suite-wide ``clip`` / ``quantize`` defaults (and ``seed`` /
+``jpeg`` for the ops that take them: ImageNet-C corruptions) and a
+``[[conditions]]`` array; every condition has an ``id``, a display ``label``, an ``op`` (see
+:data:`OPS`) and the op's parameters, and may override ``clip`` / ``quantize``.
+The suite's ``hash`` is the sha256 of its conditions' canonical definitions, so results made with
+different definitions are never mixed.
+"""
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,17 @@
-"""DECODE"""
+"""Decoding and file sniffing.
+
+:func:`decode_file` is the one CPU decoder (``torchvision.io.decode_image``, RGB). It rejects
+zero-byte, unreadable and non-image files, JPEGs whose headers are broken, and truncated JPEGs:
+torchvision's libjpeg wrapper turns libjpeg's "premature end of data" warning into an error, as PIL
+does by default, so a truncated file is never scored on a half-grey picture. Corrupt entropy-coded
+data that libjpeg can resynchronise past (the end marker present) decodes with libjpeg's warning on
+stderr, as it does in PIL. PNGs whose image data libpng would fail on mid-image (which crashes
+torchvision's decoder) are caught first by :func:`png_stream_problem`; 16-bit PNGs become 8-bit; a JPEG or
+PNG header claiming more than :data:`MAX_PIXELS` pixels is refused before anything is allocated.
+
+On CUDA, baseline/progressive 3-component JPEGs can be decoded in batches with nvJPEG (:func:`nvjpeg_decode`);
+:func:`nvjpeg_can_decode` tells which files must go to the CPU decoder instead.
+"""
 from __future__ import annotations
 
 import os
@@ -15,10 +28,6 @@ MAX_PIXELS = 2**28
 """Largest image :func:`decode_file` decodes (16384 x 16384; 768 MiB as uint8 RGB): a header claiming
 more (a decompression bomb or a corrupt size field) is refused before memory is allocated."""
 
-
-DECODE_COUNT = 0
-"""Calls of :func:`decode_file` in this process. With ``workers=0`` that is every CPU decode; worker
-processes count in their own copies, so use ``workers=0`` when checking decode-once."""
 
 
 def _decoder_reason(exc: Exception) -> str:
@@ -45,8 +54,6 @@ def decode_file(path: str | os.PathLike) -> torch.Tensor:
 
     16-bit PNGs are scaled to 8 bits (the high byte). A JPEG or PNG whose header claims more than
     :data:`MAX_PIXELS` pixels is refused before any memory is allocated for it."""
-    global DECODE_COUNT
-    DECODE_COUNT += 1
     data = read_bytes(path)
     size = image_size(data)
     if size is not None and size[0] * size[1] > MAX_PIXELS:

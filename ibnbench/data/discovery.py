@@ -1,4 +1,19 @@
-"""DISCOVERY"""
+"""ImageNet validation data: find and label the files.
+
+Layouts (auto-detected by :func:`open_dataset`):
+
+* ``imagefolder``: ``val/<wnid>/*.JPEG``. Labels come from the folder names, numbered by the full
+  sorted list of the 1000 ImageNet wnids (timm's ``ImageNetInfo``), so a subset keeps its true labels.
+* ``numeric``: ``<root>/<class index>/*.jpeg`` with folders ``0`` .. ``999`` (ImageNetV2): the folder name is
+  the class index.
+* ``flat``: ``val/*.JPEG`` with labels from Kaggle's ``LOC_val_solution.csv`` (looked up in the folder
+  and up to four folders above it, which covers the Kaggle download's ``ILSVRC/Data/CLS-LOC/val``) or
+  from a labels file given explicitly: lines ``<file> <class index>`` or ``<file> <wnid> <class index>``.
+
+Shift datasets in wnid folders (ImageNet-R, -A, -Sketch, Stylized-ImageNet) are ``imagefolder``. A dataset may
+be scored on a class subset (:func:`class_subset`): the classes of its folders (ImageNet-R and -A: 200) or a
+class-list file; a plain subset of val stays a 1000-way task unless asked.
+"""
 from __future__ import annotations
 
 import csv
@@ -75,15 +90,26 @@ def _is_image(entry: os.DirEntry) -> bool:
     return not entry.name.startswith(".") and entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.is_file()
 
 
+def _listing_error(exc: OSError, folder: Path) -> DatasetError:
+    """A folder or file that cannot be listed or stat-ed (permissions, a symlink loop), named."""
+    return DatasetError(f"{exc.filename or folder}: cannot be read ({exc.strerror or exc})")
+
+
 def _images_in(folder: Path) -> dict[str, int]:
     """Image file names directly in ``folder`` with their sizes in bytes."""
-    with os.scandir(folder) as entries:
-        return {e.name: e.stat().st_size for e in entries if _is_image(e)}
+    try:
+        with os.scandir(folder) as entries:
+            return {e.name: e.stat().st_size for e in entries if _is_image(e)}
+    except OSError as exc:
+        raise _listing_error(exc, folder) from None
 
 
 def _subfolders(folder: Path) -> list[str]:
-    with os.scandir(folder) as entries:
-        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    except OSError as exc:
+        raise _listing_error(exc, folder) from None
 
 
 def _examples(names: Iterable[str], n: int = 3) -> str:

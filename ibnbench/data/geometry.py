@@ -1,4 +1,6 @@
-"""GEOMETRY"""
+"""Crop geometry: the resize and centre crop a model's preprocessing asks for, and the key that groups the models
+sharing one crop (each image is decoded once and cut once per geometry).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,18 @@
-"""LOADER"""
+"""Batches of crops: a :class:`CropDataset` decodes each image once and cuts one uint8 crop per geometry from it.
+
+Resizing runs on the uint8 tensor: on CPUs with
+AVX2 torchvision uses its native uint8 antialiased bilinear kernel, which matches PIL's
+``Image.BILINEAR`` resize (the reference pipeline) on 99.7 % of pixels and within 1 grey level on all
+of them on the 100 real val images; resizing in float32 and rounding also stays within 1 level but
+differs from PIL on about 16 % of pixels. Without AVX2 (and on CUDA) torchvision itself falls back to
+float32 + rounding.
+
+On CUDA, ``make_loader(..., decoder="nvjpeg")`` decodes baseline/progressive 3-component JPEGs in
+batches with nvJPEG (``torchvision.io.decode_jpeg(list, device="cuda")``) and resizes/crops on the
+GPU. Everything nvJPEG should not see (greyscale, CMYK, PNG data in a ``.JPEG`` file, arithmetic
+coding, files not ending in the JPEG end marker, e.g. truncated ones) is decoded by
+:func:`decode_file` in the loader's CPU workers, so both paths apply the same bad-image policy.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,10 @@
-"""EVALDATASETS"""
+"""Runs of a dataset suite (:mod:`ibnbench.conditions.datasets`).
+
+:func:`run_datasets` runs the single-dataset path (:func:`ibnbench.eval.engine.run`, condition ``origin``) on ImageNet
+val and on each dataset, and writes one record: one row per dataset, its gap measured against val on the same
+class subset (val restricted to the subset's images and masked alike, a row of its own: ``origin@<id>``), and
+every dataset's fingerprint in ``dataset.datasets``. A dataset that is not there is reported as missing.
+"""
 from __future__ import annotations
 
 import hashlib

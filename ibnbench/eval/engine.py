@@ -3,31 +3,31 @@ model, and count top-1/top-5 hits per image on the device (synchronising once pe
 image's top-5 classes and softmax probabilities from the same forward pass."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from ibnbench.data import discovery as data_mod
 from ibnbench.data.classes import ClassSubset
+from ibnbench.data.discovery import ValDataset
 from ibnbench.data.loader import make_loader
 from ibnbench.errors import UsageError
 from ibnbench.eval.checkpoint import RESUME_HINT, Checkpoint, RunInterrupted, check_checkpoint
 from ibnbench.eval.distributed import DistContext
 from ibnbench.eval.options import RunOptions
-from ibnbench.eval.plan import column_names, per_model, weights_per_model
+from ibnbench.eval.plan import Classifier, RunPlan
 from ibnbench.eval.runner import ModelRunner
 from ibnbench.eval.state import EvalState
 from ibnbench.precision import fp32_conv_precision
 from ibnbench.progress import Progress
+from ibnbench.results.predictions import Predictions
 from ibnbench.results.record import Record
-from ibnbench.zoo.meta import Preprocessing
 
 
 def environment(device: torch.device, options: RunOptions, close_calls_left: int | None = None) -> dict:
@@ -57,21 +57,36 @@ def environment(device: torch.device, options: RunOptions, close_calls_left: int
     return env
 
 
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` found: per (model, condition) ``results`` rows, ``per_image`` hits, the top-5
+    ``predictions`` (for the sidecar), the ``skipped`` unreadable files, the reduced-precision close calls left
+    unrefined (None in full precision) and the ``timing``."""
+
+    results: list[dict]
+    per_image: dict
+    predictions: Predictions
+    skipped: list[str]
+    close_calls_left: int | None
+    timing: dict
+
+
 def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Sequence, state: EvalState,
-                    device: torch.device, dir_batches: dict[str, dict] | None = None) -> None:
+                    device: torch.device, own_batches: dict[str, dict] | None = None) -> None:
     """Every condition on the batch's crops, every model on every condition; hits stay on the device.
 
-    ``dir_batches`` holds, per ``dir`` condition, the same images read from its pre-stylised folder."""
+    ``own_batches`` holds, per condition with images of its own (:meth:`Condition.source`), the same images read
+    from there."""
     index = batch["index"].to(device, non_blocking=True)
     label = batch["label"].to(device, non_blocking=True)
     ok = batch["ok"]
     crops = {key: crop.to(device, non_blocking=True).float() for key, crop in batch["crops"].items()}
     for condition in conditions:
         source = crops
-        if dir_batches and condition.id in dir_batches:
-            ok = ok & dir_batches[condition.id]["ok"]
+        if own_batches and condition.id in own_batches:
+            ok = ok & own_batches[condition.id]["ok"]
             source = {key: crop.to(device, non_blocking=True).float()
-                      for key, crop in dir_batches[condition.id]["crops"].items()}
+                      for key, crop in own_batches[condition.id]["crops"].items()}
         for key, crop in source.items():
             x = condition(crop, index)
             for name, runner in runners.items():
@@ -83,14 +98,14 @@ def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Se
     state.done[index] = True
 
 
-def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_mod.ValDataset,
+def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence, dataset: ValDataset,
              options: RunOptions | None = None, checkpoint: Checkpoint | None = None,
              dist: DistContext | None = None, on_batch: Callable[[int], None] | None = None,
-             classes: ClassSubset | None = None) -> dict:
-    """Evaluate every model under every condition; returns ``{"results", "per_image", "predictions", "timing",
-    "skipped"}`` (``predictions``: the top-5 classes and probabilities per image, for the sidecar).
+             classes: ClassSubset | None = None) -> EvalResult:
+    """Evaluate every model under every condition (on ``options.device``, this rank's share under torchrun).
 
-    ``models`` map names to modules carrying ``ibnbench_info`` (for preprocessing). In fan-out mode
+    ``models`` map result columns to :class:`Classifier` s (or modules made by :func:`ibnbench.create_model`). In
+    fan-out mode
     (default) each batch is decoded once; ``options.fanout=False`` is the per-(model, condition)
     baseline that re-reads the data for every pair, kept for honest speed comparisons. ``classes``: score
     argmax and top-5 over this class subset's logits only.
@@ -98,8 +113,8 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
     options = options or RunOptions()
     dist = dist or DistContext.detect()
     device = dist.device(options.resolved_device())
-    runners = {name: ModelRunner(m, m.ibnbench_info.preprocessing, device, options, classes)
-               for name, m in models.items()}
+    runners = {name: ModelRunner(c.module, c.preprocessing, device, options, classes)
+               for name, c in ((n, Classifier.of(m)) for n, m in models.items())}
     geometries = {r.geometry: r.preprocessing for r in runners.values()}
     pairs = [(m, c.id) for m in models for c in conditions]
     state = EvalState(len(dataset), pairs, device)
@@ -125,12 +140,14 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
     passes = [(list(models), list(conditions))] if options.fanout else [([m], [c]) for m in models for c in conditions]
     shard = dist.shard(range(len(dataset)))
     images = 0
+    read = 0  # images the loaders delivered (the main one and those of conditions with images of their own)
     from_cache = 0
     for model_names, pass_conditions in passes:
         done = state.done.cpu()  # one transfer, not one device sync per image
         todo = [i for i in shard if not done[i]] if options.fanout else shard
-        dir_conditions = [c for c in pass_conditions if c.kind == "dir"]
-        sources = [dataset] + [dataclasses.replace(dataset, root=c.root) for c in dir_conditions]
+        own = {c.id: c.source(dataset) for c in pass_conditions}
+        own = {cid: source for cid, source in own.items() if source is not None}
+        sources = [dataset, *own.values()]
         loaders = [make_loader(source, list(geometries.values()), batch_size=options.batch_size,
                                         workers=options.workers, pin_memory=device.type == "cuda",
                                         on_bad_image=options.on_bad_image, decoder=options.resolved_decoder(device),
@@ -140,11 +157,12 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
                       initial=len(shard) - len(todo)) as progress:
             since_checkpoint = 0
             try:
-                for batch, *dir_batches in zip(*loaders):
+                for batch, *own_batches in zip(*loaders):
                     _evaluate_batch(batch, {n: runners[n] for n in model_names}, pass_conditions, state, device,
-                                    {c.id: b for c, b in zip(dir_conditions, dir_batches)})
-                    skipped.extend(path for b in (batch, *dir_batches) for path, _reason in b["bad"])
+                                    dict(zip(own, own_batches)))
+                    skipped.extend(path for b in (batch, *own_batches) for path, _reason in b["bad"])
                     n = len(batch["index"])
+                    read += sum(len(b["index"]) for b in (batch, *own_batches))
                     progress.update(n)
                     images += n
                     if on_batch is not None:
@@ -158,23 +176,24 @@ def evaluate(models: dict[str, nn.Module], conditions: Sequence, dataset: data_m
                     save_checkpoint()
                 raise
         from_cache += loaders[0].from_cache
+        read -= sum(loader.from_cache for loader in loaders)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - t0
     state.reduce(dist)
     skipped = dist.gather_lists(skipped)
-    counts = torch.stack([torch.as_tensor(close_calls_left(), device=device), torch.tensor(from_cache, device=device)])
+    counts = torch.stack([torch.as_tensor(close_calls_left(), device=device), torch.tensor(from_cache, device=device),
+                          torch.tensor(read, device=device)])
     dist.all_reduce_sum(counts)
-    close_calls, from_cache = counts.tolist()
+    close_calls, from_cache, decoded = counts.tolist()
     n_done = int(state.done.sum())
-    return {"results": state.summary(), "per_image": state.per_image(), "predictions": state.predictions(),
-            "skipped": sorted(set(skipped)),
-            "close_calls_left": close_calls if options.amp_dtype(device) else None,
-            "timing": {"seconds": round(elapsed, 3), "images": n_done, "passes": len(passes),
-                       "images_per_s": round(images / elapsed, 2) if elapsed else None,
-                       "world_size": dist.world_size, **({"from_cache": from_cache} if options.cache else {})},
-            "device": device}
-
+    return EvalResult(
+        results=state.summary(), per_image=state.per_image(), predictions=state.predictions(),
+        skipped=sorted(set(skipped)), close_calls_left=close_calls if options.amp_dtype(device) else None,
+        timing={"seconds": round(elapsed, 3), "images": n_done, "passes": len(passes),
+                "images_per_s": round(images / elapsed, 2) if elapsed else None, "decoded": decoded,
+                "world_size": dist.world_size,
+                **({"from_cache": from_cache} if options.cache else {})})
 
 def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", conditions: Sequence[str] | None = None,
         weights: Sequence[str] | None = None, output: str | os.PathLike | None = None,
@@ -195,82 +214,35 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     """
     from datetime import datetime, timezone
 
-    from ibnbench.conditions import imagenet_c
     from ibnbench.errors import RecordError
-    from ibnbench.eval.plan import load_suite
     from ibnbench.io import ensure_writable
     from ibnbench.results.predictions import sidecar_path, staged_predictions
     from ibnbench.results.record import write_record
     from ibnbench.results.stats import ece
-    from ibnbench.zoo import create_model, model_info
 
     opts = RunOptions(**options)
-    names = list(model)
-    if not names:
-        raise UsageError("give at least one --model")
     if resume and restart:
         raise UsageError("--resume continues an interrupted run and --restart deletes it: give one of them")
-    infos = [model_info(name) for name in names]  # an unknown model fails before anything else is looked at
-    specs = weights_per_model(weights, names, "official")
-    prep_specs = per_model(preprocessing, names, None, "--preprocessing")
-    chosen_prep = [Preprocessing.from_spec(p, info.preprocessing) if p else None for p, info in zip(prep_specs, infos)]
-    columns = column_names(names, specs, prep_specs)
-    chosen = load_suite(suite, style_weights=style_weights)
-    if conditions is not None:
-        chosen = chosen.select(conditions)
-    labels_by_id = {c.id: c.label for c in chosen.conditions}
-    not_run = []
-    released = imagenet_c.is_released_tree(data)
-    if released:  # the downloaded ImageNet-C files: each corruption read from its folder, already 224x224
-        chosen, not_run = imagenet_c.released_suite(chosen, data)
-    missing = {c.id: c.requires for c in chosen.conditions if c.requires}
-    if missing:
-        if not skip_missing:
-            details = "; ".join(f"{cid}: {', '.join(req)}" for cid, req in missing.items())
-            raise UsageError(f"missing assets for condition(s) {details} (or pass --skip-missing)")
-        not_run += list(missing)
-        chosen = chosen.select([c.id for c in chosen.conditions if c.id not in missing])
-    if released:
-        dataset = dataclasses.replace(data_mod.open_dataset(chosen.conditions[0].root, labels=labels, limit=opts.limit),
-                                      layout=imagenet_c.RELEASED_LAYOUT, cropped=True)
-    else:
-        dataset = data_mod.open_dataset(data, labels=labels, limit=opts.limit)
-    subset = data_mod.class_subset(dataset, classes_from_folders, classes, check=not restrict_to_classes)
-    if restrict_to_classes:
-        if subset is None:
-            raise UsageError("--restrict-to-classes needs a class subset (--classes FILE or --classes-from-folders)")
-        dataset = data_mod.restrict(dataset, subset.indices)
-    for condition in chosen.conditions:
-        if condition.kind == "dir":  # a pre-stylised copy must hold every image: fail before any work
-            for relative in dataset.files:
-                condition.path_for(relative)
+    plan = RunPlan.make(model, data, suite, conditions, weights, labels=labels, limit=opts.limit,
+                        skip_missing=skip_missing, style_weights=style_weights, preprocessing=preprocessing,
+                        classes_from_folders=classes_from_folders, classes=classes,
+                        restrict_to_classes=restrict_to_classes)
+    chosen, dataset, subset = plan.suite, plan.dataset, plan.classes
     dist = DistContext.detect()
-    stem = Path(output) if output else Path(results_dir) / f"{chosen.name}-{'+'.join(names)}.json"
+    stem = Path(output) if output else Path(results_dir) / f"{chosen.name}-{'+'.join(plan.names)}.json"
     out_path = Path(output) if output else stem.with_name(f"{stem.stem}-{datetime.now():%Y%m%d-%H%M%S}.json")
     ckpt_path = stem.with_name(f".{stem.name}.rank{dist.rank}.resume.pt")
     if dist.is_main:
         ensure_writable(out_path, "record")
     ensure_writable(ckpt_path, "checkpoint")
     check_checkpoint(stem, ckpt_path, resume, restart, dist.world_size)
-
-    models = {}
-    for column, name, spec, prep in zip(columns, names, specs, chosen_prep):
-        built = create_model(name, weights=spec)
-        if prep is not None:
-            built.ibnbench_info = dataclasses.replace(built.ibnbench_info, preprocessing=prep)
-        elif "assumed" in built.ibnbench_info.preprocessing.source and dist.is_main:
-            pre = built.ibnbench_info.preprocessing
-            print(f"note: {column}: preprocessing assumed: torchvision's ImageNet default (resize {pre.resize}, "
-                  f"crop {pre.crop}, {pre.convention}); pass --preprocessing resize=..,crop=..,mean=..,std=.. "
-                  "if it expects another",
-                  file=sys.stderr, flush=True)
-        models[column] = built
+    models = plan.build(announce=dist.is_main)
 
     fingerprint = dataset.fingerprint()
     identity = {"suite_hash": chosen.hash, "conditions": [c.id for c in chosen.conditions],
                 "dataset": fingerprint["sha256"], "world_size": dist.world_size, "rank": dist.rank,
-                "models": {n: m.ibnbench_weights.get("sha256") for n, m in models.items()},
-                "preprocessing": {n: m.ibnbench_info.preprocessing.as_dict() for n, m in models.items()},
+                "models": {n: m.weights.get("sha256") for n, m in models.items()},
+                "preprocessing": {n: m.preprocessing.as_dict() for n, m in models.items()},
                 "precision": (opts.amp, opts.refine)}
     if subset is not None:
         identity["classes"] = subset.indices
@@ -280,30 +252,29 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     except KeyboardInterrupt:
         saved = f"progress saved in {ckpt_path}; " if checkpoint.exists() else "no chunk finished, nothing saved; "
         raise RunInterrupted(saved + (RESUME_HINT if checkpoint.exists() else "run the command again")) from None
-    predictions = result["predictions"]
-    for row in result["results"]:  # from the stored (float16) confidences, so the sidecar reproduces it exactly
+    predictions = result.predictions
+    for row in result.results:  # from the stored (float16) confidences, so the sidecar reproduces it exactly
         row["ece"] = round(100 * ece(predictions.confidence(row["model"], row["condition"]),
                                      predictions.correct(row["model"], row["condition"])), 4)
 
     record = Record(
         suite=chosen.name, suite_hash=chosen.hash,
         conditions=[{"id": c.id, "label": c.label, **c.provenance()} for c in chosen.conditions]
-        + [{"id": cid, "label": labels_by_id[cid], "not_run": True} for cid in not_run],
-        dataset={**fingerprint, "n_skipped": len(result["skipped"]), "skipped": result["skipped"],
+        + [{"id": cid, "label": plan.labels[cid], "not_run": True} for cid in plan.not_run],
+        dataset={**fingerprint, "n_skipped": len(result.skipped), "skipped": result.skipped,
                  **({"classes": subset.as_dict()} if subset is not None else {})},
-        models={n: {"model": name, "weights": m.ibnbench_weights.get("source"),
-                    "sha256": m.ibnbench_weights.get("sha256"), "release": m.ibnbench_weights.get("release"),
-                    "preprocessing": m.ibnbench_info.preprocessing.as_dict()}
-                for (n, m), name in zip(models.items(), names)},
-        environment=environment(result["device"], opts, result["close_calls_left"]),
-        timing=result["timing"],
-        results=result["results"],
-        per_image={"files": list(dataset.files), **result["per_image"]},
+        models={n: {"model": name, "weights": m.weights.get("source"), "sha256": m.weights.get("sha256"),
+                    "release": m.weights.get("release"), "preprocessing": m.preprocessing.as_dict()}
+                for (n, m), name in zip(models.items(), plan.names)},
+        environment=environment(dist.device(opts.resolved_device()), opts, result.close_calls_left),
+        timing=result.timing,
+        results=result.results,
+        per_image={"files": list(dataset.files), **result.per_image},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     if not any(row["n_images"] for row in record.results):
         checkpoint.remove()
-        skipped = result["skipped"]
+        skipped = result.skipped
         raise UsageError(f"no image could be scored: all {len(dataset)} image(s) of {data} were unreadable and "
                          f"skipped (e.g. {', '.join(skipped[:3])}); nothing was written")
     if dist.is_main:

@@ -1,12 +1,23 @@
-"""PLAN"""
+"""What a run will do, settled before any image is decoded: one weights spec and preprocessing per model, result
+columns, the suite's conditions (missing assets refused or skipped), the dataset and its class subset.
+"""
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+from torch import nn
+
+from ibnbench.conditions.imagenet_c import RELEASED_LAYOUT, is_released_tree, released_suite
 from ibnbench.conditions.suite import Suite, read_suite
+from ibnbench.data.classes import ClassSubset
+from ibnbench.data.discovery import ValDataset, class_subset, open_dataset, restrict
 from ibnbench.errors import UsageError
-from ibnbench.zoo import generators
+from ibnbench.zoo import create_model, generators, model_info
+from ibnbench.zoo.meta import Preprocessing
 
 
 def per_model(values: Sequence[str] | None, names: Sequence[str], default: str | None, option: str) -> list:
@@ -52,3 +63,108 @@ def load_suite(name_or_path: str | os.PathLike, *, style_weights: Mapping[str, s
     CycleGAN generators from the zoo. ``style_weights`` maps a style name to the generator weights its style
     conditions use instead of the file's (``{"monet": "random"}`` or ``{"monet": "/path/style_monet.pth"}``)."""
     return read_suite(name_or_path, style_weights=style_weights, generators=generators)
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """A model as the engine runs it: the module, the preprocessing its inputs get, and where its weights came
+    from (``{"source", "sha256", "release", ...}``, for the record)."""
+
+    module: nn.Module
+    preprocessing: Preprocessing
+    weights: Mapping[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, model: nn.Module | Classifier) -> Classifier:
+        """``model`` as :func:`ibnbench.create_model` made it (which notes its preprocessing and weights)."""
+        if isinstance(model, Classifier):
+            return model
+        info = getattr(model, "ibnbench_info", None)
+        if info is None:
+            raise UsageError(f"{type(model).__name__} was not made by ibnbench.create_model: give "
+                             "Classifier(module, preprocessing) instead")
+        return cls(model, info.preprocessing, getattr(model, "ibnbench_weights", {}))
+
+
+def select_conditions(suite: Suite, conditions: Sequence[str] | None = None, skip_missing: bool = False,
+                      hint: str = "or pass --skip-missing") -> tuple[Suite, list[str]]:
+    """``suite`` narrowed to ``conditions`` (all when None) and to those whose assets are present; a missing asset
+    stops the run (naming it) unless ``skip_missing``, which leaves the condition out and returns its id."""
+    chosen = suite if conditions is None else suite.select(conditions)
+    missing = {c.id: c.requires for c in chosen.conditions if c.requires}
+    if missing and not skip_missing:
+        details = "; ".join(f"{cid}: {', '.join(req)}" for cid, req in missing.items())
+        raise UsageError(f"missing assets for condition(s) {details} ({hint})")
+    if missing:
+        chosen = chosen.select([c.id for c in chosen.conditions if c.id not in missing])
+    return chosen, list(missing)
+
+
+@dataclass
+class RunPlan:
+    """What a run (``run``, ``bench``) evaluates, settled before any image is decoded: models with their weights
+    and preprocessing, the conditions that will run (and those left out), the dataset and its class subset."""
+
+    names: list[str]
+    columns: list[str]
+    weights: list[str]
+    preprocessing: list[Preprocessing | None]
+    suite: Suite
+    dataset: ValDataset
+    classes: ClassSubset | None = None
+    not_run: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def make(cls, model: Sequence[str], data: str | os.PathLike, suite: str = "table1",
+             conditions: Sequence[str] | None = None, weights: Sequence[str] | None = None, *,
+             default_weights: str = "official", labels: str | os.PathLike | None = None, limit: int | None = None,
+             skip_missing: bool = False, missing_hint: str = "or pass --skip-missing",
+             style_weights: Mapping[str, str] | None = None, preprocessing: Sequence[str] | None = None,
+             classes_from_folders: bool = False, classes: str | os.PathLike | ClassSubset | None = None,
+             restrict_to_classes: bool = False) -> RunPlan:
+        """Check every argument (models first, then suite and assets, then the data listing) and plan the run."""
+        names = list(model)
+        if not names:
+            raise UsageError("give at least one --model")
+        infos = [model_info(name) for name in names]  # an unknown model fails before anything else is looked at
+        specs = weights_per_model(weights, names, default_weights)
+        prep_specs = per_model(preprocessing, names, None, "--preprocessing")
+        chosen_prep = [Preprocessing.from_spec(p, i.preprocessing) if p else None for p, i in zip(prep_specs, infos)]
+        columns = column_names(names, specs, prep_specs)
+        chosen = load_suite(suite, style_weights=style_weights)
+        if conditions is not None:
+            chosen = chosen.select(conditions)
+        labels_by_id = {c.id: c.label for c in chosen.conditions}
+        not_run: list[str] = []
+        released = is_released_tree(data)
+        if released:  # the downloaded ImageNet-C files: each corruption read from its folder, already 224x224
+            chosen, not_run = released_suite(chosen, data)
+        chosen, missing = select_conditions(chosen, skip_missing=skip_missing, hint=missing_hint)
+        if released:
+            dataset = dataclasses.replace(open_dataset(chosen.conditions[0].root, labels=labels, limit=limit),
+                                          layout=RELEASED_LAYOUT, cropped=True)
+        else:
+            dataset = open_dataset(data, labels=labels, limit=limit)
+        subset = class_subset(dataset, classes_from_folders, classes, check=not restrict_to_classes)
+        if restrict_to_classes:
+            if subset is None:
+                raise UsageError("--restrict-to-classes needs a class subset (--classes FILE or --classes-from-folders)")
+            dataset = restrict(dataset, subset.indices)
+        for condition in chosen.conditions:
+            condition.source(dataset)  # a condition with images of its own must have every one: fail before any work
+        return cls(names, columns, specs, chosen_prep, chosen, dataset, subset, not_run + missing, labels_by_id)
+
+    def build(self, announce: bool = True) -> dict[str, Classifier]:
+        """The models by result column, weights loaded (downloaded if need be); ``announce`` notes assumed
+        preprocessing on stderr."""
+        models = {}
+        for column, name, spec, prep in zip(self.columns, self.names, self.weights, self.preprocessing):
+            module = create_model(name, weights=spec)
+            own = module.ibnbench_info.preprocessing
+            if prep is None and "assumed" in own.source and announce:
+                print(f"note: {column}: preprocessing assumed: torchvision's ImageNet default (resize {own.resize}, "
+                      f"crop {own.crop}, {own.convention}); pass --preprocessing resize=..,crop=..,mean=..,std=.. "
+                      "if it expects another", file=sys.stderr, flush=True)
+            models[column] = Classifier(module, prep or own, module.ibnbench_weights)
+        return models

@@ -7,7 +7,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from ibnbench.io import write_atomic
-from ibnbench.results.record import Record
+from ibnbench.results.record import Record, condition_labels
 from ibnbench.results.report import cell_interval, load_records, results_frame
 
 from . import imagenet_c, paper
@@ -42,8 +42,8 @@ def _tables(rows: list[tuple[str, dict]], by: list[str], **sort) -> list[pd.Data
 def board_frames(records: list[Record]) -> list[pd.DataFrame]:
     """One ranked table per dataset fingerprint: a row per model with its weights, dataset, subset flag, date,
     mean top-1 drop and top-1/top-5 cell per condition."""
-    labels = {c["id"]: c.get("label", c["id"]) for r in records for c in r.conditions}
-    order = list(dict.fromkeys(c["id"] for r in records for c in r.conditions))
+    labels = condition_labels(records)
+    order = list(condition_labels(records))
     rows = []
     for dataset, model, group in _model_groups(records):
         by_cond = group.set_index("condition")

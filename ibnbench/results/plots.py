@@ -17,7 +17,7 @@ import pandas as pd
 from ibnbench.conditions.suite import Suite, read_suite
 from ibnbench.errors import RecordError
 from ibnbench.results import stats
-from ibnbench.results.record import Record
+from ibnbench.results.record import Record, condition_labels
 from ibnbench.results.report import load_records, paired_drop, results_frame
 
 SWEEP_SUITES = ("sweep",)
@@ -127,9 +127,9 @@ def drops_frame(records: Sequence[Record], metric: str = "top1") -> pd.DataFrame
     """Error increase over ``origin`` in points: rows are condition labels (origin and conditions without
     results left out), columns models."""
     frame = results_frame(records)
-    order = [c for c in dict.fromkeys(c["id"] for r in records for c in r.conditions)
+    order = [c for c in condition_labels(records)
              if c != "origin" and c in set(frame.condition)]
-    labels = {c["id"]: c.get("label", c["id"]) for r in records for c in r.conditions}
+    labels = condition_labels(records)
     table = frame.pivot(index="condition", columns="model", values=f"drop_{metric}")
     table = table.reindex(index=order, columns=list(dict.fromkeys(frame.model)))
     table.index = [labels.get(c, c) for c in order]

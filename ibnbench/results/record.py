@@ -6,7 +6,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -180,6 +180,16 @@ class Record:
             if self.models[model].get("preprocessing") != other.models[model].get("preprocessing"):
                 reasons.append(f"preprocessing of {model} differs")
         return reasons
+
+
+def condition_labels(records: Sequence[Record]) -> dict[str, str]:
+    """Every condition id of ``records`` in the order the records list them (the suite's), with its display label:
+    the one order and naming of conditions every report, board and plot uses."""
+    labels: dict[str, str] = {}
+    for record in records:
+        for condition in record.conditions:
+            labels.setdefault(condition["id"], condition.get("label", condition["id"]))
+    return labels
 
 
 def write_record(record: Record, path: str | os.PathLike) -> Path:

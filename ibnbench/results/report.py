@@ -15,7 +15,7 @@ from tabulate import tabulate
 
 from ibnbench.errors import RecordError, UsageError
 from ibnbench.io import write_atomic
-from ibnbench.results.record import Record, find_records, read_record
+from ibnbench.results.record import Record, condition_labels, find_records, read_record
 
 from . import imagenet_c, paper, stats
 
@@ -47,8 +47,8 @@ def _cell(top1: float, top5: float, drop1: float | None = None, drop5: float | N
 def table1(records: Sequence[Record], vs: str | None = None) -> pd.DataFrame:
     """The Table-1 layout as a DataFrame of strings (rows: condition labels, columns: models)."""
     frame = results_frame(records)
-    order = list(dict.fromkeys(c["id"] for r in records for c in r.conditions))
-    labels = {c["id"]: c.get("label", c["id"]) for r in records for c in r.conditions}
+    order = list(condition_labels(records))
+    labels = condition_labels(records)
     models = list(dict.fromkeys(frame.model))
     table: dict[str, dict[str, str]] = {}
     for model in models:
@@ -108,8 +108,8 @@ def numbers(records: Sequence[Record], vs: str | None = None) -> pd.DataFrame:
     """The report as numbers, one row per (model, condition) in Table-1 order: errors, drops against origin
     and, with ``vs="paper"``, the paper's errors and our difference from them (NaN where it has none)."""
     frame = results_frame(records)
-    order = list(dict.fromkeys(c["id"] for r in records for c in r.conditions))
-    labels = {c["id"]: c.get("label", c["id"]) for r in records for c in r.conditions}
+    order = list(condition_labels(records))
+    labels = condition_labels(records)
     models = {m: i for i, m in enumerate(dict.fromkeys(frame.model))}
     frame = frame.assign(label=frame.condition.map(lambda c: labels.get(c, c)),
                          model_rank=frame.model.map(models),
@@ -182,7 +182,7 @@ def statistics(records: Sequence[Record], metric: str = "top1") -> pd.DataFrame:
     Holm-adjusted over the table) and the ECE where the record stores it."""
     frame = results_frame(records)
     sources = _sources(records)
-    labels = {c["id"]: c.get("label", c["id"]) for r in records for c in r.conditions}
+    labels = condition_labels(records)
     rows = []
     for _, row in frame.iterrows():
         model, cond = row.model, row.condition
@@ -227,9 +227,9 @@ def pair_tests(records: Sequence[Record], metric: str = "top1") -> pd.DataFrame:
     """Every two models under each condition on the same images: B's error minus A's (points) with the exact
     paired interval, the discordant counts and McNemar's p (Holm-adjusted over the table)."""
     sources = _sources(records)
-    labels = {c["id"]: c.get("label", c["id"]) for r in records for c in r.conditions}
+    labels = condition_labels(records)
     models = list(dict.fromkeys(m for m, _ in sources))
-    order = list(dict.fromkeys(c for r in records for c in (x["id"] for x in r.conditions)))
+    order = list(condition_labels(records))
     rows = [{"condition": labels.get(cond, cond), "model A": a, "model B": b,
              **_pair_row((sources[a, cond], a, cond), (sources[b, cond], b, cond), metric)}
             for cond in order for a, b in itertools.combinations(models, 2)
@@ -264,7 +264,7 @@ def compare(first: str | Path | Record, second: str | Path | Record, metric: str
     reasons = a.comparable_with(b)
     if reasons:
         raise RecordError(f"cannot compare {a.path or 'A'} with {b.path or 'B'}: {'; '.join(reasons)}")
-    labels = {c["id"]: c.get("label", c["id"]) for c in a.conditions}
+    labels = condition_labels([a])
     done_b = {(r["model"], r["condition"]) for r in b.results}
     rows = [{"condition": labels.get(ra["condition"], ra["condition"]), "model A": ra["model"], "model B": mb,
              f"A {metric} err %": ra[f"{metric}_err"],
@@ -362,7 +362,7 @@ def report(results: Sequence[str | Path], format: str = "markdown", vs: str | No
         if pairs:
             sections.append(("top1 model vs model under each condition",
                              render(keyed(pair_tests(records), ["condition", "model A", "model B"], format), format)))
-            labels = {c["id"]: c.get("label", c["id"]) for r in records for c in r.conditions}
+            labels = condition_labels(records)
             done = dict.fromkeys(row["condition"] for r in records for row in r.results)
             sections += [(f"error consistency (kappa, top1) under {labels.get(c, c)}",
                           render(consistency(records, c), format)) for c in done]

@@ -1,4 +1,6 @@
-"""BENCH"""
+"""Speed: timm-style synthetic throughput, fan-out against the per-pair baseline, per-stage pipeline timing, and
+ImageNet-C ops against the reference package.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -64,38 +66,29 @@ def throughput(model_name: str, batch_size: int = 64, amp: str = "off", channels
 
 def _prepare(models: Sequence[str], data: str | os.PathLike, suite: str, conditions: Sequence[str] | None,
              weights: Sequence[str] | None, limit: int | None, style_weights: dict | None) -> tuple:
-    """``(suite, dataset, {name: model})`` for a timing run; random weights unless given, assets required."""
-    from ibnbench.data.discovery import open_dataset
-    from ibnbench.eval.plan import load_suite, weights_per_model
-    from ibnbench.zoo import create_model
+    """``(plan, {column: classifier})`` for a timing run, planned as ``run`` plans (random weights unless given);
+    every asset is required."""
+    from ibnbench.eval.plan import RunPlan
 
-    chosen = load_suite(suite, style_weights=style_weights)
-    if conditions:
-        chosen = chosen.select(conditions)
-    if chosen.requires:
-        raise UsageError(f"missing assets: {'; '.join(chosen.requires)} (select --conditions without them)")
-    dataset = open_dataset(data, limit=limit)
-    built = {m: create_model(m, weights=w) for m, w in zip(models, weights_per_model(weights, models, "random"))}
-    return chosen, dataset, built
+    plan = RunPlan.make(models, data, suite, conditions, weights, default_weights="random", limit=limit,
+                        style_weights=style_weights, missing_hint="select --conditions without them")
+    return plan, plan.build(announce=False)
 
 
 def compare_baseline(models: Sequence[str], data: str | os.PathLike, suite: str = "table1",
                      conditions: Sequence[str] | None = None, weights: Sequence[str] | None = None,
                      **options) -> dict:
     """Time the fan-out engine against the per-(model, condition) baseline on the same data, and count decodes."""
-    from ibnbench.data import decode as data_mod
     from ibnbench.eval.engine import evaluate
 
-    chosen, dataset, built = _prepare(models, data, suite, conditions, weights, options.get("limit"),
-                                      options.pop("style_weights", None))
+    plan, built = _prepare(models, data, suite, conditions, weights, options.get("limit"),
+                           options.pop("style_weights", None))
+    chosen, dataset = plan.suite, plan.dataset
     out: dict = {}
-    counted = options.get("workers", RunOptions.workers) == 0  # DECODE_COUNT sees this process only
     for mode, fanout in (("fanout", True), ("baseline", False)):
-        before = data_mod.DECODE_COUNT
         result = evaluate(built, chosen.conditions, dataset, RunOptions(fanout=fanout, **options))
-        out[mode] = {"seconds": result["timing"]["seconds"],
-                     "decodes": data_mod.DECODE_COUNT - before if counted else None,
-                     "results": result["results"]}
+        out[mode] = {"seconds": result.timing["seconds"], "decodes": result.timing["decoded"],
+                     "results": result.results}
     out["speedup"] = round(out["baseline"]["seconds"] / out["fanout"]["seconds"], 2)
     out["n_images"] = len(dataset)
     out["identical_counts"] = out["fanout"]["results"] == out["baseline"]["results"]
@@ -210,7 +203,8 @@ def pipeline(models: Sequence[str], data: str | os.PathLike, suite: str = "table
     from ibnbench.eval.engine import evaluate
     from ibnbench.eval.runner import ModelRunner
 
-    chosen, dataset, built = _prepare(models, data, suite, conditions, weights, limit, style_weights)
+    plan, built = _prepare(models, data, suite, conditions, weights, limit, style_weights)
+    chosen, dataset = plan.suite, plan.dataset
     options = RunOptions(device=device, batch_size=batch_size, amp=amp, channels_last=channels_last,
                          workers=workers, refine=refine, progress=False)
     dev = options.resolved_device()
@@ -241,13 +235,13 @@ def pipeline(models: Sequence[str], data: str | os.PathLike, suite: str = "table
         condition(batch)  # warm-up (style generators are built lazily)
         stages[f"condition {condition.id} ({condition.kind})"] = _timed(lambda c=condition: c(batch), dev, 3) * scale
     for name, model in built.items():
-        runner = ModelRunner(model, model.ibnbench_info.preprocessing, dev, options)
+        runner = ModelRunner(model.module, model.preprocessing, dev, options)
         runner.hits(batch, labels)
         stages[f"forward {name}"] = _timed(lambda r=runner: r.hits(batch, labels), dev, 3) * scale
     whole = evaluate(built, chosen.conditions, dataset, options)
     rows = [{"stage": k, "seconds": round(v, 4), "images_per_s": round(n / v, 1) if v else None}
             for k, v in stages.items()]
-    rows.append({"stage": f"whole fan-out evaluation ({workers} workers)", "seconds": whole["timing"]["seconds"],
-                 "images_per_s": round(n / whole["timing"]["seconds"], 1)})
+    rows.append({"stage": f"whole fan-out evaluation ({workers} workers)", "seconds": whole.timing["seconds"],
+                 "images_per_s": round(n / whole.timing["seconds"], 1)})
     return {"n_images": n, "device": str(dev), "batch_size": batch_size, "stages": rows,
             "pairs": len(built) * len(chosen.conditions)}

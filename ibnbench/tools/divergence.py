@@ -232,7 +232,7 @@ def divergence(model: str, data: str | Path, data_b: str | Path | None = None, c
     """
     from ibnbench.data.discovery import open_dataset
     from ibnbench.eval.distributed import resolve_device
-    from ibnbench.eval.plan import load_suite
+    from ibnbench.eval.plan import load_suite, select_conditions
     from ibnbench.io import ensure_writable
     from ibnbench.zoo import create_model, model_info
 
@@ -253,12 +253,12 @@ def divergence(model: str, data: str | Path, data_b: str | Path | None = None, c
         set_a = open_dataset(data, limit=limit)
         a_idx = list(range(len(set_a)))
         if condition is not None:
-            chosen = load_suite(suite, style_weights=style_weights)[condition]
-            if chosen.requires:
-                raise UsageError(f"condition {condition}: missing {', '.join(chosen.requires)}")
-            if chosen.kind == "dir":  # a pre-stylised copy of the dataset: read it as domain B
-                set_b = open_dataset(chosen.root, limit=limit)
-                b_idx = list(range(len(set_b)))
+            selected, _ = select_conditions(load_suite(suite, style_weights=style_weights), [condition],
+                                            hint="or choose another --condition")
+            chosen = selected[condition]
+            own = chosen.source(set_a)  # a pre-stylised copy of the dataset is read as domain B
+            if own is not None:
+                set_b, b_idx = own, a_idx
             else:
                 set_b, b_idx, cond = set_a, a_idx, chosen
             domain_a, domain_b = "origin", chosen.label

@@ -1,4 +1,12 @@
-"""STYLIZE"""
+"""``ibnbench stylize``: a stylised copy of a dataset, the paper's own set-up for its style conditions.
+
+:func:`stylize` writes a stylised copy of a dataset (``ibnbench stylize``): every image is decoded as RGB,
+resized (``resize="shorter"``, the default: shorter side to 256, bilinear, antialiased, aspect kept, the size the
+classifiers' own resize gives before their 224 centre crop; ``resize="square"``: 256x256 bicubic, as the CycleGAN
+authors' test script loads photos), passed through the generator at that size and saved under the same relative
+path, as JPEG quality 95 for ``.jpg``/``.jpeg`` names and PNG for ``.png`` names. ``stylize.json`` in the output
+folder records the style, the generator's hash and the resize, and a resumed run must use the same ones.
+"""
 from __future__ import annotations
 
 import json

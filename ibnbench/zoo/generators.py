@@ -9,8 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ibnbench.errors import WeightsError
-from ibnbench.io import cache_dir, fetch, is_url, sha256_of
+from ibnbench.io import cache_dir, checkpoint_file, fetch, is_url, sha256_of
 from ibnbench.zoo import create_model
 from ibnbench.zoo.weights import load_state_dict_strict, read_state_dict
 
@@ -54,12 +53,7 @@ def _resolve(style: str, weights: str, progress: bool) -> Path:
     if weights == "official":
         present = next((p for p in official_candidates(style) if p.is_file()), None)
         return present or fetch(STYLE_URL.format(style=style), None, f"style {style!r}", progress)
-    if is_url(weights):
-        return fetch(weights, None, f"style {style!r}", progress)
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise WeightsError(f"style {style!r}: weights file {weights} does not exist.")
-    return path
+    return checkpoint_file(weights, f"style {style!r}", progress)
 
 
 def load_generator(style: str, weights: str = "official", progress: bool = True) -> nn.Module:

@@ -169,11 +169,3 @@ class SELayer(nn.Module):
         weights = self.fc(self.avg_pool(x).flatten(1))
         return x * weights[:, :, None, None]
 
-
-def reference_ibn_forward(layer: IBN, x: torch.Tensor) -> torch.Tensor:
-    """The official split/normalise/concatenate computation, for tests and benchmarks."""
-    x_in, x_bn = layer._slices(x)
-    out_in = F.instance_norm(x_in.contiguous(), weight=layer.IN.weight, bias=layer.IN.bias, eps=layer.IN.eps)
-    out_bn = F.batch_norm(x_bn.contiguous(), layer.BN.running_mean, layer.BN.running_var,
-                          layer.BN.weight, layer.BN.bias, False, 0.0, layer.BN.eps)
-    return torch.cat((out_in, out_bn) if layer.in_first else (out_bn, out_in), 1)

@@ -1,4 +1,8 @@
-"""ZOOWEIGHTS"""
+"""Resolve and load model weights: a local path, a URL (into the torch hub cache, sha256-checked),
+"official" (the model's released file) or "random", with one clear error for every failure.
+
+Checkpoints of every PyTorch version load as PyTorch itself loads them (legacy BN counters, IN statistics).
+"""
 from __future__ import annotations
 
 import os
@@ -10,7 +14,7 @@ import torch
 from torch import nn
 
 from ibnbench.errors import WeightsError
-from ibnbench.io import fetch, is_url, sha256_of, verified
+from ibnbench.io import checkpoint_file, fetch, sha256_of, verified
 
 if TYPE_CHECKING:
     from ibnbench.zoo.meta import ModelInfo, Weights
@@ -38,12 +42,7 @@ def resolve(spec: str, info: ModelInfo, progress: bool = True) -> Path | None:
             return verified(Path(released.local_path()), released.sha256_prefix, info.name,
                              f"reinstall the package that ships it ({released.source})")
         return fetch(released.url, released.sha256_prefix, info.name, progress)
-    if is_url(spec):
-        return fetch(spec, None, info.name, progress)
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise WeightsError(f"{info.name}: weights file {spec} does not exist.")
-    return path
+    return checkpoint_file(spec, info.name, progress)
 
 
 def _strip_module(key: str) -> str:

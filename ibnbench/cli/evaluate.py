@@ -1,17 +1,18 @@
-"""``ibnbench`` command line: argparse subcommands that call the library functions, nothing more."""
+"""Commands that evaluate: run, bench, divergence, stylize, make-fake-val."""
 from __future__ import annotations
 
 import argparse
-import sys
+import dataclasses
 from typing import TYPE_CHECKING
 
-from tabulate import tabulate, tabulate_formats
+from tabulate import tabulate
 
-from ibnbench.errors import IbnbenchError, UsageError
-from ibnbench.eval.options import RunOptions
+from ibnbench.errors import UsageError
+from ibnbench.eval.options import RunOptions, add_flags
 
 if TYPE_CHECKING:
     from ibnbench.results.record import Record
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Evaluate models under a suite and write the record, then print its Table-1 report."""
@@ -25,10 +26,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     common = {"weights": args.weights, "output": args.output, "results_dir": args.results_dir, "labels": args.labels,
               "resume": args.resume, "restart": args.restart, "preprocessing": args.preprocessing,
-              "skip_missing": args.skip_missing, "device": args.device, "batch_size": args.batch_size,
-              "workers": args.workers, "amp": args.amp, "channels_last": args.channels_last, "compile": args.compile,
-              "limit": args.limit, "on_bad_image": args.on_bad_image, "fanout": not args.no_fanout,
-              "chunk_size": args.chunk_size, "refine": args.refine, "cache": args.cache}
+              "skip_missing": args.skip_missing, **dataclasses.asdict(RunOptions.from_args(args))}
     if is_dataset_suite(args.suite):
         given = [flag for flag, on in (("--classes-from-folders", args.classes_from_folders), ("--classes", args.classes),
                                        ("--restrict-to-classes", args.restrict_to_classes),
@@ -85,64 +83,6 @@ def _style_weights(pairs: list[str] | None) -> dict[str, str] | None:
     if bad:
         raise UsageError(f"--style-weights takes STYLE=SPEC (e.g. monet=random), not {bad[0]!r}")
     return dict(p.split("=", 1) for p in pairs)
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    """Print (or write) the Table-1 report of result records."""
-    from ibnbench.results.report import load_records, paper_warnings, report
-
-    text = report(args.results, format=args.format, vs=args.vs, output=args.output, ci=args.ci, pairs=args.pairs)
-    print(text if not args.output else f"wrote {args.output}")
-    if args.vs == "paper":
-        for warning in paper_warnings(load_records(args.results)):
-            print(warning, file=sys.stderr)
-    if args.plot:
-        from ibnbench.results.plots import plot_report
-
-        for path in plot_report(args.results, args.plot):
-            print(f"wrote {path}")
-    if args.reliability:
-        from ibnbench.results.plots import plot_reliability
-        from ibnbench.results.report import load_records
-
-        print(f"wrote {plot_reliability(load_records(args.results), args.reliability)}")
-    return 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    """Paired comparison of the models of two records on the same images (McNemar, Holm)."""
-    from ibnbench.results.report import PAIRS_NOTE, compare, keyed, render
-
-    table = compare(args.a, args.b, metric=args.metric)
-    print(render(keyed(table, ["condition", "model A", "model B"], args.format), args.format))
-    if args.format == "markdown":
-        print(f"\nA: {args.a}, B: {args.b}. {PAIRS_NOTE.split(' Error consistency')[0]}")
-    return 0
-
-
-def cmd_robustness(args: argparse.Namespace) -> int:
-    """Effective robustness on a shift: each model's distance from the baseline models' logit-linear fit."""
-    from ibnbench.results.report import load_records
-    from ibnbench.results.robustness import effective_robustness, plot_effective_robustness
-
-    baseline = [m for spec in args.baseline for m in spec.split(",") if m]
-    table, fit = effective_robustness(load_records(args.results), args.shift, baseline, metric=args.metric)
-    print(tabulate(table.reset_index(), headers="keys", tablefmt=args.format, showindex=False, floatfmt=".2f"))
-    print(f"\nlogit({args.shift} acc) = {fit.slope:.4f} * logit(val acc) {fit.intercept:+.4f} over "
-          f"{len(fit.models)} baseline models (r = {fit.r:.4f}); effective robustness = shift acc - predicted acc")
-    if args.plot:
-        print(f"wrote {plot_effective_robustness(table, fit, args.plot, shift=args.shift, metric=args.metric)}")
-    return 0
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    """Compare a new record with a recorded one; exit 0 ok, 1 regression, 2 incomparable."""
-    from ibnbench.results.check import check
-
-    outcome = check(args.results, args.against, tolerance=args.tolerance, metric=args.metric,
-                    either_way=args.either_way, test=args.test, alpha=args.alpha)
-    print(outcome.render())
-    return outcome.exit_code
 
 
 def cmd_divergence(args: argparse.Namespace) -> int:
@@ -229,99 +169,6 @@ def cmd_make_fake_val(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_leaderboard(args: argparse.Namespace) -> int:
-    """Rebuild leaderboards/<suite>.md from leaderboards/records/, or (--html DIR) the static site."""
-    if args.html:
-        from pathlib import Path
-
-        from ibnbench.results.site import build_site
-
-        pages = build_site(Path(args.root) / "records", args.html)
-        print(f"wrote {len(pages)} pages to {args.html}; open {Path(args.html) / 'index.html'} in a browser")
-        return 0
-    from ibnbench.results.leaderboard import build
-
-    for path in build(args.root):
-        print(f"wrote {path}")
-    return 0
-
-
-def cmd_leaderboard_serve(args: argparse.Namespace) -> int:
-    """Preview a built site on http://127.0.0.1:PORT/ until Ctrl-C."""
-    from ibnbench.results.site import serve
-
-    try:
-        serve(args.directory, port=args.port)
-    except KeyboardInterrupt:
-        print("stopped")
-    return 0
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    """Print the model zoo as a table."""
-    from ibnbench import zoo as models
-    from ibnbench.errors import MissingExtraError
-
-    rows = []
-    for name in models.list_models(args.pattern, task=None):
-        info = models.model_info(name)
-        w = info.weights
-        ref = "; ".join(map(str, w.metrics)) if w and w.metrics else "-"
-        try:
-            params = f"{info.num_params() / 1e6:.1f}M"
-        except MissingExtraError:
-            params = "n/a (extra missing)"
-        rows.append([name, info.family, info.variant, params,
-                     "research (none)" if info.research else ("none" if not w else "official" if w.url or w.local_path
-                                                              else "--weights PATH"),
-                     ref, info.preprocessing.convention, info.license or "-"])
-    print(tabulate(rows, headers=["model", "family", "variant", "params", "weights", "published err top1/top5 (source)",
-                                  "input", "licence"], tablefmt=args.format))
-    return 0
-
-
-def _show(value: object) -> str:
-    if isinstance(value, list):
-        return "[" + ", ".join(f"{v:g}" for v in value) + "]"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _definition(condition) -> str:
-    """``shift offsets=[50, 0, 0] clip``: the op, its parameters and the flags that are on."""
-    params = [f"{k}={_show(v)}" for k, v in condition.params().items()]
-    return " ".join([condition.op, *params, *(f for f in ("clip", "quantize") if getattr(condition, f))])
-
-
-def cmd_suites(args: argparse.Namespace) -> int:
-    """Print each suite (or the one named) with its conditions (a dataset suite: its datasets and where they are);
-    missing assets are listed after it."""
-    from ibnbench.conditions.datasets import is_dataset_suite, load_dataset_suite
-    from ibnbench.conditions.suite import list_suites, shipped_suites
-    from ibnbench.eval.plan import load_suite
-
-    for name in [args.suite] if args.suite else list_suites() + list(shipped_suites("datasets")):
-        if is_dataset_suite(name):
-            datasets = load_dataset_suite(name)
-            print(f"{datasets.name}: dataset suite, {len(datasets.datasets)} datasets beside val, sha256 "
-                  f"{datasets.hash[:16]}  ({datasets.path})")
-            rows = [[d.id, d.label, "from folders" if d.classes == "folders" else d.classes or "all 1000",
-                     str(where) if not isinstance(where := d.locate(), str) else f"missing: {where}"]
-                    for d in datasets.datasets]
-            print(tabulate(rows, headers=["id", "label", "classes", "folder"], tablefmt=args.format))
-            print()
-            continue
-        suite = load_suite(name)
-        print(f"{suite.name}: {len(suite)} conditions, sha256 {suite.hash[:16]}  ({suite.path})")
-        if suite.description:
-            print(f"  {suite.description}")
-        rows = [[c.id, c.label, c.kind, _definition(c), "missing" if c.requires else "ready"] for c in suite]
-        print(tabulate(rows, headers=["id", "label", "kind", "definition", "assets"], tablefmt=args.format))
-        for missing in dict.fromkeys(suite.requires):
-            print(f"  missing: {missing}")
-        print()
-    return 0
-
-
 def cmd_stylize(args: argparse.Namespace) -> int:
     """Write a stylised copy of a dataset."""
     from ibnbench.tools.stylize import stylize
@@ -333,26 +180,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_refine(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--refine", type=float, default=RunOptions.refine, metavar="SHARE",
-                   help="under --amp bf16/fp16, the share of each batch nearest a top-1/top-5 decision that is "
-                        f"scored again in fp32, so reduced precision does not move near ties (default {RunOptions.refine}; "
-                        "0 turns it off)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ibnbench",
-        description="Appearance-robustness benchmark for ImageNet classifiers (IBN-Net, ECCV 2018, Table 1).",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("models", help="list registered models with parameters, variant and weights")
-    p.add_argument("pattern", nargs="?", default="*", help="glob on model names (default: all)")
-    p.add_argument("--format", default="simple", choices=tabulate_formats, metavar="FORMAT",
-                   help="tabulate format: simple, github, latex, ... (default simple)")
-    p.set_defaults(func=cmd_models)
-
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands to the ``ibnbench`` parser."""
     p = sub.add_parser("run", help="evaluate models under a condition suite (the paper's Table 1 by default)",
                        description="Decode the validation set once, apply every condition of the suite on the device, "
                                    "feed every condition to every model, and write a JSON record plus a Table-1 report.")
@@ -388,87 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last completed chunk")
     p.add_argument("--restart", action="store_true",
                    help="delete an interrupted run's checkpoint and start over (a run that finds one stops otherwise)")
-    p.add_argument("--chunk-size", type=int, default=RunOptions.chunk_size, metavar="N",
-                   help=f"images per checkpoint: the unit --resume restarts from (default {RunOptions.chunk_size})")
     p.add_argument("--style-weights", action="append", metavar="STYLE=SPEC",
                    help="generator weights for a style condition: official, random, a path or a URL (repeat per style)")
     p.add_argument("--skip-missing", action="store_true", help="report conditions with missing assets as not run instead of stopping")
-    p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per batch (halved automatically on out-of-memory; default 64)")
-    p.add_argument("--workers", type=int, default=RunOptions.workers, help=f"decode worker processes (default {RunOptions.workers})")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="autocast dtype (auto: bf16 on CUDA, off on CPU)")
-    _add_refine(p)
-    p.add_argument("--channels-last", action="store_true", help="run models in channels_last memory format")
-    p.add_argument("--compile", action="store_true", help="torch.compile the models")
-    p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N images (sorted order)")
-    p.add_argument("--on-bad-image", default="fail", choices=["fail", "skip"], help="corrupt image: stop (default) or skip and count it")
-    p.add_argument("--no-fanout", action="store_true", help="baseline mode: one pass over the data per (model, condition), like peers do")
-    p.add_argument("--cache", metavar="DIR|gpu",
-                   help="keep the decoded uint8 crops: in folder DIR (memory-mapped, reused by later runs on the same "
-                        "data; ~7.5 GB per 50k images and crop size) or in device memory for this process (gpu)")
+    add_flags(p.add_argument_group("how to run"))
     p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("report", help="print the Table-1 report of result records")
-    p.add_argument("results", nargs="+", metavar="RECORD", help="record files or directories")
-    p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json", "latex", "html"],
-                   help="markdown (default), latex or html tables; csv or json hold numbers, one row per "
-                        "(model, condition)")
-    p.add_argument("--vs", choices=["paper"], help="show the paper's published numbers next to ours, with differences")
-    p.add_argument("--output", metavar="FILE", help="write the report to FILE instead of printing it")
-    p.add_argument("--plot", metavar="PNG",
-                   help="also draw the drops as grouped bars (top-1 and top-5 panels); records of the sweep suite "
-                        "give robustness curves instead (at PNG, or at <stem>-sweep.png beside it when both kinds are "
-                        "given); drops carry their exact paired 95%% intervals as error bars")
-    p.add_argument("--ci", action="store_true",
-                   help="add top-1 and top-5 tables: each error with its Clopper-Pearson 95%% interval, each drop with "
-                        "its exact paired interval, McNemar's p against origin (and Holm-adjusted), and the ECE")
-    p.add_argument("--pairs", action="store_true",
-                   help="add model-vs-model McNemar tests under each condition (Holm-adjusted) and error-consistency "
-                        "(kappa) matrices")
-    p.add_argument("--reliability", metavar="PNG",
-                   help="draw reliability diagrams (accuracy vs confidence, 15 bins, ECE in the legend) from the "
-                        "stored predictions of schema-2 records")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("robustness", help="effective robustness on a natural shift (Taori et al. 2020)",
-                       description="Fit logit(shift accuracy) against logit(val accuracy) over the --baseline models "
-                                   "(least squares) and report every model's distance from the line: effective "
-                                   "robustness = shift accuracy - the accuracy the line predicts (points). Val "
-                                   "accuracy is taken on the shift's class subset where the record has it (ImageNet-R, "
-                                   "-A: val on their 200 classes).")
-    p.add_argument("results", nargs="+", metavar="RECORD", help="records of dataset suites (files or directories)")
-    p.add_argument("--shift", required=True, metavar="ID", help="the dataset row, e.g. imagenet-r, sketch, v2-matched-frequency")
-    p.add_argument("--baseline", action="append", required=True, metavar="MODELS",
-                   help="models that define the line (comma-separated or repeated; at least two)")
-    p.add_argument("--metric", default="top1", choices=["top1", "top5"], help="accuracy from top-1 (default) or top-5")
-    p.add_argument("--plot", metavar="PNG", help="draw the fit, the models and y = x on logit axes, IBN models highlighted")
-    p.add_argument("--format", default="simple", choices=tabulate_formats, metavar="FORMAT",
-                   help="tabulate format (default simple)")
-    p.set_defaults(func=cmd_robustness)
-
-    p = sub.add_parser("compare", help="paired test of two records' models on the same images (McNemar, Holm)",
-                       description="For each condition both records hold, test every model of A against every model "
-                                   "of B on the same images: error difference with its exact paired 95% interval, "
-                                   "the discordant counts and McNemar's exact p, Holm-adjusted over the table.")
-    p.add_argument("a", metavar="A.json", help="first record")
-    p.add_argument("b", metavar="B.json", help="second record (same suite and dataset)")
-    p.add_argument("--metric", default="top1", choices=["top1", "top5"], help="which answers to pair (default top1)")
-    p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json", "latex", "html"])
-    p.set_defaults(func=cmd_compare)
-
-    p = sub.add_parser("check", help="compare new results with recorded ones (exit 0 ok, 1 regression, 2 incomparable)")
-    p.add_argument("--results", required=True, metavar="NEW", help="the new record")
-    p.add_argument("--against", required=True, metavar="RECORDED", help="the recorded (reference) record")
-    p.add_argument("--tolerance", type=float, default=0.5, metavar="POINTS", help="allowed error increase in points (default 0.5)")
-    p.add_argument("--metric", default="top1", choices=["top1", "top5", "drop"], help="what to compare (default top1 error)")
-    p.add_argument("--either-way", action="store_true",
-                   help="also fail when the error moves DOWN (beyond the tolerance, or significantly)")
-    p.add_argument("--test", default="tolerance", choices=["tolerance", "mcnemar"],
-                   help="tolerance (default): fail when an error rises by more than --tolerance points; mcnemar: fail "
-                        "only when the per-image answers changed significantly (exact McNemar test on the same images, "
-                        "Holm-adjusted over the compared cells, at --alpha)")
-    p.add_argument("--alpha", type=float, default=0.01, help="significance level of --test mcnemar (default 0.01)")
-    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("divergence", help="feature divergence between two domains, layer by layer (paper Sec. 4.3)",
                        description="For each layer and channel, fit a Gaussian to the channel's spatial mean over "
@@ -496,12 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="synthetic throughput per model, or fan-out vs baseline on a dataset")
     p.add_argument("--model", action="append", metavar="NAME", help="model to time (required except with --corruptions)")
     p.add_argument("--weights", action="append", metavar="SPEC", help="for --compare-baseline (default random)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
-    _add_refine(p)
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true")
-    p.add_argument("--device", help="cuda or cpu (default: cuda if available)")
+    add_flags(p.add_argument_group("how to run"),
+              ["batch_size", "amp", "refine", "channels_last", "compile", "device", "cache", "limit", "workers"],
+              workers=0)
     p.add_argument("--iters", type=int, default=10, help="timed iterations after warm-up (default 10)")
     p.add_argument("--compare-baseline", action="store_true",
                    help="time the fan-out engine against one pass per (model, condition) on --data")
@@ -513,11 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default="imagecorruptions:corrupt", metavar="MODULE:FUNC",
                    help="--corruptions: the reference function (MODULE:FUNC or FILE.py:FUNC)")
     p.add_argument("--data", metavar="DIR", help="dataset for --pipeline / --compare-baseline / --corruptions")
-    p.add_argument("--cache", metavar="DIR|gpu", help="--pipeline: also time the loader reading the crop cache")
     p.add_argument("--suite", default="table1")
     p.add_argument("--conditions", type=lambda s: [c for c in s.split(",") if c], metavar="IDS")
-    p.add_argument("--workers", type=int, default=0, help="decode workers (0 lets the decode count be exact)")
-    p.add_argument("--limit", type=int, metavar="N")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("make-fake-val", help="write a synthetic ImageNet-like val folder (for timing without ImageNet)")
@@ -526,26 +273,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
     p.set_defaults(func=cmd_make_fake_val)
-
-    p = sub.add_parser("leaderboard", help="leaderboards from committed records")
-    lb = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    b = lb.add_parser("build", help="turn leaderboards/records/*.json into leaderboards/<suite>.md")
-    b.add_argument("--root", default="leaderboards", help="leaderboard folder (default leaderboards/)")
-    b.add_argument("--html", metavar="DIR",
-                   help="write the static website (index, sortable table per suite, page per model with figures, "
-                        "the record JSONs) to DIR instead of the markdown boards; it works from file:// and any "
-                        "static host")
-    b.set_defaults(func=cmd_leaderboard)
-    s = lb.add_parser("serve", help="preview a built site on http://127.0.0.1:PORT/ (localhost only)")
-    s.add_argument("directory", metavar="DIR", help="the folder `leaderboard build --html DIR` wrote")
-    s.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
-    s.set_defaults(func=cmd_leaderboard_serve)
-
-    p = sub.add_parser("suites", help="list condition suites (transforms/*.toml) and their conditions")
-    p.add_argument("suite", nargs="?", help="a suite name or .toml path (default: every shipped suite)")
-    p.add_argument("--format", default="simple", choices=tabulate_formats, metavar="FORMAT",
-                   help="tabulate format: simple, github, latex, ... (default simple)")
-    p.set_defaults(func=cmd_suites)
 
     p = sub.add_parser("stylize", help="write a CycleGAN-stylised copy of a dataset (for `op = \"dir\"` conditions)")
     p.add_argument("--style", required=True, help="monet, cezanne, ukiyoe or vangogh (or any name with --weights)")
@@ -561,22 +288,3 @@ def build_parser() -> argparse.ArgumentParser:
                         "Recorded in OUT/stylize.json and in the records of runs that read OUT")
     p.add_argument("--workers", type=int, default=4, help="decoding worker processes (default 4)")
     p.set_defaults(func=cmd_stylize)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except KeyboardInterrupt as exc:
-        print(f"ibnbench {args.command}: interrupted" + (f": {exc}" if str(exc) else ""), file=sys.stderr)
-        return 130
-    except IbnbenchError as exc:  # the user's input: one line; anything else is a bug and keeps its traceback
-        if getattr(exc, "record", None) is not None:  # the run finished but its record could not be written
-            print_summary(exc.record)
-        print(f"ibnbench {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,40 @@
+"""``ibnbench`` command line: argparse subcommands that call the library functions, nothing more. Our own errors
+(:class:`ibnbench.errors.IbnbenchError`) print as one line naming the file or option (exit 2); anything else is a bug
+and keeps its traceback."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ibnbench.cli import catalog, evaluate, records
+from ibnbench.cli.evaluate import print_summary
+from ibnbench.errors import IbnbenchError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ibnbench",
+        description="Appearance-robustness benchmark for ImageNet classifiers (IBN-Net, ECCV 2018, Table 1).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for commands in (catalog, evaluate, records):
+        commands.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt as exc:
+        print(f"ibnbench {args.command}: interrupted" + (f": {exc}" if str(exc) else ""), file=sys.stderr)
+        return 130
+    except IbnbenchError as exc:  # the user's input: one line; anything else is a bug and keeps its traceback
+        if getattr(exc, "record", None) is not None:  # the run finished but its record could not be written
+            print_summary(exc.record)
+        print(f"ibnbench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

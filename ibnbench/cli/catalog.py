@@ -1,0 +1,91 @@
+"""Commands that list what ibnbench ships: models and suites."""
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from tabulate import tabulate, tabulate_formats
+
+
+if TYPE_CHECKING:
+    pass
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """Print the model zoo as a table."""
+    from ibnbench import zoo as models
+    from ibnbench.errors import MissingExtraError
+
+    rows = []
+    for name in models.list_models(args.pattern, task=None):
+        info = models.model_info(name)
+        w = info.weights
+        ref = "; ".join(map(str, w.metrics)) if w and w.metrics else "-"
+        try:
+            params = f"{info.num_params() / 1e6:.1f}M"
+        except MissingExtraError:
+            params = "n/a (extra missing)"
+        rows.append([name, info.family, info.variant, params,
+                     "research (none)" if info.research else ("none" if not w else "official" if w.url or w.local_path
+                                                              else "--weights PATH"),
+                     ref, info.preprocessing.convention, info.license or "-"])
+    print(tabulate(rows, headers=["model", "family", "variant", "params", "weights", "published err top1/top5 (source)",
+                                  "input", "licence"], tablefmt=args.format))
+    return 0
+
+
+def _show(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(f"{v:g}" for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _definition(condition) -> str:
+    """``shift offsets=[50, 0, 0] clip``: the op, its parameters and the flags that are on."""
+    params = [f"{k}={_show(v)}" for k, v in condition.params().items()]
+    return " ".join([condition.op, *params, *(f for f in ("clip", "quantize") if getattr(condition, f))])
+
+
+def cmd_suites(args: argparse.Namespace) -> int:
+    """Print each suite (or the one named) with its conditions (a dataset suite: its datasets and where they are);
+    missing assets are listed after it."""
+    from ibnbench.conditions.datasets import is_dataset_suite, load_dataset_suite
+    from ibnbench.conditions.suite import list_suites, shipped_suites
+    from ibnbench.eval.plan import load_suite
+
+    for name in [args.suite] if args.suite else list_suites() + list(shipped_suites("datasets")):
+        if is_dataset_suite(name):
+            datasets = load_dataset_suite(name)
+            print(f"{datasets.name}: dataset suite, {len(datasets.datasets)} datasets beside val, sha256 "
+                  f"{datasets.hash[:16]}  ({datasets.path})")
+            rows = [[d.id, d.label, "from folders" if d.classes == "folders" else d.classes or "all 1000",
+                     str(where) if not isinstance(where := d.locate(), str) else f"missing: {where}"]
+                    for d in datasets.datasets]
+            print(tabulate(rows, headers=["id", "label", "classes", "folder"], tablefmt=args.format))
+            print()
+            continue
+        suite = load_suite(name)
+        print(f"{suite.name}: {len(suite)} conditions, sha256 {suite.hash[:16]}  ({suite.path})")
+        if suite.description:
+            print(f"  {suite.description}")
+        rows = [[c.id, c.label, c.kind, _definition(c), "missing" if c.requires else "ready"] for c in suite]
+        print(tabulate(rows, headers=["id", "label", "kind", "definition", "assets"], tablefmt=args.format))
+        for missing in dict.fromkeys(suite.requires):
+            print(f"  missing: {missing}")
+        print()
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands to the ``ibnbench`` parser."""
+    p = sub.add_parser("models", help="list registered models with parameters, variant and weights")
+    p.add_argument("pattern", nargs="?", default="*", help="glob on model names (default: all)")
+    p.add_argument("--format", default="simple", choices=tabulate_formats, metavar="FORMAT",
+                   help="tabulate format: simple, github, latex, ... (default simple)")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("suites", help="list condition suites (transforms/*.toml) and their conditions")
+    p.add_argument("suite", nargs="?", help="a suite name or .toml path (default: every shipped suite)")
+    p.add_argument("--format", default="simple", choices=tabulate_formats, metavar="FORMAT",
+                   help="tabulate format: simple, github, latex, ... (default simple)")
+    p.set_defaults(func=cmd_suites)

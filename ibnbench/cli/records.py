@@ -1,0 +1,177 @@
+"""Commands that read records: report, robustness, compare, check, leaderboard."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from tabulate import tabulate, tabulate_formats
+
+
+if TYPE_CHECKING:
+    pass
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print (or write) the Table-1 report of result records."""
+    from ibnbench.results.report import load_records, paper_warnings, report
+
+    text = report(args.results, format=args.format, vs=args.vs, output=args.output, ci=args.ci, pairs=args.pairs)
+    print(text if not args.output else f"wrote {args.output}")
+    if args.vs == "paper":
+        for warning in paper_warnings(load_records(args.results)):
+            print(warning, file=sys.stderr)
+    if args.plot:
+        from ibnbench.results.plots import plot_report
+
+        for path in plot_report(args.results, args.plot):
+            print(f"wrote {path}")
+    if args.reliability:
+        from ibnbench.results.plots import plot_reliability
+        from ibnbench.results.report import load_records
+
+        print(f"wrote {plot_reliability(load_records(args.results), args.reliability)}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Paired comparison of the models of two records on the same images (McNemar, Holm)."""
+    from ibnbench.results.report import PAIRS_NOTE, compare, keyed, render
+
+    table = compare(args.a, args.b, metric=args.metric)
+    print(render(keyed(table, ["condition", "model A", "model B"], args.format), args.format))
+    if args.format == "markdown":
+        print(f"\nA: {args.a}, B: {args.b}. {PAIRS_NOTE.split(' Error consistency')[0]}")
+    return 0
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    """Effective robustness on a shift: each model's distance from the baseline models' logit-linear fit."""
+    from ibnbench.results.report import load_records
+    from ibnbench.results.robustness import effective_robustness, plot_effective_robustness
+
+    baseline = [m for spec in args.baseline for m in spec.split(",") if m]
+    table, fit = effective_robustness(load_records(args.results), args.shift, baseline, metric=args.metric)
+    print(tabulate(table.reset_index(), headers="keys", tablefmt=args.format, showindex=False, floatfmt=".2f"))
+    print(f"\nlogit({args.shift} acc) = {fit.slope:.4f} * logit(val acc) {fit.intercept:+.4f} over "
+          f"{len(fit.models)} baseline models (r = {fit.r:.4f}); effective robustness = shift acc - predicted acc")
+    if args.plot:
+        print(f"wrote {plot_effective_robustness(table, fit, args.plot, shift=args.shift, metric=args.metric)}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Compare a new record with a recorded one; exit 0 ok, 1 regression, 2 incomparable."""
+    from ibnbench.results.check import check
+
+    outcome = check(args.results, args.against, tolerance=args.tolerance, metric=args.metric,
+                    either_way=args.either_way, test=args.test, alpha=args.alpha)
+    print(outcome.render())
+    return outcome.exit_code
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    """Rebuild leaderboards/<suite>.md from leaderboards/records/, or (--html DIR) the static site."""
+    if args.html:
+        from pathlib import Path
+
+        from ibnbench.results.site import build_site
+
+        pages = build_site(Path(args.root) / "records", args.html)
+        print(f"wrote {len(pages)} pages to {args.html}; open {Path(args.html) / 'index.html'} in a browser")
+        return 0
+    from ibnbench.results.leaderboard import build
+
+    for path in build(args.root):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_leaderboard_serve(args: argparse.Namespace) -> int:
+    """Preview a built site on http://127.0.0.1:PORT/ until Ctrl-C."""
+    from ibnbench.results.site import serve
+
+    try:
+        serve(args.directory, port=args.port)
+    except KeyboardInterrupt:
+        print("stopped")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands to the ``ibnbench`` parser."""
+    p = sub.add_parser("report", help="print the Table-1 report of result records")
+    p.add_argument("results", nargs="+", metavar="RECORD", help="record files or directories")
+    p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json", "latex", "html"],
+                   help="markdown (default), latex or html tables; csv or json hold numbers, one row per "
+                        "(model, condition)")
+    p.add_argument("--vs", choices=["paper"], help="show the paper's published numbers next to ours, with differences")
+    p.add_argument("--output", metavar="FILE", help="write the report to FILE instead of printing it")
+    p.add_argument("--plot", metavar="PNG",
+                   help="also draw the drops as grouped bars (top-1 and top-5 panels); records of the sweep suite "
+                        "give robustness curves instead (at PNG, or at <stem>-sweep.png beside it when both kinds are "
+                        "given); drops carry their exact paired 95%% intervals as error bars")
+    p.add_argument("--ci", action="store_true",
+                   help="add top-1 and top-5 tables: each error with its Clopper-Pearson 95%% interval, each drop with "
+                        "its exact paired interval, McNemar's p against origin (and Holm-adjusted), and the ECE")
+    p.add_argument("--pairs", action="store_true",
+                   help="add model-vs-model McNemar tests under each condition (Holm-adjusted) and error-consistency "
+                        "(kappa) matrices")
+    p.add_argument("--reliability", metavar="PNG",
+                   help="draw reliability diagrams (accuracy vs confidence, 15 bins, ECE in the legend) from the "
+                        "stored predictions of schema-2 records")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("robustness", help="effective robustness on a natural shift (Taori et al. 2020)",
+                       description="Fit logit(shift accuracy) against logit(val accuracy) over the --baseline models "
+                                   "(least squares) and report every model's distance from the line: effective "
+                                   "robustness = shift accuracy - the accuracy the line predicts (points). Val "
+                                   "accuracy is taken on the shift's class subset where the record has it (ImageNet-R, "
+                                   "-A: val on their 200 classes).")
+    p.add_argument("results", nargs="+", metavar="RECORD", help="records of dataset suites (files or directories)")
+    p.add_argument("--shift", required=True, metavar="ID", help="the dataset row, e.g. imagenet-r, sketch, v2-matched-frequency")
+    p.add_argument("--baseline", action="append", required=True, metavar="MODELS",
+                   help="models that define the line (comma-separated or repeated; at least two)")
+    p.add_argument("--metric", default="top1", choices=["top1", "top5"], help="accuracy from top-1 (default) or top-5")
+    p.add_argument("--plot", metavar="PNG", help="draw the fit, the models and y = x on logit axes, IBN models highlighted")
+    p.add_argument("--format", default="simple", choices=tabulate_formats, metavar="FORMAT",
+                   help="tabulate format (default simple)")
+    p.set_defaults(func=cmd_robustness)
+
+    p = sub.add_parser("compare", help="paired test of two records' models on the same images (McNemar, Holm)",
+                       description="For each condition both records hold, test every model of A against every model "
+                                   "of B on the same images: error difference with its exact paired 95% interval, "
+                                   "the discordant counts and McNemar's exact p, Holm-adjusted over the table.")
+    p.add_argument("a", metavar="A.json", help="first record")
+    p.add_argument("b", metavar="B.json", help="second record (same suite and dataset)")
+    p.add_argument("--metric", default="top1", choices=["top1", "top5"], help="which answers to pair (default top1)")
+    p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json", "latex", "html"])
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("check", help="compare new results with recorded ones (exit 0 ok, 1 regression, 2 incomparable)")
+    p.add_argument("--results", required=True, metavar="NEW", help="the new record")
+    p.add_argument("--against", required=True, metavar="RECORDED", help="the recorded (reference) record")
+    p.add_argument("--tolerance", type=float, default=0.5, metavar="POINTS", help="allowed error increase in points (default 0.5)")
+    p.add_argument("--metric", default="top1", choices=["top1", "top5", "drop"], help="what to compare (default top1 error)")
+    p.add_argument("--either-way", action="store_true",
+                   help="also fail when the error moves DOWN (beyond the tolerance, or significantly)")
+    p.add_argument("--test", default="tolerance", choices=["tolerance", "mcnemar"],
+                   help="tolerance (default): fail when an error rises by more than --tolerance points; mcnemar: fail "
+                        "only when the per-image answers changed significantly (exact McNemar test on the same images, "
+                        "Holm-adjusted over the compared cells, at --alpha)")
+    p.add_argument("--alpha", type=float, default=0.01, help="significance level of --test mcnemar (default 0.01)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("leaderboard", help="leaderboards from committed records")
+    lb = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    b = lb.add_parser("build", help="turn leaderboards/records/*.json into leaderboards/<suite>.md")
+    b.add_argument("--root", default="leaderboards", help="leaderboard folder (default leaderboards/)")
+    b.add_argument("--html", metavar="DIR",
+                   help="write the static website (index, sortable table per suite, page per model with figures, "
+                        "the record JSONs) to DIR instead of the markdown boards; it works from file:// and any "
+                        "static host")
+    b.set_defaults(func=cmd_leaderboard)
+    s = lb.add_parser("serve", help="preview a built site on http://127.0.0.1:PORT/ (localhost only)")
+    s.add_argument("directory", metavar="DIR", help="the folder `leaderboard build --html DIR` wrote")
+    s.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
+    s.set_defaults(func=cmd_leaderboard_serve)
