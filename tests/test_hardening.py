@@ -858,3 +858,32 @@ def test_plain_progress_lines_when_not_a_terminal():
     assert re.fullmatch(r"evaluate: 9/15 images, [\d.]+ images/s, ETA \d\d:\d\d", lines[0]), lines
     assert re.fullmatch(r"evaluate: 15/15 images in \d\d:\d\d, [\d.]+ images/s", lines[-1]), lines
     assert len(lines) == 2  # the last update leaves the line to close()
+
+
+BROKEN_MODEL = '''
+import torch
+
+
+class Broken(torch.nn.Module):
+    def forward(self, x):
+        return torch.cat([x, "a string"])  # a bug: TypeError inside the forward
+
+
+def build(**kwargs):
+    return Broken()
+'''
+
+
+def test_a_bug_inside_a_model_reaches_the_user_with_its_traceback(tmp_path):
+    """A TypeError raised inside a model's forward is a bug, not bad input: the CLI lets it through with its
+    traceback (only ibnbench's own errors become one line)."""
+    (tmp_path / "broken_model.py").write_text(BROKEN_MODEL)
+    root = make_folder(tmp_path / "val", {A: [1]})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "ibnbench.cli", *RUN[:1], "--model", "broken_model:build",
+                           *RUN[3:], "--data", str(root), "--output", str(tmp_path / "r.json")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Traceback (most recent call last)" in done.stderr and "TypeError" in done.stderr.splitlines()[-1]
+    assert 'broken_model.py", line 7, in forward' in done.stderr  # the frame where the bug is
+    assert "error:" not in done.stderr and not (tmp_path / "r.json").exists()

@@ -133,3 +133,8 @@ def test_ini_key_resolves_against_the_ini_file(pytester, monkeypatch):
     monkeypatch.chdir(pytester.mkdir("elsewhere"))  # a path relative to the working directory would not exist
     result = pytester.runpytest_inprocess(str(pytester.path), *INNER_OPTIONS)
     result.assert_outcomes(passed=1)
+
+
+def test_the_sample_is_the_readme_s():
+    """What the tests above run is what the README shows (its import paths included)."""
+    assert SAMPLE in (Path(__file__).resolve().parents[1] / "README.md").read_text()

@@ -81,14 +81,7 @@ def check(results: str | Path | Record, against: str | Path | Record, tolerance:
     With ``test="mcnemar"`` a cell regresses only when its per-image answers changed significantly: McNemar's
     exact test on the same images, Holm-adjusted over the shared cells, below ``alpha``; a missing pair fails too.
     """
-    if metric not in METRICS:
-        raise UsageError(f"--metric must be one of {', '.join(METRICS)}, not {metric!r}")
-    if test not in TESTS:
-        raise UsageError(f"--test must be one of {', '.join(TESTS)}, not {test!r}")
-    if test == "mcnemar" and metric == "drop":
-        raise UsageError("--test mcnemar compares per-image answers: use --metric top1 or top5")
-    if not 0 < alpha < 1:
-        raise UsageError(f"--alpha must lie between 0 and 1, not {alpha}")
+    _check_arguments(metric, test, alpha)
     new = results if isinstance(results, Record) else read_record(results)
     old = against if isinstance(against, Record) else read_record(against)
     reasons = new.comparable_with(old)
@@ -100,10 +93,7 @@ def check(results: str | Path | Record, against: str | Path | Record, tolerance:
     if not shared:
         reasons.append("the records share no (model, condition) pair")
     if test == "mcnemar" and not reasons:
-        reasons += [f"{r.path or 'record'} holds no per-image answers for {m} / {c}"
-                    for m, c in shared for r in (new, old) if r.answers(m, c, metric) is None][:1]
-        if new.per_image.get("files") != old.per_image.get("files"):
-            reasons.append("the records list different image files")
+        reasons += _unpaired(new, old, shared, metric)
     if reasons:
         return CheckResult(EXIT_INCOMPARABLE, pd.DataFrame(), ["incomparable: " + r for r in reasons])
     if metric == "drop":
@@ -111,6 +101,31 @@ def check(results: str | Path | Record, against: str | Path | Record, tolerance:
             _require_origin(record, {m for m, _ in shared})
     if test == "mcnemar":
         return _mcnemar(new, old, shared, old_pairs, metric, either_way, alpha)
+    return _tolerance(new, old, old_pairs, new_pairs, metric, tolerance, either_way)
+
+def _check_arguments(metric: str, test: str, alpha: float) -> None:
+    if metric not in METRICS:
+        raise UsageError(f"--metric must be one of {', '.join(METRICS)}, not {metric!r}")
+    if test not in TESTS:
+        raise UsageError(f"--test must be one of {', '.join(TESTS)}, not {test!r}")
+    if test == "mcnemar" and metric == "drop":
+        raise UsageError("--test mcnemar compares per-image answers: use --metric top1 or top5")
+    if not 0 < alpha < 1:
+        raise UsageError(f"--alpha must lie between 0 and 1, not {alpha}")
+
+
+def _unpaired(new: Record, old: Record, shared: list[tuple[str, str]], metric: str) -> list[str]:
+    """Why the records' per-image answers cannot be paired (none kept, or different images); empty if they can."""
+    reasons = [f"{r.path or 'record'} holds no per-image answers for {m} / {c}"
+               for m, c in shared for r in (new, old) if r.answers(m, c, metric) is None][:1]
+    if new.per_image.get("files") != old.per_image.get("files"):
+        reasons.append("the records list different image files")
+    return reasons
+
+
+def _tolerance(new: Record, old: Record, old_pairs: list[tuple[str, str]], new_pairs: set[tuple[str, str]],
+               metric: str, tolerance: float, either_way: bool) -> CheckResult:
+    """Per recorded (model, condition): the new error against the recorded one, within ``tolerance`` points."""
     rows = []
     for model, condition in old_pairs:
         before = _value(old, model, condition, metric)
@@ -138,6 +153,7 @@ def check(results: str | Path | Record, against: str | Path | Record, tolerance:
         reasons.append(f"invalid: {len(invalid)} result(s) are NaN or infinite (e.g. {invalid.iloc[0].model} / "
                        f"{invalid.iloc[0].condition}); a run with no valid image cannot pass")
     return CheckResult(code, table, reasons)
+
 
 
 def _mcnemar(new: Record, old: Record, shared: list[tuple[str, str]], old_pairs: list[tuple[str, str]],

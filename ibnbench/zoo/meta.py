@@ -52,46 +52,17 @@ class Preprocessing:
         from ibnbench.data.geometry import INTERPOLATIONS
 
         where = f"--preprocessing {spec!r}"
-        values: dict[str, list[str]] = {}
-        key = None
-        for token in (t.strip() for t in spec.split(",")):
-            if "=" in token:
-                key, _, token = (part.strip() for part in token.partition("="))
-                if key not in PREPROCESSING_KEYS:
-                    raise UsageError(f"{where}: unknown key {key!r} (keys: {', '.join(PREPROCESSING_KEYS)})")
-                if key in values:
-                    raise UsageError(f"{where}: {key} is given twice")
-                values[key] = []
-            elif key not in ("mean", "std"):  # only mean and std continue with more values
-                key = None
-            if key is None or not token:
-                raise UsageError(f"{where}: expected KEY=VALUE pairs separated by commas, e.g. "
-                                 "resize=274,crop=240,mean=127,std=128")
-            values[key].append(token)
-
-        def numbers(name: str, count: tuple[int, ...], kind: type) -> list:
-            if len(values[name]) not in count:
-                raise UsageError(f"{where}: {name} takes {' or '.join(map(str, count))} value(s), "
-                                 f"not {len(values[name])}")
-            try:
-                out = [kind(v) for v in values[name]]
-            except ValueError:
-                raise UsageError(f"{where}: {name} must be {'a whole number' if kind is int else 'numbers'}, "
-                                 f"not {','.join(values[name])}") from None
-            if not all(math.isfinite(v) and v >= 0 for v in out):
-                raise UsageError(f"{where}: {name} must be finite and not negative, not {','.join(values[name])}")
-            return out
-
+        values = _spec_pairs(spec, where)
         base = base or cls()
         fields: dict = {}
         for name in ("resize", "crop"):
             if name in values:
-                fields[name] = numbers(name, (1,), int)[0]
+                fields[name] = _spec_numbers(values, name, (1,), int, where)[0]
                 if fields[name] < 1:
                     raise UsageError(f"{where}: {name} must be at least 1 pixel")
         for name in ("mean", "std"):
             if name in values:
-                triple = numbers(name, (1, 3), float)
+                triple = _spec_numbers(values, name, (1, 3), float, where)
                 fields[name] = tuple(triple * 3 if len(triple) == 1 else triple)
         if any(s == 0 for s in fields.get("std", ())):
             raise UsageError(f"{where}: std must not be 0")
@@ -110,6 +81,42 @@ class Preprocessing:
 
 
 PREPROCESSING_KEYS = ("resize", "crop", "mean", "std", "interpolation")
+
+
+def _spec_pairs(spec: str, where: str) -> dict[str, list[str]]:
+    """``resize=274,mean=1,2,3`` -> ``{"resize": ["274"], "mean": ["1", "2", "3"]}`` (only mean and std take more
+    than one value)."""
+    values: dict[str, list[str]] = {}
+    key = None
+    for token in (t.strip() for t in spec.split(",")):
+        if "=" in token:
+            key, _, token = (part.strip() for part in token.partition("="))
+            if key not in PREPROCESSING_KEYS:
+                raise UsageError(f"{where}: unknown key {key!r} (keys: {', '.join(PREPROCESSING_KEYS)})")
+            if key in values:
+                raise UsageError(f"{where}: {key} is given twice")
+            values[key] = []
+        elif key not in ("mean", "std"):
+            key = None
+        if key is None or not token:
+            raise UsageError(f"{where}: expected KEY=VALUE pairs separated by commas, e.g. "
+                             "resize=274,crop=240,mean=127,std=128")
+        values[key].append(token)
+    return values
+
+
+def _spec_numbers(values: dict[str, list[str]], name: str, count: tuple[int, ...], kind: type, where: str) -> list:
+    """The ``count`` finite, non-negative numbers of key ``name``."""
+    if len(values[name]) not in count:
+        raise UsageError(f"{where}: {name} takes {' or '.join(map(str, count))} value(s), not {len(values[name])}")
+    try:
+        out = [kind(v) for v in values[name]]
+    except ValueError:
+        raise UsageError(f"{where}: {name} must be {'a whole number' if kind is int else 'numbers'}, "
+                         f"not {','.join(values[name])}") from None
+    if not all(math.isfinite(v) and v >= 0 for v in out):
+        raise UsageError(f"{where}: {name} must be finite and not negative, not {','.join(values[name])}")
+    return out
 
 
 @cache

@@ -26,7 +26,8 @@ def register_model(fn: Callable | None = None, **meta) -> Callable:
         name = meta.pop("name", builder.__name__)
         if name in _REGISTRY:
             raise UsageError(f"model {name!r} is registered twice")
-        description = meta.pop("description", (builder.__doc__ or "").strip().split("\n")[0])
+        first_paragraph = (builder.__doc__ or "").strip().split("\n\n")[0]
+        description = meta.pop("description", " ".join(first_paragraph.split()))
         _REGISTRY[name] = ModelInfo(name=name, builder=builder, description=description, **meta)
         return builder
 
