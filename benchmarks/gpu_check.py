@@ -212,9 +212,9 @@ def step_throughput(plan: Plan, step: Step, work: Path) -> None:
 
 def step_real100(plan: Plan, step: Step, work: Path) -> None:
     """bf16 + refine against IEEE fp32 on the 100 real images (EfficientNet-Lite0, its released weights)."""
-    from ibnbench.eval.plan import load_suite
     from ibnbench.data import discovery as data
     from ibnbench.eval.engine import evaluate
+    from ibnbench.eval.plan import load_suite
 
     if not _val100().is_dir():
         step.save({"skipped": f"{_val100()} is absent"}, complete=True)
@@ -258,9 +258,9 @@ def step_cache_gpu(plan: Plan, step: Step, work: Path) -> None:
 def step_imagenet_c(plan: Plan, step: Step, work: Path) -> None:
     """Image-conditions per second under the ImageNet-C suite, when a suite of that name is shipped."""
     from ibnbench.conditions.suite import shipped_suites
-    from ibnbench.eval.plan import load_suite
     from ibnbench.data import discovery as data
     from ibnbench.eval.engine import evaluate
+    from ibnbench.eval.plan import load_suite
 
     if "imagenet-c" not in shipped_suites():
         step.save({"skipped": "no suite named imagenet-c"}, complete=True)

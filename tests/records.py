@@ -7,7 +7,8 @@ from pathlib import Path
 import ibnbench
 from ibnbench.results.record import Record
 
-LITE0_RECORD = Path(__file__).resolve().parents[1] / "leaderboards" / "records" / "table1-efficientnet_lite0-val100.json"
+RECORDS = Path(__file__).resolve().parents[1] / "leaderboards" / "records"
+LITE0_RECORD = RECORDS / "table1-efficientnet_lite0-val100.json"
 CONDITIONS = [{"id": "origin", "label": "origin"}, {"id": "rgb+50", "label": "RGB+50"},
               {"id": "std*1.5", "label": "std x1.5"}]
 
@@ -52,7 +53,8 @@ def sweep_record(models=("resnet50", "resnet50_ibn_b"), suite_hash: str | None =
     suite = ibnbench.load_suite("sweep")
     return Record(
         suite="sweep", suite_hash=suite_hash or suite.hash, conditions=[{"id": c.id, "label": c.label} for c in suite],
-        dataset={"sha256": "d" * 64, "n_images": 100, "subset": True}, models={m: {"weights": "official"} for m in models},
+        dataset={"sha256": "d" * 64, "n_images": 100,
+                 "subset": True}, models={m: {"weights": "official"} for m in models},
         environment={"device": "cpu"}, timing={}, created="2026-11-24T00:00:00+00:00",
         results=[{"model": m, "condition": c.id, "top1_err": sweep_error(m, c), "top5_err": sweep_error(m, c) / 3,
                   "n_images": 100} for m in models for c in suite])

@@ -118,7 +118,8 @@ def test_style_with_random_generator_keeps_shape_and_range():
     out = condition(x)
     assert out.shape == x.shape and out.dtype == x.dtype
     assert out.min() >= 0 and out.max() <= 255 and not torch.allclose(out, x)
-    assert torch.equal(Style("again", style="monet", weights="random", generators=generators)(x), out)  # the random generator is seeded
+    assert torch.equal(Style("again", style="monet", weights="random", generators=generators)(x),
+                       out)  # the random generator is seeded
     assert condition.generator.training is False
     assert condition.requires == []
 
@@ -128,7 +129,8 @@ def test_style_generator_follows_the_batch_dtype():
     x = torch.rand(1, 3, 32, 32) * 255
     out64 = condition(x.double())
     assert out64.dtype == torch.float64
-    torch.testing.assert_close(out64.float(), Style("f32", style="monet", weights="random", generators=generators)(x), rtol=0, atol=1e-3)
+    torch.testing.assert_close(out64.float(), Style("f32", style="monet", weights="random", generators=generators)(x),
+                               rtol=0, atol=1e-3)
 
 
 def test_official_style_weights_are_reported_missing_without_network(tmp_path, monkeypatch):

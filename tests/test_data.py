@@ -326,7 +326,8 @@ def test_loader_batches_one_decode_per_image_for_several_geometries(tmp_path, de
     geometries = [Preprocessing(), EFFICIENTNET_LITE_PREPROCESSING, Geometry(320, 288, "bicubic")]
     batches = list(make_loader(ds, geometries, batch_size=2, workers=0))
 
-    assert sorted(Path(f).name for f in decoded) == sorted(Path(f).name for f in ds.files)  # once each, not per geometry
+    # once each, not once per geometry
+    assert sorted(Path(f).name for f in decoded) == sorted(Path(f).name for f in ds.files)
     assert [b["index"].tolist() for b in batches] == [[0, 1], [2, 3], [4]]
     assert torch.cat([b["label"] for b in batches]).tolist() == [5, 5, 5, 900, 900]
     first = batches[0]

@@ -35,7 +35,8 @@ def test_fanout_and_baseline_give_identical_counts(tiny_val):
     models = small_models(("resnet18", "resnet18_ibn_b"))
     suite = load_suite("table1-clipped").select(["origin", "rgb+50"])
     dataset = open_dataset(tiny_val)
-    fast = evaluate(models, suite.conditions, dataset, RunOptions(workers=0, batch_size=4, device="cpu", progress=False))
+    fast = evaluate(models, suite.conditions, dataset, RunOptions(workers=0, batch_size=4, device="cpu",
+                                                                  progress=False))
     slow = evaluate(models, suite.conditions, dataset,
                     RunOptions(workers=0, batch_size=4, device="cpu", progress=False, fanout=False))
     assert fast.results == slow.results and fast.per_image == slow.per_image

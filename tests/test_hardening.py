@@ -508,7 +508,8 @@ def test_bad_devices_and_sizes(tmp_path, capfd):
           words=["--device 'nonsense' is not a device name"])
     fails(capfd, "divergence", "--model", "resnet18", "--weights", "random", "--data", root, "--split-classes",
           "--device", "gpu0", words=["--device 'gpu0' is not a device name"])
-    fails(capfd, "divergence", "--model", "resnet18", "--weights", "random", "--data", make_folder(tmp_path / "two", {A: [1, 2]}),
+    fails(capfd, "divergence", "--model", "resnet18", "--weights", "random", "--data", make_folder(tmp_path / "two",
+                                                                                                   {A: [1, 2]}),
           "--condition", "rgb+50", "--device", "cpu", "--layers", "layer9", words=["--layers: layer9 not in the model"])
     fails(capfd, "stylize", "--style", "monet", "--weights", "random", "--data", root, "--out", root / "inside",
           "--device", "cpu", words=["--out", "must lie outside --data"])

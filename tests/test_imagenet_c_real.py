@@ -1,6 +1,6 @@
-"""EfficientNet-Lite0 under `imagenet-c` on real images (the first 30 of the 100) against a reference pipeline written here (PIL crop
--> imagecorruptions -> the same model from its PyPI package), and the same per-image answers whatever the batch
-size, the worker count or an interruption."""
+"""EfficientNet-Lite0 under `imagenet-c` on real images (the first 30 of the 100) against a reference pipeline written
+here (PIL crop -> imagecorruptions -> the same model from its PyPI package), and the same per-image answers whatever
+the batch size, the worker count or an interruption."""
 from __future__ import annotations
 
 import os

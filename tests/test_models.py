@@ -148,7 +148,8 @@ class RefDenseNet(nn.Module):
             self.features.add_module(f"denseblock{b + 1}", block)
             if b < len(blocks) - 1:
                 transition = OrderedDict(norm=nn.BatchNorm2d(channels), relu=nn.ReLU(),
-                                         conv=nn.Conv2d(channels, channels // 2, 1, bias=False), pool=nn.AvgPool2d(2, 2))
+                                         conv=nn.Conv2d(channels, channels // 2, 1, bias=False), pool=nn.AvgPool2d(2,
+                                                                                                                   2))
                 self.features.add_module(f"transition{b + 1}", nn.Sequential(transition))
                 channels //= 2
         self.features.add_module("norm5", nn.BatchNorm2d(channels))

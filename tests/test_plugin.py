@@ -94,7 +94,8 @@ def test_sample_passes_on_the_record_fails_on_a_tampered_one_and_evaluates_once(
 
 
 def test_marked_and_fixture_tests_skip_with_the_reason_without_data(user_project, engine_runs):
-    user_project.makepyfile(test_unmarked="def test_uses_the_fixture_only(ibnbench_run):\n    ibnbench_run('resnet18')\n")
+    user_project.makepyfile(
+        test_unmarked="def test_uses_the_fixture_only(ibnbench_run):\n    ibnbench_run('resnet18')\n")
     result = user_project.runpytest_inprocess(*INNER_OPTIONS)
     result.assert_outcomes(skipped=5)
     reason = re.escape(SKIP_REASON)  # each skip reported at the user's test, not inside the plugin

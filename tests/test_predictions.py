@@ -65,7 +65,8 @@ def test_run_writes_the_sidecar_named_by_sha256_and_report_uses_it(tiny_val, tmp
     assert main(run[:-2] + ["--output", str(out), "--conditions", "origin"]) == 2
     monkeypatch.undo()
     assert f"cannot write record {out}: No space left on device" in capsys.readouterr().err
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before  # no temp file, sidecar untouched
+    # no temporary file left, the old sidecar untouched
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
     record = read_record(out)
     assert record.schema == 2 and record.predictions["file"] == sidecar_path(out).name == "r.predictions.npz"
     stored = for_record(record)

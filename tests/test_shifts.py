@@ -179,7 +179,8 @@ def natural_like(tmp_path):
             write_image(tmp_path / "data" / "v2-like" / folder / f"{i}.jpeg", seed=i)
     suite = tmp_path / "mini.toml"
     suite.write_text('description = "mini"\n'
-                     '[[datasets]]\nid = "r-like"\nlabel = "R-like"\npath = "$IBNBENCH_DATA/r-like"\nclasses = "folders"\n'
+                     '[[datasets]]\nid = "r-like"\nlabel = "R-like"\npath = "$IBNBENCH_DATA/r-like"\n'
+                     'classes = "folders"\n'
                      '[[datasets]]\nid = "v2-like"\npath = "$IBNBENCH_DATA/v2-like"\nenv = "MINI_V2"\n'
                      '[[datasets]]\nid = "absent"\npath = "$IBNBENCH_DATA/absent"\n')
     return suite
@@ -265,7 +266,8 @@ def constructed_records() -> list:
         results = [{"model": m, "condition": c, "n_images": 100, "top1_err": 100 - a, "top5_err": 0.0}
                    for m in models for c, a in (("origin", acc[m][0] - 2), ("origin@imagenet-r", acc[m][0]),
                                                 ("imagenet-r", acc[m][1]))]
-        records.append(Record("natural", "h", conditions, {"sha256": "d", "datasets": {k: dict(v) for k, v in prints.items()}},
+        records.append(Record("natural", "h", conditions, {"sha256": "d", "datasets": {k: dict(v) for k,
+                                                                                       v in prints.items()}},
                               {m: {} for m in models}, {}, {}, results))
     return records, acc
 

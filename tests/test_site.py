@@ -72,7 +72,8 @@ def test_pages_are_well_formed_and_reference_only_local_files(site):
             "models/efficientnet_lite0.html"} <= set(pages)
     for name, page in pages.items():
         text = (site / name).read_text(encoding="utf-8")
-        assert not re.search(r"https?:|//[a-z]", text.replace("//<![CDATA[", "").replace("//]]>", ""), re.IGNORECASE), name
+        assert not re.search(r"https?:|//[a-z]", text.replace("//<![CDATA[", "").replace("//]]>", ""),
+                             re.IGNORECASE), name
         assert page.get("lang") == "en" and page.find("head/title").text
         for element in page.iter():
             for attribute in ("href", "src"):
@@ -194,14 +195,16 @@ def _not_blank(path: Path) -> None:
     assert inked > 0.01 * image.width * image.height  # text and tables, not a few stray pixels
 
 
-ROWS = "Array.from(document.querySelectorAll('{} tbody tr')).filter(r => !r.hidden).map(r => Array.from(r.cells, c => c.textContent.trim()))"
+ROWS = ("Array.from(document.querySelectorAll('{} tbody tr')).filter(r => !r.hidden)"
+        ".map(r => Array.from(r.cells, c => c.textContent.trim()))")
 
 
 @pytest.mark.slow
 def test_index_and_model_page_in_chromium(site, browser, tmp_path):
     browser.open((site / "index.html").as_uri())
     before = browser.evaluate(ROWS.format("table.results"))
-    assert sorted((r[0], r[1]) for r in before) == sorted((d["suite"], m) for d in COMMITTED.values() for m in d["models"])
+    assert sorted((r[0], r[1]) for r in before) == sorted((d["suite"],
+                                                           m) for d in COMMITTED.values() for m in d["models"])
     header = "table.results thead th:nth-child(6)"
     assert browser.evaluate(f"document.querySelector('{header}').textContent.trim()") == "mean drop top1"
     browser.click(f"{header} button")

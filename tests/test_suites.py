@@ -213,7 +213,8 @@ def test_suites_are_found_from_a_built_wheel(tmp_path):
                     "-w", str(tmp_path / "dist"), str(source)], check=True, capture_output=True, cwd=source)
     shutil.rmtree(source)  # nothing may come from the source tree
     (wheel,) = (tmp_path / "dist").glob("ibnbench-*.whl")
-    assert "ibnbench/results/templates/index.html" in zipfile.ZipFile(wheel).namelist()  # the leaderboard site's templates
+    # the leaderboard site's templates
+    assert "ibnbench/results/templates/index.html" in zipfile.ZipFile(wheel).namelist()
     _pip("--target", str(tmp_path / "site"), str(wheel))
     run = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=tmp_path,
                          env=_environment(PYTHONPATH=str(tmp_path / "site")))

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 from tabulate import tabulate, tabulate_formats
 
-
 if TYPE_CHECKING:
     pass
 

@@ -28,7 +28,8 @@ def cmd_run(args: argparse.Namespace) -> int:
               "resume": args.resume, "restart": args.restart, "preprocessing": args.preprocessing,
               "skip_missing": args.skip_missing, **dataclasses.asdict(RunOptions.from_args(args))}
     if is_dataset_suite(args.suite):
-        given = [flag for flag, on in (("--classes-from-folders", args.classes_from_folders), ("--classes", args.classes),
+        given = [flag for flag, on in (("--classes-from-folders", args.classes_from_folders),
+                                       ("--classes", args.classes),
                                        ("--restrict-to-classes", args.restrict_to_classes),
                                        ("--style-weights", args.style_weights)) if on]
         if given:
@@ -184,12 +185,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommands to the ``ibnbench`` parser."""
     p = sub.add_parser("run", help="evaluate models under a condition suite (the paper's Table 1 by default)",
                        description="Decode the validation set once, apply every condition of the suite on the device, "
-                                   "feed every condition to every model, and write a JSON record plus a Table-1 report.")
+                                   "feed every condition to every model, and write a JSON record plus a Table-1 "
+                                   "report.")
     p.add_argument("--model", action="append", required=True, metavar="NAME",
-                   help="registered model (see `ibnbench models`), timm:NAME, torchvision:NAME or pkg.mod:factory; repeat")
+                   help="registered model (see `ibnbench models`), timm:NAME, torchvision:NAME or pkg.mod:factory; "
+                        "repeat")
     p.add_argument("--data", required=True, metavar="DIR",
-                   help="ImageNet val folder (val/<wnid>/*.JPEG, flat with labels, or ImageNetV2's <class index>/*.jpeg)")
-    p.add_argument("--labels", metavar="FILE", help="labels for a flat folder: LOC_val_solution.csv or '<file> <index>' lines")
+                   help="ImageNet val folder (val/<wnid>/*.JPEG, flat with labels, or ImageNetV2's "
+                        "<class index>/*.jpeg)")
+    p.add_argument("--labels", metavar="FILE",
+                   help="labels for a flat folder: LOC_val_solution.csv or '<file> <index>' lines")
     classes = p.add_mutually_exclusive_group()
     classes.add_argument("--classes-from-folders", action="store_true",
                          help="score on the classes of the dataset's class folders only (argmax and top-5 over their "
@@ -208,7 +213,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", action="append", metavar="SPEC",
                    help="official (default), random, a path or a URL; once for all models or once per --model")
     p.add_argument("--output", metavar="FILE", help="record path (default: RESULTS_DIR/<suite>-<models>-<time>.json)")
-    p.add_argument("--results-dir", default="results", metavar="DIR", help="where records go by default (default results/)")
+    p.add_argument("--results-dir", default="results", metavar="DIR",
+                   help="where records go by default (default results/)")
     p.add_argument("--preprocessing", action="append", metavar="SPEC",
                    help="resize=274,crop=240,mean=127,std=128[,interpolation=bicubic]: the model's eval preprocessing "
                         "(mean/std: one value or three, on the 0..255 scale; keys left out keep the model's own); "
@@ -219,7 +225,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="delete an interrupted run's checkpoint and start over (a run that finds one stops otherwise)")
     p.add_argument("--style-weights", action="append", metavar="STYLE=SPEC",
                    help="generator weights for a style condition: official, random, a path or a URL (repeat per style)")
-    p.add_argument("--skip-missing", action="store_true", help="report conditions with missing assets as not run instead of stopping")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="report conditions with missing assets as not run instead of stopping")
     add_flags(p.add_argument_group("how to run"))
     p.set_defaults(func=cmd_run)
 
@@ -230,7 +237,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "Eq. 2 prints mu_B^2 instead of (mu_A - mu_B)^2 and inverts the log ratio; "
                                    "this is the corrected form. Channels constant in one domain only (infinite KL) "
                                    "are left out of the mean and counted as 'excluded'.")
-    p.add_argument("--model", action="append", required=True, metavar="NAME", help="model to analyse; repeat to compare")
+    p.add_argument("--model", action="append", required=True, metavar="NAME",
+                   help="model to analyse; repeat to compare")
     p.add_argument("--weights", action="append", metavar="SPEC", help="official (default), random, a path or a URL")
     p.add_argument("--data", required=True, metavar="DIR", help="domain A images (ImageNet val layout)")
     domain = p.add_mutually_exclusive_group(required=True)
@@ -247,7 +255,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_divergence)
 
     p = sub.add_parser("bench", help="synthetic throughput per model, or fan-out vs baseline on a dataset")
-    p.add_argument("--model", action="append", metavar="NAME", help="model to time (required except with --corruptions)")
+    p.add_argument("--model", action="append", metavar="NAME",
+                   help="model to time (required except with --corruptions)")
     p.add_argument("--weights", action="append", metavar="SPEC", help="for --compare-baseline (default random)")
     add_flags(p.add_argument_group("how to run"),
               ["batch_size", "amp", "refine", "channels_last", "compile", "device", "cache", "limit", "workers"],

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 from tabulate import tabulate, tabulate_formats
 
-
 if TYPE_CHECKING:
     pass
 
@@ -129,11 +128,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "accuracy is taken on the shift's class subset where the record has it (ImageNet-R, "
                                    "-A: val on their 200 classes).")
     p.add_argument("results", nargs="+", metavar="RECORD", help="records of dataset suites (files or directories)")
-    p.add_argument("--shift", required=True, metavar="ID", help="the dataset row, e.g. imagenet-r, sketch, v2-matched-frequency")
+    p.add_argument("--shift", required=True, metavar="ID",
+                   help="the dataset row, e.g. imagenet-r, sketch, v2-matched-frequency")
     p.add_argument("--baseline", action="append", required=True, metavar="MODELS",
                    help="models that define the line (comma-separated or repeated; at least two)")
     p.add_argument("--metric", default="top1", choices=["top1", "top5"], help="accuracy from top-1 (default) or top-5")
-    p.add_argument("--plot", metavar="PNG", help="draw the fit, the models and y = x on logit axes, IBN models highlighted")
+    p.add_argument("--plot", metavar="PNG",
+                   help="draw the fit, the models and y = x on logit axes, IBN models highlighted")
     p.add_argument("--format", default="simple", choices=tabulate_formats, metavar="FORMAT",
                    help="tabulate format (default simple)")
     p.set_defaults(func=cmd_robustness)
@@ -151,8 +152,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="compare new results with recorded ones (exit 0 ok, 1 regression, 2 incomparable)")
     p.add_argument("--results", required=True, metavar="NEW", help="the new record")
     p.add_argument("--against", required=True, metavar="RECORDED", help="the recorded (reference) record")
-    p.add_argument("--tolerance", type=float, default=0.5, metavar="POINTS", help="allowed error increase in points (default 0.5)")
-    p.add_argument("--metric", default="top1", choices=["top1", "top5", "drop"], help="what to compare (default top1 error)")
+    p.add_argument("--tolerance", type=float, default=0.5, metavar="POINTS",
+                   help="allowed error increase in points (default 0.5)")
+    p.add_argument("--metric", default="top1", choices=["top1", "top5", "drop"],
+                   help="what to compare (default top1 error)")
     p.add_argument("--either-way", action="store_true",
                    help="also fail when the error moves DOWN (beyond the tolerance, or significantly)")
     p.add_argument("--test", default="tolerance", choices=["tolerance", "mcnemar"],

@@ -9,8 +9,9 @@ before the model's normalisation) to a batch of the same shape and scale. Semant
   (``std*1.5`` is factor 1.5: it scales each channel's standard deviation and keeps its mean).
 - ``style`` and ``dir`` (a generator on the batch, or a pre-stylised folder): :mod:`ibnbench.conditions.style`.
 - ``identity``: the unchanged batch.
-- ``corruption``: an ImageNet-C corruption at a severity (:mod:`ibnbench.conditions.corruptions`), its random draws a function
-  of (suite seed, condition id, image index, element); optionally finished by a JPEG round trip (``jpeg = 85``).
+- ``corruption``: an ImageNet-C corruption at a severity (:mod:`ibnbench.conditions.corruptions`), its random draws
+  a function of (suite seed, condition id, image index, element); optionally finished by a JPEG round trip
+  (``jpeg = 85``).
 
 Then, per condition, ``clip`` clamps to [0, 255] and ``quantize`` rounds to integers and clamps (the
 values a uint8 image holds; the result stays float). Everything runs on the batch's device with no

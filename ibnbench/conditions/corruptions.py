@@ -44,8 +44,6 @@ COMMON = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glas
 
 
 EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-
-
 LABELS = {"gaussian_noise": "Gaussian Noise", "shot_noise": "Shot Noise", "impulse_noise": "Impulse Noise",
           "defocus_blur": "Defocus Blur", "glass_blur": "Glass Blur", "motion_blur": "Motion Blur",
           "zoom_blur": "Zoom Blur", "snow": "Snow", "frost": "Frost", "fog": "Fog", "brightness": "Brightness",
@@ -55,11 +53,7 @@ LABELS = {"gaussian_noise": "Gaussian Noise", "shot_noise": "Shot Noise", "impul
 
 
 SEVERITIES = (1, 2, 3, 4, 5)
-
-
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
-
-
 FROST_DIR_ENV = "IBNBENCH_FROST_DIR"
 
 
@@ -314,8 +308,6 @@ def jpeg_compression(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tens
 
 
 OPS: dict[str, Op] = {name: globals()[name] for name in COMMON + EXTRA}
-
-
 ON_255 = ("motion_blur", "pixelate", "jpeg_compression")
 """The ops that work on the 0..255 scale as the reference does (the others on 0..1)."""
 

@@ -22,8 +22,6 @@ from ibnbench.data.discovery import ValDataset, class_subset
 from ibnbench.errors import SuiteError
 
 DATASET_FIELDS = ("id", "label", "path", "env", "classes")
-
-
 VAL_ID = "origin"
 
 
@@ -76,7 +74,8 @@ class DatasetSuite:
         known = [d.id for d in self.datasets]
         unknown = [i for i in ids if i not in known and i != VAL_ID]
         if unknown:
-            raise SuiteError(f"dataset suite {self.name!r} has no dataset {unknown[0]!r}; available: {', '.join(known)}")
+            raise SuiteError(f"dataset suite {self.name!r} has no dataset {unknown[0]!r}; "
+                             f"available: {', '.join(known)}")
         return replace(self, datasets=tuple(d for d in self.datasets if d.id in ids))
 
 

@@ -1,4 +1,5 @@
-"""Pure tensor helpers of the ImageNet-C corruptions: counter-based random draws, separable filters, blur kernels, JPEG and PIL-box resampling."""
+"""Pure tensor helpers of the ImageNet-C corruptions: counter-based random draws, separable filters, blur kernels,
+JPEG and PIL-box resampling."""
 from __future__ import annotations
 
 import hashlib

@@ -25,11 +25,7 @@ if TYPE_CHECKING:
     from ibnbench.data.discovery import ValDataset
 
 STYLES = ("monet", "cezanne", "ukiyoe", "vangogh")
-
-
 MANIFEST = "stylize.json"
-
-
 ON_THE_FLY_INPUT = "the classifier's 224x224 centre crop as it is (no resize)"
 
 

@@ -30,15 +30,11 @@ from ibnbench.conditions.style import Dir, GeneratorSource, Style
 from ibnbench.errors import MissingFileError, SuiteError
 
 SUITE_FIELDS = ("description", "clip", "quantize", "seed", "jpeg", "conditions")
-
-
 OP_DEFAULTS = ("seed", "jpeg")
 """Suite-wide fields handed to every condition whose op takes them (unless the condition sets its own)."""
 
 
 COMMON_FIELDS = ("id", "label", "op", "clip", "quantize")
-
-
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+*-]*$")
 
 

@@ -70,11 +70,7 @@ def decode_file(path: str | os.PathLike) -> torch.Tensor:
 
 
 _SOF_NVJPEG = {0xC0, 0xC1, 0xC2}  # Huffman baseline, extended, progressive
-
-
 _SOF_OTHER = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -110,8 +106,6 @@ def image_size(data: torch.Tensor) -> tuple[int, int] | None:
 
 
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
-
-
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 

@@ -30,26 +30,12 @@ from ibnbench.data.classes import ClassSubset, imagenet_wnids, read_class_list, 
 from ibnbench.errors import DatasetError, MissingFileError
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
-
-
 FULL_VAL_SIZE = 50_000
-
-
 KAGGLE_SOLUTION = "LOC_val_solution.csv"
-
-
 KAGGLE_HEADER = ["ImageId", "PredictionString"]
-
-
 KAGGLE_SEARCH_DEPTH = 4  # val/ -> CLS-LOC/ -> Data/ -> ILSVRC/ -> Kaggle download root
-
-
 LAYOUT_FOLDER = "imagefolder"
-
-
 LAYOUT_FLAT = "flat"
-
-
 LAYOUT_NUMERIC = "numeric"
 
 

@@ -28,8 +28,6 @@ from ibnbench.data.geometry import HasGeometry, unique_geometries
 from ibnbench.errors import BadImageError, UsageError
 
 BAD_IMAGE_POLICIES = ("fail", "skip")
-
-
 DECODERS = ("cpu", "nvjpeg")
 
 
@@ -186,7 +184,8 @@ class CropLoader:
         """The batch of ``chunk`` read from the caches (its ``missing`` rows were decoded and stored first),
         with the ok flags and problems of the decoded rows."""
         index = torch.tensor(chunk, dtype=torch.long)
-        batch = {"index": index, "label": self.dataset.val.labels[index], "ok": torch.ones(len(chunk), dtype=torch.bool),
+        batch = {"index": index, "label": self.dataset.val.labels[index], "ok": torch.ones(len(chunk),
+                                                                                           dtype=torch.bool),
                  "crops": {key: cache.get(index) for key, cache in self.caches.items()}, "bad": []}
         self.from_cache += len(chunk) - len(missing)
         if decoded is not None:

@@ -53,12 +53,14 @@ def _plan(suite: DatasetSuite, val: Path, limit: int | None,
             parts.append(_Part(entry.id, entry.label, where, None, False, VAL_ID))
             continue
         base = f"{VAL_ID}@{entry.id}"
-        parts.append(_Part(base, f"ImageNet val, {entry.label} classes ({len(subset.indices)})", val, subset, True, None))
+        parts.append(_Part(base, f"ImageNet val, {entry.label} classes ({len(subset.indices)})", val, subset, True,
+                           None))
         parts.append(_Part(entry.id, entry.label, where, subset, False, base))
     return parts, missing
 
 
-def _reusable(path: Path, dataset_sha: str, classes: dict | None, weights: list[str], dtype_key: tuple) -> Record | None:
+def _reusable(path: Path, dataset_sha: str, classes: dict | None, weights: list[str],
+              dtype_key: tuple) -> Record | None:
     """The finished part record at ``path`` if it was made on the same data, subset, weights and precision."""
     try:
         part = read_record(path)

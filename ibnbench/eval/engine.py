@@ -46,7 +46,8 @@ def environment(device: torch.device, options: RunOptions, close_calls_left: int
     env = {"ibnbench": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
            "kornia": kornia.__version__, "timm": timm.__version__, "python": platform.python_version(),
            "platform": platform.platform(), "device": str(device),
-           "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+           "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                           else platform.processor() or "cpu"),
            "dtype": str(options.amp_dtype(device) or torch.float32).removeprefix("torch."),
            "channels_last": options.channels_last, "compile": options.compile, "batch_size": options.batch_size,
            "fp32_conv": fp32_conv_precision(device), "decoder": options.resolved_decoder(device),

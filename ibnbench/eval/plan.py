@@ -149,7 +149,8 @@ class RunPlan:
         subset = class_subset(dataset, classes_from_folders, classes, check=not restrict_to_classes)
         if restrict_to_classes:
             if subset is None:
-                raise UsageError("--restrict-to-classes needs a class subset (--classes FILE or --classes-from-folders)")
+                raise UsageError("--restrict-to-classes needs a class subset "
+                                 "(--classes FILE or --classes-from-folders)")
             dataset = restrict(dataset, subset.indices)
         for condition in chosen.conditions:
             condition.source(dataset)  # a condition with images of its own must have every one: fail before any work

@@ -119,7 +119,8 @@ class ModelRunner:
         return scores
 
 
-def halve_on_oom(attempt: Callable[[int], T], size: int, device: torch.device, what: str = "micro-batch") -> tuple[T, int]:
+def halve_on_oom(attempt: Callable[[int], T], size: int, device: torch.device, what: str = "micro-batch") -> tuple[T,
+                                                                                                                   int]:
     """``attempt(size)``, retried with half the size after each out-of-memory error (down to 1, then the error is
     raised); returns the result and the size that fitted."""
     while True:

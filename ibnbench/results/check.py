@@ -164,7 +164,8 @@ def _mcnemar(new: Record, old: Record, shared: list[tuple[str, str]], old_pairs:
     rows = []
     for model, condition in shared:
         counts = stats.paired(old.answers(model, condition, metric), new.answers(model, condition, metric))
-        rows.append({"model": model, "condition": condition, f"recorded {metric}": _value(old, model, condition, metric),
+        rows.append({"model": model, "condition": condition, f"recorded {metric}": _value(old, model, condition,
+                                                                                          metric),
                      f"new {metric}": _value(new, model, condition, metric), "diff": 100 * counts.diff,
                      "newly wrong": counts.b, "newly right": counts.c, "p": counts.pvalue})
     table = pd.DataFrame(rows)
@@ -175,7 +176,8 @@ def _mcnemar(new: Record, old: Record, shared: list[tuple[str, str]], old_pairs:
     table["status"] = ["REGRESSION" if f else "ok" for f in failed]
     missing = [pair for pair in old_pairs if pair not in shared]
     if missing:
-        table = pd.concat([table, pd.DataFrame([{"model": m, "condition": c, "status": "MISSING"} for m, c in missing])],
+        table = pd.concat([table, pd.DataFrame([{"model": m, "condition": c, "status": "MISSING"} for m,
+                                                c in missing])],
                           ignore_index=True)
     test = f"McNemar exact, Holm-adjusted over {len(shared)} cell(s), alpha {alpha:g}"
     code = exit_code(table)

@@ -21,14 +21,8 @@ ALEXNET_CLEAN_ERROR = 43.5
 
 
 MCE = "mCE (AlexNet-normalised, %)"
-
-
 RELATIVE_MCE = "relative mCE (AlexNet-normalised, %)"
-
-
 MEAN_ERROR = "mean top-1 error over corruptions (unnormalised, %)"
-
-
 CLEAN_ERROR = "clean top-1 error (%)"
 
 
@@ -60,7 +54,8 @@ def scores(errors: dict[str, float]) -> dict:
             continue
         ce[name] = 100.0 * row.sum() / (len(SEVERITIES) * ALEXNET_ERRORS[name])
         if clean is not None:
-            relative[name] = 100.0 * (row - clean).sum() / (len(SEVERITIES) * (ALEXNET_ERRORS[name] - ALEXNET_CLEAN_ERROR))
+            alexnet_gap = ALEXNET_ERRORS[name] - ALEXNET_CLEAN_ERROR
+            relative[name] = 100.0 * (row - clean).sum() / (len(SEVERITIES) * alexnet_gap)
     complete = set(ce) == set(ALEXNET_ERRORS)
     return {"ce": ce, "relative_ce": relative,
             "mce": sum(ce.values()) / len(ce) if complete else None,

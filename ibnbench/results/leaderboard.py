@@ -88,7 +88,8 @@ def _imagenet_c_board(records: list[Record]) -> str:
         row.update({f"CE {imagenet_c.LABELS[n]}": result["ce"].get(n) for n in imagenet_c.ALEXNET_ERRORS})
         rows.append((dataset, row))
     return "\n\n".join(tabulate(table, headers="keys", tablefmt="github", showindex=False, floatfmt=".2f",
-                                missingval="-") for table in _tables(rows, [imagenet_c.MCE, "model"], na_position="last"))
+                                missingval="-") for table in _tables(rows, [imagenet_c.MCE, "model"],
+                                                                     na_position="last"))
 
 
 def build(root: str | Path = "leaderboards") -> list[Path]:

@@ -155,7 +155,8 @@ class Record:
         if not all(isinstance(m, dict) for m in data["models"].values()):
             raise RecordError(f"{where}: models must map each model name to an object")
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "path"}
-        known.setdefault("conditions", [{"id": c, "label": c} for c in dict.fromkeys(r["condition"] for r in data["results"])])
+        known.setdefault("conditions", [{"id": c,
+                                         "label": c} for c in dict.fromkeys(r["condition"] for r in data["results"])])
         return cls(**known, path=path)
 
     def comparable_with(self, other: Record) -> list[str]:

@@ -60,7 +60,8 @@ def accuracies(records: Sequence[Record], shift: str, metric: str = "top1") -> p
                   if any(row["condition"] == condition for row in r.results)}
         if len(prints) > 1:
             raise RecordError(f"the records ran {condition!r} on different data (fingerprints "
-                              f"{', '.join(sorted(str(p)[:12] for p in prints))}): effective robustness needs one dataset")
+                              f"{', '.join(sorted(str(p)[:12] for p in prints))}): effective robustness needs "
+                              "one dataset")
     frame = results_frame(records)
     column = f"{metric}_err"
     table = frame.pivot(index="model", columns="condition", values=column)

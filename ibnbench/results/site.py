@@ -1,7 +1,8 @@
 """The leaderboard as a static website: an index of suites, a sortable table per suite and a page per model.
 
-Pages hold only what :mod:`ibnbench.leaderboard`, :mod:`ibnbench.report` and :mod:`ibnbench.plots` compute (one
-source of truth), rendered with the Jinja2 templates in ``ibnbench/results/templates``. The site is plain files: it works
+Pages hold only what :mod:`~ibnbench.results.leaderboard`, :mod:`~ibnbench.results.report` and
+:mod:`~ibnbench.results.plots` compute (one source of truth), rendered with the Jinja2 templates in
+``ibnbench/results/templates``. The site is plain files: it works
 from ``file://`` and any static host, makes no network request (CSS and JS inline, figures are matplotlib SVGs
 beside the pages) and links every record JSON it was built from.
 """

@@ -141,7 +141,8 @@ def load_reference(spec: str):
     except (ImportError, AttributeError, FileNotFoundError) as exc:
         raise UsageError(f"--reference {spec}: cannot load it ({type(exc).__name__}: {exc}); imagecorruptions 1.1.2 "
                          "needs pkg_resources (setuptools < 81), numpy < 2 and scikit-image < 0.19, or pass "
-                         "--reference tests/corruption_reference.py:corrupt (the same code with test-only shims)") from None
+                         "--reference tests/corruption_reference.py:corrupt (the same code with test-only "
+                         "shims)") from None
 
 
 def corruptions(data: str | os.PathLike, limit: int = 4, batch_size: int = 64, device: str | None = None,

@@ -22,7 +22,8 @@ def fake_image(seed: int) -> torch.Tensor:
     image = torch.zeros(3, h, w)
     for scale in (2, 4, 8, 16, 32, 64):  # octaves of smooth noise: large blobs dominate, detail decays like 1/f
         coarse = torch.randn(1, 3, max(2, h // scale), max(2, w // scale), generator=g)
-        image += torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)[0] * scale ** 0.8
+        image += torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic",
+                                                 align_corners=False)[0] * scale ** 0.8
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
     angle = float(torch.rand(1, generator=g)) * 2 * math.pi
     image += 25 * (math.cos(angle) * xx + math.sin(angle) * yy)

@@ -27,15 +27,11 @@ from ibnbench.progress import Progress
 from ibnbench.zoo.generators import load_generator
 
 STYLIZE_SHORTER_SIDE = 256
-
-
 RESIZE_MODES = {"shorter": ("shorter side", InterpolationMode.BILINEAR),
                 "square": ("square", InterpolationMode.BICUBIC)}
 
 
 JPEG_QUALITY = 95
-
-
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 

@@ -14,14 +14,8 @@ from ibnbench.zoo import create_model
 from ibnbench.zoo.weights import load_state_dict_strict, read_state_dict
 
 STYLE_URL = "http://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models/style_{style}.pth"
-
-
 WEIGHTS_DIR_ENV = "IBNBENCH_STYLE_WEIGHTS_DIR"
-
-
 GENERATOR = "cyclegan_resnet_9blocks"
-
-
 RANDOM_GENERATOR_SEED = 0
 
 

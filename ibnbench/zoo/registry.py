@@ -57,7 +57,8 @@ def create_model(name: str, weights: str | None = None, **overrides) -> nn.Modul
     """Build a model by name; ``weights``: None (random init), "random", "official", a path or a URL.
 
     Random initialisation is seeded (seed 0, without touching the global RNG), so every process of a
-    distributed run, and every rerun, builds the same random model. The model comes back in eval mode with ``model.ibnbench_info`` (its :class:`ModelInfo`)
+    distributed run, and every rerun, builds the same random model. The model comes back in eval mode with
+    ``model.ibnbench_info`` (its :class:`ModelInfo`)
     and ``model.ibnbench_weights`` (what was loaded: source and sha256) attached.
     """
     from ibnbench.zoo.weights import load_weights

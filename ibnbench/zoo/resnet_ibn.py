@@ -189,13 +189,15 @@ for _depth in DEPTHS:
     _register_baseline(_depth)
 
 
-@register_model(family="resnet", variant="ibn-a", weights=official("resnet18_ibn_a-2f571257.pth", (29.17, 10.24, README)), license=IBN_LICENSE)
+@register_model(family="resnet", variant="ibn-a", license=IBN_LICENSE,
+                weights=official("resnet18_ibn_a-2f571257.pth", (29.17, 10.24, README)))
 def resnet18_ibn_a(**kwargs) -> ResNetIBN:
     """ResNet-18-IBN-a."""
     return _resnet(18, IBN_A, **kwargs)
 
 
-@register_model(family="resnet", variant="ibn-a", weights=official("resnet34_ibn_a-94bc1577.pth", (25.78, 8.19, README)), license=IBN_LICENSE)
+@register_model(family="resnet", variant="ibn-a", license=IBN_LICENSE,
+                weights=official("resnet34_ibn_a-94bc1577.pth", (25.78, 8.19, README)))
 def resnet34_ibn_a(**kwargs) -> ResNetIBN:
     """ResNet-34-IBN-a."""
     return _resnet(34, IBN_A, **kwargs)

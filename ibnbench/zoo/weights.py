@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
-
-
 LEGACY_IN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
 
