@@ -4,7 +4,7 @@ same data skip decoding.
 ``DIR``: one memory-mapped file of crops per (dataset, folder, geometry, decoder) plus a file of "filled" flags, so a
 later process (another run, another model) reads crops instead of decoding; ranks on one machine share it.
 ``gpu``: the crops stay in the run's device memory (host memory on CPU) for the rest of the process, for
-repeated :func:`ibnbench.engine.run` calls and ``--no-fanout`` passes. Images that fail to decode are never
+repeated :func:`ibnbench.run` calls and ``--no-fanout`` passes. Images that fail to decode are never
 cached, so they fail (or are skipped) the same way every time.
 """
 from __future__ import annotations

@@ -41,7 +41,7 @@ class Geometry:
 
     @classmethod
     def of(cls, spec: HasGeometry) -> Geometry:
-        """The geometry of a :class:`~ibnbench.models.registry.Preprocessing` (or of a Geometry)."""
+        """The geometry of a :class:`~ibnbench.zoo.meta.Preprocessing` (or of a Geometry)."""
         return spec if isinstance(spec, Geometry) else cls(spec.resize, spec.crop, spec.interpolation)
 
     @property

@@ -206,7 +206,7 @@ def make_loader(dataset: ValDataset, geometries: Iterable[HasGeometry], batch_si
     ``device`` (the rest decoded in the workers), crops on ``device``. ``on_bad_image``: "fail" raises
     :class:`BadImageError`; "skip" marks the image not ok and lists it in the batch's ``bad``.
     ``indices``: visit only these images, in this order (a rank's shard, or what a resumed run has left).
-    ``cache``: a folder, or "gpu", for the uint8 crop cache (:mod:`ibnbench.cache`).
+    ``cache``: a folder, or "gpu", for the uint8 crop cache (:mod:`ibnbench.data.cache`).
     """
     if on_bad_image not in BAD_IMAGE_POLICIES:
         raise UsageError(f"on_bad_image must be one of {', '.join(BAD_IMAGE_POLICIES)}, got {on_bad_image!r}")

@@ -89,7 +89,7 @@ def run_datasets(model: Sequence[str], data: str | os.PathLike, suite: str = "na
     Missing datasets stop the run before any work, unless ``skip_missing`` (then they are rows marked
     missing). Each finished dataset is kept beside the output (``.<name>.<id>.json``) until the record is
     written, so ``resume`` continues with the next one (and the interrupted one from its checkpoint);
-    ``restart`` runs every dataset again. ``preprocessing`` as for :func:`ibnbench.engine.run`.
+    ``restart`` runs every dataset again. ``preprocessing`` as for :func:`ibnbench.run`.
     """
     from ibnbench.eval.engine import run
     from ibnbench.eval.options import RunOptions

@@ -16,7 +16,7 @@ from ibnbench.io import write_json_atomic
 
 SCHEMA_VERSION = 2
 """1: errors and per-image correctness; 2: adds ``predictions`` (the sidecar with top-5 indices and
-probabilities, see :mod:`ibnbench.predictions`) and a per-result ``ece``. Version 1 records still read."""
+probabilities, see :mod:`ibnbench.results.predictions`) and a per-result ``ece``. Version 1 records still read."""
 REQUIRED = ("suite", "suite_hash", "dataset", "models", "environment", "timing", "results")
 FIELD_TYPES = {"suite": str, "suite_hash": str, "conditions": list, "dataset": dict, "models": dict,
                "environment": dict, "timing": dict, "results": list, "per_image": dict, "predictions": dict,

@@ -287,7 +287,7 @@ def keyed(table: pd.DataFrame, keys: list[str], fmt: str = "markdown") -> pd.Dat
 
 
 def imagenet_c_tables(records: Sequence[Record]) -> dict[str, pd.DataFrame]:
-    """The ImageNet-C layout per model (corruptions x severities, CE, mCE; see :mod:`ibnbench.imagenet_c`)."""
+    """The ImageNet-C layout per model (corruptions x severities, CE, mCE; see :mod:`ibnbench.results.imagenet_c`)."""
     return {model: imagenet_c.model_table(errors) for model, errors in imagenet_c.record_errors(records).items()}
 
 

@@ -42,7 +42,7 @@ def image_files(root: Path) -> list[Path]:
 
 class _Decoded(torch.utils.data.Dataset):
     """``(relative path, uint8 RGB [3,H,W] or None, why not)`` for each file, decoded by
-    :func:`ibnbench.data.decode_file`. A bad image comes back as a reason, not raised: an exception raised
+    :func:`ibnbench.data.decode.decode_file`. A bad image comes back as a reason, not raised: an exception raised
     in a DataLoader worker reaches the caller as a multi-line RuntimeError."""
 
     def __init__(self, root: Path, files: list[Path]):

@@ -145,7 +145,7 @@ HUB_PROBE_TIMEOUT_S = 3.0
 
 def create_external(spec: str, weights: str | None = None, **overrides) -> tuple[nn.Module, ModelInfo, dict]:
     """Build an external model; returns it with its :class:`ModelInfo` and what was loaded
-    (``{"source", "path", "sha256"}``, as :func:`ibnbench.weights.load_weights`)."""
+    (``{"source", "path", "sha256"}``, as :func:`ibnbench.zoo.weights.load_weights`)."""
     info = external_info(spec)
     prefix, _, name = spec.partition(":")
     if weights != "official":
