@@ -188,8 +188,10 @@ def natural_like(tmp_path):
 
 def test_dataset_suite_rows_and_gaps_on_the_same_class_subset(tiny_val, tmp_path, monkeypatch, capsys):
     from ibnbench.cli import main
+    from ibnbench.results import stats
     from ibnbench.results.check import check
     from ibnbench.results.leaderboard import build
+    from ibnbench.results.predictions import for_record
     from ibnbench.results.record import read_record
     from ibnbench.results.report import table1
 
@@ -222,6 +224,17 @@ def test_dataset_suite_rows_and_gaps_on_the_same_class_subset(tiny_val, tmp_path
     assert table.loc["R-like", "resnet18"] == "66.67/0.00 (16.67/0.00)"
     assert table.loc["absent", "resnet18"] == "not run"
     assert check(tmp_path / "n.json", tmp_path / "n.json", metric="drop").exit_code == 0
+    # the statistics of the stored predictions: one sidecar per dataset beside the record, read per row
+    stored = for_record(record)
+    assert sorted(p.name for p in tmp_path.glob("n.*.predictions.npz")) == sorted(
+        f"n.{d}.predictions.npz" for d in ("origin", "origin@r-like", "r-like", "v2-like"))
+    for row in record.results:
+        correct = stored.correct("resnet18", row["condition"])
+        assert len(correct) == row["n_images"] and 100 * (1 - correct.mean()) == pytest.approx(row["top1_err"])
+        confidence = stored.confidence("resnet18", row["condition"])
+        assert 100 * stats.ece(confidence, correct) == pytest.approx(row["ece"], abs=1e-4)
+    assert main(["report", str(tmp_path / "n.json"), "--reliability", str(tmp_path / "rel.png")]) == 0
+    assert (tmp_path / "rel.png").stat().st_size > 10_000
     (tmp_path / "lb" / "records").mkdir(parents=True)
     (tmp_path / "lb" / "records" / "n.json").write_text((tmp_path / "n.json").read_text())
     board = build(tmp_path / "lb")[0].read_text()

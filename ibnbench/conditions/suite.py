@@ -41,7 +41,8 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+*-]*$")
 
 
 def shipped_suites(folder: str = "transforms") -> dict[str, Path]:
-    """The shipped suite files by name (``folder="datasets"``: the dataset suites of :mod:`ibnbench.conditions.datasets`).
+    """The shipped suite files by name (``folder="datasets"``: the dataset suites of
+    :mod:`ibnbench.conditions.datasets`).
 
     A source checkout (``pyproject.toml`` beside the package) uses its own ``transforms/``; an installed
     wheel uses the package data ``ibnbench.transforms``.

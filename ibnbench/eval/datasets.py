@@ -20,7 +20,7 @@ from ibnbench.data import discovery as data_mod
 from ibnbench.data.classes import ClassSubset
 from ibnbench.errors import RecordError, UsageError
 from ibnbench.eval.distributed import DistContext
-from ibnbench.results.predictions import sidecar_path
+from ibnbench.results.predictions import dataset_sidecar_path, sidecar_path
 from ibnbench.results.record import Record, read_record, write_record
 
 
@@ -139,12 +139,29 @@ def run_datasets(model: Sequence[str], data: str | os.PathLike, suite: str = "na
         if out_path is None:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             out_path = Path(results_dir) / f"{chosen.name}-{'+'.join(names)}-{stamp}.json"
-        write_record(record, out_path)
-        for path in part_path.values():  # the parts' rows are in the record now; their prediction sidecars go too
-            path.unlink(missing_ok=True)
-            sidecar_path(path).unlink(missing_ok=True)
+        _write(record, records, part_path, out_path)
     dist.barrier()
     return record
+
+
+def _write(record: Record, records: dict[str, Record], part_path: dict[str, Path], out_path: Path) -> None:
+    """Move each dataset's prediction sidecar beside the record (``<record>.<dataset>.predictions.npz``), write the
+    record naming them all, then drop the per-dataset records (their rows are in the record now)."""
+    parts = {}
+    for part, path in part_path.items():
+        reference = records[part].predictions
+        if not reference:  # a reused part record of schema 1: the record keeps no sidecar for it
+            continue
+        target = dataset_sidecar_path(out_path, part)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path.with_name(reference["file"]), target)
+        parts[part] = {**reference, "file": target.name}
+    if len(parts) == len(part_path):
+        record.predictions = {"format": "ibnbench-predictions/datasets", "parts": parts}
+    write_record(record, out_path)
+    for path in part_path.values():
+        path.unlink(missing_ok=True)
+        sidecar_path(path).unlink(missing_ok=True)
 
 
 def _specs(weights: Sequence[str] | None, names: Sequence[str]) -> list[str]:

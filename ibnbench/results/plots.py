@@ -215,7 +215,7 @@ def plot_reliability(records: Sequence[Record], path: str | Path, bins: int = st
     curves: dict[str, list[tuple[str, stats.Reliability]]] = {}
     for record in records:
         stored = for_record(record)
-        labels = {c["id"]: c.get("label", c["id"]) for c in record.conditions}
+        labels = condition_labels([record])
         for row in record.results:
             model, cond = row["model"], row["condition"]
             curves.setdefault(model, []).append(

@@ -99,11 +99,50 @@ def read_predictions(path: str | os.PathLike, sha256: str | None = None) -> Pred
         raise RecordError(f"{path}: corrupt predictions file ({exc})") from None
 
 
-def for_record(record: Record) -> Predictions:
-    """The predictions stored beside ``record``; a record without them (schema 1) raises RecordError."""
+@dataclass
+class DatasetPredictions:
+    """The predictions of a dataset-suite record: one sidecar per dataset (its images differ from the others'),
+    each holding that dataset's ``origin`` condition; a condition of the record is a dataset."""
+
+    parts: dict[str, Predictions]
+
+    @property
+    def models(self) -> list[str]:
+        return next(iter(self.parts.values())).models if self.parts else []
+
+    @property
+    def conditions(self) -> list[str]:
+        return list(self.parts)
+
+    def _part(self, condition: str) -> Predictions:
+        if condition not in self.parts:
+            raise KeyError(f"no stored predictions for dataset {condition!r}")
+        return self.parts[condition]
+
+    def confidence(self, model: str, condition: str) -> np.ndarray:
+        """Top-1 softmax probability of each valid image of dataset ``condition``."""
+        return self._part(condition).confidence(model, "origin")
+
+    def correct(self, model: str, condition: str, k: int = 1) -> np.ndarray:
+        """Whether the label is among the top ``k`` classes, for each valid image of dataset ``condition``."""
+        return self._part(condition).correct(model, "origin", k)
+
+
+def for_record(record: Record) -> Predictions | DatasetPredictions:
+    """The predictions stored beside ``record`` (one sidecar, or one per dataset for a dataset suite's record); a
+    record without them (schema 1) raises RecordError."""
     where = record.path or "record"
     if not record.predictions:
         raise RecordError(f"{where}: holds no stored predictions (schema {record.schema} record): rerun "
                           "`ibnbench run` with this version to get confidences")
     folder = Path(record.path).parent if record.path else Path(".")
+    if "parts" in record.predictions:
+        return DatasetPredictions({part: read_predictions(folder / ref["file"], ref.get("sha256"))
+                                   for part, ref in record.predictions["parts"].items()})
     return read_predictions(folder / record.predictions["file"], record.predictions.get("sha256"))
+
+
+def dataset_sidecar_path(record_path: str | os.PathLike, dataset: str) -> Path:
+    """``results/run.json`` and dataset ``sketch`` -> ``results/run.sketch.predictions.npz``."""
+    path = Path(record_path)
+    return path.with_name(f"{path.stem}.{dataset}{SUFFIX}")
