@@ -126,21 +126,28 @@ def hash_prefix_from_name(filename: str) -> str | None:
     return match.group(1) if match else None
 
 
-def fetch(url: str, sha256_prefix: str | None, model_name: str, progress: bool = True) -> Path:
-    """The cached file for ``url``, downloading it if absent; the sha256 prefix is checked either way."""
+def fetch(url: str, sha256_prefix: str | None, model_name: str, progress: bool = True,
+          folder: str | None = None) -> Path:
+    """The cached file for ``url`` (in ``folder`` of the cache when given), downloading it if absent; the sha256
+    prefix is checked either way."""
     filename = url.rsplit("/", 1)[-1]
-    target = cache_dir() / filename
+    target = cache_dir() / (folder or "") / filename
     expected = sha256_prefix or hash_prefix_from_name(filename)
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(url, str(target), hash_prefix=None, progress=progress)
-        except Exception as exc:  # network down, 404, disk full: one message that says what to do
-            raise WeightsError(
-                f"{model_name}: cannot download {url} ({type(exc).__name__}: {exc}). "
-                f"Download it elsewhere and place it at {target}, or pass --weights PATH."
-            ) from None
-    return verified(target, expected, model_name, f"delete it and download {url} again")
+    if target.exists():
+        return verified(target, expected, model_name, f"delete it and download {url} again")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(target), hash_prefix=None, progress=progress)
+    except Exception as exc:  # network down, 404, disk full: one message that says what to do
+        raise WeightsError(
+            f"{model_name}: cannot download {url} ({type(exc).__name__}: {exc}). "
+            f"Download it elsewhere and place it at {target}, or pass --weights PATH."
+        ) from None
+    try:
+        return verified(target, expected, model_name, "the download was removed: the URL does not serve that file")
+    except WeightsError:
+        target.unlink(missing_ok=True)  # a wrong download must not stand in the cache as if it were the file
+        raise
 
 
 def verified(path: Path, sha256_prefix: str | None, model_name: str, remedy: str) -> Path:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import VAL100
 from corruption_reference import imagenet_c_crops, reference
+from runs import torchrun
 
 from ibnbench.conditions import corruptions
 from ibnbench.data import discovery as data
@@ -17,14 +18,15 @@ from ibnbench.eval.checkpoint import Checkpoint
 from ibnbench.eval.engine import evaluate, run
 from ibnbench.eval.options import RunOptions
 from ibnbench.eval.plan import load_suite
+from ibnbench.results.record import read_record
 from ibnbench.zoo import create_model
 
 RANDOM_SUBSET = ["gaussian_noise-3", "shot_noise-5", "impulse_noise-2", "glass_blur-1", "motion_blur-4", "snow-2",
                  "frost-3", "fog-5", "elastic_transform-2", "spatter-2"]
 N_IMAGES = 30  # of the 100: 30 x 76 conditions x 2 pipelines already take minutes on the 2-core CPU machine
-# Points of mean top-1 error over the 5 severities (different random draws on 30 images). Glass blur: 10 images
-# (50 answers) and a parallel stand-in for the reference's sequential swaps; one run measured ours 80.0 against 66.0.
-TOLERANCE = {"*": 8.0, "glass_blur": 16.0}
+# Points of mean top-1 error over the 5 severities (different random draws on 30 images). Glass blur, its sweeps
+# computed exactly since: ours 70.0 against 69.3 (30 images; a parallel stand-in before gave 80.0 against 66.0).
+TOLERANCE = 8.0
 
 
 def reference_errors(images: np.ndarray, labels: torch.Tensor, name: str) -> list[float]:
@@ -60,11 +62,11 @@ def test_efficientnet_lite0_under_imagenet_c_on_real_images(val100, tmp_path):
     crops = imagenet_c_crops(VAL100 / "val", N_IMAGES)
     lines = []
     for name in corruptions.COMMON:
-        n = 10 if name == "glass_blur" else N_IMAGES  # the reference's glass blur takes ~2 s an image
+        n = N_IMAGES
         ours = np.mean([100.0 * hits[f"{name}-{s}"][:n].count("0") / n for s in corruptions.SEVERITIES])
         theirs = np.mean(reference_errors(crops[:n], labels[:n], name))
         lines.append(f"{name}: ours {ours:.1f} reference {theirs:.1f} ({n} images)")
-        if abs(ours - theirs) > TOLERANCE.get(name, TOLERANCE["*"]):
+        if abs(ours - theirs) > TOLERANCE:
             lines[-1] += "  <- beyond the tolerance"
     print("\n".join(lines), "\nclean:", record.top1_err("origin"))
     assert not [line for line in lines if line.endswith("tolerance")], "\n".join(lines)
@@ -72,8 +74,8 @@ def test_efficientnet_lite0_under_imagenet_c_on_real_images(val100, tmp_path):
 
 @pytest.mark.slow
 def test_imagenet_c_answers_do_not_depend_on_batch_workers_or_resume(val100, tmp_path):
-    """The random corruptions draw from (seed, condition, image index): batch size 64 vs 7, 0 vs 2 workers, and a
-    run interrupted after two chunks and resumed give the same per-image answers."""
+    """The random corruptions draw from (seed, condition, image index): batch size 64 vs 7, 0 vs 2 workers, a run
+    interrupted after two chunks and resumed, and two processes under torchrun give the same per-image answers."""
     pytest.importorskip("efficientnet_lite_pytorch")
     n = 14
     conditions = RANDOM_SUBSET[:9] + ["pixelate-3"]
@@ -102,3 +104,14 @@ def test_imagenet_c_answers_do_not_depend_on_batch_workers_or_resume(val100, tmp
     resumed = evaluate(models, suite.conditions, dataset, opts, checkpoint)
     for condition in RANDOM_SUBSET[:9]:
         assert resumed.per_image["top1"]["efficientnet_lite0"][condition] == hits[condition], condition
+
+    shared = ["run", "--model", "efficientnet_lite0", "--data", str(val100), "--suite", "imagenet-c", "--conditions",
+              ",".join(conditions), "--workers", "0", "--batch-size", "5", "--device", "cpu", "--limit", str(n)]
+    done = torchrun(2, [*shared, "--output", str(tmp_path / "ranks.json")], tmp_path)  # 7 images a rank
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = read_record(tmp_path / "ranks.json")
+    assert ranks.timing["world_size"] == 2
+    for condition in conditions:
+        for metric in ("top1", "top5"):
+            assert ranks.per_image[metric]["efficientnet_lite0"][condition] == \
+                record.per_image[metric]["efficientnet_lite0"][condition], (metric, condition)

@@ -1,10 +1,7 @@
 """Weights: strict round trips for every family, wrapped checkpoints, URLs into the hub cache, clear errors."""
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
-import threading
 import urllib.error
 
 import pytest
@@ -77,25 +74,6 @@ def test_garbage_and_non_state_dict_files_are_clear_errors(tmp_path):
         ibnbench.create_model("resnet18_ibn_a", weights=str(tmp_path / "absent.pth"))
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def http_root(tmp_path):
-    """A folder served over HTTP on 127.0.0.1 from a background thread; yields (folder, base URL)."""
-    root = tmp_path / "served"
-    root.mkdir()
-    handler = functools.partial(QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -119,6 +97,7 @@ def test_url_is_downloaded_into_the_hub_cache_and_hash_checked(http_root, hub, t
     (root / wrong).write_bytes(staging.read_bytes())
     with pytest.raises(WeightsError, match=rf"resnet18_ibn_a: .*{wrong} does not match sha256 prefix"):
         ibnbench.create_model("resnet18_ibn_a", weights=f"{base}/{wrong}")
+    assert not (hub / wrong).exists()  # the wrong download does not stay in the cache as if it were the file
 
 
 def test_unreachable_url_says_where_to_place_the_file(http_root, hub):

@@ -75,6 +75,14 @@ def cmd_suites(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fetch(args: argparse.Namespace) -> int:
+    """Download an asset into torch hub's cache, each file checked against its sha256."""
+    from ibnbench.conditions.frost import fetch_frost
+
+    print(f"frost textures: {fetch_frost()}")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommands to the ``ibnbench`` parser."""
     p = sub.add_parser("models", help="list registered models with parameters, variant and weights")
@@ -88,3 +96,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="simple", choices=tabulate_formats, metavar="FORMAT",
                    help="tabulate format: simple, github, latex, ... (default simple)")
     p.set_defaults(func=cmd_suites)
+
+    p = sub.add_parser("fetch", help="download an asset into torch hub's cache, sha256-checked",
+                       description="frost: the six frost textures of ImageNet-C's frost corruption (Apache-2.0, from "
+                                   "the imagecorruptions repository, or $IBNBENCH_FROST_URL), into "
+                                   "$TORCH_HOME/hub/checkpoints/imagecorruptions-frost/.")
+    p.add_argument("asset", choices=["frost"], help="what to download")
+    p.set_defaults(func=cmd_fetch)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, ClassVar, Sequence
 import torch
 
 from ibnbench.conditions import corruptions
+from ibnbench.conditions.frost import missing_frost
 from ibnbench.conditions.imaging import condition_key, jpeg_round_trip
 from ibnbench.conditions.ops import contrast, finish, shift
 from ibnbench.errors import UsageError
@@ -217,7 +218,7 @@ class Corruption(Condition):
 
     @property
     def requires(self) -> list[str]:
-        missing = corruptions.missing_frost() if self.corruption == "frost" else None
+        missing = missing_frost() if self.corruption == "frost" else None
         return [missing] if missing else []
 
     def apply(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
