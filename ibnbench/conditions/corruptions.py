@@ -15,17 +15,18 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-import kornia
 import torch
 import torch.nn.functional as F
 
 from ibnbench.conditions.frost import frost_dir, frost_textures
 from ibnbench.conditions.imaging import (
+    BOX3,
     Draws,
     clipped_zoom,
     disk,
     equalize,
     fft_filter2d,
+    filter3x3,
     gaussian_filter,
     gray,
     jpeg_round_trip,
@@ -277,11 +278,10 @@ def spatter(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
     inside = layer > 0
     eroded = -F.max_pool2d(-inside.to(x.dtype), 3, stride=1, padding=1) > 0
     dist = truncated_distance(inside & ~eroded, 20)
-    dist = kornia.filters.box_blur(dist, (3, 3), border_type="reflect").floor()
+    dist = filter3x3(dist, BOX3).floor()
     dist = equalize(dist)
-    kernel = torch.tensor([[-2., -1., 0.], [-1., 1., 1.], [0., 1., 2.]], device=x.device, dtype=x.dtype)
-    dist = kornia.filters.filter2d(dist, kernel[None], border_type="reflect").round().clamp(0, 255)
-    dist = kornia.filters.box_blur(dist, (3, 3), border_type="reflect")
+    dist = filter3x3(dist, ((-2, -1, 0), (-1, 1, 1), (0, 1, 2))).round().clamp(0, 255)  # emboss
+    dist = filter3x3(dist, BOX3)
     m = layer * dist
     m = m / m.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12) * intensity
     colour = torch.tensor([175, 238, 238], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) / 255
