@@ -51,8 +51,8 @@ FULL_RUN = "IBNBENCH_FULL_IMAGENET_C"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get(FULL_RUN), reason=f"about 15 minutes on the 2-core CI machine: set {FULL_RUN}=1 "
-                    "to run the comparison with the reference pipeline")
+@pytest.mark.skipif(not os.environ.get(FULL_RUN), reason=f"4 (idle) to 15 (loaded) minutes on the 2-core CI machine: "
+                    f"set {FULL_RUN}=1 to run the comparison with the reference pipeline")
 def test_efficientnet_lite0_under_imagenet_c_on_real_images(val100, tmp_path):
     pytest.importorskip("efficientnet_lite_pytorch")
     record = run(["efficientnet_lite0"], val100, suite="imagenet-c", output=tmp_path / "c.json", device="cpu",
