@@ -213,8 +213,10 @@ def test_suites_are_found_from_a_built_wheel(tmp_path):
                     "-w", str(tmp_path / "dist"), str(source)], check=True, capture_output=True, cwd=source)
     shutil.rmtree(source)  # nothing may come from the source tree
     (wheel,) = (tmp_path / "dist").glob("ibnbench-*.whl")
-    # the leaderboard site's templates
-    assert "ibnbench/results/templates/index.html" in zipfile.ZipFile(wheel).namelist()
+    shipped = zipfile.ZipFile(wheel).namelist()
+    assert "ibnbench/results/templates/index.html" in shipped  # the leaderboard site's templates
+    packages = sorted(str(p.parent.relative_to(ROOT)) for p in (ROOT / "ibnbench").rglob("__init__.py"))
+    assert [p for p in packages if f"{p}/__init__.py" not in shipped] == []  # every package, the CLI's included
     _pip("--target", str(tmp_path / "site"), str(wheel))
     run = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=tmp_path,
                          env=_environment(PYTHONPATH=str(tmp_path / "site")))
