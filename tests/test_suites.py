@@ -234,3 +234,12 @@ def test_suites_are_found_from_an_editable_install(tmp_path):
                          env=_environment())
     assert run.returncode == 0, run.stderr
     _check_probe(run.stdout, source)
+
+
+def test_reading_a_suite_imports_neither_the_zoo_nor_the_data_package():
+    """Style conditions get their generators handed in: reading `table1` (Monet included) loads no model code and
+    no image decoder."""
+    probe = ("import sys\nfrom ibnbench.conditions.suite import read_suite\nread_suite('table1')\n"
+             "print(sorted(m for m in sys.modules if m.startswith(('ibnbench.zoo', 'ibnbench.data'))))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
