@@ -143,11 +143,11 @@ def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence,
     images = 0
     read = 0  # images the loaders delivered (the main one and those of conditions with images of their own)
     from_cache = 0
+    own_sources = {c.id: c.source(dataset) for c in conditions}  # checked once, not once per pass
     for model_names, pass_conditions in passes:
         done = state.done.cpu()  # one transfer, not one device sync per image
         todo = [i for i in shard if not done[i]] if options.fanout else shard
-        own = {c.id: c.source(dataset) for c in pass_conditions}
-        own = {cid: source for cid, source in own.items() if source is not None}
+        own = {c.id: own_sources[c.id] for c in pass_conditions if own_sources[c.id] is not None}
         sources = [dataset, *own.values()]
         loaders = [make_loader(source, list(geometries.values()), batch_size=options.batch_size,
                                         workers=options.workers, pin_memory=device.type == "cuda",
