@@ -24,20 +24,15 @@ def crops_of(loader) -> dict[int, torch.Tensor]:
     return {int(i): c for b in loader for i, c in zip(b["index"], b["crops"][KEY])}
 
 
-DECODED: list[str] = []
+@pytest.fixture
+def decodes(decoded):
+    """``decodes(fn)``: how many images the loader decodes on the CPU while ``fn`` runs (the tests use workers=0)."""
+    def count(fn) -> int:
+        before = len(decoded)
+        fn()
+        return len(decoded) - before
 
-
-@pytest.fixture(autouse=True)
-def _count_decodes(decoded):
-    """Every test here counts the loader's CPU decodes (the tests use workers=0)."""
-    global DECODED
-    DECODED = decoded
-
-
-def decodes(fn) -> int:
-    before = len(DECODED)
-    fn()
-    return len(DECODED) - before
+    return count
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +42,7 @@ def _fresh_memory_caches():
     cache.clear_memory()
 
 
-def test_partly_filled_cache_gives_the_decoded_crops_in_the_same_batches(tiny_val, tmp_path):
+def test_partly_filled_cache_gives_the_decoded_crops_in_the_same_batches(tiny_val, tmp_path, decodes):
     dataset = open_dataset(tiny_val)
     plain = crops_of(make_loader(dataset, [Geometry()], batch_size=4, workers=0))
     fill = make_loader(dataset, [Geometry()], batch_size=2, workers=0, indices=[0, 2, 5, 8],
@@ -64,7 +59,7 @@ def test_partly_filled_cache_gives_the_decoded_crops_in_the_same_batches(tiny_va
     assert all(torch.equal(out[i], plain[i]) for i in plain)
 
 
-def test_second_run_reads_the_cache_and_gives_identical_results(tiny_val, tmp_path):
+def test_second_run_reads_the_cache_and_gives_identical_results(tiny_val, tmp_path, decodes):
     kwargs = dict(suite="table1", conditions=CONDITIONS, weights=["random"], device="cpu", workers=0, batch_size=4,
                   progress=False, cache=str(tmp_path / "cache"))
     first = []
@@ -76,7 +71,7 @@ def test_second_run_reads_the_cache_and_gives_identical_results(tiny_val, tmp_pa
     assert len(list((tmp_path / "cache").glob("crops-v1-*-bilinear256-crop224-cpu.u8"))) == 1
 
 
-def test_bad_images_are_never_cached(tiny_val, tmp_path):
+def test_bad_images_are_never_cached(tiny_val, tmp_path, decodes):
     victim = sorted(tiny_val.rglob("*.JPEG"))[4]
     victim.write_bytes(victim.read_bytes()[:200])
     kwargs = dict(conditions=["origin"], weights=["random"], device="cpu", workers=0, batch_size=4, progress=False,
@@ -90,7 +85,7 @@ def test_bad_images_are_never_cached(tiny_val, tmp_path):
         run(["resnet18"], tiny_val, output=tmp_path / "3.json", **{**kwargs, "on_bad_image": "fail"})
 
 
-def test_memory_cache_makes_the_baseline_decode_once(tiny_val):
+def test_memory_cache_makes_the_baseline_decode_once(tiny_val, decodes):
     models = small_models(("resnet18", "resnet18_ibn_a"))
     conditions = load_suite("table1").select(["origin", "rgb+50"]).conditions
     dataset = open_dataset(tiny_val)
@@ -122,7 +117,7 @@ def test_cache_file_of_the_wrong_size_is_one_clear_error(tiny_val, tmp_path):
         make_loader(dataset, [Geometry()], batch_size=4, workers=0, cache=str(tmp_path))
 
 
-def test_cli_run_with_cache(tiny_val, tmp_path, capsys):
+def test_cli_run_with_cache(tiny_val, tmp_path, capsys, decodes):
     from ibnbench.cli import main
 
     args = ["run", "--model", "resnet18", "--weights", "random", "--data", str(tiny_val), "--conditions", "origin",
