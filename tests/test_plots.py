@@ -68,14 +68,13 @@ def test_sweep_record_with_other_definitions_is_refused(tmp_path, capsys):
     assert not (tmp_path / "x.png").exists()
 
 
-def test_drop_bars_carry_the_exact_paired_interval():
-    from scipy.stats import binomtest
-
+def test_drop_bars_carry_the_paired_tango_interval():
     from ibnbench.results.plots import drop_errors
+    from ibnbench.results.stats import tango_interval
 
     records = load_records([LITE0_RECORD])
     table = drops_frame(records, "top1")
     below, above = drop_errors(records, table, "top1")["efficientnet_lite0"]
-    ci = binomtest(7, 9).proportion_ci(method="exact")  # std x1.5: 7 images newly wrong, 2 newly right
-    lo, hi = 9 * (2 * ci.low - 1), 9 * (2 * ci.high - 1)  # points: 9 of 100 images discordant
+    lo, hi = (100 * float(v) for v in tango_interval(7, 2, 100))  # std x1.5: 7 images newly wrong, 2 newly right
     assert (below[2], above[2]) == pytest.approx((5.0 - lo, hi - 5.0))
+    assert hi - lo > 9  # wider than the old construction could ever be (9 of 100 images discordant)

@@ -109,10 +109,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", metavar="PNG",
                    help="also draw the drops as grouped bars (top-1 and top-5 panels); records of the sweep suite "
                         "give robustness curves instead (at PNG, or at <stem>-sweep.png beside it when both kinds are "
-                        "given); drops carry their exact paired 95%% intervals as error bars")
+                        "given); drops carry their paired 95%% (Tango) intervals as error bars")
     p.add_argument("--ci", action="store_true",
                    help="add top-1 and top-5 tables: each error with its Clopper-Pearson 95%% interval, each drop with "
-                        "its exact paired interval, McNemar's p against origin (and Holm-adjusted), and the ECE")
+                        "its paired (Tango) interval, McNemar's p against origin (and Holm-adjusted), and the ECE")
     p.add_argument("--pairs", action="store_true",
                    help="add model-vs-model McNemar tests under each condition (Holm-adjusted) and error-consistency "
                         "(kappa) matrices")
@@ -141,7 +141,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("compare", help="paired test of two records' models on the same images (McNemar, Holm)",
                        description="For each condition both records hold, test every model of A against every model "
-                                   "of B on the same images: error difference with its exact paired 95% interval, "
+                                   "of B on the same images: error difference with its paired 95% (Tango) interval, "
                                    "the discordant counts and McNemar's exact p, Holm-adjusted over the table.")
     p.add_argument("a", metavar="A.json", help="first record")
     p.add_argument("b", metavar="B.json", help="second record (same suite and dataset)")

@@ -137,7 +137,7 @@ def drops_frame(records: Sequence[Record], metric: str = "top1") -> pd.DataFrame
 
 
 def drop_errors(records: Sequence[Record], table: pd.DataFrame, metric: str = "top1") -> dict[str, list]:
-    """Per model, matplotlib ``yerr`` pairs (below, above) of the exact paired 95% interval around each drop
+    """Per model, matplotlib ``yerr`` pairs (below, above) of the paired (Tango) 95% interval around each drop
     in ``table`` (a :func:`drops_frame`); NaN where the records hold no per-image answers."""
     ids = {c.get("label", c["id"]): c["id"] for r in records for c in r.conditions}
     errors = {}
@@ -198,7 +198,7 @@ def plot_drops(records: Sequence[Record], path: str | Path, top5: bool = True) -
         ax.legend(fontsize=8)
     suites = ", ".join(dict.fromkeys(r.suite for r in records))
     fig.suptitle(f"Error increase under appearance conditions (suite {suites}, {_n_images(records)} images; "
-                 "bars: exact paired 95% intervals)")
+                 "bars: paired 95% Tango intervals)")
     not_run = [c.get("label", c["id"]) for r in records for c in r.conditions if c.get("not_run")]
     if not_run:
         fig.text(0.01, 0.0, f"not run: {', '.join(dict.fromkeys(not_run))}", fontsize=8, color="dimgray")

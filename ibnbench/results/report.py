@@ -178,7 +178,7 @@ def paired_drop(records: Sequence[Record], model: str, condition: str, metric: s
 
 def statistics(records: Sequence[Record], metric: str = "top1") -> pd.DataFrame:
     """One row per (model, condition): the error with its Clopper-Pearson 95% interval, the drop against the
-    origin with its exact paired interval, the discordant counts, McNemar's p (condition vs origin, also
+    origin with its paired (Tango) interval, the discordant counts, McNemar's p (condition vs origin, also
     Holm-adjusted over the table) and the ECE where the record stores it."""
     frame = results_frame(records)
     sources = _sources(records)
@@ -224,8 +224,8 @@ def _pair_row(first: tuple[Record, str, str], second: tuple[Record, str, str], m
 
 
 def pair_tests(records: Sequence[Record], metric: str = "top1") -> pd.DataFrame:
-    """Every two models under each condition on the same images: B's error minus A's (points) with the exact
-    paired interval, the discordant counts and McNemar's p (Holm-adjusted over the table)."""
+    """Every two models under each condition on the same images: B's error minus A's (points) with its paired
+    (Tango) interval, the discordant counts and McNemar's p (Holm-adjusted over the table)."""
     sources = _sources(records)
     labels = condition_labels(records)
     models = list(dict.fromkeys(m for m, _ in sources))
@@ -316,11 +316,11 @@ def render(table: pd.DataFrame, fmt: str = "markdown") -> str:
     return tabulate(table.map(_as_text), headers="keys", tablefmt=tablefmt, disable_numparse=True)
 
 
-CI_NOTE = ("95% CI (CP): Clopper-Pearson interval of the error. Paired 95% CI: exact interval of the drop from the "
-           "images whose answer changed (conditional on their number). New err / fixed: images right at the origin and "
+CI_NOTE = ("95% CI (CP): Clopper-Pearson interval of the error. Paired 95% CI: Tango's score interval of the drop "
+           "(paired difference of proportions; Tango 1998). New err / fixed: images right at the origin and "
            "wrong under the condition / the reverse. p McNemar: exact test on those two counts; p Holm: adjusted over "
            "the table. ECE: 15 equal-width confidence bins (schema-2 records).")
-PAIRS_NOTE = ("diff: B's error minus A's (points) on the same images, with its exact paired interval; p McNemar: exact "
+PAIRS_NOTE = ("diff: B's error minus A's (points) on the same images, with Tango's paired score interval; p McNemar: exact "
               "test on the discordant images, p Holm adjusted over the table. Error consistency: Cohen's kappa over "
               "per-image correctness (1: the same images wrong; 0: no more overlap than the accuracies imply).")
 
