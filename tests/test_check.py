@@ -43,6 +43,7 @@ def test_plugin_assertion_helper_fails_only_on_a_significant_change(tmp_path):
     from records import answer_record
 
     from ibnbench.pytest_plugin import assert_no_regression
+    from ibnbench.results.stats import tango_interval
 
     recorded = answer_record({"resnet50": {"origin": "1" * 70 + "0" * 30}})
     noise = answer_record({"resnet50": {"origin": "1" * 67 + "0" * 33}})  # 3 newly wrong: p = 0.25
@@ -52,7 +53,9 @@ def test_plugin_assertion_helper_fails_only_on_a_significant_change(tmp_path):
         assert_no_regression(noise, recorded, test="tolerance")
     with pytest.raises(pytest.fail.Exception, match="changed significantly") as failure:
         assert_no_regression(change, recorded, alpha=0.01)
-    assert "resnet50 / origin: +20.00 points, 20 newly wrong, 0 newly right" in str(failure.value)
+    lo, hi = (100 * float(v) for v in tango_interval(20, 0, 100))
+    assert (f"resnet50 / origin: +20.00 points [{lo:.2f}, {hi:.2f}] (Tango), 20 newly wrong, 0 newly right"
+            in str(failure.value))
 
 
 def test_mcnemar_check_needs_per_image_answers(tmp_path):

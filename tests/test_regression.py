@@ -86,7 +86,8 @@ def test_mcnemar_check_fails_many_flips_and_passes_noise_that_the_tolerance_fail
     args = ["--against", str(recorded), "--test", "mcnemar", "--alpha", "0.01"]
     assert main(["check", "--results", str(model_change), *args]) == EXIT_REGRESSION
     out = capsys.readouterr().out
-    assert "efficientnet_lite0 / std*1.5: +15.00 points, 16 newly wrong, 1 newly right, p Holm 0.001" in out
+    assert "efficientnet_lite0 / std*1.5: +15.00 points [" in out
+    assert "(Tango), 16 newly wrong, 1 newly right, p Holm 0.001" in out
     table = check(model_change, recorded, test="mcnemar").table.set_index("condition")
     assert table.loc["std*1.5", "p"] == f"{binomtest(16, 17).pvalue:.2g}" == f"{2 * 18 / 2 ** 17:.2g}"
     assert main(["check", "--results", str(noise), *args]) == EXIT_OK

@@ -167,7 +167,8 @@ def _mcnemar(new: Record, old: Record, shared: list[tuple[str, str]], old_pairs:
         rows.append({"model": model, "condition": condition, f"recorded {metric}": _value(old, model, condition,
                                                                                           metric),
                      f"new {metric}": _value(new, model, condition, metric), "diff": 100 * counts.diff,
-                     "newly wrong": counts.b, "newly right": counts.c, "p": counts.pvalue})
+                     "paired 95% CI": stats.format_interval(*counts.interval()), "newly wrong": counts.b,
+                     "newly right": counts.c, "p": counts.pvalue})
     table = pd.DataFrame(rows)
     adjusted = stats.holm(table.p.to_numpy())
     failed = (adjusted < alpha) & ((table["newly wrong"] > table["newly right"]) | either_way)
@@ -187,7 +188,8 @@ def _mcnemar(new: Record, old: Record, shared: list[tuple[str, str]], old_pairs:
     if failed.any():
         worst = table.iloc[int(np.where(failed, adjusted, np.inf).argmin())]
         reasons.append(f"regression: {int(failed.sum())} of {len(shared)} result(s) changed significantly ({test}); "
-                       f"strongest {worst.model} / {worst.condition}: {worst['diff']:+.2f} points, "
+                       f"strongest {worst.model} / {worst.condition}: {worst['diff']:+.2f} points "
+                       f"{worst['paired 95% CI']} (Tango), "
                        f"{worst['newly wrong']} newly wrong, {worst['newly right']} newly right, "
                        f"p Holm {worst['p Holm']}")
     if missing:

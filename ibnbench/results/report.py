@@ -143,10 +143,6 @@ def paper_warnings(records: Sequence[Record]) -> list[str]:
     return warnings
 
 
-def _interval(lo: float, hi: float, scale: float = 100.0) -> str:
-    return "-" if math.isnan(lo) else f"[{scale * lo:.2f}, {scale * hi:.2f}]"
-
-
 def cell_interval(row: pd.Series | dict, metric: str = "top1") -> tuple[float, float]:
     """Clopper-Pearson 95% interval (fractions) of a result row's error from its count of wrong images."""
     n = int(row["n_images"])
@@ -188,14 +184,14 @@ def statistics(records: Sequence[Record], metric: str = "top1") -> pd.DataFrame:
         model, cond = row.model, row.condition
         lo, hi = cell_interval(row, metric)
         out = {"model": model, "condition": labels.get(cond, cond), f"{metric} err %": f"{row[f'{metric}_err']:.2f}",
-               "95% CI (CP)": _interval(lo, hi), "drop": "", "paired 95% CI": "", "new err / fixed": "",
+               "95% CI (CP)": stats.format_interval(lo, hi), "drop": "", "paired 95% CI": "", "new err / fixed": "",
                "p": float("nan")}
         if cond != "origin" and (model, "origin") in sources:
             out["drop"] = f"{row[f'drop_{metric}']:+.2f}"
             counts = paired_drop(records, model, cond, metric)
             if counts is not None:
-                out.update({"paired 95% CI": _interval(*counts.interval()), "new err / fixed": f"{counts.b}/{counts.c}",
-                            "p": counts.pvalue})
+                out.update({"paired 95% CI": stats.format_interval(*counts.interval()),
+                            "new err / fixed": f"{counts.b}/{counts.c}", "p": counts.pvalue})
         out["ECE %"] = f"{row['ece']:.2f}" if metric == "top1" and "ece" in row and not pd.isna(row["ece"]) else "-"
         rows.append(out)
     table = pd.DataFrame(rows)
@@ -219,8 +215,9 @@ def _pair_row(first: tuple[Record, str, str], second: tuple[Record, str, str], m
     if counts is None:
         raise RecordError(f"{second[0].path or 'record'}: no per-image answers on the same images as "
                           f"{first[0].path or 'record'} for {first[1]} / {first[2]}: cannot pair them")
-    return {"n": counts.n, "diff": f"{100 * counts.diff:+.2f}", "paired 95% CI": _interval(*counts.interval()),
-            "A right, B wrong": counts.b, "A wrong, B right": counts.c, "p": counts.pvalue}
+    return {"n": counts.n, "diff": f"{100 * counts.diff:+.2f}",
+            "paired 95% CI": stats.format_interval(*counts.interval()), "A right, B wrong": counts.b,
+            "A wrong, B right": counts.c, "p": counts.pvalue}
 
 
 def pair_tests(records: Sequence[Record], metric: str = "top1") -> pd.DataFrame:
@@ -320,9 +317,9 @@ CI_NOTE = ("95% CI (CP): Clopper-Pearson interval of the error. Paired 95% CI: T
            "(paired difference of proportions; Tango 1998). New err / fixed: images right at the origin and "
            "wrong under the condition / the reverse. p McNemar: exact test on those two counts; p Holm: adjusted over "
            "the table. ECE: 15 equal-width confidence bins (schema-2 records).")
-PAIRS_NOTE = ("diff: B's error minus A's (points) on the same images, with Tango's paired score interval; p McNemar: exact "
-              "test on the discordant images, p Holm adjusted over the table. Error consistency: Cohen's kappa over "
-              "per-image correctness (1: the same images wrong; 0: no more overlap than the accuracies imply).")
+PAIRS_NOTE = ("diff: B's error minus A's (points) on the same images, with Tango's paired score interval; p McNemar: "
+              "exact test on the discordant images, p Holm adjusted over the table. Error consistency: Cohen's kappa "
+              "over per-image correctness (1: the same images wrong; 0: no more overlap than the accuracies imply).")
 
 
 def report(results: Sequence[str | Path], format: str = "markdown", vs: str | None = None,

@@ -18,6 +18,7 @@ uses scipy.stats for the distributions. The choices, stated once:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -175,6 +176,11 @@ def format_p(p: float | None) -> str:
     if p is None or np.isnan(p):
         return "-"
     return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+
+
+def format_interval(lo: float, hi: float, scale: float = 100.0) -> str:
+    """An interval of fractions for a table, in points by default: ``[-5.45, 2.74]``; '-' when undefined."""
+    return "-" if math.isnan(lo) else f"[{scale * lo:.2f}, {scale * hi:.2f}]"
 
 
 def error_consistency(first: np.ndarray, second: np.ndarray) -> float:
