@@ -1,6 +1,7 @@
 """Synthetic result records for report, leaderboard and check tests."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -11,6 +12,15 @@ RECORDS = Path(__file__).resolve().parents[1] / "leaderboards" / "records"
 LITE0_RECORD = RECORDS / "table1-efficientnet_lite0-val100.json"
 CONDITIONS = [{"id": "origin", "label": "origin"}, {"id": "rgb+50", "label": "RGB+50"},
               {"id": "std*1.5", "label": "std x1.5"}]
+
+
+def schema_1_copy(path: Path, out: Path) -> Path:
+    """The record at ``path`` as schema 1 wrote it (per-image answers, no predictions sidecar, no ECE), at ``out``."""
+    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    raw.update(schema=1, results=[{k: v for k, v in row.items() if k != "ece"} for row in raw["results"]])
+    raw.pop("predictions", None)
+    out.write_text(json.dumps(raw), encoding="utf-8")
+    return out
 
 
 def make_record(errors: dict[str, dict[str, tuple[float, float]]], suite_hash: str = "abc123" * 10,

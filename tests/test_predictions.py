@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from images import assert_png
-from records import LITE0_RECORD
+from records import LITE0_RECORD, schema_1_copy
 
 from ibnbench.cli import main
 from ibnbench.data import discovery as data
@@ -93,8 +93,8 @@ def test_run_writes_the_sidecar_named_by_sha256_and_report_uses_it(tiny_val, tmp
 
 
 def test_a_schema_1_record_has_no_confidences_and_says_so(tmp_path, capsys):
-    assert read_record(LITE0_RECORD).schema == 1
-    assert main(["report", str(LITE0_RECORD), "--reliability", str(tmp_path / "r.png")]) == 2
+    old = schema_1_copy(LITE0_RECORD, tmp_path / "old.json")
+    assert main(["report", str(old), "--reliability", str(tmp_path / "r.png")]) == 2
     err = capsys.readouterr().err
     assert "holds no stored predictions (schema 1 record)" in err and len(err.strip().splitlines()) == 1
 

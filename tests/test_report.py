@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from records import answer_record, make_record
+from records import answer_record, make_record, schema_1_copy
 from scipy.stats import binomtest
 
 from ibnbench.cli import main
@@ -89,12 +89,12 @@ def test_leaderboard_build(tmp_path, record_path):
 LITE0 = Path(__file__).resolve().parents[1] / "leaderboards" / "records" / "table1-efficientnet_lite0-val100.json"
 
 
-def test_ci_report_of_a_schema_1_record_shows_intervals_and_paired_tests():
-    """The committed (schema 1) record: each cell's Clopper-Pearson interval and each drop's discordant counts
-    and McNemar p, recomputed here from the record's per-image strings with scipy."""
-    raw = json.loads(LITE0.read_text())
-    assert raw["schema"] == 1
-    text = report([LITE0], ci=True)
+def test_ci_report_of_a_schema_1_record_shows_intervals_and_paired_tests(tmp_path):
+    """The committed record as schema 1 wrote it: each cell's Clopper-Pearson interval and each drop's discordant
+    counts and McNemar p, recomputed here from the record's per-image strings with scipy."""
+    raw = json.loads(schema_1_copy(LITE0, tmp_path / "old.json").read_text())
+    assert raw["schema"] == 1 and "predictions" not in raw
+    text = report([tmp_path / "old.json"], ci=True)
     answers = raw["per_image"]["top1"]["efficientnet_lite0"]
     top1_section = text.split("### top1")[1].split("### top5")[0]
     lines = {line.split("|")[2].strip(): line for line in top1_section.splitlines()
