@@ -112,13 +112,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "given); drops carry their exact paired 95%% intervals as error bars")
     p.add_argument("--ci", action="store_true",
                    help="add top-1 and top-5 tables: each error with its Clopper-Pearson 95%% interval, each drop with "
-                        "its exact paired interval, McNemar's p against origin (and Holm-adjusted), and the ECE")
+                        "its exact paired interval, McNemar's p against origin (and Holm-adjusted), and the ECE with "
+                        "its bootstrap interval beside the ECE a calibrated model would show")
     p.add_argument("--pairs", action="store_true",
                    help="add model-vs-model McNemar tests under each condition (Holm-adjusted) and error-consistency "
                         "(kappa) matrices")
     p.add_argument("--reliability", metavar="PNG",
-                   help="draw reliability diagrams (accuracy vs confidence, 15 bins, ECE in the legend) from the "
-                        "stored predictions of schema-2 records")
+                   help="draw reliability diagrams (accuracy vs confidence, 15 bins, ECE and its intervals in the "
+                        "legend) from the stored predictions of schema-2 records")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("robustness", help="effective robustness on a natural shift (Taori et al. 2020)",
