@@ -54,6 +54,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     print(tabulate(table.reset_index(), headers="keys", tablefmt=args.format, showindex=False, floatfmt=".2f"))
     print(f"\nlogit({args.shift} acc) = {fit.slope:.4f} * logit(val acc) {fit.intercept:+.4f} over "
           f"{len(fit.models)} baseline models (r = {fit.r:.4f}); effective robustness = shift acc - predicted acc")
+    print(f"95% intervals (er_low, er_high; the line's): {fit.bootstrap.describe()}")
     if args.plot:
         print(f"wrote {plot_effective_robustness(table, fit, args.plot, shift=args.shift, metric=args.metric)}")
     return 0
@@ -127,7 +128,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "(least squares) and report every model's distance from the line: effective "
                                    "robustness = shift accuracy - the accuracy the line predicts (points). Val "
                                    "accuracy is taken on the shift's class subset where the record has it (ImageNet-R, "
-                                   "-A: val on their 200 classes).")
+                                   "-A: val on their 200 classes). The 95%% intervals (er_low, er_high, the line's) "
+                                   "come from a seeded percentile bootstrap over the baseline models and, where the "
+                                   "records hold per-image answers, the images.")
     p.add_argument("results", nargs="+", metavar="RECORD", help="records of dataset suites (files or directories)")
     p.add_argument("--shift", required=True, metavar="ID",
                    help="the dataset row, e.g. imagenet-r, sketch, v2-matched-frequency")
