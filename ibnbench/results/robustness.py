@@ -127,7 +127,7 @@ def bootstrap(records: Sequence[Record], shift: str, acc: pd.DataFrame, fit: Log
     """The two-level bootstrap (module docstring): the line's replicates and every model's effective robustness
     replicates ``[replicates, models]`` (models in ``acc`` order)."""
     rng = np.random.default_rng(seed)
-    base = next(b for r in records for c, b in r.baselines().items() if c == shift) or "origin"
+    base = baseline_row(records, shift)
     baseline = np.array([acc.index.get_loc(m) for m in fit.models])
     picked = baseline[rng.integers(0, len(baseline), (draws, len(baseline)))]
     rows = {c: [_answers(records, m, c, metric) for m in acc.index] for c in (base, shift)}
@@ -152,14 +152,19 @@ def bootstrap(records: Sequence[Record], shift: str, acc: pd.DataFrame, fit: Log
     return LineBootstrap(slope, intercept, draws, seed, models_only), effective
 
 
-def accuracies(records: Sequence[Record], shift: str, metric: str = "top1") -> pd.DataFrame:
-    """Per model: ``val_acc`` (on the shift's baseline row: ``origin`` or val on its class subset) and
-    ``shift_acc``, in percent. The two rows' datasets must be the same in every record."""
+def baseline_row(records: Sequence[Record], shift: str) -> str:
+    """The row the shift's val accuracy is read from: ``origin`` or what the records name (val on its classes)."""
     baselines = {c: b for r in records for c, b in r.baselines().items() if c == shift}
     if shift not in baselines:
         known = sorted({c["id"] for r in records for c in r.conditions})
         raise RecordError(f"no record holds the shift {shift!r}; conditions found: {', '.join(known)}")
-    base = baselines[shift] or "origin"
+    return baselines[shift] or "origin"
+
+
+def accuracies(records: Sequence[Record], shift: str, metric: str = "top1") -> pd.DataFrame:
+    """Per model: ``val_acc`` (on the shift's baseline row: ``origin`` or val on its class subset) and
+    ``shift_acc``, in percent. The two rows' datasets must be the same in every record."""
+    base = baseline_row(records, shift)
     for condition in (base, shift):
         prints = {r.dataset.get("datasets", {}).get(condition, {}).get("sha256") for r in records
                   if any(row["condition"] == condition for row in r.results)}
