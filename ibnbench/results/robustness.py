@@ -122,7 +122,7 @@ def _logit(accuracy: np.ndarray) -> np.ndarray:
         return special.logit(accuracy / 100.0)
 
 
-def bootstrap(records: Sequence[Record], shift: str, acc: pd.DataFrame, fit: LogitFit, metric: str = "top1",
+def bootstrap_fit(records: Sequence[Record], shift: str, acc: pd.DataFrame, fit: LogitFit, metric: str = "top1",
               draws: int = DRAWS, seed: int = SEED) -> tuple[LineBootstrap, np.ndarray]:
     """The two-level bootstrap (module docstring): the line's replicates and every model's effective robustness
     replicates ``[replicates, models]`` (models in ``acc`` order)."""
@@ -145,7 +145,7 @@ def bootstrap(records: Sequence[Record], shift: str, acc: pd.DataFrame, fit: Log
     with np.errstate(invalid="ignore", divide="ignore"):
         slope = (dx * (y - y.mean(axis=1, keepdims=True))).sum(axis=1) / (dx**2).sum(axis=1)
     intercept = y.mean(axis=1) - slope * x.mean(axis=1)
-    defined = np.isfinite(slope) & np.isfinite(intercept)
+    defined = np.isfinite(slope) & np.isfinite(intercept) & (np.ptp(x, axis=1) > 0)  # two distinct val accuracies
     slope, intercept = slope[defined], intercept[defined]
     with np.errstate(invalid="ignore"):
         effective = shifted[defined] - 100.0 * special.expit(slope[:, None] * _logit(val[defined]) + intercept[:, None])
@@ -209,7 +209,7 @@ def effective_robustness(records: Sequence[Record], shift: str, baseline: Sequen
     table["predicted_acc"] = [fit.predict(v) if 0 < v < 100 else float("nan") for v in acc.val_acc]
     table["effective_robustness"] = table.shift_acc - table.predicted_acc
     if draws:
-        line, effective = bootstrap(records, shift, acc, fit, metric, draws, seed)
+        line, effective = bootstrap_fit(records, shift, acc, fit, metric, draws, seed)
         fit = dataclasses.replace(fit, bootstrap=line)
         table["er_low"], table["er_high"] = zip(*(line.interval(column) for column in effective.T))
     table["logit_residual"] = [logit(s) - (fit.slope * logit(v) + fit.intercept) if 0 < v < 100 and 0 < s < 100
