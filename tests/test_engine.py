@@ -254,6 +254,44 @@ def test_refine_share_outside_0_1_is_refused(tiny_val, tmp_path, capsys):
     assert code == 2 and "--refine must be a share of the batch between 0 and 1" in capsys.readouterr().err
 
 
+def _linear_scores(refine: float, amp: str = "bf16") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A linear classifier's stored top-5 probabilities on 16 random inputs under CPU autocast, with the fp32 and
+    the autocast softmax of its logits gathered at the same classes."""
+    from ibnbench.zoo.meta import Preprocessing
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+    x, label = torch.rand(16, 3, 8, 8) * 255, torch.randint(0, 10, (16,))
+    runner = eval_runner.ModelRunner(model, Preprocessing(), torch.device("cpu"),
+                                     RunOptions(device="cpu", amp=amp, refine=refine))
+    scores = runner.score(x, label)
+    normalized = Preprocessing().normalize(x)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        reduced = model(normalized).float().softmax(dim=1)
+    with torch.no_grad():
+        full = model(normalized).softmax(dim=1)
+    return scores.top5_prob, full.gather(1, scores.top5_index), reduced.gather(1, scores.top5_index)
+
+
+def test_refined_rows_store_the_softmax_of_their_fp32_logits():
+    stored, full, reduced = _linear_scores(refine=0.25)  # 4 of 16 rows re-scored in fp32
+    as_fp32 = (stored - full).abs().amax(dim=1) < 1e-6
+    assert int(as_fp32.sum()) == 4  # the refined rows, and only they: bf16 logits move the others' probabilities
+    assert torch.allclose(stored[~as_fp32], reduced[~as_fp32], atol=1e-6)
+    stored, full, _ = _linear_scores(refine=1.0)
+    assert torch.allclose(stored, full, atol=1e-6)
+    stored, full, reduced = _linear_scores(refine=0.0)
+    assert torch.allclose(stored, reduced, atol=1e-6) and (stored - full).abs().amax() > 1e-4
+
+
+@pytest.mark.parametrize("amp, refine, made", [("off", 0.125, "fp32"), ("bf16", 0.0, "bf16 logits"),
+                                               ("bf16", 0.125, "bf16 logits (refined rows fp32)"),
+                                               ("fp16", 0.5, "fp16 logits (refined rows fp32)")])
+def test_record_says_which_logits_the_probabilities_come_from(amp, refine, made):
+    env = engine.environment(torch.device("cpu"), RunOptions(device="cpu", amp=amp, refine=refine))
+    assert env["probabilities"] == made
+
+
 class _OutOfMemory(_Rounding):
     """:class:`_Rounding` that runs out of memory on the calls numbered in ``fail`` (1 = the first)."""
 

@@ -48,6 +48,27 @@ def test_mce_needs_every_corruption_and_severity():
     assert "fog" not in result["ce"] and result["mce"] is None and result["ce"]["snow"] == pytest.approx(50.0)
 
 
+def test_mean_error_averages_the_15_corruptions_and_reports_the_4_extra_apart():
+    errors = half_alexnet_errors()
+    errors.update({f"{name}-{s}": 99.0 for name in ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+                   for s in range(1, 6)})
+    result = imagenet_c.scores(errors)
+    assert result["mean_error"] == pytest.approx(sum(ALEXNET.values()) / 30)  # the extras' 99s left out
+    assert result["mean_error_extra"] == pytest.approx(99.0)
+    table = imagenet_c.model_table(errors)
+    assert table.loc[imagenet_c.MEAN_ERROR_EXTRA, "mean"] == "99.00"
+    assert imagenet_c.scores(half_alexnet_errors())["mean_error_extra"] is None
+
+
+def test_alexnet_normalisers_are_the_augmix_values_x100():
+    """google-research/augmix ``imagenet.py`` ``ALEXNET_ERR`` (fractions, in its corruption order), x100."""
+    augmix = [0.886428, 0.894468, 0.922640, 0.819880, 0.826268, 0.785948, 0.798360, 0.866816, 0.826572, 0.819324,
+              0.564592, 0.853204, 0.646056, 0.717840, 0.606500]
+    assert list(imagenet_c.ALEXNET_ERRORS) == list(ALEXNET)
+    assert list(imagenet_c.ALEXNET_ERRORS.values()) == pytest.approx([100 * a for a in augmix], abs=1e-9)
+    assert imagenet_c.ALEXNET_CLEAN_ERROR == 43.5
+
+
 def make_record(errors_by_model: dict[str, dict[str, float]]) -> Record:
     ids = list(next(iter(errors_by_model.values())))
     return Record(

@@ -6,15 +6,17 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from records import answer_record, make_record, schema_1_copy
 from scipy.stats import binomtest
 
 from ibnbench.cli import main
-from ibnbench.results import leaderboard
+from ibnbench.results import leaderboard, stats
+from ibnbench.results.predictions import Predictions, sidecar_path, write_predictions
 from ibnbench.results.record import write_record
-from ibnbench.results.report import report
+from ibnbench.results.report import load_records, report, statistics
 
 
 @pytest.fixture()
@@ -107,6 +109,58 @@ def test_ci_report_of_a_schema_1_record_shows_intervals_and_paired_tests(tmp_pat
     c = sum(o == "0" and c == "1" for o, c in zip(answers["origin"], answers["std*1.5"]))
     assert f"| {b}/{c} " in lines["std x1.5"] and f"| {binomtest(b, b + c).pvalue:.3f} " in lines["std x1.5"]
     assert "Clopper-Pearson" in text and "ECE" in text
+
+
+def _record_with_confidences(tmp_path: Path, confidence: np.ndarray, correct: np.ndarray) -> Path:
+    """A one-model record on ``len(confidence)`` images whose sidecar holds these top-1 confidences and answers."""
+    n = len(confidence)
+    answers = "".join("1" if c else "0" for c in correct)
+    record = answer_record({"m": {"origin": answers, "rgb+50": answers}})
+    top5_index = np.tile(np.arange(1, 6, dtype=np.uint16), (1, 2, n, 1))
+    top5_index[0, :, correct, 0] = 0  # label 0 first where right
+    top5_prob = np.zeros((1, 2, n, 5), np.float16)
+    top5_prob[..., 0] = confidence
+    stored = Predictions(models=["m"], conditions=["origin", "rgb+50"], label=np.zeros(n, np.uint16),
+                         valid=np.ones(n, bool), top5_index=top5_index, top5_prob=top5_prob,
+                         label_prob=np.zeros((1, 2, n), np.float16))
+    path = tmp_path / "run.json"
+    record.predictions = write_predictions(stored, sidecar_path(path))
+    return write_record(record, path)
+
+
+def test_ci_report_shows_the_ece_with_its_bootstrap_interval_and_the_calibrated_expectation(tmp_path):
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.5, 1.0, 100).astype(np.float16)
+    correct = rng.random(100) < confidence - 0.1
+    table = statistics(load_records([_record_with_confidences(tmp_path, confidence, correct)]))
+    found = stats.ece_uncertainty(confidence.astype(float), correct)
+    row = table.set_index("condition").loc["origin"]
+    assert row["ECE %"] == f"{100 * found.ece:.2f}"
+    assert row["ECE 95% CI"] == f"[{100 * found.interval[0]:.2f}, {100 * found.interval[1]:.2f}]"
+    low, high = found.calibrated_range
+    assert row["ECE if calibrated"] == f"{100 * found.calibrated_mean:.2f} [{100 * low:.2f}, {100 * high:.2f}]"
+    assert 0 < low < found.calibrated_mean < high  # a spread, not a point
+    assert "ECE if calibrated" not in statistics(load_records([tmp_path / "run.json"]), "top5")
+    assert "ECE if calibrated: the mean [95% range]" in report([tmp_path / "run.json"], ci=True)
+
+
+def test_ece_of_identical_images_has_a_degenerate_interval_and_schema_1_shows_none(tmp_path):
+    table = statistics(load_records([_record_with_confidences(tmp_path, np.full(50, 0.75), np.ones(50, bool))]))
+    assert table["ECE %"].tolist() == ["25.00"] * 2 and table["ECE 95% CI"].tolist() == ["[25.00, 25.00]"] * 2
+    assert set(statistics(load_records([LITE0]))["ECE 95% CI"]) == {"-"}
+
+
+def test_reliability_legend_gives_the_ece_interval_and_the_calibrated_range(tmp_path, monkeypatch):
+    from ibnbench.results import plots
+
+    legends = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: legends.extend(
+        t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()) or path)
+    plots.plot_reliability(load_records([_record_with_confidences(tmp_path, np.full(50, 0.75), np.ones(50, bool))]),
+                           tmp_path / "r.png")
+    calibrated = stats.ece_uncertainty(np.full(50, 0.75), np.ones(50, bool)).calibrated_range
+    assert legends[1] == (f"origin (ECE 25.00% [25.00, 25.00]; if calibrated {100 * calibrated[0]:.2f}-"
+                          f"{100 * calibrated[1]:.2f})")
 
 
 def test_pairs_report_tests_models_against_each_other_with_holm_and_kappa(tmp_path):

@@ -2,8 +2,11 @@
 class-subset scoring (the logits outside the subset masked before the top-k), on synthetic folders."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from images import make_folder, write_image
@@ -323,6 +326,78 @@ def test_effective_robustness_is_the_distance_from_the_closed_form_logit_fit(tmp
         effective_robustness(records, "imagenet-r", baseline)
 
 
+def line_records(rng, n: int = 2000) -> list:
+    """One record of six baseline models exactly on ``logit(shift) = 1.1 logit(val) - 0.9``, a model ``on`` that
+    line too and a model ``off`` 15 points above it, each image of each row right with the model's probability."""
+    from scipy.special import expit, logit
+
+    from ibnbench.results.record import Record
+
+    val = {f"b{i}": v for i, v in enumerate((0.6, 0.65, 0.7, 0.75, 0.8, 0.85))} | {"on": 0.72, "off": 0.72}
+    shift = {m: expit(1.1 * logit(v) - 0.9) + (0.15 if m == "off" else 0.0) for m, v in val.items()}
+    conditions = [{"id": "origin@imagenet-r", "label": "val R", "baseline": None},
+                  {"id": "imagenet-r", "label": "ImageNet-R", "baseline": "origin@imagenet-r"}]
+    answers = {m: {c: "".join("1" if right else "0" for right in rng.random(n) < p[m])
+                   for c, p in (("origin@imagenet-r", val), ("imagenet-r", shift))} for m in val}
+    results = [{"model": m, "condition": c, "n_images": n, "top1_err": 100 * a.count("0") / n, "top5_err": 0.0}
+               for m, by_condition in answers.items() for c, a in by_condition.items()]
+    return [Record("natural", "h", conditions, {"sha256": "d", "datasets": {c["id"]: {"sha256": c["id"]}
+                                                                             for c in conditions}},
+                   {m: {} for m in val}, {}, {}, results, per_image={"top1": answers})]
+
+
+def test_effective_robustness_intervals_cover_the_truth_and_resample_the_images(monkeypatch):
+    from ibnbench.results import plots
+    from ibnbench.results.robustness import effective_robustness, plot_effective_robustness
+
+    rng = np.random.default_rng(7)
+    baseline = [f"b{i}" for i in range(6)]
+    on_covered, off_excluded = [], []
+    for seed in range(20):
+        records = line_records(rng)
+        table, fit = effective_robustness(records, "imagenet-r", baseline, draws=300, seed=seed)
+        assert fit.bootstrap.models_only == "" and "baseline models and images" in fit.bootstrap.describe()
+        on_covered.append(table.loc["on", "er_low"] <= 0 <= table.loc["on", "er_high"])
+        off_excluded.append(table.loc["off", "er_low"] > 0)
+    assert np.mean(on_covered) >= 0.85 and all(off_excluded)
+    figure = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figure.append(fig) or path)
+    plot_effective_robustness(table, fit, "er.png")
+    (ax,) = figure[0].axes
+    assert len(ax.containers) == 2  # error bars for the baseline models and for the others
+    assert "95% bootstrap band of the fit" in [t.get_text() for t in ax.get_legend().get_texts()]
+    # without per-image answers only the baseline models are resampled: narrower, and the output says why
+    records[0].per_image = {}
+    bare, bare_fit = effective_robustness(records, "imagenet-r", baseline, draws=300, seed=19)
+    assert "baseline models only (no per-image answers for b0, b1" in bare_fit.bootstrap.describe()
+    width = (table.er_high - table.er_low)["on"], (bare.er_high - bare.er_low)["on"]
+    assert width[0] > width[1] > 0
+    # the bootstrap leaves the point estimates as they were
+    plain, plain_fit = effective_robustness(records, "imagenet-r", baseline, draws=0)
+    assert plain_fit == dataclasses.replace(bare_fit, bootstrap=None)
+    pd.testing.assert_frame_equal(plain, bare.drop(columns=["er_low", "er_high"]))
+
+
+def test_effective_robustness_intervals_of_models_exactly_on_a_line_are_points():
+    """Without per-image answers, and every baseline model on one logit line, every replicate refits that line:
+    each interval is the point estimate."""
+    from scipy.special import expit, logit
+
+    from ibnbench.results.robustness import effective_robustness
+
+    records = line_records(np.random.default_rng(0))
+    val = {"b0": 60.0, "b1": 70.0, "b2": 80.0, "b3": 90.0, "on": 75.0, "off": 75.0}
+    shift = {m: 100 * expit(1.1 * logit(v / 100) - 0.9) + (10.0 if m == "off" else 0.0) for m, v in val.items()}
+    records[0].per_image = {}
+    records[0].results = [{"model": m, "condition": c, "n_images": 400, "top1_err": 100 - a[m], "top5_err": 0.0}
+                          for m in val for c, a in (("origin@imagenet-r", val), ("imagenet-r", shift))]
+    table, fit = effective_robustness(records, "imagenet-r", ["b0", "b1", "b2", "b3"], draws=200)
+    assert fit.bootstrap.interval(fit.bootstrap.slope) == pytest.approx((1.1, 1.1))
+    assert table.loc["off", "effective_robustness"] == pytest.approx(10.0)
+    for column in ("er_low", "er_high"):
+        assert table[column].to_numpy() == pytest.approx(table.effective_robustness.to_numpy(), abs=1e-9)
+
+
 def test_robustness_cli_prints_the_table_and_writes_the_plot(tmp_path, capsys):
     from ibnbench.cli import main
     from ibnbench.results.record import write_record
@@ -333,6 +408,7 @@ def test_robustness_cli_prints_the_table_and_writes_the_plot(tmp_path, capsys):
                  "--baseline", "resnet50", "--plot", str(tmp_path / "er.png")]) == 0
     out = capsys.readouterr().out
     assert "resnet50_ibn_b" in out and "over 3 baseline models" in out and (tmp_path / "er.png").stat().st_size
+    assert "er_high" in out and "bootstrap over baseline models only (no per-image answers for" in out
     assert main(["robustness", *paths, "--shift", "imagenet-x", "--baseline", "resnet18,resnet34"]) == 2
     assert "no record holds the shift 'imagenet-x'" in capsys.readouterr().err
 

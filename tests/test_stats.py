@@ -161,6 +161,68 @@ def test_reliability_bins_are_fifteen_equal_and_closed_on_the_right():
     assert curve.count[0] == 2 and curve.count[1] == 1 and curve.count[7] == 1 and curve.count[14] == 1
 
 
+def test_eces_of_many_answer_sets_equal_ece_of_each():
+    rng = np.random.default_rng(3)
+    confidence = rng.uniform(0, 1, (4, 50))
+    correct = rng.random((4, 50)) < confidence
+    assert stats.eces(confidence, correct) == pytest.approx([stats.ece(c, y) for c, y in zip(confidence, correct)])
+
+
+def test_ece_intervals_of_identical_images_are_degenerate():
+    sure = stats.ece_uncertainty(np.full(8, 0.8), np.ones(8, bool))  # every resample: 80% sure, all right
+    assert sure.ece == pytest.approx(0.2) and sure.interval == pytest.approx((0.2, 0.2))
+    certain = stats.ece_uncertainty(np.ones(8), np.ones(8, bool))  # confidence 1: a calibrated model is always right
+    assert certain.calibrated_mean == 0.0 and certain.calibrated_range == (0.0, 0.0)
+    one = stats.ece_uncertainty(np.array([0.5]), np.array([True]))  # one image at 0.5: |answer - 0.5| is 0.5
+    assert one.interval == (0.5, 0.5) and one.calibrated_mean == 0.5 and one.calibrated_range == (0.5, 0.5)
+    # two images at 0.5: a calibrated model gets 0 or 2 right (ECE 0.5) or 1 (ECE 0), each with probability 1/2
+    two = stats.ece_uncertainty(np.full(2, 0.5), np.zeros(2, bool))
+    assert two.calibrated_range == (0.0, 0.5) and two.calibrated_mean == pytest.approx(0.25, abs=0.03)
+
+
+def test_ece_intervals_match_brute_force_enumeration():
+    """Four images: the bootstrap percentiles are those of all 4^4 equally likely resamples, the calibrated mean
+    that of all 2^4 answer sets weighted by their probabilities."""
+    confidence, correct = np.array([0.3, 0.5, 0.72, 0.9]), np.array([True, False, True, True])
+    resamples = np.array(list(itertools.product(range(4), repeat=4)))
+    boot = np.sort(stats.eces(confidence[resamples], correct[resamples]))
+    answers = np.array(list(itertools.product([False, True], repeat=4)))
+    weight = np.prod(np.where(answers, confidence, 1 - confidence), axis=1)
+    got = stats.ece_uncertainty(confidence, correct, draws=20000)
+    assert got.interval == pytest.approx((np.quantile(boot, 0.025), np.quantile(boot, 0.975)), abs=0.02)
+    assert got.calibrated_mean == pytest.approx(float(weight @ stats.eces(confidence, answers)), abs=0.005)
+
+
+def test_ece_intervals_are_fixed_by_the_seed():
+    rng = np.random.default_rng(5)
+    confidence = rng.uniform(0.2, 1, 60)
+    correct = rng.random(60) < confidence
+    first, again = (stats.ece_uncertainty(confidence, correct) for _ in range(2))
+    other = stats.ece_uncertainty(confidence, correct, seed=stats.ECE_SEED + 1)
+    assert first == again and first.interval != other.interval and first.calibrated_range != other.calibrated_range
+
+
+def _model(rng: np.random.Generator, n: int, overconfidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Confidences uniform in [0.3, 1], each image right with probability its confidence - ``overconfidence``."""
+    confidence = rng.uniform(0.3, 1.0, n)
+    return confidence, rng.random(n) < confidence - overconfidence
+
+
+def test_a_calibrated_model_lies_in_its_calibrated_range_95_percent_of_the_time():
+    rng = np.random.default_rng(11)
+    inside = [not stats.ece_uncertainty(*_model(rng, 100, 0.0), draws=400, seed=seed).beyond_calibrated
+              for seed in range(300)]
+    assert 0.9 <= np.mean(inside) <= 0.99  # an upper 2.5% tail: ~97.5% at or below the range's top
+
+
+def test_a_miscalibrated_model_is_told_apart_and_its_interval_covers_the_true_ece():
+    """Right with probability confidence - 0.15 everywhere: the true ECE is 0.15."""
+    rng = np.random.default_rng(12)
+    found = [stats.ece_uncertainty(*_model(rng, 300, 0.15), draws=400, seed=seed) for seed in range(200)]
+    assert np.mean([f.beyond_calibrated for f in found]) >= 0.99
+    assert np.mean([f.interval[0] <= 0.15 <= f.interval[1] for f in found]) >= 0.85
+
+
 def test_error_consistency_equals_cohens_kappa_by_hand():
     a = np.array([1, 1, 0, 0, 1, 0, 1, 1, 1, 0], dtype=bool)
     b = np.array([1, 0, 0, 0, 1, 1, 1, 1, 0, 0], dtype=bool)

@@ -54,6 +54,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     print(tabulate(table.reset_index(), headers="keys", tablefmt=args.format, showindex=False, floatfmt=".2f"))
     print(f"\nlogit({args.shift} acc) = {fit.slope:.4f} * logit(val acc) {fit.intercept:+.4f} over "
           f"{len(fit.models)} baseline models (r = {fit.r:.4f}); effective robustness = shift acc - predicted acc")
+    print(f"95% intervals (er_low, er_high; the line's): {fit.bootstrap.describe()}")
     if args.plot:
         print(f"wrote {plot_effective_robustness(table, fit, args.plot, shift=args.shift, metric=args.metric)}")
     return 0
@@ -112,13 +113,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "given); drops carry their paired 95%% (Tango) intervals as error bars")
     p.add_argument("--ci", action="store_true",
                    help="add top-1 and top-5 tables: each error with its Clopper-Pearson 95%% interval, each drop with "
-                        "its paired (Tango) interval, McNemar's p against origin (and Holm-adjusted), and the ECE")
+                        "its paired (Tango) interval, McNemar's p against origin (and Holm-adjusted), and the ECE with "
+                        "its bootstrap interval beside the ECE a calibrated model would show")
     p.add_argument("--pairs", action="store_true",
                    help="add model-vs-model McNemar tests under each condition (Holm-adjusted) and error-consistency "
                         "(kappa) matrices")
     p.add_argument("--reliability", metavar="PNG",
-                   help="draw reliability diagrams (accuracy vs confidence, 15 bins, ECE in the legend) from the "
-                        "stored predictions of schema-2 records")
+                   help="draw reliability diagrams (accuracy vs confidence, 15 bins, ECE and its intervals in the "
+                        "legend) from the stored predictions of schema-2 records")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("robustness", help="effective robustness on a natural shift (Taori et al. 2020)",
@@ -126,7 +128,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "(least squares) and report every model's distance from the line: effective "
                                    "robustness = shift accuracy - the accuracy the line predicts (points). Val "
                                    "accuracy is taken on the shift's class subset where the record has it (ImageNet-R, "
-                                   "-A: val on their 200 classes).")
+                                   "-A: val on their 200 classes). The 95%% intervals (er_low, er_high, the line's) "
+                                   "come from a seeded percentile bootstrap over the baseline models and, where the "
+                                   "records hold per-image answers, the images.")
     p.add_argument("results", nargs="+", metavar="RECORD", help="records of dataset suites (files or directories)")
     p.add_argument("--shift", required=True, metavar="ID",
                    help="the dataset row, e.g. imagenet-r, sketch, v2-matched-frequency")

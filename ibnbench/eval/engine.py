@@ -22,7 +22,7 @@ from ibnbench.eval.checkpoint import RESUME_HINT, Checkpoint, RunInterrupted, ch
 from ibnbench.eval.distributed import DistContext
 from ibnbench.eval.options import RunOptions
 from ibnbench.eval.plan import Classifier, RunPlan
-from ibnbench.eval.runner import ModelRunner
+from ibnbench.eval.runner import ModelRunner, probability_source
 from ibnbench.eval.state import EvalState
 from ibnbench.precision import fp32_conv_precision
 from ibnbench.progress import Progress
@@ -36,7 +36,9 @@ def environment(device: torch.device, options: RunOptions, close_calls_left: int
     ``decoder``: "nvjpeg" (nvJPEG and a float32 resize on the GPU; libjpeg in CPU workers for the files nvJPEG
     cannot decode) or "cpu" (libjpeg/libpng and torchvision's resize in CPU workers: uint8 on CPUs whose
     ``cpu_capability`` is AVX2/AVX512 or on arm64, float32 otherwise). ``cache``: "gpu", "dir" or None.
-    ``fp32_conv``: the precision of float32 convolutions ("ieee": no TF32, :mod:`ibnbench.precision`)."""
+    ``fp32_conv``: the precision of float32 convolutions ("ieee": no TF32, :mod:`ibnbench.precision`).
+    ``probabilities``: the logits the stored softmax probabilities (and the ECE) come from
+    (:func:`~ibnbench.eval.runner.probability_source`)."""
     import kornia
     import timm
     import torchvision
@@ -50,7 +52,8 @@ def environment(device: torch.device, options: RunOptions, close_calls_left: int
                            else platform.processor() or "cpu"),
            "dtype": str(options.amp_dtype(device) or torch.float32).removeprefix("torch."),
            "channels_last": options.channels_last, "compile": options.compile, "batch_size": options.batch_size,
-           "fp32_conv": fp32_conv_precision(device), "decoder": options.resolved_decoder(device),
+           "fp32_conv": fp32_conv_precision(device), "probabilities": probability_source(options, device),
+           "decoder": options.resolved_decoder(device),
            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
            "cache": None if options.cache is None else ("gpu" if options.cache == "gpu" else "dir")}
     if options.amp_dtype(device):

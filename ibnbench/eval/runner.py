@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from ibnbench.data import geometry as data_mod
 from ibnbench.data.classes import ClassSubset
 from ibnbench.eval.options import RunOptions
-from ibnbench.precision import full_fp32
+from ibnbench.precision import AMP_DTYPES, full_fp32
 from ibnbench.zoo.meta import Preprocessing
 
 CLOSE_CALL = 0.25
@@ -21,6 +21,17 @@ top-1/top-5 decision gap that bf16 autocast caused on the 100 real images (bench
 
 
 T = TypeVar("T")
+
+
+def probability_source(options: RunOptions, device: torch.device) -> str:
+    """How the stored softmax probabilities were made, for the record: "fp32", or under autocast e.g. "bf16 logits
+    (refined rows fp32)" (a softmax in float32 of reduced-precision logits; the ``--refine`` rows' logits, and so
+    their probabilities, come from the fp32 re-score)."""
+    dtype = options.amp_dtype(device)
+    if dtype is None:
+        return "fp32"
+    name = next(n for n, d in AMP_DTYPES.items() if d == dtype)
+    return f"{name} logits (refined rows fp32)" if options.refine else f"{name} logits"
 
 
 class Scores(NamedTuple):
@@ -50,8 +61,9 @@ class ModelRunner:
     micro-batch on out-of-memory instead of failing.
 
     Under autocast, the ``refine`` share of each batch closest to a top-1/top-5 decision is scored again
-    in full precision, so bf16 does not move near ties. The share is fixed (no host sync); close calls
-    (gap < ``CLOSE_CALL``) that did not fit in it are counted on the device in ``close_calls_left``.
+    in full precision, so bf16 does not move near ties; those rows' probabilities are the softmax of their fp32
+    logits. The share is fixed (no host sync); close calls (gap < ``CLOSE_CALL``) that did not fit in it are
+    counted on the device in ``close_calls_left``.
 
     ``classes``: score on this class subset only (the other logits are -inf before the top-k, on the device)."""
 

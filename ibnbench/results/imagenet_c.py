@@ -1,6 +1,8 @@
 """ImageNet-C scores: mCE and relative mCE normalised by AlexNet's errors, tables per model."""
 from __future__ import annotations
 
+import importlib.resources
+import sys
 from collections.abc import Sequence
 
 import pandas as pd
@@ -9,20 +11,26 @@ from ibnbench.conditions.corruptions import COMMON, EXTRA, LABELS, SEVERITIES
 from ibnbench.conditions.imagenet_c import parse
 from ibnbench.results.record import Record
 
-ALEXNET_ERRORS = {"gaussian_noise": 88.6428, "shot_noise": 89.4468, "impulse_noise": 92.2640,
-                  "defocus_blur": 81.9880, "glass_blur": 82.6268, "motion_blur": 78.5948, "zoom_blur": 79.8360,
-                  "snow": 86.6816, "frost": 82.6572, "fog": 81.9324, "brightness": 56.4592, "contrast": 85.3204,
-                  "elastic_transform": 64.6056, "pixelate": 71.7840, "jpeg_compression": 60.6500}
-"""AlexNet's top-1 error (%) on ImageNet-C, mean over the 5 severities (Hendrycks & Dietterich 2019)."""
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 
-ALEXNET_CLEAN_ERROR = 43.5
-"""AlexNet's clean top-1 error (%) as the paper prints it (for relative CE)."""
+_ALEXNET = tomllib.loads(importlib.resources.files("ibnbench.reference").joinpath("imagenet_c_alexnet.toml")
+                         .read_text(encoding="utf-8"))
+ALEXNET_ERRORS: dict[str, float] = _ALEXNET["errors"]
+"""AlexNet's top-1 error (%) on each of the 15 corruptions, mean over the 5 severities: google-research/augmix
+``imagenet.py`` ``ALEXNET_ERR`` x100, shipped as ``reference/imagenet_c_alexnet.toml``."""
+
+ALEXNET_CLEAN_ERROR: float = _ALEXNET["clean_error"]
+"""AlexNet's clean top-1 error (%) as the ImageNet-C paper prints it (for relative CE)."""
 
 
 MCE = "mCE (AlexNet-normalised, %)"
 RELATIVE_MCE = "relative mCE (AlexNet-normalised, %)"
-MEAN_ERROR = "mean top-1 error over corruptions (unnormalised, %)"
+MEAN_ERROR = "mean top-1 error over the 15 corruptions (unnormalised, %)"
+MEAN_ERROR_EXTRA = "mean top-1 error over the 4 extra corruptions (unnormalised, %)"
 CLEAN_ERROR = "clean top-1 error (%)"
 
 
@@ -45,7 +53,9 @@ def errors_by_severity(errors: dict[str, float]) -> pd.DataFrame:
 
 def scores(errors: dict[str, float]) -> dict:
     """CE, relative CE per corruption and mCE, relative mCE, mean error from ``{condition id: top-1 error}``
-    (``origin`` is the clean error). A corruption's CE needs all 5 severities; mCE needs all 15 corruptions."""
+    (``origin`` is the clean error). A corruption's CE needs all 5 severities; mCE needs all 15 corruptions.
+    ``mean_error`` averages the 15 standard corruptions' cells, ``mean_error_extra`` the 4 extra ones'
+    (None where none was run)."""
     table = errors_by_severity(errors)
     clean = errors.get("origin")
     ce, relative = {}, {}
@@ -60,7 +70,13 @@ def scores(errors: dict[str, float]) -> dict:
     return {"ce": ce, "relative_ce": relative,
             "mce": sum(ce.values()) / len(ce) if complete else None,
             "relative_mce": sum(relative.values()) / len(relative) if complete and len(relative) == len(ce) else None,
-            "mean_error": float(table.stack().mean()) if table.size else None, "clean_error": clean}
+            "mean_error": _mean(table, COMMON), "mean_error_extra": _mean(table, EXTRA), "clean_error": clean}
+
+
+def _mean(table: pd.DataFrame, corruptions: Sequence[str]) -> float | None:
+    """The mean of the cells of ``corruptions`` that were run (None where none was)."""
+    cells = table.loc[[n for n in corruptions if n in table.index]].stack()
+    return float(cells.mean()) if len(cells) else None
 
 
 def _number(value: float | None) -> str:
@@ -69,7 +85,8 @@ def _number(value: float | None) -> str:
 
 def model_table(errors: dict[str, float]) -> pd.DataFrame:
     """One model's ImageNet-C layout: rows corruptions, columns severities 1-5, mean, CE and relative CE, then
-    summary rows (clean error, mCE, relative mCE, unnormalised mean error)."""
+    summary rows (clean error, mCE, relative mCE, unnormalised mean error over the 15 corruptions and, when they
+    were run, over the 4 extra ones)."""
     table = errors_by_severity(errors)
     result = scores(errors)
     out = pd.DataFrame({str(s): table[s].map(_number) for s in SEVERITIES}, index=table.index)
@@ -79,6 +96,8 @@ def model_table(errors: dict[str, float]) -> pd.DataFrame:
     out.index = [LABELS[n] for n in table.index]
     summary = {CLEAN_ERROR: result["clean_error"], MCE: result["mce"], RELATIVE_MCE: result["relative_mce"],
                MEAN_ERROR: result["mean_error"]}
+    if result["mean_error_extra"] is not None:
+        summary[MEAN_ERROR_EXTRA] = result["mean_error_extra"]
     for label, value in summary.items():  # the summary numbers sit in the "mean" column
         out.loc[label] = [""] * len(out.columns)
         out.loc[label, "mean"] = _number(value)

@@ -208,26 +208,28 @@ def plot_drops(records: Sequence[Record], path: str | Path, top5: bool = True) -
 def plot_reliability(records: Sequence[Record], path: str | Path, bins: int = stats.ECE_BINS) -> Path:
     """Reliability diagrams from the stored predictions: one panel per model, top-1 accuracy against mean
     confidence in ``bins`` equal-width bins for each condition, the diagonal for perfect calibration, the
-    ECE in the legend."""
+    ECE in the legend with its bootstrap 95% interval and the 95% range of a calibrated model's ECE."""
     from ibnbench.results.predictions import for_record
 
     plt = pyplot()
-    curves: dict[str, list[tuple[str, stats.Reliability]]] = {}
+    curves: dict[str, list[tuple[str, stats.Reliability, stats.EceUncertainty]]] = {}
     for record in records:
         stored = for_record(record)
         labels = condition_labels([record])
         for row in record.results:
             model, cond = row["model"], row["condition"]
-            curves.setdefault(model, []).append(
-                (labels.get(cond, cond), stats.reliability(stored.confidence(model, cond), stored.correct(model, cond),
-                                                           bins)))
+            confidence, correct = stored.confidence(model, cond), stored.correct(model, cond)
+            curves.setdefault(model, []).append((labels.get(cond, cond), stats.reliability(confidence, correct, bins),
+                                                 stats.ece_uncertainty(confidence, correct, bins)))
     fig, axes = plt.subplots(1, len(curves), figsize=(4.6 * len(curves), 4.6), squeeze=False)
     for ax, (model, lines) in zip(axes.flat, curves.items()):
         ax.plot([0, 1], [0, 1], color="gray", linestyle=":", linewidth=1, label="perfect calibration")
-        for label, curve in lines:
+        for label, curve, found in lines:
             used = curve.count > 0
+            (low, high), (calibrated_low, calibrated_high) = found.interval, found.calibrated_range
             ax.plot(curve.confidence[used], curve.accuracy[used], marker="o", markersize=3,
-                    label=f"{label} (ECE {100 * curve.ece:.2f}%)")
+                    label=f"{label} (ECE {100 * curve.ece:.2f}% [{100 * low:.2f}, {100 * high:.2f}]; "
+                          f"if calibrated {100 * calibrated_low:.2f}-{100 * calibrated_high:.2f})")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
@@ -236,7 +238,7 @@ def plot_reliability(records: Sequence[Record], path: str | Path, bins: int = st
         ax.set_title(model)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"Reliability ({bins} equal-width bins, {_n_images(records)} images)")
+    fig.suptitle(f"Reliability ({bins} equal-width bins, {_n_images(records)} images; ECE with bootstrap 95% CI)")
     return save_figure(fig, path)
 
 

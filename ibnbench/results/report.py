@@ -17,7 +17,7 @@ from ibnbench.errors import RecordError, UsageError
 from ibnbench.io import write_atomic
 from ibnbench.results.record import Record, condition_labels, find_records, read_record
 
-from . import imagenet_c, paper, stats
+from . import imagenet_c, paper, predictions, stats
 
 FORMATS = ("markdown", "csv", "json", "latex", "html")
 
@@ -172,13 +172,26 @@ def paired_drop(records: Sequence[Record], model: str, condition: str, metric: s
     return _pair((sources[model, "origin"], model, "origin"), (sources[model, condition], model, condition), metric)
 
 
+def ece_cells(stored: predictions.Predictions | predictions.DatasetPredictions | None, model: str,
+              condition: str) -> dict[str, str]:
+    """The ECE of a (model, condition) from its stored predictions, its bootstrap interval and the ECE a
+    calibrated model with the same confidences shows (mean [95% range]), in percent; "-" without predictions."""
+    if stored is None:
+        return {"ECE %": "-", "ECE 95% CI": "-", "ECE if calibrated": "-"}
+    found = stats.ece_uncertainty(stored.confidence(model, condition), stored.correct(model, condition))
+    return {"ECE %": f"{100 * found.ece:.2f}", "ECE 95% CI": stats.format_interval(*found.interval),
+            "ECE if calibrated": f"{100 * found.calibrated_mean:.2f} {stats.format_interval(*found.calibrated_range)}"}
+
+
 def statistics(records: Sequence[Record], metric: str = "top1") -> pd.DataFrame:
     """One row per (model, condition): the error with its Clopper-Pearson 95% interval, the drop against the
     origin with its paired (Tango) interval, the discordant counts, McNemar's p (condition vs origin, also
-    Holm-adjusted over the table) and the ECE where the record stores it."""
+    Holm-adjusted over the table) and, for top-1, the ECE with its intervals where the record stores
+    predictions (:func:`ece_cells`)."""
     frame = results_frame(records)
     sources = _sources(records)
     labels = condition_labels(records)
+    stored = {id(r): predictions.for_record(r) if r.predictions else None for r in records} if metric == "top1" else {}
     rows = []
     for _, row in frame.iterrows():
         model, cond = row.model, row.condition
@@ -192,7 +205,8 @@ def statistics(records: Sequence[Record], metric: str = "top1") -> pd.DataFrame:
             if counts is not None:
                 out.update({"paired 95% CI": stats.format_interval(*counts.interval()),
                             "new err / fixed": f"{counts.b}/{counts.c}", "p": counts.pvalue})
-        out["ECE %"] = f"{row['ece']:.2f}" if metric == "top1" and "ece" in row and not pd.isna(row["ece"]) else "-"
+        if metric == "top1":
+            out.update(ece_cells(stored[id(sources[model, cond])], model, cond))
         rows.append(out)
     table = pd.DataFrame(rows)
     return _with_holm(table)
@@ -316,7 +330,10 @@ def render(table: pd.DataFrame, fmt: str = "markdown") -> str:
 CI_NOTE = ("95% CI (CP): Clopper-Pearson interval of the error. Paired 95% CI: Tango's score interval of the drop "
            "(paired difference of proportions; Tango 1998). New err / fixed: images right at the origin and "
            "wrong under the condition / the reverse. p McNemar: exact test on those two counts; p Holm: adjusted over "
-           "the table. ECE: 15 equal-width confidence bins (schema-2 records).")
+           "the table. ECE: 15 equal-width confidence bins (schema-2 records)."
+           f" ECE 95% CI: percentile bootstrap over the images ({stats.ECE_DRAWS} resamples, seed {stats.ECE_SEED});"
+           " ECE if calibrated: the mean [95% range] of the ECE a perfectly calibrated model with the same confidences"
+           " shows, so an ECE inside that range cannot be told apart from calibration at this number of images.")
 PAIRS_NOTE = ("diff: B's error minus A's (points) on the same images, with Tango's paired score interval; p McNemar: "
               "exact test on the discordant images, p Holm adjusted over the table. Error consistency: Cohen's kappa "
               "over per-image correctness (1: the same images wrong; 0: no more overlap than the accuracies imply).")

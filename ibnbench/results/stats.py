@@ -14,10 +14,15 @@ uses scipy.stats for the distributions. The choices, stated once:
 - two answer sets on the same images are compared with McNemar's exact test (two-sided binomial test of
   ``b`` out of ``m`` at 1/2), several such tests at once with Holm's step-down correction;
 - ECE uses 15 equal-width confidence bins (Guo et al., 2017), bins closed on the right;
+- an ECE's 95% interval is the percentile bootstrap over images (``ECE_DRAWS`` resamples, numpy's generator seeded
+  with ``ECE_SEED``), and beside it stands the ECE a perfectly calibrated model with the same confidences shows (each
+  image right with probability its confidence, as many draws, same seed): its mean and central 95% range say
+  whether the observed ECE can be told apart from calibration at this number of images;
 - error consistency is Cohen's kappa over per-image correctness (Geirhos et al., 2020).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -27,6 +32,12 @@ from scipy import stats as sps
 
 LEVEL = 0.95
 ECE_BINS = 15
+ECE_DRAWS = 2000
+"""Bootstrap resamples, and simulated calibrated answer sets, behind an ECE's intervals."""
+ECE_SEED = 0
+"""Seed of those draws (``numpy.random.default_rng``): a record's ECE intervals are the same in every report."""
+_CHUNK = 1 << 22
+"""Images x draws held at once while drawing (bounds the memory of a 50,000-image bootstrap)."""
 
 
 def clopper_pearson(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
@@ -154,11 +165,16 @@ class Reliability:
         return float((self.count[used] * np.abs(self.accuracy[used] - self.confidence[used])).sum() / total)
 
 
+def _bin_index(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """Each confidence's bin among ``bins`` equal-width bins ``(i/bins, (i+1)/bins]`` (0 goes to the first)."""
+    return np.clip(np.ceil(confidence * bins).astype(np.intp) - 1, 0, bins - 1)
+
+
 def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> Reliability:
     """Bin top-1 confidences into ``bins`` equal-width bins ``(i/bins, (i+1)/bins]`` (0 goes to the first)."""
     confidence = np.asarray(confidence, dtype=np.float64)
     correct = np.asarray(correct, dtype=np.float64)
-    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    index = _bin_index(confidence, bins)
     count = np.bincount(index, minlength=bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf = np.bincount(index, weights=confidence, minlength=bins) / count
@@ -169,6 +185,71 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BIN
 def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
     """Expected calibration error of top-1 ``confidence`` against ``correct`` (a fraction in [0, 1])."""
     return reliability(confidence, correct, bins).ece
+
+
+def eces(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> np.ndarray:
+    """:func:`ece` of every answer set along the last axis at once."""
+    confidence, correct = np.broadcast_arrays(np.asarray(confidence, dtype=np.float64),
+                                              np.asarray(correct, dtype=np.float64))
+    return _binned_eces(_bin_index(confidence, bins), correct - confidence, bins)
+
+
+def _binned_eces(index: np.ndarray, gap: np.ndarray, bins: int, axis: int = -1) -> np.ndarray:
+    """ECEs of answer sets along ``axis`` from each image's bin ``index`` and ``gap`` (correct - confidence): a
+    bin's ``count * |accuracy - confidence|`` is ``|sum(gap)|`` over its images, so it is one ``bincount``."""
+    index, gap = np.broadcast_arrays(np.moveaxis(index, axis, -1), np.moveaxis(gap, axis, -1))
+    shape, n = index.shape[:-1], index.shape[-1]
+    sets = int(np.prod(shape))
+    flat = (index.reshape(sets, n) + bins * np.arange(sets)[:, None]).ravel()
+    sums = np.bincount(flat, weights=gap.reshape(-1), minlength=sets * bins)
+    return (np.abs(sums.reshape(sets, bins)).sum(axis=1) / n).reshape(shape)
+
+
+@dataclass(frozen=True)
+class EceUncertainty:
+    """An ECE (fraction) with its percentile-bootstrap ``interval`` over images, and the ECE of a perfectly
+    calibrated model with the same confidences: its mean and central ``calibrated_range`` (see the module
+    docstring)."""
+
+    ece: float
+    interval: tuple[float, float]
+    calibrated_mean: float
+    calibrated_range: tuple[float, float]
+
+    @property
+    def beyond_calibrated(self) -> bool:
+        """Whether the ECE lies above the range a calibrated model shows: miscalibration told apart from noise."""
+        return self.ece > self.calibrated_range[1]
+
+
+def ece_uncertainty(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS, draws: int = ECE_DRAWS,
+                    seed: int = ECE_SEED, level: float = LEVEL) -> EceUncertainty:
+    """The ECE of ``confidence`` against ``correct`` with its bootstrap interval and the calibrated expectation."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    n = confidence.size
+    if n == 0:
+        return EceUncertainty(float("nan"), (float("nan"),) * 2, float("nan"), (float("nan"),) * 2)
+    rng = np.random.default_rng(seed)
+    observed = ece(confidence, correct, bins)
+    index, batch = _bin_index(confidence, bins), max(1, _CHUNK // n)
+    if n == 1:  # every resample is the one image
+        interval = (observed, observed)
+    else:
+        boot = sps.bootstrap((index, correct - confidence), functools.partial(_binned_eces, bins=bins),
+                             n_resamples=draws, batch=batch, vectorized=True, paired=True, confidence_level=level,
+                             method="percentile", rng=rng)
+        interval = (float(boot.confidence_interval.low), float(boot.confidence_interval.high))
+    calibrated = np.concatenate([_binned_eces(index, (rng.random((size, n)) < confidence) - confidence, bins)
+                                 for size in _chunk_sizes(draws, batch)])
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(calibrated, [tail, 100 - tail])
+    return EceUncertainty(observed, interval, float(calibrated.mean()), (float(low), float(high)))
+
+
+def _chunk_sizes(total: int, chunk: int) -> list[int]:
+    """``total`` split into parts of at most ``chunk``."""
+    return [min(chunk, total - start) for start in range(0, total, chunk)]
 
 
 def format_p(p: float | None) -> str:
