@@ -185,6 +185,8 @@ class ModelInfo:
     task: str = "classification"
     research: bool = False
     description: str = ""
+    params: int | None = None
+    """The stored parameter count (None for external specs and unlisted models)."""
 
     def num_params(self) -> int:
         """Parameter count, computed on the meta device (no memory, no init cost)."""
