@@ -10,6 +10,9 @@ import torch
 
 from ibnbench.errors import DatasetError, MissingFileError
 
+NUM_CLASSES = 1000
+"""Classes of ImageNet-1k: the width of the logits every scored model must return."""
+
 
 @lru_cache(maxsize=1)
 def _imagenet_info():
