@@ -120,6 +120,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Synthetic throughput per model, or the fan-out vs baseline comparison on a dataset."""
     from ibnbench.tools.bench import compare_baseline, corruptions, pipeline, throughput
 
+    RunOptions.from_args(args)  # its flags checked in one place, before any work
     if args.corruptions:
         if not args.data:
             raise UsageError("--corruptions needs --data DIR (the crops both implementations corrupt)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from ibnbench.errors import UsageError
@@ -55,6 +56,8 @@ class RunOptions:
             raise UsageError(f"--refine must be a share of the batch between 0 and 1, not {self.refine}")
         if self.chunk_size < 1:
             raise UsageError(f"--chunk-size must be at least 1 image, not {self.chunk_size}")
+        if self.cache is not None and self.cache != "gpu":
+            _check_cache_folder(self.cache)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunOptions:
@@ -75,6 +78,16 @@ class RunOptions:
         from ibnbench.precision import AMP_DTYPES
 
         return AMP_DTYPES.get(self.amp if self.amp != "auto" else ("bf16" if device.type == "cuda" else "off"))
+
+
+def _check_cache_folder(spec: str) -> None:
+    """``--cache DIR`` must name a folder (created later) with no file in its place or on its path."""
+    if not spec.strip():
+        raise UsageError("--cache: give a folder or gpu, not an empty value")
+    path = Path(spec).expanduser()
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UsageError(f"--cache {spec}: {blocker} is a file, not a folder")
 
 
 def add_flags(parser: argparse.ArgumentParser, names: Iterable[str] | None = None, **defaults: Any) -> None:
