@@ -951,9 +951,10 @@ def test_nan_logits_late_keep_the_chunks_checkpointed_before(tmp_path, capfd, od
 
 def test_logits_of_the_wrong_width_are_one_line_at_the_first_batch(tmp_path, capfd, odd_models):
     root = make_folder(tmp_path / "val", {A: [1]})
-    fails(capfd, *odd_models, "--model", "oddmodels:ten_classes", "--data", root,
+    fails(capfd, *odd_models, "--model", "oddmodels:ten_classes", "--data", root, "--output", tmp_path / "r.json",
           words=["model oddmodels:ten_classes: returned [1, 10] for a batch of 1 images; expected logits of shape "
                  "[N, 1000]"])
+    assert not (tmp_path / "r.json").exists()  # a 10-class model used to be scored on its 10 logits, exit 0
 
 
 class _Logits(torch.nn.Module):
@@ -1073,3 +1074,33 @@ def test_late_bad_image_says_what_was_saved_and_how_to_go_on(tmp_path, capfd):
     assert code == 0 and f"resuming from {checkpoint}: 6 of 7 images already done" in err, err
     record = read_record(output)
     assert record.dataset["skipped"] == [f"{A}/{bad.name}"] and record.result("resnet18", "origin")["n_images"] == 6
+
+
+@pytest.mark.parametrize("flag", ["--output", "--data", "--results-dir", "--labels", "--suite"])
+def test_empty_path_options_are_refused_not_read_as_the_current_folder(tmp_path, capfd, monkeypatch, flag):
+    monkeypatch.chdir(tmp_path)  # where an empty --output or --results-dir used to put the record
+    root = make_folder(tmp_path / "val", {A: [1]})
+    args = [*RUN, "--data", root] if flag != "--data" else list(RUN)
+    with pytest.raises(SystemExit) as exited:
+        main([str(a) for a in [*args, flag, ""]])
+    assert exited.value.code == 2
+    assert f"argument {flag}: expected a path or name, got an empty value" in capfd.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["val"]
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("", ["--preprocessing ''", "KEY=VALUE"]),
+    ("resize=8,crop=300", ["crop 300 is larger than resize 8"]),
+])
+def test_preprocessing_empty_or_cropping_beyond_the_image(tmp_path, capfd, spec, words):
+    root = make_folder(tmp_path / "val", {A: [1]})
+    fails(capfd, *RUN, "--preprocessing", spec, "--data", root, "--output", tmp_path / "r.json", words=words)
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_style_weights_for_a_style_the_suite_lacks(tmp_path, capfd):
+    root = make_folder(tmp_path / "val", {A: [1]})
+    for given, name in (("monnet=random", "monnet"), ("=random", "")):
+        fails(capfd, *RUN, "--style-weights", given, "--data", root, "--output", tmp_path / "r.json",
+              words=[f"--style-weights {name}=...: no style condition uses style {name!r} (its styles: monet)"])
+    assert not (tmp_path / "r.json").exists()

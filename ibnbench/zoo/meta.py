@@ -68,6 +68,9 @@ class Preprocessing:
         if any(s == 0 for s in fields.get("std", ())):
             raise UsageError(f"{where}: std must not be 0")
         _check_float32(fields.get("mean", base.mean), fields.get("std", base.std), where)
+        if fields.get("crop", base.crop) > fields.get("resize", base.resize):
+            raise UsageError(f"{where}: crop {fields.get('crop', base.crop)} is larger than resize "
+                             f"{fields.get('resize', base.resize)} (the centre crop would be mostly padding)")
         if max(fields.get("std", base.std)) < 1 and max(fields.get("mean", base.mean)) <= 1:
             raise UsageError(f"{where}: mean and std look like the 0..1 scale; give them on the 0..255 scale "
                              "(times 255, e.g. mean=123.675,116.28,103.53,std=58.395,57.12,57.375)")
