@@ -500,10 +500,18 @@ def test_bad_devices_and_sizes(tmp_path, capfd):
     else:
         count = torch.cuda.device_count()
         fails(capfd, *run, "--data", root, "--device", f"cuda:{count}", words=[f"this machine has {count} CUDA"])
-    fails(capfd, *without(RUN, "--batch-size"), "--batch-size", "0", "--data", root, words=["batch_size must be >= 1"])
+    fails(capfd, *without(RUN, "--batch-size"), "--batch-size", "0", "--data", root,
+          words=["--batch-size must be 1 to 4096 images, not 0"])
+    fails(capfd, *without(RUN, "--batch-size"), "--batch-size", "100000000", "--data", root,
+          words=["--batch-size must be 1 to 4096 images, not 100000000"])
+    fails(capfd, *without(RUN, "--workers"), "--workers=-1", "--data", root, words=["--workers must not be negative"])
     fails(capfd, *RUN, "--limit", "0", "--data", root, words=["limit must be a positive number of images, got 0"])
     fails(capfd, "bench", "--model", "resnet18", "--device", "cpu", "--batch-size", "-1",
-          words=["--batch-size and --iters must be at least 1, got -1"])
+          words=["--batch-size must be 1 to 4096 images, not -1"])
+    fails(capfd, "bench", "--model", "resnet18", "--device", "cpu", "--batch-size", "100000000",  # allocated at once
+          words=["--batch-size must be 1 to 4096 images, not 100000000"])
+    fails(capfd, "bench", "--model", "resnet18", "--device", "cpu", "--iters", "0",
+          words=["--batch-size and --iters must be at least 1, got 64 and 0"])
     fails(capfd, "bench", "--model", "resnet18", "--device", "nonsense", "--iters", "1",
           words=["--device 'nonsense' is not a device name"])
     fails(capfd, "divergence", "--model", "resnet18", "--weights", "random", "--data", root, "--split-classes",
@@ -513,6 +521,10 @@ def test_bad_devices_and_sizes(tmp_path, capfd):
           "--condition", "rgb+50", "--device", "cpu", "--layers", "layer9", words=["--layers: layer9 not in the model"])
     fails(capfd, "stylize", "--style", "monet", "--weights", "random", "--data", root, "--out", root / "inside",
           "--device", "cpu", words=["--out", "must lie outside --data"])
+    stylize = ["stylize", "--style", "monet", "--weights", "random", "--data", root, "--out", tmp_path / "styled",
+               "--device", "cpu"]
+    fails(capfd, *stylize, "--size", "100000", words=["--size must be 8 to 4096 pixels, got 100000"])
+    fails(capfd, *stylize, "--workers=-1", words=["--workers must not be negative, got -1"])
 
 
 def test_unknown_models(tmp_path, capfd):
