@@ -1116,3 +1116,9 @@ def test_style_weights_for_a_style_the_suite_lacks(tmp_path, capfd):
         fails(capfd, *RUN, "--style-weights", given, "--data", root, "--output", tmp_path / "r.json",
               words=[f"--style-weights {name}=...: no style condition uses style {name!r} (its styles: monet)"])
     assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("flag, what", [("--labels", "labels file"), ("--classes", "class-list file")])
+def test_list_file_options_given_a_folder_say_so(tmp_path, capfd, flag, what):
+    root = make_folder(tmp_path / "val", {A: [1]})
+    fails(capfd, *RUN, "--data", root, flag, tmp_path, words=[f"{what} {tmp_path} is a folder"])

@@ -62,7 +62,7 @@ def read_class_list(path: str | os.PathLike) -> tuple[int, ...]:
     (``0``) as the first word; blank lines and ``#`` comments are ignored (``LOC_synset_mapping.txt`` reads)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise MissingFileError(f"class-list file {path} does not exist")
+        raise MissingFileError(f"class-list file {path} {'is a folder' if path.is_dir() else 'does not exist'}")
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:

@@ -208,7 +208,7 @@ def read_labels(path: str | os.PathLike) -> dict[str, int]:
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise MissingFileError(f"labels file {path} does not exist")
+        raise MissingFileError(f"labels file {path} {'is a folder' if path.is_dir() else 'does not exist'}")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
