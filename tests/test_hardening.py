@@ -1071,6 +1071,10 @@ def test_output_that_is_not_a_record_is_kept(tmp_path, capfd):
     assert notes.read_text() == "my notes\n"
     works(capfd, *run_args(root, tmp_path / "r.json"))
     works(capfd, *run_args(root, tmp_path / "r.json"))  # a record is replaced, as a rerun does
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)  # like /dev/null: the record's rename would replace the node itself
+    fails(capfd, *run_args(root, pipe), words=[f"--output {pipe}: not a regular file"])
+    assert pipe.is_fifo()
 
 
 def test_late_bad_image_says_what_was_saved_and_how_to_go_on(tmp_path, capfd):

@@ -205,8 +205,11 @@ RECORD_START = re.compile(rb'\A\{\s*"suite"\s*:')
 
 def check_replaceable_record(path: str | os.PathLike) -> None:
     """An existing output file is replaced only when it is an ibnbench record (a rerun) or empty: any other
-    file is refused, so that ``--output notes.txt`` does not overwrite notes."""
+    file is refused, so that ``--output notes.txt`` does not overwrite notes (nor ``--output /dev/null``, run as
+    root, replace the device)."""
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():  # the rename would replace the device itself
+        raise UsageError(f"--output {path}: not a regular file (a device, pipe or socket); give a file path")
     if not path.is_file() or path.stat().st_size == 0:
         return
     try:

@@ -63,7 +63,8 @@ class EvalState:
                                        f"from it (model {model}); check the condition's parameters")
             if logits:
                 raise ModelOutputError(f"model {model}: non-finite logits (NaN or inf) for {logits} image(s) under "
-                                       f"condition {condition}, in fp32; its output cannot be scored")
+                                       f"condition {condition}, in fp32; its output cannot be scored (a fault of the "
+                                       "model, or of inputs the condition drove out of its range)")
 
     def state_dict(self) -> dict:
         return {"n_images": self.n_images, "done": self.done.cpu(), "valid": self.valid.cpu(),
