@@ -1059,6 +1059,9 @@ def test_cache_that_is_a_file_or_empty(tmp_path, capfd):
     fails(capfd, *RUN, "--data", root, "--cache", plain, words=[f"--cache {plain}: {plain} is a file, not a folder"])
     fails(capfd, *RUN, "--data", root, "--cache", plain / "sub", words=[f"{plain} is a file, not a folder"])
     fails(capfd, *RUN, "--data", root, "--cache", "", words=["--cache: give a folder or gpu"])
+    if Path("/proc/self").is_dir():  # Linux: a file system that takes no folder (root writes anywhere else)
+        fails(capfd, *RUN, "--data", root, "--cache", "/proc/ibnbench-cache",
+              words=["--cache /proc/ibnbench-cache: cannot keep the crop cache there (No such file or directory)"])
     fails(capfd, "bench", "--model", "resnet18", "--cache", plain, "--pipeline", "--data", root,
           words=[f"--cache {plain}"])
 
