@@ -61,7 +61,8 @@ PARAMETER_COUNTS = {
     "se_resnet50_ibn_a": 28071976,
 }
 """Parameters of each registered model, so that ``ibnbench models`` lists them without building every
-architecture (tests/test_registry.py checks each against a meta-device build)."""
+architecture (tests/test_registry.py checks each against a meta-device build; a model registered without an
+entry here, or with ``params=`` in its ``register_model``, fails that test)."""
 
 
 def register_model(fn: Callable | None = None, **meta) -> Callable:
