@@ -55,6 +55,10 @@ class CheckpointError(IbnbenchError, ValueError):
     """A resume checkpoint is unreadable, foreign or left by an interrupted run that was not resumed."""
 
 
+class ModelOutputError(IbnbenchError, ValueError):
+    """A model's output cannot be scored: logits of the wrong shape, or non-finite (NaN, inf) logits or inputs."""
+
+
 class WeightsError(IbnbenchError, RuntimeError):
     """A checkpoint could not be found, downloaded, verified or loaded."""
 

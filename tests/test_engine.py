@@ -221,7 +221,7 @@ class _Rounding(torch.nn.Module):
 
     def forward(self, x):
         tie = x[:, 0, 0, 0] > 0
-        logits = torch.zeros(len(x), 10)
+        logits = torch.zeros(len(x), 1000)  # an ImageNet-1k head: the shape every scored model returns
         logits[:, 3] = 1.0
         logits[:, 4] = torch.where(tie, 1.01 if torch.is_autocast_enabled("cpu") else 0.99, 0.0)
         return logits
@@ -325,7 +325,7 @@ class _Overflow(torch.nn.Module):
 
     def forward(self, x):
         bright = x[:, 0, 0, 0] > 0
-        logits = torch.zeros(len(x), 10)
+        logits = torch.zeros(len(x), 1000)  # an ImageNet-1k head: the shape every scored model returns
         logits[:, 3] = 1.0
         if torch.is_autocast_enabled("cpu"):
             logits[bright, 4] = float("inf")
@@ -386,7 +386,7 @@ class _PrecisionSpy(torch.nn.Module):
         backends = torch.backends
         self.seen.add((backends.cudnn.allow_tf32, backends.cudnn.conv.fp32_precision,
                        backends.cuda.matmul.fp32_precision, backends.mkldnn.conv.fp32_precision))
-        return torch.zeros(len(x), 10)
+        return torch.zeros(len(x), 1000)  # an ImageNet-1k head: the shape every scored model returns
 
 
 FULL_FP32 = (False, "none", "ieee", "ieee")

@@ -500,10 +500,18 @@ def test_bad_devices_and_sizes(tmp_path, capfd):
     else:
         count = torch.cuda.device_count()
         fails(capfd, *run, "--data", root, "--device", f"cuda:{count}", words=[f"this machine has {count} CUDA"])
-    fails(capfd, *without(RUN, "--batch-size"), "--batch-size", "0", "--data", root, words=["batch_size must be >= 1"])
+    fails(capfd, *without(RUN, "--batch-size"), "--batch-size", "0", "--data", root,
+          words=["--batch-size must be 1 to 4096 images, not 0"])
+    fails(capfd, *without(RUN, "--batch-size"), "--batch-size", "100000000", "--data", root,
+          words=["--batch-size must be 1 to 4096 images, not 100000000"])
+    fails(capfd, *without(RUN, "--workers"), "--workers=-1", "--data", root, words=["--workers must not be negative"])
     fails(capfd, *RUN, "--limit", "0", "--data", root, words=["limit must be a positive number of images, got 0"])
     fails(capfd, "bench", "--model", "resnet18", "--device", "cpu", "--batch-size", "-1",
-          words=["--batch-size and --iters must be at least 1, got -1"])
+          words=["--batch-size must be 1 to 4096 images, not -1"])
+    fails(capfd, "bench", "--model", "resnet18", "--device", "cpu", "--batch-size", "100000000",  # allocated at once
+          words=["--batch-size must be 1 to 4096 images, not 100000000"])
+    fails(capfd, "bench", "--model", "resnet18", "--device", "cpu", "--iters", "0",
+          words=["--batch-size and --iters must be at least 1, got 64 and 0"])
     fails(capfd, "bench", "--model", "resnet18", "--device", "nonsense", "--iters", "1",
           words=["--device 'nonsense' is not a device name"])
     fails(capfd, "divergence", "--model", "resnet18", "--weights", "random", "--data", root, "--split-classes",
@@ -513,6 +521,10 @@ def test_bad_devices_and_sizes(tmp_path, capfd):
           "--condition", "rgb+50", "--device", "cpu", "--layers", "layer9", words=["--layers: layer9 not in the model"])
     fails(capfd, "stylize", "--style", "monet", "--weights", "random", "--data", root, "--out", root / "inside",
           "--device", "cpu", words=["--out", "must lie outside --data"])
+    stylize = ["stylize", "--style", "monet", "--weights", "random", "--data", root, "--out", tmp_path / "styled",
+               "--device", "cpu"]
+    fails(capfd, *stylize, "--size", "100000", words=["--size must be 8 to 4096 pixels, got 100000"])
+    fails(capfd, *stylize, "--workers=-1", words=["--workers must not be negative, got -1"])
 
 
 def test_unknown_models(tmp_path, capfd):
@@ -888,3 +900,232 @@ def test_a_bug_inside_a_model_reaches_the_user_with_its_traceback(tmp_path):
     assert "Traceback (most recent call last)" in done.stderr and "TypeError" in done.stderr.splitlines()[-1]
     assert 'broken_model.py", line 7, in forward' in done.stderr  # the frame where the bug is
     assert "error:" not in done.stderr and not (tmp_path / "r.json").exists()
+
+
+# -------------------------------------------------------- third round (issue 24): the run side, hostile input
+
+ODD_MODELS = '''
+import torch
+
+
+class Net(torch.nn.Module):
+    """Logits of the pixels' channel means: NaN from forward number ``nan_from`` on."""
+
+    def __init__(self, nan_from):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.calls, self.nan_from = 0, nan_from
+
+    def forward(self, x):
+        self.calls += 1
+        logits = x.mean(dim=(2, 3)).repeat(1, 334)[:, :1000] * self.scale
+        return logits * float("nan") if self.calls >= self.nan_from else logits
+
+
+def always_nan():
+    return Net(1)
+
+
+def nan_from_third():
+    return Net(3)
+
+
+def ten_classes():
+    return torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 10))
+'''
+
+
+@pytest.fixture
+def odd_models(tmp_path, monkeypatch):
+    """``oddmodels:<factory>`` specs (``ODD_MODELS``) on the import path; returns the run arguments without a model."""
+    (tmp_path / "oddmodels.py").write_text(ODD_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "oddmodels", raising=False)
+    yield without(RUN, "--model")
+    sys.modules.pop("oddmodels", None)
+
+
+def test_nan_logits_stop_the_run_naming_model_and_condition(tmp_path, capfd, odd_models):
+    root = make_folder(tmp_path / "val", {A: [1, 2, 3]})
+    fails(capfd, *odd_models, "--model", "oddmodels:always_nan", "--data", root, "--output", tmp_path / "r.json",
+          words=["model oddmodels:always_nan: non-finite logits (NaN or inf) for 3 image(s) under condition origin"])
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_nan_logits_late_keep_the_chunks_checkpointed_before(tmp_path, capfd, odd_models):
+    root = make_folder(tmp_path / "val", {A: [1, 2, 3, 4]})
+    args = [*without(odd_models, "--batch-size"), "--batch-size", "1", "--chunk-size", "1"]
+    fails(capfd, *args, "--model", "oddmodels:nan_from_third", "--data", root, "--output", tmp_path / "r.json",
+          words=["model oddmodels:nan_from_third: non-finite logits (NaN or inf) for 1 image(s)"])
+    saved = torch.load(tmp_path / ".r.json.rank0.resume.pt", weights_only=False)
+    assert saved["state"]["done"].tolist() == [True, True, False, False] and not (tmp_path / "r.json").exists()
+
+
+def test_logits_of_the_wrong_width_are_one_line_at_the_first_batch(tmp_path, capfd, odd_models):
+    root = make_folder(tmp_path / "val", {A: [1]})
+    fails(capfd, *odd_models, "--model", "oddmodels:ten_classes", "--data", root, "--output", tmp_path / "r.json",
+          words=["model oddmodels:ten_classes: returned [1, 10] for a batch of 1 images; expected logits of shape "
+                 "[N, 1000]"])
+    assert not (tmp_path / "r.json").exists()  # a 10-class model used to be scored on its 10 logits, exit 0
+
+
+class _Logits(torch.nn.Module):
+    """Logits 0 with class 3 ahead; ``fp32`` / ``reduced``: what class 0 gets in full / reduced precision."""
+
+    def __init__(self, fp32: float, reduced: float):
+        super().__init__()
+        self.fp32, self.reduced = fp32, reduced
+
+    def forward(self, x):
+        logits = torch.zeros(len(x), 1000)
+        logits[:, 3] = 1.0
+        logits[:, 0] = self.reduced if torch.is_autocast_enabled("cpu") else self.fp32
+        return logits
+
+
+def _faults(model: torch.nn.Module, amp: str = "off", refine: float = 0.0, classes=None) -> tuple[list[int], int]:
+    """Per-image fault codes of 8 images and the close calls left."""
+    from ibnbench.eval.options import RunOptions
+    from ibnbench.eval.runner import ModelRunner
+    from ibnbench.zoo.meta import Preprocessing
+
+    runner = ModelRunner(model, Preprocessing(), torch.device("cpu"),
+                         RunOptions(device="cpu", amp=amp, refine=refine), classes)
+    scores = runner.score(torch.zeros(8, 3, 8, 8), torch.full((8,), 3))
+    return scores.fault.tolist(), int(runner.close_calls_left)
+
+
+def test_reduced_precision_overflow_is_a_close_call_and_fp32_nan_a_fault():
+    from ibnbench.eval.runner import BAD_LOGITS, FINE
+
+    inf, nan = float("inf"), float("nan")
+    assert _faults(_Logits(0.0, inf), "fp16", refine=0.0) == ([FINE] * 8, 8)  # left unrefined: counted, not blamed
+    assert _faults(_Logits(0.0, inf), "fp16", refine=1.0) == ([FINE] * 8, 0)  # fp32 is finite: the model is fine
+    faults, _left = _faults(_Logits(nan, nan), "fp16", refine=0.25)
+    assert sorted(faults) == [FINE] * 6 + [BAD_LOGITS] * 2  # the two re-scored in fp32 are still NaN
+    assert _faults(_Logits(nan, nan)) == ([BAD_LOGITS] * 8, 0)
+    assert _faults(_Logits(-inf, -inf)) == ([BAD_LOGITS] * 8, 0)
+
+
+def test_class_subset_minus_inf_is_by_design_inside_it_a_fault():
+    from ibnbench.data.classes import ClassSubset
+    from ibnbench.eval.runner import BAD_LOGITS, FINE
+
+    outside = ClassSubset((1, 2, 3), "test")
+    assert _faults(_Logits(float("nan"), 0.0), classes=outside) == ([FINE] * 8, 0)  # class 0 is masked to -inf
+    inside = ClassSubset((0, 3), "test")
+    assert _faults(_Logits(float("-inf"), 0.0), classes=inside) == ([BAD_LOGITS] * 8, 0)
+
+
+def test_suite_number_beyond_float32_is_refused_and_overflowing_pixels_stop_the_run(tmp_path, capfd):
+    huge = tmp_path / "huge.toml"
+    huge.write_text('[[conditions]]\nid = "x"\nop = "brightness"\ndelta = 1e39\n')
+    fails(capfd, "suites", huge, words=[str(huge), "field 'delta'", "float32"])
+    root = make_folder(tmp_path / "val", {A: [1, 2]})
+    fails(capfd, *without(RUN, "--conditions"), "--suite", huge, "--data", root, words=[str(huge), "float32"])
+    steep = tmp_path / "steep.toml"  # every number fits float32, the condition's result does not
+    steep.write_text('[[conditions]]\nid = "steep"\nop = "contrast"\nfactor = 3e38\n')
+    fails(capfd, *without(RUN, "--conditions"), "--suite", steep, "--data", root, "--output", tmp_path / "r.json",
+          words=["condition steep: 2 image(s) got non-finite pixels (NaN or inf) from it"])
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("std=1e-300", ["--preprocessing 'std=1e-300'", "overflow float32"]),
+    ("mean=1e39", ["overflow float32"]),
+    ("crop=100000", ["--preprocessing 'crop=100000'", "crop must be 1 to 4096 pixels, not 100000"]),
+    ("resize=5000", ["resize must be 1 to 4096 pixels"]),
+])
+def test_preprocessing_that_float32_or_memory_cannot_hold(tmp_path, capfd, monkeypatch, spec, words):
+    root = make_folder(tmp_path / "val", {A: [1]})
+    monkeypatch.setattr("ibnbench.eval.plan.create_model", lambda *a, **k: pytest.fail("a model was built"))
+    fails(capfd, *RUN, "--preprocessing", spec, "--data", root, words=words)
+
+
+def test_file_name_that_is_not_utf8_is_named_before_any_decode(tmp_path, capfd):
+    root = make_folder(tmp_path / "val", {A: [1]})
+    odd = os.fsencode(root / A) + b"/caf\xe9\xff.JPEG"
+    with open(odd, "wb") as f:
+        f.write(small_jpeg())
+    fails(capfd, *RUN, "--data", root, "--output", tmp_path / "r.json",
+          words=[f"{odd!r}: file name is not UTF-8; rename it"])
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_cache_that_is_a_file_or_empty(tmp_path, capfd):
+    root = make_folder(tmp_path / "val", {A: [1]})
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    fails(capfd, *RUN, "--data", root, "--cache", plain, words=[f"--cache {plain}: {plain} is a file, not a folder"])
+    fails(capfd, *RUN, "--data", root, "--cache", plain / "sub", words=[f"{plain} is a file, not a folder"])
+    fails(capfd, *RUN, "--data", root, "--cache", "", words=["--cache: give a folder or gpu"])
+    if Path("/proc/self").is_dir():  # Linux: a file system that takes no folder (root writes anywhere else)
+        fails(capfd, *RUN, "--data", root, "--cache", "/proc/ibnbench-cache",
+              words=["--cache /proc/ibnbench-cache: cannot keep the crop cache there (No such file or directory)"])
+    fails(capfd, "bench", "--model", "resnet18", "--cache", plain, "--pipeline", "--data", root,
+          words=[f"--cache {plain}"])
+
+
+def test_output_that_is_not_a_record_is_kept(tmp_path, capfd):
+    root = make_folder(tmp_path / "val", {A: [1]})
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    fails(capfd, *run_args(root, notes), words=[f"--output {notes}: an existing file that is not an ibnbench record"])
+    assert notes.read_text() == "my notes\n"
+    works(capfd, *run_args(root, tmp_path / "r.json"))
+    works(capfd, *run_args(root, tmp_path / "r.json"))  # a record is replaced, as a rerun does
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)  # like /dev/null: the record's rename would replace the node itself
+    fails(capfd, *run_args(root, pipe), words=[f"--output {pipe}: not a regular file"])
+    assert pipe.is_fifo()
+
+
+def test_late_bad_image_says_what_was_saved_and_how_to_go_on(tmp_path, capfd):
+    root = make_folder(tmp_path / "val", {A: [1, 2, 3, 4, 5, 6]})
+    bad = root / A / val_name(99)  # last in sorted order, alone in the fourth batch of two
+    bad.write_bytes(small_jpeg()[:400])
+    output = tmp_path / "r.json"
+    args = [*without(run_args(root, output), "--batch-size"), "--batch-size", "2", "--chunk-size", "4"]
+    checkpoint = tmp_path / ".r.json.rank0.resume.pt"
+    fails(capfd, *args, words=[f"{bad}: cannot decode", f"the images done before it are saved in {checkpoint}: "
+                               "--resume --on-bad-image skip continues and skips unreadable images"])
+    code, _out, err = cli(capfd, *args, "--resume", "--on-bad-image", "skip")
+    assert code == 0 and f"resuming from {checkpoint}: 6 of 7 images already done" in err, err
+    record = read_record(output)
+    assert record.dataset["skipped"] == [f"{A}/{bad.name}"] and record.result("resnet18", "origin")["n_images"] == 6
+
+
+@pytest.mark.parametrize("flag", ["--output", "--data", "--results-dir", "--labels", "--suite"])
+def test_empty_path_options_are_refused_not_read_as_the_current_folder(tmp_path, capfd, monkeypatch, flag):
+    monkeypatch.chdir(tmp_path)  # where an empty --output or --results-dir used to put the record
+    root = make_folder(tmp_path / "val", {A: [1]})
+    args = [*RUN, "--data", root] if flag != "--data" else list(RUN)
+    with pytest.raises(SystemExit) as exited:
+        main([str(a) for a in [*args, flag, ""]])
+    assert exited.value.code == 2
+    assert f"argument {flag}: expected a path or name, got an empty value" in capfd.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["val"]
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("", ["--preprocessing ''", "KEY=VALUE"]),
+    ("resize=8,crop=300", ["crop 300 is larger than resize 8"]),
+])
+def test_preprocessing_empty_or_cropping_beyond_the_image(tmp_path, capfd, spec, words):
+    root = make_folder(tmp_path / "val", {A: [1]})
+    fails(capfd, *RUN, "--preprocessing", spec, "--data", root, "--output", tmp_path / "r.json", words=words)
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_style_weights_for_a_style_the_suite_lacks(tmp_path, capfd):
+    root = make_folder(tmp_path / "val", {A: [1]})
+    for given, name in (("monnet=random", "monnet"), ("=random", "")):
+        fails(capfd, *RUN, "--style-weights", given, "--data", root, "--output", tmp_path / "r.json",
+              words=[f"--style-weights {name}=...: no style condition uses style {name!r} (its styles: monet)"])
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("flag, what", [("--labels", "labels file"), ("--classes", "class-list file")])
+def test_list_file_options_given_a_folder_say_so(tmp_path, capfd, flag, what):
+    root = make_folder(tmp_path / "val", {A: [1]})
+    fails(capfd, *RUN, "--data", root, flag, tmp_path, words=[f"{what} {tmp_path} is a folder"])

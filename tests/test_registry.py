@@ -44,13 +44,14 @@ def _count(model: nn.Module) -> int:
 @pytest.mark.parametrize("name", ALL)
 def test_builds_on_the_meta_device(name):
     """create_model's random-init path allocates nothing: every parameter and buffer stays on the meta device, and
-    the count is the one ModelInfo.num_params reports."""
+    the count is the one ModelInfo.num_params reports and the one stored for `ibnbench models` (which builds
+    nothing)."""
     info = ibnbench.model_info(name)
     with torch.device("meta"):
         model = ibnbench.create_model(name)
     tensors = [*model.parameters(), *model.buffers()]
     assert tensors and {t.device.type for t in tensors} == {"meta"}
-    assert _count(model) > 0 and _count(model) == info.num_params()
+    assert _count(model) > 0 and _count(model) == info.num_params() == info.params
     assert model.ibnbench_info is info and not model.training
     assert model.ibnbench_weights == {"source": "random", "path": None, "sha256": None, "release": None}
 

@@ -13,17 +13,13 @@ if TYPE_CHECKING:
 def cmd_models(args: argparse.Namespace) -> int:
     """Print the model zoo as a table."""
     from ibnbench import zoo as models
-    from ibnbench.errors import MissingExtraError
 
     rows = []
     for name in models.list_models(args.pattern, task=None):
         info = models.model_info(name)
         w = info.weights
         ref = "; ".join(map(str, w.metrics)) if w and w.metrics else "-"
-        try:
-            params = f"{info.num_params() / 1e6:.1f}M"
-        except MissingExtraError:
-            params = "n/a (extra missing)"
+        params = "-" if info.params is None else f"{info.params / 1e6:.1f}M"
         rows.append([name, info.family, info.variant, params,
                      "research (none)" if info.research else ("none" if not w else "official" if w.url or w.local_path
                                                               else "--weights PATH"),

@@ -35,12 +35,16 @@ from ibnbench.errors import UsageError
 if TYPE_CHECKING:
     from ibnbench.data.discovery import ValDataset
 
+FLOAT32_MAX = torch.finfo(torch.float32).max
+"""Conditions run in float32: a larger number would be inf there."""
+
 
 def number_field(field: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UsageError(f"field {field!r}: expected a number, got {value!r}")
-    if not math.isfinite(value):
-        raise UsageError(f"field {field!r}: expected a finite number, got {value!r}")
+    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:  # 1e39 is finite in TOML, inf on the device
+        raise UsageError(f"field {field!r}: expected a finite number (in float32: magnitude at most "
+                         f"{FLOAT32_MAX:.3g}), got {value!r}")
     return float(value)
 
 

@@ -196,6 +196,11 @@ def read_suite(name_or_path: str | os.PathLike, *, style_weights: Mapping[str, s
     op_defaults = {field: data[field] for field in OP_DEFAULTS if field in data}
     conditions = tuple(_condition(path, i, entry, defaults, style_weights or {}, op_defaults, generators)
                        for i, entry in enumerate(entries))
+    styles = sorted({c.style for c in conditions if isinstance(c, Style)})
+    unused = sorted(set(style_weights or {}) - set(styles))
+    if unused:  # a typo (monnet=...) would leave monet with its official weights
+        raise SuiteError(f"{path}: --style-weights {unused[0]}=...: no style condition uses style {unused[0]!r} "
+                         f"(its styles: {', '.join(styles) or 'none'})")
     seen: set[str] = set()
     for condition in conditions:
         if condition.id in seen:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Iterable
 import numpy as np
 import torch
 
-from ibnbench.errors import UsageError
+from ibnbench.errors import FileWriteError, UsageError
 
 if TYPE_CHECKING:
     from ibnbench.data.discovery import ValDataset
@@ -73,8 +73,11 @@ def _mapped(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def _on_disk(folder: Path, name: str, n: int, crop: int) -> CropCache:
-    folder.mkdir(parents=True, exist_ok=True)
-    return CropCache(_mapped(folder / f"{name}.u8", (n, 3, crop, crop)), _mapped(folder / f"{name}.filled", (n,)))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return CropCache(_mapped(folder / f"{name}.u8", (n, 3, crop, crop)), _mapped(folder / f"{name}.filled", (n,)))
+    except OSError as exc:  # a folder that cannot be made or written (permissions, a read-only or virtual file system)
+        raise FileWriteError(f"--cache {folder}: cannot keep the crop cache there ({exc.strerror or exc})") from None
 
 
 def _in_memory(name: str, n: int, crop: int, device: torch.device) -> CropCache:

@@ -10,6 +10,9 @@ import torch
 
 from ibnbench.errors import DatasetError, MissingFileError
 
+NUM_CLASSES = 1000
+"""Classes of ImageNet-1k: the width of the logits every scored model must return."""
+
 
 @lru_cache(maxsize=1)
 def _imagenet_info():
@@ -59,7 +62,7 @@ def read_class_list(path: str | os.PathLike) -> tuple[int, ...]:
     (``0``) as the first word; blank lines and ``#`` comments are ignored (``LOC_synset_mapping.txt`` reads)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise MissingFileError(f"class-list file {path} does not exist")
+        raise MissingFileError(f"class-list file {path} {'is a folder' if path.is_dir() else 'does not exist'}")
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:

@@ -85,9 +85,16 @@ def _images_in(folder: Path) -> dict[str, int]:
     """Image file names directly in ``folder`` with their sizes in bytes."""
     try:
         with os.scandir(folder) as entries:
-            return {e.name: e.stat().st_size for e in entries if _is_image(e)}
+            images = {e.name: e.stat().st_size for e in entries if _is_image(e)}
     except OSError as exc:
         raise _listing_error(exc, folder) from None
+    for name in images:  # the record lists every file in UTF-8 JSON: a name that is not UTF-8 cannot be named there
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DatasetError(f"{os.fsencode(folder / name)!r}: file name is not UTF-8; rename it (the record "
+                               "names every image in UTF-8)") from None
+    return images
 
 
 def _subfolders(folder: Path) -> list[str]:
@@ -201,7 +208,7 @@ def read_labels(path: str | os.PathLike) -> dict[str, int]:
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise MissingFileError(f"labels file {path} does not exist")
+        raise MissingFileError(f"labels file {path} {'is a folder' if path.is_dir() else 'does not exist'}")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:

@@ -91,7 +91,7 @@ def run_datasets(model: Sequence[str], data: str | os.PathLike, suite: str = "na
     written, so ``resume`` continues with the next one (and the interrupted one from its checkpoint);
     ``restart`` runs every dataset again. ``preprocessing`` as for :func:`ibnbench.run`.
     """
-    from ibnbench.eval.engine import run
+    from ibnbench.eval.engine import check_replaceable_record, run
     from ibnbench.eval.options import RunOptions
     from ibnbench.zoo import model_info
 
@@ -110,6 +110,8 @@ def run_datasets(model: Sequence[str], data: str | os.PathLike, suite: str = "na
         raise UsageError(f"missing dataset(s) {details} (or pass --skip-missing)")
 
     out_path = Path(output) if output else None
+    if out_path is not None:
+        check_replaceable_record(out_path)
     stem = out_path or Path(results_dir) / f"{chosen.name}-{'+'.join(names)}.json"
     part_path = {p.id: stem.with_name(f".{stem.name}.{p.id}.json") for p in parts}
     dtype_key = (str(opts.amp_dtype(opts.resolved_device()) or "torch.float32").removeprefix("torch."),

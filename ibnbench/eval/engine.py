@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from torch import nn
 from ibnbench.data.classes import ClassSubset
 from ibnbench.data.discovery import ValDataset
 from ibnbench.data.loader import make_loader
-from ibnbench.errors import UsageError
+from ibnbench.errors import BadImageError, UsageError
 from ibnbench.eval.checkpoint import RESUME_HINT, Checkpoint, RunInterrupted, check_checkpoint
 from ibnbench.eval.distributed import DistContext
 from ibnbench.eval.options import RunOptions
@@ -117,7 +118,7 @@ def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence,
     options = options or RunOptions()
     dist = dist or DistContext.detect()
     device = dist.device(options.resolved_device())
-    runners = {name: ModelRunner(c.module, c.preprocessing, device, options, classes)
+    runners = {name: ModelRunner(c.module, c.preprocessing, device, options, classes, name)
                for name, c in ((n, Classifier.of(m)) for n, m in models.items())}
     geometries = {r.geometry: r.preprocessing for r in runners.values()}
     pairs = [(m, c.id) for m in models for c in conditions]
@@ -137,7 +138,8 @@ def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence,
     def close_calls_left() -> torch.Tensor:
         return close_calls_before + sum(r.close_calls_left for r in runners.values())
 
-    def save_checkpoint() -> None:
+    def save_checkpoint() -> None:  # never a chunk with a non-finite score: that stops the run, the last save stays
+        state.check_finite()
         checkpoint.save(state, {"skipped": skipped, "close_calls_left": int(close_calls_left())})
 
     t0 = time.perf_counter()
@@ -175,10 +177,11 @@ def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence,
                     if options.fanout and since_checkpoint >= options.chunk_size:
                         save_checkpoint()
                         since_checkpoint = 0
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, BadImageError):
                 if options.fanout and images:  # every image marked done is complete: keep them all
                     save_checkpoint()
                 raise
+        state.check_finite()
         from_cache += loaders[0].from_cache
         read -= sum(loader.from_cache for loader in loaders)
     if device.type == "cuda":
@@ -198,6 +201,30 @@ def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence,
                 "images_per_s": round(images / elapsed, 2) if elapsed else None, "decoded": decoded,
                 "world_size": dist.world_size,
                 **({"from_cache": from_cache} if options.cache else {})})
+
+RECORD_START = re.compile(rb'\A\{\s*"suite"\s*:')
+"""How every record :func:`ibnbench.results.record.write_record` writes begins."""
+
+
+def check_replaceable_record(path: str | os.PathLike) -> None:
+    """An existing output file is replaced only when it is an ibnbench record (a rerun) or empty: any other
+    file is refused, so that ``--output notes.txt`` does not overwrite notes (nor ``--output /dev/null``, run as
+    root, replace the device)."""
+    path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():  # the rename would replace the device itself
+        raise UsageError(f"--output {path}: not a regular file (a device, pipe or socket); give a file path")
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with open(path, "rb") as f:
+            start = f.read(256)
+    except OSError as exc:
+        raise UsageError(f"--output {path}: an existing file that cannot be read ({exc.strerror or exc}), so it "
+                         "cannot be told to be a record; give another path") from None
+    if not RECORD_START.match(start):
+        raise UsageError(f"--output {path}: an existing file that is not an ibnbench record; give another path "
+                         "(a record is replaced, any other file is kept)")
+
 
 def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", conditions: Sequence[str] | None = None,
         weights: Sequence[str] | None = None, output: str | os.PathLike | None = None,
@@ -238,6 +265,7 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     ckpt_path = stem.with_name(f".{stem.name}.rank{dist.rank}.resume.pt")
     if dist.is_main:
         ensure_writable(out_path, "record")
+        check_replaceable_record(out_path)
     ensure_writable(ckpt_path, "checkpoint")
     check_checkpoint(stem, ckpt_path, resume, restart, dist.world_size)
     models = plan.build(announce=dist.is_main)
@@ -256,6 +284,11 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     except KeyboardInterrupt:
         saved = f"progress saved in {ckpt_path}; " if checkpoint.exists() else "no chunk finished, nothing saved; "
         raise RunInterrupted(saved + (RESUME_HINT if checkpoint.exists() else "run the command again")) from None
+    except BadImageError as exc:  # the images finished before it were saved: say so, and how to go on
+        if checkpoint.exists():
+            exc.args = (f"{exc}; the images done before it are saved in {ckpt_path}: --resume --on-bad-image skip "
+                        "continues and skips unreadable images (--restart starts over)",)
+        raise
     predictions = result.predictions
     for row in result.results:  # from the stored (float16) confidences, so the sidecar reproduces it exactly
         row["ece"] = round(100 * ece(predictions.confidence(row["model"], row["condition"]),

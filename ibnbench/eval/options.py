@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from ibnbench.errors import UsageError
@@ -14,6 +15,9 @@ if TYPE_CHECKING:
     import torch
 
 AMP_NAMES = ("bf16", "fp16")
+MAX_BATCH = 4096
+"""Largest --batch-size: 4096 224-pixel crops already take 2.3 GiB in float32 (a larger one is a typo, and an
+allocation that fails before any out-of-memory halving can help)."""
 
 
 def _flag(default: Any, help: str, **argparse_options: Any) -> Any:
@@ -26,8 +30,8 @@ class RunOptions:
     """How to run (not what): device, batching, precision, resumability."""
 
     device: str | None = _flag(None, "cuda, cuda:1, cpu (default: cuda if available)", type=str)
-    batch_size: int = _flag(64, "images per batch (halved automatically on out-of-memory; default %(default)s)",
-                            metavar="N")
+    batch_size: int = _flag(64, f"images per batch, at most {MAX_BATCH} (halved automatically on out-of-memory; "
+                                "default %(default)s)", metavar="N")
     workers: int = _flag(min(8, os.cpu_count() or 1), "decode worker processes (default %(default)s)", metavar="N")
     amp: str = _flag("auto", "autocast dtype (auto: bf16 on CUDA, off on CPU)", choices=("auto", *AMP_NAMES, "off"))
     channels_last: bool = _flag(False, "run models in channels_last memory format")
@@ -53,8 +57,14 @@ class RunOptions:
             raise UsageError(f"--amp must be bf16, fp16, off or auto, not {self.amp!r}")
         if not 0.0 <= self.refine <= 1.0:
             raise UsageError(f"--refine must be a share of the batch between 0 and 1, not {self.refine}")
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise UsageError(f"--batch-size must be 1 to {MAX_BATCH} images, not {self.batch_size}")
+        if self.workers < 0:
+            raise UsageError(f"--workers must not be negative, not {self.workers}")
         if self.chunk_size < 1:
             raise UsageError(f"--chunk-size must be at least 1 image, not {self.chunk_size}")
+        if self.cache is not None and self.cache != "gpu":
+            _check_cache_folder(self.cache)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunOptions:
@@ -75,6 +85,16 @@ class RunOptions:
         from ibnbench.precision import AMP_DTYPES
 
         return AMP_DTYPES.get(self.amp if self.amp != "auto" else ("bf16" if device.type == "cuda" else "off"))
+
+
+def _check_cache_folder(spec: str) -> None:
+    """``--cache DIR`` must name a folder (created later) with no file in its place or on its path."""
+    if not spec.strip():
+        raise UsageError("--cache: give a folder or gpu, not an empty value")
+    path = Path(spec).expanduser()
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UsageError(f"--cache {spec}: {blocker} is a file, not a folder")
 
 
 def add_flags(parser: argparse.ArgumentParser, names: Iterable[str] | None = None, **defaults: Any) -> None:

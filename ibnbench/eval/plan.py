@@ -130,7 +130,8 @@ class RunPlan:
         infos = [model_info(name) for name in names]  # an unknown model fails before anything else is looked at
         specs = weights_per_model(weights, names, default_weights)
         prep_specs = per_model(preprocessing, names, None, "--preprocessing")
-        chosen_prep = [Preprocessing.from_spec(p, i.preprocessing) if p else None for p, i in zip(prep_specs, infos)]
+        chosen_prep = [Preprocessing.from_spec(p, i.preprocessing) if p is not None else None
+                       for p, i in zip(prep_specs, infos)]
         columns = column_names(names, specs, prep_specs)
         chosen = load_suite(suite, style_weights=style_weights)
         if conditions is not None:

@@ -10,7 +10,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ibnbench.data import geometry as data_mod
-from ibnbench.data.classes import ClassSubset
+from ibnbench.data.classes import NUM_CLASSES, ClassSubset
+from ibnbench.errors import ModelOutputError
 from ibnbench.eval.options import RunOptions
 from ibnbench.precision import AMP_DTYPES, full_fp32
 from ibnbench.zoo.meta import Preprocessing
@@ -21,6 +22,10 @@ top-1/top-5 decision gap that bf16 autocast caused on the 100 real images (bench
 
 
 T = TypeVar("T")
+
+
+FINE, BAD_LOGITS, BAD_INPUT = 0, 1, 2
+"""Per-image :attr:`Scores.fault` codes: scored, non-finite logits (the model's), non-finite pixels (the input's)."""
 
 
 def probability_source(options: RunOptions, device: torch.device) -> str:
@@ -35,12 +40,13 @@ def probability_source(options: RunOptions, device: torch.device) -> str:
 
 
 class Scores(NamedTuple):
-    """A batch's answers: the top-5 class indices ``[N, 5]``, their softmax probabilities ``[N, 5]`` and the
-    label's probability ``[N]``."""
+    """A batch's answers: the top-5 class indices ``[N, 5]``, their softmax probabilities ``[N, 5]``, the
+    label's probability ``[N]`` and each image's ``fault`` ``[N]`` (``FINE``, ``BAD_LOGITS`` or ``BAD_INPUT``)."""
 
     top5_index: torch.Tensor
     top5_prob: torch.Tensor
     label_prob: torch.Tensor
+    fault: torch.Tensor
 
     def hits(self, label: torch.Tensor) -> torch.Tensor:
         """Top-1 and top-5 hits ``[N, 2]`` (bool)."""
@@ -65,10 +71,14 @@ class ModelRunner:
     logits. The share is fixed (no host sync); close calls (gap < ``CLOSE_CALL``) that did not fit in it are
     counted on the device in ``close_calls_left``.
 
-    ``classes``: score on this class subset only (the other logits are -inf before the top-k, on the device)."""
+    ``classes``: score on this class subset only (the other logits are -inf before the top-k, on the device).
+    Logits must be ``[N, 1000]`` (checked on the host, from the shape); images with non-finite pixels or final
+    logits (in fp32, or after the refine; the -inf outside a class subset excepted) are marked in
+    :attr:`Scores.fault`, on the device, for the engine to check once per chunk. ``name`` names the model in errors."""
 
     def __init__(self, model: nn.Module, preprocessing: Preprocessing, device: torch.device,
-                 options: RunOptions, classes: ClassSubset | None = None):
+                 options: RunOptions, classes: ClassSubset | None = None, name: str = "model"):
+        self.name = name
         self.preprocessing = preprocessing
         self.geometry = data_mod.geometry_key(preprocessing)
         self.device = device
@@ -90,27 +100,41 @@ class ModelRunner:
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype and reduced
                     else contextlib.nullcontext())
         with full_fp32(), autocast:
-            logits = self.model(x).float()
+            logits = self.model(x)
+        if not isinstance(logits, torch.Tensor) or logits.shape != (len(x), NUM_CLASSES):
+            shape = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ModelOutputError(f"model {self.name}: returned {shape} for a batch of {len(x)} images; expected "
+                                   f"logits of shape [N, {NUM_CLASSES}] (the ImageNet-1k classes)")
+        logits = logits.float()
         return logits if self.outside_classes is None else logits.masked_fill(self.outside_classes, float("-inf"))
+
+    def _finite_rows(self, logits: torch.Tensor) -> torch.Tensor:
+        """``[N]`` bool: every logit finite (the -inf of classes outside a class subset are by design)."""
+        finite = logits.isfinite() if self.outside_classes is None else logits.isfinite() | self.outside_classes
+        return finite.all(dim=1)
 
     def _score(self, x: torch.Tensor, label: torch.Tensor) -> tuple[Scores, torch.Tensor | int]:
         """The batch's :class:`Scores` and the number of close calls left unrefined (a device scalar under autocast)."""
         logits = self._forward(x)
         close_calls = 0
+        final = torch.ones(len(x), dtype=torch.bool, device=x.device)  # rows whose logits are fp32 ones
         if self.amp_dtype:
             # a row with an inf/NaN logit (fp16 overflow) has no meaningful gap: the closest of calls
-            # (the -inf of classes outside a class subset are by design, not an overflow)
-            finite = logits.isfinite() if self.outside_classes is None else logits.isfinite() | self.outside_classes
-            gap = decision_gap(logits, label).where(finite.all(dim=1), 0.0)
+            gap = decision_gap(logits, label).where(self._finite_rows(logits), 0.0)
             close = gap < CLOSE_CALL
+            final[:] = False
             if self.refine:
                 chosen = gap.topk(min(len(x), math.ceil(self.refine * len(x))), largest=False).indices
                 logits[chosen] = self._forward(x[chosen], reduced=False)
                 close[chosen] = False
+                final[chosen] = True
             close_calls = close.sum()
+        fault = torch.full_like(label, FINE, dtype=torch.int8)
+        fault.masked_fill_(final & ~self._finite_rows(logits), BAD_LOGITS)
+        fault.masked_fill_(~x.isfinite().flatten(1).all(dim=1), BAD_INPUT)
         top5 = logits.topk(5, dim=1).indices
         probs = logits.softmax(dim=1)
-        return Scores(top5, probs.gather(1, top5), probs.gather(1, label[:, None])[:, 0]), close_calls
+        return Scores(top5, probs.gather(1, top5), probs.gather(1, label[:, None])[:, 0], fault), close_calls
 
     def hits(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """Top-1 and top-5 hits ``[N, 2]`` (bool) for a 0..255 batch and its labels."""

@@ -5,9 +5,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ibnbench.errors import UsageError
+from ibnbench.errors import ModelOutputError, UsageError
 from ibnbench.eval.distributed import DistContext
-from ibnbench.eval.runner import Scores
+from ibnbench.eval.runner import BAD_INPUT, BAD_LOGITS, Scores
 from ibnbench.results.predictions import Predictions
 
 PREDICTION_DTYPES = {"top5_index": torch.int32, "top5_prob": torch.float16, "label_prob": torch.float16}
@@ -27,6 +27,9 @@ class EvalState:
     top1: dict[tuple[str, str], torch.Tensor] = field(init=False)
     top5: dict[tuple[str, str], torch.Tensor] = field(init=False)
     predicted: dict[str, dict[tuple[str, str], torch.Tensor]] = field(init=False)
+    faults: torch.Tensor = field(init=False)
+    """``[pairs, 2]`` images scored with non-finite logits / non-finite pixels (any stops the run at
+    :meth:`check_finite`)."""
 
     def __post_init__(self) -> None:
         def zeros(*shape, dtype=torch.bool):
@@ -37,14 +40,31 @@ class EvalState:
         self.top5 = {p: zeros() for p in self.pairs}
         self.predicted = {name: {p: zeros(*([5] if name.startswith("top5") else []), dtype=dtype) for p in self.pairs}
                           for name, dtype in PREDICTION_DTYPES.items()}
+        self.faults = torch.zeros(len(self.pairs), 2, dtype=torch.int64, device=self.device)
 
     def store(self, model: str, condition: str, index: torch.Tensor, label: torch.Tensor, scores: Scores) -> None:
         """Keep a batch's hits and predictions for one (model, condition) at the images' dataset ``index``."""
         hits = scores.hits(label)
         self.top1[model, condition][index] = hits[:, 0]
         self.top5[model, condition][index] = hits[:, 1]
-        for name, value in scores._asdict().items():
-            self.predicted[name][model, condition][index] = value.to(PREDICTION_DTYPES[name])
+        for name, dtype in PREDICTION_DTYPES.items():
+            self.predicted[name][model, condition][index] = getattr(scores, name).to(dtype)
+        counts = self.faults[self.pairs.index((model, condition))]
+        counts[0] += (scores.fault == BAD_LOGITS).sum()
+        counts[1] += (scores.fault == BAD_INPUT).sum()
+
+    def check_finite(self) -> None:
+        """Raise :class:`ModelOutputError` naming the first (model, condition) that scored an image with non-finite
+        logits or pixels (one host sync: the engine calls it once per chunk)."""
+        faults = self.faults.cpu()
+        for (model, condition), (logits, pixels) in zip(self.pairs, faults.tolist()):
+            if pixels:
+                raise ModelOutputError(f"condition {condition}: {pixels} image(s) got non-finite pixels (NaN or inf) "
+                                       f"from it (model {model}); check the condition's parameters")
+            if logits:
+                raise ModelOutputError(f"model {model}: non-finite logits (NaN or inf) for {logits} image(s) under "
+                                       f"condition {condition}, in fp32; its output cannot be scored (a fault of the "
+                                       "model, or of inputs the condition drove out of its range)")
 
     def state_dict(self) -> dict:
         return {"n_images": self.n_images, "done": self.done.cpu(), "valid": self.valid.cpu(),

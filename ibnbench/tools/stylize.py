@@ -25,6 +25,7 @@ from ibnbench.eval.distributed import resolve_device
 from ibnbench.io import write_atomic
 from ibnbench.progress import Progress
 from ibnbench.zoo.generators import load_generator
+from ibnbench.zoo.meta import MAX_SIDE
 
 STYLIZE_SHORTER_SIDE = 256
 RESIZE_MODES = {"shorter": ("shorter side", InterpolationMode.BILINEAR),
@@ -97,8 +98,10 @@ def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights
         raise UsageError(f"--out {out} must lie outside --data {data}")
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be positive, got {limit}")
-    if size < 8:
-        raise UsageError(f"--size must be at least 8 pixels, got {size}")
+    if not 8 <= size <= MAX_SIDE:
+        raise UsageError(f"--size must be 8 to {MAX_SIDE} pixels, got {size}")
+    if workers < 0:
+        raise UsageError(f"--workers must not be negative, got {workers}")
     files = image_files(data)[:limit]
     if not files:
         raise MissingFileError(f"--data {data} holds no {'/'.join(IMAGE_SUFFIXES)} images")

@@ -15,6 +15,9 @@ from ibnbench.io import hash_prefix_from_name
 
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
 IMAGENET_STD_255 = (58.395, 57.12, 57.375)
+MAX_SIDE = 4096
+"""Largest resize or crop (pixels) a preprocessing may ask for: above any ImageNet model's input, and a
+4096 x 4096 crop batch of 64 already takes 12 GiB in float32."""
 
 
 @dataclass(frozen=True)
@@ -56,14 +59,18 @@ class Preprocessing:
         for name in ("resize", "crop"):
             if name in values:
                 fields[name] = _spec_numbers(values, name, (1,), int, where)[0]
-                if fields[name] < 1:
-                    raise UsageError(f"{where}: {name} must be at least 1 pixel")
+                if not 1 <= fields[name] <= MAX_SIDE:
+                    raise UsageError(f"{where}: {name} must be 1 to {MAX_SIDE} pixels, not {fields[name]}")
         for name in ("mean", "std"):
             if name in values:
                 triple = _spec_numbers(values, name, (1, 3), float, where)
                 fields[name] = tuple(triple * 3 if len(triple) == 1 else triple)
         if any(s == 0 for s in fields.get("std", ())):
             raise UsageError(f"{where}: std must not be 0")
+        _check_float32(fields.get("mean", base.mean), fields.get("std", base.std), where)
+        if fields.get("crop", base.crop) > fields.get("resize", base.resize):
+            raise UsageError(f"{where}: crop {fields.get('crop', base.crop)} is larger than resize "
+                             f"{fields.get('resize', base.resize)} (the centre crop would be mostly padding)")
         if max(fields.get("std", base.std)) < 1 and max(fields.get("mean", base.mean)) <= 1:
             raise UsageError(f"{where}: mean and std look like the 0..1 scale; give them on the 0..255 scale "
                              "(times 255, e.g. mean=123.675,116.28,103.53,std=58.395,57.12,57.375)")
@@ -79,6 +86,15 @@ class Preprocessing:
 
 
 PREPROCESSING_KEYS = ("resize", "crop", "mean", "std", "interpolation")
+
+
+def _check_float32(mean: tuple[float, ...], std: tuple[float, ...], where: str) -> None:
+    """Refuse a mean/std that float32 cannot hold (``mean``, ``1/std``) or whose normalised 0..255 pixels,
+    ``(x - mean) / std``, would overflow there (``std=1e-300`` is 0 in float32)."""
+    limit = torch.finfo(torch.float32).max
+    if not all(max(m, 1 / s, max(m, abs(255 - m)) / s) <= limit for m, s in zip(mean, std)):
+        raise UsageError(f"{where}: mean, 1/std or (x - mean) / std would overflow float32 (std too small or "
+                         "mean too large for pixels on the 0..255 scale)")
 
 
 def _spec_pairs(spec: str, where: str) -> dict[str, list[str]]:
@@ -185,6 +201,8 @@ class ModelInfo:
     task: str = "classification"
     research: bool = False
     description: str = ""
+    params: int | None = None
+    """The stored parameter count (None for external specs and unlisted models)."""
 
     def num_params(self) -> int:
         """Parameter count, computed on the meta device (no memory, no init cost)."""

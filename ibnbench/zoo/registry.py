@@ -18,6 +18,54 @@ from ibnbench.zoo.meta import ModelInfo
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
+PARAMETER_COUNTS = {
+    "cyclegan_resnet_9blocks": 11378179,
+    "densenet121_ibn_a": 7978856,
+    "densenet161_ibn_a": 28681000,
+    "densenet169_ibn_a": 14149480,
+    "densenet201_ibn_a": 20013928,
+    "efficientnet_lite0": 4652008,
+    "efficientnet_lite1": 5416680,
+    "efficientnet_lite2": 6092072,
+    "resnet101": 44549160,
+    "resnet101_ibn_a": 44549160,
+    "resnet101_ibn_a_old": 44549160,
+    "resnet101_ibn_b": 44550696,
+    "resnet152": 60192808,
+    "resnet152_ibn_a": 60192808,
+    "resnet152_ibn_a_old": 60192808,
+    "resnet152_ibn_b": 60194344,
+    "resnet18": 11689512,
+    "resnet18_ibn_a": 11689512,
+    "resnet18_ibn_b": 11689896,
+    "resnet34": 21797672,
+    "resnet34_ibn_a": 21797672,
+    "resnet34_ibn_b": 21798056,
+    "resnet50": 25557032,
+    "resnet50_ibn_a": 25557032,
+    "resnet50_ibn_a_old": 25557032,
+    "resnet50_ibn_a_ratio0.25": 25557032,
+    "resnet50_ibn_a_ratio0.75": 25557032,
+    "resnet50_ibn_a_ratio1.0": 25557032,
+    "resnet50_ibn_a_stages1": 25557032,
+    "resnet50_ibn_a_stages12": 25557032,
+    "resnet50_ibn_a_stages1234": 25557032,
+    "resnet50_ibn_a_x2": 25557032,
+    "resnet50_ibn_ad": 25557800,
+    "resnet50_ibn_b": 25558568,
+    "resnet50_ibn_c": 29800872,
+    "resnet50_ibn_d": 25557800,
+    "resnext101_ibn_a": 44177704,
+    "resnext152_ibn_a": 59951400,
+    "resnext50_ibn_a": 25028904,
+    "se_resnet101_ibn_a": 49292328,
+    "se_resnet152_ibn_a": 66770984,
+    "se_resnet50_ibn_a": 28071976,
+}
+"""Parameters of each registered model, so that ``ibnbench models`` lists them without building every
+architecture (tests/test_registry.py checks each against a meta-device build; a model registered without an
+entry here, or with ``params=`` in its ``register_model``, fails that test)."""
+
 
 def register_model(fn: Callable | None = None, **meta) -> Callable:
     """Register a builder under its function name: ``@register_model(family=..., variant=...)``."""
@@ -28,7 +76,8 @@ def register_model(fn: Callable | None = None, **meta) -> Callable:
             raise UsageError(f"model {name!r} is registered twice")
         first_paragraph = (builder.__doc__ or "").strip().split("\n\n")[0]
         description = meta.pop("description", " ".join(first_paragraph.split()))
-        _REGISTRY[name] = ModelInfo(name=name, builder=builder, description=description, **meta)
+        _REGISTRY[name] = ModelInfo(name=name, builder=builder, description=description,
+                                    params=meta.pop("params", PARAMETER_COUNTS.get(name)), **meta)
         return builder
 
     return wrap(fn) if fn is not None else wrap
