@@ -68,3 +68,15 @@ def test_full_fp32_restores_torch_defaults_exactly(torch_precision):
         pass
     assert _effective() == before and before["cudnn.conv"] == "tf32" and before["cuda.matmul"] == "none"
     assert torch.get_float32_matmul_precision() == "highest" and torch.backends.cudnn.allow_tf32 is True
+
+
+def test_every_style_generator_comes_in_eval_mode(tmp_path):
+    """Random or from a file, the generator is in eval mode (its InstanceNorm/dropout as in inference)."""
+    from ibnbench.zoo import generators
+
+    random = generators.load_generator("monet", "random")
+    path = tmp_path / "style_monet.pth"
+    torch.save(random.state_dict(), path)
+    from_file = generators.load_generator("monet", str(path), progress=False)
+    for generator in (random, from_file):
+        assert not any(module.training for module in generator.modules())
