@@ -80,3 +80,28 @@ def test_every_style_generator_comes_in_eval_mode(tmp_path):
     from_file = generators.load_generator("monet", str(path), progress=False)
     for generator in (random, from_file):
         assert not any(module.training for module in generator.modules())
+
+
+class _TinyGenerators:
+    """A GeneratorSource whose generator is one convolution (records the dtypes its outputs come in)."""
+
+    def __init__(self):
+        self.dtypes: list[torch.dtype] = []
+
+    def missing_style_weights(self, style: str, weights: str = "official") -> None:
+        return None
+
+    def load_generator(self, style: str, weights: str = "official", progress: bool = True) -> torch.nn.Module:
+        conv = torch.nn.Conv2d(3, 3, 3, padding=1).eval()
+        conv.register_forward_hook(lambda module, args, out: self.dtypes.append(out.dtype))
+        return conv
+
+
+def test_the_style_generator_runs_in_fp32_under_a_callers_autocast():
+    from ibnbench.conditions.style import Style
+
+    source = _TinyGenerators()
+    condition = Style("monet", style="monet", weights="random", generators=source)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = condition(torch.rand(2, 3, 8, 8) * 255)
+    assert source.dtypes == [torch.float32] and out.dtype == torch.float32
