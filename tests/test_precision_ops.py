@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ibnbench.precision import full_fp32
 
@@ -105,3 +106,30 @@ def test_the_style_generator_runs_in_fp32_under_a_callers_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = condition(torch.rand(2, 3, 8, 8) * 255)
     assert source.dtypes == [torch.float32] and out.dtype == torch.float32
+
+
+class _MatmulPrecisionSpy(TorchDispatchMode):
+    """Records the effective (cuBLAS, oneDNN) matmul precision at every matrix product dispatched."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[tuple[str, str]] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.bmm, torch.ops.aten.addmm):
+            self.seen.add((torch.backends.cuda.matmul.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("legacy", ["high", "medium"])
+@pytest.mark.parametrize("name", ["gaussian_blur", "glass_blur", "elastic_transform", "spatter", "pixelate"])
+def test_condition_matrix_products_run_in_ieee_under_a_callers_tf32(name, legacy, torch_precision):
+    """Blur and pixelate matrix products on 0..255 values end in a floor: TF32 or bf16 would flip levels."""
+    from ibnbench.conditions.corruptions import corrupt
+
+    torch.set_float32_matmul_precision(legacy)
+    spy = _MatmulPrecisionSpy()
+    with spy:
+        corrupt(torch.rand(2, 3, 16, 16) * 255, torch.arange(2), name, 1, 0)
+    assert spy.seen == {("ieee", "ieee")}
+    assert torch.get_float32_matmul_precision() == legacy

@@ -10,6 +10,8 @@ import kornia
 import torch
 import torch.nn.functional as F
 
+from ibnbench.precision import full_fp32
+
 _MASK = 0xFFFFFFFF
 
 
@@ -111,11 +113,12 @@ def _filter_matrix(n: int, sigma: float, mode: str, truncate: float, device: tor
 
 def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> torch.Tensor:
     """``scipy.ndimage.gaussian_filter`` over H and W of ``x[..., H, W]`` (skimage.filters.gaussian), as two
-    matrix products."""
+    matrix products in IEEE precision (never TF32: :func:`ibnbench.precision.full_fp32`)."""
     h, w = x.shape[-2:]
     rows = _filter_matrix(h, sigma, mode, truncate, x.device, x.dtype)
     cols = _filter_matrix(w, sigma, mode, truncate, x.device, x.dtype)
-    return rows @ (x @ cols.T)
+    with full_fp32():
+        return rows @ (x @ cols.T)
 
 
 def fft_filter2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -213,13 +216,15 @@ def _pil_box_weights(n_in: int, n_out: int) -> torch.Tensor:
 
 
 def pixelate_op(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """PIL resize to ``int(n * factor)`` with BOX (horizontal then vertical pass, uint8 between), then NEAREST back."""
+    """PIL resize to ``int(n * factor)`` with BOX (horizontal then vertical pass, uint8 between), then NEAREST back.
+    The passes are matrix products in IEEE precision: TF32 on 0..255 values would move levels across the floor."""
     h, w = x.shape[-2:]
     sh, sw = int(h * factor), int(w * factor)
     box_w = _pil_box_weights(w, sw).to(x.device, x.dtype)
     box_h = _pil_box_weights(h, sh).to(x.device, x.dtype)
-    small = torch.floor(x @ box_w.T + 0.5).clamp(0, 255)
-    small = torch.floor(box_h @ small + 0.5).clamp(0, 255)
+    with full_fp32():
+        small = torch.floor(x @ box_w.T + 0.5).clamp(0, 255)
+        small = torch.floor(box_h @ small + 0.5).clamp(0, 255)
     rows = ((torch.arange(h, device=x.device) + 0.5) * (sh / h)).long().clamp(max=sh - 1)
     cols = ((torch.arange(w, device=x.device) + 0.5) * (sw / w)).long().clamp(max=sw - 1)
     return small.index_select(-2, rows).index_select(-1, cols)
