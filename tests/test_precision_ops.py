@@ -3,10 +3,14 @@ precision settings, the conditions' matrix products and style generator under a 
 on the device, and motion blur batched (bit for bit the per-image loop it replaced)."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ibnbench.conditions import imaging
 from ibnbench.precision import full_fp32
 
 OPS = ("cudnn.conv", "cudnn.rnn", "cuda.matmul", "mkldnn.conv", "mkldnn.matmul", "mkldnn.rnn")
@@ -133,3 +137,43 @@ def test_condition_matrix_products_run_in_ieee_under_a_callers_tf32(name, legacy
         corrupt(torch.rand(2, 3, 16, 16) * 255, torch.arange(2), name, 1, 0)
     assert spy.seen == {("ieee", "ieee")}
     assert torch.get_float32_matmul_precision() == legacy
+
+
+def _motion_blur_loop_reference(x: torch.Tensor, radius: int, sigma: float, angle: torch.Tensor) -> torch.Tensor:
+    """motion_blur_op as it was before batching (image by image, tap by tap): the bits the new one must give."""
+    h, w = x.shape[-2:]
+    width = 2 * radius + 1
+    weights = torch.exp(-torch.arange(width, dtype=torch.float64) ** 2 / (2 * sigma ** 2))
+    weights = (weights / weights.sum()).tolist()
+    dy, dx = (d.tolist() for d in imaging._motion_offsets(radius, angle))
+    padded = F.pad(x, (width, width, width, width), mode="replicate")
+    out = torch.zeros_like(x)
+    for n in range(x.shape[0]):
+        for weight, oy, ox in zip(weights, dy[n], dx[n]):
+            out[n].add_(padded[n, :, width - oy:width - oy + h, width - ox:width - ox + w], alpha=weight)
+    return out
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_motion_blur_gives_the_per_image_loops_bits(batched):
+    generator = torch.Generator().manual_seed(0)
+    for shape, radius, sigma in [((4, 3, 48, 64), 15, 8), ((3, 1, 37, 50), 20, 15), ((2, 3, 30, 30), 10, 3)]:
+        x = torch.rand(shape, generator=generator) * 255
+        angle = torch.rand(shape[0], generator=generator) * 270 - 135
+        expected = _motion_blur_loop_reference(x, radius, sigma, angle)
+        assert torch.equal(imaging.motion_blur_op(x, radius, sigma, angle, batched=batched), expected)
+
+
+@pytest.mark.parametrize("name", ["motion_blur", "snow"])
+def test_motion_blur_and_snow_keep_their_bits_at_every_severity(name, monkeypatch):
+    from ibnbench.conditions import corruptions
+
+    x = torch.rand(3, 3, 40, 48, generator=torch.Generator().manual_seed(1)) * 255
+    index = torch.tensor([0, 7, 4242])
+    for severity in corruptions.SEVERITIES:
+        monkeypatch.setattr(corruptions, "motion_blur_op", _motion_blur_loop_reference)
+        expected = corruptions.corrupt(x, index, name, severity, 123)
+        for batched in (True, False):
+            monkeypatch.setattr(corruptions, "motion_blur_op", functools.partial(imaging.motion_blur_op,
+                                                                                 batched=batched))
+            assert torch.equal(corruptions.corrupt(x, index, name, severity, 123), expected), (severity, batched)

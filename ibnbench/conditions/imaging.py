@@ -149,19 +149,37 @@ def _motion_offsets(radius: int, angle: torch.Tensor) -> tuple[torch.Tensor, tor
     return -torch.ceil(i * torch.sin(a) - 0.5).long(), -torch.ceil(i * torch.cos(a) - 0.5).long()
 
 
-def motion_blur_op(x: torch.Tensor, radius: int, sigma: float, angle: torch.Tensor) -> torch.Tensor:
+@lru_cache(maxsize=None)
+def _motion_weights(radius: int, sigma: float) -> tuple[float, ...]:
+    """The normalised Gaussian weights of the ``2 radius + 1`` taps of imagecorruptions' motion blur."""
+    weights = torch.exp(-torch.arange(2 * radius + 1, dtype=torch.float64) ** 2 / (2 * sigma ** 2))
+    return tuple((weights / weights.sum()).tolist())
+
+
+def motion_blur_op(x: torch.Tensor, radius: int, sigma: float, angle: torch.Tensor,
+                   batched: bool | None = None) -> torch.Tensor:
     """imagecorruptions' ``_motion_blur``: a Gaussian-weighted sum of edge-replicated shifts along ``angle``
-    (degrees, one per image)."""
-    h, w = x.shape[-2:]
+    (degrees, one per image), the shifts added tap by tap.
+
+    ``batched`` (default: off the CPU) adds each tap to the whole batch by one indexing kernel, the offsets staying
+    on the device (no host sync, 2 radius + 1 kernels); otherwise image by image from slices at offsets read on the
+    host, which is the faster way on the CPU (about 4x) and costs no sync there. Both give the same bits."""
+    n, c, h, w = x.shape
     width = 2 * radius + 1
-    weights = torch.exp(-torch.arange(width, dtype=torch.float64) ** 2 / (2 * sigma ** 2))
-    weights = (weights / weights.sum()).tolist()
-    dy, dx = (d.tolist() for d in _motion_offsets(radius, angle))
+    dy, dx = _motion_offsets(radius, angle)  # [N, taps]
+    top, left = width - dy, width - dx
     padded = F.pad(x, (width, width, width, width), mode="replicate")  # the reference's shifts repeat the edge
+    windows = padded.unfold(2, h, 1).unfold(3, w, 1)  # [N, C, 2 width + 1, 2 width + 1, H, W], a view
+    weights = _motion_weights(radius, float(sigma))
     out = torch.zeros_like(x)
-    for n in range(x.shape[0]):
-        for weight, oy, ox in zip(weights, dy[n], dx[n]):
-            out[n].add_(padded[n, :, width - oy:width - oy + h, width - ox:width - ox + w], alpha=weight)
+    if batched if batched is not None else x.device.type != "cpu":
+        images = torch.arange(n, device=x.device)
+        for tap, weight in enumerate(weights):
+            out.add_(windows[images, :, top[:, tap], left[:, tap]], alpha=weight)
+        return out
+    for image, (rows, cols) in enumerate(zip(top.tolist(), left.tolist())):
+        for weight, row, col in zip(weights, rows, cols):
+            out[image].add_(windows[image, :, row, col], alpha=weight)
     return out
 
 
