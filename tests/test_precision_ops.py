@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ibnbench.conditions import imaging
+from ibnbench.conditions import corruptions, imaging
+from ibnbench.conditions.frost import frost_dir
 from ibnbench.precision import full_fp32
 
 OPS = ("cudnn.conv", "cudnn.rnn", "cuda.matmul", "mkldnn.conv", "mkldnn.matmul", "mkldnn.rnn")
@@ -177,3 +178,40 @@ def test_motion_blur_and_snow_keep_their_bits_at_every_severity(name, monkeypatc
             monkeypatch.setattr(corruptions, "motion_blur_op", functools.partial(imaging.motion_blur_op,
                                                                                  batched=batched))
             assert torch.equal(corruptions.corrupt(x, index, name, severity, 123), expected), (severity, batched)
+
+
+class _HostTraffic(TorchDispatchMode):
+    """Records host-to-device copies (CPU tensors into "meta" ones: meta stands in for an accelerator) and host
+    syncs (``_local_scalar_dense``, ``item``, ``nonzero``) dispatched inside it."""
+
+    SYNCS = (torch.ops.aten._local_scalar_dense, torch.ops.aten.item, torch.ops.aten.nonzero)
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        from_host = any(isinstance(a, torch.Tensor) and a.device.type == "cpu" for a in args)
+        if func.overloadpacket in self.SYNCS or (from_host and isinstance(out, torch.Tensor)
+                                                 and out.device.type == "meta"):
+            self.seen.append(str(func))
+        return out
+
+
+@pytest.mark.parametrize("name", [n for n in corruptions.COMMON + corruptions.EXTRA if n != "jpeg_compression"])
+def test_imagenet_c_ops_copy_no_constants_and_read_nothing_back_after_the_first_batch(name, monkeypatch):
+    """Constants (blur disks, box weights, frost textures, colours, grey weights) are made on the device once and
+    kept; per-image offsets stay there: a second batch copies nothing from the host, builds no tensor from Python
+    values and syncs nothing."""
+    if name == "frost" and frost_dir() is None:
+        pytest.skip("frost textures absent (ibnbench fetch frost)")
+    built = []
+    monkeypatch.setattr(torch, "tensor", lambda *a, _make=torch.tensor, **k: built.append(a) or _make(*a, **k))
+    x, index = torch.zeros(2, 3, 32, 32, device="meta"), torch.arange(2, device="meta")
+    for severity in (1, 5):  # spatter: liquid, then mud
+        corruptions.corrupt(x, index, name, severity, 1)
+        built.clear()
+        with _HostTraffic() as traffic:
+            corruptions.corrupt(x, index, name, severity, 1)
+        assert traffic.seen == [] and built == [], (severity, traffic.seen, built)

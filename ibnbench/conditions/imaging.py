@@ -183,8 +183,11 @@ def motion_blur_op(x: torch.Tensor, radius: int, sigma: float, angle: torch.Tens
     return out
 
 
-def disk(radius: float, alias_blur: float) -> torch.Tensor:
-    """imagecorruptions' ``disk``: an aliased disk, normalised, then blurred by cv2.GaussianBlur (3x3 or 5x5)."""
+@lru_cache(maxsize=None)
+def disk(radius: float, alias_blur: float, device: torch.device | None = None,
+         dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """imagecorruptions' ``disk``: an aliased disk, normalised, then blurred by cv2.GaussianBlur (3x3 or 5x5); made
+    once per device and dtype."""
     half = 8 if radius <= 8 else int(radius)
     size = 3 if radius <= 8 else 5
     grid = torch.arange(-half, half + 1, dtype=torch.float64)
@@ -192,12 +195,22 @@ def disk(radius: float, alias_blur: float) -> torch.Tensor:
     disk /= disk.sum()
     taps = torch.exp(-(torch.arange(size, dtype=torch.float64) - (size - 1) / 2) ** 2 / (2 * alias_blur ** 2))
     taps /= taps.sum()
-    return kornia.filters.filter2d_separable(disk[None, None], taps[None], taps[None], border_type="reflect")[0, 0]
+    kernel = kornia.filters.filter2d_separable(disk[None, None], taps[None], taps[None], border_type="reflect")
+    return kernel[0, 0].to(device, dtype)
+
+
+@lru_cache(maxsize=None)
+def device_constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``torch.tensor(values)`` on ``device``, made once per device and dtype (no host copy per call)."""
+    return torch.tensor(values, device=device, dtype=dtype)
+
+
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 def gray(x: torch.Tensor) -> torch.Tensor:
     """cv2's RGB2GRAY (0.299 R + 0.587 G + 0.114 B), ``[N,1,H,W]``."""
-    return kornia.color.rgb_to_grayscale(x)
+    return kornia.color.rgb_to_grayscale(x, device_constant(GRAY_WEIGHTS, x.device, x.dtype))
 
 
 def rgb_to_hsv_parts(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,8 +231,9 @@ def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=None)
-def _pil_box_weights(n_in: int, n_out: int) -> torch.Tensor:
-    """PIL's BOX resampling matrix ``[n_out, n_in]`` (ImagingResample's coefficients for the box filter)."""
+def _pil_box_weights(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """PIL's BOX resampling matrix ``[n_out, n_in]`` (ImagingResample's coefficients for the box filter), made once
+    per device and dtype."""
     scale = n_in / n_out
     support = 0.5 * max(scale, 1.0)
     weights = torch.zeros(n_out, n_in, dtype=torch.float64)
@@ -230,7 +244,7 @@ def _pil_box_weights(n_in: int, n_out: int) -> torch.Tensor:
             t = (i - center + 0.5) / max(scale, 1.0)
             weights[out, i] = 1.0 if -0.5 < t <= 0.5 else 0.0
         weights[out] /= weights[out].sum()
-    return weights
+    return weights.to(device, dtype)
 
 
 def pixelate_op(x: torch.Tensor, factor: float) -> torch.Tensor:
@@ -238,8 +252,8 @@ def pixelate_op(x: torch.Tensor, factor: float) -> torch.Tensor:
     The passes are matrix products in IEEE precision: TF32 on 0..255 values would move levels across the floor."""
     h, w = x.shape[-2:]
     sh, sw = int(h * factor), int(w * factor)
-    box_w = _pil_box_weights(w, sw).to(x.device, x.dtype)
-    box_h = _pil_box_weights(h, sh).to(x.device, x.dtype)
+    box_w = _pil_box_weights(w, sw, x.device, x.dtype)
+    box_h = _pil_box_weights(h, sh, x.device, x.dtype)
     with full_fp32():
         small = torch.floor(x @ box_w.T + 0.5).clamp(0, 255)
         small = torch.floor(box_h @ small + 0.5).clamp(0, 255)
