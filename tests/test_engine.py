@@ -389,8 +389,8 @@ class _PrecisionSpy(torch.nn.Module):
         return torch.zeros(len(x), 1000)  # an ImageNet-1k head: the shape every scored model returns
 
 
-FULL_FP32 = (False, "none", "ieee", "ieee")
-"""(legacy cuDNN TF32 switch, cuDNN conv precision: "none" is no TF32, cuBLAS matmul, oneDNN conv) in full fp32"""
+FULL_FP32 = (False, "ieee", "ieee", "ieee")
+"""(legacy cuDNN TF32 switch, cuDNN conv precision, cuBLAS matmul, oneDNN conv) in full fp32"""
 
 
 def test_full_precision_forwards_are_ieee_fp32_and_the_record_says_so(tiny_val, tmp_path, monkeypatch):

@@ -7,8 +7,9 @@ files were made (``np.uint8`` of the result: values truncated to integers).
 
 Randomness is counter-based: every draw is a hash of (key, image index, element), the key being derived
 from the suite seed and the condition, so an image gets the same corruption whatever the batch it is in,
-the device, the worker count, the resume point or the number of ranks. Motion blur, snow and frost read their
-per-image offsets on the host (one synchronisation per batch); the JPEG ops pass through host memory.
+the device, the worker count, the resume point or the number of ranks. Per-image offsets (motion blur, snow,
+frost) stay on the device, and constants are made there once per device and dtype; the JPEG ops pass through host
+memory.
 """
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ibnbench.conditions.frost import frost_dir, frost_textures
+from ibnbench.conditions.frost import frost_dir, frost_stack
 from ibnbench.conditions.imaging import (
     BOX3,
     Draws,
     clipped_zoom,
+    device_constant,
     disk,
     equalize,
     fft_filter2d,
@@ -132,7 +134,7 @@ def sweep_copies(dy: torch.Tensor, dx: torch.Tensor, delta: int) -> torch.Tensor
 
 def defocus_blur(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
     radius, alias_blur = [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)][severity - 1]
-    return fft_filter2d(x, disk(radius, alias_blur).to(x.device, x.dtype))
+    return fft_filter2d(x, disk(radius, alias_blur, x.device, x.dtype))
 
 
 def motion_blur(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
@@ -166,17 +168,13 @@ def snow(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
 
 def frost(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
     weight, frost_weight = [(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)][severity - 1]
-    folder = frost_dir()
-    textures = [t.to(x.device, x.dtype) for t in frost_textures(str(folder))]
+    textures, sizes = frost_stack(str(frost_dir()), x.device, x.dtype)
     h, w = x.shape[-2:]
-    choice = draws.integers(0, 0, len(textures)).tolist()
-    u_top, u_left = draws.uniform(1, ()).tolist(), draws.uniform(2, ()).tolist()
-    crops = []
-    for k, ut, ul in zip(choice, u_top, u_left):
-        texture = textures[k]
-        top, left = int(ut * (texture.shape[-2] - h)), int(ul * (texture.shape[-1] - w))
-        crops.append(texture[:, top:top + h, left:left + w])
-    return weight * x + frost_weight * torch.stack(crops) / 255
+    choice = draws.integers(0, 0, len(textures))
+    top = (draws.uniform(1, ()).double() * (sizes[choice, 0] - h)).long()  # as int(u * (height - h)) on the host
+    left = (draws.uniform(2, ()).double() * (sizes[choice, 1] - w)).long()
+    crops = textures.unfold(2, h, 1).unfold(3, w, 1)[choice, :, top, left]  # [N, 3, h, w]
+    return weight * x + frost_weight * crops / 255
 
 
 def plasma_fractal(draws: Draws, size: int, decay: float, stream: int = 0) -> torch.Tensor:
@@ -272,7 +270,7 @@ def spatter(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
     if mud:
         m = gaussian_filter((liquid > threshold).to(x.dtype), intensity)
         m = torch.where(m < 0.8, torch.zeros_like(m), m)
-        colour = torch.tensor([63, 42, 20], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) / 255
+        colour = device_constant((63, 42, 20), x.device, x.dtype).view(1, 3, 1, 1) / 255
         return x * (1 - m) + colour * m
     layer = torch.floor(liquid * 255)
     inside = layer > 0
@@ -284,7 +282,7 @@ def spatter(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
     dist = filter3x3(dist, BOX3)
     m = layer * dist
     m = m / m.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12) * intensity
-    colour = torch.tensor([175, 238, 238], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) / 255
+    colour = device_constant((175, 238, 238), x.device, x.dtype).view(1, 3, 1, 1) / 255
     return x + m * colour
 
 

@@ -76,3 +76,16 @@ def frost_textures(folder: str) -> tuple[torch.Tensor, ...]:
         size = (int(math.ceil(rgb.shape[-2] * 1.1)), int(math.ceil(rgb.shape[-1] * 1.1)))
         textures.append(F.interpolate(rgb, size=size, mode="bicubic", align_corners=False)[0])
     return tuple(textures)
+
+
+@lru_cache(maxsize=None)
+def frost_stack(folder: str, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`frost_textures` on ``device`` once per device and dtype: zero-padded to one ``[5, 3, H, W]`` tensor,
+    with each texture's ``[5, 2]`` (height, width)."""
+    textures = frost_textures(folder)
+    stack = torch.zeros(len(textures), 3, max(t.shape[-2] for t in textures), max(t.shape[-1] for t in textures),
+                        dtype=dtype)
+    for k, texture in enumerate(textures):
+        stack[k, :, :texture.shape[-2], :texture.shape[-1]] = texture
+    sizes = torch.tensor([tuple(t.shape[-2:]) for t in textures])
+    return stack.to(device), sizes.to(device)

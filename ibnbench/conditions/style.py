@@ -54,11 +54,12 @@ def stylize_batch(generator: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Run ``generator`` on a 0..255 RGB batch ``[N,3,H,W]``: scale to [-1, 1], generate, scale back to 0..255.
 
     Sides that are not multiples of 4 are reflect-padded for the generator and cropped back. Float32
-    convolutions run in IEEE precision, not TF32 (:func:`ibnbench.precision.full_fp32`).
+    convolutions run in IEEE precision, not TF32 (:func:`ibnbench.precision.full_fp32`), and in float32 under a
+    caller's autocast too.
     """
     height, width = x.shape[-2:]
     pad_h, pad_w = -height % 4, -width % 4
-    with torch.no_grad(), full_fp32():
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False), full_fp32():
         inputs = x / 127.5 - 1.0
         if pad_h or pad_w:
             inputs = F.pad(inputs, (0, pad_w, 0, pad_h), mode="reflect")
