@@ -260,8 +260,8 @@ def _linear_scores(refine: float, amp: str = "bf16") -> tuple[torch.Tensor, torc
     from ibnbench.zoo.meta import Preprocessing
 
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
-    x, label = torch.rand(16, 3, 8, 8) * 255, torch.randint(0, 10, (16,))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 1000))
+    x, label = torch.rand(16, 3, 8, 8) * 255, torch.randint(0, 1000, (16,))
     runner = eval_runner.ModelRunner(model, Preprocessing(), torch.device("cpu"),
                                      RunOptions(device="cpu", amp=amp, refine=refine))
     scores = runner.score(x, label)
