@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
+from ibnbench.cli.arguments import non_empty_path, positive_int, seed
 from ibnbench.errors import UsageError
 from ibnbench.eval.options import RunOptions, add_flags
 
@@ -277,10 +278,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("make-fake-val", help="write a synthetic ImageNet-like val folder (for timing without ImageNet)")
-    p.add_argument("--n", type=int, default=50000, help="number of images (default 50000)")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.add_argument("--n", type=positive_int, default=50000, help="number of images (default 50000)")
+    p.add_argument("--out", required=True, metavar="DIR", type=non_empty_path)
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--workers", type=positive_int, help="processes (default: all cores)")
     p.set_defaults(func=cmd_make_fake_val)
 
     p = sub.add_parser("stylize", help="write a CycleGAN-stylised copy of a dataset (for `op = \"dir\"` conditions)")
