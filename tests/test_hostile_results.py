@@ -74,6 +74,13 @@ def test_site_manifest_naming_files_outside_the_site_is_refused(tmp_path, capfd)
     assert victim.read_text() == "keep"
 
 
+def test_site_inside_the_records_folder_is_refused(tmp_path, capfd):
+    records = records_folder(tmp_path)
+    fails(capfd, "leaderboard", "build", "--root", tmp_path, "--html", records / "site",
+          words=[f"{records / 'site'}: the site folder lies inside the records folder {records}"])
+    assert not (records / "site").exists()
+
+
 def test_site_under_a_file_is_one_line(tmp_path, capfd):
     records_folder(tmp_path)
     (tmp_path / "file").write_text("x")

@@ -178,6 +178,10 @@ def build_site(records_dir: str | Path | Sequence[str | Path], out: str | Path) 
     if inside:
         raise UsageError(f"{out}: the site folder holds the records it is built from ({inside[0]}); "
                          "choose another folder, e.g. site/")
+    around = [s for s in sources if Path(s).resolve() in (out.resolve(), *out.resolve().parents)]
+    if around:
+        raise UsageError(f"{out}: the site folder lies inside the records folder {around[0]} (its copies of the "
+                         "records would be read as records by the next build); choose another folder, e.g. site/")
     make_folder(out, "site folder")
     staging = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
     try:
