@@ -366,3 +366,17 @@ def test_predictions_sidecar_missing_or_altered(tmp_path, capfd):
     (tmp_path / "r.predictions.npz").write_bytes(b"not the sidecar")
     fails(capfd, "report", path, "--reliability", tmp_path / "rel.png",
           words=["r.predictions.npz: stored predictions do not match their record (sha256 differs)"])
+
+
+def test_compare_and_mcnemar_check_refuse_an_out_of_range_error(tmp_path, capfd):
+    from records import answer_record
+
+    a = write_record(answer_record({"resnet50": {"origin": "0110"}}), tmp_path / "a.json")
+    b = write_record(answer_record({"resnet50_ibn_a": {"origin": "0111"}}), tmp_path / "b.json")
+    data = json.loads(a.read_text())
+    data["results"][0]["top1_err"] = 150.0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    fails(capfd, "compare", bad, b, words=[str(bad), "invalid result(s): resnet50 / origin: error is 150.0/50.0"])
+    code, out, _err = cli(capfd, "check", "--results", bad, "--against", a, "--test", "mcnemar")
+    assert code == 1 and "INVALID" in out and "invalid: 1 result(s)" in out

@@ -185,7 +185,8 @@ def _mcnemar(new: Record, old: Record, shared: list[tuple[str, str]], old_pairs:
     failed = (adjusted < alpha) & ((table["newly wrong"] > table["newly right"]) | either_way)
     table["p"] = table.p.map(stats.format_p)
     table["p Holm"] = [stats.format_p(p) for p in adjusted]
-    table["status"] = ["REGRESSION" if f else "ok" for f in failed]
+    valid = [_valid(old, m, c, metric) and _valid(new, m, c, metric) for m, c in shared]
+    table["status"] = ["INVALID" if not v else "REGRESSION" if f else "ok" for f, v in zip(failed, valid)]
     missing = [pair for pair in old_pairs if pair not in shared]
     if missing:
         table = pd.concat([table, pd.DataFrame([{"model": m, "condition": c, "status": "MISSING"} for m,
@@ -205,4 +206,6 @@ def _mcnemar(new: Record, old: Record, shared: list[tuple[str, str]], old_pairs:
     if missing:
         reasons.append(f"missing: {len(missing)} result(s) of the recorded record are not in the new one (e.g. "
                        f"{missing[0][0]} / {missing[0][1]})")
+    if not all(valid):
+        reasons.append(f"invalid: {valid.count(False)} result(s) are NaN or infinite, or outside 0..100 %")
     return CheckResult(code, table, reasons)

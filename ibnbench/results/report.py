@@ -29,10 +29,16 @@ def load_records(paths: Sequence[str | Path]) -> list[Record]:
     if not records:
         raise RecordError(f"no result records found in {', '.join(map(str, paths))}")
     for record in records:
-        if problems := record.problems():
-            raise RecordError(f"{record.path}: invalid result(s): {'; '.join(problems)} (`ibnbench check` marks "
-                              "them INVALID)")
+        require_valid(record)
     return records
+
+
+def require_valid(record: Record) -> Record:
+    """``record`` if its numbers are valid; else a :class:`RecordError` naming it and each invalid result."""
+    if problems := record.problems():
+        raise RecordError(f"{record.path or 'record'}: invalid result(s): {'; '.join(problems)} (`ibnbench check` "
+                          "marks them INVALID)")
+    return record
 
 
 def require_mergeable(records: Sequence[Record]) -> None:
@@ -275,8 +281,8 @@ def consistency(records: Sequence[Record], condition: str, metric: str = "top1")
 def compare(first: str | Path | Record, second: str | Path | Record, metric: str = "top1") -> pd.DataFrame:
     """``ibnbench compare A.json B.json``: every model of A against every model of B under each shared
     condition, paired on the same images (McNemar, Holm-adjusted over the table)."""
-    a = first if isinstance(first, Record) else read_record(first)
-    b = second if isinstance(second, Record) else read_record(second)
+    a = require_valid(first if isinstance(first, Record) else read_record(first))
+    b = require_valid(second if isinstance(second, Record) else read_record(second))
     reasons = a.comparable_with(b)
     if reasons:
         raise RecordError(f"cannot compare {a.path or 'A'} with {b.path or 'B'}: {'; '.join(reasons)}")
