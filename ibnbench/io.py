@@ -47,6 +47,19 @@ def _make_parent(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
 
 
+def make_folder(path: str | os.PathLike, what: str = "folder") -> Path:
+    """Create the folder ``path`` (and its parents) unless it exists; a file in the way (``path`` itself or an
+    ancestor) or a folder that cannot be made raises :class:`FileWriteError` naming ``what`` and the reason."""
+    path = Path(path)
+    try:
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(20, f"{path} is a file, not a folder")
+        _make_parent(path / "probe")
+    except OSError as exc:
+        raise FileWriteError(f"cannot write {what} {path}: {_reason(exc)}") from None
+    return path
+
+
 @contextlib.contextmanager
 def staged(path: str | os.PathLike, fsync: bool = True) -> Iterator[IO[bytes]]:
     """A temporary file beside ``path``, opened for binary writing; it replaces ``path`` when the block completes
@@ -127,9 +140,9 @@ def hash_prefix_from_name(filename: str) -> str | None:
 
 
 def fetch(url: str, sha256_prefix: str | None, model_name: str, progress: bool = True,
-          folder: str | None = None) -> Path:
+          folder: str | None = None, otherwise: str = "pass --weights PATH") -> Path:
     """The cached file for ``url`` (in ``folder`` of the cache when given), downloading it if absent; the sha256
-    prefix is checked either way."""
+    prefix is checked either way. ``otherwise``: what else the user can do when the download fails."""
     filename = url.rsplit("/", 1)[-1]
     target = cache_dir() / (folder or "") / filename
     expected = sha256_prefix or hash_prefix_from_name(filename)
@@ -141,7 +154,7 @@ def fetch(url: str, sha256_prefix: str | None, model_name: str, progress: bool =
     except Exception as exc:  # network down, 404, disk full: one message that says what to do
         raise WeightsError(
             f"{model_name}: cannot download {url} ({type(exc).__name__}: {exc}). "
-            f"Download it elsewhere and place it at {target}, or pass --weights PATH."
+            f"Download it elsewhere and place it at {target}, or {otherwise}."
         ) from None
     try:
         return verified(target, expected, model_name, "the download was removed: the URL does not serve that file")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
+from ibnbench.cli.arguments import non_empty_path, positive_int, seed
 from ibnbench.errors import UsageError
 from ibnbench.eval.options import RunOptions, add_flags
 
@@ -74,14 +75,6 @@ def print_summary(record: Record) -> None:
     if close_calls:
         print(f"\n{close_calls} close call(s) decided in {record.environment['dtype']} were not scored again in "
               f"fp32 (--refine {record.environment['refine']}): raise --refine, or use --amp off, for exact answers")
-
-
-def non_empty(value: str) -> str:
-    """argparse type of a path or name option: an empty value is refused (it would mean the current folder, or
-    the option left out)."""
-    if not value.strip():
-        raise argparse.ArgumentTypeError("expected a path or name, got an empty value")
-    return value
 
 
 def _style_weights(pairs: list[str] | None) -> dict[str, str] | None:
@@ -199,31 +192,31 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append", required=True, metavar="NAME",
                    help="registered model (see `ibnbench models`), timm:NAME, torchvision:NAME or pkg.mod:factory; "
                         "repeat")
-    p.add_argument("--data", type=non_empty, required=True, metavar="DIR",
+    p.add_argument("--data", type=non_empty_path, required=True, metavar="DIR",
                    help="ImageNet val folder (val/<wnid>/*.JPEG, flat with labels, or ImageNetV2's "
                         "<class index>/*.jpeg)")
-    p.add_argument("--labels", type=non_empty, metavar="FILE",
+    p.add_argument("--labels", type=non_empty_path, metavar="FILE",
                    help="labels for a flat folder: LOC_val_solution.csv or '<file> <index>' lines")
     classes = p.add_mutually_exclusive_group()
     classes.add_argument("--classes-from-folders", action="store_true",
                          help="score on the classes of the dataset's class folders only (argmax and top-5 over their "
                               "logits: the protocol of ImageNet-R and -A, 200 classes); without it every dataset is "
                               "a 1000-way task, a subset of val too")
-    classes.add_argument("--classes", type=non_empty, metavar="FILE",
+    classes.add_argument("--classes", type=non_empty_path, metavar="FILE",
                          help="score on the classes listed in FILE only (one wnid or class index per line)")
     p.add_argument("--restrict-to-classes", action="store_true",
                    help="with --classes FILE: keep only the images of those classes (ImageNet val on ImageNet-R's "
                         "200 classes, the baseline its gap is measured against)")
-    p.add_argument("--suite", type=non_empty, default="table1",
+    p.add_argument("--suite", type=non_empty_path, default="table1",
                    help="condition suite name or TOML path (default table1; see `ibnbench suites`), or a dataset suite "
                         "(natural: val, ImageNetV2, -Sketch, -R, -A, Stylized-ImageNet; paths from $IBNBENCH_DATA)")
     p.add_argument("--conditions", type=lambda s: [c for c in s.split(",") if c], metavar="IDS",
                    help="comma-separated subset of the suite's condition ids (of a dataset suite: dataset ids)")
     p.add_argument("--weights", action="append", metavar="SPEC",
                    help="official (default), random, a path or a URL; once for all models or once per --model")
-    p.add_argument("--output", type=non_empty, metavar="FILE",
+    p.add_argument("--output", type=non_empty_path, metavar="FILE",
                    help="record path (default: RESULTS_DIR/<suite>-<models>-<time>.json)")
-    p.add_argument("--results-dir", type=non_empty, default="results", metavar="DIR",
+    p.add_argument("--results-dir", type=non_empty_path, default="results", metavar="DIR",
                    help="where records go by default (default results/)")
     p.add_argument("--preprocessing", action="append", metavar="SPEC",
                    help="resize=274,crop=240,mean=127,std=128[,interpolation=bicubic]: the model's eval preprocessing "
@@ -250,19 +243,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append", required=True, metavar="NAME",
                    help="model to analyse; repeat to compare")
     p.add_argument("--weights", action="append", metavar="SPEC", help="official (default), random, a path or a URL")
-    p.add_argument("--data", type=non_empty, required=True, metavar="DIR", help="domain A images (ImageNet val layout)")
+    p.add_argument("--data", type=non_empty_path, required=True, metavar="DIR",
+                   help="domain A images (ImageNet val layout)")
     domain = p.add_mutually_exclusive_group(required=True)
-    domain.add_argument("--data-b", type=non_empty, metavar="DIR", help="domain B: a second folder")
+    domain.add_argument("--data-b", type=non_empty_path, metavar="DIR", help="domain B: a second folder")
     domain.add_argument("--condition", metavar="ID", help="domain B: domain A under this condition of --suite")
     domain.add_argument("--split-classes", action="store_true", help="content shift: classes 0-499 vs 500-999")
-    p.add_argument("--suite", type=non_empty, default="table1", help="suite holding --condition (default table1)")
+    p.add_argument("--suite", type=non_empty_path, default="table1", help="suite holding --condition (default table1)")
     p.add_argument("--layers", default="auto", help="auto (main-path ReLU outputs) or comma-separated module names")
     p.add_argument("--limit", type=int, metavar="N", help="use the first N images (sorted order) of each domain")
     p.add_argument("--device", help="cuda or cpu (default: cuda if available)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--output", type=non_empty, metavar="FILE",
+    p.add_argument("--output", type=non_empty_path, metavar="FILE",
                    help="write the result as JSON (a list with several --model)")
-    p.add_argument("--plot", type=non_empty, metavar="PNG",
+    p.add_argument("--plot", type=non_empty_path, metavar="PNG",
                    help="bar chart in the style of the paper's Fig. 5, models side by side")
     p.set_defaults(func=cmd_divergence)
 
@@ -283,24 +277,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "(--limit images, default 4; --conditions to pick; --model is ignored)")
     p.add_argument("--reference", default="imagecorruptions:corrupt", metavar="MODULE:FUNC",
                    help="--corruptions: the reference function (MODULE:FUNC or FILE.py:FUNC)")
-    p.add_argument("--data", type=non_empty, metavar="DIR",
+    p.add_argument("--data", type=non_empty_path, metavar="DIR",
                    help="dataset for --pipeline / --compare-baseline / --corruptions")
-    p.add_argument("--suite", type=non_empty, default="table1")
+    p.add_argument("--suite", type=non_empty_path, default="table1")
     p.add_argument("--conditions", type=lambda s: [c for c in s.split(",") if c], metavar="IDS")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("make-fake-val", help="write a synthetic ImageNet-like val folder (for timing without ImageNet)")
-    p.add_argument("--n", type=int, default=50000, help="number of images (default 50000)")
-    p.add_argument("--out", type=non_empty, required=True, metavar="DIR")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.add_argument("--n", type=positive_int, default=50000, help="number of images (default 50000)")
+    p.add_argument("--out", required=True, metavar="DIR", type=non_empty_path)
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--workers", type=positive_int, help="processes (default: all cores)")
     p.set_defaults(func=cmd_make_fake_val)
 
     p = sub.add_parser("stylize", help="write a CycleGAN-stylised copy of a dataset (for `op = \"dir\"` conditions)")
     p.add_argument("--style", required=True, help="monet, cezanne, ukiyoe or vangogh (or any name with --weights)")
-    p.add_argument("--data", type=non_empty, required=True,
+    p.add_argument("--data", type=non_empty_path, required=True,
                    help="dataset folder; every .jpg/.jpeg/.png under it is stylised")
-    p.add_argument("--out", type=non_empty, required=True,
+    p.add_argument("--out", type=non_empty_path, required=True,
                    help="output folder (same relative paths; existing files are skipped)")
     p.add_argument("--weights", help="generator weights: official (default), a path, a URL or random")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")

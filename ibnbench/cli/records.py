@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from tabulate import tabulate, tabulate_formats
 
+from ibnbench.cli.arguments import non_empty_path, non_negative_float, port, probability
+
 if TYPE_CHECKING:
     pass
 
@@ -101,13 +103,14 @@ def cmd_leaderboard_serve(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommands to the ``ibnbench`` parser."""
     p = sub.add_parser("report", help="print the Table-1 report of result records")
-    p.add_argument("results", nargs="+", metavar="RECORD", help="record files or directories")
+    p.add_argument("results", nargs="+", metavar="RECORD", type=non_empty_path, help="record files or directories")
     p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json", "latex", "html"],
                    help="markdown (default), latex or html tables; csv or json hold numbers, one row per "
                         "(model, condition)")
     p.add_argument("--vs", choices=["paper"], help="show the paper's published numbers next to ours, with differences")
-    p.add_argument("--output", metavar="FILE", help="write the report to FILE instead of printing it")
-    p.add_argument("--plot", metavar="PNG",
+    p.add_argument("--output", metavar="FILE", type=non_empty_path,
+                   help="write the report to FILE instead of printing it")
+    p.add_argument("--plot", metavar="PNG", type=non_empty_path,
                    help="also draw the drops as grouped bars (top-1 and top-5 panels); records of the sweep suite "
                         "give robustness curves instead (at PNG, or at <stem>-sweep.png beside it when both kinds are "
                         "given); drops carry their paired 95%% (Tango) intervals as error bars")
@@ -118,7 +121,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pairs", action="store_true",
                    help="add model-vs-model McNemar tests under each condition (Holm-adjusted) and error-consistency "
                         "(kappa) matrices")
-    p.add_argument("--reliability", metavar="PNG",
+    p.add_argument("--reliability", metavar="PNG", type=non_empty_path,
                    help="draw reliability diagrams (accuracy vs confidence, 15 bins, ECE and its intervals in the "
                         "legend) from the stored predictions of schema-2 records")
     p.set_defaults(func=cmd_report)
@@ -131,13 +134,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "-A: val on their 200 classes). The 95%% intervals (er_low, er_high, the line's) "
                                    "come from a seeded percentile bootstrap over the baseline models and, where the "
                                    "records hold per-image answers, the images.")
-    p.add_argument("results", nargs="+", metavar="RECORD", help="records of dataset suites (files or directories)")
+    p.add_argument("results", nargs="+", metavar="RECORD", type=non_empty_path,
+                   help="records of dataset suites (files or directories)")
     p.add_argument("--shift", required=True, metavar="ID",
                    help="the dataset row, e.g. imagenet-r, sketch, v2-matched-frequency")
     p.add_argument("--baseline", action="append", required=True, metavar="MODELS",
                    help="models that define the line (comma-separated or repeated; at least two)")
     p.add_argument("--metric", default="top1", choices=["top1", "top5"], help="accuracy from top-1 (default) or top-5")
-    p.add_argument("--plot", metavar="PNG",
+    p.add_argument("--plot", metavar="PNG", type=non_empty_path,
                    help="draw the fit, the models and y = x on logit axes, IBN models highlighted")
     p.add_argument("--format", default="simple", choices=tabulate_formats, metavar="FORMAT",
                    help="tabulate format (default simple)")
@@ -147,16 +151,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        description="For each condition both records hold, test every model of A against every model "
                                    "of B on the same images: error difference with its paired 95% (Tango) interval, "
                                    "the discordant counts and McNemar's exact p, Holm-adjusted over the table.")
-    p.add_argument("a", metavar="A.json", help="first record")
-    p.add_argument("b", metavar="B.json", help="second record (same suite and dataset)")
+    p.add_argument("a", metavar="A.json", type=non_empty_path, help="first record")
+    p.add_argument("b", metavar="B.json", type=non_empty_path, help="second record (same suite and dataset)")
     p.add_argument("--metric", default="top1", choices=["top1", "top5"], help="which answers to pair (default top1)")
     p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json", "latex", "html"])
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("check", help="compare new results with recorded ones (exit 0 ok, 1 regression, 2 incomparable)")
-    p.add_argument("--results", required=True, metavar="NEW", help="the new record")
-    p.add_argument("--against", required=True, metavar="RECORDED", help="the recorded (reference) record")
-    p.add_argument("--tolerance", type=float, default=0.5, metavar="POINTS",
+    p.add_argument("--results", required=True, type=non_empty_path, metavar="NEW", help="the new record")
+    p.add_argument("--against", required=True, type=non_empty_path, metavar="RECORDED",
+                   help="the recorded (reference) record")
+    p.add_argument("--tolerance", type=non_negative_float, default=0.5, metavar="POINTS",
                    help="allowed error increase in points (default 0.5)")
     p.add_argument("--metric", default="top1", choices=["top1", "top5", "drop"],
                    help="what to compare (default top1 error)")
@@ -166,19 +171,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="tolerance (default): fail when an error rises by more than --tolerance points; mcnemar: fail "
                         "only when the per-image answers changed significantly (exact McNemar test on the same images, "
                         "Holm-adjusted over the compared cells, at --alpha)")
-    p.add_argument("--alpha", type=float, default=0.01, help="significance level of --test mcnemar (default 0.01)")
+    p.add_argument("--alpha", type=probability, default=0.01,
+                   help="significance level of --test mcnemar (default 0.01)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("leaderboard", help="leaderboards from committed records")
     lb = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     b = lb.add_parser("build", help="turn leaderboards/records/*.json into leaderboards/<suite>.md")
-    b.add_argument("--root", default="leaderboards", help="leaderboard folder (default leaderboards/)")
-    b.add_argument("--html", metavar="DIR",
+    b.add_argument("--root", default="leaderboards", type=non_empty_path,
+                   help="leaderboard folder (default leaderboards/)")
+    b.add_argument("--html", metavar="DIR", type=non_empty_path,
                    help="write the static website (index, sortable table per suite, page per model with figures, "
                         "the record JSONs) to DIR instead of the markdown boards; it works from file:// and any "
                         "static host")
     b.set_defaults(func=cmd_leaderboard)
     s = lb.add_parser("serve", help="preview a built site on http://127.0.0.1:PORT/ (localhost only)")
-    s.add_argument("directory", metavar="DIR", help="the folder `leaderboard build --html DIR` wrote")
-    s.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
+    s.add_argument("directory", metavar="DIR", type=non_empty_path,
+                   help="the folder `leaderboard build --html DIR` wrote")
+    s.add_argument("--port", type=port, default=8000, help="port on 127.0.0.1 (default 8000)")
     s.set_defaults(func=cmd_leaderboard_serve)

@@ -59,7 +59,8 @@ def fetch_frost(progress: bool = True) -> Path:
     base = os.environ.get(FROST_URL_ENV)
     for name, sha256 in FROST_SHA256.items():
         url = f"{base.rstrip('/')}/{name}" if base else FROST_URL.format(name=name)
-        fetch(url, sha256, f"frost texture {name}", progress, folder=FROST_CACHE)
+        fetch(url, sha256, f"frost texture {name}", progress, folder=FROST_CACHE,
+              otherwise=f"set ${FROST_DIR_ENV} to a folder holding the six files, or ${FROST_URL_ENV} to a mirror")
     return cache_dir() / FROST_CACHE
 
 

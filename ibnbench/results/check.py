@@ -11,7 +11,7 @@ from tabulate import tabulate
 
 from ibnbench.errors import RecordError, UsageError
 from ibnbench.results import stats
-from ibnbench.results.record import Record, read_record
+from ibnbench.results.record import Record, read_record, row_problem
 
 METRICS = ("top1", "top5", "drop")
 TESTS = ("tolerance", "mcnemar")
@@ -46,8 +46,16 @@ FAILING = ("REGRESSION", "IMPROVED", "MISSING", "INVALID")
 """Row statuses that fail a check; ``IMPROVED`` only arises with ``either_way`` (any move beyond the tolerance)."""
 
 
-def _status(before: float, after: float, tolerance: float, either_way: bool) -> str:
-    if not (math.isfinite(before) and math.isfinite(after)):
+def _valid(record: Record, model: str, condition: str, metric: str) -> bool:
+    """Whether the rows behind a compared number (with ``drop``: its baseline's too) hold valid numbers."""
+    rows = [record.result(model, condition)]
+    if metric == "drop":
+        rows.append(record.result(model, record.baselines().get(condition) or "origin"))
+    return all(row_problem(row) is None for row in rows)
+
+
+def _status(before: float, after: float, tolerance: float, either_way: bool, valid: bool = True) -> str:
+    if not (valid and math.isfinite(before) and math.isfinite(after)):
         return "INVALID"
     diff = after - before
     if diff > tolerance:
@@ -81,7 +89,7 @@ def check(results: str | Path | Record, against: str | Path | Record, tolerance:
     With ``test="mcnemar"`` a cell regresses only when its per-image answers changed significantly: McNemar's
     exact test on the same images, Holm-adjusted over the shared cells, below ``alpha``; a missing pair fails too.
     """
-    _check_arguments(metric, test, alpha)
+    _check_arguments(metric, test, alpha, tolerance)
     new = results if isinstance(results, Record) else read_record(results)
     old = against if isinstance(against, Record) else read_record(against)
     reasons = new.comparable_with(old)
@@ -103,7 +111,7 @@ def check(results: str | Path | Record, against: str | Path | Record, tolerance:
         return _mcnemar(new, old, shared, old_pairs, metric, either_way, alpha)
     return _tolerance(new, old, old_pairs, new_pairs, metric, tolerance, either_way)
 
-def _check_arguments(metric: str, test: str, alpha: float) -> None:
+def _check_arguments(metric: str, test: str, alpha: float, tolerance: float) -> None:
     if metric not in METRICS:
         raise UsageError(f"--metric must be one of {', '.join(METRICS)}, not {metric!r}")
     if test not in TESTS:
@@ -112,6 +120,8 @@ def _check_arguments(metric: str, test: str, alpha: float) -> None:
         raise UsageError("--test mcnemar compares per-image answers: use --metric top1 or top5")
     if not 0 < alpha < 1:
         raise UsageError(f"--alpha must lie between 0 and 1, not {alpha}")
+    if not 0 <= tolerance < math.inf:
+        raise UsageError(f"--tolerance must be a finite number of points, 0 or more, not {tolerance}")
 
 
 def _unpaired(new: Record, old: Record, shared: list[tuple[str, str]], metric: str) -> list[str]:
@@ -130,7 +140,9 @@ def _tolerance(new: Record, old: Record, old_pairs: list[tuple[str, str]], new_p
     for model, condition in old_pairs:
         before = _value(old, model, condition, metric)
         after = _value(new, model, condition, metric) if (model, condition) in new_pairs else math.nan
-        status = _status(before, after, tolerance, either_way) if (model, condition) in new_pairs else "MISSING"
+        status = "MISSING" if (model, condition) not in new_pairs else _status(
+            before, after, tolerance, either_way,
+            _valid(old, model, condition, metric) and _valid(new, model, condition, metric))
         rows.append({"model": model, "condition": condition, f"recorded {metric}": before, f"new {metric}": after,
                      "diff": after - before, "status": status})
     table = pd.DataFrame(rows)
@@ -150,8 +162,8 @@ def _tolerance(new: Record, old: Record, old_pairs: list[tuple[str, str]], new_p
                        f"{missing.iloc[0].model} / {missing.iloc[0].condition})")
     invalid = table[table.status == "INVALID"]
     if not invalid.empty:
-        reasons.append(f"invalid: {len(invalid)} result(s) are NaN or infinite (e.g. {invalid.iloc[0].model} / "
-                       f"{invalid.iloc[0].condition}); a run with no valid image cannot pass")
+        reasons.append(f"invalid: {len(invalid)} result(s) are NaN or infinite, or outside 0..100 % (e.g. "
+                       f"{invalid.iloc[0].model} / {invalid.iloc[0].condition}); a run with no valid image cannot pass")
     return CheckResult(code, table, reasons)
 
 
@@ -174,7 +186,8 @@ def _mcnemar(new: Record, old: Record, shared: list[tuple[str, str]], old_pairs:
     failed = (adjusted < alpha) & ((table["newly wrong"] > table["newly right"]) | either_way)
     table["p"] = table.p.map(stats.format_p)
     table["p Holm"] = [stats.format_p(p) for p in adjusted]
-    table["status"] = ["REGRESSION" if f else "ok" for f in failed]
+    valid = [_valid(old, m, c, metric) and _valid(new, m, c, metric) for m, c in shared]
+    table["status"] = ["INVALID" if not v else "REGRESSION" if f else "ok" for f, v in zip(failed, valid)]
     missing = [pair for pair in old_pairs if pair not in shared]
     if missing:
         table = pd.concat([table, pd.DataFrame([{"model": m, "condition": c, "status": "MISSING"} for m,
@@ -195,4 +208,6 @@ def _mcnemar(new: Record, old: Record, shared: list[tuple[str, str]], old_pairs:
     if missing:
         reasons.append(f"missing: {len(missing)} result(s) of the recorded record are not in the new one (e.g. "
                        f"{missing[0][0]} / {missing[0][1]})")
+    if not all(valid):
+        reasons.append(f"invalid: {valid.count(False)} result(s) are NaN or infinite, or outside 0..100 %")
     return CheckResult(code, table, reasons)

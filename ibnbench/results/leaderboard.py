@@ -6,11 +6,14 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from ibnbench.errors import RecordError
 from ibnbench.io import write_atomic
-from ibnbench.results.record import Record, condition_labels
-from ibnbench.results.report import cell_interval, load_records, results_frame
+from ibnbench.results.record import Record, condition_labels, file_name
+from ibnbench.results.report import cell_interval, load_records, require_mergeable, results_frame
 
 from . import imagenet_c, paper
+
+REFERENCE = "paper"  # the board of the paper's tables: paper.md
 
 
 def _model_groups(records: list[Record]):
@@ -20,6 +23,7 @@ def _model_groups(records: list[Record]):
     for record in records:
         by_dataset.setdefault(str(record.dataset.get("sha256", "")), []).append(record)
     for dataset, chosen in by_dataset.items():
+        require_mergeable(chosen)
         for model, group in results_frame(chosen).groupby("model", sort=False):
             yield dataset, model, group
 
@@ -110,10 +114,13 @@ def build(root: str | Path = "leaderboards") -> list[Path]:
                 f"Suite hash(es): {', '.join(hashes)}. Rows marked subset ran on fewer than 50,000 images and are "
                 "not comparable with full-set numbers.\n\n" + (_imagenet_c_board if ranked else _board)(chosen)
                 + "\n")
-        path = root / f"{suite}.md"
+        if suite == REFERENCE:
+            raise RecordError(f"{chosen[0].path}: suite name {suite!r} would overwrite the paper's tables "
+                              f"({REFERENCE}.md)")
+        path = root / f"{file_name(suite, 'suite name', chosen[0].path)}.md"
         write_atomic(path, text)
         written.append(path)
-    reference = root / "paper.md"
+    reference = root / f"{REFERENCE}.md"
     write_atomic(reference, "# IBN-Net paper, Tables 1-5 (reference)\n\nTop-1/top-5 error % on the full ImageNet "
                  "val set (Pan et al., ECCV 2018); in brackets the drop against origin (Tables 1, 3) or the gain "
                  "over the re-implementation (Table 2). Each cell's implementation is named in "

@@ -15,10 +15,11 @@ from typing import Sequence
 import pandas as pd
 
 from ibnbench.conditions.suite import Suite, read_suite
-from ibnbench.errors import RecordError
+from ibnbench.errors import RecordError, UsageError
+from ibnbench.io import write_atomic
 from ibnbench.results import stats
 from ibnbench.results.record import Record, condition_labels
-from ibnbench.results.report import load_records, paired_drop, results_frame
+from ibnbench.results.report import load_records, paired_drop, require_mergeable, results_frame
 
 SWEEP_SUITES = ("sweep",)
 FAMILIES = {  # family: (panel title, x-axis label, the origin's x value)
@@ -41,13 +42,19 @@ def pyplot():
 
 
 def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
-    """Lay out, write (format from the suffix, PNG by default) and close ``fig``; returns the path."""
+    """Lay out, write atomically (format from the suffix, PNG by default) and close ``fig``; returns the path. A
+    suffix matplotlib cannot write raises :class:`UsageError`, a path that cannot be written
+    :class:`FileWriteError`, each naming the path."""
     plt = pyplot()
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        kind = path.suffix[1:].lower() or "png"
+        formats = fig.canvas.get_supported_filetypes()
+        if kind not in formats:
+            raise UsageError(f"{path}: matplotlib cannot write .{kind} figures (use one of "
+                             f"{', '.join('.' + k for k in sorted(formats))})")
         fig.tight_layout()
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        write_atomic(path, lambda f: fig.savefig(f, format=kind, dpi=dpi, bbox_inches="tight"), what="figure")
     finally:
         plt.close(fig)
     return path
@@ -305,6 +312,7 @@ def plot_report(results: Sequence[str | Path], path: str | Path) -> list[Path]:
     records of a severity-grid suite (``sweep``) give robustness curves instead, at ``path`` when they are
     all there is, else at ``<stem>-sweep<suffix>`` beside it. Returns the files written."""
     records = load_records(results)
+    require_mergeable(records)
     sweeps = [r for r in records if r.suite in SWEEP_SUITES]
     others = [r for r in records if r.suite not in SWEEP_SUITES]
     path = Path(path)

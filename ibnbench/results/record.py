@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ REQUIRED = ("suite", "suite_hash", "dataset", "models", "environment", "timing",
 FIELD_TYPES = {"suite": str, "suite_hash": str, "conditions": list, "dataset": dict, "models": dict,
                "environment": dict, "timing": dict, "results": list, "per_image": dict, "predictions": dict,
                "created": str, "schema": int}
+MAX_IMAGES = 2 ** 53  # the largest count a JSON number holds exactly
 JSON_NAMES = {str: "a string", int: "an integer", list: "an array", dict: "an object"}
 
 
@@ -87,15 +87,10 @@ class Record:
         return next(iter(self.models))
 
     def problems(self) -> list[str]:
-        """Why the results cannot be valid numbers (NaN or infinite errors, no image scored); empty if they are."""
-        out = []
-        for row in self.results:
-            where = f"{row['model']} / {row['condition']}"
-            if not row["n_images"]:
-                out.append(f"{where}: no valid image was scored")
-            elif any(not math.isfinite(row[k]) for k in ("top1_err", "top5_err")):
-                out.append(f"{where}: error is {row['top1_err']}/{row['top5_err']}")
-        return out
+        """Why the results cannot be valid numbers (NaN, infinite or out-of-range errors, no image scored); empty
+        if they are."""
+        return [f"{row['model']} / {row['condition']}: {problem}" for row in self.results
+                if (problem := row_problem(row)) is not None]
 
     def to_frame(self) -> pd.DataFrame:
         """One row per (model, condition) with errors, drops against ``origin`` (or the condition's ``baseline``) and
@@ -137,23 +132,17 @@ class Record:
             raise RecordError(f"{where}: not a result record (wrong type: {', '.join(wrong)})")
         if data.get("schema", SCHEMA_VERSION) > SCHEMA_VERSION:
             raise RecordError(f"{where}: record schema {data['schema']} is newer than this ibnbench understands")
-        for i, row in enumerate(data["results"]):
-            if not isinstance(row, dict):
-                raise RecordError(f"{where}: results[{i}] is not an object")
-            bad = [k for k in ("model", "condition", "top1_err", "top5_err", "n_images") if k not in row]
-            if bad:
-                raise RecordError(f"{where}: results[{i}] lacks {', '.join(bad)}")
-            bad = [k for k in ("model", "condition") if not isinstance(row[k], str)]
-            bad += [k for k in ("top1_err", "top5_err", "n_images")
-                    if not isinstance(row[k], (int, float)) or isinstance(row[k], bool)]
-            if bad:
-                raise RecordError(f"{where}: results[{i}] has a wrong type in {', '.join(bad)} "
-                                  "(model and condition are names, errors and n_images numbers)")
+        _check_results(where, data["results"])
         for i, condition in enumerate(data.get("conditions", [])):
             if not isinstance(condition, dict) or not isinstance(condition.get("id"), str):
                 raise RecordError(f"{where}: conditions[{i}] is not an object with an 'id'")
         if not all(isinstance(m, dict) for m in data["models"].values()):
             raise RecordError(f"{where}: models must map each model name to an object")
+        unknown = next((row["model"] for row in data["results"] if row["model"] not in data["models"]), None)
+        if unknown is not None:
+            raise RecordError(f"{where}: results name model {unknown!r}, which models does not describe")
+        _check_per_image(where, data.get("per_image", {}))
+        _check_predictions(where, data.get("predictions", {}))
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "path"}
         known.setdefault("conditions", [{"id": c,
                                          "label": c} for c in dict.fromkeys(r["condition"] for r in data["results"])])
@@ -181,6 +170,81 @@ class Record:
             if self.models[model].get("preprocessing") != other.models[model].get("preprocessing"):
                 reasons.append(f"preprocessing of {model} differs")
         return reasons
+
+
+def row_problem(row: dict) -> str | None:
+    """Why a result row's numbers are invalid (no image scored; an error that is NaN, infinite or outside 0..100
+    percent), or None when they are valid."""
+    if not row["n_images"]:
+        return "no valid image was scored"
+    if not all(0 <= row[k] <= 100 for k in ("top1_err", "top5_err")):  # False for NaN too
+        return f"error is {row['top1_err']}/{row['top5_err']}"
+    return None
+
+
+def _check_results(where: str, rows: list) -> None:
+    """Each ``results`` row: an object with names for model and condition, numbers for the errors and a count of
+    images."""
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise RecordError(f"{where}: results[{i}] is not an object")
+        bad = [k for k in ("model", "condition", "top1_err", "top5_err", "n_images") if k not in row]
+        if bad:
+            raise RecordError(f"{where}: results[{i}] lacks {', '.join(bad)}")
+        bad = [k for k in ("model", "condition") if not isinstance(row[k], str)]
+        bad += [k for k in ("top1_err", "top5_err") if not isinstance(row[k], (int, float)) or isinstance(row[k], bool)]
+        bad += [] if isinstance(row["n_images"], int) and not isinstance(row["n_images"], bool) else ["n_images"]
+        if bad:
+            raise RecordError(f"{where}: results[{i}] has a wrong type in {', '.join(bad)} "
+                              "(model and condition are names, errors numbers, n_images an integer)")
+        if not 0 <= row["n_images"] <= MAX_IMAGES:
+            raise RecordError(f"{where}: results[{i}] has n_images {row['n_images']} (a count, 0 to {MAX_IMAGES})")
+    pairs = [(row["model"], row["condition"]) for row in rows]
+    if not pairs:
+        raise RecordError(f"{where}: holds no results")
+    twice = next((pair for i, pair in enumerate(pairs) if pair in pairs[:i]), None)
+    if twice:
+        raise RecordError(f"{where}: results hold {twice[0]} / {twice[1]} twice")
+
+
+def _check_per_image(where: str, per_image: dict) -> None:
+    """``per_image``: per metric, model and condition a string of '1' (right), '0' (wrong) and '-' (not scored),
+    one character per image of ``files`` (a list, or per dataset for a dataset suite's record)."""
+    files = per_image.get("files")
+    if files is not None and not isinstance(files, (list, dict)):
+        raise RecordError(f"{where}: per_image.files must be an array (or an object of arrays)")
+    for metric in ("top1", "top5"):
+        by_model = per_image.get(metric, {})
+        if not isinstance(by_model, dict) or not all(isinstance(v, dict) for v in by_model.values()):
+            raise RecordError(f"{where}: per_image.{metric} must map each model to an object of conditions")
+        for model, by_condition in by_model.items():
+            for condition, text in by_condition.items():
+                expected = files.get(condition) if isinstance(files, dict) else files
+                if not isinstance(text, str) or set(text) - set("01-") or (
+                        isinstance(expected, list) and len(text) != len(expected)):
+                    size = f" of {len(expected)} characters" if isinstance(expected, list) else ""
+                    raise RecordError(f"{where}: per_image.{metric} of {model} / {condition} must be a string{size} "
+                                      "of 1 (right), 0 (wrong) and - (not scored), one per image")
+
+
+def _check_predictions(where: str, predictions: dict) -> None:
+    """``predictions``: a reference to a sidecar file beside the record, or ``parts`` of such references."""
+    refs = predictions.get("parts", {"": predictions} if predictions else {})
+    if not isinstance(refs, dict) or not all(isinstance(ref, dict) for ref in refs.values()):
+        raise RecordError(f"{where}: predictions.parts must map each dataset to a file reference")
+    for ref in refs.values():
+        if not isinstance(ref.get("file"), str) or not isinstance(ref.get("sha256", ""), str):
+            raise RecordError(f"{where}: predictions must name a sidecar 'file' (and its 'sha256' as a string)")
+        file_name(ref["file"], "predictions file", where)
+
+
+def file_name(name: str, what: str, where: str) -> str:
+    """``name`` (a record's suite, predictions file, ...) if it can be used as one file name inside a folder;
+    an empty name, ``.``, ``..`` or one holding a path separator (``../victim``, ``/etc/x``) raises
+    :class:`RecordError` naming ``what`` and the record ``where`` it comes from."""
+    if name in ("", ".", "..") or any(sep in name for sep in ("/", "\\", "\0")):
+        raise RecordError(f"{where}: {what} {name!r} cannot be a file name (no path separators, '..' or empty)")
+    return name
 
 
 def condition_labels(records: Sequence[Record]) -> dict[str, str]:
@@ -224,6 +288,8 @@ def read_record(path: str | os.PathLike) -> Record:
 def find_records(paths: list[str | os.PathLike]) -> list[Path]:
     """Expand directories into their ``*.json`` records (recursively), keep files as given."""
     found: list[Path] = []
+    if any(str(p) == "" for p in paths):
+        raise RecordError("an empty path is not a record or directory")
     for p in map(Path, paths):
         if p.is_dir():
             found.extend(sorted(q for q in p.rglob("*.json") if not q.name.startswith(".")))

@@ -23,11 +23,33 @@ FORMATS = ("markdown", "csv", "json", "latex", "html")
 
 
 def load_records(paths: Sequence[str | Path]) -> list[Record]:
-    """Records from files and directories (``*.json`` below them)."""
+    """Records from files and directories (``*.json`` below them); a record holding invalid numbers (NaN, out of
+    range, no image scored) is refused, naming it: reports, boards and plots show valid numbers only."""
     records = [read_record(p) for p in find_records(list(paths))]
     if not records:
         raise RecordError(f"no result records found in {', '.join(map(str, paths))}")
+    for record in records:
+        require_valid(record)
     return records
+
+
+def require_valid(record: Record) -> Record:
+    """``record`` if its numbers are valid; else a :class:`RecordError` naming it and each invalid result."""
+    if problems := record.problems():
+        raise RecordError(f"{record.path or 'record'}: invalid result(s): {'; '.join(problems)} (`ibnbench check` "
+                          "marks them INVALID)")
+    return record
+
+
+def require_mergeable(records: Sequence[Record]) -> None:
+    """Refuse to merge records that hold the same model but are incomparable (other data, suite definition or
+    preprocessing): one model's column would mix their numbers. Names both files and the reasons."""
+    for a, b in itertools.combinations(records, 2):
+        shared = sorted(set(a.models) & set(b.models))
+        reasons = a.comparable_with(b) if shared else []
+        if reasons:
+            raise RecordError(f"{a.path or 'record'} and {b.path or 'record'} both hold {shared[0]} but cannot be "
+                              f"merged: {'; '.join(reasons)}; report them apart")
 
 
 def results_frame(records: Sequence[Record]) -> pd.DataFrame:
@@ -270,8 +292,8 @@ def consistency(records: Sequence[Record], condition: str, metric: str = "top1")
 def compare(first: str | Path | Record, second: str | Path | Record, metric: str = "top1") -> pd.DataFrame:
     """``ibnbench compare A.json B.json``: every model of A against every model of B under each shared
     condition, paired on the same images (McNemar, Holm-adjusted over the table)."""
-    a = first if isinstance(first, Record) else read_record(first)
-    b = second if isinstance(second, Record) else read_record(second)
+    a = require_valid(first if isinstance(first, Record) else read_record(first))
+    b = require_valid(second if isinstance(second, Record) else read_record(second))
     reasons = a.comparable_with(b)
     if reasons:
         raise RecordError(f"cannot compare {a.path or 'A'} with {b.path or 'B'}: {'; '.join(reasons)}")
@@ -348,6 +370,7 @@ def report(results: Sequence[str | Path], format: str = "markdown", vs: str | No
     if vs not in (None, "paper"):
         raise UsageError(f"--vs accepts only 'paper', not {vs!r}")
     records = load_records(results)
+    require_mergeable(records)
     footer = "\n".join(_provenance(r) for r in records)
     if imagenet_c.is_imagenet_c(records):
         if vs is not None:

@@ -11,16 +11,20 @@ from __future__ import annotations
 import dataclasses
 import functools
 import http.server
+import json
 import math
+import os
 import re
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from ibnbench.conditions.suite import read_suite, shipped_suites
-from ibnbench.errors import MissingFileError, RecordError, UnknownModelError, UsageError
+from ibnbench.errors import FileWriteError, MissingFileError, RecordError, UnknownModelError, UsageError
+from ibnbench.io import make_folder, write_json_atomic
 from ibnbench.results import paper
 from ibnbench.results.leaderboard import board_frames
 from ibnbench.results.plots import SWEEP_SUITES, plot_drops, plot_sweep
@@ -29,7 +33,8 @@ from ibnbench.results.report import load_records, table1
 from ibnbench.zoo import model_info
 
 RESULT_COLUMNS = ["suite", "model", "dataset", "subset", "date", "mean drop top1"]  # the index's table of results
-FOLDERS = ("suites", "models", "records")  # the site's own folders: a build removes files there it did not write
+FOLDERS = ("suites", "models", "records")  # the site's own folders
+MANIFEST = ".ibnbench-site.json"  # what the last build wrote: the only files a rebuild may replace or remove
 
 
 def slug(name: str) -> str:
@@ -163,8 +168,9 @@ def _model_sections(model: str, records: list[Record], folder: Path, names: dict
 
 def build_site(records_dir: str | Path | Sequence[str | Path], out: str | Path) -> list[Path]:
     """Write the static leaderboard site for the records under ``records_dir`` (files or folders) into ``out``;
-    returns the pages. Files in ``out``'s own folders (suites/, models/, records/) that this build did not write,
-    such as the pages of models no longer in the records, are removed."""
+    returns the pages. The site is built aside and then moved in; ``out/.ibnbench-site.json`` lists what the
+    build wrote, so that a rebuild replaces those files and removes the ones it no longer writes (pages of models
+    no longer in the records) and never touches, overwrites or deletes anything else in ``out``."""
     sources = [records_dir] if isinstance(records_dir, (str, Path)) else list(records_dir)
     records = load_records(sources)
     out = Path(out)
@@ -172,8 +178,24 @@ def build_site(records_dir: str | Path | Sequence[str | Path], out: str | Path) 
     if inside:
         raise UsageError(f"{out}: the site folder holds the records it is built from ({inside[0]}); "
                          "choose another folder, e.g. site/")
+    around = [s for s in sources if Path(s).resolve() in (out.resolve(), *out.resolve().parents)]
+    if around:
+        raise UsageError(f"{out}: the site folder lies inside the records folder {around[0]} (its copies of the "
+                         "records would be read as records by the next build); choose another folder, e.g. site/")
+    make_folder(out, "site folder")
+    staging = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
+    try:
+        pages = _write_site(records, staging)
+        _move_in(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out / page.relative_to(staging) for page in pages]
+
+
+def _write_site(records: list[Record], out: Path) -> list[Path]:
+    """Every file of the site into the empty folder ``out``; returns the pages."""
     for folder in FOLDERS:
-        (out / folder).mkdir(parents=True, exist_ok=True)
+        (out / folder).mkdir()
     env = _environment()
     names = _publish_records(records, out / "records")
 
@@ -190,10 +212,8 @@ def build_site(records_dir: str | Path | Sequence[str | Path], out: str | Path) 
         suites.append(context["suite"])
         pages.append(page(f"suites/{slug(suite)}.html", "suite.html", **context))
     models = sorted({m for r in records for m in r.models})
-    figures = []
     for model in models:
         sections = _model_sections(model, records, out / "models", names)
-        figures += [out / "models" / f["src"] for s in sections for f in s["figures"]]
         pages.append(page(f"models/{slug(model)}.html", "model.html", model=model, family=family(model),
                           sections=sections))
     pages.append(page("paper.html", "paper.html", tables=[
@@ -202,10 +222,45 @@ def build_site(records_dir: str | Path | Sequence[str | Path], out: str | Path) 
                "rows": rows}
     pages.append(page("index.html", "index.html", suites=suites, results=results, models=models,
                       families=sorted({r["family"] for r in rows})))
-    keep = {*pages, *figures, *(out / "records" / n for n in names.values())}
-    for stale in (f for folder in FOLDERS for f in (out / folder).iterdir() if f.is_file() and f not in keep):
-        stale.unlink()
     return pages
+
+
+def _previous_build(out: Path) -> set[str]:
+    """The files (relative paths) the last build wrote into ``out``, from its manifest; none without one."""
+    manifest = out / MANIFEST
+    if not manifest.exists():
+        return set()
+    try:
+        listed = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{manifest}: unreadable site manifest ({exc}); remove it and the site it lists") from None
+    inside = out.resolve()
+    if not isinstance(listed, list) or not all(
+            isinstance(name, str) and inside in (out / name).resolve().parents for name in listed):
+        raise UsageError(f"{manifest}: not a site manifest (a list of files inside {out}); remove it and the site "
+                         "it lists")
+    return set(listed)
+
+
+def _move_in(staging: Path, out: Path) -> None:
+    """Move the built files from ``staging`` into ``out``, remove the files of the previous build it no longer
+    writes and record the new list; a file in the way that the previous build did not write is refused first."""
+    written = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+    before = _previous_build(out)
+    foreign = [name for name in written if name not in before and (out / name).exists()]
+    if foreign:
+        raise UsageError(f"{out / foreign[0]}: exists and was not written by `ibnbench leaderboard build` (not in "
+                         f"{out / MANIFEST}); move it away or build into another folder")
+    write_json_atomic(out / MANIFEST, sorted(before | set(written)), what="site manifest")  # true if cut short
+    try:
+        for name in written:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, out / name)
+        for name in sorted(before - set(written)):
+            (out / name).unlink(missing_ok=True)
+    except OSError as exc:
+        raise FileWriteError(f"cannot write site {out}: {exc.strerror or exc} ({exc.filename})") from None
+    write_json_atomic(out / MANIFEST, written, what="site manifest")
 
 
 def make_server(directory: str | Path, port: int = 8000) -> http.server.ThreadingHTTPServer:
@@ -214,8 +269,14 @@ def make_server(directory: str | Path, port: int = 8000) -> http.server.Threadin
     if not (directory / "index.html").is_file():
         raise MissingFileError(f"{directory}: no index.html (build the site with `ibnbench leaderboard build --html "
                                 f"{directory}` first)")
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port}: a port lies between 0 (any free port) and 65535")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-    return http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    try:
+        return http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError as exc:
+        raise UsageError(f"--port {port}: cannot serve on 127.0.0.1:{port} ({exc.strerror or exc}); choose another "
+                         "port (0: any free one)") from None
 
 
 def serve(directory: str | Path, port: int = 8000) -> None:

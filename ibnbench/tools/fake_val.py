@@ -9,9 +9,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ibnbench.io import write_atomic
+from ibnbench.errors import UsageError
+from ibnbench.io import make_folder, write_atomic
 
 # ImageNet val: most images are 500x375 / 375x500 / 500x333 / 500x500; mean JPEG size ~ 130 kB.
+MAX_IMAGES = 10_000_000  # ~1.3 TB of JPEGs; more is a typo, and its job list alone would not fit in memory
 _SHAPES = ((375, 500), (500, 375), (333, 500), (500, 500), (500, 333), (400, 500), (281, 500), (500, 400))
 
 
@@ -52,6 +54,9 @@ def make_fake_val(n: int, out: str | os.PathLike, seed: int = 0, workers: int | 
     for the full 50,000, with valid ImageNet wnids; resumable (existing files are kept)."""
     from timm.data import ImageNetInfo
 
+    if not 1 <= n <= MAX_IMAGES:
+        raise UsageError(f"--n must be 1 to {MAX_IMAGES:,} images, not {n}")
+    make_folder(out, "fake val folder")
     wnids = ImageNetInfo().label_names()
     jobs = [(i, wnids[i % len(wnids)], str(out), seed) for i in range(n)]
     with ProcessPoolExecutor(workers or os.cpu_count(), initializer=torch.set_num_threads, initargs=(1,)) as pool:
