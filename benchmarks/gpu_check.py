@@ -265,7 +265,7 @@ def step_imagenet_c(plan: Plan, step: Step, work: Path) -> None:
     if "imagenet-c" not in shipped_suites():
         step.save({"skipped": "no suite named imagenet-c"}, complete=True)
         return
-    suite = load_suite("imagenet-c", style_weights=STYLE_WEIGHTS)
+    suite = load_suite("imagenet-c")
     if suite.requires:
         step.save({"skipped": f"missing assets: {'; '.join(suite.requires)}"}, complete=True)
         return

@@ -1103,7 +1103,7 @@ def test_empty_path_options_are_refused_not_read_as_the_current_folder(tmp_path,
     with pytest.raises(SystemExit) as exited:
         main([str(a) for a in [*args, flag, ""]])
     assert exited.value.code == 2
-    assert f"argument {flag}: expected a path or name, got an empty value" in capfd.readouterr().err
+    assert f"argument {flag}: expected a path, not an empty string" in capfd.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["val"]
 
 
