@@ -100,7 +100,7 @@ def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Se
                 state.store(name, condition.id, index, label, runner.score(x, label))
     state.label[index] = label.to(torch.int32)
     state.valid[index] = ok.to(device, non_blocking=True)
-    state.done[index] = True
+    state.done.index_fill_(0, index, True)  # not done[index] = True: on CUDA that copies the number from the host
 
 
 def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence, dataset: ValDataset,

@@ -59,7 +59,7 @@ def decision_gap(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     logit and the best other logit (top-1) or the fifth-best other logit (top-5)."""
     own = logits.gather(1, label[:, None])
     others = logits.scatter(1, label[:, None], float("-inf")).topk(5, dim=1).values
-    return (own - others[:, [0, 4]]).abs().amin(dim=1)
+    return (own - others[:, ::4]).abs().amin(dim=1)  # a strided view: a list index would be copied from the host
 
 
 class ModelRunner:
@@ -117,17 +117,16 @@ class ModelRunner:
         """The batch's :class:`Scores` and the number of close calls left unrefined (a device scalar under autocast)."""
         logits = self._forward(x)
         close_calls = 0
-        final = torch.ones(len(x), dtype=torch.bool, device=x.device)  # rows whose logits are fp32 ones
+        final = torch.full((len(x),), not self.amp_dtype, device=x.device)  # rows whose logits are fp32 ones
         if self.amp_dtype:
             # a row with an inf/NaN logit (fp16 overflow) has no meaningful gap: the closest of calls
             gap = decision_gap(logits, label).where(self._finite_rows(logits), 0.0)
             close = gap < CLOSE_CALL
-            final[:] = False
-            if self.refine:
+            if self.refine:  # index_fill_, not close[chosen] = False: on CUDA that copies the number from the host
                 chosen = gap.topk(min(len(x), math.ceil(self.refine * len(x))), largest=False).indices
                 logits[chosen] = self._forward(x[chosen], reduced=False)
-                close[chosen] = False
-                final[chosen] = True
+                close.index_fill_(0, chosen, False)
+                final.index_fill_(0, chosen, True)
             close_calls = close.sum()
         fault = torch.full_like(label, FINE, dtype=torch.int8)
         fault.masked_fill_(final & ~self._finite_rows(logits), BAD_LOGITS)
