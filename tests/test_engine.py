@@ -284,6 +284,25 @@ def test_refined_rows_store_the_softmax_of_their_fp32_logits():
     assert torch.allclose(stored, reduced, atol=1e-6) and (stored - full).abs().amax() > 1e-4
 
 
+@pytest.mark.parametrize("amp, refine", [("off", 0.0), ("bf16", 1.0)])
+def test_fp32_forwards_stay_fp32_under_a_callers_autocast(amp, refine):
+    """Fault 7 (issue 25): a full-precision run, and the refine re-score, turn autocast off rather than inherit the
+    caller's: inside an outer bf16 autocast they still store the softmax of plain fp32 logits."""
+    from ibnbench.zoo.meta import Preprocessing
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 1000))
+    x, label = torch.rand(16, 3, 8, 8) * 255, torch.randint(0, 1000, (16,))
+    runner = eval_runner.ModelRunner(model, Preprocessing(), torch.device("cpu"),
+                                     RunOptions(device="cpu", amp=amp, refine=refine))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = runner.score(x, label)
+    with torch.no_grad():
+        full = model(Preprocessing().normalize(x)).softmax(dim=1)
+    torch.testing.assert_close(scores.top5_prob, full.gather(1, scores.top5_index), atol=1e-6, rtol=0)
+    torch.testing.assert_close(scores.top5_index, full.topk(5, dim=1).indices)
+
+
 @pytest.mark.parametrize("amp, refine, made", [("off", 0.125, "fp32"), ("bf16", 0.0, "bf16 logits"),
                                                ("bf16", 0.125, "bf16 logits (refined rows fp32)"),
                                                ("fp16", 0.5, "fp16 logits (refined rows fp32)")])

@@ -1,7 +1,6 @@
 """A model on the device: preprocessing, precision, memory format, out-of-memory halving, refinement of close calls."""
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Callable, NamedTuple, TypeVar
 
@@ -97,8 +96,8 @@ class ModelRunner:
         x = self.preprocessing.normalize(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype and reduced
-                    else contextlib.nullcontext())
+        # fp32 is autocast turned off, not left alone: a caller's outer autocast would run it in reduced precision
+        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=bool(self.amp_dtype and reduced))
         with full_fp32(), autocast:
             logits = self.model(x)
         if not isinstance(logits, torch.Tensor) or logits.shape != (len(x), NUM_CLASSES):
