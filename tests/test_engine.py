@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from runs import CONDITIONS, inverted_copy_suite, small_models
+from syncs import HostSyncProbe
 
 from ibnbench.cli import main
 from ibnbench.data.discovery import open_dataset
@@ -17,7 +18,7 @@ from ibnbench.eval import runner as eval_runner
 from ibnbench.eval.checkpoint import Checkpoint
 from ibnbench.eval.engine import evaluate, run
 from ibnbench.eval.options import RunOptions
-from ibnbench.eval.plan import load_suite
+from ibnbench.eval.plan import Classifier, load_suite
 from ibnbench.zoo import create_model
 
 
@@ -456,3 +457,25 @@ def test_a_class_subset_under_autocast_counts_no_false_close_calls():
                                 classes=ClassSubset((3, 7, 11, 20, 30, 40, 50), "from folders"))
     hits = runner.hits(torch.zeros(8, 3, 8, 8), torch.full((8,), 7))
     assert hits.all() and int(runner.close_calls_left) == 0
+
+
+def _pooled_linear() -> Classifier:
+    """A small classifier on 64-pixel crops: 2x2 average colours into 1000 logits."""
+    from ibnbench.zoo.meta import Preprocessing
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(12, 1000))
+    return Classifier(module, Preprocessing(resize=73, crop=64))
+
+
+@pytest.mark.parametrize("with_file", [False, True])
+def test_close_calls_are_read_from_the_device_only_when_a_checkpoint_is_written(tiny_val, tmp_path, with_file):
+    """Fault 13 (issue 25): without a checkpoint file no chunk reads the close-call counter (a host sync per chunk
+    on CUDA); with one, every chunk does, for the file."""
+    checkpoint = Checkpoint(tmp_path / "resume.pt" if with_file else None, {"run": "x"})
+    options = RunOptions(workers=0, batch_size=2, chunk_size=2, device="cpu", amp="bf16", refine=0.5, progress=False)
+    with HostSyncProbe() as probe:
+        evaluate({"m": _pooled_linear()}, load_suite("table1").select(["origin"]).conditions,
+                 open_dataset(tiny_val), options, checkpoint)
+    reads = [e for e in probe.events if e.kind == "item" and e.functions[0] == "save_checkpoint"]
+    assert len(reads) == (4 if with_file else 0)  # 9 images in chunks of 2: 4 full chunks

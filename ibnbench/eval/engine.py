@@ -140,7 +140,8 @@ def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence,
 
     def save_checkpoint() -> None:  # never a chunk with a non-finite score: that stops the run, the last save stays
         state.check_finite()
-        checkpoint.save(state, {"skipped": skipped, "close_calls_left": int(close_calls_left())})
+        if checkpoint.path is not None:  # the close-call count is read from the device only for a file
+            checkpoint.save(state, {"skipped": skipped, "close_calls_left": int(close_calls_left())})
 
     t0 = time.perf_counter()
     passes = [(list(models), list(conditions))] if options.fanout else [([m], [c]) for m in models for c in conditions]
