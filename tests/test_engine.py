@@ -353,10 +353,11 @@ class _Overflow(torch.nn.Module):
         return logits
 
 
-@pytest.mark.parametrize("refine, left, wrong", [(0.125, 0, 0), (0.0, 2, 1)])
+@pytest.mark.parametrize("refine, left, wrong", [(0.125, 0, 0), (0.0, 2, 2)])
 def test_fp16_overflow_rows_are_rescored_or_counted(refine, left, wrong):
     """A row with a non-finite logit is the closest of calls: re-scored in fp32 first, else counted as left.
-    (Left unrefined, sample 11's NaN label logit ranks first in ``topk``, so only sample 4 comes out wrong.)"""
+    (Left unrefined, both come out wrong: sample 4's inf rival wins, and sample 11's NaN label logit, which carries
+    no information, ranks last.)"""
     from ibnbench.zoo.meta import Preprocessing
 
     runner = eval_runner.ModelRunner(_Overflow(), Preprocessing(), torch.device("cpu"),
@@ -366,6 +367,51 @@ def test_fp16_overflow_rows_are_rescored_or_counted(refine, left, wrong):
     x[11, 1] = 255.0
     hits = runner.hits(x, torch.full((16,), 3))
     assert int((~hits[:, 0]).sum()) == wrong and int(runner.close_calls_left) == left
+
+
+class _TiesAndOverflow(torch.nn.Module):
+    """Label 3 wins by 1 in fp32; under autocast, samples bright in channel 1 are exact ties with class 4 (gap 0)
+    and samples bright in channel 0 overflow (class 4 inf, and NaN for class 5)."""
+
+    def forward(self, x):
+        logits = torch.zeros(len(x), 1000)
+        logits[:, 3] = 1.0
+        if torch.is_autocast_enabled("cpu"):
+            logits[:, 4] = torch.where(x[:, 1, 0, 0] > 0, 1.0, 0.0)
+            logits[x[:, 0, 0, 0] > 0, 4] = float("inf")
+            logits[x[:, 0, 0, 0] > 0, 5] = float("nan")
+        return logits
+
+
+def _ties_and_overflow(refine: float) -> tuple[eval_runner.Scores, int]:
+    """16 samples of label 3: samples 0-7 exact ties under fp16, sample 12 an overflow."""
+    from ibnbench.zoo.meta import Preprocessing
+
+    runner = eval_runner.ModelRunner(_TiesAndOverflow(), Preprocessing(), torch.device("cpu"),
+                                     RunOptions(device="cpu", amp="fp16", refine=refine))
+    x = torch.zeros(16, 3, 8, 8)
+    x[:8, 1] = 255.0
+    x[12, 0] = 255.0
+    return runner.score(x, torch.full((16,), 3)), int(runner.close_calls_left)
+
+
+def test_overflow_rows_come_before_exact_ties_in_the_refine_share():
+    """Fault 15 (issue 25): one refine slot, eight exact ties (gap 0) and one overflow row: the overflow row takes the
+    slot (it has no gap at all), and its fp32 answer is right; the ties are counted as left."""
+    scores, left = _ties_and_overflow(refine=1 / 16)
+    assert bool(scores.hits(torch.full((16,), 3))[12, 0]) and left == 8
+    assert scores.fault.tolist() == [eval_runner.FINE] * 16
+
+
+def test_overflow_rows_left_unrefined_store_no_nan_probability():
+    """Fault 15 (issue 25): an overflow row the share cannot take is counted as left, scored from its logits bounded
+    to fp16's range (inf as the largest, NaN as the lowest), and stores finite probabilities (a NaN one made the
+    ECE NaN)."""
+    scores, left = _ties_and_overflow(refine=0.0)
+    assert left == 9 and scores.fault.tolist() == [eval_runner.FINE] * 16
+    assert bool(scores.top5_prob.isfinite().all()) and bool(scores.label_prob.isfinite().all())
+    assert int(scores.top5_index[12, 0]) == 4 and float(scores.top5_prob[12, 0]) == 1.0  # the overflowed class
+    assert 5 not in scores.top5_index[12].tolist()  # the NaN logit carries nothing: ranked last
 
 
 def test_normalize_builds_its_constants_once_per_device_and_dtype():

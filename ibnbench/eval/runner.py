@@ -112,24 +112,43 @@ class ModelRunner:
         finite = logits.isfinite() if self.outside_classes is None else logits.isfinite() | self.outside_classes
         return finite.all(dim=1)
 
+    def _bounded(self, logits: torch.Tensor) -> torch.Tensor:
+        """Reduced-precision logits with their overflow replaced by the nearest numbers the dtype holds: ``inf`` by
+        its largest, ``-inf`` and NaN (no information) by its lowest; the -inf outside a class subset kept."""
+        info = torch.finfo(self.amp_dtype)
+        bounded = logits.nan_to_num(nan=info.min, posinf=info.max, neginf=info.min)
+        return bounded if self.outside_classes is None else bounded.masked_fill(self.outside_classes, float("-inf"))
+
+    def _refine(self, x: torch.Tensor, label: torch.Tensor, logits: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
+        """Score the ``refine`` share closest to a decision again in fp32, in place in ``logits`` (marking those rows
+        in ``final``); returns the close calls left (a device scalar). Rows with a non-finite logit (fp16 overflow)
+        have no meaningful gap: they come first, then the smallest gaps."""
+        finite = self._finite_rows(logits)
+        gap = decision_gap(logits, label).where(finite, -1.0)
+        close = gap < CLOSE_CALL
+        if self.refine:  # index_fill_, not close[chosen] = False: on CUDA that copies the number from the host
+            chosen = gap.topk(min(len(x), math.ceil(self.refine * len(x))), largest=False).indices
+            logits[chosen] = self._forward(x[chosen], reduced=False)
+            close.index_fill_(0, chosen, False)
+            final.index_fill_(0, chosen, True)
+        return close.sum()
+
     def _score(self, x: torch.Tensor, label: torch.Tensor) -> tuple[Scores, torch.Tensor | int]:
-        """The batch's :class:`Scores` and the number of close calls left unrefined (a device scalar under autocast)."""
+        """The batch's :class:`Scores` and the number of close calls left unrefined (a device scalar under autocast).
+
+        Rows left in reduced precision with a non-finite logit (an fp16 overflow beyond the refine share) are
+        counted as close calls left and scored from :meth:`_bounded` logits, so that no probability is NaN; rows
+        non-finite in fp32 are :data:`BAD_LOGITS`, which stops the run."""
         logits = self._forward(x)
         close_calls = 0
         final = torch.full((len(x),), not self.amp_dtype, device=x.device)  # rows whose logits are fp32 ones
         if self.amp_dtype:
-            # a row with an inf/NaN logit (fp16 overflow) has no meaningful gap: the closest of calls
-            gap = decision_gap(logits, label).where(self._finite_rows(logits), 0.0)
-            close = gap < CLOSE_CALL
-            if self.refine:  # index_fill_, not close[chosen] = False: on CUDA that copies the number from the host
-                chosen = gap.topk(min(len(x), math.ceil(self.refine * len(x))), largest=False).indices
-                logits[chosen] = self._forward(x[chosen], reduced=False)
-                close.index_fill_(0, chosen, False)
-                final.index_fill_(0, chosen, True)
-            close_calls = close.sum()
+            close_calls = self._refine(x, label, logits, final)
         fault = torch.full_like(label, FINE, dtype=torch.int8)
         fault.masked_fill_(final & ~self._finite_rows(logits), BAD_LOGITS)
         fault.masked_fill_(~x.isfinite().flatten(1).all(dim=1), BAD_INPUT)
+        if self.amp_dtype:
+            logits = logits.where(final[:, None], self._bounded(logits))
         top5 = logits.topk(5, dim=1).indices
         probs = logits.softmax(dim=1)
         return Scores(top5, probs.gather(1, top5), probs.gather(1, label[:, None])[:, 0], fault), close_calls
