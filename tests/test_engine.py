@@ -525,3 +525,50 @@ def test_close_calls_are_read_from_the_device_only_when_a_checkpoint_is_written(
                  open_dataset(tiny_val), options, checkpoint)
     reads = [e for e in probe.events if e.kind == "item" and e.functions[0] == "save_checkpoint"]
     assert len(reads) == (4 if with_file else 0)  # 9 images in chunks of 2: 4 full chunks
+
+
+class _TightCondition:
+    """``inner`` that runs out of memory on more than ``limit`` images at once, noting each size it was given."""
+
+    def __init__(self, inner, limit: int):
+        self.inner, self.limit, self.id, self.sizes = inner, limit, inner.id, []
+
+    def source(self, dataset):
+        return None
+
+    def __call__(self, x, index=None):
+        self.sizes.append(len(x))
+        if len(x) > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.inner(x, index)
+
+
+def test_a_condition_out_of_memory_is_halved_and_remembered_with_identical_results(tiny_val):
+    """Fault 10 (issue 25): a condition that fits one image at a time (batches of 4, 4, 1) is run in halves, then
+    quarters, and at that size from the second batch on; the results equal a run where memory sufficed."""
+    noise = load_suite("imagenet-c").select(["origin", "gaussian_noise-3"]).conditions
+    tight = _TightCondition(noise[1], limit=1)
+    options = RunOptions(workers=0, batch_size=4, device="cpu", progress=False)
+    dataset = open_dataset(tiny_val)
+    plain = evaluate({"m": _pooled_linear()}, noise, dataset, options)
+    halved = evaluate({"m": _pooled_linear()}, [noise[0], tight], dataset, options)
+    assert tight.sizes == [4, 2, 1, 1, 1, 1] + [1] * 4 + [1]
+    assert halved.results == plain.results and halved.per_image == plain.per_image
+    assert (halved.predictions.top5_prob == plain.predictions.top5_prob).all()
+
+
+def test_out_of_memory_empties_the_cache_after_leaving_the_except_block(monkeypatch):
+    """Fault 10 (issue 25): inside ``except`` the traceback still holds the failed attempt's tensors, so
+    ``empty_cache`` there frees little: it runs after the block, with no exception in flight."""
+    import sys
+
+    in_flight = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: in_flight.append(sys.exc_info()[0]))
+
+    def attempt(size: int) -> int:
+        if size > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return size
+
+    assert eval_runner.halve_on_oom(attempt, 8, torch.device("cuda")) == (2, 2)
+    assert in_flight == [None, None]

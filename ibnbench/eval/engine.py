@@ -23,7 +23,7 @@ from ibnbench.eval.checkpoint import RESUME_HINT, Checkpoint, RunInterrupted, ch
 from ibnbench.eval.distributed import DistContext
 from ibnbench.eval.options import RunOptions
 from ibnbench.eval.plan import Classifier, RunPlan
-from ibnbench.eval.runner import ModelRunner, probability_source
+from ibnbench.eval.runner import ModelRunner, apply_condition, probability_source
 from ibnbench.eval.state import EvalState
 from ibnbench.precision import fp32_conv_precision
 from ibnbench.progress import Progress
@@ -77,11 +77,14 @@ class EvalResult:
 
 
 def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Sequence, state: EvalState,
-                    device: torch.device, own_batches: dict[str, dict] | None = None) -> None:
+                    device: torch.device, own_batches: dict[str, dict] | None = None,
+                    fitted: dict[str, int] | None = None) -> None:
     """Every condition on the batch's crops, every model on every condition; hits stay on the device.
 
     ``own_batches`` holds, per condition with images of its own (:meth:`Condition.source`), the same images read
-    from there."""
+    from there; ``fitted``, per condition id, the part size that fitted after an out-of-memory error
+    (:func:`~ibnbench.eval.runner.apply_condition`; kept from batch to batch)."""
+    fitted = {} if fitted is None else fitted
     index = batch["index"].to(device, non_blocking=True)
     label = batch["label"].to(device, non_blocking=True)
     ok = batch["ok"]
@@ -93,7 +96,7 @@ def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Se
             source = {key: crop.to(device, non_blocking=True).float()
                       for key, crop in own_batches[condition.id]["crops"].items()}
         for key, crop in source.items():
-            x = condition(crop, index)
+            x = apply_condition(condition, crop, index, fitted)
             for name, runner in runners.items():
                 if runner.geometry != key:
                     continue
@@ -150,6 +153,7 @@ def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence,
     read = 0  # images the loaders delivered (the main one and those of conditions with images of their own)
     from_cache = 0
     own_sources = {c.id: c.source(dataset) for c in conditions}  # checked once, not once per pass
+    fitted: dict[str, int] = {}  # condition batch sizes that fitted after an out-of-memory error
     for model_names, pass_conditions in passes:
         done = state.done.cpu()  # one transfer, not one device sync per image
         todo = [i for i in shard if not done[i]] if options.fanout else shard
@@ -166,7 +170,7 @@ def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence,
             try:
                 for batch, *own_batches in zip(*loaders):
                     _evaluate_batch(batch, {n: runners[n] for n in model_names}, pass_conditions, state, device,
-                                    dict(zip(own, own_batches)))
+                                    dict(zip(own, own_batches)), fitted)
                     skipped.extend(path for b in (batch, *own_batches) for path, _reason in b["bad"])
                     n = len(batch["index"])
                     read += sum(len(b["index"]) for b in (batch, *own_batches))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Callable, NamedTuple, TypeVar
 
 import torch
 from torch import nn
@@ -14,6 +14,9 @@ from ibnbench.errors import ModelOutputError
 from ibnbench.eval.options import RunOptions
 from ibnbench.precision import AMP_DTYPES, full_fp32
 from ibnbench.zoo.meta import Preprocessing
+
+if TYPE_CHECKING:
+    from ibnbench.conditions.base import Condition
 
 CLOSE_CALL = 0.25
 """Logit gap under which a reduced-precision decision counts as a close call: about the largest change of a
@@ -175,14 +178,29 @@ class ModelRunner:
 def halve_on_oom(attempt: Callable[[int], T], size: int, device: torch.device, what: str = "micro-batch") -> tuple[T,
                                                                                                                    int]:
     """``attempt(size)``, retried with half the size after each out-of-memory error (down to 1, then the error is
-    raised); returns the result and the size that fitted."""
+    raised); returns the result and the size that fitted. The allocator's cache is emptied after leaving the
+    ``except`` block: inside it, the traceback still holds the failed attempt's tensors."""
     while True:
         try:
             return attempt(size), size
         except torch.OutOfMemoryError:
             if size == 1:
                 raise
-            size = max(1, size // 2)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            tqdm.write(f"out of memory: {what} reduced to {size}")
+        size = max(1, size // 2)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        tqdm.write(f"out of memory: {what} reduced to {size}")
+
+
+def apply_condition(condition: Condition, x: torch.Tensor, index: torch.Tensor, fitted: dict[str, int]) -> torch.Tensor:
+    """``condition(x, index)`` in parts of half the batch after each out-of-memory error (a style generator needs
+    ~10-13 GB for 256 crops); ``fitted`` keeps the part size that fitted per condition id for the next batches.
+    Every condition works image by image (random draws keyed by ``index``), so the parts give the same images."""
+    def attempt(step: int) -> torch.Tensor:
+        parts = [condition(part, part_index) for part, part_index in zip(x.split(step), index.split(step))]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    out, step = halve_on_oom(attempt, fitted.get(condition.id, len(x)), x.device, f"condition {condition.id} batch")
+    if step < len(x):
+        fitted[condition.id] = step
+    return out
