@@ -25,6 +25,7 @@ from ibnbench.eval.options import RunOptions
 from ibnbench.eval.plan import Classifier, RunPlan
 from ibnbench.eval.runner import ModelRunner, apply_condition, probability_source
 from ibnbench.eval.state import EvalState
+from ibnbench.eval.timing import WarmClock
 from ibnbench.precision import fp32_conv_precision
 from ibnbench.progress import Progress
 from ibnbench.results.predictions import Predictions
@@ -66,7 +67,9 @@ def environment(device: torch.device, options: RunOptions, close_calls_left: int
 class EvalResult:
     """What :func:`evaluate` found: per (model, condition) ``results`` rows, ``per_image`` hits, the top-5
     ``predictions`` (for the sidecar), the ``skipped`` unreadable files, the reduced-precision close calls left
-    unrefined (None in full precision) and the ``timing``."""
+    unrefined (None in full precision) and the ``timing`` (``seconds`` from start-up to the end; ``warm``: seconds,
+    images and images/s after each pass's first batch, :class:`~ibnbench.eval.timing.WarmClock`, None when no pass
+    had a second batch)."""
 
     results: list[dict]
     per_image: dict
@@ -147,6 +150,7 @@ def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence,
             checkpoint.save(state, {"skipped": skipped, "close_calls_left": int(close_calls_left())})
 
     t0 = time.perf_counter()
+    warm = WarmClock(device)
     passes = [(list(models), list(conditions))] if options.fanout else [([m], [c]) for m in models for c in conditions]
     shard = dist.shard(range(len(dataset)))
     images = 0
@@ -173,6 +177,7 @@ def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence,
                                     dict(zip(own, own_batches)), fitted)
                     skipped.extend(path for b in (batch, *own_batches) for path, _reason in b["bad"])
                     n = len(batch["index"])
+                    warm.batch_done(n)
                     read += sum(len(b["index"]) for b in (batch, *own_batches))
                     progress.update(n)
                     images += n
@@ -186,6 +191,7 @@ def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence,
                 if options.fanout and images:  # every image marked done is complete: keep them all
                     save_checkpoint()
                 raise
+        warm.pass_done()
         state.check_finite()
         from_cache += loaders[0].from_cache
         read -= sum(loader.from_cache for loader in loaders)
@@ -204,7 +210,7 @@ def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence,
         skipped=sorted(set(skipped)), close_calls_left=close_calls if options.amp_dtype(device) else None,
         timing={"seconds": round(elapsed, 3), "images": n_done, "passes": len(passes),
                 "images_per_s": round(images / elapsed, 2) if elapsed else None, "decoded": decoded,
-                "world_size": dist.world_size,
+                "world_size": dist.world_size, "warm": warm.result(),
                 **({"from_cache": from_cache} if options.cache else {})})
 
 RECORD_START = re.compile(rb'\A\{\s*"suite"\s*:')
