@@ -35,7 +35,8 @@ class RunOptions:
     workers: int = _flag(min(8, os.cpu_count() or 1), "decode worker processes (default %(default)s)", metavar="N")
     amp: str = _flag("auto", "autocast dtype (auto: bf16 on CUDA, off on CPU)", choices=("auto", *AMP_NAMES, "off"))
     channels_last: bool = _flag(False, "run models in channels_last memory format")
-    compile: bool = _flag(False, "torch.compile the models")
+    compile: bool = _flag(False, "torch.compile the models, their batch norms folded into the convolutions "
+                                         "before them (those inside IBN layers kept)")
     limit: int | None = _flag(None, "evaluate only the first N images (sorted order)", type=int, metavar="N")
     chunk_size: int = _flag(2048, "images per checkpoint: the unit --resume restarts from (default %(default)s)",
                             metavar="N")
