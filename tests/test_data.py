@@ -14,7 +14,7 @@ from ibnbench.data import decode as data
 from ibnbench.data.classes import class_names
 from ibnbench.data.discovery import FULL_VAL_SIZE, open_dataset
 from ibnbench.data.geometry import Geometry, geometry_key
-from ibnbench.data.loader import CropDataset, CropLoader, GpuDecoder, make_loader
+from ibnbench.data.loader import CropDataset, CropLoader, GpuDecoder, crop_grouped, make_loader
 from ibnbench.errors import BadImageError, DatasetError
 from ibnbench.zoo.meta import EFFICIENTNET_LITE_PREPROCESSING, Preprocessing
 
@@ -404,6 +404,45 @@ def test_device_decoding_bookkeeping_with_a_stand_in_for_nvjpeg(tmp_path, monkey
     assert decoder.decoded_on_device == 2 and decoder.fallbacks == 1
     assert batch["ok"].all() and batch["bad"] == [] and "encoded" not in batch
     assert torch.equal(batch["crops"]["bilinear256-crop224"], expected["crops"]["bilinear256-crop224"])
+
+
+def test_nvjpeg_worker_batch_ships_bytes_not_zero_filled_crops(tmp_path):
+    """Issue 25, fault 11: with nvJPEG, a worker's batch holds the encoded bytes of the images left to the device
+    and crops only of the rows it decoded itself (a greyscale one here), not a zero-filled crop per image."""
+    root = make_folder(tmp_path / "val", {A: [1, 2, 3], B: [4]})
+    write_image(root / A / val_name(2), seed=2, mode="L")
+    crops = CropDataset(open_dataset(root), [Preprocessing(), Geometry(320, 288, "bicubic")], nvjpeg=True)
+    batch = crops.collate([crops[i] for i in range(4)])
+    rows, lengths, packed = batch["encoded"]
+    assert batch["crop_rows"] == [1] and rows == [0, 2, 3]
+    assert {key: tuple(c.shape) for key, c in batch["crops"].items()} == {
+        "bilinear256-crop224": (1, 3, 224, 224), "bicubic320-crop288": (1, 3, 288, 288)}
+    assert torch.equal(batch["crops"]["bilinear256-crop224"][0], Geometry().apply(data.decode_file(crops.val.path(1))))
+    assert sum(lengths) == packed.numel() == sum((root / f).stat().st_size for f in crops.val.files
+                                                     if Path(f).name != val_name(2))
+
+
+def test_grouped_crops_equal_per_image_crops_with_one_call_per_size(monkeypatch):
+    """Issue 25, fault 11: device-decoded images are resized in one call per distinct size, bit for bit as one
+    call per image."""
+    generator = torch.Generator().manual_seed(0)
+    sizes = [(375, 500), (500, 375), (375, 500), (333, 500), (375, 500), (500, 375)]
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=generator) for h, w in sizes]
+    calls = []
+    apply = Geometry.apply
+
+    def counted(self: Geometry, x: torch.Tensor, resize: bool = True) -> torch.Tensor:
+        calls.append(x.shape)
+        return apply(self, x, resize)
+
+    for geometry in (Geometry(), Geometry(320, 288, "bicubic")):
+        expected = [geometry.apply(image) for image in images]
+        calls.clear()
+        monkeypatch.setattr(Geometry, "apply", counted)
+        grouped = crop_grouped(images, geometry)
+        monkeypatch.undo()
+        assert len(calls) == 3 and sorted(shape[0] for shape in calls) == [1, 2, 3]
+        assert all(torch.equal(a, b) for a, b in zip(grouped, expected))
 
 
 # ----------------------------------------------------------------------------------------------------- GPU

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torchvision.io import ImageReadMode, decode_image, encode_jpeg, encode_png, read_file, write_file
@@ -73,9 +74,9 @@ def test_limit_then_resume_processes_only_the_rest(dataset, tmp_path, monkeypatc
     out = tmp_path / "monet"
     calls = []
 
-    def counting(generator, x):
+    def counting(generator, x, precision):
         calls.append(x.shape)
-        return stylize_batch(generator, x)
+        return stylize_batch(generator, x, precision)
 
     monkeypatch.setattr(stylize_tool, "stylize_batch", counting)
     assert run(dataset, out, limit=2) == {"total": 2, "written": 2, "skipped": 0, "out": str(out)}
@@ -168,7 +169,7 @@ def test_square_resize_round_trips_and_is_recorded(dataset, tmp_path, capsys):
             assert (out / relative).read_bytes() == encode_jpeg(expected, quality=95).numpy().tobytes()
     manifest = json.loads((out / "stylize.json").read_text())
     assert manifest == {"style": "monet", "weights": "random", "sha256": None, "resize": "square", "size": SIZE,
-                        "interpolation": "bicubic"}
+                        "interpolation": "bicubic", "precision": "ieee"}
     capsys.readouterr()
     (out / "n01440764" / "a.JPEG").unlink()
     assert main([*argv[:-1], "shorter"]) == 2
@@ -186,3 +187,72 @@ def test_square_resize_round_trips_and_is_recorded(dataset, tmp_path, capsys):
     conditions = {c["id"]: c for c in json.loads(record_path.read_text())["conditions"]}
     assert conditions["monet-square"]["stylized"]["resize"] == "square"
     assert conditions["monet"]["style_input"] == "the classifier's 224x224 centre crop as it is (no resize)"
+    assert conditions["monet"]["style_precision"] == "ieee"
+
+
+def test_pre_rendered_crops_stand_in_for_the_generator(dataset, tmp_path, capsys):
+    """Issue 25, build item 3: ``stylize --resize crop`` renders the classifier's crop once, losslessly, and
+    ``run --style-dir monet=OUT`` reads it instead of running the generator: the images equal the generator's
+    output on the loader's crops up to the storage rounding (half a grey level), the run's top-5 answers and
+    probabilities equal those of the run with the generator (quantised condition: both rounded alike), the suite
+    hash stays, and the record names the folder."""
+    from ibnbench.conditions.style import Style
+    from ibnbench.data.discovery import open_dataset
+    from ibnbench.data.geometry import Geometry
+    from ibnbench.data.loader import make_loader
+    from ibnbench.results.predictions import for_record
+    from ibnbench.results.record import read_record
+
+    out = tmp_path / "rendered"
+    assert main(["stylize", "--style", "monet", "--data", str(dataset), "--out", str(out), "--weights", "random",
+                 "--device", "cpu", "--workers", "0", "--resize", "crop", "--size", "40", "--crop", "32"]) == 0
+    assert files_under(out) == sorted(str(Path(f).with_suffix(".png")) for f in FILES) + MANIFEST
+    assert json.loads((out / "stylize.json").read_text())["crop"] == 32
+
+    val = open_dataset(dataset)
+    on_the_fly = Style("monet", style="monet", weights="random", generators=generators)
+    rendered = Style("monet", style="monet", weights="random", generators=generators, rendered=out)
+    assert rendered.requires == [] and rendered.spec == on_the_fly.spec
+    geometry = Geometry(40, 32)  # small crops: the generator is slow on a CPU
+    (crops,) = make_loader(val, [geometry], batch_size=8, workers=0)
+    (read,) = make_loader(rendered.source(val), [geometry], batch_size=8, workers=0)
+    key = geometry.key
+    expected, got = on_the_fly(crops["crops"][key].float()), rendered(read["crops"][key].float())
+    assert (got - expected).abs().max() <= 0.5 + 1e-3 and (got - expected).abs().mean() > 0.1  # rounded, not equal
+
+    suite = tmp_path / "monet.toml"
+    suite.write_text('[[conditions]]\nid = "monet"\nop = "style"\nstyle = "monet"\nweights = "random"\n'
+                     'quantize = true\n')
+    records = {}
+    for name, extra in (("generator", []), ("rendered", ["--style-dir", f"monet={out}"])):
+        assert main(["run", "--model", "resnet18", "--weights", "random", "--data", str(dataset), "--suite",
+                     str(suite), "--device", "cpu", "--workers", "0", "--output", str(tmp_path / f"{name}.json"),
+                     "--preprocessing", "resize=40,crop=32", *extra]) == 0
+        records[name] = read_record(tmp_path / f"{name}.json")
+    generator_run, rendered_run = records["generator"], records["rendered"]
+    assert generator_run.suite_hash == rendered_run.suite_hash
+    assert rendered_run.conditions[0]["rendered"]["root"] == str(out)
+    assert "rendered" not in generator_run.conditions[0]
+    a, b = for_record(generator_run), for_record(rendered_run)
+    assert np.array_equal(a.top5_index, b.top5_index)
+    assert np.abs(a.top5_prob.astype(np.float64) - b.top5_prob.astype(np.float64)).max() <= 1e-3
+
+
+def test_style_dir_is_refused_where_it_cannot_stand_for_the_condition(dataset, tmp_path, capsys):
+    shorter = tmp_path / "shorter"
+    run(dataset, shorter)
+    common = ["run", "--model", "resnet18", "--weights", "random", "--data", str(dataset), "--conditions", "monet",
+              "--style-weights", "monet=random", "--device", "cpu", "--workers", "0"]
+    assert main([*common, "--style-dir", f"monet={shorter}"]) == 2
+    assert "does not hold the classifier's crops stylised for condition 'monet'" in capsys.readouterr().err
+    assert main([*common, "--style-dir", f"cezanne={shorter}"]) == 2
+    assert "--style-dir cezanne=...: no style condition uses style 'cezanne'" in capsys.readouterr().err
+    assert main([*common, "--style-dir", "monet"]) == 2
+    assert "--style-dir takes STYLE=DIR" in capsys.readouterr().err
+    crops = tmp_path / "crops"
+    assert main(["stylize", "--style", "monet", "--data", str(dataset), "--out", str(crops), "--weights", "random",
+                 "--device", "cpu", "--workers", "0", "--resize", "crop", "--size", "40", "--crop", "32"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--style-dir", f"monet={crops}"]) == 2
+    assert ("its images are the crops bilinear40-crop32, model resnet18 takes bilinear256-crop224"
+            in capsys.readouterr().err)

@@ -32,7 +32,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         given = [flag for flag, on in (("--classes-from-folders", args.classes_from_folders),
                                        ("--classes", args.classes),
                                        ("--restrict-to-classes", args.restrict_to_classes),
-                                       ("--style-weights", args.style_weights)) if on]
+                                       ("--style-weights", args.style_weights),
+                                       ("--style-dir", args.style_dir)) if on]
         if given:
             raise UsageError(f"{given[0]} does not apply to dataset suite {args.suite}: its file says per dataset "
                              "whether it is scored on a class subset")
@@ -177,7 +178,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from ibnbench.tools.stylize import stylize
 
     summary = stylize(args.style, args.data, args.out, weights=args.weights, device=args.device,
-                      limit=args.limit, size=args.size, workers=args.workers, resize_mode=args.resize)
+                      limit=args.limit, size=args.size, workers=args.workers, resize_mode=args.resize,
+                      crop=args.crop, precision=args.precision)
     print(f"stylize {args.style}: {summary['written']} written, {summary['skipped']} already present, "
           f"{summary['total']} in all -> {summary['out']}")
     return 0
@@ -300,9 +302,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--limit", type=int, help="only the first N images in sorted path order")
     p.add_argument("--size", type=int, default=256, help="size the images are resized to (default 256)")
-    p.add_argument("--resize", choices=["shorter", "square"], default="shorter",
+    p.add_argument("--resize", choices=["shorter", "square", "crop"], default="shorter",
                    help="shorter: shorter side to --size, bilinear, aspect kept (default; what the classifiers' "
-                        "resize sees); square: --size x --size bicubic, as the CycleGAN authors' test script. "
-                        "Recorded in OUT/stylize.json and in the records of runs that read OUT")
+                        "resize sees); square: --size x --size bicubic, as the CycleGAN authors' test script; crop: "
+                        "the classifier's centre crop (--crop) of that resize, saved as PNG, for `run --style-dir "
+                        "STYLE=OUT`. Recorded in OUT/stylize.json and in the records of runs that read OUT")
+    p.add_argument("--crop", type=positive_int, default=224, help="with --resize crop: the crop side (default 224)")
+    p.add_argument("--precision", choices=["ieee", "tf32", "bf16"], default="ieee",
+                   help="how the generator runs: ieee float32 (default), tf32 convolutions (CUDA) or bf16 autocast")
     p.add_argument("--workers", type=int, default=4, help="decoding worker processes (default 4)")
     p.set_defaults(func=cmd_stylize)

@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 from ibnbench.conditions.base import Condition
 
@@ -119,9 +119,8 @@ def _flag(where: str, table: Mapping, field: str, default: bool) -> bool:
     return value
 
 
-def _condition(path: Path, index: int, entry: object, defaults: dict[str, bool],
-               style_weights: Mapping[str, str], op_defaults: Mapping[str, object],
-               generators: GeneratorSource | None) -> Condition:
+def _condition(path: Path, index: int, entry: object, defaults: dict[str, bool], op_defaults: Mapping[str, object],
+               style_settings: Callable[[str], dict]) -> Condition:
     where = f"{path}: condition #{index + 1}"
     if not isinstance(entry, dict):
         raise SuiteError(f"{where}: expected a [[conditions]] table, got {entry!r}")
@@ -146,13 +145,11 @@ def _condition(path: Path, index: int, entry: object, defaults: dict[str, bool],
     if not isinstance(label, str):
         raise SuiteError(f"{where}: field 'label': expected a string, got {label!r}")
     kwargs = {k: entry[k] if k in entry else op_defaults[k] for k in parameters if k in entry or k in op_defaults}
-    if op == "style" and isinstance(kwargs.get("style"), str) and kwargs["style"] in style_weights:
-        kwargs["weights"] = style_weights[kwargs["style"]]
+    if op == "style" and isinstance(kwargs.get("style"), str):
+        kwargs.update(style_settings(kwargs["style"]))
     if op == "dir" and isinstance(kwargs.get("root"), str):
         kwargs["root"] = path.parent / Path(kwargs["root"]).expanduser()
     flags = {field: _flag(where, entry, field, default) for field, default in defaults.items()}
-    if op == "style":
-        kwargs["generators"] = generators
     try:
         return cls(condition_id, label, **flags, **kwargs)
     except ValueError as exc:
@@ -173,13 +170,17 @@ def _locate(name_or_path: str | os.PathLike) -> Path:
 
 
 def read_suite(name_or_path: str | os.PathLike, *, style_weights: Mapping[str, str] | None = None,
-               generators: GeneratorSource | None = None) -> Suite:
+               generators: GeneratorSource | None = None, style_precision: str = "ieee",
+               style_dirs: Mapping[str, str | os.PathLike] | None = None) -> Suite:
     """Read a shipped suite by name (``"table1"``) or a suite file by path.
 
     ``generators``: where its style conditions get their generators (without one they can be listed and hashed,
     not run; :func:`ibnbench.load_suite` hands in the zoo's).
     ``style_weights`` maps a style name to the generator weights its style conditions use instead of
-    the file's (``{"monet": "random"}`` or ``{"monet": "/path/style_monet.pth"}``).
+    the file's (``{"monet": "random"}`` or ``{"monet": "/path/style_monet.pth"}``); ``style_precision``: how
+    their generators run (:data:`~ibnbench.conditions.style.STYLE_PRECISIONS`); ``style_dirs`` maps a style name
+    to a folder of its output pre-rendered by ``ibnbench stylize --resize crop``, read instead of running it.
+    None of these change the suite's hash.
     """
     path = _locate(name_or_path)
     data = _read(path)
@@ -194,13 +195,21 @@ def read_suite(name_or_path: str | os.PathLike, *, style_weights: Mapping[str, s
         raise SuiteError(f"{path}: field 'conditions': expected a non-empty [[conditions]] array")
     defaults = {field: _flag(str(path), data, field, False) for field in ("clip", "quantize")}
     op_defaults = {field: data[field] for field in OP_DEFAULTS if field in data}
-    conditions = tuple(_condition(path, i, entry, defaults, style_weights or {}, op_defaults, generators)
+    style_weights, style_dirs = style_weights or {}, style_dirs or {}
+
+    def style_settings(style: str) -> dict:
+        return {"generators": generators, "precision": style_precision,
+                **({"weights": style_weights[style]} if style in style_weights else {}),
+                **({"rendered": style_dirs[style]} if style in style_dirs else {})}
+
+    conditions = tuple(_condition(path, i, entry, defaults, op_defaults, style_settings)
                        for i, entry in enumerate(entries))
     styles = sorted({c.style for c in conditions if isinstance(c, Style)})
-    unused = sorted(set(style_weights or {}) - set(styles))
-    if unused:  # a typo (monnet=...) would leave monet with its official weights
-        raise SuiteError(f"{path}: --style-weights {unused[0]}=...: no style condition uses style {unused[0]!r} "
-                         f"(its styles: {', '.join(styles) or 'none'})")
+    for option, given in (("--style-weights", style_weights), ("--style-dir", style_dirs)):
+        unused = sorted(set(given) - set(styles))
+        if unused:  # a typo (monnet=...) would leave monet with its official weights
+            raise SuiteError(f"{path}: {option} {unused[0]}=...: no style condition uses style {unused[0]!r} "
+                             f"(its styles: {', '.join(styles) or 'none'})")
     seen: set[str] = set()
     for condition in conditions:
         if condition.id in seen:

@@ -15,6 +15,7 @@ coding, files not ending in the JPEG end marker, e.g. truncated ones) is decoded
 """
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from ibnbench.data.cache import CropCache, open_caches
 from ibnbench.data.decode import decode_file, nvjpeg_can_decode, nvjpeg_decode, nvjpeg_device, read_bytes
 from ibnbench.data.discovery import ValDataset
-from ibnbench.data.geometry import HasGeometry, unique_geometries
+from ibnbench.data.geometry import Geometry, HasGeometry, unique_geometries
 from ibnbench.errors import BadImageError, UsageError
 
 BAD_IMAGE_POLICIES = ("fail", "skip")
@@ -73,24 +74,47 @@ class CropDataset(Dataset):
         return Sample(index, label, {g.key: g.apply(image, not self.val.cropped) for g in self.geometries})
 
     def collate(self, samples: list[Sample]) -> dict:
-        """Stack samples into a batch (zero crops where there is none yet). ``bad``: ``(index, reason)``
-        of images that failed; ``encoded``: ``(rows, lengths, bytes)`` of images to decode on the device."""
-        crops = {}
-        for g in self.geometries:
-            stacked = torch.zeros(len(samples), 3, g.crop, g.crop, dtype=torch.uint8)
-            for row, sample in enumerate(samples):
-                if g.key in sample.crops:
-                    stacked[row] = sample.crops[g.key]
-            crops[g.key] = stacked
+        """Stack samples into a batch. ``bad``: ``(index, reason)`` of images that failed. CPU decoding: one crop
+        per row (zeros for a failed image). nvJPEG: crops of the rows decoded here only (``crop_rows``), and
+        ``encoded``: ``(rows, lengths, bytes)`` of the images to decode on the device; no zero-filled crops of
+        those travel through shared memory and to the device."""
+        rows = [row for row, s in enumerate(samples) if s.crops] if self.nvjpeg else list(range(len(samples)))
+        crops = {g.key: _stacked([samples[row].crops.get(g.key) for row in rows], g.crop) for g in self.geometries}
         pending = [(row, s.encoded) for row, s in enumerate(samples) if s.encoded is not None]
-        return {"index": torch.tensor([s.index for s in samples], dtype=torch.long),
-                "label": torch.tensor([s.label for s in samples], dtype=torch.long),
-                "ok": torch.tensor([not s.error for s in samples], dtype=torch.bool),
-                "crops": crops,
-                "bad": [(s.index, s.error) for s in samples if s.error],
-                # one flat tensor, not one per image: each tensor a worker sends costs a shared-memory handle
-                "encoded": ([row for row, _ in pending], [len(d) for _, d in pending],
-                            torch.cat([d for _, d in pending]) if pending else torch.empty(0, dtype=torch.uint8))}
+        batch = {"index": torch.tensor([s.index for s in samples], dtype=torch.long),
+                 "label": torch.tensor([s.label for s in samples], dtype=torch.long),
+                 "ok": torch.tensor([not s.error for s in samples], dtype=torch.bool),
+                 "crops": crops,
+                 "bad": [(s.index, s.error) for s in samples if s.error]}
+        if self.nvjpeg:
+            # one flat tensor, not one per image: each tensor a worker sends costs a shared-memory handle
+            batch["crop_rows"] = rows
+            batch["encoded"] = ([row for row, _ in pending], [len(d) for _, d in pending],
+                                torch.cat([d for _, d in pending]) if pending else torch.empty(0, dtype=torch.uint8))
+        return batch
+
+
+def _stacked(crops: list[torch.Tensor | None], size: int) -> torch.Tensor:
+    """``crops`` as one uint8 ``[N,3,size,size]`` tensor, zeros where a crop is None."""
+    stacked = torch.zeros(len(crops), 3, size, size, dtype=torch.uint8)
+    for row, crop in enumerate(crops):
+        if crop is not None:
+            stacked[row] = crop
+    return stacked
+
+
+def crop_grouped(images: Sequence[torch.Tensor], geometry: Geometry, resize: bool = True) -> list[torch.Tensor]:
+    """``geometry.apply`` on each of ``images`` (uint8 ``[3,H,W]``), with one resize and crop call per distinct
+    image size rather than one per image; the crops come back in the order of ``images``."""
+    by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for position, image in enumerate(images):
+        by_size[tuple(image.shape)].append(position)
+    crops: list[torch.Tensor] = [None] * len(images)  # type: ignore[list-item]
+    for positions in by_size.values():
+        cut = geometry.apply(torch.stack([images[p] for p in positions]), resize)
+        for p, crop in zip(positions, cut):
+            crops[p] = crop
+    return crops
 
 
 class GpuDecoder:
@@ -116,25 +140,44 @@ class GpuDecoder:
             return [self._decode([d])[0] for d in data]
 
     def __call__(self, batch: dict) -> dict:
-        """Move the batch's crops to ``device`` and fill in the rows listed in ``batch["encoded"]``."""
-        batch["crops"] = {k: v.to(self.device, non_blocking=True) for k, v in batch["crops"].items()}
+        """The batch with its crops on ``device``: the rows decoded by the workers (``crop_rows``) copied there,
+        those listed in ``batch["encoded"]`` decoded and cut there (zeros for failed images)."""
+        count = len(batch["index"])
+        crops = {g.key: torch.zeros(count, 3, g.crop, g.crop, dtype=torch.uint8, device=self.device)
+                 for g in self.dataset.geometries}
+        rows = batch.pop("crop_rows")
+        for key, decoded in batch["crops"].items():
+            decoded = decoded.to(self.device, non_blocking=True)
+            for position, row in enumerate(rows):
+                crops[key][row] = decoded[position]
+        batch["crops"] = crops
         rows, lengths, packed = batch.pop("encoded")
         images = self._decode(list(packed.split(lengths))) if rows else []
+        done = []
         for row, image in zip(rows, images):
             if image is None:
-                self.fallbacks += 1
-                index = int(batch["index"][row])
-                try:
-                    image = decode_file(self.dataset.val.path(index)).to(self.device)
-                except BadImageError as exc:
-                    batch["ok"][row] = False
-                    batch["bad"].append((index, exc.reason))
-                    continue
+                image = self._fallback(batch, row)
             else:
                 self.decoded_on_device += 1
-            for g in self.dataset.geometries:
-                batch["crops"][g.key][row] = g.apply(image, not self.dataset.val.cropped)
+            if image is not None:
+                done.append((row, image))
+        for g in self.dataset.geometries:
+            cut = crop_grouped([image for _, image in done], g, not self.dataset.val.cropped)
+            for (row, _), crop in zip(done, cut):
+                crops[g.key][row] = crop
         return batch
+
+    def _fallback(self, batch: dict, row: int) -> torch.Tensor | None:
+        """Row ``row`` decoded on the CPU after nvJPEG refused it, on ``device``; None (and the row marked bad)
+        if it cannot be decoded."""
+        self.fallbacks += 1
+        index = int(batch["index"][row])
+        try:
+            return decode_file(self.dataset.val.path(index)).to(self.device)
+        except BadImageError as exc:
+            batch["ok"][row] = False
+            batch["bad"].append((index, exc.reason))
+            return None
 
 
 class CropLoader:

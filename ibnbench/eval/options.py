@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import torch
 
 AMP_NAMES = ("bf16", "fp16")
+STYLE_PRECISIONS = ("ieee", "tf32", "bf16")  # those of ibnbench.conditions.style, without importing torch
 MAX_BATCH = 4096
 """Largest --batch-size: 4096 224-pixel crops already take 2.3 GiB in float32 (a larger one is a typo, and an
 allocation that fails before any out-of-memory halving can help)."""
@@ -35,7 +36,8 @@ class RunOptions:
     workers: int = _flag(min(8, os.cpu_count() or 1), "decode worker processes (default %(default)s)", metavar="N")
     amp: str = _flag("auto", "autocast dtype (auto: bf16 on CUDA, off on CPU)", choices=("auto", *AMP_NAMES, "off"))
     channels_last: bool = _flag(False, "run models in channels_last memory format")
-    compile: bool = _flag(False, "torch.compile the models")
+    compile: bool = _flag(False, "torch.compile the models, their batch norms folded into the convolutions "
+                                         "before them (those inside IBN layers kept)")
     limit: int | None = _flag(None, "evaluate only the first N images (sorted order)", type=int, metavar="N")
     chunk_size: int = _flag(2048, "images per checkpoint: the unit --resume restarts from (default %(default)s)",
                             metavar="N")
@@ -48,6 +50,12 @@ class RunOptions:
     refine: float = _flag(0.125, "under --amp bf16/fp16, the share of each batch nearest a top-1/top-5 decision that "
                                  "is scored again in fp32, so reduced precision does not move near ties (default "
                                  "%(default)s; 0 turns it off)", metavar="SHARE")
+    style_precision: str = _flag("ieee", "how style generators run: ieee float32 (default), tf32 convolutions "
+                                          "(CUDA) or bf16 autocast; recorded per style condition",
+                                 choices=STYLE_PRECISIONS)
+    style_dir: list[str] | None = _flag(None, "read a style's output pre-rendered by `ibnbench stylize --resize crop` "
+                                              "from DIR instead of running its generator (repeat per style)",
+                                        type=str, action="append", metavar="STYLE=DIR")
     fanout: bool = _flag(True, "baseline mode: one pass over the data per (model, condition), like peers do",
                          flag="--no-fanout")
     progress: bool = _flag(True, "no progress bars or lines", flag="--no-progress")
@@ -65,6 +73,18 @@ class RunOptions:
             raise UsageError(f"--chunk-size must be at least 1 image, not {self.chunk_size}")
         if self.cache is not None and self.cache != "gpu":
             _check_cache_folder(self.cache)
+        if self.style_precision not in STYLE_PRECISIONS:
+            raise UsageError(f"--style-precision must be one of {', '.join(STYLE_PRECISIONS)}, "
+                             f"not {self.style_precision!r}")
+        self.style_dirs()
+
+    def style_dirs(self) -> dict[str, str]:
+        """``--style-dir`` as ``{style: folder}``."""
+        pairs = self.style_dir or []
+        bad = next((p for p in pairs if p.count("=") < 1 or not all(p.split("=", 1))), None)
+        if bad is not None:
+            raise UsageError(f"--style-dir takes STYLE=DIR (e.g. monet=/data/val-monet), not {bad!r}")
+        return dict(p.split("=", 1) for p in pairs)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunOptions:

@@ -15,6 +15,7 @@ from ibnbench.conditions.imagenet_c import RELEASED_LAYOUT, is_released_tree, re
 from ibnbench.conditions.suite import Suite, read_suite
 from ibnbench.data.classes import ClassSubset
 from ibnbench.data.discovery import ValDataset, class_subset, open_dataset, restrict
+from ibnbench.data.geometry import Geometry
 from ibnbench.errors import UsageError
 from ibnbench.zoo import create_model, generators, model_info
 from ibnbench.zoo.meta import Preprocessing
@@ -58,11 +59,26 @@ def column_names(names: Sequence[str], weights: Sequence[str], preprocessing: Se
     return columns
 
 
-def load_suite(name_or_path: str | os.PathLike, *, style_weights: Mapping[str, str] | None = None) -> Suite:
+def load_suite(name_or_path: str | os.PathLike, *, style_weights: Mapping[str, str] | None = None,
+               style_precision: str = "ieee", style_dirs: Mapping[str, str | os.PathLike] | None = None) -> Suite:
     """A shipped suite by name (``"table1"``) or a suite file by path, ready to run: its style conditions get their
     CycleGAN generators from the zoo. ``style_weights`` maps a style name to the generator weights its style
-    conditions use instead of the file's (``{"monet": "random"}`` or ``{"monet": "/path/style_monet.pth"}``)."""
-    return read_suite(name_or_path, style_weights=style_weights, generators=generators)
+    conditions use instead of the file's (``{"monet": "random"}`` or ``{"monet": "/path/style_monet.pth"}``),
+    ``style_precision`` says how the generators run, ``style_dirs`` maps a style name to its pre-rendered
+    output (:func:`~ibnbench.conditions.suite.read_suite`)."""
+    return read_suite(name_or_path, style_weights=style_weights, generators=generators,
+                      style_precision=style_precision, style_dirs=style_dirs)
+
+
+def check_rendered_geometry(suite: Suite, columns: Sequence[str], geometries: Sequence[Preprocessing]) -> None:
+    """Refuse pre-rendered style images (``--style-dir``) cut otherwise than a model's inputs are."""
+    for condition in suite.conditions:
+        rendered = getattr(condition, "rendered_geometry", None)
+        for column, geometry in zip(columns, geometries):
+            if rendered is not None and rendered != Geometry.of(geometry):
+                raise UsageError(f"--style-dir {condition.style}={condition.rendered}: its images are the crops "
+                                 f"{rendered.key}, model {column} takes {Geometry.of(geometry).key}; render them "
+                                 "for its preprocessing or let the generator run")
 
 
 @dataclass(frozen=True)
@@ -122,7 +138,8 @@ class RunPlan:
              skip_missing: bool = False, missing_hint: str = "or pass --skip-missing",
              style_weights: Mapping[str, str] | None = None, preprocessing: Sequence[str] | None = None,
              classes_from_folders: bool = False, classes: str | os.PathLike | ClassSubset | None = None,
-             restrict_to_classes: bool = False) -> RunPlan:
+             restrict_to_classes: bool = False, style_precision: str = "ieee",
+             style_dirs: Mapping[str, str | os.PathLike] | None = None) -> RunPlan:
         """Check every argument (models first, then suite and assets, then the data listing) and plan the run."""
         names = list(model)
         if not names:
@@ -133,7 +150,7 @@ class RunPlan:
         chosen_prep = [Preprocessing.from_spec(p, i.preprocessing) if p is not None else None
                        for p, i in zip(prep_specs, infos)]
         columns = column_names(names, specs, prep_specs)
-        chosen = load_suite(suite, style_weights=style_weights)
+        chosen = load_suite(suite, style_weights=style_weights, style_precision=style_precision, style_dirs=style_dirs)
         if conditions is not None:
             chosen = chosen.select(conditions)
         labels_by_id = {c.id: c.label for c in chosen.conditions}
@@ -142,6 +159,7 @@ class RunPlan:
         if released:  # the downloaded ImageNet-C files: each corruption read from its folder, already 224x224
             chosen, not_run = released_suite(chosen, data)
         chosen, missing = select_conditions(chosen, skip_missing=skip_missing, hint=missing_hint)
+        check_rendered_geometry(chosen, columns, [p or i.preprocessing for p, i in zip(chosen_prep, infos)])
         if released:
             dataset = dataclasses.replace(open_dataset(chosen.conditions[0].root, labels=labels, limit=limit),
                                           layout=RELEASED_LAYOUT, cropped=True)

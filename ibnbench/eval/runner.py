@@ -13,6 +13,7 @@ from ibnbench.data.classes import NUM_CLASSES, ClassSubset
 from ibnbench.errors import ModelOutputError
 from ibnbench.eval.options import RunOptions
 from ibnbench.precision import AMP_DTYPES, full_fp32
+from ibnbench.zoo.fuse import fold_batch_norms
 from ibnbench.zoo.meta import Preprocessing
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class ModelRunner:
         model = model.to(device).eval()
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self.model = torch.compile(model) if options.compile else model
+        self.model = torch.compile(fold_batch_norms(model)) if options.compile else model
         self.micro_batch: int | None = None
         self.close_calls_left = torch.zeros((), dtype=torch.int64, device=device)
         self.outside_classes = None if classes is None else ~classes.mask(device)

@@ -4,8 +4,12 @@
 resized (``resize="shorter"``, the default: shorter side to 256, bilinear, antialiased, aspect kept, the size the
 classifiers' own resize gives before their 224 centre crop; ``resize="square"``: 256x256 bicubic, as the CycleGAN
 authors' test script loads photos), passed through the generator at that size and saved under the same relative
-path, as JPEG quality 95 for ``.jpg``/``.jpeg`` names and PNG for ``.png`` names. ``stylize.json`` in the output
-folder records the style, the generator's hash and the resize, and a resumed run must use the same ones.
+path, as JPEG quality 95 for ``.jpg``/``.jpeg`` names and PNG for ``.png`` names. ``resize="crop"`` stylises
+the classifier's own input instead, exactly as the data loader cuts it on the CPU (shorter side to 256, bilinear,
+antialiased, centre crop 224), and saves it losslessly as PNG (``a.JPEG`` -> ``a.png``): the output of a style
+condition computed ahead, which ``run --style-dir STYLE=OUT`` reads instead of running the generator per batch.
+``stylize.json`` in the output folder records the style, the generator's hash, the resize (and crop) and the
+generator's precision, and a resumed run must use the same ones.
 """
 from __future__ import annotations
 
@@ -18,8 +22,17 @@ from torchvision.io import encode_jpeg, encode_png
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2.functional import resize
 
-from ibnbench.conditions.style import MANIFEST, check_style, read_manifest, stylize_batch
+from ibnbench.conditions.style import (
+    CROP_INPUT,
+    MANIFEST,
+    check_style,
+    check_style_precision,
+    read_manifest,
+    rendered_name,
+    stylize_batch,
+)
 from ibnbench.data.decode import decode_file
+from ibnbench.data.geometry import Geometry
 from ibnbench.errors import BadImageError, MissingFileError, UsageError
 from ibnbench.eval.distributed import resolve_device
 from ibnbench.io import write_atomic
@@ -29,7 +42,11 @@ from ibnbench.zoo.meta import MAX_SIDE
 
 STYLIZE_SHORTER_SIDE = 256
 RESIZE_MODES = {"shorter": ("shorter side", InterpolationMode.BILINEAR),
-                "square": ("square", InterpolationMode.BICUBIC)}
+                "square": ("square", InterpolationMode.BICUBIC),
+                CROP_INPUT: ("the classifier's centre crop", InterpolationMode.BILINEAR)}
+CLASSIFIER_CROP = 224
+MANIFEST_DEFAULTS = {"precision": "ieee"}
+"""What a manifest written before a field existed meant by it."""
 
 
 JPEG_QUALITY = 95
@@ -71,7 +88,7 @@ def _check_manifest(out: Path, manifest: dict) -> None:
     if found is None:
         write_atomic(out / MANIFEST, json.dumps(manifest, indent=1) + "\n", what="stylize manifest")
         return
-    differ = [k for k in manifest if found.get(k) != manifest[k]]
+    differ = [k for k in manifest if found.get(k, MANIFEST_DEFAULTS.get(k)) != manifest[k]]
     if differ:
         settings = ", ".join(f"{k} {found.get(k)!r}, now {manifest[k]!r}" for k in differ)
         raise UsageError(f"--out {out} was stylised with other settings ({settings}); "
@@ -80,32 +97,28 @@ def _check_manifest(out: Path, manifest: dict) -> None:
 
 def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights: str | None = None,
             device: str | None = None, limit: int | None = None, size: int = STYLIZE_SHORTER_SIDE,
-            workers: int = 4, progress: bool = True, resize_mode: str = "shorter") -> dict:
+            workers: int = 4, progress: bool = True, resize_mode: str = "shorter", crop: int = CLASSIFIER_CROP,
+            precision: str = "ieee") -> dict:
     """Write a ``style`` copy of every image under ``data`` into ``out`` (same relative paths).
 
     Each image is resized before the generator runs: ``resize_mode="shorter"`` sets its shorter side to ``size``
-    (bilinear), ``"square"`` makes it ``size`` x ``size`` (bicubic). Resumable: files already in ``out`` are
-    skipped. ``limit`` takes the first N files in sorted relative-path order.
+    (bilinear), ``"square"`` makes it ``size`` x ``size`` (bicubic), ``"crop"`` cuts the classifier's input (shorter
+    side ``size``, centre crop ``crop``) and writes PNGs. The generator runs in ``precision``
+    (:data:`~ibnbench.conditions.style.STYLE_PRECISIONS`). Resumable: files already in ``out`` are skipped.
+    ``limit`` takes the first N files in sorted relative-path order.
     Returns ``{"total", "written", "skipped", "out"}``.
     """
     if resize_mode not in RESIZE_MODES:
         raise UsageError(f"--resize must be one of {', '.join(RESIZE_MODES)}, not {resize_mode!r}")
     check_style(style, weights or "official")
+    check_style_precision(precision)
     data, out = Path(data).expanduser(), Path(out).expanduser()
-    if not data.is_dir():
-        raise MissingFileError(f"--data {data} is not a folder")
-    if out.resolve().is_relative_to(data.resolve()):
-        raise UsageError(f"--out {out} must lie outside --data {data}")
-    if limit is not None and limit < 1:
-        raise UsageError(f"--limit must be positive, got {limit}")
-    if not 8 <= size <= MAX_SIDE:
-        raise UsageError(f"--size must be 8 to {MAX_SIDE} pixels, got {size}")
-    if workers < 0:
-        raise UsageError(f"--workers must not be negative, got {workers}")
+    _check_arguments(data, out, limit, size, crop if resize_mode == CROP_INPUT else None, workers)
     files = image_files(data)[:limit]
     if not files:
         raise MissingFileError(f"--data {data} holds no {'/'.join(IMAGE_SUFFIXES)} images")
-    todo = [f for f in files if not (out / f).exists()]
+    written_as = rendered_name if resize_mode == CROP_INPUT else str
+    todo = [f for f in files if not (out / written_as(f)).exists()]
     summary = {"total": len(files), "written": 0, "skipped": len(files) - len(todo), "out": str(out)}
     if not todo:
         return summary
@@ -114,16 +127,36 @@ def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights
     interpolation = RESIZE_MODES[resize_mode][1]
     _check_manifest(out, {"style": style, "weights": generator.ibnbench_weights["source"],
                           "sha256": generator.ibnbench_weights["sha256"], "resize": resize_mode, "size": size,
-                          "interpolation": interpolation.value})
+                          "interpolation": interpolation.value, "precision": precision,
+                          **({"crop": crop} if resize_mode == CROP_INPUT else {})})
     loader = torch.utils.data.DataLoader(_Decoded(data, todo), batch_size=None, num_workers=workers)
     with Progress(len(todo), f"stylize {style}", enabled=progress, initial=summary["skipped"]) as bar:
         for relative, image, reason in loader:
             if image is None:
                 raise BadImageError(data / relative, reason)
-            x = resize(image.to(device).float(), [size] if resize_mode == "shorter" else [size, size],
-                       interpolation=interpolation, antialias=True)
-            styled = stylize_batch(generator, x[None])[0].round_().to("cpu", torch.uint8)
-            write_atomic(out / relative, _encode(styled, Path(relative).suffix), what="stylised image", fsync=False)
+            if resize_mode == CROP_INPUT:  # as the CPU data loader cuts it, in uint8
+                x = Geometry(size, crop, interpolation.value).apply(image).to(device).float()
+            else:
+                x = resize(image.to(device).float(), [size] if resize_mode == "shorter" else [size, size],
+                           interpolation=interpolation, antialias=True)
+            styled = stylize_batch(generator, x[None], precision)[0].round_().to("cpu", torch.uint8)
+            target = written_as(relative)
+            write_atomic(out / target, _encode(styled, Path(target).suffix), what="stylised image", fsync=False)
             summary["written"] += 1
             bar.update(1)
     return summary
+
+
+def _check_arguments(data: Path, out: Path, limit: int | None, size: int, crop: int | None, workers: int) -> None:
+    if not data.is_dir():
+        raise MissingFileError(f"--data {data} is not a folder")
+    if out.resolve().is_relative_to(data.resolve()):
+        raise UsageError(f"--out {out} must lie outside --data {data}")
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be positive, got {limit}")
+    if not 8 <= size <= MAX_SIDE:
+        raise UsageError(f"--size must be 8 to {MAX_SIDE} pixels, got {size}")
+    if crop is not None and not 8 <= crop <= size:
+        raise UsageError(f"--crop must be 8 to --size ({size}) pixels, got {crop}")
+    if workers < 0:
+        raise UsageError(f"--workers must not be negative, got {workers}")
