@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -46,8 +47,18 @@ def _versions(device: torch.device) -> dict:
         properties = torch.cuda.get_device_properties(device)
         found.update(device_name=properties.name, capability=f"{properties.major}.{properties.minor}",
                      memory_gib=round(properties.total_memory / 2**30, 1), cuda=torch.version.cuda,
-                     cudnn=torch.backends.cudnn.version(), driver=torch._C._cuda_getDriverVersion())
+                     cudnn=torch.backends.cudnn.version(), driver=_driver())
     return found
+
+
+def _driver() -> str:
+    """The NVIDIA driver's version, as nvidia-smi reports it."""
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"unknown ({exc})"
+    return done.stdout.strip()
 
 
 def _imports() -> dict:

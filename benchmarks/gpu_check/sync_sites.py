@@ -1,6 +1,7 @@
 """Host synchronisations counted per call site: under ``torch.cuda.set_sync_debug_mode("warn")`` on a GPU (each
 warning torch raises), on the CPU the ops that synchronise on a GPU (``item``/``tolist``, ``nonzero``, copies to
-the host), seen by a dispatch mode. A site is the innermost frame of ibnbench's own code."""
+the host, indexing by a boolean mask), seen by a dispatch mode. A site is the innermost frame of ibnbench's own
+code."""
 from __future__ import annotations
 
 import contextlib
@@ -15,12 +16,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import ibnbench
 
 PACKAGE = Path(ibnbench.__file__).resolve().parent
-SYNCING_OPS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default}
+SYNCING_OPS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
+               torch.ops.aten.masked_select.default}
+TORCH = Path(torch.__file__).resolve().parent
 
 
 def call_site() -> str:
-    """``ibnbench/...py:LINE (function)`` of the innermost ibnbench frame on the stack (else the innermost)."""
-    stack = traceback.extract_stack()[:-1]
+    """``ibnbench/...py:LINE (function)`` of the innermost ibnbench frame on the stack, else of the innermost
+    frame that is neither torch's nor this module's."""
+    stack = [frame for frame in traceback.extract_stack()
+             if not Path(frame.filename).resolve().is_relative_to(TORCH) and frame.filename != __file__]
     ours = [frame for frame in stack if Path(frame.filename).resolve().is_relative_to(PACKAGE)]
     frame = (ours or stack)[-1]
     name = Path(frame.filename).resolve()
@@ -37,7 +42,9 @@ class _SyncingOps(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         copy_to_host = func is torch.ops.aten._to_copy.default and (kwargs or {}).get("device") == torch.device("cpu")
-        if func in SYNCING_OPS or copy_to_host:
+        mask_index = func is torch.ops.aten.index.Tensor and any(
+            index is not None and index.dtype == torch.bool for index in args[1])
+        if func in SYNCING_OPS or copy_to_host or mask_index:
             self.sites.append(call_site())
         return func(*args, **(kwargs or {}))
 
