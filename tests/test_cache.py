@@ -155,3 +155,46 @@ def test_cli_cache_keeps_a_dir_condition_apart_from_the_originals(tiny_val, tmp_
         assert cached["results"] == plain["results"] and cached["per_image"] == plain["per_image"]
     assert cached["timing"]["from_cache"] == 9 and cached["environment"]["cache"] == "dir"
     assert len(list((tmp_path / "c").glob("*.u8"))) == 2
+
+
+def test_host_tensors_go_to_a_gpu_cache_pinned_and_asynchronously(monkeypatch):
+    """Fault 2 (issue 25), the mechanism seen on the CPU: a pageable host tensor is pinned, then copied with
+    ``non_blocking`` (a blocking copy from pageable memory waits for the device); a CPU cache takes it as it is."""
+    copies, pinned = [], []
+
+    def to(tensor, device, dtype=None, non_blocking=False):
+        copies.append((str(device), non_blocking, any(tensor is p for p in pinned)))
+        return tensor
+
+    def pin_memory(tensor):
+        pinned.append(tensor.clone())
+        return pinned[-1]
+
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin_memory)
+    monkeypatch.setattr(torch.Tensor, "is_pinned", lambda tensor: False)
+    cache._to_cache(torch.arange(4), torch.device("cuda", 0))
+    cache._to_cache(torch.arange(4), torch.device("cpu"))
+    assert copies == [("cuda:0", True, True), ("cpu", False, False)] and len(pinned) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_cache_get_and_put_make_no_host_sync():
+    """Fault 2 (issue 25) on the device: ``put`` (pageable and pinned host crops, device crops) and ``get`` (pageable
+    indices) run under torch's sync debug mode set to raise, and give back what was stored."""
+    device = torch.device("cuda", torch.cuda.current_device())
+    store = cache.CropCache(torch.zeros(8, 3, 4, 4, dtype=torch.uint8, device=device),
+                            torch.zeros(8, dtype=torch.uint8, device=device))
+    crops = torch.randint(0, 256, (6, 3, 4, 4), dtype=torch.uint8)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        store.put(torch.tensor([0, 1]), crops[:2], torch.tensor([True, False]))
+        store.put(torch.tensor([2, 3]).pin_memory(), crops[2:4].pin_memory(), torch.tensor([True, True]).pin_memory())
+        store.put(torch.tensor([4, 5]), crops[4:].to(device), torch.tensor([True, True]))
+        got = store.get(torch.tensor([5, 0, 3]))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(got.cpu(), crops[[5, 0, 3]])
+    assert store.filled.cpu().tolist() == [1, 0, 1, 1, 1, 1, 0, 0]

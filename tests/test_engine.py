@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from runs import CONDITIONS, inverted_copy_suite, small_models
+from syncs import HostSyncProbe
 
 from ibnbench.cli import main
 from ibnbench.data.discovery import open_dataset
@@ -17,7 +18,7 @@ from ibnbench.eval import runner as eval_runner
 from ibnbench.eval.checkpoint import Checkpoint
 from ibnbench.eval.engine import evaluate, run
 from ibnbench.eval.options import RunOptions
-from ibnbench.eval.plan import load_suite
+from ibnbench.eval.plan import Classifier, load_suite
 from ibnbench.zoo import create_model
 
 
@@ -284,6 +285,25 @@ def test_refined_rows_store_the_softmax_of_their_fp32_logits():
     assert torch.allclose(stored, reduced, atol=1e-6) and (stored - full).abs().amax() > 1e-4
 
 
+@pytest.mark.parametrize("amp, refine", [("off", 0.0), ("bf16", 1.0)])
+def test_fp32_forwards_stay_fp32_under_a_callers_autocast(amp, refine):
+    """Fault 7 (issue 25): a full-precision run, and the refine re-score, turn autocast off rather than inherit the
+    caller's: inside an outer bf16 autocast they still store the softmax of plain fp32 logits."""
+    from ibnbench.zoo.meta import Preprocessing
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 1000))
+    x, label = torch.rand(16, 3, 8, 8) * 255, torch.randint(0, 1000, (16,))
+    runner = eval_runner.ModelRunner(model, Preprocessing(), torch.device("cpu"),
+                                     RunOptions(device="cpu", amp=amp, refine=refine))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = runner.score(x, label)
+    with torch.no_grad():
+        full = model(Preprocessing().normalize(x)).softmax(dim=1)
+    torch.testing.assert_close(scores.top5_prob, full.gather(1, scores.top5_index), atol=1e-6, rtol=0)
+    torch.testing.assert_close(scores.top5_index, full.topk(5, dim=1).indices)
+
+
 @pytest.mark.parametrize("amp, refine, made", [("off", 0.125, "fp32"), ("bf16", 0.0, "bf16 logits"),
                                                ("bf16", 0.125, "bf16 logits (refined rows fp32)"),
                                                ("fp16", 0.5, "fp16 logits (refined rows fp32)")])
@@ -333,10 +353,11 @@ class _Overflow(torch.nn.Module):
         return logits
 
 
-@pytest.mark.parametrize("refine, left, wrong", [(0.125, 0, 0), (0.0, 2, 1)])
+@pytest.mark.parametrize("refine, left, wrong", [(0.125, 0, 0), (0.0, 2, 2)])
 def test_fp16_overflow_rows_are_rescored_or_counted(refine, left, wrong):
     """A row with a non-finite logit is the closest of calls: re-scored in fp32 first, else counted as left.
-    (Left unrefined, sample 11's NaN label logit ranks first in ``topk``, so only sample 4 comes out wrong.)"""
+    (Left unrefined, both come out wrong: sample 4's inf rival wins, and sample 11's NaN label logit, which carries
+    no information, ranks last.)"""
     from ibnbench.zoo.meta import Preprocessing
 
     runner = eval_runner.ModelRunner(_Overflow(), Preprocessing(), torch.device("cpu"),
@@ -346,6 +367,51 @@ def test_fp16_overflow_rows_are_rescored_or_counted(refine, left, wrong):
     x[11, 1] = 255.0
     hits = runner.hits(x, torch.full((16,), 3))
     assert int((~hits[:, 0]).sum()) == wrong and int(runner.close_calls_left) == left
+
+
+class _TiesAndOverflow(torch.nn.Module):
+    """Label 3 wins by 1 in fp32; under autocast, samples bright in channel 1 are exact ties with class 4 (gap 0)
+    and samples bright in channel 0 overflow (class 4 inf, and NaN for class 5)."""
+
+    def forward(self, x):
+        logits = torch.zeros(len(x), 1000)
+        logits[:, 3] = 1.0
+        if torch.is_autocast_enabled("cpu"):
+            logits[:, 4] = torch.where(x[:, 1, 0, 0] > 0, 1.0, 0.0)
+            logits[x[:, 0, 0, 0] > 0, 4] = float("inf")
+            logits[x[:, 0, 0, 0] > 0, 5] = float("nan")
+        return logits
+
+
+def _ties_and_overflow(refine: float) -> tuple[eval_runner.Scores, int]:
+    """16 samples of label 3: samples 0-7 exact ties under fp16, sample 12 an overflow."""
+    from ibnbench.zoo.meta import Preprocessing
+
+    runner = eval_runner.ModelRunner(_TiesAndOverflow(), Preprocessing(), torch.device("cpu"),
+                                     RunOptions(device="cpu", amp="fp16", refine=refine))
+    x = torch.zeros(16, 3, 8, 8)
+    x[:8, 1] = 255.0
+    x[12, 0] = 255.0
+    return runner.score(x, torch.full((16,), 3)), int(runner.close_calls_left)
+
+
+def test_overflow_rows_come_before_exact_ties_in_the_refine_share():
+    """Fault 15 (issue 25): one refine slot, eight exact ties (gap 0) and one overflow row: the overflow row takes the
+    slot (it has no gap at all), and its fp32 answer is right; the ties are counted as left."""
+    scores, left = _ties_and_overflow(refine=1 / 16)
+    assert bool(scores.hits(torch.full((16,), 3))[12, 0]) and left == 8
+    assert scores.fault.tolist() == [eval_runner.FINE] * 16
+
+
+def test_overflow_rows_left_unrefined_store_no_nan_probability():
+    """Fault 15 (issue 25): an overflow row the share cannot take is counted as left, scored from its logits bounded
+    to fp16's range (inf as the largest, NaN as the lowest), and stores finite probabilities (a NaN one made the
+    ECE NaN)."""
+    scores, left = _ties_and_overflow(refine=0.0)
+    assert left == 9 and scores.fault.tolist() == [eval_runner.FINE] * 16
+    assert bool(scores.top5_prob.isfinite().all()) and bool(scores.label_prob.isfinite().all())
+    assert int(scores.top5_index[12, 0]) == 4 and float(scores.top5_prob[12, 0]) == 1.0  # the overflowed class
+    assert 5 not in scores.top5_index[12].tolist()  # the NaN logit carries nothing: ranked last
 
 
 def test_normalize_builds_its_constants_once_per_device_and_dtype():
@@ -437,3 +503,137 @@ def test_a_class_subset_under_autocast_counts_no_false_close_calls():
                                 classes=ClassSubset((3, 7, 11, 20, 30, 40, 50), "from folders"))
     hits = runner.hits(torch.zeros(8, 3, 8, 8), torch.full((8,), 7))
     assert hits.all() and int(runner.close_calls_left) == 0
+
+
+def _pooled_linear() -> Classifier:
+    """A small classifier on 64-pixel crops: 2x2 average colours into 1000 logits."""
+    from ibnbench.zoo.meta import Preprocessing
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(12, 1000))
+    return Classifier(module, Preprocessing(resize=73, crop=64))
+
+
+@pytest.mark.parametrize("with_file", [False, True])
+def test_close_calls_are_read_from_the_device_only_when_a_checkpoint_is_written(tiny_val, tmp_path, with_file):
+    """Fault 13 (issue 25): without a checkpoint file no chunk reads the close-call counter (a host sync per chunk
+    on CUDA); with one, every chunk does, for the file."""
+    checkpoint = Checkpoint(tmp_path / "resume.pt" if with_file else None, {"run": "x"})
+    options = RunOptions(workers=0, batch_size=2, chunk_size=2, device="cpu", amp="bf16", refine=0.5, progress=False)
+    with HostSyncProbe() as probe:
+        evaluate({"m": _pooled_linear()}, load_suite("table1").select(["origin"]).conditions,
+                 open_dataset(tiny_val), options, checkpoint)
+    reads = [e for e in probe.events if e.kind == "item" and e.functions[0] == "save_checkpoint"]
+    assert len(reads) == (4 if with_file else 0)  # 9 images in chunks of 2: 4 full chunks
+
+
+class _TightCondition:
+    """``inner`` that runs out of memory on more than ``limit`` images at once, noting each size it was given."""
+
+    def __init__(self, inner, limit: int):
+        self.inner, self.limit, self.id, self.sizes = inner, limit, inner.id, []
+
+    def source(self, dataset):
+        return None
+
+    def __call__(self, x, index=None):
+        self.sizes.append(len(x))
+        if len(x) > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.inner(x, index)
+
+
+def test_a_condition_out_of_memory_is_halved_and_remembered_with_identical_results(tiny_val):
+    """Fault 10 (issue 25): a condition that fits one image at a time (batches of 4, 4, 1) is run in halves, then
+    quarters, and at that size from the second batch on; the results equal a run where memory sufficed."""
+    noise = load_suite("imagenet-c").select(["origin", "gaussian_noise-3"]).conditions
+    tight = _TightCondition(noise[1], limit=1)
+    options = RunOptions(workers=0, batch_size=4, device="cpu", progress=False)
+    dataset = open_dataset(tiny_val)
+    plain = evaluate({"m": _pooled_linear()}, noise, dataset, options)
+    halved = evaluate({"m": _pooled_linear()}, [noise[0], tight], dataset, options)
+    assert tight.sizes == [4, 2, 1, 1, 1, 1] + [1] * 4 + [1]
+    assert halved.results == plain.results and halved.per_image == plain.per_image
+    assert (halved.predictions.top5_prob == plain.predictions.top5_prob).all()
+
+
+def test_out_of_memory_empties_the_cache_after_leaving_the_except_block(monkeypatch):
+    """Fault 10 (issue 25): inside ``except`` the traceback still holds the failed attempt's tensors, so
+    ``empty_cache`` there frees little: it runs after the block, with no exception in flight."""
+    import sys
+
+    in_flight = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: in_flight.append(sys.exc_info()[0]))
+
+    def attempt(size: int) -> int:
+        if size > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return size
+
+    assert eval_runner.halve_on_oom(attempt, 8, torch.device("cuda")) == (2, 2)
+    assert in_flight == [None, None]
+
+
+class _SlowFirstCall:
+    """``inner`` that sleeps ``seconds`` on its first call (a warm-up: worker start-up, cuDNN autotuning)."""
+
+    def __init__(self, inner, seconds: float):
+        self.inner, self.seconds, self.id, self.calls = inner, seconds, inner.id, 0
+
+    def source(self, dataset):
+        return None
+
+    def __call__(self, x, index=None):
+        import time
+
+        self.calls += 1
+        if self.calls == 1:
+            time.sleep(self.seconds)
+        return self.inner(x, index)
+
+
+def test_warm_timing_leaves_out_each_passs_first_batch(tiny_val):
+    """Fault 12 (issue 25): ``timing["warm"]`` counts the images after the first batch (9 in batches of 4, 4, 1: 5)
+    and their time only, so a slow first batch (a 0.5 s warm-up here) is not in it; one batch: None."""
+    origin = load_suite("table1").select(["origin"]).conditions[0]
+    dataset = open_dataset(tiny_val)
+    out = evaluate({"m": _pooled_linear()}, [_SlowFirstCall(origin, 0.5)], dataset,
+                   RunOptions(workers=0, batch_size=4, device="cpu", progress=False))
+    warm = out.timing["warm"]
+    assert set(warm) == {"seconds", "images", "images_per_s"} and warm["images"] == 5
+    assert warm["seconds"] < out.timing["seconds"] - 0.5
+    assert warm["images_per_s"] == pytest.approx(5 / warm["seconds"], rel=0.15)  # seconds rounded to 1 ms
+    one = evaluate({"m": _pooled_linear()}, [origin], dataset,
+                   RunOptions(workers=0, batch_size=16, device="cpu", progress=False))
+    assert one.timing["warm"] is None
+
+
+def test_warm_clock_on_cuda_records_events_and_waits_once(monkeypatch):
+    """On CUDA the marks are events on the device's stream: recorded per pass, no wait per batch, one wait when the
+    result is read (a fake event and stream stand in for CUDA's)."""
+    from ibnbench.eval.timing import WarmClock
+
+    recorded, waits = [], []
+
+    class Event:
+        def __init__(self, enable_timing: bool):
+            assert enable_timing
+
+        def record(self, stream):
+            self.at = len(recorded)
+            recorded.append(stream)
+
+        def elapsed_time(self, end) -> float:  # milliseconds, as CUDA's
+            return 250.0 * (end.at - self.at)
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: f"stream of {device}")
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device: waits.append(device))
+    clock = WarmClock(torch.device("cuda", 1))
+    for n in (8, 8, 8, 3):
+        clock.batch_done(n)
+    clock.pass_done()
+    clock.batch_done(8)  # a pass of one batch adds nothing
+    clock.pass_done()
+    assert waits == [] and recorded == ["stream of cuda:1"] * 3
+    assert clock.result() == {"seconds": 0.25, "images": 19, "images_per_s": 76.0} and len(waits) == 1

@@ -36,14 +36,23 @@ class CropCache:
     filled: torch.Tensor
 
     def get(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.crops[indices.to(self.crops.device)]
+        return self.crops[_to_cache(indices, self.crops.device)]
 
     def put(self, indices: torch.Tensor, crops: torch.Tensor, ok: torch.Tensor) -> None:
         """Store a batch's crops, then mark the ``ok`` ones filled (a process killed in between leaves them
-        unfilled). No boolean indexing, so no host sync for a cache on the GPU."""
-        indices = indices.to(self.crops.device)
-        self.crops[indices] = crops.to(self.crops.device)
-        self.filled[indices] = ok.to(self.filled.device, torch.uint8)
+        unfilled). No boolean indexing and no blocking copy, so no host sync for a cache on the GPU."""
+        indices = _to_cache(indices, self.crops.device)
+        self.crops[indices] = _to_cache(crops, self.crops.device)
+        self.filled[indices] = _to_cache(ok, self.filled.device).to(torch.uint8)
+
+
+def _to_cache(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on the cache's ``device``. Host to GPU: an asynchronous copy from pinned memory (a pinned copy is
+    made first when the tensor is not; torch keeps the pinned block until the copy is done), not a blocking copy from
+    pageable memory, which waits for the device."""
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return (tensor if tensor.is_pinned() else tensor.pin_memory()).to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def cache_name(fingerprint: dict, geometry: Geometry, decoder: str) -> str:

@@ -23,8 +23,9 @@ from ibnbench.eval.checkpoint import RESUME_HINT, Checkpoint, RunInterrupted, ch
 from ibnbench.eval.distributed import DistContext
 from ibnbench.eval.options import RunOptions
 from ibnbench.eval.plan import Classifier, RunPlan
-from ibnbench.eval.runner import ModelRunner, probability_source
+from ibnbench.eval.runner import ModelRunner, apply_condition, probability_source
 from ibnbench.eval.state import EvalState
+from ibnbench.eval.timing import WarmClock
 from ibnbench.precision import fp32_conv_precision
 from ibnbench.progress import Progress
 from ibnbench.results.predictions import Predictions
@@ -66,7 +67,9 @@ def environment(device: torch.device, options: RunOptions, close_calls_left: int
 class EvalResult:
     """What :func:`evaluate` found: per (model, condition) ``results`` rows, ``per_image`` hits, the top-5
     ``predictions`` (for the sidecar), the ``skipped`` unreadable files, the reduced-precision close calls left
-    unrefined (None in full precision) and the ``timing``."""
+    unrefined (None in full precision) and the ``timing`` (``seconds`` from start-up to the end; ``warm``: seconds,
+    images and images/s after each pass's first batch, :class:`~ibnbench.eval.timing.WarmClock`, None when no pass
+    had a second batch)."""
 
     results: list[dict]
     per_image: dict
@@ -77,11 +80,14 @@ class EvalResult:
 
 
 def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Sequence, state: EvalState,
-                    device: torch.device, own_batches: dict[str, dict] | None = None) -> None:
+                    device: torch.device, own_batches: dict[str, dict] | None = None,
+                    fitted: dict[str, int] | None = None) -> None:
     """Every condition on the batch's crops, every model on every condition; hits stay on the device.
 
     ``own_batches`` holds, per condition with images of its own (:meth:`Condition.source`), the same images read
-    from there."""
+    from there; ``fitted``, per condition id, the part size that fitted after an out-of-memory error
+    (:func:`~ibnbench.eval.runner.apply_condition`; kept from batch to batch)."""
+    fitted = {} if fitted is None else fitted
     index = batch["index"].to(device, non_blocking=True)
     label = batch["label"].to(device, non_blocking=True)
     ok = batch["ok"]
@@ -93,14 +99,14 @@ def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Se
             source = {key: crop.to(device, non_blocking=True).float()
                       for key, crop in own_batches[condition.id]["crops"].items()}
         for key, crop in source.items():
-            x = condition(crop, index)
+            x = apply_condition(condition, crop, index, fitted)
             for name, runner in runners.items():
                 if runner.geometry != key:
                     continue
                 state.store(name, condition.id, index, label, runner.score(x, label))
     state.label[index] = label.to(torch.int32)
     state.valid[index] = ok.to(device, non_blocking=True)
-    state.done[index] = True
+    state.done.index_fill_(0, index, True)  # not done[index] = True: on CUDA that copies the number from the host
 
 
 def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence, dataset: ValDataset,
@@ -140,15 +146,18 @@ def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence,
 
     def save_checkpoint() -> None:  # never a chunk with a non-finite score: that stops the run, the last save stays
         state.check_finite()
-        checkpoint.save(state, {"skipped": skipped, "close_calls_left": int(close_calls_left())})
+        if checkpoint.path is not None:  # the close-call count is read from the device only for a file
+            checkpoint.save(state, {"skipped": skipped, "close_calls_left": int(close_calls_left())})
 
     t0 = time.perf_counter()
+    warm = WarmClock(device)
     passes = [(list(models), list(conditions))] if options.fanout else [([m], [c]) for m in models for c in conditions]
     shard = dist.shard(range(len(dataset)))
     images = 0
     read = 0  # images the loaders delivered (the main one and those of conditions with images of their own)
     from_cache = 0
     own_sources = {c.id: c.source(dataset) for c in conditions}  # checked once, not once per pass
+    fitted: dict[str, int] = {}  # condition batch sizes that fitted after an out-of-memory error
     for model_names, pass_conditions in passes:
         done = state.done.cpu()  # one transfer, not one device sync per image
         todo = [i for i in shard if not done[i]] if options.fanout else shard
@@ -165,9 +174,10 @@ def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence,
             try:
                 for batch, *own_batches in zip(*loaders):
                     _evaluate_batch(batch, {n: runners[n] for n in model_names}, pass_conditions, state, device,
-                                    dict(zip(own, own_batches)))
+                                    dict(zip(own, own_batches)), fitted)
                     skipped.extend(path for b in (batch, *own_batches) for path, _reason in b["bad"])
                     n = len(batch["index"])
+                    warm.batch_done(n)
                     read += sum(len(b["index"]) for b in (batch, *own_batches))
                     progress.update(n)
                     images += n
@@ -181,6 +191,7 @@ def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence,
                 if options.fanout and images:  # every image marked done is complete: keep them all
                     save_checkpoint()
                 raise
+        warm.pass_done()
         state.check_finite()
         from_cache += loaders[0].from_cache
         read -= sum(loader.from_cache for loader in loaders)
@@ -199,7 +210,7 @@ def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence,
         skipped=sorted(set(skipped)), close_calls_left=close_calls if options.amp_dtype(device) else None,
         timing={"seconds": round(elapsed, 3), "images": n_done, "passes": len(passes),
                 "images_per_s": round(images / elapsed, 2) if elapsed else None, "decoded": decoded,
-                "world_size": dist.world_size,
+                "world_size": dist.world_size, "warm": warm.result(),
                 **({"from_cache": from_cache} if options.cache else {})})
 
 RECORD_START = re.compile(rb'\A\{\s*"suite"\s*:')

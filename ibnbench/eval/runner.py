@@ -1,9 +1,8 @@
 """A model on the device: preprocessing, precision, memory format, out-of-memory halving, refinement of close calls."""
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Callable, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Callable, NamedTuple, TypeVar
 
 import torch
 from torch import nn
@@ -15,6 +14,9 @@ from ibnbench.errors import ModelOutputError
 from ibnbench.eval.options import RunOptions
 from ibnbench.precision import AMP_DTYPES, full_fp32
 from ibnbench.zoo.meta import Preprocessing
+
+if TYPE_CHECKING:
+    from ibnbench.conditions.base import Condition
 
 CLOSE_CALL = 0.25
 """Logit gap under which a reduced-precision decision counts as a close call: about the largest change of a
@@ -59,7 +61,7 @@ def decision_gap(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     logit and the best other logit (top-1) or the fifth-best other logit (top-5)."""
     own = logits.gather(1, label[:, None])
     others = logits.scatter(1, label[:, None], float("-inf")).topk(5, dim=1).values
-    return (own - others[:, [0, 4]]).abs().amin(dim=1)
+    return (own - others[:, ::4]).abs().amin(dim=1)  # a strided view: a list index would be copied from the host
 
 
 class ModelRunner:
@@ -97,8 +99,8 @@ class ModelRunner:
         x = self.preprocessing.normalize(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype and reduced
-                    else contextlib.nullcontext())
+        # fp32 is autocast turned off, not left alone: a caller's outer autocast would run it in reduced precision
+        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=bool(self.amp_dtype and reduced))
         with full_fp32(), autocast:
             logits = self.model(x)
         if not isinstance(logits, torch.Tensor) or logits.shape != (len(x), NUM_CLASSES):
@@ -113,25 +115,43 @@ class ModelRunner:
         finite = logits.isfinite() if self.outside_classes is None else logits.isfinite() | self.outside_classes
         return finite.all(dim=1)
 
+    def _bounded(self, logits: torch.Tensor) -> torch.Tensor:
+        """Reduced-precision logits with their overflow replaced by the nearest numbers the dtype holds: ``inf`` by
+        its largest, ``-inf`` and NaN (no information) by its lowest; the -inf outside a class subset kept."""
+        info = torch.finfo(self.amp_dtype)
+        bounded = logits.nan_to_num(nan=info.min, posinf=info.max, neginf=info.min)
+        return bounded if self.outside_classes is None else bounded.masked_fill(self.outside_classes, float("-inf"))
+
+    def _refine(self, x: torch.Tensor, label: torch.Tensor, logits: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
+        """Score the ``refine`` share closest to a decision again in fp32, in place in ``logits`` (marking those rows
+        in ``final``); returns the close calls left (a device scalar). Rows with a non-finite logit (fp16 overflow)
+        have no meaningful gap: they come first, then the smallest gaps."""
+        finite = self._finite_rows(logits)
+        gap = decision_gap(logits, label).where(finite, -1.0)
+        close = gap < CLOSE_CALL
+        if self.refine:  # index_fill_, not close[chosen] = False: on CUDA that copies the number from the host
+            chosen = gap.topk(min(len(x), math.ceil(self.refine * len(x))), largest=False).indices
+            logits[chosen] = self._forward(x[chosen], reduced=False)
+            close.index_fill_(0, chosen, False)
+            final.index_fill_(0, chosen, True)
+        return close.sum()
+
     def _score(self, x: torch.Tensor, label: torch.Tensor) -> tuple[Scores, torch.Tensor | int]:
-        """The batch's :class:`Scores` and the number of close calls left unrefined (a device scalar under autocast)."""
+        """The batch's :class:`Scores` and the number of close calls left unrefined (a device scalar under autocast).
+
+        Rows left in reduced precision with a non-finite logit (an fp16 overflow beyond the refine share) are
+        counted as close calls left and scored from :meth:`_bounded` logits, so that no probability is NaN; rows
+        non-finite in fp32 are :data:`BAD_LOGITS`, which stops the run."""
         logits = self._forward(x)
         close_calls = 0
-        final = torch.ones(len(x), dtype=torch.bool, device=x.device)  # rows whose logits are fp32 ones
+        final = torch.full((len(x),), not self.amp_dtype, device=x.device)  # rows whose logits are fp32 ones
         if self.amp_dtype:
-            # a row with an inf/NaN logit (fp16 overflow) has no meaningful gap: the closest of calls
-            gap = decision_gap(logits, label).where(self._finite_rows(logits), 0.0)
-            close = gap < CLOSE_CALL
-            final[:] = False
-            if self.refine:
-                chosen = gap.topk(min(len(x), math.ceil(self.refine * len(x))), largest=False).indices
-                logits[chosen] = self._forward(x[chosen], reduced=False)
-                close[chosen] = False
-                final[chosen] = True
-            close_calls = close.sum()
+            close_calls = self._refine(x, label, logits, final)
         fault = torch.full_like(label, FINE, dtype=torch.int8)
         fault.masked_fill_(final & ~self._finite_rows(logits), BAD_LOGITS)
         fault.masked_fill_(~x.isfinite().flatten(1).all(dim=1), BAD_INPUT)
+        if self.amp_dtype:
+            logits = logits.where(final[:, None], self._bounded(logits))
         top5 = logits.topk(5, dim=1).indices
         probs = logits.softmax(dim=1)
         return Scores(top5, probs.gather(1, top5), probs.gather(1, label[:, None])[:, 0], fault), close_calls
@@ -158,14 +178,29 @@ class ModelRunner:
 def halve_on_oom(attempt: Callable[[int], T], size: int, device: torch.device, what: str = "micro-batch") -> tuple[T,
                                                                                                                    int]:
     """``attempt(size)``, retried with half the size after each out-of-memory error (down to 1, then the error is
-    raised); returns the result and the size that fitted."""
+    raised); returns the result and the size that fitted. The allocator's cache is emptied after leaving the
+    ``except`` block: inside it, the traceback still holds the failed attempt's tensors."""
     while True:
         try:
             return attempt(size), size
         except torch.OutOfMemoryError:
             if size == 1:
                 raise
-            size = max(1, size // 2)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            tqdm.write(f"out of memory: {what} reduced to {size}")
+        size = max(1, size // 2)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        tqdm.write(f"out of memory: {what} reduced to {size}")
+
+
+def apply_condition(condition: Condition, x: torch.Tensor, index: torch.Tensor, fitted: dict[str, int]) -> torch.Tensor:
+    """``condition(x, index)`` in parts of half the batch after each out-of-memory error (a style generator needs
+    ~10-13 GB for 256 crops); ``fitted`` keeps the part size that fitted per condition id for the next batches.
+    Every condition works image by image (random draws keyed by ``index``), so the parts give the same images."""
+    def attempt(step: int) -> torch.Tensor:
+        parts = [condition(part, part_index) for part, part_index in zip(x.split(step), index.split(step))]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    out, step = halve_on_oom(attempt, fitted.get(condition.id, len(x)), x.device, f"condition {condition.id} batch")
+    if step < len(x):
+        fitted[condition.id] = step
+    return out
