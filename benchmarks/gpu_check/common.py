@@ -2,8 +2,10 @@
 folder, the models and the run options."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +60,13 @@ class Step:
                                    "seconds": round(time.perf_counter() - self.start, 2), "result": result},
                                   indent=1, default=str))
         os.replace(tmp, self.path)
+
+
+def from_tests(name: str):
+    """A helper module of tests/ (the mechanism a step shares with the test that pins it: gpu_race, syncs)."""
+    if str(REPO / "tests") not in sys.path:
+        sys.path.insert(0, str(REPO / "tests"))
+    return importlib.import_module(name)
 
 
 def shared_root() -> Path:

