@@ -130,7 +130,8 @@ def step_preflight(plan: Plan, step: Step) -> None:
 
 @contextlib.contextmanager
 def _precision(mode: str) -> Iterator[None]:
-    """``ieee``: full_fp32; ``tf32``: float32 convolutions and matmuls in TF32; ``bf16``: bf16 autocast."""
+    """``ieee``: full_fp32; ``tf32``: float32 convolutions, RNNs and matmuls in TF32 (cuDNN's conv and RNN settings
+    kept equal: torch refuses to read a cuDNN-wide flag when they differ); ``bf16``: bf16 autocast."""
     from ibnbench.precision import full_fp32
 
     if mode == "ieee":
@@ -141,7 +142,7 @@ def _precision(mode: str) -> Iterator[None]:
         with torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16):
             yield
         return
-    ops = (torch.backends.cudnn.conv, torch.backends.cuda.matmul)
+    ops = (torch.backends.cudnn.conv, torch.backends.cudnn.rnn, torch.backends.cuda.matmul)  # conv and rnn agree
     saved = [op.fp32_precision for op in ops]
     for op in ops:
         op.fp32_precision = "tf32"

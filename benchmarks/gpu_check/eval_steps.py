@@ -57,15 +57,16 @@ def step_table1(plan: Plan, step: Step) -> None:
     step.save({"rows": rows, "line": line}, complete=True)
 
 
-def _lite0(step: Step) -> dict | None:
-    """EfficientNet-Lite0 with its released weights, or None (the step saved why) without its packages."""
+def _lite0() -> tuple[dict | None, str | None]:
+    """EfficientNet-Lite0 with its released weights, or None and why (its packages or the val images absent)."""
     from ibnbench.errors import MissingExtraError
 
+    if not val100().is_dir():
+        return None, f"{val100()} is absent"
     try:
-        return create_models(["efficientnet_lite0"], weights="official")
+        return create_models(["efficientnet_lite0"], weights="official"), None
     except (ImportError, MissingExtraError) as exc:
-        step.save({"skipped": f"efficientnet_lite0: {exc}", "line": f"skipped: {exc}"}, complete=True)
-        return None
+        return None, f"efficientnet_lite0: {exc}"
 
 
 def _answers_differing(a, b) -> int:
@@ -80,8 +81,9 @@ def step_real100(plan: Plan, step: Step) -> None:
     from ibnbench.eval.engine import evaluate
     from ibnbench.eval.plan import load_suite
 
-    models = _lite0(step)
+    models, absent = _lite0()
     if models is None:
+        step.save({"skipped": absent, "line": f"skipped: {absent}"}, complete=True)
         return
     conditions = load_suite("table1").select(REAL_CONDITIONS).conditions
     dataset = open_dataset(val100(), limit=plan.real_limit)
@@ -129,12 +131,11 @@ def step_syncs(plan: Plan, step: Step) -> None:
     step.save(result, complete=True)
 
 
-def _condition_seconds(plan: Plan, conditions) -> dict[str, float]:
-    """Seconds per batch of each condition on the device (CUDA events), a batch of crops from the fake set."""
+def _condition_seconds(plan: Plan, conditions, batch: int) -> dict[str, float]:
+    """Seconds per batch of ``batch`` random 224 crops for each condition on the device (CUDA events)."""
     from benchmarks.gpu_check.device_steps import seconds_per_call
 
     device = torch.device(plan.device)
-    batch = 256 if device.type == "cuda" else 1
     gen = torch.Generator().manual_seed(0)
     x = (torch.rand(batch, 3, 224, 224, generator=gen) * 255).round().to(device)
     index = torch.arange(batch, device=device)
@@ -158,18 +159,19 @@ def step_imagenet_c(plan: Plan, step: Step) -> None:
     whole = evaluate(create_models(plan.models[:1]), conditions, dataset, run_options(plan))
     result = {"model": plan.models[0], "conditions": len(conditions), **_timing_row("all conditions", whole)}
     step.save(result)
-    result["batch_seconds"] = _condition_seconds(plan, conditions)
+    result["condition_batch"] = batch = 1 if plan.dry_run else 256
+    result["batch_seconds"] = _condition_seconds(plan, conditions, batch)
     step.save(result)
-    models = _lite0(step) if val100().is_dir() else None
+    models, result["lite0_absent"] = _lite0()
     if models is not None:
         real = evaluate(models, conditions, open_dataset(val100(), limit=plan.real_limit), run_options(plan))
         result["lite0_top1_err"] = {r["condition"]: r["top1_err"] for r in real.results}
     slowest = max(result["batch_seconds"], key=result["batch_seconds"].get)
+    conditions_50k = round(sum(result["batch_seconds"].values()) * FULL_VAL / batch)
     result["line"] = (f"{plan.models[0]} x {len(conditions)} conditions: 50k in {result['50k_s']['warm']} s warm, "
-                      f"{result['50k_s']['upper']} s whole run (goal <= "
-                      f"{IMAGENET_C_GOAL_S} s); slowest condition {slowest} {result['batch_seconds'][slowest]} s "
-                      f"per batch; conditions alone for 50k: "
-                      f"{round(sum(result['batch_seconds'].values()) * FULL_VAL / (256 if not plan.dry_run else 1))} s")
+                      f"{result['50k_s']['upper']} s whole run (goal <= {IMAGENET_C_GOAL_S} s); the conditions "
+                      f"alone {conditions_50k} s; slowest {slowest}: {result['batch_seconds'][slowest]} s per "
+                      f"{batch} images")
     step.save(result, complete=True)
 
 
