@@ -48,6 +48,8 @@ class RunOptions:
     refine: float = _flag(0.125, "under --amp bf16/fp16, the share of each batch nearest a top-1/top-5 decision that "
                                  "is scored again in fp32, so reduced precision does not move near ties (default "
                                  "%(default)s; 0 turns it off)", metavar="SHARE")
+    overlap: bool = _flag(False, "on CUDA, compute each batch's next condition on a second stream while the models "
+                                 "score the current one (no effect elsewhere)")
     fanout: bool = _flag(True, "baseline mode: one pass over the data per (model, condition), like peers do",
                          flag="--no-fanout")
     progress: bool = _flag(True, "no progress bars or lines", flag="--no-progress")
