@@ -54,7 +54,8 @@ def environment(device: torch.device, options: RunOptions, close_calls_left: int
            "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
                            else platform.processor() or "cpu"),
            "dtype": str(options.amp_dtype(device) or torch.float32).removeprefix("torch."),
-           "channels_last": options.channels_last, "compile": options.compile, "batch_size": options.batch_size,
+           "channels_last": options.channels_last, "compile": options.compile, "overlap": options.overlap,
+           "batch_size": options.batch_size,
            "fp32_conv": fp32_conv_precision(device), "probabilities": probability_source(options, device),
            "decoder": options.resolved_decoder(device),
            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
