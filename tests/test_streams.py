@@ -120,3 +120,31 @@ def test_overlap_gives_identical_results(tiny_val):
             for overlap in (False, True)]
     assert runs[0].results == runs[1].results and runs[0].per_image == runs[1].per_image
     assert (runs[0].predictions.top5_prob == runs[1].predictions.top5_prob).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_overlap_on_cuda_stores_the_answers_of_a_run_in_order_with_no_host_sync():
+    """On the device: the batch with the next condition on a side stream, under torch's sync debug mode set to raise,
+    stores bit for bit what the batch in order stores."""
+    from ibnbench.zoo import create_model
+
+    conditions = load_suite("imagenet-c").select(["origin", "gaussian_noise-3", "motion_blur-2", "fog-4"]).conditions
+    device = torch.device("cuda", torch.cuda.current_device())
+    torch.manual_seed(0)
+    runner = ModelRunner(create_model("resnet18_ibn_a"), SMALL, device, RunOptions(device="cuda", amp="bf16"))
+    crops = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    batch = {"index": torch.arange(8).pin_memory(), "label": torch.arange(8).pin_memory(),
+             "ok": torch.ones(8, dtype=torch.bool).pin_memory(), "crops": {runner.geometry: crops.pin_memory()}}
+    states = []
+    for side in (None, streams.SideStream(device, enabled=True), streams.SideStream(device, enabled=True)):
+        states.append(EvalState(8, [("m", c.id) for c in conditions], device))
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error" if len(states) == 3 else "default")  # the second run warms up
+        try:
+            engine._evaluate_batch(batch, {"m": runner}, conditions, states[-1], device, side=side)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    for name in ("top5_index", "top5_prob", "label_prob"):
+        for pair in states[0].pairs:
+            assert torch.equal(states[0].predicted[name][pair], states[2].predicted[name][pair])
