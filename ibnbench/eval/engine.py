@@ -25,6 +25,7 @@ from ibnbench.eval.options import RunOptions
 from ibnbench.eval.plan import Classifier, RunPlan
 from ibnbench.eval.runner import ModelRunner, apply_condition, probability_source
 from ibnbench.eval.state import EvalState
+from ibnbench.eval.streams import SideStream
 from ibnbench.eval.timing import WarmClock
 from ibnbench.precision import fp32_conv_precision
 from ibnbench.progress import Progress
@@ -53,7 +54,8 @@ def environment(device: torch.device, options: RunOptions, close_calls_left: int
            "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
                            else platform.processor() or "cpu"),
            "dtype": str(options.amp_dtype(device) or torch.float32).removeprefix("torch."),
-           "channels_last": options.channels_last, "compile": options.compile, "batch_size": options.batch_size,
+           "channels_last": options.channels_last, "compile": options.compile, "overlap": options.overlap,
+           "batch_size": options.batch_size,
            "fp32_conv": fp32_conv_precision(device), "probabilities": probability_source(options, device),
            "decoder": options.resolved_decoder(device),
            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -81,28 +83,34 @@ class EvalResult:
 
 def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Sequence, state: EvalState,
                     device: torch.device, own_batches: dict[str, dict] | None = None,
-                    fitted: dict[str, int] | None = None) -> None:
+                    fitted: dict[str, int] | None = None, side: SideStream | None = None) -> None:
     """Every condition on the batch's crops, every model on every condition; hits stay on the device.
 
     ``own_batches`` holds, per condition with images of its own (:meth:`Condition.source`), the same images read
     from there; ``fitted``, per condition id, the part size that fitted after an out-of-memory error
-    (:func:`~ibnbench.eval.runner.apply_condition`; kept from batch to batch)."""
+    (:func:`~ibnbench.eval.runner.apply_condition`; kept from batch to batch). With an enabled ``side`` stream
+    (``--overlap``), each next condition is computed on it while the models score the current one."""
     fitted = {} if fitted is None else fitted
     index = batch["index"].to(device, non_blocking=True)
     label = batch["label"].to(device, non_blocking=True)
     ok = batch["ok"]
     crops = {key: crop.to(device, non_blocking=True).float() for key, crop in batch["crops"].items()}
+    jobs = []  # (condition, geometry key, crops)
     for condition in conditions:
         source = crops
         if own_batches and condition.id in own_batches:
             ok = ok & own_batches[condition.id]["ok"]
             source = {key: crop.to(device, non_blocking=True).float()
                       for key, crop in own_batches[condition.id]["crops"].items()}
-        for key, crop in source.items():
-            x = apply_condition(condition, crop, index, fitted)
-            for name, runner in runners.items():
-                if runner.geometry != key:
-                    continue
+        jobs.extend((condition, key, crop) for key, crop in source.items())
+    ahead = None
+    for number, (condition, key, crop) in enumerate(jobs):
+        x = side.take(ahead) if ahead is not None else apply_condition(condition, crop, index, fitted)
+        if side is not None and side.enabled and number + 1 < len(jobs):
+            after, _, after_crop = jobs[number + 1]
+            ahead = side.run(apply_condition, after, after_crop, index, fitted)
+        for name, runner in runners.items():
+            if runner.geometry == key:
                 state.store(name, condition.id, index, label, runner.score(x, label))
     state.label[index] = label.to(torch.int32)
     state.valid[index] = ok.to(device, non_blocking=True)
@@ -158,6 +166,7 @@ def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence,
     from_cache = 0
     own_sources = {c.id: c.source(dataset) for c in conditions}  # checked once, not once per pass
     fitted: dict[str, int] = {}  # condition batch sizes that fitted after an out-of-memory error
+    side = SideStream(device, options.overlap)
     for model_names, pass_conditions in passes:
         done = state.done.cpu()  # one transfer, not one device sync per image
         todo = [i for i in shard if not done[i]] if options.fanout else shard
@@ -174,7 +183,7 @@ def evaluate(models: Mapping[str, Classifier | nn.Module], conditions: Sequence,
             try:
                 for batch, *own_batches in zip(*loaders):
                     _evaluate_batch(batch, {n: runners[n] for n in model_names}, pass_conditions, state, device,
-                                    dict(zip(own, own_batches)), fitted)
+                                    dict(zip(own, own_batches)), fitted, side)
                     skipped.extend(path for b in (batch, *own_batches) for path, _reason in b["bad"])
                     n = len(batch["index"])
                     warm.batch_done(n)

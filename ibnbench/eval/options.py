@@ -56,6 +56,8 @@ class RunOptions:
     style_dir: list[str] | None = _flag(None, "read a style's output pre-rendered by `ibnbench stylize --resize crop` "
                                               "from DIR instead of running its generator (repeat per style)",
                                         type=str, action="append", metavar="STYLE=DIR")
+    overlap: bool = _flag(False, "on CUDA, compute each batch's next condition on a second stream while the models "
+                                 "score the current one (no effect elsewhere)")
     fanout: bool = _flag(True, "baseline mode: one pass over the data per (model, condition), like peers do",
                          flag="--no-fanout")
     progress: bool = _flag(True, "no progress bars or lines", flag="--no-progress")
