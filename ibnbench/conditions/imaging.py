@@ -21,13 +21,15 @@ def _int32(h: torch.Tensor) -> torch.Tensor:
 
 
 def _mix(h: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer finaliser (lowbias32) on int32 tensors: multiplications wrap modulo 2**32, right shifts are
-    made logical by masking (int32 arithmetic is about 4x faster than int64 on the CPU)."""
-    h = h ^ ((h >> 16) & 0xFFFF)
-    h = h * 0x7FEB352D
-    h = h ^ ((h >> 15) & 0x1FFFF)
-    h = h * (0x846CA68B - (1 << 32))
-    return h ^ ((h >> 16) & 0xFFFF)
+    """A 32-bit integer finaliser (lowbias32) on an int32 tensor, in place: multiplications wrap modulo 2**32, right
+    shifts are made logical by masking (int32 arithmetic is about 4x faster than int64 on the CPU); one temporary."""
+    shifted = torch.empty_like(h)
+    for shift, multiplier in ((16, 0x7FEB352D), (15, 0x846CA68B - (1 << 32)), (16, None)):
+        torch.bitwise_right_shift(h, shift, out=shifted)
+        h ^= shifted.bitwise_and_((1 << (32 - shift)) - 1)
+        if multiplier is not None:
+            h *= multiplier
+    return h
 
 
 def condition_key(seed: int, name: str) -> int:
@@ -55,11 +57,20 @@ class Draws:
     def __init__(self, key: int, index: torch.Tensor):
         self.image = _mix(_int32((index.to(torch.int64) & _MASK) ^ key))
 
+    def hashes(self, stream: int, count: int) -> torch.Tensor:
+        """``count`` 32-bit hashes per image ``[N, count]`` (int32) for draw ``stream``: the bits every draw is cut
+        from (the low 16 bits of hash ``j`` are level ``j``, the high 16 bits level ``count + j``)."""
+        return _mix(self.image[:, None] ^ _element_hashes(count, stream, self.image.device)[None])
+
     def levels(self, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
         """Uniform integers in [0, 2**16) ``[N, *shape]`` (int32) for draw ``stream``."""
         n = math.prod(shape)
-        h = _mix(self.image[:, None] ^ _element_hashes((n + 1) // 2, stream, self.image.device)[None])
-        return torch.cat([h & 0xFFFF, (h >> 16) & 0xFFFF], dim=1)[:, :n].reshape(-1, *shape)
+        half = (n + 1) // 2
+        h = self.hashes(stream, half)
+        out = torch.empty(h.shape[0], 2 * half, dtype=h.dtype, device=h.device)
+        torch.bitwise_and(h, 0xFFFF, out=out[:, :half])
+        torch.bitwise_right_shift(h, 16, out=out[:, half:]).bitwise_and_(0xFFFF)
+        return out[:, :n].reshape(-1, *shape)
 
     def uniform(self, stream: int, shape: tuple[int, ...], low: float = 0.0, high: float = 1.0) -> torch.Tensor:
         """Uniform floats in the open interval (low, high)."""
@@ -68,7 +79,8 @@ class Draws:
 
     def normal(self, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
         """Standard normal floats."""
-        return _inverse_normal_table(self.image.device)[self.levels(stream, shape)]
+        levels = self.levels(stream, shape)
+        return _inverse_normal_table(self.image.device).index_select(0, levels.reshape(-1)).view(levels.shape)
 
     def integers(self, stream: int, low: int, high: int, shape: tuple[int, ...] = ()) -> torch.Tensor:
         """Integers in [low, high) (int64), ``[N, *shape]``."""
@@ -231,35 +243,36 @@ def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=None)
-def _pil_box_weights(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """PIL's BOX resampling matrix ``[n_out, n_in]`` (ImagingResample's coefficients for the box filter), made once
-    per device and dtype."""
+def _pil_box_runs(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """PIL's BOX resampling from ``n_in`` to ``n_out`` samples (ImagingResample's box coefficients: 1 where
+    ``-0.5 < t <= 0.5``, normalised): output ``j`` is the mean of the inputs whose centre ``i + 0.5`` lies in
+    ``(j scale, (j + 1) scale]``, runs that tile the input. ``(run, length)``: each input's run, each run's length;
+    made once per device and dtype."""
     scale = n_in / n_out
-    support = 0.5 * max(scale, 1.0)
-    weights = torch.zeros(n_out, n_in, dtype=torch.float64)
-    for out in range(n_out):
-        center = (out + 0.5) * scale
-        lo, hi = max(int(center - support + 0.5), 0), min(int(center + support + 0.5), n_in)
-        for i in range(lo, hi):
-            t = (i - center + 0.5) / max(scale, 1.0)
-            weights[out, i] = 1.0 if -0.5 < t <= 0.5 else 0.0
-        weights[out] /= weights[out].sum()
-    return weights.to(device, dtype)
+    run = [j for j in range(n_out) for i in range(n_in) if j * scale < i + 0.5 <= (j + 1) * scale]
+    assert len(run) == n_in  # every input in exactly one run
+    return (torch.tensor(run, device=device),
+            torch.tensor([run.count(j) for j in range(n_out)], device=device, dtype=dtype))
+
+
+def _box_pass(x: torch.Tensor, dim: int, runs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """One PIL BOX pass along ``dim`` of uint8-valued ``x``, rounded to uint8 as PIL stores it: each run's sum
+    (exact: integers below 2**24, whatever the order) over its length."""
+    run, length = runs
+    shape = list(x.shape)
+    shape[dim] = len(length)
+    sums = x.new_zeros(shape).index_add_(dim, run, x)
+    return sums.div_(length if dim == -1 else length[:, None]).add_(0.5).floor_()
 
 
 def pixelate_op(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """PIL resize to ``int(n * factor)`` with BOX (horizontal then vertical pass, uint8 between), then NEAREST back.
-    The passes are matrix products in IEEE precision: TF32 on 0..255 values would move levels across the floor."""
+    """PIL resize to ``int(n * factor)`` with BOX (horizontal then vertical pass, uint8 between), then NEAREST back
+    (PIL's source pixel ``int((i + 0.5) * small / n)`` is torch's "nearest-exact"). No matrix products: run means
+    of uint8 values by prefix sums, exact in float32 up to the division."""
     h, w = x.shape[-2:]
-    sh, sw = int(h * factor), int(w * factor)
-    box_w = _pil_box_weights(w, sw, x.device, x.dtype)
-    box_h = _pil_box_weights(h, sh, x.device, x.dtype)
-    with full_fp32():
-        small = torch.floor(x @ box_w.T + 0.5).clamp(0, 255)
-        small = torch.floor(box_h @ small + 0.5).clamp(0, 255)
-    rows = ((torch.arange(h, device=x.device) + 0.5) * (sh / h)).long().clamp(max=sh - 1)
-    cols = ((torch.arange(w, device=x.device) + 0.5) * (sw / w)).long().clamp(max=sw - 1)
-    return small.index_select(-2, rows).index_select(-1, cols)
+    small = _box_pass(x, -1, _pil_box_runs(w, int(w * factor), x.device, x.dtype))
+    small = _box_pass(small, -2, _pil_box_runs(h, int(h * factor), x.device, x.dtype))
+    return F.interpolate(small, size=(h, w), mode="nearest-exact")
 
 
 POISSON_BITS = 12
