@@ -216,3 +216,42 @@ def test_imagenet_c_ops_copy_no_constants_and_read_nothing_back_after_the_first_
         with _HostTraffic() as traffic:
             corruptions.corrupt(x, index, name, severity, 1)
         assert traffic.seen == [] and built == [], (severity, traffic.seen, built)
+
+
+def _photo_like(seed: int, size: int = 64) -> torch.Tensor:
+    """A smooth colour image with texture (what JPEG is made for), ``[3, size, size]`` on 0..255 floats."""
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, 6, 6, generator=gen) * 255
+    smooth = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)[0]
+    return (smooth + torch.randn(3, size, size, generator=gen) * 12).clamp(0, 255).round()
+
+
+@pytest.mark.parametrize("quality", [7, 25, 85])
+def test_jpeg_round_trip_is_pils_420_jpeg_bit_for_bit(quality):
+    """The round trip (jpeg_compression, the ``jpeg = 85`` finish) equals PIL saving at that quality with its
+    default chroma subsampling, 4:2:0 (as ImageNet-C's files were written), and PIL decoding, on every image."""
+    import io
+
+    import numpy as np
+    from PIL import Image, JpegImagePlugin
+
+    batch = torch.stack([_photo_like(seed) for seed in range(4)])
+    ours = imaging.jpeg_round_trip(batch, quality)
+    for image, mine in zip(batch, ours):
+        encoded = io.BytesIO()
+        Image.fromarray(image.permute(1, 2, 0).to(torch.uint8).numpy()).save(encoded, "JPEG", quality=quality)
+        written = Image.open(encoded)
+        assert JpegImagePlugin.get_sampling(written) == 2  # PIL's code for 4:2:0
+        expected = torch.from_numpy(np.array(written.convert("RGB"))).permute(2, 0, 1).float()
+        assert torch.equal(mine, expected)
+    assert not torch.equal(ours, batch)  # it did compress
+
+
+def test_jpeg_round_trip_reads_the_batch_on_the_host_once(monkeypatch):
+    """One host step per batch (on CUDA: one pinned copy and its one wait), whatever the batch size."""
+    calls = []
+    real = imaging.host_copy_for_jpeg
+    monkeypatch.setattr(imaging, "host_copy_for_jpeg", lambda pixels: calls.append(pixels.shape) or real(pixels))
+    batch = torch.stack([_photo_like(seed, 32) for seed in range(6)])
+    imaging.jpeg_round_trip(batch, 50)
+    assert calls == [(6, 3, 32, 32)]

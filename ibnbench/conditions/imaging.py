@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import kornia
@@ -232,14 +233,37 @@ def rgb_to_hsv_parts(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return v, s
 
 
+def host_copy_for_jpeg(pixels: torch.Tensor) -> torch.Tensor:
+    """``pixels`` in host memory for the JPEG encoder. From CUDA: one non-blocking copy of the whole batch into
+    pinned memory, then the one host sync by design (the host reads what the copy wrote): an event recorded after
+    the copy on the current stream, waited for."""
+    if pixels.device.type == "cpu":
+        return pixels
+    if pixels.device.type != "cuda":
+        return pixels.cpu()
+    host = torch.empty(pixels.shape, dtype=pixels.dtype, pin_memory=True)
+    host.copy_(pixels, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+    copied.synchronize()
+    return host
+
+
 def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
-    """Encode each image as JPEG at ``quality`` and decode it (torchvision; batched, on CUDA when ``x`` is)."""
+    """Encode each image as JPEG at ``quality`` and decode it with the host's libjpeg (torchvision's CPU codec:
+    4:2:0 chroma, the bytes PIL writes at that quality, as ImageNet-C's files were made), images in parallel
+    threads (the codec releases the GIL). A CUDA batch goes to the host in one pinned copy
+    (:func:`host_copy_for_jpeg`) and comes back in one non-blocking copy (the pinned buffer is kept until that copy
+    has run by torch's host allocator)."""
     from torchvision.io import decode_jpeg, encode_jpeg
 
-    images = list(x.round().clamp(0, 255).to(torch.uint8))
-    encoded = [data.cpu() for data in encode_jpeg(images, quality=quality)]  # the decoder reads host memory
-    decoded = decode_jpeg(encoded, device=x.device)
-    return torch.stack(decoded).to(x.dtype)
+    pixels = host_copy_for_jpeg(x.round().clamp(0, 255).to(torch.uint8))
+    with ThreadPoolExecutor(min(len(pixels), torch.get_num_threads()) or 1) as pool:  # per call: fork-safe
+        decoded = list(pool.map(lambda image: decode_jpeg(encode_jpeg(image, quality=quality)), pixels))
+    if x.device.type == "cuda":
+        back = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
+        return torch.stack(decoded, out=back).to(x.device, non_blocking=True).to(x.dtype)
+    return torch.stack(decoded).to(x.device, x.dtype)
 
 
 @lru_cache(maxsize=None)
