@@ -123,10 +123,11 @@ def severity_list(text: str) -> tuple[int, ...]:
         return (1, 2, 3, 4, 5)
     chosen: set[int] = set()
     for part in text.split(","):
-        low, _, high = part.partition("-")
-        if not (low.isdigit() and (high or low).isdigit() and 1 <= int(low) <= int(high or low) <= 5):
+        low, dash, high = part.partition("-")
+        high = high if dash else low
+        if not (low.isdigit() and high.isdigit() and 1 <= int(low) <= int(high) <= 5):
             raise argparse.ArgumentTypeError(f"expected severities 1-5 as 3, 1-5, 1,3,5 or all, not {text!r}")
-        chosen.update(range(int(low), int(high or low) + 1))
+        chosen.update(range(int(low), int(high) + 1))
     return tuple(sorted(chosen))
 
 
@@ -140,7 +141,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise UsageError("--corruptions needs --data DIR (the crops both implementations corrupt)")
         out = corruptions(args.data, limit=args.limit or 4, batch_size=args.batch_size, device=args.device,
                           conditions=args.conditions, reference=args.reference, severities=args.severities,
-                          repeat=args.repeat)
+                          repeat=args.repeat, threads=args.threads)
         print(corruption_table(out))
         print(f"{out['n_images']} image(s), ours in batches of {out['batch_size']} on {out['device']} "
               f"({out['threads']} threads), medians of {out['repeat']} interleaved repeat(s), ms per image")
@@ -294,6 +295,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="--corruptions: severities to time: 3 (default), 1-5, 1,3,5 or all")
     p.add_argument("--repeat", type=positive_int, default=3,
                    help="--corruptions: interleaved repeats of ours and the reference; medians kept (default 3)")
+    p.add_argument("--threads", type=positive_int,
+                   help="--corruptions: torch's intra-op threads for ours (default torch's; the reference uses one)")
     p.add_argument("--data", type=non_empty_path, metavar="DIR",
                    help="dataset for --pipeline / --compare-baseline / --corruptions")
     p.add_argument("--suite", type=non_empty_path, default="table1")

@@ -160,6 +160,9 @@ def _imagenet_c_conditions(conditions: Sequence[str] | None, severities: Sequenc
         if not chosen:
             raise UsageError(f"--conditions: none of {', '.join(conditions)} is an ImageNet-C condition at "
                              f"severities {', '.join(map(str, severities))}")
+    missing = next((c.requires[0] for c in chosen if c.requires), None)
+    if missing:
+        raise MissingFileError(f"{missing} (or leave it out with --conditions)")
     return chosen
 
 
@@ -167,9 +170,27 @@ def _ms_per_image(fn, images: int, device: torch.device) -> float:
     return 1000 * _timed(fn, device) / images
 
 
+def _time_op(condition, batch: torch.Tensor, index: torch.Tensor, images: list, reference_fn, repeat: int) -> dict:
+    """One row of :func:`corruptions`: ours on the batch and the reference on each image, alternating ``repeat``
+    times after one warm-up call of ours; medians."""
+    condition(batch, index)  # warm-up: tables, textures and filter matrices are built once
+
+    def theirs():
+        for image in images:
+            reference_fn(image, severity=condition.severity, corruption_name=condition.corruption)
+
+    ours_ms, reference_ms = [], []
+    for _ in range(repeat):
+        ours_ms.append(_ms_per_image(lambda: condition(batch, index), len(batch), batch.device))
+        reference_ms.append(_ms_per_image(theirs, len(images), torch.device("cpu")))
+    ours, reference = statistics.median(ours_ms), statistics.median(reference_ms)
+    return {"op": condition.corruption, "severity": condition.severity, "ours_ms": ours, "reference_ms": reference,
+            "ratio": reference / ours}
+
+
 def corruptions(data: str | os.PathLike, limit: int = 4, batch_size: int = 64, device: str | None = None,
                 conditions: Sequence[str] | None = None, reference: str = "imagecorruptions:corrupt",
-                severities: Sequence[int] = (3,), repeat: int = 3,
+                severities: Sequence[int] = (3,), repeat: int = 3, threads: int | None = None,
                 suites: Sequence[str] = ("imagenet-c", "imagenet-c-extra")) -> dict:
     """Our ImageNet-C ops against the reference on the same crops, op by op: milliseconds per image each.
 
@@ -177,7 +198,8 @@ def corruptions(data: str | os.PathLike, limit: int = 4, batch_size: int = 64, d
     them (HxWx3 uint8 numpy, one at a time, as it works); ours corrupts a batch of ``batch_size`` (the crops
     repeated) on ``device``, after one warm-up call. The two alternate ``repeat`` times and each keeps its median,
     so that load from elsewhere falls on both. ``ratio`` is reference over ours (above 1: ours is faster);
-    ``geometric_mean`` is over the rows' ratios."""
+    ``geometric_mean`` is over the rows' ratios. ``threads`` sets torch's intra-op threads for the run (the
+    reference runs on one)."""
     from ibnbench.data import decode as data_mod
     from ibnbench.data.discovery import open_dataset
     from ibnbench.data.geometry import Geometry
@@ -187,6 +209,8 @@ def corruptions(data: str | os.PathLike, limit: int = 4, batch_size: int = 64, d
         raise UsageError(f"--batch-size, --repeat and --limit must be at least 1, got {batch_size}, {repeat}, {limit}")
     chosen = _imagenet_c_conditions(conditions, severities, suites)
     reference_fn = load_reference(reference)
+    if threads:
+        torch.set_num_threads(threads)
     dev = resolve_device(device)
     dataset = open_dataset(data, limit=limit)
     geometry = Geometry()
@@ -194,24 +218,17 @@ def corruptions(data: str | os.PathLike, limit: int = 4, batch_size: int = 64, d
     images = list(crops.permute(0, 2, 3, 1).contiguous().numpy())
     batch = crops.repeat(math.ceil(batch_size / len(crops)), 1, 1, 1)[:batch_size].to(dev).float()
     index = torch.arange(batch_size, device=dev)
-    rows = []
-    for condition in tqdm(chosen, desc="corruptions", unit="condition", disable=None):
-        condition(batch, index)  # warm-up: tables, textures and filter matrices are built once
-
-        def theirs(c=condition):
-            for image in images:
-                reference_fn(image, severity=c.severity, corruption_name=c.corruption)
-
-        ours_ms, reference_ms = [], []
-        for _ in range(repeat):
-            ours_ms.append(_ms_per_image(lambda c=condition: c(batch, index), batch_size, dev))
-            reference_ms.append(_ms_per_image(theirs, len(images), torch.device("cpu")))
-        ours, ref = statistics.median(ours_ms), statistics.median(reference_ms)
-        rows.append({"op": condition.corruption, "severity": condition.severity, "ours_ms": ours,
-                     "reference_ms": ref, "ratio": ref / ours})
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads or threads_before)
+    try:
+        rows = [_time_op(c, batch, index, images, reference_fn, repeat) for c in
+                tqdm(chosen, desc="corruptions", unit="condition", disable=None)]
+        used = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads_before)
     return {"rows": rows, "geometric_mean": statistics.geometric_mean(r["ratio"] for r in rows),
             "n_images": len(images), "batch_size": batch_size, "repeat": repeat, "device": str(dev),
-            "threads": torch.get_num_threads()}
+            "threads": used}
 
 
 def corruption_table(out: dict) -> str:
