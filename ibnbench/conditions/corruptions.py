@@ -25,9 +25,8 @@ from ibnbench.conditions.imaging import (
     Draws,
     clipped_zoom,
     device_constant,
-    disk,
+    disk_filter,
     equalize,
-    fft_filter2d,
     filter3x3,
     gaussian_filter,
     gray,
@@ -136,7 +135,7 @@ def sweep_copies(dy: torch.Tensor, dx: torch.Tensor, delta: int) -> torch.Tensor
 
 def defocus_blur(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
     radius, alias_blur = [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)][severity - 1]
-    return fft_filter2d(x, disk(radius, alias_blur, x.device, x.dtype))
+    return disk_filter(x, radius, alias_blur)
 
 
 def motion_blur(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
