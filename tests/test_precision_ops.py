@@ -245,13 +245,3 @@ def test_jpeg_round_trip_is_pils_420_jpeg_bit_for_bit(quality):
         expected = torch.from_numpy(np.array(written.convert("RGB"))).permute(2, 0, 1).float()
         assert torch.equal(mine, expected)
     assert not torch.equal(ours, batch)  # it did compress
-
-
-def test_jpeg_round_trip_reads_the_batch_on_the_host_once(monkeypatch):
-    """One host step per batch (on CUDA: one pinned copy and its one wait), whatever the batch size."""
-    calls = []
-    real = imaging.host_copy_for_jpeg
-    monkeypatch.setattr(imaging, "host_copy_for_jpeg", lambda pixels: calls.append(pixels.shape) or real(pixels))
-    batch = torch.stack([_photo_like(seed, 32) for seed in range(6)])
-    imaging.jpeg_round_trip(batch, 50)
-    assert calls == [(6, 3, 32, 32)]

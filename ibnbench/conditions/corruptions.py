@@ -311,7 +311,7 @@ def corrupt(x: torch.Tensor, index: torch.Tensor, name: str, severity: int, key:
     """The corruption ``name`` at ``severity`` (1-5) of a 0..255 batch, ending as ImageNet-C's files did:
     clipped and truncated to integers (``np.uint8``), float dtype. ``key`` is :func:`condition_key`'s. Every image's
     result depends on that image and its index alone, so the CPU takes the batch in slices of :data:`CPU_SLICE`."""
-    if x.device.type != "cpu" or len(x) <= CPU_SLICE:
+    if x.device.type != "cpu" or len(x) <= CPU_SLICE or name == "jpeg_compression":  # JPEG: image by image anyway
         return _corrupt(x, index, name, severity, key)
     out = torch.empty_like(x)
     for start in range(0, len(x), CPU_SLICE):

@@ -3,6 +3,7 @@ JPEG and PIL-box resampling."""
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -269,21 +270,44 @@ def host_copy_for_jpeg(pixels: torch.Tensor) -> torch.Tensor:
     return host
 
 
-def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
-    """Encode each image as JPEG at ``quality`` and decode it with the host's libjpeg (torchvision's CPU codec:
-    4:2:0 chroma, the bytes PIL writes at that quality, as ImageNet-C's files were made), images in parallel
-    threads (the codec releases the GIL). A CUDA batch goes to the host in one pinned copy
-    (:func:`host_copy_for_jpeg`) and comes back in one non-blocking copy (the pinned buffer is kept until that copy
-    has run by torch's host allocator)."""
-    from torchvision.io import decode_jpeg, encode_jpeg
+def _uint8(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype == torch.uint8 else x.round().clamp_(0, 255).to(torch.uint8)
 
-    pixels = host_copy_for_jpeg(x.round().clamp(0, 255).to(torch.uint8))
-    with ThreadPoolExecutor(min(len(pixels), torch.get_num_threads()) or 1) as pool:  # per call: fork-safe
-        decoded = list(pool.map(lambda image: decode_jpeg(encode_jpeg(image, quality=quality)), pixels))
-    if x.device.type == "cuda":
-        back = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
-        return torch.stack(decoded, out=back).to(x.device, non_blocking=True).to(x.dtype)
-    return torch.stack(decoded).to(x.device, x.dtype)
+
+def _jpeg_image(pixels: torch.Tensor, quality: int) -> torch.Tensor:
+    """One ``[3, H, W]`` image (host memory) through JPEG: PIL's encoder (4:2:0 chroma, as ImageNet-C's files were
+    written) fed the three planes without a copy, torchvision's CPU decoder (PIL's pixels, faster)."""
+    from PIL import Image
+    from torchvision.io import decode_jpeg
+
+    pixels = _uint8(pixels).contiguous()
+    height, width = pixels.shape[-2:]
+    planes = [Image.frombuffer("L", (width, height), plane.numpy(), "raw", "L", 0, 1) for plane in pixels]
+    encoded = io.BytesIO()
+    Image.merge("RGB", planes).save(encoded, "JPEG", quality=quality)
+    return decode_jpeg(torch.frombuffer(encoded.getbuffer(), dtype=torch.uint8))
+
+
+def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Encode each image as JPEG at ``quality`` and decode it with the host's libjpeg (:func:`_jpeg_image`), images
+    in parallel threads (the codec releases the GIL) when torch has several. A CUDA batch goes to the host in one
+    pinned copy (:func:`host_copy_for_jpeg`) and comes back in one non-blocking copy (torch's host allocator keeps
+    the pinned buffer until that copy has run)."""
+    on_cuda = x.device.type == "cuda"
+    pixels = host_copy_for_jpeg(_uint8(x)) if on_cuda else x  # on the CPU each image is converted in its thread
+    back = torch.empty(x.shape, dtype=torch.uint8 if on_cuda else x.dtype, pin_memory=on_cuda)
+
+    def round_trip(i: int) -> None:
+        back[i].copy_(_jpeg_image(pixels[i], quality))
+
+    workers = min(len(x), torch.get_num_threads())
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:  # made per call: nothing to go stale in a forked worker
+            list(pool.map(round_trip, range(len(x))))
+    else:
+        for i in range(len(x)):
+            round_trip(i)
+    return back.to(x.device, non_blocking=True).to(x.dtype) if on_cuda else back
 
 
 @lru_cache(maxsize=None)
