@@ -106,12 +106,6 @@ def _pad_index(n: int, pad: int, mode: str, device) -> torch.Tensor:
     return torch.where(i < n, i, period - 1 - i)
 
 
-def _pad(x: torch.Tensor, pad_h: int, pad_w: int, mode: str) -> torch.Tensor:
-    """Pad the last two dims the way scipy.ndimage does (``nearest`` or ``reflect``)."""
-    x = x.index_select(-2, _pad_index(x.shape[-2], pad_h, mode, x.device))
-    return x.index_select(-1, _pad_index(x.shape[-1], pad_w, mode, x.device))
-
-
 @lru_cache(maxsize=None)
 def _filter_matrix(n: int, sigma: float, mode: str, truncate: float, device: torch.device,
                    dtype: torch.dtype) -> torch.Tensor:
@@ -289,7 +283,7 @@ def host_copy_for_jpeg(pixels: torch.Tensor) -> torch.Tensor:
     host = torch.empty(pixels.shape, dtype=pixels.dtype, pin_memory=True)
     host.copy_(pixels, non_blocking=True)
     copied = torch.cuda.Event()
-    copied.record()
+    copied.record(torch.cuda.current_stream(pixels.device))
     copied.synchronize()
     return host
 
@@ -317,9 +311,9 @@ def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
     in parallel threads (the codec releases the GIL) when torch has several. A CUDA batch goes to the host in one
     pinned copy (:func:`host_copy_for_jpeg`) and comes back in one non-blocking copy (torch's host allocator keeps
     the pinned buffer until that copy has run)."""
-    on_cuda = x.device.type == "cuda"
-    pixels = host_copy_for_jpeg(_uint8(x)) if on_cuda else x  # on the CPU each image is converted in its thread
-    back = torch.empty(x.shape, dtype=torch.uint8 if on_cuda else x.dtype, pin_memory=on_cuda)
+    on_host, on_cuda = x.device.type == "cpu", x.device.type == "cuda"
+    pixels = x if on_host else host_copy_for_jpeg(_uint8(x))  # on the CPU each image is converted in its thread
+    back = torch.empty(x.shape, dtype=x.dtype if on_host else torch.uint8, pin_memory=on_cuda)
 
     def round_trip(i: int) -> None:
         back[i].copy_(_jpeg_image(pixels[i], quality))
@@ -331,7 +325,7 @@ def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
     else:
         for i in range(len(x)):
             round_trip(i)
-    return back.to(x.device, non_blocking=True).to(x.dtype) if on_cuda else back
+    return back if on_host else back.to(x.device, non_blocking=on_cuda).to(x.dtype)
 
 
 @lru_cache(maxsize=None)
