@@ -81,3 +81,54 @@ def test_nvjpeg_stage_sends_nvjpeg_only_what_the_engine_sends_it(tmp_path, monke
     # the time of the 5 files nvJPEG decodes, scaled to all 7 (the other 2 go to CPU workers at about that rate)
     assert len(timed) == 1 and math.isfinite(timed[0]) and timed[0] > 0
     assert seconds == timed[0] * 7 / 5
+
+
+def test_corruptions_table_has_every_op_side_by_side_with_the_reference(tmp_path, monkeypatch):
+    """A tiny --corruptions run with a stand-in reference that records what it is given: a row per op and
+    severity, ms per image each side, ratio = reference / ours, the geometric mean of the ratios; the reference
+    corrupts each HxWx3 uint8 crop once per repeat at the row's severity."""
+    import time
+
+    import numpy as np
+    import pytest
+
+    from ibnbench.conditions.corruptions import COMMON, EXTRA
+    from ibnbench.conditions.frost import frost_dir
+
+    seen = []
+
+    def stand_in(image, severity, corruption_name):
+        seen.append((corruption_name, severity, image.shape, image.dtype))
+        time.sleep(0.001 * severity)
+        return image
+
+    monkeypatch.setattr(bench, "load_reference", lambda spec: stand_in)
+    names = [n for n in COMMON + EXTRA if n != "glass_blur" and (n != "frost" or frost_dir() is not None)]
+    root = make_folder(tmp_path / "val", {imagenet_wnids()[3]: [1, 2]})
+    out = bench.corruptions(root, limit=2, batch_size=3, device="cpu", conditions=names, severities=(1, 4),
+                            repeat=2, threads=1)
+    assert [(r["op"], r["severity"]) for r in out["rows"]] == [(n, s) for n in names for s in (1, 4)]
+    for row in out["rows"]:
+        assert row["ours_ms"] > 0 and row["reference_ms"] >= row["severity"]  # it slept 1 ms per severity
+        assert row["ratio"] == row["reference_ms"] / row["ours_ms"]
+    assert sorted(seen) == sorted((n, s, (224, 224, 3), np.uint8) for n in names for s in (1, 4) for _ in range(4))
+    assert out["geometric_mean"] == pytest.approx(math.exp(np.mean([math.log(r["ratio"]) for r in out["rows"]])))
+    assert (out["n_images"], out["batch_size"], out["repeat"], out["threads"]) == (2, 3, 2, 1)
+    table = bench.corruption_table(out).splitlines()
+    assert [c.strip() for c in table[0].split("|")[1:-1]] == ["op", "ratio, severity 1", "ratio, severity 4"] and \
+        len(table) == 2 + len(names) + 2
+    assert table[-1].endswith(f"{out['geometric_mean']:.2f}x")
+
+
+def test_severity_list_reads_single_ranges_lists_and_all():
+    import argparse
+
+    import pytest
+
+    from ibnbench.cli.evaluate import severity_list
+
+    assert severity_list("3") == (3,) and severity_list("all") == severity_list("1-5") == (1, 2, 3, 4, 5)
+    assert severity_list("5,1-2") == (1, 2, 5)
+    for bad in ("0", "6", "4-2", "x", "1-", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            severity_list(bad)

@@ -118,20 +118,34 @@ def cmd_divergence(args: argparse.Namespace) -> int:
     return 0
 
 
+def severity_list(text: str) -> tuple[int, ...]:
+    """``3``, ``1-5``, ``1,3,5`` or ``all`` as sorted severities 1-5."""
+    if text == "all":
+        return (1, 2, 3, 4, 5)
+    chosen: set[int] = set()
+    for part in text.split(","):
+        low, dash, high = part.partition("-")
+        high = high if dash else low
+        if not (low.isdigit() and high.isdigit() and 1 <= int(low) <= int(high) <= 5):
+            raise argparse.ArgumentTypeError(f"expected severities 1-5 as 3, 1-5, 1,3,5 or all, not {text!r}")
+        chosen.update(range(int(low), int(high) + 1))
+    return tuple(sorted(chosen))
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Synthetic throughput per model, or the fan-out vs baseline comparison on a dataset."""
-    from ibnbench.tools.bench import compare_baseline, corruptions, pipeline, throughput
+    from ibnbench.tools.bench import compare_baseline, corruption_table, corruptions, pipeline, throughput
 
     RunOptions.from_args(args)  # its flags checked in one place, before any work
     if args.corruptions:
         if not args.data:
             raise UsageError("--corruptions needs --data DIR (the crops both implementations corrupt)")
         out = corruptions(args.data, limit=args.limit or 4, batch_size=args.batch_size, device=args.device,
-                          conditions=args.conditions, reference=args.reference)
-        print(tabulate(out["rows"], headers="keys"))
-        print(f"\n{len(out['rows'])} condition(s), {out['n_images']} image(s) (ours: batches of {out['batch_size']} on "
-              f"{out['device']}, {out['threads']} threads): ours {1000 * out['ours_s_per_image']:.1f} ms, reference "
-              f"{1000 * out['reference_s_per_image']:.1f} ms per image over all of them: {out['speedup']:.1f}x")
+                          conditions=args.conditions, reference=args.reference, severities=args.severities,
+                          repeat=args.repeat, threads=args.threads)
+        print(corruption_table(out))
+        print(f"{out['n_images']} image(s), ours in batches of {out['batch_size']} on {out['device']} "
+              f"({out['threads']} threads), medians of {out['repeat']} interleaved repeat(s), ms per image")
         return 0
     if not args.model:
         raise UsageError("give --model NAME (every mode but --corruptions times models)")
@@ -279,6 +293,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "(--limit images, default 4; --conditions to pick; --model is ignored)")
     p.add_argument("--reference", default="imagecorruptions:corrupt", metavar="MODULE:FUNC",
                    help="--corruptions: the reference function (MODULE:FUNC or FILE.py:FUNC)")
+    p.add_argument("--severities", type=severity_list, default=(3,), metavar="LIST",
+                   help="--corruptions: severities to time: 3 (default), 1-5, 1,3,5 or all")
+    p.add_argument("--repeat", type=positive_int, default=3,
+                   help="--corruptions: interleaved repeats of ours and the reference; medians kept (default 3)")
+    p.add_argument("--threads", type=positive_int,
+                   help="--corruptions: torch's intra-op threads for ours (default torch's; the reference uses one)")
     p.add_argument("--data", type=non_empty_path, metavar="DIR",
                    help="dataset for --pipeline / --compare-baseline / --corruptions")
     p.add_argument("--suite", type=non_empty_path, default="table1")

@@ -3,7 +3,9 @@ JPEG and PIL-box resampling."""
 from __future__ import annotations
 
 import hashlib
+import io
 import math
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import kornia
@@ -21,13 +23,15 @@ def _int32(h: torch.Tensor) -> torch.Tensor:
 
 
 def _mix(h: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer finaliser (lowbias32) on int32 tensors: multiplications wrap modulo 2**32, right shifts are
-    made logical by masking (int32 arithmetic is about 4x faster than int64 on the CPU)."""
-    h = h ^ ((h >> 16) & 0xFFFF)
-    h = h * 0x7FEB352D
-    h = h ^ ((h >> 15) & 0x1FFFF)
-    h = h * (0x846CA68B - (1 << 32))
-    return h ^ ((h >> 16) & 0xFFFF)
+    """A 32-bit integer finaliser (lowbias32) on an int32 tensor, in place: multiplications wrap modulo 2**32, right
+    shifts are made logical by masking (int32 arithmetic is about 4x faster than int64 on the CPU); one temporary."""
+    shifted = torch.empty_like(h)
+    for shift, multiplier in ((16, 0x7FEB352D), (15, 0x846CA68B - (1 << 32)), (16, None)):
+        torch.bitwise_right_shift(h, shift, out=shifted)
+        h ^= shifted.bitwise_and_((1 << (32 - shift)) - 1)
+        if multiplier is not None:
+            h *= multiplier
+    return h
 
 
 def condition_key(seed: int, name: str) -> int:
@@ -55,11 +59,20 @@ class Draws:
     def __init__(self, key: int, index: torch.Tensor):
         self.image = _mix(_int32((index.to(torch.int64) & _MASK) ^ key))
 
+    def hashes(self, stream: int, count: int) -> torch.Tensor:
+        """``count`` 32-bit hashes per image ``[N, count]`` (int32) for draw ``stream``: the bits every draw is cut
+        from (the low 16 bits of hash ``j`` are level ``j``, the high 16 bits level ``count + j``)."""
+        return _mix(self.image[:, None] ^ _element_hashes(count, stream, self.image.device)[None])
+
     def levels(self, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
         """Uniform integers in [0, 2**16) ``[N, *shape]`` (int32) for draw ``stream``."""
         n = math.prod(shape)
-        h = _mix(self.image[:, None] ^ _element_hashes((n + 1) // 2, stream, self.image.device)[None])
-        return torch.cat([h & 0xFFFF, (h >> 16) & 0xFFFF], dim=1)[:, :n].reshape(-1, *shape)
+        half = (n + 1) // 2
+        h = self.hashes(stream, half)
+        out = torch.empty(h.shape[0], 2 * half, dtype=h.dtype, device=h.device)
+        torch.bitwise_and(h, 0xFFFF, out=out[:, :half])
+        torch.bitwise_right_shift(h, 16, out=out[:, half:]).bitwise_and_(0xFFFF)
+        return out[:, :n].reshape(-1, *shape)
 
     def uniform(self, stream: int, shape: tuple[int, ...], low: float = 0.0, high: float = 1.0) -> torch.Tensor:
         """Uniform floats in the open interval (low, high)."""
@@ -68,7 +81,8 @@ class Draws:
 
     def normal(self, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
         """Standard normal floats."""
-        return _inverse_normal_table(self.image.device)[self.levels(stream, shape)]
+        levels = self.levels(stream, shape)
+        return _inverse_normal_table(self.image.device).index_select(0, levels.reshape(-1)).view(levels.shape)
 
     def integers(self, stream: int, low: int, high: int, shape: tuple[int, ...] = ()) -> torch.Tensor:
         """Integers in [low, high) (int64), ``[N, *shape]``."""
@@ -92,12 +106,6 @@ def _pad_index(n: int, pad: int, mode: str, device) -> torch.Tensor:
     return torch.where(i < n, i, period - 1 - i)
 
 
-def _pad(x: torch.Tensor, pad_h: int, pad_w: int, mode: str) -> torch.Tensor:
-    """Pad the last two dims the way scipy.ndimage does (``nearest`` or ``reflect``)."""
-    x = x.index_select(-2, _pad_index(x.shape[-2], pad_h, mode, x.device))
-    return x.index_select(-1, _pad_index(x.shape[-1], pad_w, mode, x.device))
-
-
 @lru_cache(maxsize=None)
 def _filter_matrix(n: int, sigma: float, mode: str, truncate: float, device: torch.device,
                    dtype: torch.dtype) -> torch.Tensor:
@@ -111,24 +119,68 @@ def _filter_matrix(n: int, sigma: float, mode: str, truncate: float, device: tor
     return matrix.to(device=device, dtype=dtype)
 
 
+FILTER_BLOCK = 32
+"""Outputs per block of the banded filter products: a block reads only the ``FILTER_BLOCK + 2 radius`` inputs its
+band covers (about 3x fewer multiply-adds than the whole ``n x n`` matrix at 224 for sigma up to 6)."""
+
+
+@lru_cache(maxsize=None)
+def _filter_blocks(n: int, sigma: float, mode: str, truncate: float, device: torch.device,
+                   dtype: torch.dtype) -> tuple[tuple[slice, slice, torch.Tensor], ...]:
+    """:func:`_filter_matrix` cut into row blocks of :data:`FILTER_BLOCK` outputs: ``(outputs, inputs, weights)``,
+    ``inputs`` the columns where the block has non-zero weights (the border folding included)."""
+    matrix = _filter_matrix(n, sigma, mode, truncate, torch.device("cpu"), torch.float64)
+    blocks = []
+    for start in range(0, n, FILTER_BLOCK):
+        rows = slice(start, min(start + FILTER_BLOCK, n))
+        used = matrix[rows].ne(0).any(0).nonzero().flatten().tolist()
+        columns = slice(used[0], used[-1] + 1)
+        blocks.append((rows, columns, matrix[rows, columns].to(device=device, dtype=dtype)))
+    return tuple(blocks)
+
+
 def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> torch.Tensor:
-    """``scipy.ndimage.gaussian_filter`` over H and W of ``x[..., H, W]`` (skimage.filters.gaussian), as two
-    matrix products in IEEE precision (never TF32: :func:`ibnbench.precision.full_fp32`)."""
+    """``scipy.ndimage.gaussian_filter`` over H and W of ``x[..., H, W]`` (skimage.filters.gaussian), as matrix
+    products by blocks of the banded filter matrices (:func:`_filter_blocks`) in IEEE precision (never TF32:
+    :func:`ibnbench.precision.full_fp32`)."""
     h, w = x.shape[-2:]
-    rows = _filter_matrix(h, sigma, mode, truncate, x.device, x.dtype)
-    cols = _filter_matrix(w, sigma, mode, truncate, x.device, x.dtype)
+    across, out = x.new_empty(x.shape), x.new_empty(x.shape)
     with full_fp32():
-        return rows @ (x @ cols.T)
+        for outputs, inputs, weights in _filter_blocks(w, sigma, mode, truncate, x.device, x.dtype):
+            across[..., outputs] = x[..., inputs] @ weights.T
+        for outputs, inputs, weights in _filter_blocks(h, sigma, mode, truncate, x.device, x.dtype):
+            out[..., outputs, :] = weights @ across[..., inputs, :]
+    return out
 
 
-def fft_filter2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Correlation of ``x[N,C,H,W]`` with an odd square ``kernel`` (cv2.filter2D, border reflect-101), by FFT."""
-    r = kernel.shape[-1] // 2
+def _smooth_length(n: int) -> int:
+    """The smallest ``2^a 3^b 5^c >= n``: a length pocketfft transforms fast (244 = 4 x 61 is about 3x slower)."""
+    def rest(m: int) -> int:  # m without its factors 2, 3 and 5
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        return m
+
+    while rest(n) != 1:
+        n += 1
+    return n
+
+
+@lru_cache(maxsize=None)
+def _disk_spectrum(radius: float, alias_blur: float, size: tuple[int, int], device: torch.device,
+                   dtype: torch.dtype) -> torch.Tensor:
+    return torch.fft.rfft2(disk(radius, alias_blur, device, dtype).flip(-1, -2), s=size)
+
+
+def disk_filter(x: torch.Tensor, radius: float, alias_blur: float) -> torch.Tensor:
+    """Correlation of ``x[N,C,H,W]`` with :func:`disk` (cv2.filter2D, border reflect-101), by FFT: the padded image
+    zero-extended to a 5-smooth length (the outputs kept never wrap around), the disk's spectrum made once."""
+    r = disk(radius, alias_blur, x.device, x.dtype).shape[-1] // 2
     h, w = x.shape[-2:]
     padded = F.pad(x, (r, r, r, r), mode="reflect")
-    size = (h + 2 * r, w + 2 * r)
-    spectrum = torch.fft.rfft2(padded, s=size) * torch.fft.rfft2(kernel.flip(-1, -2), s=size)
-    return torch.fft.irfft2(spectrum, s=size)[..., 2 * r:, 2 * r:]
+    size = (_smooth_length(h + 2 * r), _smooth_length(w + 2 * r))
+    spectrum = torch.fft.rfft2(padded, s=size).mul_(_disk_spectrum(radius, alias_blur, size, x.device, x.dtype))
+    return torch.fft.irfft2(spectrum, s=size)[..., 2 * r:2 * r + h, 2 * r:2 * r + w]
 
 
 def clipped_zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
@@ -220,46 +272,93 @@ def rgb_to_hsv_parts(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return v, s
 
 
-def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
-    """Encode each image as JPEG at ``quality`` and decode it (torchvision; batched, on CUDA when ``x`` is)."""
-    from torchvision.io import decode_jpeg, encode_jpeg
+def host_copy_for_jpeg(pixels: torch.Tensor) -> torch.Tensor:
+    """``pixels`` in host memory for the JPEG encoder. From CUDA: one non-blocking copy of the whole batch into
+    pinned memory, then the one host sync by design (the host reads what the copy wrote): an event recorded after
+    the copy on the current stream, waited for."""
+    if pixels.device.type == "cpu":
+        return pixels
+    if pixels.device.type != "cuda":
+        return pixels.cpu()
+    host = torch.empty(pixels.shape, dtype=pixels.dtype, pin_memory=True)
+    host.copy_(pixels, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record(torch.cuda.current_stream(pixels.device))
+    copied.synchronize()
+    return host
 
-    images = list(x.round().clamp(0, 255).to(torch.uint8))
-    encoded = [data.cpu() for data in encode_jpeg(images, quality=quality)]  # the decoder reads host memory
-    decoded = decode_jpeg(encoded, device=x.device)
-    return torch.stack(decoded).to(x.dtype)
+
+def _uint8(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype == torch.uint8 else x.round().clamp_(0, 255).to(torch.uint8)
+
+
+def _jpeg_image(pixels: torch.Tensor, quality: int) -> torch.Tensor:
+    """One ``[3, H, W]`` image (host memory) through JPEG: PIL's encoder (4:2:0 chroma, as ImageNet-C's files were
+    written) fed the three planes without a copy, torchvision's CPU decoder (PIL's pixels, faster)."""
+    from PIL import Image
+    from torchvision.io import decode_jpeg
+
+    pixels = _uint8(pixels).contiguous()
+    height, width = pixels.shape[-2:]
+    planes = [Image.frombuffer("L", (width, height), plane.numpy(), "raw", "L", 0, 1) for plane in pixels]
+    encoded = io.BytesIO()
+    Image.merge("RGB", planes).save(encoded, "JPEG", quality=quality)
+    return decode_jpeg(torch.frombuffer(encoded.getbuffer(), dtype=torch.uint8))
+
+
+def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Encode each image as JPEG at ``quality`` and decode it with the host's libjpeg (:func:`_jpeg_image`), images
+    in parallel threads (the codec releases the GIL) when torch has several. A CUDA batch goes to the host in one
+    pinned copy (:func:`host_copy_for_jpeg`) and comes back in one non-blocking copy (torch's host allocator keeps
+    the pinned buffer until that copy has run)."""
+    on_host, on_cuda = x.device.type == "cpu", x.device.type == "cuda"
+    pixels = x if on_host else host_copy_for_jpeg(_uint8(x))  # on the CPU each image is converted in its thread
+    back = torch.empty(x.shape, dtype=x.dtype if on_host else torch.uint8, pin_memory=on_cuda)
+
+    def round_trip(i: int) -> None:
+        back[i].copy_(_jpeg_image(pixels[i], quality))
+
+    workers = min(len(x), torch.get_num_threads())
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:  # made per call: nothing to go stale in a forked worker
+            list(pool.map(round_trip, range(len(x))))
+    else:
+        for i in range(len(x)):
+            round_trip(i)
+    return back if on_host else back.to(x.device, non_blocking=on_cuda).to(x.dtype)
 
 
 @lru_cache(maxsize=None)
-def _pil_box_weights(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """PIL's BOX resampling matrix ``[n_out, n_in]`` (ImagingResample's coefficients for the box filter), made once
-    per device and dtype."""
+def _pil_box_runs(n_in: int, n_out: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """PIL's BOX resampling from ``n_in`` to ``n_out`` samples (ImagingResample's box coefficients: 1 where
+    ``-0.5 < t <= 0.5``, normalised): output ``j`` is the mean of the inputs whose centre ``i + 0.5`` lies in
+    ``(j scale, (j + 1) scale]``, runs that tile the input. ``(run, length)``: each input's run, each run's length;
+    made once per device and dtype."""
     scale = n_in / n_out
-    support = 0.5 * max(scale, 1.0)
-    weights = torch.zeros(n_out, n_in, dtype=torch.float64)
-    for out in range(n_out):
-        center = (out + 0.5) * scale
-        lo, hi = max(int(center - support + 0.5), 0), min(int(center + support + 0.5), n_in)
-        for i in range(lo, hi):
-            t = (i - center + 0.5) / max(scale, 1.0)
-            weights[out, i] = 1.0 if -0.5 < t <= 0.5 else 0.0
-        weights[out] /= weights[out].sum()
-    return weights.to(device, dtype)
+    run = [j for j in range(n_out) for i in range(n_in) if j * scale < i + 0.5 <= (j + 1) * scale]
+    assert len(run) == n_in  # every input in exactly one run
+    return (torch.tensor(run, device=device),
+            torch.tensor([run.count(j) for j in range(n_out)], device=device, dtype=dtype))
+
+
+def _box_pass(x: torch.Tensor, dim: int, runs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """One PIL BOX pass along ``dim`` of uint8-valued ``x``, rounded to uint8 as PIL stores it: each run's sum
+    (exact: integers below 2**24, whatever the order) over its length."""
+    run, length = runs
+    shape = list(x.shape)
+    shape[dim] = len(length)
+    sums = x.new_zeros(shape).index_add_(dim, run, x)
+    return sums.div_(length if dim == -1 else length[:, None]).add_(0.5).floor_()
 
 
 def pixelate_op(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """PIL resize to ``int(n * factor)`` with BOX (horizontal then vertical pass, uint8 between), then NEAREST back.
-    The passes are matrix products in IEEE precision: TF32 on 0..255 values would move levels across the floor."""
+    """PIL resize to ``int(n * factor)`` with BOX (horizontal then vertical pass, uint8 between), then NEAREST back
+    (PIL's source pixel ``int((i + 0.5) * small / n)`` is torch's "nearest-exact"). No matrix products: run means
+    of uint8 values by prefix sums, exact in float32 up to the division."""
     h, w = x.shape[-2:]
-    sh, sw = int(h * factor), int(w * factor)
-    box_w = _pil_box_weights(w, sw, x.device, x.dtype)
-    box_h = _pil_box_weights(h, sh, x.device, x.dtype)
-    with full_fp32():
-        small = torch.floor(x @ box_w.T + 0.5).clamp(0, 255)
-        small = torch.floor(box_h @ small + 0.5).clamp(0, 255)
-    rows = ((torch.arange(h, device=x.device) + 0.5) * (sh / h)).long().clamp(max=sh - 1)
-    cols = ((torch.arange(w, device=x.device) + 0.5) * (sw / w)).long().clamp(max=sw - 1)
-    return small.index_select(-2, rows).index_select(-1, cols)
+    small = _box_pass(x, -1, _pil_box_runs(w, int(w * factor), x.device, x.dtype))
+    small = _box_pass(small, -2, _pil_box_runs(h, int(h * factor), x.device, x.dtype))
+    return F.interpolate(small, size=(h, w), mode="nearest-exact")
 
 
 POISSON_BITS = 12

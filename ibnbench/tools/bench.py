@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Sequence
@@ -145,49 +146,105 @@ def load_reference(spec: str):
                          "shims)") from None
 
 
+def _imagenet_c_conditions(conditions: Sequence[str] | None, severities: Sequence[int],
+                           suites: Sequence[str]) -> list:
+    """The suites' corruption conditions at ``severities``, those named by ``conditions`` (ids such as ``fog-3``
+    or corruption names such as ``fog``) when given."""
+    from ibnbench.eval.plan import load_suite
+
+    chosen = [c for s in suites for c in load_suite(s).conditions
+              if c.kind == "corruption" and c.severity in set(severities)]
+    if conditions:
+        wanted = set(conditions)
+        chosen = [c for c in chosen if c.id in wanted or c.corruption in wanted]
+        if not chosen:
+            raise UsageError(f"--conditions: none of {', '.join(conditions)} is an ImageNet-C condition at "
+                             f"severities {', '.join(map(str, severities))}")
+    missing = next((c.requires[0] for c in chosen if c.requires), None)
+    if missing:
+        raise MissingFileError(f"{missing} (or leave it out with --conditions)")
+    return chosen
+
+
+def _ms_per_image(fn, images: int, device: torch.device) -> float:
+    return 1000 * _timed(fn, device) / images
+
+
+def _time_op(condition, batch: torch.Tensor, index: torch.Tensor, images: list, reference_fn, repeat: int) -> dict:
+    """One row of :func:`corruptions`: ours on the batch and the reference on each image, alternating ``repeat``
+    times after one warm-up call of ours; medians."""
+    condition(batch, index)  # warm-up: tables, textures and filter matrices are built once
+
+    def theirs():
+        for image in images:
+            reference_fn(image, severity=condition.severity, corruption_name=condition.corruption)
+
+    ours_ms, reference_ms = [], []
+    for _ in range(repeat):
+        ours_ms.append(_ms_per_image(lambda: condition(batch, index), len(batch), batch.device))
+        reference_ms.append(_ms_per_image(theirs, len(images), torch.device("cpu")))
+    ours, reference = statistics.median(ours_ms), statistics.median(reference_ms)
+    return {"op": condition.corruption, "severity": condition.severity, "ours_ms": ours, "reference_ms": reference,
+            "ratio": reference / ours}
+
+
 def corruptions(data: str | os.PathLike, limit: int = 4, batch_size: int = 64, device: str | None = None,
                 conditions: Sequence[str] | None = None, reference: str = "imagecorruptions:corrupt",
+                severities: Sequence[int] = (3,), repeat: int = 3, threads: int | None = None,
                 suites: Sequence[str] = ("imagenet-c", "imagenet-c-extra")) -> dict:
-    """Our ImageNet-C ops against the reference on the same crops, in one run: images x conditions per second.
+    """Our ImageNet-C ops against the reference on the same crops, op by op: milliseconds per image each.
 
     ``limit`` images are cut as ImageNet-C was made (Resize 256 + CenterCrop 224). The reference corrupts each of
-    them once per condition (CPU, one image at a time, as it works); ours corrupts a batch of ``batch_size`` (the
-    crops repeated) on ``device``, after one warm-up call (tables, textures and filter matrices are built once)."""
+    them (HxWx3 uint8 numpy, one at a time, as it works); ours corrupts a batch of ``batch_size`` (the crops
+    repeated) on ``device``, after one warm-up call. The two alternate ``repeat`` times and each keeps its median,
+    so that load from elsewhere falls on both. ``ratio`` is reference over ours (above 1: ours is faster);
+    ``geometric_mean`` is over the rows' ratios. ``threads`` sets torch's intra-op threads for the run (the
+    reference runs on one)."""
     from ibnbench.data import decode as data_mod
     from ibnbench.data.discovery import open_dataset
     from ibnbench.data.geometry import Geometry
     from ibnbench.eval.distributed import resolve_device
-    from ibnbench.eval.plan import load_suite
 
-    chosen = [c for s in suites for c in load_suite(s).conditions if c.kind == "corruption"]
-    if conditions:
-        chosen = [c for c in chosen if c.id in set(conditions)]
-        if not chosen:
-            raise UsageError(f"--conditions: none of {', '.join(conditions)} is an ImageNet-C condition")
+    if batch_size < 1 or repeat < 1 or limit < 1:
+        raise UsageError(f"--batch-size, --repeat and --limit must be at least 1, got {batch_size}, {repeat}, {limit}")
+    chosen = _imagenet_c_conditions(conditions, severities, suites)
     reference_fn = load_reference(reference)
+    if threads:
+        torch.set_num_threads(threads)
     dev = resolve_device(device)
     dataset = open_dataset(data, limit=limit)
     geometry = Geometry()
     crops = torch.stack([geometry.apply(data_mod.decode_file(dataset.path(i))) for i in range(len(dataset))])
-    images = list(crops.permute(0, 2, 3, 1).numpy())
+    images = list(crops.permute(0, 2, 3, 1).contiguous().numpy())
     batch = crops.repeat(math.ceil(batch_size / len(crops)), 1, 1, 1)[:batch_size].to(dev).float()
     index = torch.arange(batch_size, device=dev)
-    rows = []
-    for condition in tqdm(chosen, desc="corruptions", unit="condition", disable=None):
-        condition(batch[:2], index[:2])
-        ours = _timed(lambda c=condition: c(batch, index), dev)
-        start = time.perf_counter()
-        for image in images:
-            reference_fn(image, severity=condition.severity, corruption_name=condition.corruption)
-        theirs = time.perf_counter() - start
-        rows.append({"condition": condition.id, "ours_images_per_s": round(batch_size / ours, 1),
-                     "reference_images_per_s": round(len(images) / theirs, 2),
-                     "speedup": round((theirs / len(images)) / (ours / batch_size), 1)})
-    ours_total = sum(batch_size / r["ours_images_per_s"] for r in rows) / batch_size
-    theirs_total = sum(len(images) / r["reference_images_per_s"] for r in rows) / len(images)
-    return {"rows": rows, "n_images": len(images), "batch_size": batch_size, "device": str(dev),
-            "threads": torch.get_num_threads(), "ours_s_per_image": ours_total, "reference_s_per_image": theirs_total,
-            "speedup": theirs_total / ours_total}
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads or threads_before)
+    try:
+        rows = [_time_op(c, batch, index, images, reference_fn, repeat) for c in
+                tqdm(chosen, desc="corruptions", unit="condition", disable=None)]
+        used = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads_before)
+    return {"rows": rows, "geometric_mean": statistics.geometric_mean(r["ratio"] for r in rows),
+            "n_images": len(images), "batch_size": batch_size, "repeat": repeat, "device": str(dev),
+            "threads": used}
+
+
+def corruption_table(out: dict) -> str:
+    """:func:`corruptions`' rows side by side (one column of ratios per severity when there are several), as a
+    markdown table, with the geometric mean of the ratios under it."""
+    import pandas as pd
+
+    frame = pd.DataFrame(out["rows"])
+    if frame["severity"].nunique() == 1:
+        table = frame.drop(columns="severity").set_index("op").round({"ours_ms": 2, "reference_ms": 2, "ratio": 2})
+    else:
+        table = frame.pivot(index="op", columns="severity", values="ratio").round(2)
+        table.columns = [f"ratio, severity {s}" for s in table.columns]
+        table = table.loc[frame["op"].unique()]
+    return (f"{table.to_markdown()}\n\ngeometric mean of the ratios (reference ms / ours ms, >1: ours faster) over "
+            f"{len(frame)} row(s): {out['geometric_mean']:.2f}x")
 
 
 def _rate(images: int, seconds: float) -> float:
