@@ -70,8 +70,8 @@ def stylize_batch(generator: nn.Module, x: torch.Tensor, precision: str = "ieee"
     Sides that are not multiples of 4 are reflect-padded for the generator and cropped back. ``precision`` (one of
     :data:`STYLE_PRECISIONS`): "ieee", float32 convolutions in IEEE precision, not TF32
     (:func:`ibnbench.precision.full_fp32`), and in float32 under a caller's autocast too; "tf32", the same with
-    cuDNN's float32 convolutions in TF32 (CUDA only); "bf16", the generator under bfloat16 autocast. The result is
-    float32 in every case.
+    cuDNN's float32 convolutions in TF32 (CUDA only); "bf16", the generator under bfloat16 autocast. The result has
+    ``x``'s dtype in every case.
     """
     height, width = x.shape[-2:]
     pad_h, pad_w = -height % 4, -width % 4
@@ -79,7 +79,7 @@ def stylize_batch(generator: nn.Module, x: torch.Tensor, precision: str = "ieee"
         inputs = x / 127.5 - 1.0
         if pad_h or pad_w:
             inputs = F.pad(inputs, (0, pad_w, 0, pad_h), mode="reflect")
-        out = generator(inputs)[..., :height, :width].float()
+        out = generator(inputs)[..., :height, :width].to(x.dtype)
     return out.add_(1.0).mul_(127.5).clamp_(0.0, 255.0)
 
 
