@@ -44,6 +44,8 @@ RESIZE_MODES = {"shorter": ("shorter side", InterpolationMode.BILINEAR),
                 "square": ("square", InterpolationMode.BICUBIC),
                 CROP_INPUT: ("the classifier's centre crop", InterpolationMode.BILINEAR)}
 CLASSIFIER_CROP = 224
+CROP_BATCH = 16
+"""Crops stylised per generator call with ``--resize crop`` (all of one size)."""
 
 
 
@@ -61,8 +63,8 @@ class _Decoded(torch.utils.data.Dataset):
     :func:`ibnbench.data.decode.decode_file`. A bad image comes back as a reason, not raised: an exception raised
     in a DataLoader worker reaches the caller as a multi-line RuntimeError."""
 
-    def __init__(self, root: Path, files: list[Path]):
-        self.root, self.files = root, files
+    def __init__(self, root: Path, files: list[Path], geometry: Geometry | None = None):
+        self.root, self.files, self.geometry = root, files, geometry
 
     def __len__(self) -> int:
         return len(self.files)
@@ -70,9 +72,10 @@ class _Decoded(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[str, torch.Tensor | None, str]:
         relative = self.files[index]
         try:
-            return str(relative), decode_file(self.root / relative), ""
+            image = decode_file(self.root / relative)
         except BadImageError as exc:
             return str(relative), None, exc.reason
+        return str(relative), image if self.geometry is None else self.geometry.apply(image), ""
 
 
 def _encode(image: torch.Tensor, suffix: str) -> bytes:
@@ -124,21 +127,25 @@ def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights
                           "sha256": generator.ibnbench_weights["sha256"], "resize": resize_mode, "size": size,
                           "interpolation": interpolation.value,
                           **({"crop": crop} if resize_mode == CROP_INPUT else {})})
-    loader = torch.utils.data.DataLoader(_Decoded(data, todo), batch_size=None, num_workers=workers)
+    cut = Geometry(size, crop, interpolation.value) if resize_mode == CROP_INPUT else None  # as the CPU loader cuts
+    loader = torch.utils.data.DataLoader(_Decoded(data, todo, cut), num_workers=workers, collate_fn=list,
+                                         batch_size=CROP_BATCH if cut else 1)
     with Progress(len(todo), f"stylize {style}", enabled=progress, initial=summary["skipped"]) as bar:
-        for relative, image, reason in loader:
-            if image is None:
-                raise BadImageError(data / relative, reason)
-            if resize_mode == CROP_INPUT:  # as the CPU data loader cuts it, in uint8
-                x = Geometry(size, crop, interpolation.value).apply(image).to(device).float()
+        for items in loader:
+            bad = next(((relative, reason) for relative, image, reason in items if image is None), None)
+            if bad is not None:
+                raise BadImageError(data / bad[0], bad[1])
+            if cut is not None:  # crops of one size: a batch at a time
+                x = torch.stack([image for _, image, _ in items]).to(device).float()
             else:
-                x = resize(image.to(device).float(), [size] if resize_mode == "shorter" else [size, size],
-                           interpolation=interpolation, antialias=True)
-            styled = stylize_batch(generator, x[None])[0].round_().to("cpu", torch.uint8)
-            target = written_as(relative)
-            write_atomic(out / target, _encode(styled, Path(target).suffix), what="stylised image", fsync=False)
-            summary["written"] += 1
-            bar.update(1)
+                x = resize(items[0][1].to(device).float(), [size] if resize_mode == "shorter" else [size, size],
+                           interpolation=interpolation, antialias=True)[None]
+            styled = stylize_batch(generator, x).round_().to("cpu", torch.uint8)
+            for (relative, _, _), image in zip(items, styled):
+                target = written_as(relative)
+                write_atomic(out / target, _encode(image, Path(target).suffix), what="stylised image", fsync=False)
+            summary["written"] += len(items)
+            bar.update(len(items))
     return summary
 
 
