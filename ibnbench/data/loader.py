@@ -150,6 +150,9 @@ class GpuDecoder:
         rows = batch.pop("crop_rows")
         for key, decoded in batch["crops"].items():
             decoded = decoded.to(self.device, non_blocking=True)
+            if len(rows) == count:  # every row decoded by the workers (PNGs: a pre-rendered style folder)
+                crops[key] = decoded
+                continue
             for position, row in enumerate(rows):
                 crops[key][row] = decoded[position]
         batch["crops"] = crops
