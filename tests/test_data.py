@@ -422,6 +422,21 @@ def test_nvjpeg_worker_batch_ships_bytes_not_zero_filled_crops(tmp_path):
                                                      if Path(f).name != val_name(2))
 
 
+def test_nvjpeg_path_with_every_image_decoded_by_the_workers(tmp_path):
+    """PNGs (a pre-rendered style folder) never reach nvJPEG: the workers' crops are the batch's, unchanged."""
+    root = tmp_path / "val"
+    for i, wnid in [(1, A), (2, A), (3, B)]:
+        write_image(root / wnid / val_name(i).replace(".JPEG", ".png"), seed=i, fmt="PNG")
+    ds = open_dataset(root)
+    crops = CropDataset(ds, [Preprocessing()], nvjpeg=True)
+    decoder = GpuDecoder(crops, device="cpu")
+    (batch,) = list(CropLoader(torch.utils.data.DataLoader(crops, batch_size=3, collate_fn=crops.collate),
+                               crops, "fail", decoder, batches=[[0, 1, 2]]))
+    (expected,) = list(make_loader(ds, [Preprocessing()], batch_size=3, workers=0))
+    assert decoder.decoded_on_device == 0 and decoder.fallbacks == 0
+    assert torch.equal(batch["crops"]["bilinear256-crop224"], expected["crops"]["bilinear256-crop224"])
+
+
 def test_grouped_crops_equal_per_image_crops_with_one_call_per_size(monkeypatch):
     """Issue 25, fault 11: device-decoded images are resized in one call per distinct size, bit for bit as one
     call per image."""

@@ -74,9 +74,9 @@ def test_limit_then_resume_processes_only_the_rest(dataset, tmp_path, monkeypatc
     out = tmp_path / "monet"
     calls = []
 
-    def counting(generator, x, precision):
+    def counting(generator, x):
         calls.append(x.shape)
-        return stylize_batch(generator, x, precision)
+        return stylize_batch(generator, x)
 
     monkeypatch.setattr(stylize_tool, "stylize_batch", counting)
     assert run(dataset, out, limit=2) == {"total": 2, "written": 2, "skipped": 0, "out": str(out)}
@@ -169,7 +169,7 @@ def test_square_resize_round_trips_and_is_recorded(dataset, tmp_path, capsys):
             assert (out / relative).read_bytes() == encode_jpeg(expected, quality=95).numpy().tobytes()
     manifest = json.loads((out / "stylize.json").read_text())
     assert manifest == {"style": "monet", "weights": "random", "sha256": None, "resize": "square", "size": SIZE,
-                        "interpolation": "bicubic", "precision": "ieee"}
+                        "interpolation": "bicubic"}
     capsys.readouterr()
     (out / "n01440764" / "a.JPEG").unlink()
     assert main([*argv[:-1], "shorter"]) == 2
@@ -187,7 +187,6 @@ def test_square_resize_round_trips_and_is_recorded(dataset, tmp_path, capsys):
     conditions = {c["id"]: c for c in json.loads(record_path.read_text())["conditions"]}
     assert conditions["monet-square"]["stylized"]["resize"] == "square"
     assert conditions["monet"]["style_input"] == "the classifier's 224x224 centre crop as it is (no resize)"
-    assert conditions["monet"]["style_precision"] == "ieee"
 
 
 def test_pre_rendered_crops_stand_in_for_the_generator(dataset, tmp_path, capsys):

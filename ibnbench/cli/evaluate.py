@@ -193,7 +193,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
     summary = stylize(args.style, args.data, args.out, weights=args.weights, device=args.device,
                       limit=args.limit, size=args.size, workers=args.workers, resize_mode=args.resize,
-                      crop=args.crop, precision=args.precision)
+                      crop=args.crop)
     print(f"stylize {args.style}: {summary['written']} written, {summary['skipped']} already present, "
           f"{summary['total']} in all -> {summary['out']}")
     return 0
@@ -328,7 +328,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "the classifier's centre crop (--crop) of that resize, saved as PNG, for `run --style-dir "
                         "STYLE=OUT`. Recorded in OUT/stylize.json and in the records of runs that read OUT")
     p.add_argument("--crop", type=positive_int, default=224, help="with --resize crop: the crop side (default 224)")
-    p.add_argument("--precision", choices=["ieee", "tf32", "bf16"], default="ieee",
-                   help="how the generator runs: ieee float32 (default), tf32 convolutions (CUDA) or bf16 autocast")
     p.add_argument("--workers", type=int, default=4, help="decoding worker processes (default 4)")
     p.set_defaults(func=cmd_stylize)

@@ -7,11 +7,9 @@ generator on the classifier's 224x224 centre crop as it is (no resize); its reco
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -20,21 +18,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ibnbench.conditions.base import Condition, string_field
-from ibnbench.data.geometry import Geometry
 from ibnbench.errors import MissingFileError, UsageError
 from ibnbench.precision import full_fp32
 
 if TYPE_CHECKING:
     from ibnbench.data.discovery import ValDataset
+    from ibnbench.data.geometry import Geometry
 
 STYLES = ("monet", "cezanne", "ukiyoe", "vangogh")
 MANIFEST = "stylize.json"
 ON_THE_FLY_INPUT = "the classifier's 224x224 centre crop as it is (no resize)"
-STYLE_PRECISIONS = ("ieee", "tf32", "bf16")
 CROP_INPUT = "crop"
 """``ibnbench stylize``'s resize mode that stylises the classifier's crop, the on-the-fly condition's own input."""
-"""How a style generator may run: IEEE float32 (the default), TF32 convolutions, bfloat16 autocast (allowed because
-tests/test_style_precision.py shows the stylised images and the classifier's answers unchanged)."""
 
 
 class GeneratorSource(Protocol):
@@ -53,52 +48,27 @@ def check_style(style: str, weights: str = "official") -> None:
                          "(give weights=PATH for another generator)")
 
 
-def check_style_precision(precision: str) -> None:
-    """Raise UsageError unless ``precision`` is one of :data:`STYLE_PRECISIONS`."""
-    if precision not in STYLE_PRECISIONS:
-        raise UsageError(f"style precision must be one of {', '.join(STYLE_PRECISIONS)}, not {precision!r}")
-
-
 def weights_identity(weights: str) -> str:
     """What a weights spec means for a result: "official", "random", or the file's name (not its folder)."""
     return weights if weights in ("official", "random") else weights.rstrip("/").rsplit("/", 1)[-1]
 
 
-def stylize_batch(generator: nn.Module, x: torch.Tensor, precision: str = "ieee") -> torch.Tensor:
+def stylize_batch(generator: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Run ``generator`` on a 0..255 RGB batch ``[N,3,H,W]``: scale to [-1, 1], generate, scale back to 0..255.
 
-    Sides that are not multiples of 4 are reflect-padded for the generator and cropped back. ``precision`` (one of
-    :data:`STYLE_PRECISIONS`): "ieee", float32 convolutions in IEEE precision, not TF32
-    (:func:`ibnbench.precision.full_fp32`), and in float32 under a caller's autocast too; "tf32", the same with
-    cuDNN's float32 convolutions in TF32 (CUDA only); "bf16", the generator under bfloat16 autocast. The result is
-    float32 in every case.
+    Sides that are not multiples of 4 are reflect-padded for the generator and cropped back. Float32
+    convolutions run in IEEE precision, not TF32 (:func:`ibnbench.precision.full_fp32`), and in float32 under a
+    caller's autocast too (TF32 and bf16 are not offered: tests/test_style_precision.py shows them changing
+    answers on the 100 real images).
     """
     height, width = x.shape[-2:]
     pad_h, pad_w = -height % 4, -width % 4
-    with torch.no_grad(), generator_precision(precision, x.device):
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False), full_fp32():
         inputs = x / 127.5 - 1.0
         if pad_h or pad_w:
             inputs = F.pad(inputs, (0, pad_w, 0, pad_h), mode="reflect")
-        out = generator(inputs)[..., :height, :width].float()
+        out = generator(inputs)[..., :height, :width]
     return out.add_(1.0).mul_(127.5).clamp_(0.0, 255.0)
-
-
-@contextlib.contextmanager
-def generator_precision(precision: str, device: torch.device) -> Iterator[None]:
-    """The precision a style generator runs in on ``device`` inside the block (see :func:`stylize_batch`)."""
-    check_style_precision(precision)
-    if precision == "tf32" and device.type != "cuda":
-        raise UsageError(f"style precision tf32 is a CUDA mode (cuDNN's TF32 convolutions), not one of {device}; "
-                         "use ieee or bf16")
-    if precision == "bf16":
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            yield
-        return
-    with torch.autocast(device.type, enabled=False), full_fp32():
-        if precision == "tf32":  # the legacy switch first, then the per-op setting (torch's order)
-            torch.backends.cudnn.allow_tf32 = True
-            torch.backends.cudnn.conv.fp32_precision = "tf32"
-        yield  # full_fp32 gives the caller's settings back
 
 
 def read_manifest(out: str | os.PathLike) -> dict | None:
@@ -117,18 +87,18 @@ class Style(Condition):
 
     ``weights``: "official" (the authors' ``style_<style>.pth``), a path, a URL or "random". The generator comes
     from ``generators`` (a :class:`GeneratorSource`, set by the suite's loader) on first use, in eval mode, and
-    follows the batch's device and dtype; it runs in ``precision`` (:data:`STYLE_PRECISIONS`). ``rendered``: a
-    folder where ``ibnbench stylize --resize crop`` wrote the generator's output on the classifier's crop of every
-    image, read instead of running the generator (the same condition, computed ahead: the suite's hash stays).
+    follows the batch's device and dtype. ``rendered``: a folder where ``ibnbench stylize --resize crop`` wrote the
+    generator's output on the classifier's crop of every image, read instead of running the generator (the same
+    condition, computed ahead: the suite's hash stays).
     """
 
     op, kind = "style", "style"
 
-    handed_in = ("generators", "precision", "rendered")
+    handed_in = ("generators", "rendered")
 
     def __init__(self, id: str, label: str | None = None, *, style: str, weights: str = "official",
                  clip: bool = False, quantize: bool = False, generators: GeneratorSource | None = None,
-                 precision: str = "ieee", rendered: str | os.PathLike | None = None):
+                 rendered: str | os.PathLike | None = None):
         super().__init__(id, label, clip=clip, quantize=quantize)
         self.style = string_field("style", style)
         self.weights = string_field("weights", weights)
@@ -136,10 +106,8 @@ class Style(Condition):
             check_style(self.style, self.weights)
         except ValueError as exc:
             raise UsageError(f"field 'style': {exc}") from None
-        check_style_precision(precision)
         self._generator: nn.Module | None = None
         self.generators = generators
-        self.precision = precision
         self.rendered = None if rendered is None else Path(rendered).expanduser()
 
     def params(self) -> dict:
@@ -176,6 +144,8 @@ class Style(Condition):
     @property
     def rendered_geometry(self) -> Geometry | None:
         """The crop the pre-rendered images were cut with (None without ``rendered``)."""
+        from ibnbench.data.geometry import Geometry  # reading a suite imports no data package
+
         if self.rendered is None:
             return None
         manifest = read_manifest(self.rendered) or {}
@@ -192,10 +162,9 @@ class Style(Condition):
 
     def provenance(self) -> dict:
         if self.rendered is None:
-            return {"style_input": ON_THE_FLY_INPUT, "style_precision": self.precision}
+            return {"style_input": ON_THE_FLY_INPUT}
         manifest = read_manifest(self.rendered)
-        return {"style_input": ON_THE_FLY_INPUT, "style_precision": manifest.get("precision", "ieee"),
-                "rendered": {"root": str(self.rendered), **manifest}}
+        return {"style_input": ON_THE_FLY_INPUT, "rendered": {"root": str(self.rendered), **manifest}}
 
     def source(self, dataset: ValDataset) -> ValDataset | None:
         """With ``rendered``: ``dataset`` read from there (every image must be there: fails before any work, naming
@@ -216,7 +185,7 @@ class Style(Condition):
         weight = next(generator.parameters())
         if weight.device != x.device or weight.dtype != x.dtype:
             generator.to(device=x.device, dtype=x.dtype)
-        return stylize_batch(generator, x, self.precision)
+        return stylize_batch(generator, x)
 
 
 def rendered_name(relative: str | os.PathLike) -> str:

@@ -170,15 +170,14 @@ def _locate(name_or_path: str | os.PathLike) -> Path:
 
 
 def read_suite(name_or_path: str | os.PathLike, *, style_weights: Mapping[str, str] | None = None,
-               generators: GeneratorSource | None = None, style_precision: str = "ieee",
+               generators: GeneratorSource | None = None,
                style_dirs: Mapping[str, str | os.PathLike] | None = None) -> Suite:
     """Read a shipped suite by name (``"table1"``) or a suite file by path.
 
     ``generators``: where its style conditions get their generators (without one they can be listed and hashed,
     not run; :func:`ibnbench.load_suite` hands in the zoo's).
     ``style_weights`` maps a style name to the generator weights its style conditions use instead of
-    the file's (``{"monet": "random"}`` or ``{"monet": "/path/style_monet.pth"}``); ``style_precision``: how
-    their generators run (:data:`~ibnbench.conditions.style.STYLE_PRECISIONS`); ``style_dirs`` maps a style name
+    the file's (``{"monet": "random"}`` or ``{"monet": "/path/style_monet.pth"}``); ``style_dirs`` maps a style name
     to a folder of its output pre-rendered by ``ibnbench stylize --resize crop``, read instead of running it.
     None of these change the suite's hash.
     """
@@ -198,7 +197,7 @@ def read_suite(name_or_path: str | os.PathLike, *, style_weights: Mapping[str, s
     style_weights, style_dirs = style_weights or {}, style_dirs or {}
 
     def style_settings(style: str) -> dict:
-        return {"generators": generators, "precision": style_precision,
+        return {"generators": generators,
                 **({"weights": style_weights[style]} if style in style_weights else {}),
                 **({"rendered": style_dirs[style]} if style in style_dirs else {})}
 

@@ -11,7 +11,9 @@ On CUDA, ``make_loader(..., decoder="nvjpeg")`` decodes baseline/progressive 3-c
 batches with nvJPEG (``torchvision.io.decode_jpeg(list, device="cuda")``) and resizes/crops on the
 GPU. Everything nvJPEG should not see (greyscale, CMYK, PNG data in a ``.JPEG`` file, arithmetic
 coding, files not ending in the JPEG end marker, e.g. truncated ones) is decoded by
-:func:`decode_file` in the loader's CPU workers, so both paths apply the same bad-image policy.
+:func:`decode_file` in the loader's CPU workers, so both paths apply the same bad-image policy. The workers then
+send the encoded bytes and the crops of the rows they decoded only (no zero-filled crop per image), and the
+device-decoded images are resized and cropped in one call per distinct image size (:func:`crop_grouped`).
 """
 from __future__ import annotations
 
@@ -148,6 +150,9 @@ class GpuDecoder:
         rows = batch.pop("crop_rows")
         for key, decoded in batch["crops"].items():
             decoded = decoded.to(self.device, non_blocking=True)
+            if len(rows) == count:  # every row decoded by the workers (PNGs: a pre-rendered style folder)
+                crops[key] = decoded
+                continue
             for position, row in enumerate(rows):
                 crops[key][row] = decoded[position]
         batch["crops"] = crops

@@ -277,8 +277,7 @@ def run(model: Sequence[str], data: str | os.PathLike, suite: str = "table1", co
     plan = RunPlan.make(model, data, suite, conditions, weights, labels=labels, limit=opts.limit,
                         skip_missing=skip_missing, style_weights=style_weights, preprocessing=preprocessing,
                         classes_from_folders=classes_from_folders, classes=classes,
-                        restrict_to_classes=restrict_to_classes, style_precision=opts.style_precision,
-                        style_dirs=opts.style_dirs())
+                        restrict_to_classes=restrict_to_classes, style_dirs=opts.style_dirs())
     chosen, dataset, subset = plan.suite, plan.dataset, plan.classes
     dist = DistContext.detect()
     stem = Path(output) if output else Path(results_dir) / f"{chosen.name}-{'+'.join(plan.names)}.json"

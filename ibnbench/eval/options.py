@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     import torch
 
 AMP_NAMES = ("bf16", "fp16")
-STYLE_PRECISIONS = ("ieee", "tf32", "bf16")  # those of ibnbench.conditions.style, without importing torch
 MAX_BATCH = 4096
 """Largest --batch-size: 4096 224-pixel crops already take 2.3 GiB in float32 (a larger one is a typo, and an
 allocation that fails before any out-of-memory halving can help)."""
@@ -50,9 +49,6 @@ class RunOptions:
     refine: float = _flag(0.125, "under --amp bf16/fp16, the share of each batch nearest a top-1/top-5 decision that "
                                  "is scored again in fp32, so reduced precision does not move near ties (default "
                                  "%(default)s; 0 turns it off)", metavar="SHARE")
-    style_precision: str = _flag("ieee", "how style generators run: ieee float32 (default), tf32 convolutions "
-                                          "(CUDA) or bf16 autocast; recorded per style condition",
-                                 choices=STYLE_PRECISIONS)
     style_dir: list[str] | None = _flag(None, "read a style's output pre-rendered by `ibnbench stylize --resize crop` "
                                               "from DIR instead of running its generator (repeat per style)",
                                         type=str, action="append", metavar="STYLE=DIR")
@@ -75,9 +71,6 @@ class RunOptions:
             raise UsageError(f"--chunk-size must be at least 1 image, not {self.chunk_size}")
         if self.cache is not None and self.cache != "gpu":
             _check_cache_folder(self.cache)
-        if self.style_precision not in STYLE_PRECISIONS:
-            raise UsageError(f"--style-precision must be one of {', '.join(STYLE_PRECISIONS)}, "
-                             f"not {self.style_precision!r}")
         self.style_dirs()
 
     def style_dirs(self) -> dict[str, str]:

@@ -60,14 +60,14 @@ def column_names(names: Sequence[str], weights: Sequence[str], preprocessing: Se
 
 
 def load_suite(name_or_path: str | os.PathLike, *, style_weights: Mapping[str, str] | None = None,
-               style_precision: str = "ieee", style_dirs: Mapping[str, str | os.PathLike] | None = None) -> Suite:
+               style_dirs: Mapping[str, str | os.PathLike] | None = None) -> Suite:
     """A shipped suite by name (``"table1"``) or a suite file by path, ready to run: its style conditions get their
     CycleGAN generators from the zoo. ``style_weights`` maps a style name to the generator weights its style
     conditions use instead of the file's (``{"monet": "random"}`` or ``{"monet": "/path/style_monet.pth"}``),
-    ``style_precision`` says how the generators run, ``style_dirs`` maps a style name to its pre-rendered
+    ``style_dirs`` maps a style name to its pre-rendered
     output (:func:`~ibnbench.conditions.suite.read_suite`)."""
     return read_suite(name_or_path, style_weights=style_weights, generators=generators,
-                      style_precision=style_precision, style_dirs=style_dirs)
+                      style_dirs=style_dirs)
 
 
 def check_rendered_geometry(suite: Suite, columns: Sequence[str], geometries: Sequence[Preprocessing]) -> None:
@@ -138,8 +138,7 @@ class RunPlan:
              skip_missing: bool = False, missing_hint: str = "or pass --skip-missing",
              style_weights: Mapping[str, str] | None = None, preprocessing: Sequence[str] | None = None,
              classes_from_folders: bool = False, classes: str | os.PathLike | ClassSubset | None = None,
-             restrict_to_classes: bool = False, style_precision: str = "ieee",
-             style_dirs: Mapping[str, str | os.PathLike] | None = None) -> RunPlan:
+             restrict_to_classes: bool = False, style_dirs: Mapping[str, str | os.PathLike] | None = None) -> RunPlan:
         """Check every argument (models first, then suite and assets, then the data listing) and plan the run."""
         names = list(model)
         if not names:
@@ -150,7 +149,7 @@ class RunPlan:
         chosen_prep = [Preprocessing.from_spec(p, i.preprocessing) if p is not None else None
                        for p, i in zip(prep_specs, infos)]
         columns = column_names(names, specs, prep_specs)
-        chosen = load_suite(suite, style_weights=style_weights, style_precision=style_precision, style_dirs=style_dirs)
+        chosen = load_suite(suite, style_weights=style_weights, style_dirs=style_dirs)
         if conditions is not None:
             chosen = chosen.select(conditions)
         labels_by_id = {c.id: c.label for c in chosen.conditions}

@@ -8,8 +8,8 @@ path, as JPEG quality 95 for ``.jpg``/``.jpeg`` names and PNG for ``.png`` names
 the classifier's own input instead, exactly as the data loader cuts it on the CPU (shorter side to 256, bilinear,
 antialiased, centre crop 224), and saves it losslessly as PNG (``a.JPEG`` -> ``a.png``): the output of a style
 condition computed ahead, which ``run --style-dir STYLE=OUT`` reads instead of running the generator per batch.
-``stylize.json`` in the output folder records the style, the generator's hash, the resize (and crop) and the
-generator's precision, and a resumed run must use the same ones.
+``stylize.json`` in the output folder records the style, the generator's hash and the resize (and crop), and a
+resumed run must use the same ones.
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ from ibnbench.conditions.style import (
     CROP_INPUT,
     MANIFEST,
     check_style,
-    check_style_precision,
     read_manifest,
     rendered_name,
     stylize_batch,
@@ -45,8 +44,9 @@ RESIZE_MODES = {"shorter": ("shorter side", InterpolationMode.BILINEAR),
                 "square": ("square", InterpolationMode.BICUBIC),
                 CROP_INPUT: ("the classifier's centre crop", InterpolationMode.BILINEAR)}
 CLASSIFIER_CROP = 224
-MANIFEST_DEFAULTS = {"precision": "ieee"}
-"""What a manifest written before a field existed meant by it."""
+CROP_BATCH = 16
+"""Crops stylised per generator call with ``--resize crop`` (all of one size)."""
+
 
 
 JPEG_QUALITY = 95
@@ -63,8 +63,8 @@ class _Decoded(torch.utils.data.Dataset):
     :func:`ibnbench.data.decode.decode_file`. A bad image comes back as a reason, not raised: an exception raised
     in a DataLoader worker reaches the caller as a multi-line RuntimeError."""
 
-    def __init__(self, root: Path, files: list[Path]):
-        self.root, self.files = root, files
+    def __init__(self, root: Path, files: list[Path], geometry: Geometry | None = None):
+        self.root, self.files, self.geometry = root, files, geometry
 
     def __len__(self) -> int:
         return len(self.files)
@@ -72,9 +72,10 @@ class _Decoded(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[str, torch.Tensor | None, str]:
         relative = self.files[index]
         try:
-            return str(relative), decode_file(self.root / relative), ""
+            image = decode_file(self.root / relative)
         except BadImageError as exc:
             return str(relative), None, exc.reason
+        return str(relative), image if self.geometry is None else self.geometry.apply(image), ""
 
 
 def _encode(image: torch.Tensor, suffix: str) -> bytes:
@@ -88,7 +89,7 @@ def _check_manifest(out: Path, manifest: dict) -> None:
     if found is None:
         write_atomic(out / MANIFEST, json.dumps(manifest, indent=1) + "\n", what="stylize manifest")
         return
-    differ = [k for k in manifest if found.get(k, MANIFEST_DEFAULTS.get(k)) != manifest[k]]
+    differ = [k for k in manifest if found.get(k) != manifest[k]]
     if differ:
         settings = ", ".join(f"{k} {found.get(k)!r}, now {manifest[k]!r}" for k in differ)
         raise UsageError(f"--out {out} was stylised with other settings ({settings}); "
@@ -97,21 +98,18 @@ def _check_manifest(out: Path, manifest: dict) -> None:
 
 def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights: str | None = None,
             device: str | None = None, limit: int | None = None, size: int = STYLIZE_SHORTER_SIDE,
-            workers: int = 4, progress: bool = True, resize_mode: str = "shorter", crop: int = CLASSIFIER_CROP,
-            precision: str = "ieee") -> dict:
+            workers: int = 4, progress: bool = True, resize_mode: str = "shorter", crop: int = CLASSIFIER_CROP) -> dict:
     """Write a ``style`` copy of every image under ``data`` into ``out`` (same relative paths).
 
     Each image is resized before the generator runs: ``resize_mode="shorter"`` sets its shorter side to ``size``
     (bilinear), ``"square"`` makes it ``size`` x ``size`` (bicubic), ``"crop"`` cuts the classifier's input (shorter
-    side ``size``, centre crop ``crop``) and writes PNGs. The generator runs in ``precision``
-    (:data:`~ibnbench.conditions.style.STYLE_PRECISIONS`). Resumable: files already in ``out`` are skipped.
+    side ``size``, centre crop ``crop``) and writes PNGs. Resumable: files already in ``out`` are skipped.
     ``limit`` takes the first N files in sorted relative-path order.
     Returns ``{"total", "written", "skipped", "out"}``.
     """
     if resize_mode not in RESIZE_MODES:
         raise UsageError(f"--resize must be one of {', '.join(RESIZE_MODES)}, not {resize_mode!r}")
     check_style(style, weights or "official")
-    check_style_precision(precision)
     data, out = Path(data).expanduser(), Path(out).expanduser()
     _check_arguments(data, out, limit, size, crop if resize_mode == CROP_INPUT else None, workers)
     files = image_files(data)[:limit]
@@ -127,23 +125,27 @@ def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights
     interpolation = RESIZE_MODES[resize_mode][1]
     _check_manifest(out, {"style": style, "weights": generator.ibnbench_weights["source"],
                           "sha256": generator.ibnbench_weights["sha256"], "resize": resize_mode, "size": size,
-                          "interpolation": interpolation.value, "precision": precision,
+                          "interpolation": interpolation.value,
                           **({"crop": crop} if resize_mode == CROP_INPUT else {})})
-    loader = torch.utils.data.DataLoader(_Decoded(data, todo), batch_size=None, num_workers=workers)
+    cut = Geometry(size, crop, interpolation.value) if resize_mode == CROP_INPUT else None  # as the CPU loader cuts
+    loader = torch.utils.data.DataLoader(_Decoded(data, todo, cut), num_workers=workers, collate_fn=list,
+                                         batch_size=CROP_BATCH if cut else 1)
     with Progress(len(todo), f"stylize {style}", enabled=progress, initial=summary["skipped"]) as bar:
-        for relative, image, reason in loader:
-            if image is None:
-                raise BadImageError(data / relative, reason)
-            if resize_mode == CROP_INPUT:  # as the CPU data loader cuts it, in uint8
-                x = Geometry(size, crop, interpolation.value).apply(image).to(device).float()
+        for items in loader:
+            bad = next(((relative, reason) for relative, image, reason in items if image is None), None)
+            if bad is not None:
+                raise BadImageError(data / bad[0], bad[1])
+            if cut is not None:  # crops of one size: a batch at a time
+                x = torch.stack([image for _, image, _ in items]).to(device).float()
             else:
-                x = resize(image.to(device).float(), [size] if resize_mode == "shorter" else [size, size],
-                           interpolation=interpolation, antialias=True)
-            styled = stylize_batch(generator, x[None], precision)[0].round_().to("cpu", torch.uint8)
-            target = written_as(relative)
-            write_atomic(out / target, _encode(styled, Path(target).suffix), what="stylised image", fsync=False)
-            summary["written"] += 1
-            bar.update(1)
+                x = resize(items[0][1].to(device).float(), [size] if resize_mode == "shorter" else [size, size],
+                           interpolation=interpolation, antialias=True)[None]
+            styled = stylize_batch(generator, x).round_().to("cpu", torch.uint8)
+            for (relative, _, _), image in zip(items, styled):
+                target = written_as(relative)
+                write_atomic(out / target, _encode(image, Path(target).suffix), what="stylised image", fsync=False)
+            summary["written"] += len(items)
+            bar.update(len(items))
     return summary
 
 
