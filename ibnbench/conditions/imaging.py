@@ -289,7 +289,9 @@ def host_copy_for_jpeg(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def _uint8(x: torch.Tensor) -> torch.Tensor:
-    return x if x.dtype == torch.uint8 else x.round().clamp_(0, 255).to(torch.uint8)
+    """``x`` rounded to 0..255 as uint8 (by way of int16: the same values, and on the CPU about half the time of
+    torch's direct float-to-uint8 cast)."""
+    return x if x.dtype == torch.uint8 else x.round().clamp_(0, 255).to(torch.int16).to(torch.uint8)
 
 
 def _jpeg_image(pixels: torch.Tensor, quality: int) -> torch.Tensor:
@@ -315,8 +317,8 @@ def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
     pixels = x if on_host else host_copy_for_jpeg(_uint8(x))  # on the CPU each image is converted in its thread
     back = torch.empty(x.shape, dtype=x.dtype if on_host else torch.uint8, pin_memory=on_cuda)
 
-    def round_trip(i: int) -> None:
-        back[i].copy_(_jpeg_image(pixels[i], quality))
+    def round_trip(i: int) -> None:  # copied as height x width x channel on both sides: the decoder's own layout
+        back[i].permute(1, 2, 0).copy_(_jpeg_image(pixels[i], quality).permute(1, 2, 0))
 
     workers = min(len(x), torch.get_num_threads())
     if workers > 1:
