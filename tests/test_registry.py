@@ -272,3 +272,16 @@ def test_schema_check_fails_on_broken_metadata():
     missed = [what for what, broken in _broken(info).items() if not schema_errors(name, broken)]
     assert missed == []
     assert schema_errors("resnet50_ibn_b", info)  # registered under another name
+
+
+def test_a_description_naming_a_paper_table_names_one_that_holds_the_model():
+    """`ibnbench models` prints these: "paper Table N" must be the table whose cells the model (or the paper's
+    implementation of it) is in."""
+    from ibnbench.results import paper
+    from ibnbench.zoo.registry import model_info
+
+    named = {name: int(m.group(1)) for name in ibnbench.list_models("*", task=None)
+             if (m := re.search(r"paper Table (\d)", model_info(name).description))}
+    assert {"resnet50_ibn_a_ratio0.25", "resnet50_ibn_a_stages12"} <= set(named)
+    for name, table in named.items():
+        assert paper.implementation(name) in {cell.model for cell in paper.cells(table)}, (name, table)

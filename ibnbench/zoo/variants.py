@@ -54,7 +54,7 @@ class PartialInstanceNorm(InstanceNorm):
 
 
 class VariantBottleneck(Bottleneck):
-    """The ResNet bottleneck with the per-block options of Fig. 4 and Table 4: ``ibn`` is "a" (IBN at
+    """The ResNet bottleneck with the per-block options of Fig. 4 and Table 3: ``ibn`` is "a" (IBN at
     ``bn1``; plain IN when ``ratio`` is 1), "c" (IN and BN concatenated at ``bn1``), "a2" (IBN at ``bn1``
     and ``bn2``) or None. IBN-d lives after the addition and is set by :class:`ResNetIBNVariant`."""
 
@@ -133,7 +133,7 @@ def _register_ratio(ratio: float) -> None:
         return _variant(IBN_A, ibn_ratio=kwargs.pop("ibn_ratio", ratio), **kwargs)
 
     builder.__doc__ = (f"ResNet-50-IBN-a with IN on {ratio:.0%} of the channels of each IBN layer "
-                       "(paper Table 4).")
+                       "(paper Table 5).")
     register_model(builder, name=f"resnet50_ibn_a_ratio{ratio}", family="resnet", variant=f"ibn-a-ratio{ratio}",
                    research=True)
 
@@ -144,7 +144,7 @@ def _register_stages(stages: str) -> None:
     def builder(**kwargs) -> ResNetIBNVariant:
         return _variant(ibn_cfg, **kwargs)
 
-    builder.__doc__ = f"ResNet-50-IBN-a with IBN layers in stages {', '.join(stages)} only (paper Table 5)."
+    builder.__doc__ = f"ResNet-50-IBN-a with IBN layers in stages {', '.join(stages)} only (paper Table 4)."
     register_model(builder, name=f"resnet50_ibn_a_stages{stages}", family="resnet", variant=f"ibn-a-stages{stages}",
                    research=True)
 
