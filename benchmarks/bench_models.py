@@ -62,7 +62,6 @@ def test_ibn_layer(benchmark, path, ibn_layer_and_input):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.benchmark(group="forward resnet50 cuda bf16 channels_last")
 @pytest.mark.parametrize("name", ["resnet50", "resnet50_ibn_a", "resnet50_ibn_b"])
 def test_forward_cuda_bf16(benchmark, name):

@@ -179,7 +179,6 @@ def test_host_tensors_go_to_a_gpu_cache_pinned_and_asynchronously(monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_cache_get_and_put_make_no_host_sync():
     """Fault 2 (issue 25) on the device: ``put`` (pageable and pinned host crops, device crops) and ``get`` (pageable
     indices) run under torch's sync debug mode set to raise, and give back what was stored."""

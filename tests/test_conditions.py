@@ -14,8 +14,6 @@ from ibnbench.io import cache_dir
 from ibnbench.zoo import generators
 from ibnbench.zoo.generators import WEIGHTS_DIR_ENV
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-
 # One 2x2 image per channel: R spans 0..240 (mean 135), G 10..40 (mean 25), B is flat at 250.
 SMALL = torch.tensor([[[[0.0, 100.0], [200.0, 240.0]],
                        [[10.0, 20.0], [30.0, 40.0]],
@@ -181,7 +179,6 @@ def test_dir_condition_maps_relative_paths(tmp_path):
     assert "pre-stylised folder" in missing and "ibnbench stylize" in missing
 
 
-@needs_cuda
 @pytest.mark.gpu
 @pytest.mark.parametrize("suite_name", ["table1", "table1-clipped", "sweep"])
 def test_cpu_and_gpu_agree_without_host_synchronisation(suite_name):

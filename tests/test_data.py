@@ -18,8 +18,6 @@ from ibnbench.data.loader import CropDataset, CropLoader, GpuDecoder, crop_group
 from ibnbench.errors import BadImageError, DatasetError
 from ibnbench.zoo.meta import EFFICIENTNET_LITE_PREPROCESSING, Preprocessing
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (nvJPEG)")
-
 
 def write_kaggle(path: Path, rows: dict[int, str]) -> Path:
     lines = ["ImageId,PredictionString"] + [f"{val_name(i)[:-5]},{w} 10 20 30 40 {w} 1 2 3 4" for i, w in rows.items()]
@@ -464,7 +462,6 @@ def test_grouped_crops_equal_per_image_crops_with_one_call_per_size(monkeypatch)
 
 
 @pytest.mark.gpu
-@needs_cuda
 @pytest.mark.parametrize("workers", [0, 2])
 def test_nvjpeg_crops_agree_with_cpu_crops(tmp_path, workers):
     root = make_folder(tmp_path / "val", {A: [1, 2, 3], B: [4]})
@@ -486,7 +483,6 @@ def test_nvjpeg_crops_agree_with_cpu_crops(tmp_path, workers):
 
 
 @pytest.mark.gpu
-@needs_cuda
 def test_nvjpeg_path_applies_the_same_bad_image_policy(tmp_path):
     root, labels = flat_with_bad_images(tmp_path)
     ds = open_dataset(root, labels=labels)

@@ -28,7 +28,7 @@ from ibnbench.eval.state import EvalState
 from ibnbench.zoo import create_model
 from ibnbench.zoo.meta import Preprocessing
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = pytest.mark.gpu
 REAL_CONDITIONS = ["origin", "rgb+50", "r+50", "std*1.5"]
 
 

@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from ibnbench.conditions import imaging
 from ibnbench.conditions.base import Corruption
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = pytest.mark.gpu
 
 
 def _batch(n: int = 8, size: int = 96) -> torch.Tensor:

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import VAL100, need
 from corruption_reference import imagecorruptions, imagenet_c_crops, reference, to_batch
 
 import ibnbench
+from conftest import VAL100, need
 from ibnbench.conditions import corruptions
 from ibnbench.conditions.base import Corruption
 from ibnbench.conditions.frost import FROST_DIR_ENV, missing_frost
@@ -194,7 +194,6 @@ def test_fetch_frost_downloads_into_the_hub_cache_and_checks_every_file(tmp_path
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", corruptions.COMMON + corruptions.EXTRA)
 def test_cuda_gives_the_cpu_result(name):
     skip_without_frost_textures(name)

@@ -454,7 +454,6 @@ def test_suites_command_lists_the_natural_datasets_and_where_they_are(tmp_path, 
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_class_subset_hits_on_cuda_make_no_host_sync_and_match_the_cpu():
     """The mask is applied on the device in the forward's pass: no synchronising call, the CPU's answers."""
     from ibnbench.eval.runner import ModelRunner

@@ -123,7 +123,6 @@ def test_overlap_gives_identical_results(tiny_val):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_overlap_on_cuda_stores_the_answers_of_a_run_in_order_with_no_host_sync():
     """On the device: the batch with the next condition on a side stream, under torch's sync debug mode set to raise,
     stores bit for bit what the batch in order stores."""
