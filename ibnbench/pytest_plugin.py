@@ -72,9 +72,7 @@ def ibnbench_run(pytestconfig: pytest.Config, ibnbench_data: Path,
     folder. Without ``conditions``, the suite's conditions whose assets are missing (CycleGAN weights) are
     left out as not run; named ones must be runnable. Bad input (a missing folder, an unknown model, ...)
     fails the test with ibnbench's one-line message; a failed evaluation is not retried by later tests."""
-    from ibnbench.errors import MissingExtraError, UnknownModelError, WeightsError
-
-    clean_errors = (UnknownModelError, WeightsError, MissingExtraError, ValueError, OSError)
+    from ibnbench.errors import IbnbenchError
     options = {"device": pytestconfig.getoption("--ibnbench-device") or pytestconfig.getini("ibnbench_device") or None,
                "progress": False}
     if pytestconfig.getoption("--ibnbench-workers") is not None:
@@ -96,7 +94,7 @@ def ibnbench_run(pytestconfig: pytest.Config, ibnbench_data: Path,
                                        conditions=list(conditions) if conditions else None,
                                        weights=[weights] if weights else None, skip_missing=not conditions,
                                        output=folder / f"record{len(outcomes)}.json", **options)
-        except clean_errors as exc:
+        except IbnbenchError as exc:  # the user's input: one line; anything else is a bug and keeps its traceback
             outcomes[key] = f"ibnbench_run({model!r}, suite={suite!r}): {exc}"
         if isinstance(outcomes[key], str):  # failed outside the except block: no chained traceback
             pytest.fail(outcomes[key], pytrace=False)

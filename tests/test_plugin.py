@@ -121,6 +121,23 @@ def test_bad_data_fails_once_with_the_one_line_message(pytester, engine_runs, tm
     assert len(engine_runs) == 1
 
 
+def test_a_bug_keeps_its_traceback(pytester, monkeypatch, tmp_path):
+    """Only ibnbench's own errors (the user's input) become the one-line failure; a ValueError from a bug does not."""
+    def buggy_run(*args, **kwargs):
+        raise ValueError("a bug, not bad input")
+
+    monkeypatch.setattr(engine, "run", buggy_run)
+    pytester.makepyfile(test_bug="""
+        def test_it(ibnbench_run):
+            ibnbench_run("resnet18", weights="random")
+        """)
+    (tmp_path / "val").mkdir()
+    result = pytester.runpytest_inprocess("--ibnbench-data", str(tmp_path / "val"), *INNER_OPTIONS)
+    result.assert_outcomes(errors=0, failed=1)
+    result.stdout.fnmatch_lines(["*ValueError: a bug, not bad input*"])
+    assert "ibnbench_run('resnet18'" not in result.stdout.str()
+
+
 def test_ini_key_resolves_against_the_ini_file(pytester, monkeypatch):
     (pytester.path / "val").mkdir()
     pytester.makeini("[pytest]\nibnbench_data = val\n")
