@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import VAL100
 from corruption_reference import imagenet_c_crops, reference
 from runs import torchrun
 
+from conftest import VAL100
 from ibnbench.conditions import corruptions
 from ibnbench.data import discovery as data
 from ibnbench.eval.checkpoint import Checkpoint

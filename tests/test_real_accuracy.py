@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from conftest import REAL_CONDITIONS as CONDITIONS
 from conftest import VAL100
-from PIL import Image
 
 # What ibnbench produces (top-1/top-5 error %); reviewed against the independent computation below.
 EXPECTED = {
