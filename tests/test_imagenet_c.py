@@ -4,6 +4,7 @@ on the batch, and the suites."""
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import shutil
 from pathlib import Path
 
@@ -16,9 +17,10 @@ import ibnbench
 from conftest import VAL100, need
 from ibnbench.conditions import corruptions
 from ibnbench.conditions.base import Corruption
+from ibnbench.conditions.corruptions import CORRUPTIONS, SEVERITY_PARAMETERS, fog, gaussian_noise, motion_blur
 from ibnbench.conditions.frost import FROST_DIR_ENV, missing_frost
 from ibnbench.conditions.imaging import Draws
-from ibnbench.errors import SuiteError
+from ibnbench.errors import SuiteError, UsageError
 from ibnbench.io import cache_dir, sha256_of
 
 DETERMINISTIC = ["brightness", "contrast", "saturate", "defocus_blur", "gaussian_blur", "zoom_blur", "pixelate",
@@ -221,3 +223,80 @@ def test_glass_blur_sweep_is_the_reference_loop(delta):
                 x[row, col], x[r, c] = x[r, c], x[row, col]
         assert np.array_equal(sweep_copies(dy, dx, delta)[image].view(h, w).numpy(), x[..., 0])
         assert (x[..., 0] != np.arange(h * w).reshape(h, w)).sum() > h * w // 4  # pixels did move
+
+
+def test_gaussian_noise_with_explicit_sigma():
+    """The public op on a user's tensor: sigma 0 is the input itself; otherwise the change has mean 0 and standard
+    deviation sigma, and is the same with the default draws as with images numbered 0..N-1 under key 0."""
+    x = torch.full((4, 3, 64, 64), 0.5)
+    assert torch.equal(gaussian_noise(x, sigma=0.0), x)
+    y = gaussian_noise(x, sigma=0.1)
+    change = y - x
+    assert float(change.mean()) == pytest.approx(0.0, abs=2e-3)
+    assert float(change.std()) == pytest.approx(0.1, rel=0.02)
+    assert torch.equal(y, gaussian_noise(x, 0.1, Draws(0, torch.arange(4))))
+    assert not torch.equal(y, gaussian_noise(x, 0.1, Draws(0, torch.arange(4) + 1)))  # the draws follow the index
+
+
+def _horizontal_motion_blur(x: torch.Tensor, radius: int, sigma: float) -> torch.Tensor:
+    """Motion blur along 0 degrees written out: tap ``i`` (weight ``exp(-i^2 / 2 sigma^2)``, normalised) takes the
+    pixel ``i`` columns to the right, the last column repeated past the edge."""
+    weights = torch.exp(-torch.arange(2 * radius + 1, dtype=torch.float64) ** 2 / (2 * sigma ** 2))
+    weights = weights / weights.sum()
+    columns = torch.arange(x.shape[-1])
+    out = torch.zeros_like(x)
+    for i, weight in enumerate(weights.tolist()):
+        out += weight * x[..., (columns + i).clamp(max=x.shape[-1] - 1)]
+    return out
+
+
+def test_motion_blur_with_explicit_radius_and_angle():
+    """Radius 0 is the identity; along 0 degrees it is the hand-written sum of shifted copies; along 90 degrees the
+    same on the transposed image; one angle per image gives each image its own."""
+    x = torch.rand(2, 3, 20, 24, generator=torch.Generator().manual_seed(3)) * 255
+    assert torch.equal(motion_blur(x, radius=0, sigma=1.0, angle=30.0), x)
+    across = motion_blur(x, radius=4, sigma=2.0, angle=0.0)
+    torch.testing.assert_close(across, _horizontal_motion_blur(x, 4, 2.0), rtol=0, atol=1e-4)
+    down = motion_blur(x, radius=4, sigma=2.0, angle=90.0)
+    torch.testing.assert_close(down, _horizontal_motion_blur(x.transpose(-1, -2), 4, 2.0).transpose(-1, -2),
+                               rtol=0, atol=1e-4)
+    both = motion_blur(x, radius=4, sigma=2.0, angle=torch.tensor([0.0, 90.0]))
+    assert torch.equal(both[0], across[0]) and torch.equal(both[1], down[1])
+
+
+def test_severity_table_drives_corrupt():
+    """Every op takes its five parameter sets; a condition at a severity is the op at that row's parameters,
+    clipped and truncated as the uint8 files were."""
+    for name, op in CORRUPTIONS.items():
+        assert len(SEVERITY_PARAMETERS[name]) == 5, name
+        for parameters in SEVERITY_PARAMETERS[name]:
+            inspect.signature(op).bind(torch.zeros(1, 3, 8, 8), **parameters, **(
+                {"textures": None} if name == "frost" else {}))
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 255
+    index = torch.tensor([4, 0, 9])
+    condition = Corruption("noise", corruption="gaussian_noise", severity=3, seed=2)
+    by_hand = gaussian_noise(x / 255, sigma=0.18, draws=Draws(condition.key, index)).clamp(0, 1) * 255
+    assert torch.equal(condition(x, index), by_hand.floor())
+    assert torch.equal(condition(x), condition(x, torch.arange(3)))  # without an index: images 0..N-1
+
+
+def test_fog_refuses_a_map_smaller_than_the_image():
+    x = torch.rand(1, 3, 40, 40)
+    assert fog(x, thickness=1.5, decay=2.0, mapsize=64).shape == x.shape
+    with pytest.raises(UsageError, match="mapsize must be a power of two of at least 40"):
+        fog(x, thickness=1.5, decay=2.0, mapsize=32)
+
+
+def test_frost_textures_are_found_once_per_device(monkeypatch):
+    """The condition reads its assets in ``prepare`` on its first batch, not on every batch."""
+    skip_without_frost_textures("frost")
+    from ibnbench.conditions import frost
+
+    looked_up = []
+    monkeypatch.setattr(frost, "frost_dir", lambda _find=frost.frost_dir: looked_up.append(1) or _find())
+    condition = Corruption("frost-2", corruption="frost", severity=2)
+    x = torch.rand(2, 3, 32, 32) * 255
+    first = condition(x)
+    for _ in range(3):
+        assert torch.equal(condition(x), first)
+    assert len(looked_up) == 1

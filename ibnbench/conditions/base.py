@@ -55,8 +55,10 @@ def string_field(field: str, value: object) -> str:
 
 
 class Condition(ABC):
-    """A named appearance condition: ``condition(x)`` maps a 0..255 RGB batch to a 0..255 RGB batch
-    (a new tensor, or ``x`` itself when nothing changes: never modify the result in place).
+    """A named appearance condition: ``condition(x)`` or ``condition(x, index)`` maps a float 0..255 RGB batch to a
+    0..255 RGB batch (a new tensor, or ``x`` itself when nothing changes: never modify the result in place);
+    ``index`` is each image's dataset index, which keys the random draws (by default 0..N-1). A subclass implements
+    :meth:`apply` (the op) and, when it needs assets, :meth:`prepare` (run once per device before its first batch).
 
     ``id`` names it in results and on the command line, ``label`` is its display name (the paper's column
     header), ``kind`` is one of "identity", "photometric", "style", "dir", "corruption", ``requires`` lists the
@@ -74,6 +76,7 @@ class Condition(ABC):
         self.label = label or id
         self.clip = clip
         self.quantize = quantize
+        self._prepared_on: torch.device | None = None
 
     @classmethod
     def parameters(cls) -> dict[str, bool]:
@@ -104,13 +107,22 @@ class Condition(ABC):
         to hold every image of it; None for the conditions that transform the dataset's own crops."""
         return None
 
+    def prepare(self, device: torch.device) -> None:
+        """Read the assets the op needs onto ``device`` (once: a call runs it when its batch is on another device
+        than the last one's); nothing for most conditions."""
+        return None
+
     @abstractmethod
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """The op itself, before ``clip``/``quantize``."""
+    def apply(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        """The op itself, before ``clip``/``quantize``; ``index``: each image's dataset index (None: 0..N-1)."""
 
     def __call__(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """The condition of ``x``; ``index`` (each image's dataset index) matters only to random conditions."""
-        return finish(self.apply(x), self.clip, self.quantize)
+        """The condition of a float 0..255 batch ``x``; ``index`` (each image's dataset index, by default 0..N-1)
+        matters only to random conditions."""
+        if self._prepared_on != x.device:
+            self.prepare(x.device)
+            self._prepared_on = x.device
+        return finish(self.apply(x, index), self.clip, self.quantize)
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.spec.items() if k != "id")
@@ -122,7 +134,7 @@ class Identity(Condition):
 
     op, kind = "identity", "identity"
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         return x
 
 
@@ -135,7 +147,7 @@ class _ChannelOffsets(Condition):
         self.offsets = tuple(offsets)
         self._device_offsets: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         key = (x.device, x.dtype)
         if key not in self._device_offsets:
             self._device_offsets[key] = torch.tensor(self.offsets, dtype=x.dtype).to(x.device, non_blocking=True)
@@ -188,7 +200,7 @@ class Contrast(Condition):
     def params(self) -> dict:
         return {"factor": self.factor}
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         return contrast(x, self.factor)
 
 
@@ -206,8 +218,9 @@ class Corruption(Condition):
                  jpeg: int | None = None, clip: bool = False, quantize: bool = False):
         super().__init__(id, label, clip=clip, quantize=quantize)
         self.corruption = string_field("corruption", corruption)
-        if self.corruption not in corruptions.OPS:
-            raise UsageError(f"field 'corruption': expected one of {', '.join(corruptions.OPS)}, got {corruption!r}")
+        if self.corruption not in corruptions.CORRUPTIONS:
+            raise UsageError(f"field 'corruption': expected one of {', '.join(corruptions.CORRUPTIONS)}, "
+                             f"got {corruption!r}")
         if severity not in corruptions.SEVERITIES or isinstance(severity, bool):
             raise UsageError(f"field 'severity': expected an integer 1-5, got {severity!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -216,6 +229,7 @@ class Corruption(Condition):
             raise UsageError(f"field 'jpeg': expected a JPEG quality 1-100, got {jpeg!r}")
         self.severity, self.seed, self.jpeg = severity, seed, jpeg
         self.key = condition_key(seed, id)
+        self._assets: dict[str, object] | None = None
 
     def params(self) -> dict:
         return {"corruption": self.corruption, "severity": self.severity, "seed": self.seed, "jpeg": self.jpeg}
@@ -225,10 +239,11 @@ class Corruption(Condition):
         missing = missing_frost() if self.corruption == "frost" else None
         return [missing] if missing else []
 
-    def apply(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        index = torch.arange(len(x), device=x.device) if index is None else index.to(x.device)
-        y = corruptions.corrupt(x, index, self.corruption, self.severity, self.key)
-        return jpeg_round_trip(y, self.jpeg) if self.jpeg else y
+    def prepare(self, device: torch.device) -> None:
+        """Frost: its textures read onto ``device`` once (:func:`corruptions.corruption_assets`)."""
+        self._assets = corruptions.corruption_assets(self.corruption, device)
 
-    def __call__(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        return finish(self.apply(x, index), self.clip, self.quantize)
+    def apply(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        index = torch.arange(len(x), device=x.device) if index is None else index.to(x.device)
+        y = corruptions.corrupt(x, index, self.corruption, self.severity, self.key, self._assets)
+        return jpeg_round_trip(y, self.jpeg) if self.jpeg else y

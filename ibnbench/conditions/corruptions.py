@@ -1,25 +1,30 @@
-"""ImageNet-C corruptions (Hendrycks & Dietterich, ICLR 2019) as batched tensor ops on the device.
+"""ImageNet-C corruptions (Hendrycks & Dietterich, ICLR 2019) as public batched tensor functions, the five
+severities as a data table beside them, and :func:`corrupt` that applies one at a severity as ImageNet-C did.
 
-Each op maps a batch ``x: Tensor[N,3,H,W]`` (RGB, float, 0..255: the 224x224 centre crop) and each image's
-dataset ``index: Tensor[N]`` to the corrupted batch on the 0..255 scale, with the constants of the
-``imagecorruptions`` package (hendrycks' ``make_imagenet_c.py``). :func:`corrupt` ends as ImageNet-C's
-files were made (``np.uint8`` of the result: values truncated to integers).
+Each op is a pure function of a batch ``x: Tensor[N,3,H,W]`` (RGB, float) and explicit parameters, in the units
+of the ``imagecorruptions`` package (hendrycks' ``make_imagenet_c.py``): ``x`` on the 0..1 scale as there, except
+:func:`pixelate` and :func:`jpeg_compression`, which work on uint8 levels (0..255); :func:`motion_blur` is linear
+and takes either. The result is not clipped. :data:`SEVERITY_PARAMETERS` holds the parameters of ImageNet-C's
+severities 1-5 per op, :data:`CORRUPTIONS` maps each name to its op, and :func:`corrupt` ends as ImageNet-C's files
+were made (``np.uint8`` of the result: values clipped and truncated to integers, 0..255).
 
-Randomness is counter-based: every draw is a hash of (key, image index, element), the key being derived
-from the suite seed and the condition, so an image gets the same corruption whatever the batch it is in,
-the device, the worker count, the resume point or the number of ranks. Per-image offsets (motion blur, snow,
-frost) stay on the device, and constants are made there once per device and dtype; the JPEG ops pass through host
-memory.
+Randomness is counter-based (:class:`~ibnbench.conditions.imaging.Draws`): every draw is a hash of (key, image
+index, element), so an image gets the same corruption whatever the batch it is in, the device, the worker count,
+the resume point or the number of ranks. An op given no ``draws`` numbers the batch's images 0..N-1 under key 0.
+Per-image offsets (motion blur, snow, frost) stay on the device, and constants are made there once per device and
+dtype; the JPEG ops pass through host memory.
+
+Example: ``motion_blur(x, radius=12, sigma=4, angle=30.0)`` blurs every image of ``x`` along 30 degrees.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ibnbench.conditions.frost import frost_dir, frost_stack
+from ibnbench.conditions.frost import frost_textures_on
 from ibnbench.conditions.imaging import (
     BOX3,
     Draws,
@@ -37,77 +42,70 @@ from ibnbench.conditions.imaging import (
     rgb_to_hsv_parts,
     truncated_distance,
 )
+from ibnbench.conditions.ops import contrast
+from ibnbench.errors import UsageError
 
 COMMON = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
           "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression")
-
-
+"""The 15 corruptions of ImageNet-C, in its order."""
 EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+"""The 4 held-out corruptions."""
 LABELS = {"gaussian_noise": "Gaussian Noise", "shot_noise": "Shot Noise", "impulse_noise": "Impulse Noise",
           "defocus_blur": "Defocus Blur", "glass_blur": "Glass Blur", "motion_blur": "Motion Blur",
           "zoom_blur": "Zoom Blur", "snow": "Snow", "frost": "Frost", "fog": "Fog", "brightness": "Brightness",
           "contrast": "Contrast", "elastic_transform": "Elastic", "pixelate": "Pixelate", "jpeg_compression": "JPEG",
           "speckle_noise": "Speckle Noise", "gaussian_blur": "Gaussian Blur", "spatter": "Spatter",
           "saturate": "Saturate"}
-
-
 SEVERITIES = (1, 2, 3, 4, 5)
 
+def _draws(draws: Draws | None, x: torch.Tensor) -> Draws:
+    """``draws``, or the batch's images numbered 0..N-1 under key 0."""
+    return Draws(0, torch.arange(len(x), device=x.device)) if draws is None else draws
 
 
+def gaussian_noise(x: torch.Tensor, sigma: float, draws: Draws | None = None) -> torch.Tensor:
+    """``x + sigma * z``, ``z`` standard normal per value; ``sigma`` on the scale of ``x`` (0..1)."""
+    return _draws(draws, x).normal(0, x.shape[1:]).mul_(sigma).add_(x)
 
 
+def shot_noise(x: torch.Tensor, photons: float, draws: Draws | None = None) -> torch.Tensor:
+    """Poisson noise: each value ``v`` (0..1, a uint8 level / 255) becomes ``Poisson(v * photons) / photons``
+    (``photons``: the expected count at full scale; fewer is noisier)."""
+    return poisson(x * 255, photons, _draws(draws, x).levels(0, x.shape[1:])) / photons
 
 
-
-
-
-
-
-Op = Callable[[torch.Tensor, Draws, int], torch.Tensor]
-
-
-def gaussian_noise(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
-    c = [.08, .12, 0.18, 0.26, 0.38][severity - 1]
-    return draws.normal(0, x.shape[1:]).mul_(c).add_(x)
-
-
-def shot_noise(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
-    c = [60, 25, 12, 5, 3][severity - 1]
-    return poisson(x * 255, c, draws.levels(0, x.shape[1:])) / c
-
-
-def impulse_noise(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
-    """Each value flipped with probability ``c`` (level ``j`` of draw 0 below ``c``), to 1 or 0 (level ``P + j``
-    below one half: the sign bit of hash ``j``); ``P`` values per image."""
-    c = [.03, .06, .09, 0.17, 0.27][severity - 1]
-    hashes = draws.hashes(0, math.prod(x.shape[1:])).view_as(x)
+def impulse_noise(x: torch.Tensor, amount: float, draws: Draws | None = None) -> torch.Tensor:
+    """Salt and pepper: each value set to 1 or 0 (even odds) with probability ``amount`` (0..1). Draws: level ``j``
+    of draw 0 below ``amount`` flips value ``j``, to 1 where the sign bit of hash ``j`` is clear."""
+    hashes = _draws(draws, x).hashes(0, math.prod(x.shape[1:])).view_as(x)
     salted = (hashes >= 0).to(x.dtype)
-    flipped = hashes.bitwise_and_(0xFFFF) < c * (1 << 16)
+    flipped = hashes.bitwise_and_(0xFFFF) < amount * (1 << 16)
     return torch.where(flipped, salted, x)
 
 
-def speckle_noise(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
-    c = [.15, .2, 0.35, 0.45, 0.6][severity - 1]
-    return draws.normal(0, x.shape[1:]).mul_(x * c).add_(x)
+def speckle_noise(x: torch.Tensor, sigma: float, draws: Draws | None = None) -> torch.Tensor:
+    """``x + x * sigma * z``, ``z`` standard normal per value (noise proportional to the value)."""
+    return _draws(draws, x).normal(0, x.shape[1:]).mul_(x * sigma).add_(x)
 
 
-def gaussian_blur(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
-    return gaussian_filter(x, [1, 2, 3, 4, 6][severity - 1])
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of standard deviation ``sigma`` pixels (scipy's, border "nearest", truncated at 4 sigma)."""
+    return gaussian_filter(x, sigma)
 
 
-def glass_blur(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
-    """Blur, uint8, local pixel shuffling, blur. The shuffle is the reference's own: ``iterations`` sweeps from the
-    bottom-right corner in which each pixel inside a ``max_delta`` border takes the value its neighbour at
-    ``(dy, dx)`` in ``[-max_delta, max_delta)`` holds at that moment (numpy's tuple "swap" of two pixel views
-    copies one way), computed in parallel by :func:`sweep_copies`."""
-    sigma, delta, iterations = [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)][severity - 1]
+def glass_blur(x: torch.Tensor, sigma: float, max_delta: int, iterations: int,
+               draws: Draws | None = None) -> torch.Tensor:
+    """Blur (``sigma`` pixels), uint8 levels, local pixel shuffling, blur. The shuffle is the reference's own:
+    ``iterations`` sweeps from the bottom-right corner in which each pixel inside a ``max_delta`` border takes the
+    value its neighbour at ``(dy, dx)`` in ``[-max_delta, max_delta)`` holds at that moment (numpy's tuple "swap"
+    of two pixel views copies one way), computed in parallel by :func:`sweep_copies`."""
+    draws = _draws(draws, x)
     n, c, h, w = x.shape
     y = torch.floor(gaussian_filter(x, sigma) * 255) / 255
     for sweep in range(iterations):
-        dx = draws.integers(2 * sweep, -delta, delta, (h, w))
-        dy = draws.integers(2 * sweep + 1, -delta, delta, (h, w))
-        source = sweep_copies(dy, dx, delta)
+        dx = draws.integers(2 * sweep, -max_delta, max_delta, (h, w))
+        dy = draws.integers(2 * sweep + 1, -max_delta, max_delta, (h, w))
+        source = sweep_copies(dy, dx, max_delta)
         y = y.reshape(n, c, h * w).gather(2, source[:, None, :].expand(n, c, h * w)).view(n, c, h, w)
     return gaussian_filter(y, sigma)
 
@@ -133,49 +131,59 @@ def sweep_copies(dy: torch.Tensor, dx: torch.Tensor, delta: int) -> torch.Tensor
     return source.gather(1, chain)
 
 
-def defocus_blur(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
-    radius, alias_blur = [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)][severity - 1]
+def defocus_blur(x: torch.Tensor, radius: float, alias_blur: float) -> torch.Tensor:
+    """Correlation with a disk of ``radius`` pixels, its edge smoothed by a Gaussian of ``alias_blur`` pixels."""
     return disk_filter(x, radius, alias_blur)
 
 
-def motion_blur(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
-    radius, sigma = [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)][severity - 1]
-    return motion_blur_op(x, radius, sigma, draws.uniform(0, (), -45.0, 45.0))
+def motion_blur(x: torch.Tensor, radius: int, sigma: float, angle: torch.Tensor | float | None = None,
+                draws: Draws | None = None) -> torch.Tensor:
+    """Blur along a line: a Gaussian-weighted (``sigma`` pixels) sum of the image shifted by 0..2 ``radius`` pixels
+    along ``angle`` (degrees: a number, or one per image ``[N]``), edges replicated. Without ``angle``, each image's
+    is drawn uniformly in (-45, 45) degrees, as ImageNet-C's. Linear: ``x`` on any scale."""
+    if angle is None:
+        angle = _draws(draws, x).uniform(0, (), -45.0, 45.0)
+    elif not isinstance(angle, torch.Tensor):
+        angle = torch.full((len(x),), float(angle), device=x.device)
+    return motion_blur_op(x, radius, sigma, angle)
 
 
-def zoom_blur(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
-    start, stop, step = [(1, 1.11, 0.01), (1, 1.16, 0.01), (1, 1.21, 0.02), (1, 1.26, 0.02),
-                         (1, 1.31, 0.03)][severity - 1]
-    factors = [start + i * step for i in range(int(math.ceil((stop - start) / step)))]  # np.arange
+def zoom_blur(x: torch.Tensor, factors: Sequence[float]) -> torch.Tensor:
+    """The mean of ``x`` and its centre zoomed by each of ``factors`` (each above 1)."""
     out = x.clone()
     for factor in factors:
         out += clipped_zoom(x, factor)
     return out / (len(factors) + 1)
 
 
-def snow(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
-    loc, scale, zoom, threshold, radius, sigma, blend = [
-        (0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7), (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
-        (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65), (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)][severity - 1]
+def snow(x: torch.Tensor, flake_mean: float, flake_std: float, zoom: float, threshold: float, blur_radius: int,
+         blur_sigma: float, blend: float, draws: Draws | None = None) -> torch.Tensor:
+    """Snow: a normal field (``flake_mean``, ``flake_std``) zoomed by ``zoom``, kept above ``threshold``, motion
+    blurred (``blur_radius``, ``blur_sigma``, angle drawn in (-135, -45) degrees), added twice (and flipped) to the
+    image whitened towards 1.5 x its grey level (``blend``: the share of the original image)."""
+    draws = _draws(draws, x)
     h, w = x.shape[-2:]
-    layer = loc + scale * draws.normal(0, (1, h, w))
+    layer = flake_mean + flake_std * draws.normal(0, (1, h, w))
     layer = clipped_zoom(layer, zoom)
     layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0, 1)
-    layer = motion_blur_op(layer, radius, sigma, draws.uniform(2, (), -135.0, -45.0))
+    layer = motion_blur_op(layer, blur_radius, blur_sigma, draws.uniform(2, (), -135.0, -45.0))
     layer = torch.round(layer * 255) / 255
     x = blend * x + (1 - blend) * torch.maximum(x, gray(x) * 1.5 + 0.5)
     return x + layer + layer.flip(-1, -2)
 
 
-def frost(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
-    weight, frost_weight = [(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)][severity - 1]
-    textures, sizes = frost_stack(str(frost_dir()), x.device, x.dtype)
+def frost(x: torch.Tensor, image_weight: float, frost_weight: float, textures: tuple[torch.Tensor, torch.Tensor],
+          draws: Draws | None = None) -> torch.Tensor:
+    """``image_weight * x + frost_weight * crop``: each image's crop of one of the frost ``textures`` (0..255,
+    :func:`~ibnbench.conditions.frost.frost_textures_on`), the texture and the crop's corner drawn."""
+    draws = _draws(draws, x)
+    stack, sizes = textures
     h, w = x.shape[-2:]
-    choice = draws.integers(0, 0, len(textures))
+    choice = draws.integers(0, 0, len(stack))
     top = (draws.uniform(1, ()).double() * (sizes[choice, 0] - h)).long()  # as int(u * (height - h)) on the host
     left = (draws.uniform(2, ()).double() * (sizes[choice, 1] - w)).long()
-    crops = textures.unfold(2, h, 1).unfold(3, w, 1)[choice, :, top, left]  # [N, 3, h, w]
-    return weight * x + frost_weight * crops / 255
+    crops = stack.unfold(2, h, 1).unfold(3, w, 1)[choice, :, top, left].to(x.dtype)  # [N, 3, h, w]
+    return image_weight * x + frost_weight * crops / 255
 
 
 def plasma_fractal(draws: Draws, size: int, decay: float, stream: int = 0) -> torch.Tensor:
@@ -209,48 +217,47 @@ def plasma_fractal(draws: Draws, size: int, decay: float, stream: int = 0) -> to
     return grid / grid.amax(dim=(1, 2), keepdim=True)
 
 
-def fog(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
-    strength, decay = [(1.5, 2), (2., 2), (2.5, 1.7), (2.5, 1.5), (3., 1.4)][severity - 1]
+def fog(x: torch.Tensor, thickness: float, decay: float, draws: Draws | None = None,
+        mapsize: int | None = None) -> torch.Tensor:
+    """Fog: ``x`` plus ``thickness`` times a diamond-square fractal (roughness ``decay``: larger is smoother) of
+    ``mapsize`` pixels a side (a power of two at least the image's side; by default the smallest), rescaled to keep
+    each image's maximum."""
     h, w = x.shape[-2:]
-    size = 1 << (max(h, w) - 1).bit_length()
+    size = mapsize or 1 << (max(h, w) - 1).bit_length()
+    if size < max(h, w) or size & (size - 1):
+        raise UsageError(f"fog: mapsize must be a power of two of at least {max(h, w)}, got {mapsize}")
     max_val = x.amax(dim=(1, 2, 3), keepdim=True)
-    plasma = plasma_fractal(draws, size, decay)[:, None, :h, :w].to(x.dtype)
-    return (x + strength * plasma) * max_val / (max_val + strength)
+    plasma = plasma_fractal(_draws(draws, x), size, decay)[:, None, :h, :w].to(x.dtype)
+    return (x + thickness * plasma) * max_val / (max_val + thickness)
 
 
-def brightness(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
-    """HSV value ``+ c`` (clipped): the RGB values scale with the value at fixed hue and saturation."""
-    c = [.1, .2, .3, .4, .5][severity - 1]
+def brightness(x: torch.Tensor, delta: float) -> torch.Tensor:
+    """HSV value ``+ delta`` (clipped to 1, ``x`` on 0..1): the RGB values scale with the value at fixed hue and
+    saturation."""
     v, _ = rgb_to_hsv_parts(x)
-    v_new = (v + c).clamp(max=1)
+    v_new = (v + delta).clamp(max=1)
     return torch.where(v > 0, x * v_new / v.clamp_min(1e-12), v_new.expand_as(x))
 
 
-def contrast(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
-    c = [0.4, .3, .2, .1, .05][severity - 1]
-    means = x.mean(dim=(2, 3), keepdim=True)
-    return (x - means) * c + means
-
-
-def saturate(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
-    """HSV saturation ``* a + b`` (clipped): each channel's distance below the value scales with the saturation;
-    grey pixels (hue 0, as skimage sets it) become ``[v, v (1 - s'), v (1 - s')]``."""
-    a, b = [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)][severity - 1]
+def saturate(x: torch.Tensor, scale: float, offset: float) -> torch.Tensor:
+    """HSV saturation ``* scale + offset`` (clipped to 0..1): each channel's distance below the value scales with
+    the saturation; grey pixels (hue 0, as skimage sets it) become ``[v, v (1 - s'), v (1 - s')]``."""
     v, s = rgb_to_hsv_parts(x)
-    s_new = (s * a + b).clamp(0, 1)
+    s_new = (s * scale + offset).clamp(0, 1)
     coloured = v - (v - x) * s_new / s.clamp_min(1e-12)
     grey = torch.cat([v, v * (1 - s_new), v * (1 - s_new)], dim=1)
     return torch.where(s > 0, coloured, grey)
 
 
-def elastic_transform(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
-    """imagecorruptions' elastic transform: a smoothed uniform displacement field (scaled by ``alpha``), sampled
-    bilinearly with symmetric reflection at the borders."""
+def elastic_transform(x: torch.Tensor, alpha: float, draws: Draws | None = None, max_shift: float = 0.005,
+                      smoothing: float = 0.01) -> torch.Tensor:
+    """imagecorruptions' elastic transform: a uniform displacement field (up to ``max_shift`` x the height in
+    pixels) smoothed by a Gaussian of ``smoothing`` x the height, scaled by ``alpha``, sampled bilinearly with
+    symmetric reflection at the borders."""
     h, w = x.shape[-2:]
-    alpha = [250 * 0.05, 250 * 0.065, 250 * 0.085, 250 * 0.1, 250 * 0.12][severity - 1]
-    max_d = h * 0.005
-    sigma = h * 0.01, w * 0.01
-    fields = gaussian_filter(draws.uniform(0, (2, h, w), -max_d, max_d), sigma[0], "reflect", truncate=3.0) * alpha
+    max_d = h * max_shift
+    field = _draws(draws, x).uniform(0, (2, h, w), -max_d, max_d)
+    fields = gaussian_filter(field, h * smoothing, "reflect", truncate=3.0) * alpha
     # grid_sample, corners not aligned: pixel p sits at (2 p + 1) / n - 1, reflection about -0.5 and n - 0.5
     gx = (torch.arange(w, device=x.device, dtype=x.dtype)[None, None, :] + fields[:, 0]) * (2 / w) + (1 / w - 1)
     gy = (torch.arange(h, device=x.device, dtype=x.dtype)[None, :, None] + fields[:, 1]) * (2 / h) + (1 / h - 1)
@@ -258,15 +265,14 @@ def elastic_transform(x: torch.Tensor, draws: Draws, severity: int) -> torch.Ten
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def spatter(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
-    """Liquid (severities 1-3) or mud (4-5) splashes from a thresholded smoothed Gaussian field. The mud is the
-    reference's; the liquid's sheen takes the blobs' inner boundaries for OpenCV's Canny edges, otherwise the
-    reference's steps (distance to the edges capped at 20, 3x3 blur, histogram equalisation, emboss, blur)."""
-    loc, scale, sigma, threshold, intensity, mud = [
-        (0.65, 0.3, 4, 0.69, 0.6, 0), (0.65, 0.3, 3, 0.68, 0.6, 0), (0.65, 0.3, 2, 0.68, 0.5, 0),
-        (0.65, 0.3, 1, 0.65, 1.5, 1), (0.67, 0.4, 1, 0.65, 1.5, 1)][severity - 1]
+def spatter(x: torch.Tensor, mean: float, std: float, sigma: float, threshold: float, intensity: float, mud: bool,
+            draws: Draws | None = None) -> torch.Tensor:
+    """Liquid or (``mud``) mud splashes from a normal field (``mean``, ``std``) smoothed by ``sigma`` pixels and
+    kept above ``threshold``; ``intensity`` sets the liquid's sheen or the mud's spread. The mud is the reference's;
+    the liquid's sheen takes the blobs' inner boundaries for OpenCV's Canny edges, otherwise the reference's steps
+    (distance to the edges capped at 20, 3x3 blur, histogram equalisation, emboss, blur)."""
     h, w = x.shape[-2:]
-    liquid = gaussian_filter(loc + scale * draws.normal(0, (1, h, w)), sigma)
+    liquid = gaussian_filter(mean + std * _draws(draws, x).normal(0, (1, h, w)), sigma)
     liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
     if mud:
         m = gaussian_filter((liquid > threshold).to(x.dtype), intensity)
@@ -287,17 +293,78 @@ def spatter(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
     return x + m * colour
 
 
-def pixelate(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
-    return pixelate_op(x, [0.6, 0.5, 0.4, 0.3, 0.25][severity - 1])
+def pixelate(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Down to ``factor`` of the size with PIL's BOX filter, back up with NEAREST; ``x`` on 0..255 (uint8 levels,
+    as PIL rounds between passes)."""
+    return pixelate_op(x, factor)
 
 
-def jpeg_compression(x: torch.Tensor, draws: Draws, severity: int) -> torch.Tensor:
-    return jpeg_round_trip(x, [25, 18, 15, 10, 7][severity - 1])
+def jpeg_compression(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """A JPEG round trip at ``quality`` (1-100, PIL's encoder, 4:2:0 chroma); ``x`` on 0..255, rounded to uint8."""
+    return jpeg_round_trip(x, quality)
 
 
-OPS: dict[str, Op] = {name: globals()[name] for name in COMMON + EXTRA}
+def _levels(names: str | tuple[str, ...], *rows: object) -> tuple[dict[str, object], ...]:
+    """One parameter dict per severity: ``rows`` are values (one name) or tuples of values (several names)."""
+    if isinstance(names, str):
+        return tuple({names: value} for value in rows)
+    return tuple(dict(zip(names, row)) for row in rows)
+
+
+def _arange(start: float, stop: float, step: float) -> tuple[float, ...]:
+    """``np.arange(start, stop, step)`` as Python floats (the reference's zoom factors)."""
+    return tuple(start + i * step for i in range(int(math.ceil((stop - start) / step))))
+
+
+SEVERITY_PARAMETERS: dict[str, tuple[dict[str, object], ...]] = {
+    "gaussian_noise": _levels("sigma", .08, .12, 0.18, 0.26, 0.38),
+    "shot_noise": _levels("photons", 60, 25, 12, 5, 3),
+    "impulse_noise": _levels("amount", .03, .06, .09, 0.17, 0.27),
+    "defocus_blur": _levels(("radius", "alias_blur"), (3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)),
+    "glass_blur": _levels(("sigma", "max_delta", "iterations"),
+                          (0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)),
+    "motion_blur": _levels(("radius", "sigma"), (10, 3), (15, 5), (15, 8), (15, 12), (20, 15)),
+    "zoom_blur": _levels("factors", _arange(1, 1.11, 0.01), _arange(1, 1.16, 0.01), _arange(1, 1.21, 0.02),
+                         _arange(1, 1.26, 0.02), _arange(1, 1.31, 0.03)),
+    "snow": _levels(("flake_mean", "flake_std", "zoom", "threshold", "blur_radius", "blur_sigma", "blend"),
+                    (0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7), (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
+                    (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65), (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)),
+    "frost": _levels(("image_weight", "frost_weight"), (1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)),
+    "fog": _levels(("thickness", "decay"), (1.5, 2), (2., 2), (2.5, 1.7), (2.5, 1.5), (3., 1.4)),
+    "brightness": _levels("delta", .1, .2, .3, .4, .5),
+    "contrast": _levels("factor", 0.4, .3, .2, .1, .05),
+    "elastic_transform": _levels("alpha", 250 * 0.05, 250 * 0.065, 250 * 0.085, 250 * 0.1, 250 * 0.12),
+    "pixelate": _levels("factor", 0.6, 0.5, 0.4, 0.3, 0.25),
+    "jpeg_compression": _levels("quality", 25, 18, 15, 10, 7),
+    "speckle_noise": _levels("sigma", .15, .2, 0.35, 0.45, 0.6),
+    "gaussian_blur": _levels("sigma", 1, 2, 3, 4, 6),
+    "spatter": _levels(("mean", "std", "sigma", "threshold", "intensity", "mud"),
+                       (0.65, 0.3, 4, 0.69, 0.6, False), (0.65, 0.3, 3, 0.68, 0.6, False),
+                       (0.65, 0.3, 2, 0.68, 0.5, False), (0.65, 0.3, 1, 0.65, 1.5, True),
+                       (0.67, 0.4, 1, 0.65, 1.5, True)),
+    "saturate": _levels(("scale", "offset"), (0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)),
+}
+"""ImageNet-C's parameters of each op at severities 1-5 (``imagecorruptions`` 1.1.2's constants), keyword
+arguments of the op."""
+
+CORRUPTIONS: dict[str, Callable[..., torch.Tensor]] = {
+    "gaussian_noise": gaussian_noise, "shot_noise": shot_noise, "impulse_noise": impulse_noise,
+    "defocus_blur": defocus_blur, "glass_blur": glass_blur, "motion_blur": motion_blur, "zoom_blur": zoom_blur,
+    "snow": snow, "frost": frost, "fog": fog, "brightness": brightness, "contrast": contrast,
+    "elastic_transform": elastic_transform, "pixelate": pixelate, "jpeg_compression": jpeg_compression,
+    "speckle_noise": speckle_noise, "gaussian_blur": gaussian_blur, "spatter": spatter, "saturate": saturate,
+}
+"""Each ImageNet-C corruption's op by name (the names of ``imagecorruptions.get_corruption_names("all")``)."""
+RANDOM = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "glass_blur", "motion_blur", "snow",
+          "frost", "fog", "elastic_transform", "spatter")
+"""The ops that take ``draws``."""
 ON_255 = ("motion_blur", "pixelate", "jpeg_compression")
 """The ops that work on the 0..255 scale as the reference does (the others on 0..1)."""
+
+
+def corruption_assets(name: str, device: torch.device) -> dict[str, object]:
+    """The files corruption ``name`` needs, read onto ``device`` (frost: its ``textures``; others: none)."""
+    return {"textures": frost_textures_on(device)} if name == "frost" else {}
 
 
 CPU_SLICE = 4
@@ -307,23 +374,30 @@ in float32) instead of each pass streaming the whole batch through memory, and s
 temporary."""
 
 
-def corrupt(x: torch.Tensor, index: torch.Tensor, name: str, severity: int, key: int) -> torch.Tensor:
-    """The corruption ``name`` at ``severity`` (1-5) of a 0..255 batch, ending as ImageNet-C's files did:
-    clipped and truncated to integers (``np.uint8``), float dtype. ``key`` is :func:`condition_key`'s. Every image's
-    result depends on that image and its index alone, so the CPU takes the batch in slices of :data:`CPU_SLICE`."""
+def corrupt(x: torch.Tensor, index: torch.Tensor, name: str, severity: int, key: int,
+            assets: Mapping[str, object] | None = None) -> torch.Tensor:
+    """The corruption ``name`` at ``severity`` (1-5) of a 0..255 batch with :data:`SEVERITY_PARAMETERS`, ending as
+    ImageNet-C's files did: clipped and truncated to integers (``np.uint8``), float dtype. ``key``:
+    :func:`~ibnbench.conditions.imaging.condition_key`'s; ``index``: each image's dataset index; ``assets``:
+    :func:`corruption_assets` (read here when not given). Every image's result depends on that image and its index
+    alone, so the CPU takes the batch in slices of :data:`CPU_SLICE`."""
+    assets = corruption_assets(name, x.device) if assets is None else assets
     if x.device.type != "cpu" or len(x) <= CPU_SLICE or name == "jpeg_compression":  # JPEG: image by image anyway
-        return _corrupt(x, index, name, severity, key)
+        return _corrupt(x, index, name, severity, key, assets)
     out = torch.empty_like(x)
     for start in range(0, len(x), CPU_SLICE):
         part = slice(start, start + CPU_SLICE)
-        out[part] = _corrupt(x[part], index[part], name, severity, key)
+        out[part] = _corrupt(x[part], index[part], name, severity, key, assets)
     return out
 
 
-def _corrupt(x: torch.Tensor, index: torch.Tensor, name: str, severity: int, key: int) -> torch.Tensor:
-    draws = Draws(key, index)
+def _corrupt(x: torch.Tensor, index: torch.Tensor, name: str, severity: int, key: int,
+             assets: Mapping[str, object]) -> torch.Tensor:
+    arguments = {**SEVERITY_PARAMETERS[name][severity - 1], **assets}
+    if name in RANDOM:
+        arguments["draws"] = Draws(key, index)
     if name in ON_255:
-        y = OPS[name](x, draws, severity)
+        y = CORRUPTIONS[name](x, **arguments)
     else:
-        y = OPS[name](x / 255, draws, severity).clamp_(0, 1).mul_(255)
+        y = CORRUPTIONS[name](x / 255, **arguments).clamp_(0, 1).mul_(255)
     return y.clamp_(0, 255).floor_()

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ibnbench.errors import MissingFileError
 from ibnbench.io import cache_dir, fetch
 
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
@@ -90,3 +91,12 @@ def frost_stack(folder: str, device: torch.device, dtype: torch.dtype) -> tuple[
         stack[k, :, :texture.shape[-2], :texture.shape[-1]] = texture
     sizes = torch.tensor([tuple(t.shape[-2:]) for t in textures])
     return stack.to(device), sizes.to(device)
+
+
+def frost_textures_on(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`frost_stack` of the textures :func:`frost_dir` finds, in float32 on ``device`` (read once); a
+    :class:`~ibnbench.errors.MissingFileError` saying how to get them when they are missing."""
+    folder = frost_dir()
+    if folder is None:
+        raise MissingFileError(missing_frost())
+    return frost_stack(str(folder), torch.device(device), torch.float32)

@@ -10,7 +10,9 @@ def shift(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
 
 
 def contrast(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """``mu + factor * (x - mu)`` with ``mu`` each image's per-channel mean over H x W (computed in float32)."""
+    """``mu + factor * (x - mu)`` with ``mu`` each image's per-channel mean over H x W (computed in float32), on any
+    scale: the paper's ``std*`` conditions (0..255) and ImageNet-C's contrast (0..1,
+    :data:`ibnbench.conditions.corruptions.SEVERITY_PARAMETERS`)."""
     mean = x.mean(dim=(2, 3), keepdim=True, dtype=torch.float32).to(x.dtype)
     return (x - mean).mul_(factor).add_(mean)
 

@@ -178,7 +178,12 @@ class Style(Condition):
                                    f"`ibnbench stylize --resize crop --data VAL --out {self.rendered} ...`)")
         return dataclasses.replace(dataset, root=self.rendered, files=files, cropped=True)
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
+    def prepare(self, device: torch.device) -> None:
+        """The generator loaded (downloaded if need be) and moved to ``device``, unless the output is pre-rendered."""
+        if self.rendered is None:
+            self.generator.to(device)
+
+    def apply(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         if self.rendered is not None:
             return x  # the images read from the pre-rendered folder are the generator's output
         generator = self.generator
@@ -238,5 +243,5 @@ class Dir(Condition):
                                     f"(complete it with `ibnbench stylize --data VAL --out {self.root} ...`)")
         return path
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
+    def apply(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         return x
