@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ibnbench.conditions.corruptions import LABELS
-from ibnbench.conditions.imagenet_c import is_released_tree
+from ibnbench.conditions.imagenet_c_release import is_released_tree
 from ibnbench.results import imagenet_c, leaderboard
 from ibnbench.results.record import Record, write_record
 from ibnbench.results.report import report

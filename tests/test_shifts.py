@@ -255,7 +255,7 @@ def test_dataset_suite_rows_and_gaps_on_the_same_class_subset(tiny_val, tmp_path
 
 
 def test_shipped_natural_suite_reports_every_absent_dataset(tiny_val, tmp_path, monkeypatch):
-    from ibnbench.conditions.datasets import load_dataset_suite
+    from ibnbench.conditions.dataset_suites import load_dataset_suite
     from ibnbench.eval.datasets import run_datasets
 
     monkeypatch.delenv("IBNBENCH_DATA", raising=False)

@@ -192,7 +192,7 @@ def _pip(*args: str) -> None:
 PROBE = ("import ibnbench; s = ibnbench.load_suite('table1'); "
          "print(ibnbench.__file__); print(s.path); print(s.hash); "
          "from ibnbench.conditions.suite import list_suites; print(','.join(list_suites())); "
-         "from ibnbench.conditions.datasets import load_dataset_suite; print(load_dataset_suite('natural').path)")
+         "from ibnbench.conditions.dataset_suites import load_dataset_suite; print(load_dataset_suite('natural').path)")
 
 
 def _environment(**extra: str) -> dict[str, str]:

@@ -44,7 +44,7 @@ def _definition(condition) -> str:
 def cmd_suites(args: argparse.Namespace) -> int:
     """Print each suite (or the one named) with its conditions (a dataset suite: its datasets and where they are);
     missing assets are listed after it."""
-    from ibnbench.conditions.datasets import is_dataset_suite, load_dataset_suite
+    from ibnbench.conditions.dataset_suites import is_dataset_suite, load_dataset_suite
     from ibnbench.conditions.suite import list_suites, shipped_suites
     from ibnbench.eval.plan import load_suite
 

@@ -21,7 +21,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.output:
         ensure_writable(args.output, "record")  # in a blink, before torch is even imported
-    from ibnbench.conditions.datasets import is_dataset_suite
+    from ibnbench.conditions.dataset_suites import is_dataset_suite
     from ibnbench.eval.datasets import run_datasets
     from ibnbench.eval.engine import run
 

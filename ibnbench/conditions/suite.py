@@ -3,7 +3,7 @@
 A suite file holds an optional ``description``, suite-wide ``clip`` / ``quantize`` defaults (and ``seed`` /
 ``jpeg`` for the ops that take them: ImageNet-C corruptions) and a
 ``[[conditions]]`` array; every condition has an ``id``, a display ``label``, an ``op`` (see
-:data:`OPS`) and the op's parameters, and may override ``clip`` / ``quantize``.
+:data:`CONDITION_TYPES`) and the op's parameters, and may override ``clip`` / ``quantize``.
 The suite's ``hash`` is the sha256 of its conditions' canonical definitions, so results made with
 different definitions are never mixed.
 """
@@ -42,7 +42,7 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+*-]*$")
 
 def shipped_suites(folder: str = "transforms") -> dict[str, Path]:
     """The shipped suite files by name (``folder="datasets"``: the dataset suites of
-    :mod:`ibnbench.conditions.datasets`).
+    :mod:`ibnbench.conditions.dataset_suites`).
 
     A source checkout (``pyproject.toml`` beside the package) uses its own ``transforms/``; an installed
     wheel uses the package data ``ibnbench.transforms``.
@@ -130,9 +130,9 @@ def _condition(path: Path, index: int, entry: object, defaults: dict[str, bool],
                          f"(no spaces or commas), got {condition_id!r}")
     where = f"{path}: condition {condition_id!r}"
     op = entry.get("op")
-    if op not in OPS:
-        raise SuiteError(f"{where}: field 'op': expected one of {', '.join(OPS)}, got {op!r}")
-    cls = OPS[op]
+    if op not in CONDITION_TYPES:
+        raise SuiteError(f"{where}: field 'op': expected one of {', '.join(CONDITION_TYPES)}, got {op!r}")
+    cls = CONDITION_TYPES[op]
     parameters = cls.parameters()
     unknown = [k for k in entry if k not in COMMON_FIELDS and k not in parameters]
     if unknown:
@@ -218,8 +218,9 @@ def read_suite(name_or_path: str | os.PathLike, *, style_weights: Mapping[str, s
     return Suite(name=path.stem, path=path, description=description, conditions=conditions, hash=digest)
 
 
-OPS: dict[str, type[Condition]] = {cls.op: cls for cls in (Identity, Shift, Brightness, Contrast, Style, Dir,
-                                                            Corruption)}
+CONDITION_TYPES: dict[str, type[Condition]] = {cls.op: cls for cls in (Identity, Shift, Brightness, Contrast, Style,
+                                                                        Dir, Corruption)}
+"""The condition class of each ``op`` of a suite file."""
 
 
 def canonical_json(specs: list[dict]) -> str:

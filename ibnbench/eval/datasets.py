@@ -1,4 +1,4 @@
-"""Runs of a dataset suite (:mod:`ibnbench.conditions.datasets`).
+"""Runs of a dataset suite (:mod:`ibnbench.conditions.dataset_suites`).
 
 :func:`run_datasets` runs the single-dataset path (:func:`ibnbench.eval.engine.run`, condition ``origin``) on ImageNet
 val and on each dataset, and writes one record: one row per dataset, its gap measured against val on the same
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ibnbench.conditions.datasets import VAL_ID, DatasetSuite, load_dataset_suite
+from ibnbench.conditions.dataset_suites import VAL_ID, DatasetSuite, load_dataset_suite
 from ibnbench.data import discovery as data_mod
 from ibnbench.data.classes import ClassSubset
 from ibnbench.errors import RecordError, UsageError

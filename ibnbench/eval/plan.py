@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 from torch import nn
 
-from ibnbench.conditions.imagenet_c import RELEASED_LAYOUT, is_released_tree, released_suite
+from ibnbench.conditions.imagenet_c_release import RELEASED_LAYOUT, is_released_tree, released_suite
 from ibnbench.conditions.suite import Suite, read_suite
 from ibnbench.data.classes import ClassSubset
 from ibnbench.data.discovery import ValDataset, class_subset, open_dataset, restrict

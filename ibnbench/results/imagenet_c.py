@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from ibnbench.conditions.corruptions import COMMON, EXTRA, LABELS, SEVERITIES
-from ibnbench.conditions.imagenet_c import parse
+from ibnbench.conditions.imagenet_c_release import parse
 from ibnbench.results.record import Record
 
 if sys.version_info >= (3, 11):

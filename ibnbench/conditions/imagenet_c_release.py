@@ -1,4 +1,6 @@
-"""ImageNet-C's condition ids and the released files' folder tree (read as a suite of pre-made conditions)."""
+"""ImageNet-C as released: its condition ids (``gaussian_noise-3``) and the released files' folder tree (read as a
+suite of pre-made conditions). The ops are :mod:`ibnbench.conditions.corruptions`', the scores
+:mod:`ibnbench.results.imagenet_c`'s."""
 from __future__ import annotations
 
 import dataclasses

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ibnbench.conditions.suite import ID_PATTERN, _read, shipped_suites
-from ibnbench.data import classes as data_mod
+from ibnbench.data.classes import ClassSubset, read_class_list
 from ibnbench.data.discovery import ValDataset, class_subset
 from ibnbench.errors import SuiteError
 
@@ -49,7 +49,7 @@ class ShiftDataset:
             path = self.base / Path(expanded).expanduser()
         return path if path.is_dir() else f"no folder {path}" + (f" (or set ${self.env})" if self.env else "")
 
-    def subset(self, dataset: ValDataset) -> data_mod.ClassSubset | None:
+    def subset(self, dataset: ValDataset) -> ClassSubset | None:
         """The class subset this dataset is scored on (None: a 1000-way task)."""
         if self.classes is None:
             return None
@@ -134,4 +134,4 @@ def load_dataset_suite(name_or_path: str | os.PathLike) -> DatasetSuite:
 def _classes_spec(dataset: ShiftDataset) -> str | list[int] | None:
     if dataset.classes in (None, "folders"):
         return dataset.classes
-    return list(data_mod.read_class_list(dataset.base / dataset.classes))
+    return list(read_class_list(dataset.base / dataset.classes))
