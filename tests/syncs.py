@@ -33,6 +33,8 @@ HOST_BY_DESIGN = {
                                   "faster there); off the CPU the offsets stay on the device",
     ("jpeg_round_trip", "*"): "the JPEG round trip encodes and decodes on the host by design (libjpeg 4:2:0, as "
                               "the reference): one host copy per batch",
+    ("_jpeg_image", "*"): "the same round trip, image by image in a worker thread (whose stack does not hold "
+                          "jpeg_round_trip) when torch has several threads",
 }
 """(Python function on the stack, event kind or "*") -> why a host read there is by design."""
 
