@@ -40,7 +40,7 @@ def test_timm_preprocessing_comes_from_its_data_config():
 
 def test_timm_model_builds_with_random_weights():
     model = ibnbench.create_model("timm:resnet18", num_classes=10)
-    assert not model.training and model.ibnbench_weights["source"] == "random"
+    assert not model.training and model.ibnbench_weights.source == "random"
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
 
@@ -73,7 +73,7 @@ def test_torchvision_model_builds_and_loads_a_path(tmp_path):
     torch.save(source.state_dict(), path)
     model = ibnbench.create_model("torchvision:resnet18", weights=str(path))
     assert torch.equal(model.conv1.weight, source.conv1.weight)
-    assert model.ibnbench_weights["path"] == str(path) and len(model.ibnbench_weights["sha256"]) == 64
+    assert model.ibnbench_weights.path == str(path) and len(model.ibnbench_weights.sha256) == 64
 
 
 def test_torchvision_official_offline_names_the_file_and_where_to_put_it(offline_hub):
@@ -118,8 +118,8 @@ def test_efficientnet_lite0_official_weights_ship_in_a_package():
     model = ibnbench.create_model("efficientnet_lite0", weights="official")
     info = model.ibnbench_info
     assert info.preprocessing == EFFICIENTNET_LITE_PREPROCESSING and info.preprocessing.convention == "(x-127)/128"
-    assert model.ibnbench_weights["sha256"].startswith("57934424")
-    assert model.ibnbench_weights["path"].endswith("efficientnet-lite0-57934424.pth")
+    assert model.ibnbench_weights.sha256.startswith("57934424")
+    assert model.ibnbench_weights.path.endswith("efficientnet-lite0-57934424.pth")
     x = info.preprocessing.normalize(torch.full((1, 3, 224, 224), 127.0))
     assert torch.count_nonzero(x) == 0
     with torch.no_grad():

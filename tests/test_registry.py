@@ -18,7 +18,7 @@ from torch import nn
 import ibnbench
 from ibnbench.data.geometry import INTERPOLATIONS
 from ibnbench.io import hash_prefix_from_name
-from ibnbench.zoo.meta import ModelInfo, Preprocessing, Reference, Weights
+from ibnbench.zoo.meta import LoadedWeights, ModelInfo, Preprocessing, Reference, Weights
 
 ALL = ibnbench.list_models(task=None)
 TASKS = {"classification", "generator"}
@@ -53,7 +53,7 @@ def test_builds_on_the_meta_device(name):
     assert tensors and {t.device.type for t in tensors} == {"meta"}
     assert _count(model) > 0 and _count(model) == info.num_params() == info.params
     assert model.ibnbench_info is info and not model.training
-    assert model.ibnbench_weights == {"source": "random", "path": None, "sha256": None, "release": None}
+    assert model.ibnbench_weights == LoadedWeights("random")
 
 
 def _params_on_meta(name: str) -> int | None:
