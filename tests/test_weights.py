@@ -162,9 +162,13 @@ def test_an_unknown_release_names_the_architectures_releases():
 
 @pytest.fixture
 def served_v2(http_root, tmp_path, monkeypatch):
-    """resnet50's tv2_in1k release pointed at a hash-named random state_dict served over HTTP; yields the model."""
+    """resnet50's tv2_in1k release pointed at a hash-named state_dict (random init, every parameter moved, the BN
+    statistics sound) served over HTTP; yields the model."""
     root, base = http_root
-    source = randomised("resnet50")
+    source = ibnbench.create_model("resnet50")
+    with torch.no_grad():
+        for parameter in source.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.01)
     staging = tmp_path / "staging.pth"
     torch.save(source.state_dict(), staging)
     digest = hashlib.sha256(staging.read_bytes()).hexdigest()[:8]
@@ -187,3 +191,32 @@ def test_official_weights_of_a_named_release_load_and_the_record_names_the_relea
     copy = tmp_path / "renamed.pth"  # the same file under the bare name: recognised by its hash as the V2 release
     copy.write_bytes(Path(loaded.path).read_bytes())
     assert ibnbench.create_model("resnet50", weights=str(copy)).ibnbench_weights.release == "resnet50.tv2_in1k"
+
+
+def test_a_run_record_names_the_release_and_its_preprocessing(served_v2, hub, tiny_val, tmp_path):
+    from ibnbench.cli import main
+    from ibnbench.results.record import read_record
+
+    output = tmp_path / "r.json"
+    assert main(["run", "--model", "resnet50.tv2_in1k", "--weights", "official", "--data", str(tiny_val),
+                 "--conditions", "origin", "--device", "cpu", "--workers", "0", "--limit", "2",
+                 "--output", str(output)]) == 0
+    (entry,) = read_record(output).models.values()
+    assert (entry["model"], entry["weights"]) == ("resnet50.tv2_in1k", "official")
+    assert entry["release"] == "resnet50.tv2_in1k"
+    assert (entry["preprocessing"]["resize"], entry["preprocessing"]["crop"]) == (232, 224)
+
+
+def test_a_record_written_before_releases_still_reads(tmp_path):
+    import json
+
+    from ibnbench.results.record import read_record
+
+    records = Path(__file__).resolve().parents[1] / "leaderboards" / "records"
+    committed = records / "table1-efficientnet_lite0-val100.json"
+    data = json.loads(committed.read_text())
+    for entry in data["models"].values():
+        del entry["release"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    assert "release" not in read_record(old).models["efficientnet_lite0"]

@@ -185,5 +185,5 @@ class RunPlan:
                 print(f"note: {column}: preprocessing assumed: torchvision's ImageNet default (resize {own.resize}, "
                       f"crop {own.crop}, {own.convention}); pass --preprocessing resize=..,crop=..,mean=..,std=.. "
                       "if it expects another", file=sys.stderr, flush=True)
-            models[column] = Classifier(module, prep or own, module.ibnbench_weights)
+            models[column] = Classifier(module, prep or own, module.ibnbench_weights.as_dict())
         return models
