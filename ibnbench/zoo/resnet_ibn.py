@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Sequence
 
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 
 from ibnbench.io import hash_prefix_from_name
 from ibnbench.zoo.layers import IBN, InstanceNorm, SplitConvIBN
-from ibnbench.zoo.meta import Reference, Weights
+from ibnbench.zoo.meta import Preprocessing, Reference, Weights
 from ibnbench.zoo.registry import register_model
 
 RELEASE = "https://github.com/XingangPan/IBN-Net/releases/download/v1.0/"
@@ -176,13 +177,22 @@ def _resnet(depth: int, default_cfg: Sequence[str | None], **kwargs) -> ResNetIB
     return ResNetIBN(block, layers, tuple(kwargs.pop("ibn_cfg", default_cfg)), **kwargs)
 
 
+def _torchvision_release(enum) -> Weights:
+    """One torchvision weights enum entry as a release; preprocessing equal to torchvision's ImageNet default (V1's)
+    keeps that name, so that records of the bare ``resnetN`` read the same as before releases."""
+    release = Weights.from_torchvision(enum, "BSD-3-Clause (torchvision)", tag=TORCHVISION_TAGS[enum.name])
+    default = Preprocessing()
+    same = replace(release.preprocessing, source=default.source) == default
+    return replace(release, preprocessing=default) if same else release
+
+
 def _torchvision_releases(depth: int) -> tuple[Weights, ...]:
     """torchvision's ImageNet-1k ResNet weights (IMAGENET1K_V1, the default, then V2 where there is one), each with
     its URL, preprocessing and metrics read from torchvision's own weights enum."""
     import torchvision.models as tvm
 
-    return tuple(Weights.from_torchvision(enum, "BSD-3-Clause (torchvision)", tag=TORCHVISION_TAGS[enum.name])
-                 for enum in getattr(tvm, f"ResNet{depth}_Weights") if enum.name in TORCHVISION_TAGS)
+    return tuple(_torchvision_release(enum) for enum in getattr(tvm, f"ResNet{depth}_Weights")
+                 if enum.name in TORCHVISION_TAGS)
 
 
 def _register_baseline(depth: int) -> None:
