@@ -91,8 +91,10 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommands to the ``ibnbench`` parser."""
-    p = sub.add_parser("models", help="list registered models with parameters, variant and weights")
-    p.add_argument("pattern", nargs="?", default="*", help="glob on model names (default: all)")
+    p = sub.add_parser("models", help="list registered models, one row per release (arch.tag), with parameters, "
+                                      "variant, weights, published error and preprocessing")
+    p.add_argument("pattern", nargs="?", default="*",
+                   help="glob on release or architecture names (default: all)")
     p.add_argument("--format", default="simple", choices=tabulate_formats, metavar="FORMAT",
                    help="tabulate format: simple, github, latex, ... (default simple)")
     p.set_defaults(func=cmd_models)
