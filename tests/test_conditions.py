@@ -157,7 +157,7 @@ def test_style_weights_dir_is_used(tmp_path, monkeypatch):
     with torch.no_grad():
         expected = ((generator(x / 127.5 - 1) + 1) * 127.5).clamp(0, 255)
     torch.testing.assert_close(condition(x), expected, rtol=0, atol=1e-3)
-    assert condition.generator.ibnbench_weights["path"] == str(tmp_path / "style_monet.pth")
+    assert condition.generator.ibnbench_weights.path == str(tmp_path / "style_monet.pth")
 
 
 def test_unknown_style_needs_weights():

@@ -68,7 +68,7 @@ def test_official_checkpoint_file_loads_and_is_recorded(tmp_path):
     path = tmp_path / "style_cezanne.pth"
     torch.save(saved.state_dict(), path)
     generator = load_generator("cezanne", str(path))
-    assert generator.ibnbench_weights["path"] == str(path) and len(generator.ibnbench_weights["sha256"]) == 64
+    assert generator.ibnbench_weights.path == str(path) and len(generator.ibnbench_weights.sha256) == 64
     assert all(torch.equal(a, b) for a, b in zip(generator.state_dict().values(), saved.state_dict().values()))
 
 

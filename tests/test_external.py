@@ -1,6 +1,7 @@
 """External models (timm:, torchvision:, package.module:factory) and EfficientNet-Lite0, all offline."""
 from __future__ import annotations
 
+import os
 import sys
 import urllib.error
 
@@ -40,7 +41,7 @@ def test_timm_preprocessing_comes_from_its_data_config():
 
 def test_timm_model_builds_with_random_weights():
     model = ibnbench.create_model("timm:resnet18", num_classes=10)
-    assert not model.training and model.ibnbench_weights["source"] == "random"
+    assert not model.training and model.ibnbench_weights.source == "random"
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
 
@@ -73,7 +74,7 @@ def test_torchvision_model_builds_and_loads_a_path(tmp_path):
     torch.save(source.state_dict(), path)
     model = ibnbench.create_model("torchvision:resnet18", weights=str(path))
     assert torch.equal(model.conv1.weight, source.conv1.weight)
-    assert model.ibnbench_weights["path"] == str(path) and len(model.ibnbench_weights["sha256"]) == 64
+    assert model.ibnbench_weights.path == str(path) and len(model.ibnbench_weights.sha256) == 64
 
 
 def test_torchvision_official_offline_names_the_file_and_where_to_put_it(offline_hub):
@@ -118,8 +119,8 @@ def test_efficientnet_lite0_official_weights_ship_in_a_package():
     model = ibnbench.create_model("efficientnet_lite0", weights="official")
     info = model.ibnbench_info
     assert info.preprocessing == EFFICIENTNET_LITE_PREPROCESSING and info.preprocessing.convention == "(x-127)/128"
-    assert model.ibnbench_weights["sha256"].startswith("57934424")
-    assert model.ibnbench_weights["path"].endswith("efficientnet-lite0-57934424.pth")
+    assert model.ibnbench_weights.sha256.startswith("57934424")
+    assert model.ibnbench_weights.path.endswith("efficientnet-lite0-57934424.pth")
     x = info.preprocessing.normalize(torch.full((1, 3, 224, 224), 127.0))
     assert torch.count_nonzero(x) == 0
     with torch.no_grad():
@@ -132,3 +133,55 @@ def test_efficientnet_lite0_without_the_extra_says_how_to_install_it(monkeypatch
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
     with pytest.raises(MissingExtraError, match=r"pip install ibnbench\[lite\]"):
         ibnbench.create_model("efficientnet_lite0", weights=weights)
+
+
+def test_each_prefix_picks_one_source():
+    from ibnbench.zoo.external import FactorySource, TimmSource, TorchvisionSource, source_of
+
+    assert type(source_of("timm:resnet18")) is TimmSource and source_of("timm:resnet18").name == "resnet18"
+    assert type(source_of("torchvision:resnet50")) is TorchvisionSource
+    assert type(source_of("torchvision.models:resnet18")) is FactorySource
+
+
+@pytest.fixture
+def timm_pretrained_offline_state(monkeypatch):
+    """timm's pretrained build replaced by one that notes huggingface_hub's offline mode while it runs."""
+    import timm
+    from huggingface_hub import constants
+
+    seen = []
+
+    def noting_create_model(name, pretrained=False, **kwargs):
+        seen.append(constants.HF_HUB_OFFLINE)
+        return torch.nn.Linear(1, 1)
+
+    monkeypatch.setattr(timm, "create_model", noting_create_model)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return seen
+
+
+def test_no_network_probe_and_no_process_environment_change_by_default(timm_pretrained_offline_state, monkeypatch):
+    import socket
+
+    monkeypatch.delenv("IBNBENCH_HUB_PROBE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("probed the network unasked"))
+    model = ibnbench.create_model("timm:resnet18.a1_in1k", weights="official")
+    assert timm_pretrained_offline_state == [False] and "HF_HUB_OFFLINE" not in os.environ
+    assert model.ibnbench_weights.release == "timm resnet18.a1_in1k"
+
+
+def test_opt_in_probe_makes_only_the_timm_call_offline_when_the_hub_is_unreachable(timm_pretrained_offline_state,
+                                                                                     monkeypatch):
+    import socket
+
+    from huggingface_hub import constants
+
+    def unreachable(*args, **kwargs):
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setenv("IBNBENCH_HUB_PROBE", "1")
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    ibnbench.create_model("timm:resnet18", weights="official")
+    assert timm_pretrained_offline_state == [True]  # offline while timm fetched ...
+    assert constants.HF_HUB_OFFLINE is False and "HF_HUB_OFFLINE" not in os.environ  # ... and only then

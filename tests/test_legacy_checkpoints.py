@@ -3,12 +3,14 @@ accepts loads, with the same logits as the clean state_dict; nothing looser does
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import replace
 
 import pytest
 import torch
 
 import ibnbench
 from ibnbench.errors import WeightsError
+from ibnbench.zoo.meta import LoadedWeights
 
 MODELS = ["resnet50_ibn_a", "resnet50_ibn_b", "densenet121_ibn_a"]
 
@@ -59,7 +61,7 @@ def test_pytorch_031_checkpoints_load_with_the_clean_logits(name, wrap, image, t
     old = ibnbench.create_model(name, weights=str(legacy_path))
     with torch.no_grad():
         assert torch.equal(clean(image), old(image))
-    assert old.ibnbench_weights["sha256"] != clean.ibnbench_weights["sha256"]
+    assert old.ibnbench_weights.sha256 != clean.ibnbench_weights.sha256
 
 
 def test_missing_counters_are_accepted_exactly_when_pytorch_accepts_them():
@@ -120,15 +122,15 @@ def test_official_file_under_another_name_loads_and_the_record_names_its_release
     torch.save(source.state_dict(), path)
     sha = ibnbench.io.sha256_of(path)
     info = ibnbench.zoo.model_info("resnet18_ibn_b")
-    fake_release = type(info.weights)(url=info.weights.url, sha256_prefix=sha[:8], source="IBN-Net v1.0 release")
+    fake_release = replace(info.weights, sha256_prefix=sha[:8])
     monkeypatch.setitem(ibnbench.zoo.registry._REGISTRY, "resnet18_ibn_b",
-                        ibnbench.zoo.registry.replace(info, weights=fake_release))
+                        replace(info, weights=fake_release, releases=(fake_release,)))
     loaded = ibnbench.create_model("resnet18_ibn_b", weights=str(path))
-    assert loaded.ibnbench_weights == {"source": str(path), "path": str(path), "sha256": sha,
-                                       "release": "IBN-Net v1.0 release"}
+    assert loaded.ibnbench_weights == LoadedWeights(source=str(path), path=str(path), sha256=sha,
+                                                    release="resnet18_ibn_b.ibn_in1k")
     other = tmp_path / "other.pth"
     torch.save(randomised("resnet18_ibn_a").state_dict(), other)
-    assert ibnbench.create_model("resnet18_ibn_a", weights=str(other)).ibnbench_weights["release"] is None
+    assert ibnbench.create_model("resnet18_ibn_a", weights=str(other)).ibnbench_weights.release is None
 
 
 def test_old_models_official_weights_say_where_to_get_them():

@@ -404,11 +404,20 @@ def test_variants_reject_ibn_b_stages():
 def test_cli_models_lists_every_family(capsys):
     assert cli_main(["models"]) == 0
     out = capsys.readouterr().out
-    for name in ibnbench.list_models(task=None):
+    for name in ibnbench.list_models(task=None, releases=True):
         assert f"\n{name} " in out
     for family in ("resnext", "se-resnet", "densenet", "efficientnet"):
         assert f" {family} " in out
     assert "20.88/5.42" in out and "research (none)" in out
+
+
+def test_cli_models_lists_each_resnet50_release_with_its_own_preprocessing_and_error(capsys):
+    assert cli_main(["models", "resnet50"]) == 0  # the architecture's name matches all its releases
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == {"resnet50.tv_in1k", "resnet50.tv2_in1k"}
+    assert "official, default" in rows["resnet50.tv_in1k"] and "default" not in rows["resnet50.tv2_in1k"]
+    assert "256/224 bilinear" in rows["resnet50.tv_in1k"] and "23.87/7.14" in rows["resnet50.tv_in1k"]
+    assert "232/224 bilinear" in rows["resnet50.tv2_in1k"] and "19.14/4.57" in rows["resnet50.tv2_in1k"]
 
 
 REDUCED_PRECISION_ULPS = 1

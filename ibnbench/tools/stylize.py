@@ -123,8 +123,8 @@ def stylize(style: str, data: str | os.PathLike, out: str | os.PathLike, weights
     device = resolve_device(device)
     generator = load_generator(style, weights or "official", progress).to(device)
     interpolation = RESIZE_MODES[resize_mode][1]
-    _check_manifest(out, {"style": style, "weights": generator.ibnbench_weights["source"],
-                          "sha256": generator.ibnbench_weights["sha256"], "resize": resize_mode, "size": size,
+    _check_manifest(out, {"style": style, "weights": generator.ibnbench_weights.source,
+                          "sha256": generator.ibnbench_weights.sha256, "resize": resize_mode, "size": size,
                           "interpolation": interpolation.value,
                           **({"crop": crop} if resize_mode == CROP_INPUT else {})})
     cut = Geometry(size, crop, interpolation.value) if resize_mode == CROP_INPUT else None  # as the CPU loader cuts

@@ -1,8 +1,8 @@
 """The model zoo: importing this package registers every architecture."""
 from ibnbench.errors import UnknownModelError
 from ibnbench.zoo import cyclegan, densenet_ibn, lite, resnet_ibn, resnext_ibn, se_resnet_ibn, variants  # noqa: F401  (registers)
-from ibnbench.zoo.meta import ModelInfo, Preprocessing, Weights
+from ibnbench.zoo.meta import LoadedWeights, ModelInfo, Preprocessing, Weights
 from ibnbench.zoo.registry import create_model, list_models, model_info, register_model
 
-__all__ = ["ModelInfo", "Preprocessing", "UnknownModelError", "Weights", "create_model", "list_models",
+__all__ = ["LoadedWeights", "ModelInfo", "Preprocessing", "UnknownModelError", "Weights", "create_model", "list_models",
            "model_info", "register_model"]

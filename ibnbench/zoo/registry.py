@@ -1,20 +1,21 @@
 """Model registry in the style of timm: tiny ``@register_model`` builders plus metadata.
 
-Every registered model carries a :class:`ModelInfo` that says how to preprocess for it,
-where its released weights live (URL + sha256 prefix, torchvision-style) and what error
-its authors report, so a benchmark never has to guess.
+Every registered architecture carries a :class:`ModelInfo` that says how to preprocess for it and lists its
+releases, timm's ``arch.tag`` way (``resnet50.tv_in1k``, ``resnet50.tv2_in1k``): where each one's weights live
+(URL + sha256 prefix, torchvision-style), its own preprocessing and the error its authors report, so a benchmark
+never has to guess. The bare name (``resnet50``) means the default release, the first registered.
 """
 from __future__ import annotations
 
 import fnmatch
 from dataclasses import replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from ibnbench.errors import UnknownModelError, UsageError
-from ibnbench.zoo.meta import ModelInfo
+from ibnbench.zoo.meta import ModelInfo, Preprocessing, Weights
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
@@ -67,8 +68,11 @@ architecture (tests/test_registry.py checks each against a meta-device build; a 
 entry here, or with ``params=`` in its ``register_model``, fails that test)."""
 
 
-def register_model(fn: Callable | None = None, **meta) -> Callable:
-    """Register a builder under its function name: ``@register_model(family=..., variant=...)``."""
+def register_model(fn: Callable | None = None, *, weights: Weights | Sequence[Weights] | None = None,
+                   **meta) -> Callable:
+    """Register a builder under its function name: ``@register_model(family=..., variant=..., weights=...)``;
+    ``weights``: one release or several (``arch.tag``, each with its own ``tag``), the default first."""
+    releases = (weights,) if isinstance(weights, Weights) else tuple(weights or ())
 
     def wrap(builder: Callable) -> Callable:
         name = meta.pop("name", builder.__name__)
@@ -76,17 +80,25 @@ def register_model(fn: Callable | None = None, **meta) -> Callable:
             raise UsageError(f"model {name!r} is registered twice")
         first_paragraph = (builder.__doc__ or "").strip().split("\n\n")[0]
         description = meta.pop("description", " ".join(first_paragraph.split()))
-        _REGISTRY[name] = ModelInfo(name=name, builder=builder, description=description,
-                                    params=meta.pop("params", PARAMETER_COUNTS.get(name)), **meta)
+        preprocessing = meta.pop("preprocessing", Preprocessing())
+        info = ModelInfo(name=name, builder=builder, description=description, architecture=name,
+                         params=meta.pop("params", PARAMETER_COUNTS.get(name)), preprocessing=preprocessing,
+                         releases=tuple(replace(w, preprocessing=w.preprocessing or preprocessing) for w in releases),
+                         **meta)
+        _REGISTRY[name] = info.with_release() if releases else info
         return builder
 
     return wrap(fn) if fn is not None else wrap
 
 
 def model_info(name: str) -> ModelInfo:
-    """Metadata of a registered model, or of an external spec (``timm:``, ``torchvision:``, ``pkg.mod:fn``)."""
+    """Metadata of a registered model (``arch``: its default release; ``arch.tag``: that release), or of an
+    external spec (``timm:``, ``torchvision:``, ``pkg.mod:fn``)."""
     if name in _REGISTRY:
         return _REGISTRY[name]
+    architecture, _, tag = name.rpartition(".")
+    if architecture in _REGISTRY and ":" not in name:
+        return _REGISTRY[architecture].with_release(tag)
     if ":" in name:
         from ibnbench.zoo import external
 
@@ -96,19 +108,28 @@ def model_info(name: str) -> ModelInfo:
     raise UnknownModelError(f"unknown model {name!r}.{hint}")
 
 
-def list_models(pattern: str = "*", *, task: str | None = "classification") -> list[str]:
-    """Registered model names matching a glob ``pattern`` (all tasks with ``task=None``)."""
-    return sorted(n for n, i in _REGISTRY.items()
-                  if fnmatch.fnmatch(n, pattern) and (task is None or i.task == task))
+def list_models(pattern: str = "*", *, task: str | None = "classification", releases: bool = False) -> list[str]:
+    """Registered architectures matching a glob ``pattern`` (all tasks with ``task=None``); with ``releases``, each
+    architecture's releases as ``arch.tag`` instead (an architecture without one by its bare name), matched on
+    either name."""
+    names = []
+    for arch, info in _REGISTRY.items():
+        if task is not None and info.task != task:
+            continue
+        for name in [info.release_name(w) for w in info.releases] if releases and info.releases else [arch]:
+            if fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(arch, pattern):
+                names.append(name)
+    return sorted(names)
 
 
 def create_model(name: str, weights: str | None = None, **overrides) -> nn.Module:
-    """Build a model by name; ``weights``: None (random init), "random", "official", a path or a URL.
+    """Build a model by name (``arch``, ``arch.tag`` or an external spec); ``weights``: None (random init),
+    "random", "official" (the named release's file), a path or a URL.
 
     Random initialisation is seeded (seed 0, without touching the global RNG), so every process of a
     distributed run, and every rerun, builds the same random model. The model comes back in eval mode with
-    ``model.ibnbench_info`` (its :class:`ModelInfo`)
-    and ``model.ibnbench_weights`` (what was loaded: source and sha256) attached.
+    ``model.ibnbench_info`` (its :class:`ModelInfo`) and ``model.ibnbench_weights`` (the
+    :class:`~ibnbench.zoo.meta.LoadedWeights`: source, file, sha256, release) attached.
     """
     from ibnbench.zoo.weights import load_weights
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Sequence
 
 import torch
@@ -9,20 +10,27 @@ from torch import nn
 
 from ibnbench.io import hash_prefix_from_name
 from ibnbench.zoo.layers import IBN, InstanceNorm, SplitConvIBN
-from ibnbench.zoo.meta import Reference, Weights
+from ibnbench.zoo.meta import Preprocessing, Reference, Weights
 from ibnbench.zoo.registry import register_model
 
 RELEASE = "https://github.com/XingangPan/IBN-Net/releases/download/v1.0/"
 IBN_LICENSE = "MIT (XingangPan/IBN-Net)"
 README = "IBN-Net README"
 README_V1 = "IBN-Net README at tag v1.0"
+IBN_TAG = "ibn_in1k"
+"""Tag of the official IBN-Net v1.0 GitHub release (``resnet50_ibn_a.ibn_in1k``)."""
+OLD_TAG = "ibn_gdrive_in1k"
+"""Tag of the v1.0 "old" checkpoints the IBN-Net README links on Google Drive."""
+TORCHVISION_TAGS = {"IMAGENET1K_V1": "tv_in1k", "IMAGENET1K_V2": "tv2_in1k"}
+"""timm's tags for torchvision's ImageNet-1k weights (``resnet50.tv_in1k``, ``resnet50.tv2_in1k``)."""
 
 
 def official(filename: str, *metrics: tuple[float, float, str]) -> Weights:
     """Weights of the official IBN-Net release with their published ``(top1_err, top5_err, source)`` metrics;
     the file name carries the sha256 prefix."""
     return Weights(url=RELEASE + filename, sha256_prefix=hash_prefix_from_name(filename),
-                   metrics=tuple(Reference(*m) for m in metrics), source="IBN-Net v1.0 release", license=IBN_LICENSE)
+                   metrics=tuple(Reference(*m) for m in metrics), source="IBN-Net v1.0 release", license=IBN_LICENSE,
+                   tag=IBN_TAG)
 
 
 def first_norm(planes: int, ibn: str | None, ratio: float) -> nn.Module:
@@ -169,11 +177,22 @@ def _resnet(depth: int, default_cfg: Sequence[str | None], **kwargs) -> ResNetIB
     return ResNetIBN(block, layers, tuple(kwargs.pop("ibn_cfg", default_cfg)), **kwargs)
 
 
-def _torchvision_weights(depth: int) -> Weights:
-    """torchvision's IMAGENET1K_V1 ResNet weights, read from its own weights enum."""
+def _torchvision_release(enum) -> Weights:
+    """One torchvision weights enum entry as a release; preprocessing equal to torchvision's ImageNet default (V1's)
+    keeps that name, so that records of the bare ``resnetN`` read the same as before releases."""
+    release = Weights.from_torchvision(enum, "BSD-3-Clause (torchvision)", tag=TORCHVISION_TAGS[enum.name])
+    default = Preprocessing()
+    same = replace(release.preprocessing, source=default.source) == default
+    return replace(release, preprocessing=default) if same else release
+
+
+def _torchvision_releases(depth: int) -> tuple[Weights, ...]:
+    """torchvision's ImageNet-1k ResNet weights (IMAGENET1K_V1, the default, then V2 where there is one), each with
+    its URL, preprocessing and metrics read from torchvision's own weights enum."""
     import torchvision.models as tvm
 
-    return Weights.from_torchvision(getattr(tvm, f"ResNet{depth}_Weights").IMAGENET1K_V1, "BSD-3-Clause (torchvision)")
+    return tuple(_torchvision_release(enum) for enum in getattr(tvm, f"ResNet{depth}_Weights")
+                 if enum.name in TORCHVISION_TAGS)
 
 
 def _register_baseline(depth: int) -> None:
@@ -182,7 +201,7 @@ def _register_baseline(depth: int) -> None:
 
     builder.__doc__ = f"ResNet-{depth} (torchvision keys and weights)."
     register_model(builder, name=f"resnet{depth}", family="resnet", variant="none",
-                   weights=_torchvision_weights(depth), license="BSD-3-Clause (torchvision)")
+                   weights=_torchvision_releases(depth), license="BSD-3-Clause (torchvision)")
 
 
 for _depth in DEPTHS:
@@ -230,7 +249,7 @@ def _resnet_old(depth: int, **kwargs) -> ResNetIBN:
 
 def _old_weights(*metrics: tuple[float, float, str]) -> Weights:
     return Weights(url=None, metrics=tuple(Reference(*m) for m in metrics), source="IBN-Net v1.0 (Google Drive)",
-                   license=IBN_LICENSE, how_to_get=OLD_WEIGHTS_HINT)
+                   license=IBN_LICENSE, how_to_get=OLD_WEIGHTS_HINT, tag=OLD_TAG)
 
 
 @register_model(family="resnet", variant="ibn-a (v1.0 old)", license=IBN_LICENSE,

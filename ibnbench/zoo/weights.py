@@ -15,6 +15,7 @@ from torch import nn
 
 from ibnbench.errors import WeightsError
 from ibnbench.io import checkpoint_file, fetch, sha256_of, verified
+from ibnbench.zoo.meta import RANDOM_WEIGHTS, LoadedWeights
 
 if TYPE_CHECKING:
     from ibnbench.zoo.meta import ModelInfo, Weights
@@ -121,14 +122,12 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     model.load_state_dict(state_dict, strict=True)
 
 
-def load_weights(model: nn.Module, info: ModelInfo, spec: str | None, progress: bool = True) -> dict:
-    """Load ``spec`` into ``model``; returns ``{"source", "path", "sha256", "release"}`` for the result record
-    (``release``: the release whose hash the file has, whatever its name or origin, else None)."""
+def load_weights(model: nn.Module, info: ModelInfo, spec: str | None, progress: bool = True) -> LoadedWeights:
+    """Load ``spec`` into ``model``; returns what was loaded, for the result record (its ``release``: the release
+    of ``info``'s architecture whose hash the file has, whatever its name or origin, else None)."""
     if spec is None or spec == "random":
-        return {"source": "random", "path": None, "sha256": None, "release": None}
+        return RANDOM_WEIGHTS
     path = resolve(spec, info, progress)
     load_state_dict_strict(model, read_state_dict(path), info.name, origin=str(path))
     sha256 = sha256_of(path)
-    released = info.weights
-    matches = released is not None and released.sha256_prefix and sha256.startswith(released.sha256_prefix)
-    return {"source": spec, "path": str(path), "sha256": sha256, "release": released.source if matches else None}
+    return LoadedWeights(source=spec, path=str(path), sha256=sha256, release=info.release_of(sha256))
