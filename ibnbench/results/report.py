@@ -145,7 +145,7 @@ def paper_warnings(records: Sequence[Record]) -> list[str]:
 
 def keyed(table: pd.DataFrame, keys: Sequence[str], fmt: str = "markdown") -> pd.DataFrame:
     """Index a long table for :func:`render`: by its first key column in text and markdown (the others stay
-    columns), by all keys joined with " / " otherwise, so that csv and json rows stay unique."""
+    columns), by all keys joined with " / " otherwise, so that each csv, LaTeX or HTML row is named once."""
     keys = list(keys)
     if fmt in ("text", "markdown"):
         return table.set_index(keys[0])
