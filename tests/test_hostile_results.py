@@ -113,7 +113,7 @@ def test_a_suite_named_paper_does_not_overwrite_the_papers_tables(tmp_path, capf
 
 def test_an_empty_record_path_is_not_the_current_folder(tmp_path, monkeypatch):
     from ibnbench.errors import RecordError
-    from ibnbench.results.report import load_records
+    from ibnbench.results.loading import load_records
 
     monkeypatch.chdir(tmp_path)
     write_record(make_record({"resnet50": ERRORS}), tmp_path / "r.json")

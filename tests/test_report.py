@@ -1,9 +1,12 @@
 """Table-1 reports and leaderboards from records."""
 from __future__ import annotations
 
+import builtins
+import collections
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +16,13 @@ from records import answer_record, make_record, schema_1_copy
 from scipy.stats import binomtest
 
 from ibnbench.cli import main
+from ibnbench.cli.records import REPORT_FORMATS
 from ibnbench.results import leaderboard, stats
+from ibnbench.results.loading import load_records
+from ibnbench.results.pairs import statistics
 from ibnbench.results.predictions import Predictions, sidecar_path, write_predictions
 from ibnbench.results.record import write_record
-from ibnbench.results.report import load_records, report, statistics
+from ibnbench.results.report import FORMATS, build_report, report
 
 
 @pytest.fixture()
@@ -57,7 +63,7 @@ def test_csv_and_json_hold_numbers_not_display_strings(record_path):
     assert float(std["top1_err"]) == 40.01 and float(std["drop_top1"]) == pytest.approx(15.74)
     assert float(std["paper_top1_err"]) == pytest.approx(40.01) and float(std["diff_top1"]) == pytest.approx(0)
     assert [r["condition"] for r in rows[:3]] == ["origin", "rgb+50", "std*1.5"]  # Table-1 order
-    records = json.loads(report([record_path], format="json"))
+    records = json.loads(report([record_path], format="json"))["sections"][0]["rows"]
     origin = next(r for r in records if r["model"] == "resnet50_ibn_b" and r["condition"] == "origin")
     assert origin["top1_err"] == 23.64 and origin["top5_err"] == 6.86 and origin["n_images"] == 100
 
@@ -111,19 +117,20 @@ def test_ci_report_of_a_schema_1_record_shows_intervals_and_paired_tests(tmp_pat
     assert "Clopper-Pearson" in text and "ECE" in text
 
 
-def _record_with_confidences(tmp_path: Path, confidence: np.ndarray, correct: np.ndarray) -> Path:
+def _record_with_confidences(tmp_path: Path, confidence: np.ndarray, correct: np.ndarray, model: str = "m",
+                             name: str = "run.json") -> Path:
     """A one-model record on ``len(confidence)`` images whose sidecar holds these top-1 confidences and answers."""
     n = len(confidence)
     answers = "".join("1" if c else "0" for c in correct)
-    record = answer_record({"m": {"origin": answers, "rgb+50": answers}})
+    record = answer_record({model: {"origin": answers, "rgb+50": answers}})
     top5_index = np.tile(np.arange(1, 6, dtype=np.uint16), (1, 2, n, 1))
     top5_index[0, :, correct, 0] = 0  # label 0 first where right
     top5_prob = np.zeros((1, 2, n, 5), np.float16)
     top5_prob[..., 0] = confidence
-    stored = Predictions(models=["m"], conditions=["origin", "rgb+50"], label=np.zeros(n, np.uint16),
+    stored = Predictions(models=[model], conditions=["origin", "rgb+50"], label=np.zeros(n, np.uint16),
                          valid=np.ones(n, bool), top5_index=top5_index, top5_prob=top5_prob,
                          label_prob=np.zeros((1, 2, n), np.float16))
-    path = tmp_path / "run.json"
+    path = tmp_path / name
     record.predictions = write_predictions(stored, sidecar_path(path))
     return write_record(record, path)
 
@@ -189,3 +196,97 @@ def test_compare_two_records_pairs_their_models_on_the_same_images(tmp_path, cap
     assert main(["compare", str(old), str(other)]) == 2
     err = capsys.readouterr().err
     assert "cannot compare" in err and "datasets differ" in err and len(err.strip().splitlines()) == 1
+
+
+def test_one_report_command_reads_each_record_file_once(tmp_path, monkeypatch, capsys):
+    """Acceptance of issue 26: the table, --ci, --pairs, --vs paper, --plot and --reliability of one `ibnbench report`
+    all work from records read once."""
+    rng = np.random.default_rng(1)
+    confidence = rng.uniform(0.5, 1.0, 40).astype(np.float16)
+    paths = [_record_with_confidences(tmp_path, confidence, rng.random(40) < confidence, model, f"{model}.json")
+             for model in ("resnet50", "resnet50_ibn_a")]
+    reads: collections.Counter[Path] = collections.Counter()
+    real_open = io.open
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)):
+            reads[Path(file).resolve()] += 1
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", counting_open)  # Path.read_text opens through io.open
+    monkeypatch.setattr(builtins, "open", counting_open)
+    figures = tmp_path / "drops.png", tmp_path / "rel.png"
+    assert main(["report", *map(str, paths), "--ci", "--pairs", "--vs", "paper", "--plot", str(figures[0]),
+                 "--reliability", str(figures[1])]) == 0
+    monkeypatch.undo()
+    assert {path: reads[path.resolve()] for path in paths} == {path: 1 for path in paths}
+    out = capsys.readouterr().out
+    assert "### top1 model vs model under each condition" in out and "ECE if calibrated" in out
+    assert all(f"wrote {figure}" in out and figure.stat().st_size > 0 for figure in figures)
+
+
+@pytest.fixture()
+def answers_path(tmp_path):
+    """Two models with per-image answers on the same 20 images, under origin and rgb+50."""
+    record = answer_record({"resnet50": {"origin": "1" * 14 + "0" * 6, "rgb+50": "1" * 10 + "0" * 10},
+                            "resnet50_ibn_b": {"origin": "1" * 15 + "0" * 5, "rgb+50": "1" * 14 + "0" * 6}})
+    return write_record(record, tmp_path / "answers.json")
+
+
+def _table_lines(text: str, title: str) -> list[str]:
+    """The lines of the markdown section headed ``### title`` (up to the next heading)."""
+    return text.split(f"### {title}\n")[1].split("###")[0].splitlines()
+
+
+def test_json_report_is_one_document_holding_the_numbers_of_the_text(answers_path):
+    built = build_report(load_records([answers_path]), ci=True, pairs=True)
+    document, markdown = json.loads(built.render("json")), built.render("markdown")
+    titles = [s["title"] for s in document["sections"]]
+    assert titles == [s.title for s in built.sections] and len(titles) == 1 + 2 + 1 + 2
+    main_lines = markdown.split("\n\n")[0].splitlines()
+    for row in document["sections"][0]["rows"]:  # the main table: numbers, one row per (model, condition)
+        line = next(line for line in main_lines if line.startswith(f"| {row['label']} "))
+        assert f"{row['top1_err']:.2f}/{row['top5_err']:.2f}" in line
+    ci = document["sections"][1]
+    assert ci["title"] == "top1 error with 95% intervals and paired tests against origin" and len(ci["rows"]) == 4
+    lines = _table_lines(markdown, ci["title"])
+    for row in ci["rows"]:
+        line = next(line for line in lines if line.startswith(f"| {row['model']} ") and f" {row['condition']} " in line)
+        assert all(f" {row[column]} " in line for column in ("top1 err %", "95% CI (CP)", "p McNemar", "p Holm"))
+    pairs = document["sections"][3]
+    assert [r["n"] for r in pairs["rows"]] == [20, 20] and pairs["note"].startswith("diff: B's error minus A's")
+    kappa = document["sections"][-1]
+    assert kappa["rows"][0]["model"] == "resnet50" and kappa["rows"][0]["resnet50"] == 1.0
+    assert kappa["note"].startswith("Error consistency")
+
+
+def test_markdown_text_html_and_latex_reports_hold_the_tables_titles_and_notes(answers_path):
+    built = build_report(load_records([answers_path]), ci=True)
+    markdown = built.render("markdown")
+    assert markdown.splitlines()[0].split("|")[1].strip() == "condition"
+    assert "|:-" in markdown.splitlines()[1] or "|--" in markdown.splitlines()[1]
+    assert "### top5 error with 95% intervals and paired tests against origin" in markdown
+    assert markdown.rstrip().endswith(built.sections[-1].note)  # the CI note under the last table
+    text = built.render("text")
+    assert "|" not in text and text.splitlines()[0].split()[:3] == ["condition", "resnet50", "resnet50_ibn_b"]
+    assert "top1 error with 95% intervals and paired tests against origin\n=====" in text
+    assert "Cells: top-1/top-5 error % (drop against origin)." in text
+    page = built.render("html")
+    assert page.count("<table>") == 3 and page.count("<h3>") == 2 and "Tango&#x27;s score interval" in page
+    assert built.render("latex").count("\\toprule") == 3
+
+
+def test_the_cli_offers_every_report_format(answers_path, capsys):
+    assert REPORT_FORMATS == FORMATS
+    for fmt in FORMATS:
+        assert main(["report", str(answers_path), "--format", fmt]) == 0
+        assert capsys.readouterr().out == build_report(load_records([answers_path])).render(fmt) + "\n"
+
+
+def test_compare_in_json_is_one_document_with_its_note(tmp_path, capsys):
+    old = write_record(answer_record({"resnet50": {"origin": "1" * 30 + "0" * 10}}), tmp_path / "a.json")
+    new = write_record(answer_record({"resnet50_ibn_b": {"origin": "1" * 40}}), tmp_path / "b.json")
+    assert main(["compare", str(old), str(new), "--format", "json"]) == 0
+    (section,) = json.loads(capsys.readouterr().out)["sections"]
+    assert section["rows"][0]["diff"] == "-25.00" and section["rows"][0]["A wrong, B right"] == 10
+    assert section["note"].startswith(f"A: {old}, B: {new}. diff: B's error minus A's")

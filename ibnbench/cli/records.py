@@ -3,52 +3,53 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
 from tabulate import tabulate, tabulate_formats
 
 from ibnbench.cli.arguments import non_empty_path, non_negative_float, port, probability
 
-if TYPE_CHECKING:
-    pass
+REPORT_FORMATS = ("text", "markdown", "csv", "json", "latex", "html")
+"""``ibnbench.results.report.FORMATS``, written out so that building the parser does not import pandas (a test
+holds the two equal)."""
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Print (or write) the Table-1 report of result records."""
-    from ibnbench.results.report import load_records, paper_warnings, report
+    """Print (or write) the report of result records, each record file read once for all its parts."""
+    from ibnbench.results.loading import load_records
+    from ibnbench.results.report import paper_warnings, report
 
-    text = report(args.results, format=args.format, vs=args.vs, output=args.output, ci=args.ci, pairs=args.pairs)
+    records = load_records(args.results)
+    text = report(records, format=args.format, vs=args.vs, output=args.output, ci=args.ci, pairs=args.pairs)
     print(text if not args.output else f"wrote {args.output}")
     if args.vs == "paper":
-        for warning in paper_warnings(load_records(args.results)):
+        for warning in paper_warnings(records):
             print(warning, file=sys.stderr)
     if args.plot:
         from ibnbench.results.plots import plot_report
 
-        for path in plot_report(args.results, args.plot):
+        for path in plot_report(records, args.plot):
             print(f"wrote {path}")
     if args.reliability:
         from ibnbench.results.plots import plot_reliability
-        from ibnbench.results.report import load_records
 
-        print(f"wrote {plot_reliability(load_records(args.results), args.reliability)}")
+        print(f"wrote {plot_reliability(records, args.reliability)}")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Paired comparison of the models of two records on the same images (McNemar, Holm)."""
-    from ibnbench.results.report import PAIRS_NOTE, compare, keyed, render
+    from ibnbench.results.pairs import PAIRS_NOTE, compare
+    from ibnbench.results.report import Report, Section
 
     table = compare(args.a, args.b, metric=args.metric)
-    print(render(keyed(table, ["condition", "model A", "model B"], args.format), args.format))
-    if args.format == "markdown":
-        print(f"\nA: {args.a}, B: {args.b}. {PAIRS_NOTE.split(' Error consistency')[0]}")
+    section = Section("", table, f"A: {args.a}, B: {args.b}. {PAIRS_NOTE}", keys=("condition", "model A", "model B"))
+    print(Report((section,)).render(args.format))
     return 0
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
     """Effective robustness on a shift: each model's distance from the baseline models' logit-linear fit."""
-    from ibnbench.results.report import load_records
+    from ibnbench.results.loading import load_records
     from ibnbench.results.robustness import effective_robustness, plot_effective_robustness
 
     baseline = [m for spec in args.baseline for m in spec.split(",") if m]
@@ -100,13 +101,14 @@ def cmd_leaderboard_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands to the ``ibnbench`` parser."""
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    """``ibnbench report``."""
     p = sub.add_parser("report", help="print the Table-1 report of result records")
     p.add_argument("results", nargs="+", metavar="RECORD", type=non_empty_path, help="record files or directories")
-    p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json", "latex", "html"],
-                   help="markdown (default), latex or html tables; csv or json hold numbers, one row per "
-                        "(model, condition)")
+    p.add_argument("--format", default="markdown", choices=REPORT_FORMATS,
+                   help="markdown (default) or text: tables with titles and notes; latex tables; html: tables with "
+                        "headings and notes; csv: numbers, one row per (model, condition) in the main table; json: one "
+                        "document of sections (title, note, rows: the main table as numbers) and warnings")
     p.add_argument("--vs", choices=["paper"], help="show the paper's published numbers next to ours, with differences")
     p.add_argument("--output", metavar="FILE", type=non_empty_path,
                    help="write the report to FILE instead of printing it")
@@ -126,6 +128,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "legend) from the stored predictions of schema-2 records")
     p.set_defaults(func=cmd_report)
 
+
+def _add_robustness(sub: argparse._SubParsersAction) -> None:
+    """``ibnbench robustness``."""
     p = sub.add_parser("robustness", help="effective robustness on a natural shift (Taori et al. 2020)",
                        description="Fit logit(shift accuracy) against logit(val accuracy) over the --baseline models "
                                    "(least squares) and report every model's distance from the line: effective "
@@ -147,6 +152,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="tabulate format (default simple)")
     p.set_defaults(func=cmd_robustness)
 
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    """``ibnbench compare``."""
     p = sub.add_parser("compare", help="paired test of two records' models on the same images (McNemar, Holm)",
                        description="For each condition both records hold, test every model of A against every model "
                                    "of B on the same images: error difference with its paired 95% (Tango) interval, "
@@ -154,9 +162,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("a", metavar="A.json", type=non_empty_path, help="first record")
     p.add_argument("b", metavar="B.json", type=non_empty_path, help="second record (same suite and dataset)")
     p.add_argument("--metric", default="top1", choices=["top1", "top5"], help="which answers to pair (default top1)")
-    p.add_argument("--format", default="markdown", choices=["markdown", "csv", "json", "latex", "html"])
+    p.add_argument("--format", default="markdown", choices=REPORT_FORMATS, help="as for report (default markdown)")
     p.set_defaults(func=cmd_compare)
 
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    """``ibnbench check``."""
     p = sub.add_parser("check", help="compare new results with recorded ones (exit 0 ok, 1 regression, 2 incomparable)")
     p.add_argument("--results", required=True, type=non_empty_path, metavar="NEW", help="the new record")
     p.add_argument("--against", required=True, type=non_empty_path, metavar="RECORDED",
@@ -175,6 +186,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="significance level of --test mcnemar (default 0.01)")
     p.set_defaults(func=cmd_check)
 
+
+def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
+    """``ibnbench leaderboard build`` and ``ibnbench leaderboard serve``."""
     p = sub.add_parser("leaderboard", help="leaderboards from committed records")
     lb = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     b = lb.add_parser("build", help="turn leaderboards/records/*.json into leaderboards/<suite>.md")
@@ -190,3 +204,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="the folder `leaderboard build --html DIR` wrote")
     s.add_argument("--port", type=port, default=8000, help="port on 127.0.0.1 (default 8000)")
     s.set_defaults(func=cmd_leaderboard_serve)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands to the ``ibnbench`` parser."""
+    for add in (_add_report, _add_robustness, _add_compare, _add_check, _add_leaderboard):
+        add(sub)

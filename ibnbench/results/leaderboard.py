@@ -8,8 +8,9 @@ from tabulate import tabulate
 
 from ibnbench.errors import RecordError
 from ibnbench.io import write_atomic
+from ibnbench.results.loading import load_records, require_mergeable, results_frame
+from ibnbench.results.pairs import cell_interval
 from ibnbench.results.record import Record, condition_labels, file_name
-from ibnbench.results.report import cell_interval, load_records, require_mergeable, results_frame
 
 from . import imagenet_c, paper
 

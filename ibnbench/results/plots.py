@@ -18,8 +18,9 @@ from ibnbench.conditions.suite import Suite, read_suite
 from ibnbench.errors import RecordError, UsageError
 from ibnbench.io import write_atomic
 from ibnbench.results import stats
+from ibnbench.results.loading import load_records, require_mergeable, results_frame
+from ibnbench.results.pairs import paired_drop
 from ibnbench.results.record import Record, condition_labels
-from ibnbench.results.report import load_records, paired_drop, require_mergeable, results_frame
 
 SWEEP_SUITES = ("sweep",)
 FAMILIES = {  # family: (panel title, x-axis label, the origin's x value)
@@ -307,8 +308,9 @@ def plot_sweep(records: Sequence[Record], path: str | Path, metric: str = "top1"
     return save_figure(fig, path)
 
 
-def plot_report(results: Sequence[str | Path], path: str | Path) -> list[Path]:
-    """``ibnbench report RECORDS --plot PATH`` as a function: the drop chart of the records at ``path``;
+def plot_report(results: Sequence[str | Path | Record], path: str | Path) -> list[Path]:
+    """``ibnbench report RECORDS --plot PATH`` as a function: the drop chart of the records (files,
+    directories or records already read) at ``path``;
     records of a severity-grid suite (``sweep``) give robustness curves instead, at ``path`` when they are
     all there is, else at ``<stem>-sweep<suffix>`` beside it. Returns the files written."""
     records = load_records(results)

@@ -27,8 +27,8 @@ import pandas as pd
 from scipy import special, stats
 
 from ibnbench.errors import RecordError, UsageError
+from ibnbench.results.loading import results_frame
 from ibnbench.results.record import Record
-from ibnbench.results.report import results_frame
 
 
 def logit(accuracy: float) -> float:

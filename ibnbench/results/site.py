@@ -27,9 +27,10 @@ from ibnbench.errors import FileWriteError, MissingFileError, RecordError, Unkno
 from ibnbench.io import make_folder, write_json_atomic
 from ibnbench.results import paper
 from ibnbench.results.leaderboard import board_frames
+from ibnbench.results.loading import load_records
 from ibnbench.results.plots import SWEEP_SUITES, plot_drops, plot_sweep
 from ibnbench.results.record import Record
-from ibnbench.results.report import load_records, table1
+from ibnbench.results.report import table1
 from ibnbench.zoo import model_info
 
 RESULT_COLUMNS = ["suite", "model", "dataset", "subset", "date", "mean drop top1"]  # the index's table of results
