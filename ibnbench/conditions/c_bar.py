@@ -122,11 +122,11 @@ def cocentric_sine_waves(x: torch.Tensor, intensity: float, offset: torch.Tensor
 
 def plasma_noise(x: torch.Tensor, intensity: float, time: torch.Tensor, iterations: torch.Tensor,
                  sharpness: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``(1 - intensity / 255) x + intensity plasma``: the reference's plasma kernel, a point ``(col, row) / scale``
-    (``scale`` in pixels) moved ``iterations`` (at most 6) times by ``(cos(row' 1.93^s + time / 1.15^s),
-    sin(col' 1.93^s + time / 1.15^s)) / (2.25 - sharpness)^s`` turned by ``(1, 0.3)``, then red ``sin(col' - time)``,
-    green ``sin((col' + row' + sin(time)) / 2)``, blue ``sin(row' + time)`` (the reference's fourth factor starts at
-    0 and stays 0); ``intensity`` in grey levels."""
+    """``(1 - intensity / 255) x + intensity plasma`` (``intensity`` in grey levels): the reference's plasma kernel.
+    A point ``(col', row') = (col, row) / scale`` (``scale`` in pixels) moves ``iterations`` (at most 6) times by
+    ``r + 0.3 (-r_1, r_0)``, ``r = (cos(row' 1.93^s + time / 1.15^s), sin(col' 1.93^s + time / 1.15^s)) /
+    (2.25 - sharpness)^s`` at step ``s`` (the reference's fourth factor starts at 0 and stays 0); then red is
+    ``sin(col' - time)``, green ``sin((col' + row' + sin(time)) / 2)``, blue ``sin(row' + time)``."""
     rows, cols = _coordinates(x)
     time, scale, steps = _per_image(time, x), _per_image(scale, x), iterations.view(-1, 1, 1, 1)
     px, py = cols / scale, rows / scale
