@@ -4,12 +4,15 @@ bit), the frame sequences against a numpy/PIL/OpenCV/skimage port of ``ImageNet-
 from __future__ import annotations
 
 import math
+import sys
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from corruption_reference import imagecorruptions
 from PIL import Image
+from scipy.ndimage import zoom
 from scipy.stats import binomtest, rankdata
 from skimage import color as skcolor
 from skimage.filters import gaussian
@@ -168,6 +171,12 @@ def reference_zoom_blur(img: Image.Image, i: int) -> np.ndarray:
     return np.uint8(total / (i + 1) * 255) if i else center_crop(np.asarray(img))
 
 
+def magick_motion_blur():
+    """imagecorruptions' numpy stand-in for ImageMagick's motion blur (skips when the package is absent)."""
+    imagecorruptions()
+    return sys.modules["imagecorruptions.corruptions"]._motion_blur
+
+
 def reference_motion_blur(x: np.ndarray, i: int, motion_blur) -> np.ndarray:
     return np.uint8(np.clip(np.round(motion_blur(x, radius=10, sigma=3, angle=(i - 30) * 4)), 0, 255))
 
@@ -216,9 +225,7 @@ DETERMINISTIC = ["brightness", "translate", "rotate", "tilt", "scale", "zoom_blu
 
 @pytest.mark.parametrize("name", DETERMINISTIC)
 def test_deterministic_frames_match_reference(images, name):
-    from corruption_reference import imagecorruptions
-
-    motion_blur = imagecorruptions() and __import__("sys").modules["imagecorruptions.corruptions"]._motion_blur
+    motion_blur = magick_motion_blur() if name == "motion_blur" else None
     last = P.frame_count(name) - 1
     checked = [0, 3, last // 2 + 1, last]
     ours = torch.cat([P.frames(batch(images), torch.arange(2), name, start=i, stop=i + 1) for i in checked])
@@ -243,8 +250,11 @@ def test_crop_based_frames_read_only_the_crop(images):
 def reference_snow_layer(rng: np.random.Generator) -> np.ndarray:
     """make_imagenet_p.py's snow layer (its clipped_zoom trims to the input size), as the uint8 its PNG held."""
     layer = rng.normal(size=(224, 224), loc=0.05, scale=0.3)[..., np.newaxis]
-    zoomed = __import__("scipy.ndimage", fromlist=["zoom"]).zoom(layer[38:38 + 75, 38:38 + 75], (3, 3, 1), order=1)
-    layer = zoomed[:224, :224]
+    crop = int(np.ceil(224 / 3))
+    top = (224 - crop) // 2
+    layer = zoom(layer[top:top + crop, top:top + crop], (3, 3, 1), order=1)
+    trim = (layer.shape[0] - 224) // 2
+    layer = layer[trim:trim + 224, trim:trim + 224]
     layer[layer < 0.5] = 0
     return (np.clip(layer.squeeze(), 0, 1) * 255).astype(np.uint8)
 
@@ -263,10 +273,7 @@ def test_snow_matches_reference_in_distribution(images):
     """Snow's layer is random: the mean change from the clean crop per frame, over 6 draws of the layer for each of
     two images, agrees with the reference's within 5 %; and the snow moves smoothly (frame to frame less than
     from the clean crop)."""
-    from corruption_reference import imagecorruptions
-
-    imagecorruptions()
-    motion_blur = __import__("sys").modules["imagecorruptions.corruptions"]._motion_blur
+    motion_blur = magick_motion_blur()
     rng = np.random.default_rng(1)
     checked = [0, 15, 30]
     crops = [center_crop(np.asarray(img)).astype(np.float64) for img in images]

@@ -121,9 +121,10 @@ def normalised(values: Mapping[str, float], baseline: Mapping[str, float]) -> di
     return {name: value / baseline[name] for name, value in values.items()}
 
 
-def mean_over_test(ratios: Mapping[str, float]) -> float:
-    """mFR or mT5D: the mean of the ratios of the 10 test perturbations (:data:`TEST_PERTURBATIONS`)."""
-    missing = [name for name in TEST_PERTURBATIONS if name not in ratios]
+def mean_over_test(values: Mapping[str, float]) -> float:
+    """The mean over the 10 test perturbations (:data:`TEST_PERTURBATIONS`; others in ``values`` are ignored):
+    mFR of FRs, mT5D of T5D ratios, the unnormalised mean FP or T5D of raw values."""
+    missing = [name for name in TEST_PERTURBATIONS if name not in values]
     if missing:
-        raise UsageError(f"mFR/mT5D need all 10 test perturbations; missing {', '.join(missing)}")
-    return float(np.mean([ratios[name] for name in TEST_PERTURBATIONS]))
+        raise UsageError(f"a mean over ImageNet-P's test perturbations needs all 10; missing {', '.join(missing)}")
+    return float(np.mean([values[name] for name in TEST_PERTURBATIONS]))
