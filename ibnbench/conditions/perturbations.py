@@ -29,14 +29,26 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from ibnbench.conditions.imaging import Draws, clipped_zoom, gaussian_filter, gray, motion_blur_op, poisson
+from ibnbench.conditions.imaging import (
+    BOX3,
+    Draws,
+    clipped_zoom,
+    device_constant,
+    equalize,
+    filter3x3,
+    gaussian_filter,
+    gray,
+    motion_blur_op,
+    poisson,
+    truncated_distance,
+)
 from ibnbench.errors import UsageError
 
 TEST_PERTURBATIONS = ("gaussian_noise", "shot_noise", "motion_blur", "zoom_blur", "snow", "brightness", "translate",
                       "rotate", "tilt", "scale")
 """The 10 perturbations of ImageNet-P's test set, over which mFR and mT5D are averaged."""
-EXTRA_PERTURBATIONS = ("speckle_noise", "gaussian_blur", "shear")
-"""Validation perturbations implemented here (the reference's fourth, spatter, is not)."""
+EXTRA_PERTURBATIONS = ("speckle_noise", "gaussian_blur", "spatter", "shear")
+"""The 4 validation perturbations of ImageNet-P."""
 CROP = 224
 NOISE_STRENGTH = {"gaussian_noise": (0.03, 0.05, 0.08), "shot_noise": (300, 120, 60),
                   "speckle_noise": (0.05, 0.10, 0.15)}
@@ -190,6 +202,48 @@ def _snow(crop: torch.Tensor, draws: Draws, frames: range) -> Iterator[torch.Ten
         yield _to_uint8(base + moving + moving.flip(-1, -2))
 
 
+EMBOSS = ((-2, -1, 0), (-1, 1, 1), (0, 1, 2))
+DRIP = (0.05, 0.1, 0.15, 0.7)
+"""make_imagenet_p.py's spatter moves its liquid down by ``np.convolve(column, DRIP, 'same')`` after each frame."""
+
+
+def liquid_sheen(layer: torch.Tensor) -> torch.Tensor:
+    """The water's sheen ``[N,1,H,W]`` in [0, 1] (1 at each image's maximum) of a uint8-valued liquid layer
+    ``[N,1,H,W]`` (0..255), with the steps of the reference spatter (ImageNet-C's and ImageNet-P's): distance to the
+    edges capped at 20, 3x3 blur, histogram equalisation, emboss, blur, times the layer. The blobs' inner boundaries
+    stand for OpenCV's Canny edges."""
+    inside = layer > 0
+    eroded = -F.max_pool2d(-inside.to(layer.dtype), 3, stride=1, padding=1) > 0
+    dist = filter3x3(truncated_distance(inside & ~eroded, 20), BOX3).floor()
+    dist = filter3x3(equalize(dist), EMBOSS).round().clamp(0, 255)
+    sheen = layer * filter3x3(dist, BOX3)
+    return sheen / sheen.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
+
+
+def drip(liquid: torch.Tensor) -> torch.Tensor:
+    """One step of the spatter's downward flow: ``np.convolve(column, DRIP, mode='same')`` down every column of
+    ``liquid[..., H, W]`` (zeros beyond the image), i.e. row ``i`` becomes ``0.7 row[i-2] + 0.15 row[i-1] +
+    0.1 row[i] + 0.05 row[i+1]``."""
+    h = liquid.shape[-2]
+    padded = F.pad(liquid, (0, 0, 2, 1))
+    return sum(weight * padded[..., 3 - k:3 - k + h, :] for k, weight in enumerate(DRIP))
+
+
+def _spatter(crop: torch.Tensor, draws: Draws, frames: range) -> Iterator[torch.Tensor]:
+    """Spatter frames: a liquid layer per image (N(0.65, 0.27) smoothed by a Gaussian of sigma 3.7, below 0.69
+    zeroed), its pale turquoise sheen (intensity 0.6) added to the crop; the liquid drips (:func:`drip`) after each
+    frame."""
+    liquid = gaussian_filter(draws.normal(0, (1,) + crop.shape[-2:]).mul_(0.27).add_(0.65), 3.7)
+    liquid = torch.where(liquid < 0.69, torch.zeros_like(liquid), liquid)
+    for _ in range(frames.start):
+        liquid = drip(liquid)
+    colour = device_constant((175, 238, 238), crop.device, crop.dtype).view(1, 3, 1, 1) / 255
+    clean = crop / 255
+    for _ in frames:
+        yield _to_uint8(clean + 0.6 * liquid_sheen(torch.floor(liquid * 255)) * colour)
+        liquid = drip(liquid)
+
+
 def _zoom_blur(x: torch.Tensor, frames: range, size: int) -> Iterator[torch.Tensor]:
     """Zoom blur frames: frame ``i`` is the mean of the crop and the affine zooms by ``1 + 0.004 j``, ``j = 1..i``
     (torchvision's ``ToPILImage``: truncated); frames before ``frames.start`` are summed, not kept."""
@@ -240,6 +294,8 @@ def _sequence(x: torch.Tensor, draws: Draws, name: str, difficulty: int, frames:
     crop = centre_crop(x, size)
     if name == "snow":
         return _snow(crop, draws, frames)
+    if name == "spatter":
+        return _spatter(crop, draws, frames)
     if name in ON_CROP:
         return (_on_crop(crop, name, i) for i in frames)
     return (crop if i == 0 else _noise(crop, draws, name, difficulty, i) for i in frames)
