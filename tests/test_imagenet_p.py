@@ -1,0 +1,384 @@
+"""ImageNet-P: the stability metrics against a transcription of hendrycks/robustness ``ImageNet-P/test.py`` (to the
+bit), the frame sequences against a numpy/PIL/OpenCV/skimage port of ``ImageNet-P/create_p/make_imagenet_p.py``
+(within a grey level on average; noise in distribution), and sequences that do not depend on batch or chunk."""
+from __future__ import annotations
+
+import math
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from corruption_reference import imagecorruptions
+from PIL import Image
+from scipy.ndimage import zoom
+from scipy.stats import binomtest, rankdata
+from skimage import color as skcolor
+from skimage.filters import gaussian
+
+from ibnbench.conditions import perturbations as P
+from ibnbench.errors import UsageError
+from ibnbench.results import perturbation_metrics as M
+
+# ---------------------------------------------------------------------------------------------------------------
+# test.py, transcribed (its loops, its rankdata ranks, its sequential sum over videos)
+
+CUM_SUM_TOP5 = np.cumsum(np.asarray([0] + [1] * 5 + [0] * (999 - 5)))
+
+
+def reference_dist(sigma: np.ndarray) -> int:
+    return np.sum(np.abs(CUM_SUM_TOP5[:5] - CUM_SUM_TOP5[sigma - 1][:5]))
+
+
+def reference_ranking_dist(ranks, noise: bool, difficulty: int) -> float:
+    result = 0
+    step_size = 1 if noise else difficulty
+    for vid_ranks in ranks:
+        result_for_vid = []
+        for i in range(step_size):
+            perm1 = vid_ranks[i]
+            perm1_inv = np.argsort(perm1)
+            for rank in vid_ranks[i::step_size][1:]:
+                perm2 = rank
+                result_for_vid.append(reference_dist(perm2[perm1_inv]))
+                if not noise:
+                    perm1 = perm2
+                    perm1_inv = np.argsort(perm1)
+        result += np.mean(result_for_vid) / len(ranks)
+    return result
+
+
+def reference_flip_prob(predictions, noise: bool, difficulty: int) -> float:
+    result = 0
+    step_size = 1 if noise else difficulty
+    for vid_preds in predictions:
+        result_for_vid = []
+        for i in range(step_size):
+            prev_pred = vid_preds[i]
+            for pred in vid_preds[i::step_size][1:]:
+                result_for_vid.append(int(prev_pred != pred))
+                if not noise:
+                    prev_pred = pred
+        result += np.mean(result_for_vid) / len(predictions)
+    return result
+
+
+def scores(seed: int, images: int, frames: int) -> np.ndarray:
+    """Random logits ``[images, frames, 1000]``: a per-image base plus per-frame jitter of a per-image size, so that
+    some sequences flip often, some rarely, and top-5 sets partly overlap."""
+    rng = np.random.default_rng(seed)
+    jitter = rng.choice([0.02, 0.1, 0.4, 3.0], size=(images, 1, 1))
+    return rng.normal(size=(images, 1, 1000)) + jitter * rng.normal(size=(images, frames, 1000))
+
+
+@pytest.mark.parametrize("difficulty", [1, 2, 3])
+@pytest.mark.parametrize("name", ["gaussian_noise", "rotate", "translate"])
+def test_metrics_equal_test_py(name, difficulty):
+    logits = scores(difficulty, 24, P.frame_count(name))
+    ranks = np.asarray([[np.uint16(rankdata(-frame, method="ordinal")) for frame in vid] for vid in logits])
+    top5 = np.argsort(-logits, axis=-1)[..., :5]
+    noise = P.is_noise(name)
+    result = M.stability(torch.from_numpy(top5), name, difficulty)
+    assert result.fp == reference_flip_prob(logits.argmax(-1), noise, difficulty)
+    assert result.t5d == reference_ranking_dist(ranks, noise, difficulty)
+    assert 0 < result.fp < 1 and result.t5d > 0  # the draws exercise both flips and non-flips
+
+
+def test_flip_counts_and_interval():
+    top5 = np.argsort(-scores(7, 10, 31), axis=-1)[..., :5]
+    counts, pairs = M.flip_counts(top5, 2, noise=False)
+    top1 = top5[..., 0]
+    assert pairs == 29
+    assert counts.tolist() == [sum(int(v[j] != v[j - 2]) for j in range(2, 31)) for v in top1]
+    counts, pairs = M.flip_counts(top5, 3, noise=True)  # noise: every frame against frame 0, whatever the difficulty
+    assert pairs == 30 and counts.tolist() == [int((v[1:] != v[0]).sum()) for v in top1]
+    result = M.stability(top5, "shot_noise", 3, level=0.9)
+    interval = binomtest(result.flips, result.pairs).proportion_ci(0.9, method="exact")
+    assert result.pairs == 300 and result.flips == counts.sum()
+    assert (result.fp_low, result.fp_high) == pytest.approx((interval.low, interval.high), rel=1e-9)
+
+
+def test_top5_distance_by_hand():
+    before = [3, 1, 4, 5, 9]
+    # 3 and 1 swap (1 + 1), 4 stays, 5 and 9 leave the top 5 (|3 - 5| + |4 - 5|)
+    top5 = np.array([[before, [1, 3, 4, 7, 8]]])
+    assert M.top5_distances(top5, 1, noise=False).tolist() == [[1 + 1 + 0 + 2 + 1]]
+
+
+def test_normalised_and_means():
+    fp = {name: 0.1 * (i + 1) for i, name in enumerate(P.TEST_PERTURBATIONS)}
+    baseline = {name: 0.5 for name in P.TEST_PERTURBATIONS}
+    ratios = M.normalised(fp, baseline)
+    assert ratios["shot_noise"] == pytest.approx(0.4)
+    assert M.mean_over_test({**ratios, "shear": 100.0}) == pytest.approx(np.mean([0.2 * (i + 1) for i in range(10)]))
+    with pytest.raises(UsageError, match="missing"):
+        M.mean_over_test({"rotate": 1.0})
+    with pytest.raises(UsageError, match="no value for rotate"):
+        M.normalised({"rotate": 0.1}, {})
+    with pytest.raises(UsageError, match=r"\[images, frames, 5\]"):
+        M.stability(np.zeros((2, 31)), "rotate")
+    with pytest.raises(UsageError, match="difficulty"):
+        M.compared_frames(31, 4, noise=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# make_imagenet_p.py, ported: PIL affine as torchvision 0.2 set it up, OpenCV's perspective warp, skimage's HSV
+# and Gaussian, imagecorruptions' numpy stand-in for ImageMagick's motion blur
+
+def pil_affine(img: Image.Image, angle=0.0, translate=(0, 0), scale=1.0, shear=0.0, resample=Image.BILINEAR):
+    """torchvision 0.2.1's ``F.affine`` on a PIL image."""
+    center = (img.size[0] * 0.5 + 0.5, img.size[1] * 0.5 + 0.5)
+    angle, shear, scale = math.radians(angle), math.radians(shear), 1.0 / scale
+    d = math.cos(angle + shear) * math.cos(angle) + math.sin(angle + shear) * math.sin(angle)
+    matrix = [math.cos(angle + shear), math.sin(angle + shear), 0, -math.sin(angle), math.cos(angle), 0]
+    matrix = [scale / d * m for m in matrix]
+    matrix[2] += matrix[0] * (-center[0] - translate[0]) + matrix[1] * (-center[1] - translate[1])
+    matrix[5] += matrix[3] * (-center[0] - translate[0]) + matrix[4] * (-center[1] - translate[1])
+    matrix[2] += center[0]
+    matrix[5] += center[1]
+    return img.transform(img.size, Image.AFFINE, matrix, resample)
+
+
+def center_crop(a: np.ndarray) -> np.ndarray:
+    top, left = int(round((a.shape[0] - 224) / 2.0)), int(round((a.shape[1] - 224) / 2.0))
+    return a[top:top + 224, left:left + 224]
+
+
+def reference_tilt(x: np.ndarray, i: int) -> np.ndarray:
+    h, w = x.shape[0:2]
+    phi, theta = np.deg2rad(i - 15), np.deg2rad(i - 15)
+    f = np.sqrt(w ** 2 + h ** 2)
+    P1 = np.array([[1, 0, -w / 2], [0, 1, -h / 2], [0, 0, 1], [0, 0, 1]])
+    RX = np.array([[1, 0, 0, 0], [0, np.cos(theta), -np.sin(theta), 0], [0, np.sin(theta), np.cos(theta), 0],
+                   [0, 0, 0, 1]])
+    RY = np.array([[np.cos(phi), 0, -np.sin(phi), 0], [0, 1, 0, 0], [np.sin(phi), 0, np.cos(phi), 0], [0, 0, 0, 1]])
+    T = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, f], [0, 0, 0, 1]])
+    P2 = np.array([[f, 0, w / 2, 0], [0, f, h / 2, 0], [0, 0, 1, 0]])
+    return center_crop(cv2.warpPerspective(x, P2 @ T @ RX @ RY @ P1, (w, h)))
+
+
+def reference_brightness(x: np.ndarray, c: float) -> np.ndarray:
+    hsv = skcolor.rgb2hsv(np.array(x, copy=True) / 255.)
+    hsv[:, :, 2] = np.clip(hsv[:, :, 2] + c, 0, 1)
+    return np.uint8(skcolor.hsv2rgb(hsv) * 255)
+
+
+def reference_zoom_blur(img: Image.Image, i: int) -> np.ndarray:
+    total = center_crop(np.asarray(img)).astype(np.float32) / 255
+    for j in range(1, i + 1):
+        total += center_crop(np.asarray(pil_affine(img, scale=1 + 0.004 * j))).astype(np.float32) / 255
+    return np.uint8(total / (i + 1) * 255) if i else center_crop(np.asarray(img))
+
+
+def magick_motion_blur():
+    """imagecorruptions' numpy stand-in for ImageMagick's motion blur (skips when the package is absent)."""
+    imagecorruptions()
+    return sys.modules["imagecorruptions.corruptions"]._motion_blur
+
+
+def reference_motion_blur(x: np.ndarray, i: int, motion_blur) -> np.ndarray:
+    return np.uint8(np.clip(np.round(motion_blur(x, radius=10, sigma=3, angle=(i - 30) * 4)), 0, 255))
+
+
+def reference_frame(img: Image.Image, name: str, i: int, motion_blur) -> np.ndarray:
+    """Frame ``i`` of ``name`` for a PIL image, as make_imagenet_p.py makes it (uint8 HxWx3)."""
+    x = np.asarray(img)
+    if name in ("translate", "rotate", "scale", "shear"):
+        arguments = {"translate": {"translate": (i - 20, 0), "resample": Image.NEAREST}, "rotate": {"angle": i - 15},
+                     "scale": {"scale": (i * 2.5 + 40) / 100.}, "shear": {"shear": i - 15}}[name]
+        return center_crop(np.asarray(pil_affine(img, **arguments)))
+    if name == "tilt":
+        return reference_tilt(x, i)
+    if name == "zoom_blur":
+        return reference_zoom_blur(img, i)
+    crop = center_crop(x)
+    if name == "brightness":
+        return reference_brightness(crop, (i - 15) * 2 / 100.)
+    if name == "gaussian_blur":
+        return np.uint8(255 * gaussian(crop / 255., sigma=0.25 + 0.035 * i, channel_axis=-1, truncate=6.0))
+    return reference_motion_blur(crop, i, motion_blur)
+
+
+@pytest.fixture(scope="module")
+def images() -> list[Image.Image]:
+    """Two 256x256 pictures with smooth areas, sharp edges and fine texture (what the reference's Resize(256) gives
+    for a square photo)."""
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(2):
+        smooth = np.asarray(Image.fromarray(rng.integers(0, 256, (9, 9, 3), dtype=np.uint8)).resize((256, 256),
+                                                                                                     Image.BICUBIC))
+        blocks = np.kron(rng.integers(0, 2, (8, 8, 1)), np.ones((32, 32, 3))) * 60
+        texture = rng.normal(0, 12, (256, 256, 3))
+        out.append(Image.fromarray(np.uint8(np.clip(smooth * 0.7 + blocks + texture, 0, 255))))
+    return out
+
+
+def batch(images: list[Image.Image]) -> torch.Tensor:
+    return torch.from_numpy(np.stack([np.asarray(img) for img in images])).permute(0, 3, 1, 2).float()
+
+
+DETERMINISTIC = ["brightness", "translate", "rotate", "tilt", "scale", "zoom_blur", "shear", "gaussian_blur",
+                 "motion_blur"]
+
+
+@pytest.mark.parametrize("name", DETERMINISTIC)
+def test_deterministic_frames_match_reference(images, name):
+    motion_blur = magick_motion_blur() if name == "motion_blur" else None
+    last = P.frame_count(name) - 1
+    checked = [0, 3, last // 2 + 1, last]
+    ours = torch.cat([P.frames(batch(images), torch.arange(2), name, start=i, stop=i + 1) for i in checked])
+    for k, i in enumerate(checked):
+        for n, img in enumerate(images):
+            expected = reference_frame(img, name, i, motion_blur).astype(np.float64)
+            got = ours[k, n].permute(1, 2, 0).numpy()
+            assert got.min() >= 0 and got.max() <= 255 and np.array_equal(got, np.round(got))
+            error = np.abs(got - expected)  # measured: mean 0.015 at most (zoom blur), never beyond 1
+            assert error.mean() < 0.05 and error.max() <= 1, (name, i, n, error.mean(), error.max())
+
+
+def test_crop_based_frames_read_only_the_crop(images):
+    """brightness, blurs and noise perturb the 224 centre crop: giving the crop itself changes nothing."""
+    full = batch(images)
+    crop = P.centre_crop(full)
+    for name in ("brightness", "gaussian_blur", "shot_noise", "snow"):
+        assert torch.equal(P.frames(full, torch.arange(2), name, 2, key=5, stop=4),
+                           P.frames(crop, torch.arange(2), name, 2, key=5, stop=4))
+
+
+def reference_snow_layer(rng: np.random.Generator) -> np.ndarray:
+    """make_imagenet_p.py's snow layer (its clipped_zoom trims to the input size), as the uint8 its PNG held."""
+    layer = rng.normal(size=(224, 224), loc=0.05, scale=0.3)[..., np.newaxis]
+    crop = int(np.ceil(224 / 3))
+    top = (224 - crop) // 2
+    layer = zoom(layer[top:top + crop, top:top + crop], (3, 3, 1), order=1)
+    trim = (layer.shape[0] - 224) // 2
+    layer = layer[trim:trim + 224, trim:trim + 224]
+    layer[layer < 0.5] = 0
+    return (np.clip(layer.squeeze(), 0, 1) * 255).astype(np.uint8)
+
+
+def reference_snow(crop: np.ndarray, layer: np.ndarray, i: int, motion_blur) -> np.ndarray:
+    moving = np.round(np.clip(motion_blur(layer.astype(np.float64), radius=14, sigma=4, angle=i * 4 - 150),
+                              0, 255)) / 255.
+    moving = moving[..., np.newaxis]
+    x = crop / 255.
+    z = 0.85 * x + (1 - 0.85) * np.maximum(
+        x, cv2.cvtColor(np.float32(x), cv2.COLOR_RGB2GRAY).reshape(224, 224, 1) * 1.5 + 0.5)
+    return np.uint8(np.clip(z + moving + np.rot90(moving, k=2), 0, 1) * 255)
+
+
+def test_snow_matches_reference_in_distribution(images):
+    """Snow's layer is random: the mean change from the clean crop per frame, over 6 draws of the layer for each of
+    two images, agrees with the reference's within 5 %; and the snow moves smoothly (frame to frame less than
+    from the clean crop)."""
+    motion_blur = magick_motion_blur()
+    rng = np.random.default_rng(1)
+    checked = [0, 15, 30]
+    crops = [center_crop(np.asarray(img)).astype(np.float64) for img in images]
+    for i in checked:
+        expected = np.mean([np.abs(reference_snow(crops[n % 2], reference_snow_layer(rng), i, motion_blur)
+                                   - crops[n % 2]).mean() for n in range(12)])
+        ours = P.frames(batch(images * 6), torch.arange(12), "snow", key=3, start=i, stop=i + 1)[0]
+        got = (ours - batch(images * 6)[:, :, 16:240, 16:240]).abs().mean().item()
+        assert got == pytest.approx(expected, rel=0.05), (i, got, expected)
+    moving = P.frames(batch(images), torch.arange(2), "snow", key=3, stop=8)
+    assert (moving[1:] - moving[:-1]).abs().mean() < (moving[1:] - moving[0]).abs().mean()
+
+
+def reference_spatter(crop: np.ndarray, rng: np.random.Generator, checked: list[int]) -> dict[int, np.ndarray]:
+    """make_imagenet_p.py's spatter frames ``checked`` of one crop (OpenCV's Canny and distance transform)."""
+    x = cv2.cvtColor(np.array(crop, dtype=np.float32) / 255., cv2.COLOR_BGR2BGRA)
+    liquid_layer = gaussian(rng.normal(size=x.shape[:2], loc=0.65, scale=0.27), sigma=3.7)
+    liquid_layer[liquid_layer < 0.69] = 0
+    out = {}
+    for i in range(max(checked) + 1):
+        liquid_layer_i = (liquid_layer * 255).astype(np.uint8)
+        dist = cv2.distanceTransform(255 - cv2.Canny(liquid_layer_i, 50, 150), cv2.DIST_L2, 5)
+        _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
+        dist = cv2.equalizeHist(cv2.blur(dist, (3, 3)).astype(np.uint8))
+        dist = cv2.filter2D(dist, cv2.CV_8U, np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]))
+        dist = cv2.blur(dist, (3, 3)).astype(np.float32)
+        m = cv2.cvtColor(liquid_layer_i * dist, cv2.COLOR_GRAY2BGRA)
+        m /= np.max(m, axis=(0, 1))
+        m *= 0.6
+        color = cv2.cvtColor(np.concatenate([v / 255. * np.ones_like(m[..., :1]) for v in (175, 238, 238)], axis=2),
+                             cv2.COLOR_BGR2BGRA)
+        if i in checked:
+            out[i] = np.uint8(cv2.cvtColor(np.clip(x + m * color, 0, 1), cv2.COLOR_BGRA2BGR) * 255)
+        liquid_layer = np.apply_along_axis(lambda mat: np.convolve(mat, np.array([0.05, 0.1, 0.15, 0.7]), mode="same"),
+                                           axis=0, arr=liquid_layer)
+    return out
+
+
+def test_drip_is_the_reference_convolution():
+    liquid = np.random.default_rng(3).random((2, 1, 9, 5))
+    expected = np.apply_along_axis(lambda column: np.convolve(column, np.array(P.DRIP), mode="same"), -2, liquid)
+    np.testing.assert_allclose(P.drip(torch.from_numpy(liquid)).numpy(), expected, rtol=1e-12)
+
+
+def test_spatter_matches_reference_in_distribution(images):
+    """Spatter's liquid is random and ours stands in for OpenCV's Canny edges: the mean change from the clean crop
+    agrees with the reference's within 30 % (ImageNet-C's spatter tolerance) at frames 0, 15 and 30, over 8 draws."""
+    rng = np.random.default_rng(2)
+    checked = [0, 15, 30]
+    crops = [center_crop(np.asarray(img)) for img in images]
+    references = [reference_spatter(crops[n % 2], rng, checked) for n in range(8)]
+    x = batch(images * 4)
+    for i in checked:
+        ours = P.frames(x, torch.arange(8), "spatter", key=4, start=i, stop=i + 1)[0]
+        got = (ours - P.centre_crop(x)).abs().mean().item()
+        expected = np.mean([np.abs(references[n][i].astype(np.float64) - crops[n % 2]).mean() for n in range(8)])
+        assert got == pytest.approx(expected, rel=0.3), (i, got, expected)
+
+
+@pytest.mark.parametrize("difficulty", [1, 2, 3])
+def test_noise_frames_match_formula_in_distribution(images, difficulty):
+    """Frame 0 is the clean crop; frames 1-30 differ from it as the formula says: ``255 sigma N(0, 1)`` (gaussian),
+    ``255 sigma v N(0, 1) / 255`` (speckle, ``v`` the clean value), Poisson of variance ``255 v / count`` (shot),
+    each truncated to an integer (mean -0.5), on pixels far enough from 0 and 255 that clipping is rare."""
+    x = batch(images)
+    clean = P.centre_crop(x)
+    for name, strength in P.NOISE_STRENGTH.items():
+        seq = P.frames(x, torch.arange(2), name, difficulty, key=11, stop=3)
+        assert torch.equal(seq[0], clean)
+        diff = (seq[1:] - clean + 0.5).double()
+        sigma = strength[difficulty - 1]
+        scale = {"gaussian_noise": torch.full_like(clean, 255 * sigma), "speckle_noise": clean * sigma,
+                 "shot_noise": (clean * 255 / sigma).sqrt()}[name].double().expand_as(diff)
+        keep = ((clean > 40) & (clean < 150)).expand_as(diff)
+        z = diff[keep] / scale[keep]
+        assert abs(z.mean().item()) < 0.02, (name, z.mean())
+        assert z.std().item() == pytest.approx(1.0, abs=0.03), (name, z.std())
+        assert not torch.equal(seq[1], seq[2])  # i.i.d. frames, not one noise repeated
+
+
+@pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "speckle_noise", "snow", "spatter", "zoom_blur",
+                                  "rotate"])
+def test_sequences_do_not_depend_on_batch_or_chunk(images, name):
+    """Same frames for an image alone or in a batch, in one call or in two chunks of frames (64-pixel crops of
+    80-pixel images keep this fast); drawn perturbations change with the image index and the key."""
+    x = batch([img.resize((80, 80)) for img in images + images[:1]])
+    index = torch.tensor([4, 17, 2])
+    whole = P.frames(x, index, name, 2, key=9, size=64)
+    alone = torch.cat([P.frames(x[n:n + 1], index[n:n + 1], name, 2, key=9, size=64) for n in range(3)], dim=1)
+    chunks = torch.cat([P.frames(x, index, name, 2, key=9, stop=13, size=64),
+                        P.frames(x, index, name, 2, key=9, start=13, size=64)])
+    assert whole.shape == (P.frame_count(name), 3, 3, 64, 64)
+    assert torch.equal(whole, alone) and torch.equal(whole, chunks)
+    if name not in ("zoom_blur", "rotate"):
+        assert not torch.equal(whole[:, 0], whole[:, 2])
+        assert not torch.equal(whole, P.frames(x, index, name, 2, key=10, size=64))
+
+
+def test_bad_requests_are_usage_errors(images):
+    x = batch(images)
+    with pytest.raises(UsageError, match="unknown ImageNet-P perturbation 'frost'"):
+        P.frames(x, torch.arange(2), "frost")
+    with pytest.raises(UsageError, match=r"frames 0..40; cannot make \[40, 42\)"):
+        P.frames(x, torch.arange(2), "translate", start=40, stop=42)
+    with pytest.raises(UsageError, match="difficulty"):
+        P.frames(x, torch.arange(2), "rotate", difficulty=0)
+    with pytest.raises(UsageError, match="H, W >= 224"):
+        P.frames(x[..., :200], torch.arange(2), "rotate")
