@@ -117,7 +117,7 @@ def weight_loads(monkeypatch) -> list[str]:
 BAD_OPTIONS = {"batch_size": (0, "--batch-size must be 1 to 4096 images, not 0"),
                "workers": (-1, "--workers must not be negative"),
                "chunk_size": (0, "--chunk-size must be at least 1 image"),
-               "limit": (0, "--limit must be at least 1 image"),
+               "limit": (0, "--limit must be a positive number of images, got 0"),
                "amp": ("fp8", "--amp must be one of auto, bf16, fp16, off, not 'fp8'"),
                "decoder": ("gpu", "--decoder must be one of auto, cpu, nvjpeg"),
                "on_bad_image": ("ignore", "--on-bad-image must be one of fail, skip"),

@@ -80,7 +80,7 @@ class RunOptions:
         if self.chunk_size < 1:
             raise UsageError(f"--chunk-size must be at least 1 image, not {self.chunk_size}")
         if self.limit is not None and self.limit < 1:
-            raise UsageError(f"--limit must be at least 1 image, not {self.limit}")
+            raise UsageError(f"--limit must be a positive number of images, got {self.limit}")
         if not 0.0 <= self.refine <= 1.0:
             raise UsageError(f"--refine must be a share of the batch between 0 and 1, not {self.refine}")
         if self.cache is not None and self.cache != "gpu":
