@@ -32,7 +32,7 @@ VAL100 = SHARED / "data" / "imagenet-val-100" / "val"
 LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 CHECK_IMAGENET_C = ("origin", "gaussian_noise-5", "glass_blur-2", "zoom_blur-3", "snow-4", "contrast-1",
                     "jpeg_compression-5")
-RUN = {"device": "cpu", "workers": 2, "batch_size": 50, "progress": False, "skip_missing": True}
+RUN = {"device": "cpu", "workers": 2, "batch_size": 50, "progress": False}
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def make(recipe: Recipe, output: Path, conditions: tuple[str, ...] | None = None
     import ibnbench
 
     return ibnbench.run(list(recipe.models), VAL100, suite=recipe.suite, conditions=conditions, output=output,
-                        limit=recipe.limit, **RUN)
+                        skip_missing=True, options=ibnbench.RunOptions(limit=recipe.limit, **RUN))
 
 
 def differences(new, old) -> list[str]:

@@ -27,6 +27,18 @@ class FileWriteError(IbnbenchError, OSError):
     """A file (record, checkpoint, report) cannot be written; the message names it and the reason."""
 
 
+class RecordWriteError(FileWriteError):
+    """A finished run's record could not be written; :attr:`record` holds it, so the caller can still show the
+    numbers (the CLI prints its table before the error)."""
+
+    def __init__(self, message: str, record: object) -> None:
+        super().__init__(message)
+        self.record = record
+
+    def __reduce__(self):  # picklable with its two arguments
+        return type(self), (self.args[0], self.record)
+
+
 class DatasetError(IbnbenchError, ValueError):
     """The folder or its labels file cannot be read as the ImageNet validation set."""
 

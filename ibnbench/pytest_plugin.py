@@ -3,7 +3,7 @@
 Options ``--ibnbench-data DIR``, ``--ibnbench-device DEV`` and ``--ibnbench-workers N`` (or the ini keys
 ``ibnbench_data`` and ``ibnbench_device``). The fixture ``ibnbench_run(model, suite="table1", conditions=None,
 weights=None)`` evaluates once per session for each distinct argument set and returns the
-:class:`ibnbench.results.Record`, so several tests share one evaluation. Tests marked ``@pytest.mark.ibnbench``
+:class:`ibnbench.Record`, so several tests share one evaluation. Tests marked ``@pytest.mark.ibnbench``
 (and any test using ``ibnbench_run``) skip, saying why, when no data folder is given.
 :func:`assert_no_regression` fails a test on a significant change against a recorded run (``ibnbench check``).
 
@@ -73,6 +73,8 @@ def ibnbench_run(pytestconfig: pytest.Config, ibnbench_data: Path,
     left out as not run; named ones must be runnable. Bad input (a missing folder, an unknown model, ...)
     fails the test with ibnbench's one-line message; a failed evaluation is not retried by later tests."""
     from ibnbench.errors import IbnbenchError
+    from ibnbench.eval.options import RunOptions
+
     options = {"device": pytestconfig.getoption("--ibnbench-device") or pytestconfig.getini("ibnbench_device") or None,
                "progress": False}
     if pytestconfig.getoption("--ibnbench-workers") is not None:
@@ -82,7 +84,7 @@ def ibnbench_run(pytestconfig: pytest.Config, ibnbench_data: Path,
 
     def evaluate(model: str, suite: str = "table1", conditions: Sequence[str] | None = None,
                  weights: str | None = None) -> Record:
-        from ibnbench.eval import engine
+        from ibnbench.eval import api
 
         key = (model, str(suite), tuple(sorted(set(conditions))) if conditions else None, weights)
         if key in outcomes:
@@ -90,10 +92,10 @@ def ibnbench_run(pytestconfig: pytest.Config, ibnbench_data: Path,
                 pytest.fail(f"{outcomes[key]} (failed earlier in this session)", pytrace=False)
             return outcomes[key]
         try:
-            outcomes[key] = engine.run([model], ibnbench_data, suite=suite,
-                                       conditions=list(conditions) if conditions else None,
-                                       weights=[weights] if weights else None, skip_missing=not conditions,
-                                       output=folder / f"record{len(outcomes)}.json", **options)
+            outcomes[key] = api.run([model], ibnbench_data, suite=suite, options=RunOptions(**options),
+                                    conditions=list(conditions) if conditions else None,
+                                    weights=[weights] if weights else None, skip_missing=not conditions,
+                                    output=folder / f"record{len(outcomes)}.json")
         except IbnbenchError as exc:  # the user's input: one line; anything else is a bug and keeps its traceback
             outcomes[key] = f"ibnbench_run({model!r}, suite={suite!r}): {exc}"
         if isinstance(outcomes[key], str):  # failed outside the except block: no chained traceback

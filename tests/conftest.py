@@ -86,11 +86,12 @@ def real_records(val100, tmp_path_factory) -> dict:
     per session as the committed leaderboard records were made (CPU, batches of 50); shared by
     test_real_accuracy.py and test_regression.py."""
     pytest.importorskip("efficientnet_lite_pytorch")
-    from ibnbench.eval.engine import run
+    from ibnbench import RunOptions, run
 
     out = tmp_path_factory.mktemp("real")
     return {suite: run(["efficientnet_lite0"], val100, suite=suite, conditions=REAL_CONDITIONS,
-                       output=out / f"{suite}.json", device="cpu", workers=0, batch_size=50, progress=False)
+                       output=out / f"{suite}.json",
+                       options=RunOptions(device="cpu", workers=0, batch_size=50, progress=False))
             for suite in REAL_SUITES}
 
 

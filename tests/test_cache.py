@@ -1,6 +1,7 @@
 """The uint8 crop cache: later passes read crops instead of decoding, with the very same crops and results."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -8,12 +9,13 @@ import pytest
 import torch
 from runs import CONDITIONS, inverted_copy_suite, small_models
 
+from ibnbench import run
 from ibnbench.data import cache
 from ibnbench.data.discovery import open_dataset
 from ibnbench.data.geometry import Geometry
 from ibnbench.data.loader import make_loader
 from ibnbench.errors import BadImageError
-from ibnbench.eval.engine import evaluate, run
+from ibnbench.eval.engine import evaluate
 from ibnbench.eval.options import RunOptions
 from ibnbench.eval.plan import load_suite
 
@@ -60,8 +62,9 @@ def test_partly_filled_cache_gives_the_decoded_crops_in_the_same_batches(tiny_va
 
 
 def test_second_run_reads_the_cache_and_gives_identical_results(tiny_val, tmp_path, decodes):
-    kwargs = dict(suite="table1", conditions=CONDITIONS, weights=["random"], device="cpu", workers=0, batch_size=4,
-                  progress=False, cache=str(tmp_path / "cache"))
+    kwargs = dict(suite="table1", conditions=CONDITIONS, weights=["random"],
+                  options=RunOptions(device="cpu", workers=0, batch_size=4, progress=False,
+                                     cache=str(tmp_path / "cache")))
     first = []
     assert decodes(lambda: first.append(run(["resnet18_ibn_b"], tiny_val, output=tmp_path / "1.json", **kwargs))) == 9
     second = []
@@ -74,15 +77,17 @@ def test_second_run_reads_the_cache_and_gives_identical_results(tiny_val, tmp_pa
 def test_bad_images_are_never_cached(tiny_val, tmp_path, decodes):
     victim = sorted(tiny_val.rglob("*.JPEG"))[4]
     victim.write_bytes(victim.read_bytes()[:200])
-    kwargs = dict(conditions=["origin"], weights=["random"], device="cpu", workers=0, batch_size=4, progress=False,
-                  cache=str(tmp_path / "cache"), on_bad_image="skip")
+    options = RunOptions(device="cpu", workers=0, batch_size=4, progress=False, cache=str(tmp_path / "cache"),
+                         on_bad_image="skip")
+    kwargs = dict(conditions=["origin"], weights=["random"], options=options)
     first = run(["resnet18"], tiny_val, output=tmp_path / "1.json", **kwargs)
     second = []
     assert decodes(lambda: second.append(run(["resnet18"], tiny_val, output=tmp_path / "2.json", **kwargs))) == 1
     assert second[0].dataset["skipped"] == first.dataset["skipped"] == [str(victim.relative_to(tiny_val))]
     assert second[0].per_image == first.per_image and second[0].timing["from_cache"] == 8
     with pytest.raises(BadImageError, match=victim.name):
-        run(["resnet18"], tiny_val, output=tmp_path / "3.json", **{**kwargs, "on_bad_image": "fail"})
+        run(["resnet18"], tiny_val, output=tmp_path / "3.json",
+            **{**kwargs, "options": dataclasses.replace(options, on_bad_image="fail")})
 
 
 def test_memory_cache_makes_the_baseline_decode_once(tiny_val, decodes):

@@ -9,14 +9,15 @@ import torch
 from runs import CONDITIONS, inverted_copy_suite, small_models
 from syncs import HostSyncProbe
 
+from ibnbench import run
 from ibnbench.cli import main
 from ibnbench.data.discovery import open_dataset
 from ibnbench.data.geometry import Geometry
 from ibnbench.data.loader import make_loader
-from ibnbench.eval import engine
+from ibnbench.eval import condition_runs, engine
 from ibnbench.eval import runner as eval_runner
 from ibnbench.eval.checkpoint import Checkpoint
-from ibnbench.eval.engine import evaluate, run
+from ibnbench.eval.engine import evaluate
 from ibnbench.eval.options import RunOptions
 from ibnbench.eval.plan import Classifier, load_suite
 from ibnbench.zoo import create_model
@@ -123,7 +124,7 @@ def test_corrupt_jpeg_fails_clearly_or_is_skipped_and_counted(tiny_val, tmp_path
 def test_missing_style_weights_stop_before_work(tiny_val, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv("IBNBENCH_STYLE_WEIGHTS_DIR", raising=False)
-    monkeypatch.setattr(engine, "evaluate", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(condition_runs, "evaluate", lambda *a, **k: pytest.fail("work started"))
     code, err = run_cli(capsys, "--model", "resnet18", "--weights", "random", "--data", str(tiny_val),
                         "--device", "cpu", "--output", str(tmp_path / "r.json"))
     assert code == 2 and "monet" in err and "style_monet.pth" in err and "--skip-missing" in err
@@ -476,8 +477,8 @@ def test_full_precision_forwards_are_ieee_fp32_and_the_record_says_so(tiny_val, 
     assert spy.seen == {FULL_FP32}
     assert torch.backends.cudnn.allow_tf32 and torch.backends.cudnn.conv.fp32_precision == "tf32"
     assert torch.backends.cuda.matmul.fp32_precision == "none"
-    record = run(["resnet18"], tiny_val, conditions=["origin"], weights=["random"], device="cpu", workers=0,
-                        progress=False, output=tmp_path / "r.json")
+    record = run(["resnet18"], tiny_val, conditions=["origin"], weights=["random"], output=tmp_path / "r.json",
+                 options=RunOptions(device="cpu", workers=0, progress=False))
     env = json.loads((tmp_path / "r.json").read_text())["environment"]
     assert env == record.environment and env["fp32_conv"] == "ieee" and env["dtype"] == "float32"
     assert env["decoder"] == "cpu" and env["cache"] is None and env["cpu_capability"]

@@ -4,6 +4,7 @@ sync inside the batch loop, NCCL. benchmarks/gpu_check.sh runs these with ``pyte
 and the Lite0 packages from its carried folder (.gpu-carry/)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -13,6 +14,7 @@ from images import GPU_MAX_TOLERANCE, GPU_MEAN_TOLERANCE, write_image
 from runs import inverted_copy_suite, run_args, torchrun
 from torchvision.io import ImageReadMode, decode_jpeg
 
+import ibnbench
 from ibnbench.data import cache
 from ibnbench.data import decode as data
 from ibnbench.data.classes import imagenet_wnids
@@ -99,11 +101,12 @@ def test_nvjpeg_batch_failure_retries_one_by_one_then_decodes_on_the_cpu(tmp_pat
 
 def test_gpu_cache_second_run_reads_device_memory_with_identical_answers(val100, lite0, tmp_path):
     cache.clear_memory()
-    kwargs = dict(suite="table1", conditions=REAL_CONDITIONS, device="cuda", batch_size=50, workers=2,
-                  progress=False)
-    plain = engine.run(["efficientnet_lite0"], val100, output=tmp_path / "plain.json", **kwargs)
-    first = engine.run(["efficientnet_lite0"], val100, output=tmp_path / "1.json", cache="gpu", **kwargs)
-    second = engine.run(["efficientnet_lite0"], val100, output=tmp_path / "2.json", cache="gpu", **kwargs)
+    options = RunOptions(device="cuda", batch_size=50, workers=2, progress=False)
+    cached = dataclasses.replace(options, cache="gpu")
+    kwargs = dict(suite="table1", conditions=REAL_CONDITIONS)
+    plain = ibnbench.run(["efficientnet_lite0"], val100, output=tmp_path / "plain.json", options=options, **kwargs)
+    first = ibnbench.run(["efficientnet_lite0"], val100, output=tmp_path / "1.json", options=cached, **kwargs)
+    second = ibnbench.run(["efficientnet_lite0"], val100, output=tmp_path / "2.json", options=cached, **kwargs)
     cache.clear_memory()
     assert first.timing["from_cache"] == 0 and second.timing["from_cache"] == 100
     assert first.per_image == second.per_image == plain.per_image

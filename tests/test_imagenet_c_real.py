@@ -12,10 +12,11 @@ from corruption_reference import imagenet_c_crops, reference
 from runs import torchrun
 
 from conftest import VAL100
+from ibnbench import run
 from ibnbench.conditions import corruptions
 from ibnbench.data import discovery as data
 from ibnbench.eval.checkpoint import Checkpoint
-from ibnbench.eval.engine import evaluate, run
+from ibnbench.eval.engine import evaluate
 from ibnbench.eval.options import RunOptions
 from ibnbench.eval.plan import load_suite
 from ibnbench.results.record import read_record
@@ -55,8 +56,8 @@ FULL_RUN = "IBNBENCH_FULL_IMAGENET_C"
                     f"set {FULL_RUN}=1 to run the comparison with the reference pipeline")
 def test_efficientnet_lite0_under_imagenet_c_on_real_images(val100, tmp_path):
     pytest.importorskip("efficientnet_lite_pytorch")
-    record = run(["efficientnet_lite0"], val100, suite="imagenet-c", output=tmp_path / "c.json", device="cpu",
-                 workers=0, batch_size=64, limit=N_IMAGES, progress=False)
+    record = run(["efficientnet_lite0"], val100, suite="imagenet-c", output=tmp_path / "c.json",
+                 options=RunOptions(device="cpu", workers=0, batch_size=64, limit=N_IMAGES, progress=False))
     hits = record.per_image["top1"]["efficientnet_lite0"]
     labels = data.open_dataset(val100).labels
     crops = imagenet_c_crops(VAL100 / "val", N_IMAGES)
@@ -80,10 +81,11 @@ def test_imagenet_c_answers_do_not_depend_on_batch_workers_or_resume(val100, tmp
     n = 14
     conditions = RANDOM_SUBSET[:9] + ["pixelate-3"]
     record = run(["efficientnet_lite0"], val100, suite="imagenet-c", conditions=conditions, output=tmp_path / "c.json",
-                 device="cpu", workers=0, batch_size=64, limit=n, progress=False)
+                 options=RunOptions(device="cpu", workers=0, batch_size=64, limit=n, progress=False))
     hits = record.per_image["top1"]["efficientnet_lite0"]
     other = run(["efficientnet_lite0"], val100, suite="imagenet-c", conditions=conditions,
-                output=tmp_path / "b7.json", device="cpu", workers=2, batch_size=7, limit=n, progress=False)
+                output=tmp_path / "b7.json",
+                options=RunOptions(device="cpu", workers=2, batch_size=7, limit=n, progress=False))
     for condition in conditions:
         assert other.per_image["top1"]["efficientnet_lite0"][condition] == hits[condition], condition
         assert other.per_image["top5"]["efficientnet_lite0"][condition] == \

@@ -116,12 +116,12 @@ def test_released_imagenet_c_tree_is_read_as_224_crops(tmp_path):
     images taken as they are (centre crop only, no second resize), and the record says so."""
     from PIL import Image
 
+    from ibnbench import RunOptions, run
     from ibnbench.data import discovery as data
     from ibnbench.data.classes import imagenet_wnids
     from ibnbench.data.decode import decode_file
     from ibnbench.data.geometry import Geometry
     from ibnbench.data.loader import CropDataset
-    from ibnbench.eval.engine import run
 
     wnid = imagenet_wnids()[5]
     gen = np.random.default_rng(0)
@@ -133,7 +133,7 @@ def test_released_imagenet_c_tree_is_read_as_224_crops(tmp_path):
     root = tmp_path / "ImageNet-C"
     assert is_released_tree(root) and not is_released_tree(root / "contrast" / "1")
     record = run(["resnet18"], root, suite="imagenet-c", weights=["random"], output=tmp_path / "r.json",
-                 device="cpu", workers=0, batch_size=2, progress=False)
+                 options=RunOptions(device="cpu", workers=0, batch_size=2, progress=False))
     assert record.dataset["layout"] == "imagenet-c-released" and record.dataset["already_cropped"] is True
     assert sorted(r["condition"] for r in record.results) == ["contrast-1", "contrast-2", "fog-5"]
     not_run = {c["id"] for c in record.conditions if c.get("not_run")}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ibnbench.eval import engine
+from ibnbench.eval import api
 from ibnbench.pytest_plugin import SKIP_REASON
 
 pytest_plugins = ["pytester"]
@@ -60,15 +60,15 @@ def user_project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 @pytest.fixture
 def engine_runs(monkeypatch) -> list[dict]:
-    """Every call of ``ibnbench.eval.engine.run`` made by the in-process pytest runs below."""
+    """Every call of ``ibnbench.eval.api.run`` (:func:`ibnbench.run`) made by the in-process pytest runs below."""
     calls: list[dict] = []
-    real_run = engine.run
+    real_run = api.run
 
     def counted(*args, **kwargs):
         calls.append(kwargs)
         return real_run(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "run", counted)
+    monkeypatch.setattr(api, "run", counted)
     return calls
 
 
@@ -89,8 +89,8 @@ def test_sample_passes_on_the_record_fails_on_a_tampered_one_and_evaluates_once(
     assert outcomes_by_folder(result) == {"passed": {"good"}, "skipped": set(), "failed": {"tampered"}}
     result.stdout.fnmatch_lines(["*assert 28.0 == 33.0 *", "*assert 1.0 == -4.0 *"])  # new vs tampered, drop too
     assert len(engine_runs) == 1  # four tests in two modules, one evaluation
-    assert engine_runs[0]["conditions"] == ["origin", "rgb+50"] and engine_runs[0]["device"] == "cpu"
-    assert engine_runs[0]["workers"] == 0
+    assert engine_runs[0]["conditions"] == ["origin", "rgb+50"] and engine_runs[0]["options"].device == "cpu"
+    assert engine_runs[0]["options"].workers == 0
 
 
 def test_marked_and_fixture_tests_skip_with_the_reason_without_data(user_project, engine_runs):
@@ -126,7 +126,7 @@ def test_a_bug_keeps_its_traceback(pytester, monkeypatch, tmp_path):
     def buggy_run(*args, **kwargs):
         raise ValueError("a bug, not bad input")
 
-    monkeypatch.setattr(engine, "run", buggy_run)
+    monkeypatch.setattr(api, "run", buggy_run)
     pytester.makepyfile(test_bug="""
         def test_it(ibnbench_run):
             ibnbench_run("resnet18", weights="random")

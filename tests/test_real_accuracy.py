@@ -80,10 +80,10 @@ def test_efficientnet_lite0_on_100_real_images(real_records, independent, suite)
 def test_bf16_with_refine_gives_the_fp32_answers_on_100_real_images(real_records, val100, tmp_path):
     """bf16 autocast alone moves a near tie under three of these conditions (benchmarks/RESULTS.md); the fp32
     re-scoring of the closest share of each batch gives back every fp32 answer, image by image."""
-    from ibnbench.eval.engine import run
+    from ibnbench import RunOptions, run
 
     bf16 = run(["efficientnet_lite0"], val100, suite="table1", conditions=CONDITIONS, output=tmp_path / "bf16.json",
-               device="cpu", workers=0, batch_size=50, amp="bf16", progress=False)
+               options=RunOptions(device="cpu", workers=0, batch_size=50, amp="bf16", progress=False))
     fp32 = real_records["table1"]
     assert bf16.environment["dtype"] == "bfloat16" and fp32.environment["dtype"] == "float32"
     assert bf16.per_image == fp32.per_image

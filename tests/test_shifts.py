@@ -127,8 +127,8 @@ def test_real_images_relaid_as_v2_numeric_folders_give_the_val_numbers(val100, t
     image, as the committed val-layout record; with --classes-from-folders (86 classes) the error is lower or
     equal."""
     pytest.importorskip("efficientnet_lite_pytorch")
+    from ibnbench import RunOptions, run
     from ibnbench.cli import main
-    from ibnbench.eval.engine import run
     from ibnbench.results.record import read_record
 
     v2 = tmp_path / "v2"
@@ -136,7 +136,7 @@ def test_real_images_relaid_as_v2_numeric_folders_give_the_val_numbers(val100, t
         folder = v2 / str(WNIDS.index(image.parent.name))
         folder.mkdir(parents=True, exist_ok=True)
         (folder / image.name).symlink_to(image)
-    common = {"device": "cpu", "workers": 0, "batch_size": 50, "progress": False, "conditions": ["origin"]}
+    common = {"options": RunOptions(device="cpu", workers=0, batch_size=50, progress=False), "conditions": ["origin"]}
     plain = run(["efficientnet_lite0"], v2, output=tmp_path / "plain.json", **common)
     assert plain.dataset["layout"] == "numeric" and "classes" not in plain.dataset
     committed = read_record(COMMITTED)
@@ -255,8 +255,8 @@ def test_dataset_suite_rows_and_gaps_on_the_same_class_subset(tiny_val, tmp_path
 
 
 def test_shipped_natural_suite_reports_every_absent_dataset(tiny_val, tmp_path, monkeypatch):
+    from ibnbench import RunOptions, run
     from ibnbench.conditions.dataset_suites import load_dataset_suite
-    from ibnbench.eval.datasets import run_datasets
 
     monkeypatch.delenv("IBNBENCH_DATA", raising=False)
     suite = load_dataset_suite("natural")
@@ -264,7 +264,8 @@ def test_shipped_natural_suite_reports_every_absent_dataset(tiny_val, tmp_path, 
                                               "imagenet-r", "imagenet-a", "stylized"]
     assert [d.id for d in suite.datasets if d.classes == "folders"] == ["imagenet-r", "imagenet-a"]
     with pytest.raises(ValueError, match=r"imagenet-r: \$IBNBENCH_DATA is not set \(or set \$IBNBENCH_IMAGENET_R"):
-        run_datasets(["resnet18"], tiny_val, weights=["random"], device="cpu", workers=0, output=tmp_path / "x.json")
+        run(["resnet18"], tiny_val, suite="natural", weights=["random"], output=tmp_path / "x.json",
+            options=RunOptions(device="cpu", workers=0))
 
 
 def constructed_records() -> list:
@@ -414,12 +415,12 @@ def test_robustness_cli_prints_the_table_and_writes_the_plot(tmp_path, capsys):
 
 
 def test_interrupted_dataset_suite_resumes_with_the_next_dataset(tiny_val, tmp_path, monkeypatch):
-    from ibnbench.eval import engine
-    from ibnbench.eval.datasets import run_datasets
+    from ibnbench import RunOptions, run
+    from ibnbench.eval import natural_runs
 
     monkeypatch.setenv("IBNBENCH_DATA", str(tmp_path / "data"))
     suite, weights = natural_like(tmp_path), always_400(tmp_path / "w.pth")
-    calls, real_run = [], engine.run
+    calls, real_run = [], natural_runs.run_condition_suite
 
     def interrupted(*args, **kwargs):
         calls.append(kwargs["output"].name)
@@ -427,14 +428,14 @@ def test_interrupted_dataset_suite_resumes_with_the_next_dataset(tiny_val, tmp_p
             raise KeyboardInterrupt
         return real_run(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "run", interrupted)
+    monkeypatch.setattr(natural_runs, "run_condition_suite", interrupted)
     kwargs = {"suite": suite, "weights": [str(weights)], "output": tmp_path / "n.json", "skip_missing": True,
-              "device": "cpu", "workers": 0, "batch_size": 4, "progress": False}
+              "options": RunOptions(device="cpu", workers=0, batch_size=4, progress=False)}
     with pytest.raises(KeyboardInterrupt):
-        run_datasets(["resnet18"], tiny_val, **kwargs)
+        run(["resnet18"], tiny_val, **kwargs)
     assert calls == [".n.json.origin.json", ".n.json.origin@r-like.json", ".n.json.r-like.json"]
     calls.clear()
-    record = run_datasets(["resnet18"], tiny_val, resume=True, **kwargs)
+    record = run(["resnet18"], tiny_val, resume=True, **kwargs)
     assert calls == [".n.json.r-like.json", ".n.json.v2-like.json"]  # the two finished datasets were kept
     assert round(record.result("resnet18", "origin@r-like")["top1_err"], 2) == 50.0
     assert not list(tmp_path.glob(".n.json.*"))

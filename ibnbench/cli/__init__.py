@@ -8,7 +8,7 @@ import sys
 
 from ibnbench.cli import catalog, evaluate, records
 from ibnbench.cli.evaluate import print_summary
-from ibnbench.errors import IbnbenchError
+from ibnbench.errors import IbnbenchError, RecordWriteError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ibnbench {args.command}: interrupted" + (f": {exc}" if str(exc) else ""), file=sys.stderr)
         return 130
     except IbnbenchError as exc:  # the user's input: one line; anything else is a bug and keeps its traceback
-        if getattr(exc, "record", None) is not None:  # the run finished but its record could not be written
+        if isinstance(exc, RecordWriteError):  # the run finished but its record could not be written
             print_summary(exc.record)
         print(f"ibnbench {args.command}: error: {exc}", file=sys.stderr)
         return 2

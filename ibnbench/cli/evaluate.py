@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import TYPE_CHECKING
 
 from tabulate import tabulate
@@ -21,27 +20,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.output:
         ensure_writable(args.output, "record")  # in a blink, before torch is even imported
-    from ibnbench.conditions.dataset_suites import is_dataset_suite
-    from ibnbench.eval.datasets import run_datasets
-    from ibnbench.eval.engine import run
+    from ibnbench.eval.api import run
 
-    common = {"weights": args.weights, "output": args.output, "results_dir": args.results_dir, "labels": args.labels,
-              "resume": args.resume, "restart": args.restart, "preprocessing": args.preprocessing,
-              "skip_missing": args.skip_missing, **dataclasses.asdict(RunOptions.from_args(args))}
-    if is_dataset_suite(args.suite):
-        given = [flag for flag, on in (("--classes-from-folders", args.classes_from_folders),
-                                       ("--classes", args.classes),
-                                       ("--restrict-to-classes", args.restrict_to_classes),
-                                       ("--style-weights", args.style_weights),
-                                       ("--style-dir", args.style_dir)) if on]
-        if given:
-            raise UsageError(f"{given[0]} does not apply to dataset suite {args.suite}: its file says per dataset "
-                             "whether it is scored on a class subset")
-        record = run_datasets(args.model, args.data, suite=args.suite, datasets=args.conditions, **common)
-    else:
-        record = run(args.model, args.data, suite=args.suite, conditions=args.conditions,
-                     style_weights=_style_weights(args.style_weights), classes_from_folders=args.classes_from_folders,
-                     classes=args.classes, restrict_to_classes=args.restrict_to_classes, **common)
+    record = run(args.model, args.data, suite=args.suite, options=RunOptions.from_args(args), output=args.output,
+                 results_dir=args.results_dir, conditions=args.conditions, weights=args.weights,
+                 preprocessing=args.preprocessing, labels=args.labels, resume=args.resume, restart=args.restart,
+                 skip_missing=args.skip_missing, style_weights=_style_weights(args.style_weights),
+                 classes_from_folders=args.classes_from_folders, classes=args.classes,
+                 restrict_to_classes=args.restrict_to_classes)
     if record.path:
         print_summary(record)
         print(f"\nrecord: {record.path}")
@@ -201,6 +187,11 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommands to the ``ibnbench`` parser."""
+    for add in (_add_run, _add_divergence, _add_bench, _add_make_fake_val, _add_stylize):
+        add(sub)
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="evaluate models under a condition suite (the paper's Table 1 by default)",
                        description="Decode the validation set once, apply every condition of the suite on the device, "
                                    "feed every condition to every model, and write a JSON record plus a Table-1 "
@@ -249,6 +240,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_flags(p.add_argument_group("how to run"))
     p.set_defaults(func=cmd_run)
 
+
+def _add_divergence(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("divergence", help="feature divergence between two domains, layer by layer (paper Sec. 4.3)",
                        description="For each layer and channel, fit a Gaussian to the channel's spatial mean over "
                                    "each domain; report the mean symmetric KL divergence over channels per layer. "
@@ -276,6 +269,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="bar chart in the style of the paper's Fig. 5, models side by side")
     p.set_defaults(func=cmd_divergence)
 
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="synthetic throughput per model, or fan-out vs baseline on a dataset")
     p.add_argument("--model", action="append", metavar="NAME",
                    help="model to time (required except with --corruptions)")
@@ -305,6 +300,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--conditions", type=lambda s: [c for c in s.split(",") if c], metavar="IDS")
     p.set_defaults(func=cmd_bench)
 
+
+def _add_make_fake_val(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("make-fake-val", help="write a synthetic ImageNet-like val folder (for timing without ImageNet)")
     p.add_argument("--n", type=positive_int, default=50000, help="number of images (default 50000)")
     p.add_argument("--out", required=True, metavar="DIR", type=non_empty_path)
@@ -312,6 +309,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=positive_int, help="processes (default: all cores)")
     p.set_defaults(func=cmd_make_fake_val)
 
+
+def _add_stylize(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stylize", help="write a CycleGAN-stylised copy of a dataset (for `op = \"dir\"` conditions)")
     p.add_argument("--style", required=True, help="monet, cezanne, ukiyoe or vangogh (or any name with --weights)")
     p.add_argument("--data", type=non_empty_path, required=True,

@@ -86,4 +86,4 @@ RESUME_HINT = "--resume continues it, --restart starts over"
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C during :func:`run`; the message says what was saved and how to continue."""
+    """Ctrl-C during :func:`ibnbench.run`; the message says what was saved and how to continue."""

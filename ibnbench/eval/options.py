@@ -59,19 +59,34 @@ class RunOptions:
     progress: bool = _flag(True, "no progress bars or lines", flag="--no-progress")
 
     def __post_init__(self) -> None:
-        if self.amp not in ("auto", "off", *AMP_NAMES):
-            raise UsageError(f"--amp must be bf16, fp16, off or auto, not {self.amp!r}")
-        if not 0.0 <= self.refine <= 1.0:
-            raise UsageError(f"--refine must be a share of the batch between 0 and 1, not {self.refine}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field (the one place they are checked), before any image is decoded or weight loaded:
+        :func:`ibnbench.run` checks again, so options changed after they were made are caught as well."""
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices is not None and getattr(self, f.name) not in choices:
+                raise UsageError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}, "
+                                 f"not {getattr(self, f.name)!r}")
+        for name in ("batch_size", "workers", "chunk_size", "limit"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise UsageError(f"--{name.replace('_', '-')} must be a whole number, not {value!r}")
         if not 1 <= self.batch_size <= MAX_BATCH:
             raise UsageError(f"--batch-size must be 1 to {MAX_BATCH} images, not {self.batch_size}")
         if self.workers < 0:
             raise UsageError(f"--workers must not be negative, not {self.workers}")
         if self.chunk_size < 1:
             raise UsageError(f"--chunk-size must be at least 1 image, not {self.chunk_size}")
+        if self.limit is not None and self.limit < 1:
+            raise UsageError(f"--limit must be a positive number of images, got {self.limit}")
+        if not 0.0 <= self.refine <= 1.0:
+            raise UsageError(f"--refine must be a share of the batch between 0 and 1, not {self.refine}")
         if self.cache is not None and self.cache != "gpu":
             _check_cache_folder(self.cache)
         self.style_dirs()
+        self.resolved_device()
 
     def style_dirs(self) -> dict[str, str]:
         """``--style-dir`` as ``{style: folder}``."""
@@ -94,6 +109,14 @@ class RunOptions:
     def resolved_decoder(self, device: torch.device) -> str:
         """nvJPEG on CUDA, CPU workers otherwise (``decoder="auto"``)."""
         return self.decoder if self.decoder != "auto" else ("nvjpeg" if device.type == "cuda" else "cpu")
+
+    def precision(self, device: torch.device) -> tuple[str, float | None]:
+        """The dtype the models run in (``"float32"``, ``"bfloat16"``, ``"float16"``) and the ``refine`` share
+        (None in full precision), as records note them."""
+        import torch
+
+        dtype = self.amp_dtype(device)
+        return str(dtype or torch.float32).removeprefix("torch."), self.refine if dtype else None
 
     def amp_dtype(self, device: torch.device) -> torch.dtype | None:
         """The autocast dtype (``auto``: bf16 on CUDA), or None for full precision."""

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ibnbench.data import geometry as data_mod
 from ibnbench.data.classes import NUM_CLASSES, ClassSubset
+from ibnbench.data.geometry import geometry_key
 from ibnbench.errors import ModelOutputError
 from ibnbench.eval.options import RunOptions
 from ibnbench.precision import AMP_DTYPES, full_fp32
@@ -83,7 +83,7 @@ class ModelRunner:
                  options: RunOptions, classes: ClassSubset | None = None, name: str = "model"):
         self.name = name
         self.preprocessing = preprocessing
-        self.geometry = data_mod.geometry_key(preprocessing)
+        self.geometry = geometry_key(preprocessing)
         self.device = device
         self.channels_last = options.channels_last
         self.amp_dtype = options.amp_dtype(device)

@@ -200,7 +200,7 @@ def corruptions(data: str | os.PathLike, limit: int = 4, batch_size: int = 64, d
     so that load from elsewhere falls on both. ``ratio`` is reference over ours (above 1: ours is faster);
     ``geometric_mean`` is over the rows' ratios. ``threads`` sets torch's intra-op threads for the run (the
     reference runs on one)."""
-    from ibnbench.data import decode as data_mod
+    from ibnbench.data.decode import decode_file
     from ibnbench.data.discovery import open_dataset
     from ibnbench.data.geometry import Geometry
     from ibnbench.eval.distributed import resolve_device
@@ -214,7 +214,7 @@ def corruptions(data: str | os.PathLike, limit: int = 4, batch_size: int = 64, d
     dev = resolve_device(device)
     dataset = open_dataset(data, limit=limit)
     geometry = Geometry()
-    crops = torch.stack([geometry.apply(data_mod.decode_file(dataset.path(i))) for i in range(len(dataset))])
+    crops = torch.stack([geometry.apply(decode_file(dataset.path(i))) for i in range(len(dataset))])
     images = list(crops.permute(0, 2, 3, 1).contiguous().numpy())
     batch = crops.repeat(math.ceil(batch_size / len(crops)), 1, 1, 1)[:batch_size].to(dev).float()
     index = torch.arange(batch_size, device=dev)
@@ -260,7 +260,7 @@ def pipeline(models: Sequence[str], data: str | os.PathLike, suite: str = "table
     """Time each stage of a real run on ``limit`` images (decode, crop, each condition, each model's forward)
     and the whole fan-out evaluation; images/s per stage. With ``cache`` (a folder or "gpu"), also the
     loader decoding every image against the loader reading the filled crop cache."""
-    from ibnbench.data import decode as data_mod
+    from ibnbench.data.decode import decode_file
     from ibnbench.data.geometry import Geometry
     from ibnbench.data.loader import make_loader
     from ibnbench.eval.engine import evaluate
@@ -275,7 +275,7 @@ def pipeline(models: Sequence[str], data: str | os.PathLike, suite: str = "table
     paths = [dataset.path(i) for i in range(len(dataset))]
     n = len(paths)
     start = time.perf_counter()
-    images = [data_mod.decode_file(p) for p in paths]
+    images = [decode_file(p) for p in paths]
     decode_s = time.perf_counter() - start
     start = time.perf_counter()
     crops = torch.stack([geometry.apply(im) for im in images])

@@ -203,12 +203,12 @@ def plot_divergence(results: Sequence[dict], path: str | Path) -> Path:
 def _domain_batches(model: nn.Module, dataset, indices: Sequence[int], condition, device: torch.device,
                     batch_size: int, desc: str = "divergence") -> Iterable[torch.Tensor]:
     """Normalised model inputs of ``dataset[indices]``, optionally under ``condition``, with progress."""
-    from ibnbench.data import loader as data_mod
     from ibnbench.data.geometry import geometry_key
+    from ibnbench.data.loader import make_loader
     from ibnbench.progress import Progress
 
     prep = model.ibnbench_info.preprocessing
-    loader = data_mod.make_loader(dataset, [prep], batch_size=batch_size, workers=0, indices=list(indices))
+    loader = make_loader(dataset, [prep], batch_size=batch_size, workers=0, indices=list(indices))
     key = geometry_key(prep)
     with Progress(len(indices), desc) as progress:
         for batch in loader:
@@ -217,6 +217,32 @@ def _domain_batches(model: nn.Module, dataset, indices: Sequence[int], condition
                 x = condition(x)
             yield prep.normalize(x)
             progress.update(len(batch["index"]))
+
+
+def _domains(data: str | Path, data_b: str | Path | None, condition: str | None, suite: str, split_classes: bool,
+             limit: int | None, style_weights: dict | None) -> tuple:
+    """The two domains as ``(dataset A, indices A, name A, dataset B, indices B, name B, condition)``:
+    the condition is applied to domain B's crops (None when B is a folder of its own)."""
+    from ibnbench.data.discovery import open_dataset
+    from ibnbench.eval.plan import load_suite, select_conditions
+
+    if split_classes:
+        dataset = open_dataset(data)
+        labels = dataset.labels.tolist()
+        return (dataset, [i for i, label in enumerate(labels) if label < 500][:limit], "classes 0-499",
+                dataset, [i for i, label in enumerate(labels) if label >= 500][:limit], "classes 500-999", None)
+    set_a = open_dataset(data, limit=limit)
+    a_idx = list(range(len(set_a)))
+    if condition is None:
+        set_b = open_dataset(data_b, limit=limit)
+        return set_a, a_idx, str(data), set_b, list(range(len(set_b))), str(data_b), None
+    selected, _ = select_conditions(load_suite(suite, style_weights=style_weights), [condition],
+                                    hint="or choose another --condition")
+    chosen = selected[condition]
+    own = chosen.source(set_a)  # a pre-stylised copy of the dataset is read as domain B
+    if own is not None:
+        return set_a, a_idx, "origin", own, a_idx, chosen.label, None
+    return set_a, a_idx, "origin", set_a, a_idx, chosen.label, chosen
 
 
 def divergence(model: str, data: str | Path, data_b: str | Path | None = None, condition: str | None = None,
@@ -230,9 +256,7 @@ def divergence(model: str, data: str | Path, data_b: str | Path | None = None, c
     ``limit`` keeps the first N images (sorted order) of each domain. Returns
     ``{"model", "weights", "domain_a", "domain_b", "n_a", "n_b", "layers": [{"name", "divergence", ...}]}``.
     """
-    from ibnbench.data.discovery import open_dataset
     from ibnbench.eval.distributed import resolve_device
-    from ibnbench.eval.plan import load_suite, select_conditions
     from ibnbench.io import ensure_writable
     from ibnbench.zoo import create_model, model_info
 
@@ -242,30 +266,8 @@ def divergence(model: str, data: str | Path, data_b: str | Path | None = None, c
     dev = resolve_device(device)
     if limit is not None and limit < 2:
         raise UsageError(f"--limit: feature divergence needs at least 2 images per domain, got {limit}")
-    cond = None
-    if split_classes:
-        set_a = set_b = open_dataset(data)
-        labels = set_a.labels.tolist()
-        a_idx = [i for i, label in enumerate(labels) if label < 500][:limit]
-        b_idx = [i for i, label in enumerate(labels) if label >= 500][:limit]
-        domain_a, domain_b = "classes 0-499", "classes 500-999"
-    else:
-        set_a = open_dataset(data, limit=limit)
-        a_idx = list(range(len(set_a)))
-        if condition is not None:
-            selected, _ = select_conditions(load_suite(suite, style_weights=style_weights), [condition],
-                                            hint="or choose another --condition")
-            chosen = selected[condition]
-            own = chosen.source(set_a)  # a pre-stylised copy of the dataset is read as domain B
-            if own is not None:
-                set_b, b_idx = own, a_idx
-            else:
-                set_b, b_idx, cond = set_a, a_idx, chosen
-            domain_a, domain_b = "origin", chosen.label
-        else:
-            set_b = open_dataset(data_b, limit=limit)
-            b_idx = list(range(len(set_b)))
-            domain_a, domain_b = str(data), str(data_b)
+    set_a, a_idx, domain_a, set_b, b_idx, domain_b, cond = _domains(data, data_b, condition, suite, split_classes,
+                                                                    limit, style_weights)
     for indices, domain in ((a_idx, domain_a), (b_idx, domain_b)):
         if len(indices) < 2:
             raise UsageError(f"feature divergence needs at least 2 images per domain; {domain} has {len(indices)}")

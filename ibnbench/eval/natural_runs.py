@@ -1,9 +1,10 @@
-"""Runs of a dataset suite (:mod:`ibnbench.conditions.dataset_suites`).
+"""Runs of a dataset suite (natural shifts, :mod:`ibnbench.conditions.dataset_suites`).
 
-:func:`run_datasets` runs the single-dataset path (:func:`ibnbench.eval.engine.run`, condition ``origin``) on ImageNet
-val and on each dataset, and writes one record: one row per dataset, its gap measured against val on the same
-class subset (val restricted to the subset's images and masked alike, a row of its own: ``origin@<id>``), and
-every dataset's fingerprint in ``dataset.datasets``. A dataset that is not there is reported as missing.
+:func:`run_dataset_suite` runs the single-dataset path (:func:`~ibnbench.eval.condition_runs.run_condition_suite`,
+condition ``origin``) on ImageNet val and on each dataset, and writes one record: one row per dataset, its gap
+measured against val on the same class subset (val restricted to the subset's images and masked alike, a row of its
+own: ``origin@<id>``), and every dataset's fingerprint in ``dataset.datasets``. A dataset that is not there is
+reported as missing.
 """
 from __future__ import annotations
 
@@ -12,16 +13,20 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from ibnbench.conditions.dataset_suites import VAL_ID, DatasetSuite, load_dataset_suite
-from ibnbench.data import discovery as data_mod
 from ibnbench.data.classes import ClassSubset
+from ibnbench.data.discovery import open_dataset, restrict
 from ibnbench.errors import RecordError, UsageError
+from ibnbench.eval.condition_runs import run_condition_suite
 from ibnbench.eval.distributed import DistContext
+from ibnbench.eval.options import RunOptions
+from ibnbench.eval.output import RecordOutput, created_now, keeping_record
+from ibnbench.eval.plan import weights_per_model
 from ibnbench.results.predictions import dataset_sidecar_path, sidecar_path
 from ibnbench.results.record import Record, read_record, write_record
+from ibnbench.zoo import model_info
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ def _plan(suite: DatasetSuite, val: Path, limit: int | None,
           labels: str | os.PathLike | None) -> tuple[list[_Part], dict[str, str]]:
     """The single-dataset runs (val first; per subset dataset the restricted val before it) and the missing
     datasets with why; every present dataset is opened (and its classes checked) before any work."""
-    data_mod.open_dataset(val, labels=labels, limit=limit)
+    open_dataset(val, labels=labels, limit=limit)
     parts = [_Part(VAL_ID, "ImageNet val", val, None, False, None)]
     missing = {}
     for entry in suite.datasets:
@@ -48,7 +53,7 @@ def _plan(suite: DatasetSuite, val: Path, limit: int | None,
         if isinstance(where, str):
             missing[entry.id] = where
             continue
-        subset = entry.subset(data_mod.open_dataset(where, limit=limit))
+        subset = entry.subset(open_dataset(where, limit=limit))
         if subset is None:
             parts.append(_Part(entry.id, entry.label, where, None, False, VAL_ID))
             continue
@@ -59,17 +64,23 @@ def _plan(suite: DatasetSuite, val: Path, limit: int | None,
     return parts, missing
 
 
-def _reusable(path: Path, dataset_sha: str, classes: dict | None, weights: list[str],
-              dtype_key: tuple) -> Record | None:
+def _reusable(part: _Part, path: Path, labels: str | os.PathLike | None, weights: list[str],
+              options: RunOptions) -> Record | None:
     """The finished part record at ``path`` if it was made on the same data, subset, weights and precision."""
+    if not path.is_file():
+        return None
     try:
-        part = read_record(path)
+        found = read_record(path)
     except RecordError:
         return None
-    same = (part.dataset.get("sha256") == dataset_sha and part.dataset.get("classes") == classes
-            and [m.get("weights") for m in part.models.values()] == weights
-            and (part.environment.get("dtype"), part.environment.get("refine")) == dtype_key)
-    return part if same else None
+    dataset = open_dataset(part.path, labels=labels, limit=options.limit)
+    dataset = restrict(dataset, part.classes.indices) if part.restrict else dataset
+    same = (found.dataset.get("sha256") == dataset.fingerprint()["sha256"]
+            and found.dataset.get("classes") == (part.classes.as_dict() if part.classes else None)
+            and [m.get("weights") for m in found.models.values()] == weights
+            and (found.environment.get("dtype"), found.environment.get("refine"))
+            == options.precision(options.resolved_device()))
+    return found if same else None
 
 
 def combined_sha256(datasets: dict[str, dict]) -> str:
@@ -78,72 +89,60 @@ def combined_sha256(datasets: dict[str, dict]) -> str:
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()
 
 
-def run_datasets(model: Sequence[str], data: str | os.PathLike, suite: str = "natural",
-                 datasets: Sequence[str] | None = None, weights: Sequence[str] | None = None,
-                 output: str | os.PathLike | None = None, results_dir: str | os.PathLike = "results",
-                 labels: str | os.PathLike | None = None, resume: bool = False, restart: bool = False,
-                 skip_missing: bool = False, preprocessing: Sequence[str] | None = None, **options) -> Record:
-    """``ibnbench run --suite natural`` as a function: every model on ImageNet val (``data``) and on every dataset
-    of the suite (or those in ``datasets``), one record with a row per dataset and its gap to val.
+def run_dataset_suite(models: Sequence[str], data: str | os.PathLike, *, suite: str | os.PathLike = "natural",
+                      options: RunOptions, output: str | os.PathLike | None = None,
+                      results_dir: str | os.PathLike = "results", datasets: Sequence[str] | None = None,
+                      weights: Sequence[str] | None = None, preprocessing: Sequence[str] | None = None,
+                      labels: str | os.PathLike | None = None, resume: bool = False, restart: bool = False,
+                      skip_missing: bool = False) -> Record:
+    """Every model on ImageNet val (``data``) and on every dataset of the suite (or those in ``datasets``), one
+    record with a row per dataset and its gap to val (arguments as for :func:`ibnbench.run`).
 
     Missing datasets stop the run before any work, unless ``skip_missing`` (then they are rows marked
     missing). Each finished dataset is kept beside the output (``.<name>.<id>.json``) until the record is
     written, so ``resume`` continues with the next one (and the interrupted one from its checkpoint);
-    ``restart`` runs every dataset again. ``preprocessing`` as for :func:`ibnbench.run`.
+    ``restart`` runs every dataset again.
     """
-    from ibnbench.eval.engine import check_replaceable_record, run
-    from ibnbench.eval.options import RunOptions
-    from ibnbench.zoo import model_info
-
     chosen = load_dataset_suite(suite)
     if datasets:
         chosen = chosen.select(list(datasets))
-    names = list(model)
+    names = list(models)
     if not names:
         raise UsageError("give at least one --model")
     for name in names:
         model_info(name)
-    opts = RunOptions(**options)
-    parts, missing = _plan(chosen, Path(data), opts.limit, labels)
+    parts, missing = _plan(chosen, Path(data), options.limit, labels)
     if missing and not skip_missing:
         details = "; ".join(f"{k}: {why}" for k, why in missing.items())
         raise UsageError(f"missing dataset(s) {details} (or pass --skip-missing)")
-
-    out_path = Path(output) if output else None
-    if out_path is not None:
-        check_replaceable_record(out_path)
-    stem = out_path or Path(results_dir) / f"{chosen.name}-{'+'.join(names)}.json"
-    part_path = {p.id: stem.with_name(f".{stem.name}.{p.id}.json") for p in parts}
-    dtype_key = (str(opts.amp_dtype(opts.resolved_device()) or "torch.float32").removeprefix("torch."),
-                 opts.refine if opts.amp_dtype(opts.resolved_device()) else None)
+    dist = DistContext.detect()
+    out = RecordOutput.choose(output, results_dir, chosen.name, names)
+    if dist.is_main:
+        out.check()
+    part_path = {p.id: out.side_file(f"{p.id}.json") for p in parts}
+    specs = weights_per_model(weights, names, "official")
     records: dict[str, Record] = {}
     for part in parts:
-        dataset = data_mod.open_dataset(part.path, labels=labels if part.path == Path(data) else None,
-                                        limit=opts.limit)
-        dataset = data_mod.restrict(dataset, part.classes.indices) if part.restrict else dataset
-        found = part_path[part.id]
-        reuse = None
-        if resume and found.is_file():
-            reuse = _reusable(found, dataset.fingerprint()["sha256"],
-                              part.classes.as_dict() if part.classes else None, _specs(weights, names), dtype_key)
-        if reuse is None:
-            if opts.progress:
-                print(f"{chosen.name}: {part.label} ({part.path})")
-            reuse = run(names, part.path, suite="table1", conditions=["origin"], weights=weights, output=found,
-                        labels=labels if part.path == Path(data) else None, resume=resume, restart=restart,
-                        preprocessing=preprocessing, classes=part.classes, restrict_to_classes=part.restrict,
-                        **options)
-        records[part.id] = reuse
-
+        part_labels = labels if part.path == Path(data) else None
+        records[part.id] = (resume and _reusable(part, part_path[part.id], part_labels, specs, options)) or \
+            _run_part(chosen.name, part, names, part_path[part.id], part_labels, options, weights=weights,
+                      preprocessing=preprocessing, resume=resume, restart=restart)
     record = _combine(chosen, parts, records, missing)
-    dist = DistContext.detect()
     if dist.is_main:
-        if out_path is None:
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            out_path = Path(results_dir) / f"{chosen.name}-{'+'.join(names)}-{stamp}.json"
-        _write(record, records, part_path, out_path)
+        with keeping_record(record, out.path):
+            _write(record, records, part_path, out.path)
     dist.barrier()
     return record
+
+
+def _run_part(suite: str, part: _Part, names: list[str], path: Path, labels: str | os.PathLike | None,
+              options: RunOptions, **run_arguments) -> Record:
+    """One dataset of the suite: condition ``origin`` on it, its record written to ``path``."""
+    if options.progress:
+        print(f"{suite}: {part.label} ({part.path})")
+    return run_condition_suite(names, part.path, suite="table1", conditions=["origin"], options=options,
+                               output=path, labels=labels, classes=part.classes, restrict_to_classes=part.restrict,
+                               **run_arguments)
 
 
 def _write(record: Record, records: dict[str, Record], part_path: dict[str, Path], out_path: Path) -> None:
@@ -164,12 +163,6 @@ def _write(record: Record, records: dict[str, Record], part_path: dict[str, Path
     for path in part_path.values():
         path.unlink(missing_ok=True)
         sidecar_path(path).unlink(missing_ok=True)
-
-
-def _specs(weights: Sequence[str] | None, names: Sequence[str]) -> list[str]:
-    from ibnbench.eval.plan import weights_per_model
-
-    return weights_per_model(weights, names, "official")
 
 
 def _combine(suite: DatasetSuite, parts: list[_Part], records: dict[str, Record], missing: dict[str, str]) -> Record:
@@ -205,4 +198,4 @@ def _combine(suite: DatasetSuite, parts: list[_Part], records: dict[str, Record]
                  "n_skipped": sum(d.get("n_skipped", 0) for d in fingerprints.values()),
                  "skipped": [f"{k}: {f}" for k, d in fingerprints.items() for f in d.get("skipped", [])]},
         models=first.models, environment=first.environment, timing=timing, results=results, per_image=per_image,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        created=created_now())

@@ -1,0 +1,109 @@
+"""Runs of a condition suite: every model under every condition on one dataset, one record (with its predictions
+sidecar) written. :func:`ibnbench.run` calls :func:`run_condition_suite` for a condition suite, and the dataset-suite
+runs (:mod:`ibnbench.eval.natural_runs`) call it once per dataset."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+from ibnbench.data.classes import ClassSubset
+from ibnbench.errors import BadImageError, UsageError
+from ibnbench.eval.checkpoint import RESUME_HINT, Checkpoint, RunInterrupted, check_checkpoint
+from ibnbench.eval.distributed import DistContext
+from ibnbench.eval.engine import EvalResult, environment, evaluate
+from ibnbench.eval.options import RunOptions
+from ibnbench.eval.output import RecordOutput, created_now, write_with_predictions
+from ibnbench.eval.plan import Classifier, RunPlan
+from ibnbench.io import ensure_writable
+from ibnbench.results.record import Record
+from ibnbench.results.stats import ece
+
+
+def run_condition_suite(models: Sequence[str], data: str | os.PathLike, *, suite: str | os.PathLike = "table1",
+                        options: RunOptions, output: str | os.PathLike | None = None,
+                        results_dir: str | os.PathLike = "results", conditions: Sequence[str] | None = None,
+                        weights: Sequence[str] | None = None, preprocessing: Sequence[str] | None = None,
+                        labels: str | os.PathLike | None = None, resume: bool = False, restart: bool = False,
+                        skip_missing: bool = False, style_weights: Mapping[str, str] | None = None,
+                        classes_from_folders: bool = False, classes: str | os.PathLike | ClassSubset | None = None,
+                        restrict_to_classes: bool = False) -> Record:
+    """Evaluate ``models`` under the condition suite on ``data`` and write the record (arguments as for
+    :func:`ibnbench.run`). Everything (models, suite assets, data listing, a writable output, the checkpoint
+    state) is checked before any weight is loaded or image decoded."""
+    plan = RunPlan.make(models, data, suite, conditions, weights, labels=labels, limit=options.limit,
+                        skip_missing=skip_missing, style_weights=style_weights, preprocessing=preprocessing,
+                        classes_from_folders=classes_from_folders, classes=classes,
+                        restrict_to_classes=restrict_to_classes, style_dirs=options.style_dirs())
+    dist = DistContext.detect()
+    out = RecordOutput.choose(output, results_dir, plan.suite.name, plan.names)
+    checkpoint_path = out.side_file(f"rank{dist.rank}.resume.pt")
+    if dist.is_main:
+        out.check()
+    ensure_writable(checkpoint_path, "checkpoint")
+    check_checkpoint(out.stem, checkpoint_path, resume, restart, dist.world_size)
+    built = plan.build(announce=dist.is_main)
+    fingerprint = plan.dataset.fingerprint()
+    checkpoint = Checkpoint(checkpoint_path, _identity(plan, built, fingerprint, options, dist))
+    result = _evaluate(plan, built, options, checkpoint, dist)
+    record = _record(plan, built, fingerprint, result, environment(dist.device(options.resolved_device()), options,
+                                                                    result.close_calls_left))
+    if not any(row["n_images"] for row in record.results):
+        checkpoint.remove()
+        raise UsageError(f"no image could be scored: all {len(plan.dataset)} image(s) of {data} were unreadable and "
+                         f"skipped (e.g. {', '.join(result.skipped[:3])}); nothing was written")
+    if dist.is_main:
+        write_with_predictions(record, result.predictions, out.path)
+    dist.barrier()
+    checkpoint.remove()
+    return record
+
+
+def _identity(plan: RunPlan, built: Mapping[str, Classifier], fingerprint: dict, options: RunOptions,
+              dist: DistContext) -> dict:
+    """What a checkpoint must match to be resumed: suite, conditions, data, ranks, weights, preprocessing,
+    precision and class subset."""
+    identity = {"suite_hash": plan.suite.hash, "conditions": [c.id for c in plan.suite.conditions],
+                "dataset": fingerprint["sha256"], "world_size": dist.world_size, "rank": dist.rank,
+                "models": {n: m.weights.get("sha256") for n, m in built.items()},
+                "preprocessing": {n: m.preprocessing.as_dict() for n, m in built.items()},
+                "precision": (options.amp, options.refine)}
+    if plan.classes is not None:
+        identity["classes"] = plan.classes.indices
+    return identity
+
+
+def _evaluate(plan: RunPlan, built: Mapping[str, Classifier], options: RunOptions, checkpoint: Checkpoint,
+              dist: DistContext) -> EvalResult:
+    """:func:`~ibnbench.eval.engine.evaluate`, telling on Ctrl-C or an unreadable image what was saved and how to
+    go on."""
+    try:
+        return evaluate(built, plan.suite.conditions, plan.dataset, options, checkpoint, dist, classes=plan.classes)
+    except KeyboardInterrupt:
+        saved = (f"progress saved in {checkpoint.path}; " if checkpoint.exists()
+                 else "no chunk finished, nothing saved; ")
+        raise RunInterrupted(saved + (RESUME_HINT if checkpoint.exists() else "run the command again")) from None
+    except BadImageError as exc:  # the images finished before it were saved: say so, and how to go on
+        if checkpoint.exists():
+            exc.args = (f"{exc}; the images done before it are saved in {checkpoint.path}: --resume --on-bad-image "
+                        "skip continues and skips unreadable images (--restart starts over)",)
+        raise
+
+
+def _record(plan: RunPlan, built: Mapping[str, Classifier], fingerprint: dict, result: EvalResult,
+            env: dict) -> Record:
+    """The run's record (its ``predictions`` reference set when written)."""
+    predictions, subset = result.predictions, plan.classes
+    for row in result.results:  # from the stored (float16) confidences, so the sidecar reproduces it exactly
+        row["ece"] = round(100 * ece(predictions.confidence(row["model"], row["condition"]),
+                                     predictions.correct(row["model"], row["condition"])), 4)
+    return Record(
+        suite=plan.suite.name, suite_hash=plan.suite.hash,
+        conditions=[{"id": c.id, "label": c.label, **c.provenance()} for c in plan.suite.conditions]
+        + [{"id": cid, "label": plan.labels[cid], "not_run": True} for cid in plan.not_run],
+        dataset={**fingerprint, "n_skipped": len(result.skipped), "skipped": result.skipped,
+                 **({"classes": subset.as_dict()} if subset is not None else {})},
+        models={n: {"model": name, "weights": m.weights.get("source"), "sha256": m.weights.get("sha256"),
+                    "release": m.weights.get("release"), "preprocessing": m.preprocessing.as_dict()}
+                for (n, m), name in zip(built.items(), plan.names)},
+        environment=env, timing=result.timing, results=result.results,
+        per_image={"files": list(plan.dataset.files), **result.per_image}, created=created_now())
