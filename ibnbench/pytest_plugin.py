@@ -3,7 +3,7 @@
 Options ``--ibnbench-data DIR``, ``--ibnbench-device DEV`` and ``--ibnbench-workers N`` (or the ini keys
 ``ibnbench_data`` and ``ibnbench_device``). The fixture ``ibnbench_run(model, suite="table1", conditions=None,
 weights=None)`` evaluates once per session for each distinct argument set and returns the
-:class:`ibnbench.results.Record`, so several tests share one evaluation. Tests marked ``@pytest.mark.ibnbench``
+:class:`ibnbench.Record`, so several tests share one evaluation. Tests marked ``@pytest.mark.ibnbench``
 (and any test using ``ibnbench_run``) skip, saying why, when no data folder is given.
 :func:`assert_no_regression` fails a test on a significant change against a recorded run (``ibnbench check``).
 
