@@ -174,6 +174,12 @@ def test_plain_commands_expand_as_bash_would(tmp_path):
         assert plain_commands(needs_bash, tmp_path) is None, needs_bash
 
 
+def test_console_blocks_split_into_commands_and_shown_output():
+    code = "$ ibnbench run --model m \\\n      --output r.json\n| origin | 28.00 |\n\n$ ibnbench check r.json\n"
+    assert console_parts(code) == ("ibnbench run --model m \\\n      --output r.json\nibnbench check r.json",
+                                   ["| origin | 28.00 |"])
+
+
 def test_there_are_docs_pages():
     assert len(PAGES) > 5 and all(page.read_text().strip() for page in PAGES)
 
