@@ -180,6 +180,22 @@ def test_console_blocks_split_into_commands_and_shown_output():
                                    ["| origin | 28.00 |"])
 
 
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_relative_links_resolve(page):
+    """Every link to a file of the repository (and its heading anchor, if any) exists."""
+    for target, anchor in re.findall(r"\]\((?!https?:)([^)#\s]+)(?:#([^)\s]+))?\)", page.read_text()):
+        linked = (page.parent / target).resolve()
+        assert linked.exists(), f"{page.name}: {target}"
+        if anchor:
+            headings = re.findall(r"^#+ (.*)$", linked.read_text(), re.M)
+            assert anchor in {_anchor(h) for h in headings}, f"{page.name}: {target}#{anchor}"
+
+
 def test_there_are_docs_pages():
     assert len(PAGES) > 5 and all(page.read_text().strip() for page in PAGES)
 
