@@ -1,6 +1,7 @@
 """What the code's comments and docstrings, the TOML comments, the README and docs/ say about the repository is
-true: every ``ibnbench/...`` path exists, every dotted ``ibnbench.x.y`` name resolves, and every "Table N" of the
-IBN-Net paper exists and, where the text says what the table holds, is the table that holds it."""
+true: every ``ibnbench/...`` path (and ``tests/``, ``benchmarks/``, ``docs/``, ... path) exists, every dotted
+``ibnbench.x.y`` name resolves, and every "Table N" of the IBN-Net paper exists and, where the text says what the
+table holds, is the table that holds it."""
 from __future__ import annotations
 
 import importlib
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAPER_TOML = ROOT / "ibnbench" / "reference" / "ibn_net_paper.toml"
 PAPER_MD = SHARED / "paper" / "ibn-net-tables.md"
 
-PATH = re.compile(r"(?<![\w/.-])ibnbench/[\w./*-]*[\w*/]")
+PATH = re.compile(r"(?<![\w/.-])(?:ibnbench|tests|benchmarks|docs|transforms|datasets|leaderboards)/[\w./*-]*[\w*]")
 DOTTED = re.compile(r"(?<![\w/.-])ibnbench(?:\.[A-Za-z_]\w*)+")
 # "Table 4", "Table-1", "Tables 1-5", "Tables 4 and 5", "Tables 1, 2, 4, 5"
 TABLES = re.compile(r"\bTables?[ -](\d+(?:(?:\s*-\s*|,\s*|\s+and\s+)\d+)*)")
