@@ -197,6 +197,14 @@ def test_relative_links_resolve(page):
             assert anchor in {_anchor(h) for h in headings}, f"{page.name}: {target}#{anchor}"
 
 
+def test_readme_is_short_and_gives_the_ci_test_command():
+    """At most 150 lines (the rest lives in docs/), and the test command .ci/run runs is the README's, verbatim."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    ci_command = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if "-m pytest" in line]
+    assert len(ci_command) == 1 and f"```bash\n{ci_command[0]}\n```" in readme
+
+
 def test_there_are_docs_pages():
     assert len(PAGES) > 5 and all(page.read_text().strip() for page in PAGES)
 
