@@ -1,6 +1,6 @@
-"""The pytest plugin as a user meets it: the README's sample test run by pytester against the committed record
-(passes), against a tampered copy of it (fails), without ``--ibnbench-data`` (skips, saying why), with one
-evaluation shared by every test of the session."""
+"""The pytest plugin as a user meets it: the sample test of docs/regression-checks.md run by pytester against the
+committed record (passes), against a tampered copy of it (fails), without ``--ibnbench-data`` (skips, saying
+why), with one evaluation shared by every test of the session."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,7 @@ pytest_plugins = ["pytester"]
 
 RECORD = Path(__file__).resolve().parents[1] / "leaderboards" / "records" / "table1-efficientnet_lite0-val100.json"
 
-# The README's sample, verbatim: a user's regression test against a record committed beside it.
+# The sample of docs/regression-checks.md, verbatim: a user's regression test against a record committed beside it.
 SAMPLE = '''\
 from pathlib import Path
 
@@ -153,6 +153,6 @@ def test_ini_key_resolves_against_the_ini_file(pytester, monkeypatch):
     result.assert_outcomes(passed=1)
 
 
-def test_the_sample_is_the_readme_s():
-    """What the tests above run is what the README shows (its import paths included)."""
-    assert SAMPLE in (Path(__file__).resolve().parents[1] / "README.md").read_text()
+def test_the_sample_is_the_docs_s():
+    """What the tests above run is what docs/regression-checks.md shows (its import paths included)."""
+    assert SAMPLE in (Path(__file__).resolve().parents[1] / "docs/regression-checks.md").read_text()
