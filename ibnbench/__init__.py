@@ -33,16 +33,68 @@ _LAZY: dict[str, tuple[str, str]] = {
     "IbnbenchError": ("errors", "IbnbenchError"),
     "RecordWriteError": ("errors", "RecordWriteError"),
     "WeightsError": ("errors", "WeightsError"),
-    # conditions: the functional ops go here
+    # conditions: ImageNet-C's ops as pure functions with explicit parameters, their severities, one severity applied
+    "brightness": ("conditions.corruptions", "brightness"),
+    "contrast": ("conditions.corruptions", "contrast"),
+    "defocus_blur": ("conditions.corruptions", "defocus_blur"),
+    "elastic_transform": ("conditions.corruptions", "elastic_transform"),
+    "fog": ("conditions.corruptions", "fog"),
+    "frost": ("conditions.corruptions", "frost"),
+    "gaussian_blur": ("conditions.corruptions", "gaussian_blur"),
+    "gaussian_noise": ("conditions.corruptions", "gaussian_noise"),
+    "glass_blur": ("conditions.corruptions", "glass_blur"),
+    "impulse_noise": ("conditions.corruptions", "impulse_noise"),
+    "jpeg_compression": ("conditions.corruptions", "jpeg_compression"),
+    "motion_blur": ("conditions.corruptions", "motion_blur"),
+    "pixelate": ("conditions.corruptions", "pixelate"),
+    "saturate": ("conditions.corruptions", "saturate"),
+    "shot_noise": ("conditions.corruptions", "shot_noise"),
+    "snow": ("conditions.corruptions", "snow"),
+    "spatter": ("conditions.corruptions", "spatter"),
+    "speckle_noise": ("conditions.corruptions", "speckle_noise"),
+    "zoom_blur": ("conditions.corruptions", "zoom_blur"),
+    "CORRUPTIONS": ("conditions.corruptions", "CORRUPTIONS"),
+    "SEVERITY_PARAMETERS": ("conditions.corruptions", "SEVERITY_PARAMETERS"),
+    "corrupt": ("conditions.corruptions", "corrupt"),
+    "Draws": ("conditions.imaging", "Draws"),
 }
 """Public name -> (submodule, attribute), imported on first use."""
 
-__all__ = ["Classifier", "IbnbenchError", "ModelInfo", "Preprocessing", "Record", "RecordWriteError", "RunOptions",
-           "Weights", "WeightsError", "assert_no_regression", "create_model", "evaluate", "list_models", "load_suite",
-           "model_info", "predictions_for", "read_record", "register_model", "run"]
+__all__ = ["CORRUPTIONS", "Classifier", "Draws", "IbnbenchError", "ModelInfo", "Preprocessing", "Record",
+           "RecordWriteError", "RunOptions", "SEVERITY_PARAMETERS", "Weights", "WeightsError",
+           "assert_no_regression", "brightness", "contrast", "corrupt", "create_model", "defocus_blur",
+           "elastic_transform", "evaluate", "fog", "frost", "gaussian_blur", "gaussian_noise", "glass_blur",
+           "impulse_noise", "jpeg_compression", "list_models", "load_suite", "model_info", "motion_blur", "pixelate",
+           "predictions_for", "read_record", "register_model", "run", "saturate", "shot_noise", "snow", "spatter",
+           "speckle_noise", "zoom_blur"]
 """The public names: those of :data:`_LAZY`."""
 
 if TYPE_CHECKING:
+    from ibnbench.conditions.corruptions import (
+        CORRUPTIONS,
+        SEVERITY_PARAMETERS,
+        brightness,
+        contrast,
+        corrupt,
+        defocus_blur,
+        elastic_transform,
+        fog,
+        frost,
+        gaussian_blur,
+        gaussian_noise,
+        glass_blur,
+        impulse_noise,
+        jpeg_compression,
+        motion_blur,
+        pixelate,
+        saturate,
+        shot_noise,
+        snow,
+        spatter,
+        speckle_noise,
+        zoom_blur,
+    )
+    from ibnbench.conditions.imaging import Draws
     from ibnbench.errors import IbnbenchError, RecordWriteError, WeightsError
     from ibnbench.eval.api import run
     from ibnbench.eval.engine import evaluate

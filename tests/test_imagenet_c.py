@@ -15,9 +15,9 @@ from corruption_reference import imagecorruptions, imagenet_c_crops, reference, 
 
 import ibnbench
 from conftest import VAL100, need
+from ibnbench import CORRUPTIONS, SEVERITY_PARAMETERS, fog, gaussian_noise, motion_blur  # the public ops
 from ibnbench.conditions import corruptions
 from ibnbench.conditions.base import Corruption
-from ibnbench.conditions.corruptions import CORRUPTIONS, SEVERITY_PARAMETERS, fog, gaussian_noise, motion_blur
 from ibnbench.conditions.frost import FROST_DIR_ENV, missing_frost
 from ibnbench.conditions.imaging import Draws
 from ibnbench.errors import SuiteError, UsageError
