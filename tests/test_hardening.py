@@ -1131,3 +1131,14 @@ def test_style_weights_for_a_style_the_suite_lacks(tmp_path, capfd):
 def test_list_file_options_given_a_folder_say_so(tmp_path, capfd, flag, what):
     root = make_folder(tmp_path / "val", {A: [1]})
     fails(capfd, *RUN, "--data", root, flag, tmp_path, words=[f"{what} {tmp_path} is a folder"])
+
+
+def test_output_cut_off_by_its_pipe_is_quiet():
+    """``ibnbench models | head -1``: the reader closes the pipe early; no BrokenPipeError traceback, exit 141."""
+    reader = subprocess.Popen(["head", "-1"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    listing = subprocess.run([sys.executable, "-m", "ibnbench.cli", "models"], stdout=reader.stdin,
+                             stderr=subprocess.PIPE, text=True, check=False)
+    reader.stdin.close()
+    reader.wait()
+    assert "Traceback" not in listing.stderr and "BrokenPipe" not in listing.stderr, listing.stderr
+    assert listing.returncode in (0, 141)  # 0 only if the whole listing fitted in the pipe before head left

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ibnbench.results.record import read_record
+from ibnbench import read_record
 
 RECORDED = read_record(Path(__file__).with_name("recorded.json"))  # from `ibnbench run ... --output recorded.json`
 CONDITIONS = ["origin", "rgb+50"]

@@ -4,6 +4,7 @@ and keeps its traceback."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ibnbench.cli import catalog, evaluate, records
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
             print_summary(exc.record)
         print(f"ibnbench {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`ibnbench suites | head`): quiet, as Python's docs advise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush fails no more
+        return 141  # 128 + SIGPIPE, what a shell reports for a command cut off by its pipe
 
 
 if __name__ == "__main__":
