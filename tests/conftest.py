@@ -1,27 +1,20 @@
-"""Shared fixtures: where ../shared lives, and skips that say why."""
+"""Shared fixtures (paths and skips: :mod:`helpers.shared`; test helpers: the :mod:`helpers` package)."""
 from __future__ import annotations
 
 import contextlib
 import functools
 import http.server
-import json
-import os
 import sys
 import threading
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.shared import PARITY, REAL_CONDITIONS, REAL_SUITES, VAL100, need
 
 from ibnbench.errors import MissingExtraError
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
-
-SHARED = Path(os.environ.get("IBNBENCH_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-PARITY = SHARED / "parity"
-VAL100 = SHARED / "data" / "imagenet-val-100"
-REAL_SUITES = ("table1", "table1-clipped")
-REAL_CONDITIONS = ["origin", "rgb+50", "r+50", "std*1.5"]
 
 
 @contextlib.contextmanager
@@ -45,19 +38,6 @@ def pytest_runtest_call(item):
         return (yield)
 
 
-def need_extra(module: str) -> None:
-    """Skip unless the optional extra that provides ``module`` is installed (for tests that reach it through the
-    CLI, where the error becomes an exit code)."""
-    pytest.importorskip(module, reason=f"optional extra absent: {module} (pip install -e '.[lite]')")
-
-
-def need(path: Path) -> Path:
-    """Skip (saying which path is absent) unless ``path`` exists."""
-    if not path.exists():
-        pytest.skip(f"{path} is absent: this test needs ../shared beside the checkout (or $IBNBENCH_SHARED)")
-    return path
-
-
 @pytest.fixture(scope="session")
 def parity_rule():
     need(PARITY / "rule.py")
@@ -67,12 +47,6 @@ def parity_rule():
     finally:
         sys.path.remove(str(PARITY))
     return rule
-
-
-def load_fixture(name: str) -> dict:
-    """A parity fixture by model name, from ../shared/parity or its ``pending/`` folder."""
-    pending = PARITY / "pending" / f"{name}.json"
-    return json.loads(need(pending if pending.is_file() else PARITY / f"{name}.json").read_text())
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +72,7 @@ def real_records(val100, tmp_path_factory) -> dict:
 @pytest.fixture()
 def tiny_val(tmp_path) -> Path:
     """9 small synthetic JPEGs in 3 true ImageNet classes."""
-    from images import make_folder
+    from helpers.images import make_folder
 
     from ibnbench.data import classes as data
 

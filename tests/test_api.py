@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.shared import need_extra
 
 import ibnbench
-from conftest import need_extra
 from ibnbench.data.classes import imagenet_wnids
 from ibnbench.errors import RecordWriteError, UsageError
 

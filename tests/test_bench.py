@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from images import make_folder, write_image
+from helpers.images import make_folder, write_image
 
 from ibnbench.data import decode as data
 from ibnbench.data.classes import imagenet_wnids

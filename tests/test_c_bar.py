@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers.syncs import HostSyncProbe
 from scipy.fftpack import ifft2
 from scipy.ndimage import gaussian_filter
-from syncs import HostSyncProbe
 
 from ibnbench.conditions import c_bar
 from ibnbench.conditions.imaging import Draws, condition_key

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from runs import CONDITIONS, inverted_copy_suite, small_models
+from helpers.runs import CONDITIONS, inverted_copy_suite, small_models
 
 from ibnbench import run
 from ibnbench.data import cache

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from records import make_record
+from helpers.records import make_record
 
 from ibnbench.cli import main
 from ibnbench.results.check import check
@@ -40,7 +40,7 @@ def test_incomparable_inputs_exit_2(tmp_path, capsys, kwargs, reason):
 
 
 def test_plugin_assertion_helper_fails_only_on_a_significant_change(tmp_path):
-    from records import answer_record
+    from helpers.records import answer_record
 
     from ibnbench.pytest_plugin import assert_no_regression
     from ibnbench.results.stats import tango_interval

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.shared import VAL100, need, need_extra
 
-from conftest import VAL100, need, need_extra
 from ibnbench.results.predictions import for_record
 from ibnbench.results.record import SCHEMA_VERSION, read_record
 from ibnbench.results.report import report

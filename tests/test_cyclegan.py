@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers.shared import load_fixture
 
 import ibnbench
-from conftest import load_fixture
 from ibnbench.conditions.style import stylize_batch
 from ibnbench.errors import WeightsError
 from ibnbench.zoo.generators import load_generator

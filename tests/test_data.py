@@ -7,7 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from images import GPU_MAX_TOLERANCE, GPU_MEAN_TOLERANCE, WNIDS, A, B, make_flat, make_folder, val_name, write_image
+from helpers.images import (
+    GPU_MAX_TOLERANCE,
+    GPU_MEAN_TOLERANCE,
+    WNIDS,
+    A,
+    B,
+    make_flat,
+    make_folder,
+    val_name,
+    write_image,
+)
 from PIL import Image
 
 from ibnbench.data import decode as data

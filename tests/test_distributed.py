@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runs import run_args, torchrun
+from helpers.runs import run_args, torchrun
 
 from ibnbench.eval.distributed import DistContext
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers.shared import SHARED, need, need_extra
 
-from conftest import SHARED, need, need_extra
 from ibnbench.cli import main as ibnbench_main
 
 ROOT = Path(__file__).resolve().parents[1]

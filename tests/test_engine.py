@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from runs import CONDITIONS, inverted_copy_suite, small_models
-from syncs import HostSyncProbe
+from helpers.runs import CONDITIONS, inverted_copy_suite, small_models
+from helpers.syncs import HostSyncProbe
 
 from ibnbench import run
 from ibnbench.cli import main

@@ -9,9 +9,9 @@ import json
 
 import pytest
 import torch
-from gpu_race import overwritten_images
-from images import GPU_MAX_TOLERANCE, GPU_MEAN_TOLERANCE, write_image
-from runs import inverted_copy_suite, run_args, torchrun
+from helpers.gpu_race import overwritten_images
+from helpers.images import GPU_MAX_TOLERANCE, GPU_MEAN_TOLERANCE, write_image
+from helpers.runs import inverted_copy_suite, run_args, torchrun
 from torchvision.io import ImageReadMode, decode_jpeg
 
 import ibnbench

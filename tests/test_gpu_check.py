@@ -100,7 +100,7 @@ def test_a_step_cut_short_is_marked_and_keeps_its_rounds(tmp_path):
 
 
 def test_syncs_stand_in_counts_each_would_be_sync_with_its_place():
-    """On the CPU the syncs step counts what tests/syncs.py's probe records; on a GPU, torch's sync warnings,
+    """On the CPU the syncs step counts what tests/helpers/syncs.py's probe records; on a GPU, torch's sync warnings,
     each at the innermost ibnbench frame (here: this test's lines, outside ibnbench)."""
     from benchmarks.gpu_check.sync_sites import call_site, count_syncs
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from images import A, make_folder, picture, val_name, write_image
+from helpers.images import A, make_folder, picture, val_name, write_image
 from PIL import Image
 
 from ibnbench.cli import main
@@ -409,7 +409,7 @@ def test_unknown_suite_and_condition(tmp_path, capfd):
 
 
 def good_record(path: Path) -> Path:
-    from records import make_record
+    from helpers.records import make_record
 
     return results.write_record(make_record({"resnet50": {"origin": (24.0, 7.0), "rgb+50": (28.0, 9.0)}}), path)
 
@@ -674,7 +674,7 @@ def test_skip_with_every_image_bad_is_an_error_and_writes_nothing(tmp_path, capf
 
 
 def test_a_nan_record_is_refused_when_written_and_fails_check(tmp_path, capfd):
-    from records import make_record
+    from helpers.records import make_record
 
     good = good_record(tmp_path / "good.json")
     with pytest.raises(RecordError, match="resnet50 / origin: error is nan/7.0"):
@@ -687,7 +687,7 @@ def test_a_nan_record_is_refused_when_written_and_fails_check(tmp_path, capfd):
 
 
 def test_check_fails_when_the_new_record_lacks_pairs(tmp_path, capfd):
-    from records import make_record
+    from helpers.records import make_record
 
     old = results.write_record(make_record({"resnet50": {"origin": (24.0, 7.0), "rgb+50": (28.0, 9.0)}}),
                                tmp_path / "old.json")
@@ -699,7 +699,7 @@ def test_check_fails_when_the_new_record_lacks_pairs(tmp_path, capfd):
 
 
 def test_check_drop_without_origin_is_one_line(tmp_path, capfd):
-    from records import make_record
+    from helpers.records import make_record
 
     old = results.write_record(make_record({"resnet50": {"rgb+50": (28.0, 9.0)}}), tmp_path / "old.json")
     fails(capfd, "check", "--results", old, "--against", old, "--metric", "drop",
@@ -707,7 +707,7 @@ def test_check_drop_without_origin_is_one_line(tmp_path, capfd):
 
 
 def test_check_either_way_labels_an_improvement_as_such(tmp_path, capfd):
-    from records import make_record
+    from helpers.records import make_record
 
     old = results.write_record(make_record({"resnet50": {"origin": (24.0, 7.0)}}), tmp_path / "old.json")
     new = results.write_record(make_record({"resnet50": {"origin": (20.0, 7.0)}}), tmp_path / "new.json")

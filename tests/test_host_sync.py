@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from syncs import HostSyncProbe
+from helpers.syncs import HostSyncProbe
 
 from ibnbench.conditions.style import Dir
 from ibnbench.eval import engine

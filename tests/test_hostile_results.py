@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from records import make_record
+from helpers.records import make_record
 from test_hardening import cli, fails, works
 
 from ibnbench.results.record import write_record
@@ -347,7 +347,7 @@ def test_check_marks_an_out_of_range_error_invalid(tmp_path, capfd):
 
 
 def test_compare_with_answers_of_the_wrong_length_is_one_line(tmp_path, capfd):
-    from records import answer_record
+    from helpers.records import answer_record
 
     a = write_record(answer_record({"resnet50": {"origin": "0110"}}), tmp_path / "a.json")
     b = edited(tmp_path, "b.json", lambda data: data.update(answer_record({"resnet50_ibn_a": {"origin": "0110"}})
@@ -369,7 +369,7 @@ def test_predictions_sidecar_missing_or_altered(tmp_path, capfd):
 
 
 def test_compare_and_mcnemar_check_refuse_an_out_of_range_error(tmp_path, capfd):
-    from records import answer_record
+    from helpers.records import answer_record
 
     a = write_record(answer_record({"resnet50": {"origin": "0110"}}), tmp_path / "a.json")
     b = write_record(answer_record({"resnet50_ibn_a": {"origin": "0111"}}), tmp_path / "b.json")

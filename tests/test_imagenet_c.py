@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from corruption_reference import imagecorruptions, imagenet_c_crops, reference, to_batch
+from helpers.corruption_reference import imagecorruptions, imagenet_c_crops, reference, to_batch
+from helpers.shared import VAL100, need
 
 import ibnbench
-from conftest import VAL100, need
 from ibnbench import CORRUPTIONS, SEVERITY_PARAMETERS, fog, gaussian_noise, motion_blur  # the public ops
 from ibnbench.conditions import corruptions
 from ibnbench.conditions.base import Corruption

@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 import torch
-from corruption_reference import imagenet_c_crops, reference
-from runs import torchrun
+from helpers.corruption_reference import imagenet_c_crops, reference
+from helpers.runs import torchrun
+from helpers.shared import VAL100
 
-from conftest import VAL100
 from ibnbench import run
 from ibnbench.conditions import corruptions
 from ibnbench.data import discovery as data

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from corruption_reference import imagecorruptions
+from helpers.corruption_reference import imagecorruptions
 from PIL import Image
 from scipy.ndimage import zoom
 from scipy.stats import binomtest, rankdata

@@ -12,8 +12,7 @@ import tokenize
 from pathlib import Path
 
 import pytest
-
-from conftest import SHARED
+from helpers.shared import SHARED
 
 try:
     import tomllib

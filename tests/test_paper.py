@@ -7,9 +7,9 @@ import math
 import re
 
 import pytest
+from helpers.shared import SHARED, need
 
 import ibnbench
-from conftest import SHARED, need
 from ibnbench.results import paper
 from ibnbench.results.record import Record, write_record
 from ibnbench.results.report import report

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers.shared import PARITY, load_fixture
 
 import ibnbench
-from conftest import PARITY, load_fixture
 
 CLASSIFIER_FIXTURES = sorted(p.stem for p in [*PARITY.glob("*.json"), *PARITY.glob("pending/*.json")]
                              if p.stem != "cyclegan_resnet_9blocks") or [

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from images import assert_png
-from records import LITE0_RECORD, sweep_record
+from helpers.images import assert_png
+from helpers.records import LITE0_RECORD, sweep_record
 
 import ibnbench
 from ibnbench.cli import main

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from images import assert_png
-from records import LITE0_RECORD, schema_1_copy
+from helpers.images import assert_png
+from helpers.records import LITE0_RECORD, schema_1_copy
 
 from ibnbench.cli import main
 from ibnbench.data import discovery as data

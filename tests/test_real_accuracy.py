@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers.shared import REAL_CONDITIONS as CONDITIONS
+from helpers.shared import VAL100
 from PIL import Image
-
-from conftest import REAL_CONDITIONS as CONDITIONS
-from conftest import VAL100
 
 # What ibnbench produces (top-1/top-5 error %); reviewed against the independent computation below.
 EXPECTED = {

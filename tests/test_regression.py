@@ -11,9 +11,9 @@ import copy
 from pathlib import Path
 
 import pytest
+from helpers.shared import REAL_CONDITIONS, REAL_SUITES
 from scipy.stats import binomtest
 
-from conftest import REAL_CONDITIONS, REAL_SUITES
 from ibnbench.results.check import EXIT_OK, EXIT_REGRESSION, check
 from ibnbench.results.record import Record, read_record
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from records import answer_record, make_record, schema_1_copy
+from helpers.records import answer_record, make_record, schema_1_copy
 from scipy.stats import binomtest
 
 from ibnbench.cli import main

@@ -5,7 +5,7 @@ import json
 import os
 
 import pytest
-from records import make_record
+from helpers.records import make_record
 
 from ibnbench.errors import RecordError
 from ibnbench.results.record import Record, read_record, write_record

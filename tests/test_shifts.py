@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from images import make_folder, write_image
+from helpers.images import make_folder, write_image
 
 from ibnbench.data import classes as data
 from ibnbench.data.classes import read_class_list

@@ -11,8 +11,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from browser import Chromium, find_chromium
-from records import make_record, sweep_record
+from helpers.browser import Chromium, find_chromium
+from helpers.records import make_record, sweep_record
 
 from ibnbench.cli import main
 from ibnbench.results.record import write_record

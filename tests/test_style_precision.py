@@ -21,9 +21,9 @@ from typing import Iterator
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.shared import VAL100
 from torchvision.transforms.v2.functional import resize
 
-from conftest import VAL100
 from ibnbench.conditions.style import stylize_batch
 from ibnbench.data.discovery import open_dataset
 from ibnbench.data.geometry import geometry_key

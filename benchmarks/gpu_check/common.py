@@ -63,10 +63,10 @@ class Step:
 
 
 def from_tests(name: str):
-    """A helper module of tests/ (the mechanism a step shares with the test that pins it: gpu_race, syncs)."""
+    """A module of tests/helpers/ (the mechanism a step shares with the test that pins it: gpu_race, syncs)."""
     if str(REPO / "tests") not in sys.path:
         sys.path.insert(0, str(REPO / "tests"))
-    return importlib.import_module(name)
+    return importlib.import_module(f"helpers.{name}")
 
 
 def shared_root() -> Path:

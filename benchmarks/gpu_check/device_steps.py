@@ -201,7 +201,7 @@ def _race_images(n: int = 4) -> list[torch.Tensor]:
 
 
 def step_nvjpeg_race(plan: Plan, step: Step) -> None:
-    """The A/B of pytorch/vision#9606 (tests/gpu_race.py): images overwritten by writes queued on memory freed
+    """The A/B of pytorch/vision#9606 (tests/helpers/gpu_race.py): images overwritten by writes queued on memory freed
     before the decode, torchvision's call against ``nvjpeg_decode``. CPU stand-in: the two calls agree."""
     from torchvision.io import ImageReadMode, decode_jpeg
 

@@ -1,6 +1,6 @@
 """Host synchronisations counted per call site: under ``torch.cuda.set_sync_debug_mode("warn")`` on a GPU (each
 warning torch raises, at the innermost frame of ibnbench's own code); on the CPU, the operations that would wait
-there, as tests/syncs.py's probe records them."""
+there, as tests/helpers/syncs.py's probe records them."""
 from __future__ import annotations
 
 import contextlib

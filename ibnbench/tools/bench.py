@@ -142,7 +142,7 @@ def load_reference(spec: str):
     except (ImportError, AttributeError, FileNotFoundError) as exc:
         raise UsageError(f"--reference {spec}: cannot load it ({type(exc).__name__}: {exc}); imagecorruptions 1.1.2 "
                          "needs pkg_resources (setuptools < 81), numpy < 2 and scikit-image < 0.19, or pass "
-                         "--reference tests/corruption_reference.py:corrupt (the same code with test-only "
+                         "--reference tests/helpers/corruption_reference.py:corrupt (the same code with test-only "
                          "shims)") from None
 
 

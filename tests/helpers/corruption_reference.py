@@ -69,5 +69,5 @@ def to_batch(images: np.ndarray) -> torch.Tensor:
 
 def corrupt(image: np.ndarray, severity: int, corruption_name: str) -> np.ndarray:
     """``imagecorruptions.corrupt`` with the shims: what ``ibnbench bench --corruptions --reference
-    tests/corruption_reference.py:corrupt`` times."""
+    tests/helpers/corruption_reference.py:corrupt`` times."""
     return imagecorruptions().corrupt(image, severity=severity, corruption_name=corruption_name)

@@ -8,7 +8,7 @@ from pathlib import Path
 import ibnbench
 from ibnbench.results.record import Record
 
-RECORDS = Path(__file__).resolve().parents[1] / "leaderboards" / "records"
+RECORDS = Path(__file__).resolve().parents[2] / "leaderboards" / "records"
 LITE0_RECORD = RECORDS / "table1-efficientnet_lite0-val100.json"
 CONDITIONS = [{"id": "origin", "label": "origin"}, {"id": "rgb+50", "label": "RGB+50"},
               {"id": "std*1.5", "label": "std x1.5"}]

@@ -2,7 +2,7 @@
 browser reads JSON commands on fd 3 and writes replies and events on fd 4, each message ending in a NUL byte.
 No websocket, no downloaded browser: Debian's ``chromium`` package.
 
-``python tests/browser.py PAGE.html SHOT.png`` saves a screenshot of a page (docs/leaderboard.md's).
+``python tests/helpers/browser.py PAGE.html SHOT.png`` saves a screenshot of a page (docs/leaderboard.md's).
 """
 from __future__ import annotations
 
