@@ -422,11 +422,11 @@ def test_interrupted_dataset_suite_resumes_with_the_next_dataset(tiny_val, tmp_p
     suite, weights = natural_like(tmp_path), always_400(tmp_path / "w.pth")
     calls, real_run = [], natural_runs.run_condition_suite
 
-    def interrupted(*args, **kwargs):
-        calls.append(kwargs["output"].name)
+    def interrupted(request, options):
+        calls.append(request.output.name)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real_run(*args, **kwargs)
+        return real_run(request, options)
 
     monkeypatch.setattr(natural_runs, "run_condition_suite", interrupted)
     kwargs = {"suite": suite, "weights": [str(weights)], "output": tmp_path / "n.json", "skip_missing": True,

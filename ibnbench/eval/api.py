@@ -9,7 +9,7 @@ from ibnbench.data.classes import ClassSubset
 from ibnbench.errors import UsageError
 from ibnbench.eval.condition_runs import run_condition_suite
 from ibnbench.eval.natural_runs import run_dataset_suite
-from ibnbench.eval.options import RunOptions
+from ibnbench.eval.options import RunOptions, RunRequest
 from ibnbench.results.record import Record
 
 
@@ -42,17 +42,14 @@ def run(models: Sequence[str], data: str | os.PathLike, *, suite: str | os.PathL
     options.validate()
     if resume and restart:
         raise UsageError("--resume continues an interrupted run and --restart deletes it: give one of them")
-    common = {"options": options, "output": output, "results_dir": results_dir, "weights": weights,
-              "preprocessing": preprocessing, "labels": labels, "resume": resume, "restart": restart,
-              "skip_missing": skip_missing}
+    request = RunRequest(models, data, suite, conditions, weights, preprocessing, labels, output, results_dir, resume,
+                         restart, skip_missing, style_weights, classes_from_folders, classes, restrict_to_classes)
     if not is_dataset_suite(suite):
-        return run_condition_suite(models, data, suite=suite, conditions=conditions, style_weights=style_weights,
-                                   classes_from_folders=classes_from_folders, classes=classes,
-                                   restrict_to_classes=restrict_to_classes, **common)
+        return run_condition_suite(request, options)
     given = [flag for flag, on in (("--classes-from-folders", classes_from_folders), ("--classes", classes),
                                    ("--restrict-to-classes", restrict_to_classes),
                                    ("--style-weights", style_weights), ("--style-dir", options.style_dir)) if on]
     if given:
         raise UsageError(f"{given[0]} does not apply to dataset suite {suite}: its file says per dataset whether "
                          "it is scored on a class subset")
-    return run_dataset_suite(models, data, suite=suite, datasets=conditions, **common)
+    return run_dataset_suite(request, options)

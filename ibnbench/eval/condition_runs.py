@@ -3,15 +3,13 @@ sidecar) written. :func:`ibnbench.run` calls :func:`run_condition_suite` for a c
 runs (:mod:`ibnbench.eval.natural_runs`) call it once per dataset."""
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-from ibnbench.data.classes import ClassSubset
 from ibnbench.errors import BadImageError, UsageError
 from ibnbench.eval.checkpoint import RESUME_HINT, Checkpoint, RunInterrupted, check_checkpoint
 from ibnbench.eval.distributed import DistContext
 from ibnbench.eval.engine import EvalResult, environment, evaluate
-from ibnbench.eval.options import RunOptions
+from ibnbench.eval.options import RunOptions, RunRequest
 from ibnbench.eval.output import RecordOutput, created_now, write_with_predictions
 from ibnbench.eval.plan import Classifier, RunPlan
 from ibnbench.io import ensure_writable
@@ -19,28 +17,22 @@ from ibnbench.results.record import Record
 from ibnbench.results.stats import ece
 
 
-def run_condition_suite(models: Sequence[str], data: str | os.PathLike, *, suite: str | os.PathLike = "table1",
-                        options: RunOptions, output: str | os.PathLike | None = None,
-                        results_dir: str | os.PathLike = "results", conditions: Sequence[str] | None = None,
-                        weights: Sequence[str] | None = None, preprocessing: Sequence[str] | None = None,
-                        labels: str | os.PathLike | None = None, resume: bool = False, restart: bool = False,
-                        skip_missing: bool = False, style_weights: Mapping[str, str] | None = None,
-                        classes_from_folders: bool = False, classes: str | os.PathLike | ClassSubset | None = None,
-                        restrict_to_classes: bool = False) -> Record:
-    """Evaluate ``models`` under the condition suite on ``data`` and write the record (arguments as for
-    :func:`ibnbench.run`). Everything (models, suite assets, data listing, a writable output, the checkpoint
-    state) is checked before any weight is loaded or image decoded."""
-    plan = RunPlan.make(models, data, suite, conditions, weights, labels=labels, limit=options.limit,
-                        skip_missing=skip_missing, style_weights=style_weights, preprocessing=preprocessing,
-                        classes_from_folders=classes_from_folders, classes=classes,
-                        restrict_to_classes=restrict_to_classes, style_dirs=options.style_dirs())
+def run_condition_suite(request: RunRequest, options: RunOptions) -> Record:
+    """Evaluate the request's models under its condition suite on its data and write the record. Everything
+    (models, suite assets, data listing, a writable output, the checkpoint state) is checked before any weight is
+    loaded or image decoded."""
+    r = request
+    plan = RunPlan.make(r.models, r.data, r.suite, r.conditions, r.weights, labels=r.labels, limit=options.limit,
+                        skip_missing=r.skip_missing, style_weights=r.style_weights, preprocessing=r.preprocessing,
+                        classes_from_folders=r.classes_from_folders, classes=r.classes,
+                        restrict_to_classes=r.restrict_to_classes, style_dirs=options.style_dirs())
     dist = DistContext.detect()
-    out = RecordOutput.choose(output, results_dir, plan.suite.name, plan.names)
+    out = RecordOutput.choose(r.output, r.results_dir, plan.suite.name, plan.names)
     checkpoint_path = out.side_file(f"rank{dist.rank}.resume.pt")
     if dist.is_main:
         out.check()
     ensure_writable(checkpoint_path, "checkpoint")
-    check_checkpoint(out.stem, checkpoint_path, resume, restart, dist.world_size)
+    check_checkpoint(out.stem, checkpoint_path, r.resume, r.restart, dist.world_size)
     built = plan.build(announce=dist.is_main)
     fingerprint = plan.dataset.fingerprint()
     checkpoint = Checkpoint(checkpoint_path, _identity(plan, built, fingerprint, options, dist))
@@ -49,7 +41,7 @@ def run_condition_suite(models: Sequence[str], data: str | os.PathLike, *, suite
                                                                     result.close_calls_left))
     if not any(row["n_images"] for row in record.results):
         checkpoint.remove()
-        raise UsageError(f"no image could be scored: all {len(plan.dataset)} image(s) of {data} were unreadable and "
+        raise UsageError(f"no image could be scored: all {len(plan.dataset)} image(s) of {r.data} were unreadable and "
                          f"skipped (e.g. {', '.join(result.skipped[:3])}); nothing was written")
     if dist.is_main:
         write_with_predictions(record, result.predictions, out.path)

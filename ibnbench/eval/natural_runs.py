@@ -11,8 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ibnbench.conditions.dataset_suites import VAL_ID, DatasetSuite, load_dataset_suite
@@ -21,7 +20,7 @@ from ibnbench.data.discovery import open_dataset, restrict
 from ibnbench.errors import RecordError, UsageError
 from ibnbench.eval.condition_runs import run_condition_suite
 from ibnbench.eval.distributed import DistContext
-from ibnbench.eval.options import RunOptions
+from ibnbench.eval.options import RunOptions, RunRequest
 from ibnbench.eval.output import RecordOutput, created_now, keeping_record
 from ibnbench.eval.plan import weights_per_model
 from ibnbench.results.predictions import dataset_sidecar_path, sidecar_path
@@ -89,44 +88,39 @@ def combined_sha256(datasets: dict[str, dict]) -> str:
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()
 
 
-def run_dataset_suite(models: Sequence[str], data: str | os.PathLike, *, suite: str | os.PathLike = "natural",
-                      options: RunOptions, output: str | os.PathLike | None = None,
-                      results_dir: str | os.PathLike = "results", datasets: Sequence[str] | None = None,
-                      weights: Sequence[str] | None = None, preprocessing: Sequence[str] | None = None,
-                      labels: str | os.PathLike | None = None, resume: bool = False, restart: bool = False,
-                      skip_missing: bool = False) -> Record:
-    """Every model on ImageNet val (``data``) and on every dataset of the suite (or those in ``datasets``), one
-    record with a row per dataset and its gap to val (arguments as for :func:`ibnbench.run`).
+def run_dataset_suite(request: RunRequest, options: RunOptions) -> Record:
+    """Every model on ImageNet val (the request's ``data``) and on every dataset of its dataset suite (or those
+    in its ``conditions``), one record with a row per dataset and its gap to val.
 
     Missing datasets stop the run before any work, unless ``skip_missing`` (then they are rows marked
     missing). Each finished dataset is kept beside the output (``.<name>.<id>.json``) until the record is
     written, so ``resume`` continues with the next one (and the interrupted one from its checkpoint);
     ``restart`` runs every dataset again.
     """
-    chosen = load_dataset_suite(suite)
-    if datasets:
-        chosen = chosen.select(list(datasets))
-    names = list(models)
+    r = request
+    chosen = load_dataset_suite(r.suite)
+    if r.conditions:
+        chosen = chosen.select(list(r.conditions))
+    names = list(r.models)
     if not names:
         raise UsageError("give at least one --model")
     for name in names:
         model_info(name)
-    parts, missing = _plan(chosen, Path(data), options.limit, labels)
-    if missing and not skip_missing:
+    parts, missing = _plan(chosen, Path(r.data), options.limit, r.labels)
+    if missing and not r.skip_missing:
         details = "; ".join(f"{k}: {why}" for k, why in missing.items())
         raise UsageError(f"missing dataset(s) {details} (or pass --skip-missing)")
     dist = DistContext.detect()
-    out = RecordOutput.choose(output, results_dir, chosen.name, names)
+    out = RecordOutput.choose(r.output, r.results_dir, chosen.name, names)
     if dist.is_main:
         out.check()
     part_path = {p.id: out.side_file(f"{p.id}.json") for p in parts}
-    specs = weights_per_model(weights, names, "official")
+    specs = weights_per_model(r.weights, names, "official")
     records: dict[str, Record] = {}
     for part in parts:
-        part_labels = labels if part.path == Path(data) else None
-        records[part.id] = (resume and _reusable(part, part_path[part.id], part_labels, specs, options)) or \
-            _run_part(chosen.name, part, names, part_path[part.id], part_labels, options, weights=weights,
-                      preprocessing=preprocessing, resume=resume, restart=restart)
+        part_labels = r.labels if part.path == Path(r.data) else None
+        records[part.id] = (r.resume and _reusable(part, part_path[part.id], part_labels, specs, options)) or \
+            _run_part(chosen.name, part, part_path[part.id], part_labels, r, options)
     record = _combine(chosen, parts, records, missing)
     if dist.is_main:
         with keeping_record(record, out.path):
@@ -135,14 +129,15 @@ def run_dataset_suite(models: Sequence[str], data: str | os.PathLike, *, suite: 
     return record
 
 
-def _run_part(suite: str, part: _Part, names: list[str], path: Path, labels: str | os.PathLike | None,
-              options: RunOptions, **run_arguments) -> Record:
-    """One dataset of the suite: condition ``origin`` on it, its record written to ``path``."""
+def _run_part(suite: str, part: _Part, path: Path, labels: str | os.PathLike | None, request: RunRequest,
+              options: RunOptions) -> Record:
+    """One dataset of the suite: condition ``origin`` on it, its record written to ``path`` (the request's models,
+    weights, preprocessing and resume/restart)."""
     if options.progress:
         print(f"{suite}: {part.label} ({part.path})")
-    return run_condition_suite(names, part.path, suite="table1", conditions=["origin"], options=options,
-                               output=path, labels=labels, classes=part.classes, restrict_to_classes=part.restrict,
-                               **run_arguments)
+    return run_condition_suite(replace(request, data=part.path, suite="table1", conditions=["origin"], output=path,
+                                       labels=labels, classes=part.classes, restrict_to_classes=part.restrict,
+                                       skip_missing=False), options)
 
 
 def _write(record: Record, records: dict[str, Record], part_path: dict[str, Path], out_path: Path) -> None:

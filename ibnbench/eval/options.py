@@ -1,18 +1,20 @@
-"""How to run (not what): :class:`RunOptions`, kept free of heavy imports so that ``ibnbench --help`` can show
-its defaults without loading torch. Each field carries its command-line help: ``run`` and ``bench`` build their
-flags from it (:func:`add_flags`), so defaults and help live in one place."""
+"""How to run (:class:`RunOptions`) and what to run (:class:`RunRequest`), kept free of heavy imports so that
+``ibnbench --help`` can show its defaults without loading torch. Each option field carries its command-line help:
+``run`` and ``bench`` build their flags from it (:func:`add_flags`), so defaults and help live in one place."""
 from __future__ import annotations
 
 import argparse
 import os
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from ibnbench.errors import UsageError
 
 if TYPE_CHECKING:
     import torch
+
+    from ibnbench.data.classes import ClassSubset
 
 AMP_NAMES = ("bf16", "fp16")
 MAX_BATCH = 4096
@@ -150,3 +152,27 @@ def add_flags(parser: argparse.ArgumentParser, names: Iterable[str] | None = Non
             continue
         meta.setdefault("type", type(default))
         parser.add_argument(flag, dest=f.name, default=default, **meta)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What to run (not how): ``models`` on ``data`` under ``suite`` (or its ``conditions``; of a dataset suite,
+    dataset ids), each model's ``weights`` and ``preprocessing``, where the record goes and what to do with an
+    interrupted run. The arguments of :func:`ibnbench.run`, which documents each."""
+
+    models: Sequence[str]
+    data: str | os.PathLike
+    suite: str | os.PathLike = "table1"
+    conditions: Sequence[str] | None = None
+    weights: Sequence[str] | None = None
+    preprocessing: Sequence[str] | None = None
+    labels: str | os.PathLike | None = None
+    output: str | os.PathLike | None = None
+    results_dir: str | os.PathLike = "results"
+    resume: bool = False
+    restart: bool = False
+    skip_missing: bool = False
+    style_weights: Mapping[str, str] | None = None
+    classes_from_folders: bool = False
+    classes: str | os.PathLike | ClassSubset | None = None
+    restrict_to_classes: bool = False
