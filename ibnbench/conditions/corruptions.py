@@ -232,10 +232,11 @@ def fog(x: torch.Tensor, thickness: float, decay: float, draws: Draws | None = N
 
 
 def brightness(x: torch.Tensor, delta: float) -> torch.Tensor:
-    """HSV value ``+ delta`` (clipped to 1, ``x`` on 0..1): the RGB values scale with the value at fixed hue and
-    saturation."""
-    v, _ = rgb_to_hsv_parts(x)
-    v_new = (v + delta).clamp(max=1)
+    """HSV value ``max(r, g, b) + delta`` (clipped to 0..1, ``x`` on 0..1; ``delta`` below 0 darkens, as
+    ImageNet-P's brightness frames do): the RGB values scale with the value at fixed hue and saturation (black
+    turns grey)."""
+    v = x.amax(dim=1, keepdim=True)
+    v_new = (v + delta).clamp(0, 1)
     return torch.where(v > 0, x * v_new / v.clamp_min(1e-12), v_new.expand_as(x))
 
 
@@ -280,17 +281,25 @@ def spatter(x: torch.Tensor, mean: float, std: float, sigma: float, threshold: f
         colour = device_constant((63, 42, 20), x.device, x.dtype).view(1, 3, 1, 1) / 255
         return x * (1 - m) + colour * m
     layer = torch.floor(liquid * 255)
-    inside = layer > 0
-    eroded = -F.max_pool2d(-inside.to(x.dtype), 3, stride=1, padding=1) > 0
-    dist = truncated_distance(inside & ~eroded, 20)
-    dist = filter3x3(dist, BOX3).floor()
-    dist = equalize(dist)
-    dist = filter3x3(dist, ((-2, -1, 0), (-1, 1, 1), (0, 1, 2))).round().clamp(0, 255)  # emboss
-    dist = filter3x3(dist, BOX3)
-    m = layer * dist
-    m = m / m.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12) * intensity
+    m = liquid_sheen(layer) * intensity
     colour = device_constant((175, 238, 238), x.device, x.dtype).view(1, 3, 1, 1) / 255
     return x + m * colour
+
+
+EMBOSS = ((-2, -1, 0), (-1, 1, 1), (0, 1, 2))
+
+
+def liquid_sheen(layer: torch.Tensor) -> torch.Tensor:
+    """The water's sheen ``[N,1,H,W]`` in [0, 1] (1 at each image's maximum) of a uint8-valued liquid layer
+    ``[N,1,H,W]`` (0..255), with the steps of the reference spatter (ImageNet-C's and ImageNet-P's): distance to the
+    edges capped at 20, 3x3 blur, histogram equalisation, emboss, blur, times the layer. The blobs' inner boundaries
+    stand for OpenCV's Canny edges."""
+    inside = layer > 0
+    eroded = -F.max_pool2d(-inside.to(layer.dtype), 3, stride=1, padding=1) > 0
+    dist = filter3x3(truncated_distance(inside & ~eroded, 20), BOX3).floor()
+    dist = filter3x3(equalize(dist), EMBOSS).round().clamp(0, 255)
+    sheen = layer * filter3x3(dist, BOX3)
+    return sheen / sheen.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
 
 
 def pixelate(x: torch.Tensor, factor: float) -> torch.Tensor:

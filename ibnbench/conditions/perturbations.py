@@ -29,18 +29,15 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from ibnbench.conditions.corruptions import brightness, liquid_sheen
 from ibnbench.conditions.imaging import (
-    BOX3,
     Draws,
     clipped_zoom,
     device_constant,
-    equalize,
-    filter3x3,
     gaussian_filter,
     gray,
     motion_blur_op,
     poisson,
-    truncated_distance,
 )
 from ibnbench.errors import UsageError
 
@@ -158,14 +155,6 @@ def tilt(x: torch.Tensor, degrees: float, size: int = CROP) -> torch.Tensor:
     return _sample(x, _tilt_grid(tuple(x.shape[-2:]), size, float(degrees), x.device), "zeros").round_()
 
 
-def value_shift(x: torch.Tensor, delta: float) -> torch.Tensor:
-    """skimage's HSV round trip with the value ``max(r, g, b)`` moved by ``delta`` and clipped to [0, 1], on a
-    0..1 batch ``x[N,3,H,W]``: at fixed hue and saturation the RGB values scale with the value (black turns grey)."""
-    v = x.amax(dim=1, keepdim=True)
-    v_new = (v + delta).clamp(0, 1)
-    return torch.where(v > 0, x * v_new / v.clamp_min(1e-12), v_new.expand_as(x))
-
-
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
     """A 0..1 batch as ``np.uint8(255 * clip(x, 0, 1))`` gives it, on the 0..255 scale (truncated)."""
     return x.clamp(0, 1).mul_(255).floor_()
@@ -202,22 +191,8 @@ def _snow(crop: torch.Tensor, draws: Draws, frames: range) -> Iterator[torch.Ten
         yield _to_uint8(base + moving + moving.flip(-1, -2))
 
 
-EMBOSS = ((-2, -1, 0), (-1, 1, 1), (0, 1, 2))
 DRIP = (0.05, 0.1, 0.15, 0.7)
 """make_imagenet_p.py's spatter moves its liquid down by ``np.convolve(column, DRIP, 'same')`` after each frame."""
-
-
-def liquid_sheen(layer: torch.Tensor) -> torch.Tensor:
-    """The water's sheen ``[N,1,H,W]`` in [0, 1] (1 at each image's maximum) of a uint8-valued liquid layer
-    ``[N,1,H,W]`` (0..255), with the steps of the reference spatter (ImageNet-C's and ImageNet-P's): distance to the
-    edges capped at 20, 3x3 blur, histogram equalisation, emboss, blur, times the layer. The blobs' inner boundaries
-    stand for OpenCV's Canny edges."""
-    inside = layer > 0
-    eroded = -F.max_pool2d(-inside.to(layer.dtype), 3, stride=1, padding=1) > 0
-    dist = filter3x3(truncated_distance(inside & ~eroded, 20), BOX3).floor()
-    dist = filter3x3(equalize(dist), EMBOSS).round().clamp(0, 255)
-    sheen = layer * filter3x3(dist, BOX3)
-    return sheen / sheen.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
 
 
 def drip(liquid: torch.Tensor) -> torch.Tensor:
@@ -272,7 +247,7 @@ def _geometric(x: torch.Tensor, name: str, i: int, size: int) -> torch.Tensor:
 def _on_crop(crop: torch.Tensor, name: str, i: int) -> torch.Tensor:
     """Frame ``i`` of brightness, gaussian_blur or motion_blur of the crop (0..255)."""
     if name == "brightness":
-        return _to_uint8(value_shift(crop / 255, (i - 15) * 2 / 100.0))
+        return _to_uint8(brightness(crop / 255, (i - 15) * 2 / 100.0))
     if name == "gaussian_blur":
         return _to_uint8(gaussian_filter(crop / 255, 0.25 + 0.035 * i, mode="nearest", truncate=6.0))
     angle = torch.full((len(crop),), (i - 30) * 4.0, device=crop.device)
