@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from ibnbench.conditions.c_bar import C_BAR_LABELS
 from ibnbench.conditions.corruptions import LABELS
 from ibnbench.conditions.imagenet_c_release import is_released_tree
 from ibnbench.results import imagenet_c, leaderboard
@@ -69,11 +70,12 @@ def test_alexnet_normalisers_are_the_augmix_values_x100():
     assert imagenet_c.ALEXNET_CLEAN_ERROR == 43.5
 
 
-def make_record(errors_by_model: dict[str, dict[str, float]]) -> Record:
+def make_record(errors_by_model: dict[str, dict[str, float]], suite: str = "imagenet-c",
+                labels: dict[str, str] = LABELS) -> Record:
     ids = list(next(iter(errors_by_model.values())))
     return Record(
-        suite="imagenet-c", suite_hash="c" * 64,
-        conditions=[{"id": i, "label": LABELS.get(i.rsplit("-", 1)[0], "Clean")} for i in ids],
+        suite=suite, suite_hash="c" * 64,
+        conditions=[{"id": i, "label": labels.get(i.rsplit("-", 1)[0], "Clean")} for i in ids],
         dataset={"sha256": "d" * 64, "n_images": 100, "subset": True, "layout": "imagefolder"},
         models={m: {"weights": "official", "sha256": "f" * 64} for m in errors_by_model},
         environment={"device": "cpu", "dtype": "float32"}, timing={"seconds": 1.0},
@@ -95,6 +97,22 @@ def test_report_lays_imagenet_c_out_as_corruptions_by_severities(tmp_path):
     assert "50.00" in mce and "relative mCE (AlexNet-normalised, %)" in text and imagenet_c.MEAN_ERROR in text
     with pytest.raises(ValueError, match="ImageNet-C records"):
         report([path], vs="paper")
+
+
+def test_report_lays_imagenet_c_bar_out_as_corruptions_by_severities(tmp_path):
+    """C-bar records: the same layout over the 10 C-bar corruptions, a mean per corruption, no CE columns."""
+    errors = {"origin": 10.0, **{f"sparkles-{s}": 10.0 * s for s in range(1, 6)}, "plasma_noise-2": 30.0}
+    record = make_record({"lite0": errors}, "imagenet-c-bar", C_BAR_LABELS)
+    path = write_record(record, tmp_path / "bar.json")
+    assert imagenet_c.is_imagenet_c_bar([record]) and not imagenet_c.is_imagenet_c([record])
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in report([path]).splitlines() if line.startswith("| ")}
+    assert list(rows) == ["corruption (top-1 error %)", "Plasma Noise", "Sparkles", imagenet_c.CLEAN_ERROR,
+                          imagenet_c.MEAN_ERROR_BAR]
+    assert rows["corruption (top-1 error %)"] == ["1", "2", "3", "4", "5", "mean"]
+    assert rows["Sparkles"] == ["10.00", "20.00", "30.00", "40.00", "50.00", "30.00"]
+    assert rows["Plasma Noise"] == ["-", "30.00", "-", "-", "-", "30.00"]
+    assert rows[imagenet_c.MEAN_ERROR_BAR][-1] == "30.00" and rows[imagenet_c.CLEAN_ERROR][-1] == "10.00"
 
 
 def test_leaderboard_ranks_imagenet_c_by_mce(tmp_path):

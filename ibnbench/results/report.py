@@ -35,6 +35,8 @@ TABLE1_NOTE = "Cells: top-1/top-5 error % (drop against origin)."
 IMAGENET_C_NOTE = ("Cells: top-1 error %. CE: error summed over severities / AlexNet's (x100); mCE: mean CE over "
                    "the 15 corruptions; relative: over the increase against the clean error; the unnormalised mean "
                    "error is not an mCE.")
+IMAGENET_C_BAR_NOTE = ("Cells: top-1 error %; mean: the mean error per corruption over the severities run. No "
+                       "mCE-bar: ibnbench ships no baseline errors to normalise by.")
 
 
 def _cell(top1: float, top5: float, drop1: float | None = None, drop5: float | None = None) -> str:
@@ -155,13 +157,23 @@ def keyed(table: pd.DataFrame, keys: Sequence[str], fmt: str = "markdown") -> pd
 
 
 def imagenet_c_tables(records: Sequence[Record]) -> dict[str, pd.DataFrame]:
-    """The ImageNet-C layout per model (corruptions x severities, CE, mCE; see :mod:`ibnbench.results.imagenet_c`)."""
-    return {model: imagenet_c.model_table(errors) for model, errors in imagenet_c.record_errors(records).items()}
+    """The ImageNet-C layout per model (corruptions x severities, CE, mCE; see :mod:`ibnbench.results.imagenet_c`),
+    or the ImageNet-C-bar one (corruptions x severities, mean per corruption) for C-bar records."""
+    table = imagenet_c.c_bar_table if imagenet_c.is_imagenet_c_bar(records) else imagenet_c.model_table
+    return {model: table(errors) for model, errors in imagenet_c.record_errors(records).items()}
+
+
+def _corruption_note(records: Sequence[Record]) -> str | None:
+    """The note under corruption tables: ImageNet-C's or C-bar's; None for other records (the Table-1 layout)."""
+    if imagenet_c.is_imagenet_c(records):
+        return IMAGENET_C_NOTE
+    return IMAGENET_C_BAR_NOTE if imagenet_c.is_imagenet_c_bar(records) else None
 
 
 def layout(records: Sequence[Record]) -> dict[str, pd.DataFrame]:
-    """The report's tables: one ImageNet-C table per model for ImageNet-C records, else the one Table-1 table."""
-    return imagenet_c_tables(records) if imagenet_c.is_imagenet_c(records) else {"": table1(records)}
+    """The report's tables: one corruption table per model for ImageNet-C or C-bar records, else the one Table-1
+    table."""
+    return imagenet_c_tables(records) if _corruption_note(records) else {"": table1(records)}
 
 
 def _as_text(value: object) -> object:
@@ -266,11 +278,13 @@ def build_report(records: Sequence[Record], vs: str | None = None, ci: bool = Fa
     require_mergeable(records)
     footer = "\n".join(_provenance(r) for r in records)
     warnings = tuple(paper_warnings(records)) if vs == "paper" else ()
-    if imagenet_c.is_imagenet_c(records):
+    corruption_note = _corruption_note(records)
+    if corruption_note:
         if vs is not None:
-            raise UsageError("--vs paper compares with IBN-Net's Table 1; these are ImageNet-C records")
+            benchmark = "ImageNet-C" if corruption_note == IMAGENET_C_NOTE else "ImageNet-C-bar"
+            raise UsageError(f"--vs paper compares with IBN-Net's Table 1; these are {benchmark} records")
         tables = list(imagenet_c_tables(records).items())
-        sections = [Section(model, table, f"{IMAGENET_C_NOTE}\n{footer}" if i == len(tables) - 1 else "")
+        sections = [Section(model, table, f"{corruption_note}\n{footer}" if i == len(tables) - 1 else "")
                     for i, (model, table) in enumerate(tables)]
     else:
         note = "\n".join([f"{TABLE1_NOTE}\n{footer}", *warnings])
