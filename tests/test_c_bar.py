@@ -471,4 +471,4 @@ def test_run_and_report_imagenet_c_bar_on_real_images(tmp_path, capsys):
     errors = {row["condition"]: row["top1_err"] for row in record.results}
     cutout = f"{errors['checkerboard_cutout-5']:.2f}"
     assert rows["Checkerboard Cutout"] == ["-", "-", "-", "-", cutout, cutout]
-    assert rows["clean top-1 error (%)"][-1] == f"{errors['origin']:.2f}" and "No mCE-bar" in text
+    assert rows["clean top-1 error (%)"][-1] == f"{errors['origin']:.2f}" and "mCE-bar only with --baseline" in text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
@@ -35,6 +35,7 @@ MEAN_ERROR = "mean top-1 error over the 15 corruptions (unnormalised, %)"
 MEAN_ERROR_EXTRA = "mean top-1 error over the 4 extra corruptions (unnormalised, %)"
 CLEAN_ERROR = "clean top-1 error (%)"
 MEAN_ERROR_BAR = "mean top-1 error over the C-bar corruptions run (unnormalised, %)"
+MCE_BAR = "mCE-bar (normalised by the baseline model, %)"
 
 
 def _all_graded(records: Sequence[Record], names: Sequence[str]) -> bool:
@@ -66,6 +67,13 @@ def errors_by_severity(errors: dict[str, float], names: Sequence[str] = COMMON +
     return pd.DataFrame.from_dict({n: rows[n] for n in order}, orient="index").reindex(columns=list(SEVERITIES))
 
 
+def corruption_errors(table: pd.DataFrame, normaliser: Mapping[str, float]) -> dict[str, float]:
+    """CE per corruption of a corruptions x severities ``table``: 100 x its error summed over the 5 severities / (5 x
+    ``normaliser``'s mean error over them), for the corruptions run at all 5 whose normaliser is above 0."""
+    return {name: 100.0 * row.sum() / (len(SEVERITIES) * normaliser[name]) for name, row in table.iterrows()
+            if normaliser.get(name, 0) > 0 and not row.isna().any()}
+
+
 def scores(errors: dict[str, float]) -> dict:
     """CE, relative CE per corruption and mCE, relative mCE, mean error from ``{condition id: top-1 error}``
     (``origin`` is the clean error). A corruption's CE needs all 5 severities; mCE needs all 15 corruptions.
@@ -73,11 +81,10 @@ def scores(errors: dict[str, float]) -> dict:
     (None where none was run)."""
     table = errors_by_severity(errors)
     clean = errors.get("origin")
-    ce, relative = {}, {}
+    ce, relative = corruption_errors(table, ALEXNET_ERRORS), {}
     for name, row in table.iterrows():
-        if name not in ALEXNET_ERRORS or row.isna().any():
+        if name not in ce:
             continue
-        ce[name] = 100.0 * row.sum() / (len(SEVERITIES) * ALEXNET_ERRORS[name])
         if clean is not None:
             alexnet_gap = ALEXNET_ERRORS[name] - ALEXNET_CLEAN_ERROR
             relative[name] = 100.0 * (row - clean).sum() / (len(SEVERITIES) * alexnet_gap)
@@ -129,12 +136,20 @@ def model_table(errors: dict[str, float]) -> pd.DataFrame:
     return _severity_table(table, LABELS, columns, summary)
 
 
-def c_bar_table(errors: dict[str, float]) -> pd.DataFrame:
+def c_bar_table(errors: dict[str, float], baseline: dict[str, float] | None = None) -> pd.DataFrame:
     """One model's ImageNet-C-bar layout: rows the corruptions run, columns severities 1-5 and their mean (the
-    mean error per corruption), then the clean error and the unnormalised mean over every cell run."""
+    mean error per corruption), then the clean error and the unnormalised mean over every cell run. With the
+    ``baseline`` model's errors: a CE-bar column (:func:`corruption_errors` normalised by the baseline's mean error
+    per corruption) and mCE-bar, their mean, when all 10 corruptions ran at all 5 severities for both."""
     table = errors_by_severity(errors, C_BAR_NAMES)
-    return _severity_table(table, C_BAR_LABELS, {}, {CLEAN_ERROR: errors.get("origin"),
-                                                     MEAN_ERROR_BAR: _mean(table, C_BAR_NAMES)})
+    summary = {CLEAN_ERROR: errors.get("origin"), MEAN_ERROR_BAR: _mean(table, C_BAR_NAMES)}
+    columns = {}
+    if baseline is not None:
+        normaliser = errors_by_severity(baseline, C_BAR_NAMES).mean(axis=1, skipna=False).dropna()
+        ce = corruption_errors(table, normaliser.to_dict())
+        columns["CE-bar"] = [_number(ce.get(n)) for n in table.index]
+        summary[MCE_BAR] = sum(ce.values()) / len(ce) if set(ce) == set(C_BAR_NAMES) else None
+    return _severity_table(table, C_BAR_LABELS, columns, summary)
 
 
 def record_errors(records: Sequence[Record]) -> dict[str, dict[str, float]]:

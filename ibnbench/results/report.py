@@ -35,8 +35,9 @@ TABLE1_NOTE = "Cells: top-1/top-5 error % (drop against origin)."
 IMAGENET_C_NOTE = ("Cells: top-1 error %. CE: error summed over severities / AlexNet's (x100); mCE: mean CE over "
                    "the 15 corruptions; relative: over the increase against the clean error; the unnormalised mean "
                    "error is not an mCE.")
-IMAGENET_C_BAR_NOTE = ("Cells: top-1 error %; mean: the mean error per corruption over the severities run. No "
-                       "mCE-bar: ibnbench ships no baseline errors to normalise by.")
+IMAGENET_C_BAR_NOTE = ("Cells: top-1 error %; mean: the mean error per corruption over the severities run. CE-bar "
+                       "and mCE-bar only with --baseline MODEL: error summed over severities / the baseline model's "
+                       "(x100), and its mean over the 10 corruptions.")
 
 
 def _cell(top1: float, top5: float, drop1: float | None = None, drop5: float | None = None) -> str:
@@ -156,11 +157,20 @@ def keyed(table: pd.DataFrame, keys: Sequence[str], fmt: str = "markdown") -> pd
     return out
 
 
-def imagenet_c_tables(records: Sequence[Record]) -> dict[str, pd.DataFrame]:
+def imagenet_c_tables(records: Sequence[Record], baseline: str | None = None) -> dict[str, pd.DataFrame]:
     """The ImageNet-C layout per model (corruptions x severities, CE, mCE; see :mod:`ibnbench.results.imagenet_c`),
-    or the ImageNet-C-bar one (corruptions x severities, mean per corruption) for C-bar records."""
-    table = imagenet_c.c_bar_table if imagenet_c.is_imagenet_c_bar(records) else imagenet_c.model_table
-    return {model: table(errors) for model, errors in imagenet_c.record_errors(records).items()}
+    or the ImageNet-C-bar one (corruptions x severities, mean per corruption; CE-bar and mCE-bar normalised by the
+    ``baseline`` model of the records when given) for C-bar records."""
+    errors = imagenet_c.record_errors(records)
+    if baseline is None:
+        table = imagenet_c.c_bar_table if imagenet_c.is_imagenet_c_bar(records) else imagenet_c.model_table
+        return {model: table(model_errors) for model, model_errors in errors.items()}
+    if not imagenet_c.is_imagenet_c_bar(records):
+        raise UsageError("--baseline normalises ImageNet-C-bar records (ImageNet-C's CE is normalised by AlexNet's "
+                         "published errors)")
+    if baseline not in errors:
+        raise UsageError(f"--baseline {baseline}: no such model in the records (models: {', '.join(errors)})")
+    return {model: imagenet_c.c_bar_table(model_errors, errors[baseline]) for model, model_errors in errors.items()}
 
 
 def _corruption_note(records: Sequence[Record]) -> str | None:
@@ -268,11 +278,13 @@ def _html_section(section: Section) -> str:
     return f"{head}{render(section.shown('html'), 'html')}\n" + (f"<p>{note}</p>\n" if note else "")
 
 
-def build_report(records: Sequence[Record], vs: str | None = None, ci: bool = False, pairs: bool = False) -> Report:
+def build_report(records: Sequence[Record], vs: str | None = None, ci: bool = False, pairs: bool = False,
+                 baseline: str | None = None) -> Report:
     """The report of ``records`` (read once, by :func:`~ibnbench.results.loading.load_records`): the Table-1 table
-    (with ``vs="paper"``, the paper's cells and our differences beside it) or, for ImageNet-C records, a table
-    per model; ``ci`` adds, per metric, the intervals, paired drop intervals and McNemar tests; ``pairs`` adds
-    model-vs-model tests per condition and the error-consistency matrices."""
+    (with ``vs="paper"``, the paper's cells and our differences beside it) or, for ImageNet-C and C-bar records, a
+    table per model (C-bar's normalised by the ``baseline`` model when given); ``ci`` adds, per metric, the
+    intervals, paired drop intervals and McNemar tests; ``pairs`` adds model-vs-model tests per condition and the
+    error-consistency matrices."""
     if vs not in (None, "paper"):
         raise UsageError(f"--vs accepts only 'paper', not {vs!r}")
     require_mergeable(records)
@@ -283,9 +295,11 @@ def build_report(records: Sequence[Record], vs: str | None = None, ci: bool = Fa
         if vs is not None:
             benchmark = "ImageNet-C" if corruption_note == IMAGENET_C_NOTE else "ImageNet-C-bar"
             raise UsageError(f"--vs paper compares with IBN-Net's Table 1; these are {benchmark} records")
-        tables = list(imagenet_c_tables(records).items())
+        tables = list(imagenet_c_tables(records, baseline).items())
         sections = [Section(model, table, f"{corruption_note}\n{footer}" if i == len(tables) - 1 else "")
                     for i, (model, table) in enumerate(tables)]
+    elif baseline is not None:
+        raise UsageError("--baseline normalises ImageNet-C-bar records; these are not")
     else:
         note = "\n".join([f"{TABLE1_NOTE}\n{footer}", *warnings])
         sections = [Section("", table1(records, vs=vs), note, numbers=numbers(records, vs=vs))]
@@ -315,10 +329,10 @@ def _pairs_sections(records: Sequence[Record]) -> list[Section]:
 
 
 def report(results: Sequence[str | Path | Record], format: str = "markdown", vs: str | None = None,
-           output: str | Path | None = None, ci: bool = False, pairs: bool = False) -> str:
+           output: str | Path | None = None, ci: bool = False, pairs: bool = False, baseline: str | None = None) -> str:
     """The rendered report of the given records (files, directories or records already read; see
     :func:`build_report`), written to ``output`` too if given."""
-    text = build_report(load_records(results), vs=vs, ci=ci, pairs=pairs).render(format)
+    text = build_report(load_records(results), vs=vs, ci=ci, pairs=pairs, baseline=baseline).render(format)
     if output:
         write_atomic(output, text + "\n", what="report")
     return text
