@@ -82,12 +82,9 @@ def scores(errors: dict[str, float]) -> dict:
     table = errors_by_severity(errors)
     clean = errors.get("origin")
     ce, relative = corruption_errors(table, ALEXNET_ERRORS), {}
-    for name, row in table.iterrows():
-        if name not in ce:
-            continue
-        if clean is not None:
-            alexnet_gap = ALEXNET_ERRORS[name] - ALEXNET_CLEAN_ERROR
-            relative[name] = 100.0 * (row - clean).sum() / (len(SEVERITIES) * alexnet_gap)
+    for name in ce if clean is not None else ():
+        alexnet_gap = ALEXNET_ERRORS[name] - ALEXNET_CLEAN_ERROR
+        relative[name] = 100.0 * (table.loc[name] - clean).sum() / (len(SEVERITIES) * alexnet_gap)
     complete = set(ce) == set(ALEXNET_ERRORS)
     return {"ce": ce, "relative_ce": relative,
             "mce": sum(ce.values()) / len(ce) if complete else None,
