@@ -2,19 +2,25 @@
 ``imagenet_c_bar/corrupt.py`` written here (its per-pixel kernels vectorised over the image, its own steps kept:
 scipy's ``ifft2`` and ``gaussian_filter``, the refraction's rotation matrix and its inverse, the Perlin generator's
 514-entry tables), fed the same per-image draws, at every severity of ``imagenet_c_bar.csv``; and draws that do not
-depend on the batch."""
+depend on the batch. The ``imagenet-c-bar`` suite: its conditions give :func:`corrupt_bar`'s pixels, and
+``ibnbench run`` / ``report`` on real images."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from helpers.shared import VAL100, need, need_extra
 from helpers.syncs import HostSyncProbe
 from scipy.fftpack import ifft2
 from scipy.ndimage import gaussian_filter
 
-from ibnbench.conditions import c_bar
-from ibnbench.conditions.imaging import Draws, condition_key
-from ibnbench.errors import UsageError
+import ibnbench
+from ibnbench.conditions import c_bar, corruptions
+from ibnbench.conditions.base import CBarCorruption
+from ibnbench.conditions.imaging import Draws, condition_key, jpeg_round_trip
+from ibnbench.conditions.suite import list_suites
+from ibnbench.errors import SuiteError, UsageError
+from ibnbench.results.record import read_record
 
 CSV = """caustic_refraction,2.35,3.2,4.9,6.6,9.15
 inverse_sparkles,1.0,2.0,4.0,9.0,10.0
@@ -396,3 +402,73 @@ def test_cuda_gives_the_cpu_result(name):
     cuda = c_bar.corrupt_bar(batch.cuda(), index.cuda(), name, 4, 7).cpu()
     diff = (cpu - cuda).abs()
     assert float(diff.mean()) <= TOLERANCES[name][0] and float((diff > 1).float().mean()) <= TOLERANCES[name][1]
+
+
+def test_the_suite_lists_every_corruption_at_every_severity():
+    suite = ibnbench.load_suite("imagenet-c-bar")
+    assert suite.ids == ["origin"] + [f"{name}-{s}" for name in c_bar.C_BAR_NAMES for s in range(1, 6)]
+    assert set(c_bar.C_BAR_NAMES) == set(LEVELS)
+    assert len(suite) == 1 + 10 * 5 and "imagenet-c-bar" in list_suites()
+    bar = suite.conditions[1:]
+    assert all(isinstance(c, CBarCorruption) and c.id == f"{c.corruption}-{c.severity}" for c in bar)
+    assert {(c.seed, c.jpeg) for c in bar} == {(0, None)}
+    assert suite["cocentric_sine_waves-4"].label == "Cocentric Sine Waves"
+
+
+def test_the_condition_gives_corrupt_bar_pixels_in_any_batch_size():
+    """Through the suite's condition: :func:`corrupt_bar` with the condition's key, on the dataset indices; 9
+    images (more than the CPU's slice of 4) in one batch or in batches of 2 and 1 give the same pixels."""
+    condition = ibnbench.load_suite("imagenet-c-bar")["sparkles-3"]
+    batch = torch.randint(0, 256, (9, 3, 48, 48), generator=torch.Generator().manual_seed(1)).float()
+    index = torch.arange(20, 29)
+    whole = condition(batch, index)
+    assert len(batch) > corruptions.CPU_SLICE
+    assert torch.equal(whole, c_bar.corrupt_bar(batch, index, "sparkles", 3, condition_key(0, "sparkles-3")))
+    parts = torch.cat([condition(batch[i:i + 2], index[i:i + 2]) for i in range(0, 9, 2)])
+    assert torch.equal(whole, parts) and not torch.equal(whole, batch)
+    assert torch.equal(condition(batch[:3]), condition(batch[:3], torch.arange(3)))
+
+
+def test_the_suite_file_sets_seed_and_jpeg_and_refuses_bad_fields(tmp_path):
+    path = tmp_path / "bar.toml"
+    path.write_text('seed = 3\njpeg = 85\n[[conditions]]\nid = "p"\nop = "c-bar-corruption"\n'
+                    'corruption = "plasma_noise"\nseverity = 2\n')
+    condition = ibnbench.load_suite(path)["p"]
+    assert (condition.seed, condition.jpeg, condition.key) == (3, 85, condition_key(3, "p"))
+    assert condition.provenance() == {"generator": c_bar.GENERATOR, "corruption": "plasma_noise", "severity": 2,
+                                      "seed": 3, "jpeg": 85}
+    x = torch.linspace(0, 255, 64)[None, None, None, :].expand(2, 3, 64, 64)
+    finished, raw = condition(x), c_bar.corrupt_bar(x, torch.arange(2), "plasma_noise", 2, condition.key)
+    assert torch.equal(finished, jpeg_round_trip(raw, 85)) and not torch.equal(finished, raw)
+    for fields, message in (('corruption = "fog"\nseverity = 1', "field 'corruption': expected one of blue_noise"),
+                            ('corruption = "sparkles"\nseverity = 6', "field 'severity': expected an integer 1-5")):
+        path.write_text(f'[[conditions]]\nid = "x"\nop = "c-bar-corruption"\n{fields}\n')
+        with pytest.raises(SuiteError, match=message):
+            ibnbench.load_suite(path)
+
+
+def test_run_and_report_imagenet_c_bar_on_real_images(tmp_path, capsys):
+    """`ibnbench run --suite imagenet-c-bar` on 4 shared images (the CPU, slices and all), then `ibnbench report`:
+    the corruption x severity table; the record names the generator."""
+    need_extra("efficientnet_lite_pytorch")
+    val = need(VAL100 / "val")
+    from ibnbench.cli import main
+
+    ids = ["origin", "caustic_refraction-2", "checkerboard_cutout-5", "sparkles-3"]
+    out = tmp_path / "bar.json"
+    assert main(["run", "--model", "efficientnet_lite0", "--data", str(val), "--suite", "imagenet-c-bar",
+                 "--conditions", ",".join(ids), "--limit", "4", "--device", "cpu", "--workers", "0",
+                 "--no-progress", "--output", str(out)]) == 0
+    record = read_record(out)
+    assert [row["condition"] for row in record.results] == ids and {r["n_images"] for r in record.results} == {4}
+    assert record.conditions[2]["generator"] == c_bar.GENERATOR and record.conditions[2]["severity"] == 5
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    text = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.splitlines() if line.startswith("| ")}
+    assert rows["corruption (top-1 error %)"] == ["1", "2", "3", "4", "5", "mean"]
+    errors = {row["condition"]: row["top1_err"] for row in record.results}
+    cutout = f"{errors['checkerboard_cutout-5']:.2f}"
+    assert rows["Checkerboard Cutout"] == ["-", "-", "-", "-", cutout, cutout]
+    assert rows["clean top-1 error (%)"][-1] == f"{errors['origin']:.2f}" and "mCE-bar only with --baseline" in text

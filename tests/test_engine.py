@@ -188,7 +188,7 @@ def test_dir_condition_reads_the_prestylised_copy(tiny_val, tmp_path):
     conditions, styled = inverted_copy_suite(tiny_val, tmp_path)
     seen = []
     inverted = conditions[1]
-    inverted.apply = lambda x: seen.append(float(x.sum())) or x  # spy on what the condition receives
+    inverted.apply = lambda x, index: seen.append(float(x.sum())) or x  # spy on what the condition receives
     opts = RunOptions(workers=0, batch_size=4, device="cpu", progress=False)
     evaluate(small_models(("resnet18",)), conditions, open_dataset(tiny_val), opts)
 

@@ -1,6 +1,6 @@
-"""No host synchronisation in one evaluated batch of the table1 and imagenet-c suites, in fp32 and under bf16
-autocast with refine (issue 25): seen on the CPU by :class:`syncs.HostSyncProbe`, which records what would make the
-host wait for a GPU. The few host-by-design sites are named in :data:`syncs.HOST_BY_DESIGN`."""
+"""No host synchronisation in one evaluated batch of the table1, imagenet-c and imagenet-c-bar suites, in fp32 and
+under bf16 autocast with refine (issue 25): seen on the CPU by :class:`syncs.HostSyncProbe`, which records what would
+make the host wait for a GPU. The few host-by-design sites are named in :data:`syncs.HOST_BY_DESIGN`."""
 from __future__ import annotations
 
 import pytest
@@ -62,6 +62,13 @@ def test_imagenet_c_batch_makes_no_host_sync(options):
     """All 75 corruptions and the clean images (one model, 2 images, to stay fast); only the host-by-design sites
     read values on the host."""
     probe = _probe_second_batch(load_suite("imagenet-c").conditions, options, ("resnet18_ibn_a",), 2)
+    assert probe.unexpected == []
+
+
+@pytest.mark.parametrize("options", PRECISIONS)
+def test_imagenet_c_bar_batch_makes_no_host_sync(options):
+    """All 50 C-bar corruptions and the clean images (one model, 2 images)."""
+    probe = _probe_second_batch(load_suite("imagenet-c-bar").conditions, options, ("resnet18_ibn_a",), 2)
     assert probe.unexpected == []
 
 

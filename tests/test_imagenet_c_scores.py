@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from ibnbench.conditions.c_bar import C_BAR_LABELS, C_BAR_NAMES
 from ibnbench.conditions.corruptions import LABELS
 from ibnbench.conditions.imagenet_c_release import is_released_tree
+from ibnbench.errors import UsageError
 from ibnbench.results import imagenet_c, leaderboard
 from ibnbench.results.record import Record, write_record
 from ibnbench.results.report import report
@@ -69,11 +71,12 @@ def test_alexnet_normalisers_are_the_augmix_values_x100():
     assert imagenet_c.ALEXNET_CLEAN_ERROR == 43.5
 
 
-def make_record(errors_by_model: dict[str, dict[str, float]]) -> Record:
+def make_record(errors_by_model: dict[str, dict[str, float]], suite: str = "imagenet-c",
+                labels: dict[str, str] = LABELS) -> Record:
     ids = list(next(iter(errors_by_model.values())))
     return Record(
-        suite="imagenet-c", suite_hash="c" * 64,
-        conditions=[{"id": i, "label": LABELS.get(i.rsplit("-", 1)[0], "Clean")} for i in ids],
+        suite=suite, suite_hash="c" * 64,
+        conditions=[{"id": i, "label": labels.get(i.rsplit("-", 1)[0], "Clean")} for i in ids],
         dataset={"sha256": "d" * 64, "n_images": 100, "subset": True, "layout": "imagefolder"},
         models={m: {"weights": "official", "sha256": "f" * 64} for m in errors_by_model},
         environment={"device": "cpu", "dtype": "float32"}, timing={"seconds": 1.0},
@@ -95,6 +98,53 @@ def test_report_lays_imagenet_c_out_as_corruptions_by_severities(tmp_path):
     assert "50.00" in mce and "relative mCE (AlexNet-normalised, %)" in text and imagenet_c.MEAN_ERROR in text
     with pytest.raises(ValueError, match="ImageNet-C records"):
         report([path], vs="paper")
+
+
+def test_report_lays_imagenet_c_bar_out_as_corruptions_by_severities(tmp_path):
+    """C-bar records: the same layout over the 10 C-bar corruptions, a mean per corruption, no CE columns."""
+    errors = {"origin": 10.0, **{f"sparkles-{s}": 10.0 * s for s in range(1, 6)}, "plasma_noise-2": 30.0}
+    record = make_record({"lite0": errors}, "imagenet-c-bar", C_BAR_LABELS)
+    path = write_record(record, tmp_path / "bar.json")
+    assert imagenet_c.is_imagenet_c_bar([record]) and not imagenet_c.is_imagenet_c([record])
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in report([path]).splitlines() if line.startswith("| ")}
+    assert list(rows) == ["corruption (top-1 error %)", "Plasma Noise", "Sparkles", imagenet_c.CLEAN_ERROR,
+                          imagenet_c.MEAN_ERROR_BAR]
+    assert rows["corruption (top-1 error %)"] == ["1", "2", "3", "4", "5", "mean"]
+    assert rows["Sparkles"] == ["10.00", "20.00", "30.00", "40.00", "50.00", "30.00"]
+    assert rows["Plasma Noise"] == ["-", "30.00", "-", "-", "-", "30.00"]
+    assert rows[imagenet_c.MEAN_ERROR_BAR][-1] == "30.00" and rows[imagenet_c.CLEAN_ERROR][-1] == "10.00"
+
+
+def test_c_bar_ce_and_mce_bar_are_normalised_by_a_baseline_model(tmp_path):
+    """``report --baseline``: CE-bar = the model's errors summed over severities / the baseline's (x100), mCE-bar
+    their mean over the 10 corruptions; '-' where a severity is missing; a baseline not in the records, or
+    ImageNet-C records, refused."""
+    base = {"origin": 20.0, **{f"{n}-{s}": 40.0 + i + s for i, n in enumerate(C_BAR_NAMES) for s in range(1, 6)}}
+    model = {c: e / 2 for c, e in base.items()}
+    model["sparkles-2"] = base["sparkles-2"]  # sparkles (the 10th): base 49 + s sums to 260, the model 130 + 51 / 2
+    path = write_record(make_record({"model": model, "base": base}, "imagenet-c-bar", C_BAR_LABELS),
+                        tmp_path / "bar.json")
+    text = report([path], baseline="base")
+    sections = text.split("### ")
+    table = next(s for s in sections if s.startswith("model"))
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in table.splitlines() if line.startswith("| ")}
+    assert rows["corruption (top-1 error %)"][-1] == "CE-bar"
+    assert rows["Plasma Noise"][-1] == "50.00"
+    assert rows["Sparkles"][-1] == f"{100 * (130 + 25.5) / 260:.2f}"
+    assert rows[imagenet_c.MCE_BAR][5] == f"{(9 * 50 + 100 * (130 + 25.5) / 260) / 10:.2f}"
+    del model["perlin_noise-4"]
+    incomplete = write_record(make_record({"model": model, "base": base}, "imagenet-c-bar", C_BAR_LABELS),
+                              tmp_path / "incomplete.json")
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in report([incomplete], baseline="base").split("### ")[1].splitlines() if line.startswith("| ")}
+    assert rows["Perlin Noise"][-1] == "-" and rows[imagenet_c.MCE_BAR][5] == "-"
+    with pytest.raises(UsageError, match="--baseline alexnet: no such model in the records"):
+        report([path], baseline="alexnet")
+    c_path = write_record(make_record({"lite0": half_alexnet_errors()}), tmp_path / "c.json")
+    with pytest.raises(UsageError, match="--baseline normalises ImageNet-C-bar records"):
+        report([c_path], baseline="lite0")
 
 
 def test_leaderboard_ranks_imagenet_c_by_mce(tmp_path):

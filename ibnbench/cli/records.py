@@ -19,7 +19,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ibnbench.results.report import paper_warnings, report
 
     records = load_records(args.results)
-    text = report(records, format=args.format, vs=args.vs, output=args.output, ci=args.ci, pairs=args.pairs)
+    text = report(records, format=args.format, vs=args.vs, output=args.output, ci=args.ci, pairs=args.pairs,
+                  baseline=args.baseline)
     print(text if not args.output else f"wrote {args.output}")
     if args.vs == "paper":
         for warning in paper_warnings(records):
@@ -110,6 +111,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                         "headings and notes; csv: numbers, one row per (model, condition) in the main table; json: one "
                         "document of sections (title, note, rows: the main table as numbers) and warnings")
     p.add_argument("--vs", choices=["paper"], help="show the paper's published numbers next to ours, with differences")
+    p.add_argument("--baseline", metavar="MODEL",
+                   help="ImageNet-C-bar records: normalise by MODEL (a model of the records) into CE-bar per "
+                        "corruption and mCE-bar")
     p.add_argument("--output", metavar="FILE", type=non_empty_path,
                    help="write the report to FILE instead of printing it")
     p.add_argument("--plot", metavar="PNG", type=non_empty_path,

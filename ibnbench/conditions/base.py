@@ -11,7 +11,8 @@ before the model's normalisation) to a batch of the same shape and scale. Semant
 - ``identity``: the unchanged batch.
 - ``corruption``: an ImageNet-C corruption at a severity (:mod:`ibnbench.conditions.corruptions`), its random draws
   a function of (suite seed, condition id, image index, element); optionally finished by a JPEG round trip
-  (``jpeg = 85``).
+  (``jpeg = 85``); ``c-bar-corruption``: an ImageNet-C-bar corruption at a severity (:mod:`ibnbench.conditions.c_bar`),
+  keyed and finished the same way.
 
 Then, per condition, ``clip`` clamps to [0, 255] and ``quantize`` rounds to integers and clamps (the
 values a uint8 image holds; the result stays float). Everything runs on the batch's device with no
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, ClassVar, Sequence
 
 import torch
 
-from ibnbench.conditions import corruptions
+from ibnbench.conditions import c_bar, corruptions
 from ibnbench.conditions.frost import missing_frost
 from ibnbench.conditions.imaging import condition_key, jpeg_round_trip
 from ibnbench.conditions.ops import contrast, finish, shift
@@ -204,23 +205,20 @@ class Contrast(Condition):
         return contrast(x, self.factor)
 
 
+class _GradedCorruption(Condition):
+    """A corruption of a benchmark (``corruption``: a name of :attr:`names`, ``severity`` 1-5) on the batch's device,
+    its random draws keyed by ``seed`` (the suite's) and the condition id, optionally finished by a JPEG round trip
+    (``jpeg``: a quality, e.g. 85); a subclass gives :meth:`corrupt`, the corruption ending in integers 0..255."""
 
-
-class Corruption(Condition):
-    """An ImageNet-C corruption (``name`` as ``imagecorruptions`` spells it, ``severity`` 1-5) on the batch's
-    device; the result holds integers in 0..255 as ImageNet-C's uint8 files did. ``seed`` (the suite's) and the
-    condition id key the random draws; ``jpeg`` (a quality, e.g. 85) adds the JPEG round trip the released files
-    went through."""
-
-    op, kind = "corruption", "corruption"
+    kind = "corruption"
+    names: ClassVar[tuple[str, ...]]
 
     def __init__(self, id: str, label: str | None = None, *, corruption: str, severity: int, seed: int = 0,
                  jpeg: int | None = None, clip: bool = False, quantize: bool = False):
         super().__init__(id, label, clip=clip, quantize=quantize)
         self.corruption = string_field("corruption", corruption)
-        if self.corruption not in corruptions.CORRUPTIONS:
-            raise UsageError(f"field 'corruption': expected one of {', '.join(corruptions.CORRUPTIONS)}, "
-                             f"got {corruption!r}")
+        if self.corruption not in self.names:
+            raise UsageError(f"field 'corruption': expected one of {', '.join(self.names)}, got {corruption!r}")
         if severity not in corruptions.SEVERITIES or isinstance(severity, bool):
             raise UsageError(f"field 'severity': expected an integer 1-5, got {severity!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -229,10 +227,29 @@ class Corruption(Condition):
             raise UsageError(f"field 'jpeg': expected a JPEG quality 1-100, got {jpeg!r}")
         self.severity, self.seed, self.jpeg = severity, seed, jpeg
         self.key = condition_key(seed, id)
-        self._assets: dict[str, object] | None = None
 
     def params(self) -> dict:
         return {"corruption": self.corruption, "severity": self.severity, "seed": self.seed, "jpeg": self.jpeg}
+
+    @abstractmethod
+    def corrupt(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The corruption of ``x`` (images at dataset indices ``index``), before the JPEG round trip."""
+
+    def apply(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        index = torch.arange(len(x), device=x.device) if index is None else index.to(x.device)
+        y = self.corrupt(x, index)
+        return jpeg_round_trip(y, self.jpeg) if self.jpeg else y
+
+
+class Corruption(_GradedCorruption):
+    """An ImageNet-C corruption (``name`` as ``imagecorruptions`` spells it, ``severity`` 1-5) on the batch's
+    device; the result holds integers in 0..255 as ImageNet-C's uint8 files did. ``seed`` (the suite's) and the
+    condition id key the random draws; ``jpeg`` (a quality, e.g. 85) adds the JPEG round trip the released files
+    went through."""
+
+    op = "corruption"
+    names = tuple(corruptions.CORRUPTIONS)
+    _assets: dict[str, object] | None = None
 
     @property
     def requires(self) -> list[str]:
@@ -243,7 +260,22 @@ class Corruption(Condition):
         """Frost: its textures read onto ``device`` once (:func:`corruptions.corruption_assets`)."""
         self._assets = corruptions.corruption_assets(self.corruption, device)
 
-    def apply(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-        index = torch.arange(len(x), device=x.device) if index is None else index.to(x.device)
-        y = corruptions.corrupt(x, index, self.corruption, self.severity, self.key, self._assets)
-        return jpeg_round_trip(y, self.jpeg) if self.jpeg else y
+    def corrupt(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return corruptions.corrupt(x, index, self.corruption, self.severity, self.key, self._assets)
+
+
+class CBarCorruption(_GradedCorruption):
+    """An ImageNet-C-bar corruption (Mintun et al. 2021: ``corruption`` one of :data:`~c_bar.C_BAR_NAMES`,
+    ``severity`` 1-5) of the square crop on the batch's device (:func:`~c_bar.corrupt_bar`); the result holds
+    integers in 0..255 as the reference's uint8 images did. ``seed`` and the condition id key the random draws;
+    ``jpeg`` (a quality: the released files were saved at 85) adds a JPEG round trip."""
+
+    op = "c-bar-corruption"
+    names = c_bar.C_BAR_NAMES
+
+    def provenance(self) -> dict:
+        return {"generator": c_bar.GENERATOR, **self.params()}
+
+    def corrupt(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return corruptions.in_cpu_slices(
+            lambda xs, ids: c_bar.corrupt_bar(xs, ids, self.corruption, self.severity, self.key), x, index)

@@ -389,14 +389,23 @@ def corrupt(x: torch.Tensor, index: torch.Tensor, name: str, severity: int, key:
     ImageNet-C's files did: clipped and truncated to integers (``np.uint8``), float dtype. ``key``:
     :func:`~ibnbench.conditions.imaging.condition_key`'s; ``index``: each image's dataset index; ``assets``:
     :func:`corruption_assets` (read here when not given). Every image's result depends on that image and its index
-    alone, so the CPU takes the batch in slices of :data:`CPU_SLICE`."""
+    alone, so the CPU takes the batch in slices (:func:`in_cpu_slices`)."""
     assets = corruption_assets(name, x.device) if assets is None else assets
-    if x.device.type != "cpu" or len(x) <= CPU_SLICE or name == "jpeg_compression":  # JPEG: image by image anyway
+    if name == "jpeg_compression":  # image by image anyway
         return _corrupt(x, index, name, severity, key, assets)
+    return in_cpu_slices(lambda xs, ids: _corrupt(xs, ids, name, severity, key, assets), x, index)
+
+
+def in_cpu_slices(op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
+                  index: torch.Tensor) -> torch.Tensor:
+    """``op(x, index)`` for an op whose every image depends on that image and its index alone: on the CPU, taken
+    :data:`CPU_SLICE` images at a time; elsewhere on the whole batch."""
+    if x.device.type != "cpu" or len(x) <= CPU_SLICE:
+        return op(x, index)
     out = torch.empty_like(x)
     for start in range(0, len(x), CPU_SLICE):
         part = slice(start, start + CPU_SLICE)
-        out[part] = _corrupt(x[part], index[part], name, severity, key, assets)
+        out[part] = op(x[part], index[part])
     return out
 
 

@@ -6,21 +6,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import re
 from pathlib import Path
+from typing import Sequence
 
 from ibnbench.conditions.corruptions import COMMON, EXTRA, LABELS, SEVERITIES
 from ibnbench.conditions.style import Dir
 from ibnbench.conditions.suite import Suite, canonical_json
 from ibnbench.errors import UsageError
 
-CONDITION_ID = re.compile(rf"^({'|'.join(COMMON + EXTRA)})-([1-5])$")
 
-
-def parse(condition_id: str) -> tuple[str, int] | None:
-    """``"gaussian_noise-3"`` -> ``("gaussian_noise", 3)``; None for other ids."""
-    match = CONDITION_ID.match(condition_id)
-    return (match.group(1), int(match.group(2))) if match else None
+def parse(condition_id: str, names: Sequence[str] = COMMON + EXTRA) -> tuple[str, int] | None:
+    """``"gaussian_noise-3"`` -> ``("gaussian_noise", 3)``; None for other ids (``names``: the corruptions, by
+    default ImageNet-C's 19)."""
+    name, _, severity = condition_id.rpartition("-")
+    return (name, int(severity)) if name in names and severity in {str(s) for s in SEVERITIES} else None
 
 
 RELEASED_LAYOUT = "imagenet-c-released"

@@ -1,12 +1,14 @@
-"""ImageNet-C scores: mCE and relative mCE normalised by AlexNet's errors, tables per model."""
+"""ImageNet-C scores: mCE and relative mCE normalised by AlexNet's errors, tables per model; ImageNet-C-bar's table
+of errors per corruption and severity (no mCE-bar: no published baseline constants ship with ibnbench)."""
 from __future__ import annotations
 
 import importlib.resources
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from ibnbench.conditions.c_bar import C_BAR_LABELS, C_BAR_NAMES
 from ibnbench.conditions.corruptions import COMMON, EXTRA, LABELS, SEVERITIES
 from ibnbench.conditions.imagenet_c_release import parse
 from ibnbench.results.record import Record
@@ -32,23 +34,44 @@ RELATIVE_MCE = "relative mCE (AlexNet-normalised, %)"
 MEAN_ERROR = "mean top-1 error over the 15 corruptions (unnormalised, %)"
 MEAN_ERROR_EXTRA = "mean top-1 error over the 4 extra corruptions (unnormalised, %)"
 CLEAN_ERROR = "clean top-1 error (%)"
+MEAN_ERROR_BAR = "mean top-1 error over the C-bar corruptions run (unnormalised, %)"
+MCE_BAR = "mCE-bar (normalised by the baseline model, %)"
+
+
+def _all_graded(records: Sequence[Record], names: Sequence[str]) -> bool:
+    """True when every condition of every record is one of ``names`` at a severity (or the clean ``origin``), and
+    one is."""
+    ids = [c["id"] for r in records for c in r.conditions]
+    return any(parse(i, names) for i in ids) and all(i == "origin" or parse(i, names) for i in ids)
 
 
 def is_imagenet_c(records: Sequence[Record]) -> bool:
-    """True when every condition of every record is a corruption at a severity (or the clean ``origin``)."""
-    ids = [c["id"] for r in records for c in r.conditions]
-    return any(parse(i) for i in ids) and all(i == "origin" or parse(i) for i in ids)
+    """True when every condition of every record is an ImageNet-C corruption at a severity (or ``origin``)."""
+    return _all_graded(records, COMMON + EXTRA)
 
 
-def errors_by_severity(errors: dict[str, float]) -> pd.DataFrame:
-    """``{condition id: top-1 error}`` -> a corruptions x severities frame (NaN where not run)."""
+def is_imagenet_c_bar(records: Sequence[Record]) -> bool:
+    """True when every condition of every record is an ImageNet-C-bar corruption at a severity (or ``origin``)."""
+    return _all_graded(records, C_BAR_NAMES)
+
+
+def errors_by_severity(errors: dict[str, float], names: Sequence[str] = COMMON + EXTRA) -> pd.DataFrame:
+    """``{condition id: top-1 error}`` -> a corruptions x severities frame of the corruptions ``names`` that were
+    run, in that order (NaN where a severity was not run)."""
     rows: dict[str, dict[int, float]] = {}
     for condition_id, error in errors.items():
-        parsed = parse(condition_id)
+        parsed = parse(condition_id, names)
         if parsed:
             rows.setdefault(parsed[0], {})[parsed[1]] = error
-    order = [n for n in COMMON + EXTRA if n in rows]
+    order = [n for n in names if n in rows]
     return pd.DataFrame.from_dict({n: rows[n] for n in order}, orient="index").reindex(columns=list(SEVERITIES))
+
+
+def corruption_errors(table: pd.DataFrame, normaliser: Mapping[str, float]) -> dict[str, float]:
+    """CE per corruption of a corruptions x severities ``table``: 100 x its error summed over the 5 severities / (5 x
+    ``normaliser``'s mean error over them), for the corruptions run at all 5 whose normaliser is above 0."""
+    return {name: 100.0 * row.sum() / (len(SEVERITIES) * normaliser[name]) for name, row in table.iterrows()
+            if normaliser.get(name, 0) > 0 and not row.isna().any()}
 
 
 def scores(errors: dict[str, float]) -> dict:
@@ -58,14 +81,10 @@ def scores(errors: dict[str, float]) -> dict:
     (None where none was run)."""
     table = errors_by_severity(errors)
     clean = errors.get("origin")
-    ce, relative = {}, {}
-    for name, row in table.iterrows():
-        if name not in ALEXNET_ERRORS or row.isna().any():
-            continue
-        ce[name] = 100.0 * row.sum() / (len(SEVERITIES) * ALEXNET_ERRORS[name])
-        if clean is not None:
-            alexnet_gap = ALEXNET_ERRORS[name] - ALEXNET_CLEAN_ERROR
-            relative[name] = 100.0 * (row - clean).sum() / (len(SEVERITIES) * alexnet_gap)
+    ce, relative = corruption_errors(table, ALEXNET_ERRORS), {}
+    for name in ce if clean is not None else ():
+        alexnet_gap = ALEXNET_ERRORS[name] - ALEXNET_CLEAN_ERROR
+        relative[name] = 100.0 * (table.loc[name] - clean).sum() / (len(SEVERITIES) * alexnet_gap)
     complete = set(ce) == set(ALEXNET_ERRORS)
     return {"ce": ce, "relative_ce": relative,
             "mce": sum(ce.values()) / len(ce) if complete else None,
@@ -83,26 +102,51 @@ def _number(value: float | None) -> str:
     return "-" if value is None or pd.isna(value) else f"{value:.2f}"
 
 
+def _severity_table(table: pd.DataFrame, labels: dict[str, str], columns: dict[str, list[str]],
+                    summary: dict[str, float | None]) -> pd.DataFrame:
+    """The layout of a corruptions x severities ``table``: columns severities 1-5 and their mean, then ``columns``;
+    rows the corruptions' ``labels``, then one row per ``summary`` number (in the "mean" column)."""
+    out = pd.DataFrame({str(s): table[s].map(_number) for s in SEVERITIES}, index=table.index)
+    out["mean"] = table.mean(axis=1).map(_number)
+    for name, values in columns.items():
+        out[name] = values
+    out.index = [labels[n] for n in table.index]
+    for label, value in summary.items():
+        out.loc[label] = [""] * len(out.columns)
+        out.loc[label, "mean"] = _number(value)
+    out.index.name = "corruption (top-1 error %)"
+    return out
+
+
 def model_table(errors: dict[str, float]) -> pd.DataFrame:
     """One model's ImageNet-C layout: rows corruptions, columns severities 1-5, mean, CE and relative CE, then
     summary rows (clean error, mCE, relative mCE, unnormalised mean error over the 15 corruptions and, when they
     were run, over the 4 extra ones)."""
     table = errors_by_severity(errors)
     result = scores(errors)
-    out = pd.DataFrame({str(s): table[s].map(_number) for s in SEVERITIES}, index=table.index)
-    out["mean"] = table.mean(axis=1).map(_number)
-    out["CE"] = [_number(result["ce"].get(n)) for n in table.index]
-    out["relative CE"] = [_number(result["relative_ce"].get(n)) for n in table.index]
-    out.index = [LABELS[n] for n in table.index]
+    columns = {"CE": [_number(result["ce"].get(n)) for n in table.index],
+               "relative CE": [_number(result["relative_ce"].get(n)) for n in table.index]}
     summary = {CLEAN_ERROR: result["clean_error"], MCE: result["mce"], RELATIVE_MCE: result["relative_mce"],
                MEAN_ERROR: result["mean_error"]}
     if result["mean_error_extra"] is not None:
         summary[MEAN_ERROR_EXTRA] = result["mean_error_extra"]
-    for label, value in summary.items():  # the summary numbers sit in the "mean" column
-        out.loc[label] = [""] * len(out.columns)
-        out.loc[label, "mean"] = _number(value)
-    out.index.name = "corruption (top-1 error %)"
-    return out
+    return _severity_table(table, LABELS, columns, summary)
+
+
+def c_bar_table(errors: dict[str, float], baseline: dict[str, float] | None = None) -> pd.DataFrame:
+    """One model's ImageNet-C-bar layout: rows the corruptions run, columns severities 1-5 and their mean (the
+    mean error per corruption), then the clean error and the unnormalised mean over every cell run. With the
+    ``baseline`` model's errors: a CE-bar column (:func:`corruption_errors` normalised by the baseline's mean error
+    per corruption) and mCE-bar, their mean, when all 10 corruptions ran at all 5 severities for both."""
+    table = errors_by_severity(errors, C_BAR_NAMES)
+    summary = {CLEAN_ERROR: errors.get("origin"), MEAN_ERROR_BAR: _mean(table, C_BAR_NAMES)}
+    columns = {}
+    if baseline is not None:
+        normaliser = errors_by_severity(baseline, C_BAR_NAMES).mean(axis=1, skipna=False).dropna()
+        ce = corruption_errors(table, normaliser.to_dict())
+        columns["CE-bar"] = [_number(ce.get(n)) for n in table.index]
+        summary[MCE_BAR] = sum(ce.values()) / len(ce) if set(ce) == set(C_BAR_NAMES) else None
+    return _severity_table(table, C_BAR_LABELS, columns, summary)
 
 
 def record_errors(records: Sequence[Record]) -> dict[str, dict[str, float]]:

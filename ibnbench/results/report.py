@@ -35,6 +35,9 @@ TABLE1_NOTE = "Cells: top-1/top-5 error % (drop against origin)."
 IMAGENET_C_NOTE = ("Cells: top-1 error %. CE: error summed over severities / AlexNet's (x100); mCE: mean CE over "
                    "the 15 corruptions; relative: over the increase against the clean error; the unnormalised mean "
                    "error is not an mCE.")
+IMAGENET_C_BAR_NOTE = ("Cells: top-1 error %; mean: the mean error per corruption over the severities run. CE-bar "
+                       "and mCE-bar only with --baseline MODEL: error summed over severities / the baseline model's "
+                       "(x100), and its mean over the 10 corruptions.")
 
 
 def _cell(top1: float, top5: float, drop1: float | None = None, drop5: float | None = None) -> str:
@@ -154,14 +157,33 @@ def keyed(table: pd.DataFrame, keys: Sequence[str], fmt: str = "markdown") -> pd
     return out
 
 
-def imagenet_c_tables(records: Sequence[Record]) -> dict[str, pd.DataFrame]:
-    """The ImageNet-C layout per model (corruptions x severities, CE, mCE; see :mod:`ibnbench.results.imagenet_c`)."""
-    return {model: imagenet_c.model_table(errors) for model, errors in imagenet_c.record_errors(records).items()}
+def imagenet_c_tables(records: Sequence[Record], baseline: str | None = None) -> dict[str, pd.DataFrame]:
+    """The ImageNet-C layout per model (corruptions x severities, CE, mCE; see :mod:`ibnbench.results.imagenet_c`),
+    or the ImageNet-C-bar one (corruptions x severities, mean per corruption; CE-bar and mCE-bar normalised by the
+    ``baseline`` model of the records when given) for C-bar records."""
+    errors = imagenet_c.record_errors(records)
+    if baseline is None:
+        table = imagenet_c.c_bar_table if imagenet_c.is_imagenet_c_bar(records) else imagenet_c.model_table
+        return {model: table(model_errors) for model, model_errors in errors.items()}
+    if not imagenet_c.is_imagenet_c_bar(records):
+        raise UsageError("--baseline normalises ImageNet-C-bar records (ImageNet-C's CE is normalised by AlexNet's "
+                         "published errors)")
+    if baseline not in errors:
+        raise UsageError(f"--baseline {baseline}: no such model in the records (models: {', '.join(errors)})")
+    return {model: imagenet_c.c_bar_table(model_errors, errors[baseline]) for model, model_errors in errors.items()}
+
+
+def _corruption_note(records: Sequence[Record]) -> str | None:
+    """The note under corruption tables: ImageNet-C's or C-bar's; None for other records (the Table-1 layout)."""
+    if imagenet_c.is_imagenet_c(records):
+        return IMAGENET_C_NOTE
+    return IMAGENET_C_BAR_NOTE if imagenet_c.is_imagenet_c_bar(records) else None
 
 
 def layout(records: Sequence[Record]) -> dict[str, pd.DataFrame]:
-    """The report's tables: one ImageNet-C table per model for ImageNet-C records, else the one Table-1 table."""
-    return imagenet_c_tables(records) if imagenet_c.is_imagenet_c(records) else {"": table1(records)}
+    """The report's tables: one corruption table per model for ImageNet-C or C-bar records, else the one Table-1
+    table."""
+    return imagenet_c_tables(records) if _corruption_note(records) else {"": table1(records)}
 
 
 def _as_text(value: object) -> object:
@@ -256,22 +278,28 @@ def _html_section(section: Section) -> str:
     return f"{head}{render(section.shown('html'), 'html')}\n" + (f"<p>{note}</p>\n" if note else "")
 
 
-def build_report(records: Sequence[Record], vs: str | None = None, ci: bool = False, pairs: bool = False) -> Report:
+def build_report(records: Sequence[Record], vs: str | None = None, ci: bool = False, pairs: bool = False,
+                 baseline: str | None = None) -> Report:
     """The report of ``records`` (read once, by :func:`~ibnbench.results.loading.load_records`): the Table-1 table
-    (with ``vs="paper"``, the paper's cells and our differences beside it) or, for ImageNet-C records, a table
-    per model; ``ci`` adds, per metric, the intervals, paired drop intervals and McNemar tests; ``pairs`` adds
-    model-vs-model tests per condition and the error-consistency matrices."""
+    (with ``vs="paper"``, the paper's cells and our differences beside it) or, for ImageNet-C and C-bar records, a
+    table per model (C-bar's normalised by the ``baseline`` model when given); ``ci`` adds, per metric, the
+    intervals, paired drop intervals and McNemar tests; ``pairs`` adds model-vs-model tests per condition and the
+    error-consistency matrices."""
     if vs not in (None, "paper"):
         raise UsageError(f"--vs accepts only 'paper', not {vs!r}")
     require_mergeable(records)
     footer = "\n".join(_provenance(r) for r in records)
     warnings = tuple(paper_warnings(records)) if vs == "paper" else ()
-    if imagenet_c.is_imagenet_c(records):
+    corruption_note = _corruption_note(records)
+    if corruption_note:
         if vs is not None:
-            raise UsageError("--vs paper compares with IBN-Net's Table 1; these are ImageNet-C records")
-        tables = list(imagenet_c_tables(records).items())
-        sections = [Section(model, table, f"{IMAGENET_C_NOTE}\n{footer}" if i == len(tables) - 1 else "")
+            benchmark = "ImageNet-C" if corruption_note == IMAGENET_C_NOTE else "ImageNet-C-bar"
+            raise UsageError(f"--vs paper compares with IBN-Net's Table 1; these are {benchmark} records")
+        tables = list(imagenet_c_tables(records, baseline).items())
+        sections = [Section(model, table, f"{corruption_note}\n{footer}" if i == len(tables) - 1 else "")
                     for i, (model, table) in enumerate(tables)]
+    elif baseline is not None:
+        raise UsageError("--baseline normalises ImageNet-C-bar records; these are not")
     else:
         note = "\n".join([f"{TABLE1_NOTE}\n{footer}", *warnings])
         sections = [Section("", table1(records, vs=vs), note, numbers=numbers(records, vs=vs))]
@@ -301,10 +329,10 @@ def _pairs_sections(records: Sequence[Record]) -> list[Section]:
 
 
 def report(results: Sequence[str | Path | Record], format: str = "markdown", vs: str | None = None,
-           output: str | Path | None = None, ci: bool = False, pairs: bool = False) -> str:
+           output: str | Path | None = None, ci: bool = False, pairs: bool = False, baseline: str | None = None) -> str:
     """The rendered report of the given records (files, directories or records already read; see
     :func:`build_report`), written to ``output`` too if given."""
-    text = build_report(load_records(results), vs=vs, ci=ci, pairs=pairs).render(format)
+    text = build_report(load_records(results), vs=vs, ci=ci, pairs=pairs, baseline=baseline).render(format)
     if output:
         write_atomic(output, text + "\n", what="report")
     return text
