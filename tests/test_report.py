@@ -220,6 +220,8 @@ def test_one_report_command_reads_each_record_file_once(tmp_path, monkeypatch, c
                  "--reliability", str(figures[1])]) == 0
     monkeypatch.undo()
     assert {path: reads[path.resolve()] for path in paths} == {path: 1 for path in paths}
+    sidecars = [sidecar_path(path) for path in paths]  # --ci and --reliability both use the stored confidences
+    assert {path: reads[path.resolve()] for path in sidecars} == {path: 1 for path in sidecars}
     out = capsys.readouterr().out
     assert "### top1 model vs model under each condition" in out and "ECE if calibrated" in out
     assert all(f"wrote {figure}" in out and figure.stat().st_size > 0 for figure in figures)

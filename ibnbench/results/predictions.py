@@ -5,6 +5,8 @@ rerunning models. The record names the file and its sha256; a file that does not
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
 
 FORMAT = "ibnbench-predictions/1"
 SUFFIX = ".predictions.npz"
+_CACHE_ATTRIBUTE = "_loaded_predictions"  # on the Record: (folder and reference, what was read)
 
 
 @dataclass
@@ -85,10 +88,11 @@ def read_predictions(path: str | os.PathLike, sha256: str | None = None) -> Pred
     path = Path(path)
     if not path.exists():
         raise RecordError(f"{path}: stored predictions are missing (keep the .predictions.npz beside its record)")
-    if sha256 is not None and sha256_of(path) != sha256:
+    content = path.read_bytes()  # read once: hashed, then parsed
+    if sha256 is not None and hashlib.sha256(content).hexdigest() != sha256:
         raise RecordError(f"{path}: stored predictions do not match their record (sha256 differs)")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(io.BytesIO(content), allow_pickle=False) as data:
             if str(data["format"]) != FORMAT:
                 raise RecordError(f"{path}: not an ibnbench predictions file ({data['format']})")
             return Predictions(models=[str(m) for m in data["models"]],
@@ -136,10 +140,17 @@ def for_record(record: Record) -> Predictions | DatasetPredictions:
         raise RecordError(f"{where}: holds no stored predictions (schema {record.schema} record): rerun "
                           "`ibnbench run` with this version to get confidences")
     folder = Path(record.path).parent if record.path else Path(".")
+    key = (folder.resolve(), repr(record.predictions))
+    cached = record.__dict__.get(_CACHE_ATTRIBUTE)
+    if cached is not None and cached[0] == key:  # one report reads and verifies each sidecar once
+        return cached[1]
     if "parts" in record.predictions:
-        return DatasetPredictions({part: read_predictions(folder / ref["file"], ref.get("sha256"))
-                                   for part, ref in record.predictions["parts"].items()})
-    return read_predictions(folder / record.predictions["file"], record.predictions.get("sha256"))
+        loaded = DatasetPredictions({part: read_predictions(folder / ref["file"], ref.get("sha256"))
+                                     for part, ref in record.predictions["parts"].items()})
+    else:
+        loaded = read_predictions(folder / record.predictions["file"], record.predictions.get("sha256"))
+    record.__dict__[_CACHE_ATTRIBUTE] = (key, loaded)
+    return loaded
 
 
 def dataset_sidecar_path(record_path: str | os.PathLike, dataset: str) -> Path:
