@@ -8,6 +8,7 @@ import os
 import sys
 
 from ibnbench.cli import catalog, evaluate, records
+from ibnbench.cli.allocator import keep_freed_memory
 from ibnbench.cli.evaluate import print_summary
 from ibnbench.errors import IbnbenchError, RecordWriteError
 
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # batches reuse freed memory instead of faulting in fresh pages (cli/allocator.py)
     try:
         return args.func(args)
     except KeyboardInterrupt as exc:

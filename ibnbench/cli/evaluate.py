@@ -120,6 +120,7 @@ def severity_list(text: str) -> tuple[int, ...]:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Synthetic throughput per model, or the fan-out vs baseline comparison on a dataset."""
+    from ibnbench.cli.allocator import keep_freed_memory
     from ibnbench.tools.bench import compare_baseline, corruption_table, corruptions, pipeline, throughput
 
     RunOptions.from_args(args)  # its flags checked in one place, before any work
@@ -131,7 +132,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                           repeat=args.repeat, threads=args.threads)
         print(corruption_table(out))
         print(f"{out['n_images']} image(s), ours in batches of {out['batch_size']} on {out['device']} "
-              f"({out['threads']} threads), medians of {out['repeat']} interleaved repeat(s), ms per image")
+              f"({out['threads']} threads), medians of {out['repeat']} interleaved repeat(s), ms per image; "
+              f"allocator: {'freed memory kept for reuse' if keep_freed_memory() else 'the system default'}")
         return 0
     if not args.model:
         raise UsageError("give --model NAME (every mode but --corruptions times models)")

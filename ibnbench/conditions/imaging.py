@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import kornia
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -294,31 +295,33 @@ def _uint8(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.uint8 else x.round().clamp_(0, 255).to(torch.int16).to(torch.uint8)
 
 
-def _jpeg_image(pixels: torch.Tensor, quality: int) -> torch.Tensor:
-    """One ``[3, H, W]`` image (host memory) through JPEG: PIL's encoder (4:2:0 chroma, as ImageNet-C's files were
-    written) fed the three planes without a copy, torchvision's CPU decoder (PIL's pixels, faster)."""
+def _jpeg_image(pixels: torch.Tensor, quality: int, out_hwc: np.ndarray) -> None:
+    """One contiguous uint8 ``[3, H, W]`` image (host memory) through JPEG into ``out_hwc`` (uint8 ``[H, W, 3]``,
+    numpy: no OpenMP region in a worker thread): PIL's encoder (4:2:0 chroma, as ImageNet-C's files were written)
+    fed the three planes without a copy, torchvision's CPU decoder (PIL's pixels, faster)."""
     from PIL import Image
     from torchvision.io import decode_jpeg
 
-    pixels = _uint8(pixels).contiguous()
     height, width = pixels.shape[-2:]
     planes = [Image.frombuffer("L", (width, height), plane.numpy(), "raw", "L", 0, 1) for plane in pixels]
     encoded = io.BytesIO()
     Image.merge("RGB", planes).save(encoded, "JPEG", quality=quality)
-    return decode_jpeg(torch.frombuffer(encoded.getbuffer(), dtype=torch.uint8))
+    out_hwc[...] = decode_jpeg(torch.frombuffer(encoded.getbuffer(), dtype=torch.uint8)).numpy().transpose(1, 2, 0)
 
 
 def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
     """Encode each image as JPEG at ``quality`` and decode it with the host's libjpeg (:func:`_jpeg_image`), images
-    in parallel threads (the codec releases the GIL) when torch has several. A CUDA batch goes to the host in one
-    pinned copy (:func:`host_copy_for_jpeg`) and comes back in one non-blocking copy (torch's host allocator keeps
-    the pinned buffer until that copy has run)."""
-    on_host, on_cuda = x.device.type == "cpu", x.device.type == "cuda"
-    pixels = x if on_host else host_copy_for_jpeg(_uint8(x))  # on the CPU each image is converted in its thread
-    back = torch.empty(x.shape, dtype=x.dtype if on_host else torch.uint8, pin_memory=on_cuda)
+    in parallel threads (the codec releases the GIL) when torch has several. The batch is rounded to uint8 once, by
+    torch in the calling thread; the threads run only the codec and numpy copies, so they open no OpenMP regions of
+    their own. A CUDA batch goes to the host in one pinned copy (:func:`host_copy_for_jpeg`) and comes back in one
+    non-blocking copy (torch's host allocator keeps the pinned buffer until that copy has run)."""
+    on_cuda = x.device.type == "cuda"
+    pixels = host_copy_for_jpeg(_uint8(x).contiguous())
+    back = torch.empty(x.shape, dtype=torch.uint8, pin_memory=on_cuda)
+    back_hwc = back.numpy().transpose(0, 2, 3, 1)  # the decoder's own layout on both sides of each copy
 
-    def round_trip(i: int) -> None:  # copied as height x width x channel on both sides: the decoder's own layout
-        back[i].permute(1, 2, 0).copy_(_jpeg_image(pixels[i], quality).permute(1, 2, 0))
+    def round_trip(i: int) -> None:
+        _jpeg_image(pixels[i], quality, back_hwc[i])
 
     workers = min(len(x), torch.get_num_threads())
     if workers > 1:
@@ -327,7 +330,7 @@ def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
     else:
         for i in range(len(x)):
             round_trip(i)
-    return back if on_host else back.to(x.device, non_blocking=on_cuda).to(x.dtype)
+    return back.to(x.device, non_blocking=on_cuda).to(x.dtype)
 
 
 @lru_cache(maxsize=None)
