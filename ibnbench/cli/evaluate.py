@@ -20,9 +20,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.output:
         ensure_writable(args.output, "record")  # in a blink, before torch is even imported
+    if args.task == "segmentation":
+        from ibnbench.cli.segmentation import run_segmentation_command
+
+        return run_segmentation_command(args)
+    if len(args.data) > 1:
+        raise UsageError("--data is given more than once: a classification run takes one val folder")
     from ibnbench.eval.api import run
 
-    record = run(args.model, args.data, suite=args.suite, options=RunOptions.from_args(args), output=args.output,
+    record = run(args.model, args.data[0], suite=args.suite or "table1", options=RunOptions.from_args(args), output=args.output,
                  results_dir=args.results_dir, conditions=args.conditions, weights=args.weights,
                  preprocessing=args.preprocessing, labels=args.labels, resume=args.resume, restart=args.restart,
                  skip_missing=args.skip_missing, style_weights=_style_weights(args.style_weights),
@@ -199,9 +205,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append", required=True, metavar="NAME",
                    help="registered model (see `ibnbench models`), timm:NAME, torchvision:NAME or pkg.mod:factory; "
                         "repeat")
-    p.add_argument("--data", type=non_empty_path, required=True, metavar="DIR",
+    p.add_argument("--task", choices=("classification", "segmentation"), default="classification",
+                   help="classification (default) or segmentation: segmentation models on --data NAME=PATH datasets "
+                        "(docs/segmentation.md)")
+    p.add_argument("--data", type=non_empty_path, required=True, action="append", metavar="DIR",
                    help="ImageNet val folder (val/<wnid>/*.JPEG, flat with labels, or ImageNetV2's "
-                        "<class index>/*.jpeg)")
+                        "<class index>/*.jpeg); with --task segmentation NAME=PATH, repeated (cityscapes, acdc, "
+                        "bdd100k, mapillary, gta5, synthia)")
     p.add_argument("--labels", type=non_empty_path, metavar="FILE",
                    help="labels for a flat folder: LOC_val_solution.csv or '<file> <index>' lines")
     classes = p.add_mutually_exclusive_group()
@@ -214,9 +224,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restrict-to-classes", action="store_true",
                    help="with --classes FILE: keep only the images of those classes (ImageNet val on ImageNet-R's "
                         "200 classes, the baseline its gap is measured against)")
-    p.add_argument("--suite", type=non_empty_path, default="table1",
+    p.add_argument("--suite", type=non_empty_path,
                    help="condition suite name or TOML path (default table1; see `ibnbench suites`), or a dataset suite "
-                        "(natural: val, ImageNetV2, -Sketch, -R, -A, Stylized-ImageNet; paths from $IBNBENCH_DATA)")
+                        "(natural: val, ImageNetV2, -Sketch, -R, -A, Stylized-ImageNet; paths from $IBNBENCH_DATA); "
+                        "with --task segmentation: none (default), table1, imagenet-c (Cityscapes-C) or a TOML path")
     p.add_argument("--conditions", type=lambda s: [c for c in s.split(",") if c], metavar="IDS",
                    help="comma-separated subset of the suite's condition ids (of a dataset suite: dataset ids)")
     p.add_argument("--weights", action="append", metavar="SPEC",
@@ -237,8 +248,28 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="generator weights for a style condition: official, random, a path or a URL (repeat per style)")
     p.add_argument("--skip-missing", action="store_true",
                    help="report conditions with missing assets as not run instead of stopping")
+    segmentation = p.add_argument_group("--task segmentation: how predictions are made (default: the whole image, "
+                                        "one scale, no flip, as RobustNet's valid.py)")
+    segmentation.add_argument("--scales", type=scale_list, metavar="LIST",
+                              help="image scales whose softmax outputs are averaged, e.g. 0.5,0.75,1.0,1.25,1.5")
+    segmentation.add_argument("--flip", action="store_true", help="add each image's horizontal mirror")
+    segmentation.add_argument("--window", type=positive_int, metavar="PIXELS",
+                              help="sliding-window inference with square tiles of this side")
+    segmentation.add_argument("--stride", type=positive_int, metavar="PIXELS",
+                              help="pixels between sliding windows (default two thirds of --window)")
     add_flags(p.add_argument_group("how to run"))
     p.set_defaults(func=cmd_run)
+
+
+def scale_list(text: str) -> tuple[float, ...]:
+    """``0.5,1.0,1.5`` as a tuple of positive numbers."""
+    try:
+        scales = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, e.g. 0.5,1.0,1.5, not {text!r}")
+    if not scales or any(not 0 < s <= 8 for s in scales):
+        raise argparse.ArgumentTypeError(f"expected scales in (0, 8], not {text!r}")
+    return scales
 
 
 def _add_divergence(sub: argparse._SubParsersAction) -> None:
