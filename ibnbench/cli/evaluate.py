@@ -28,8 +28,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--data is given more than once: a classification run takes one val folder")
     from ibnbench.eval.api import run
 
-    record = run(args.model, args.data[0], suite=args.suite or "table1", options=RunOptions.from_args(args), output=args.output,
-                 results_dir=args.results_dir, conditions=args.conditions, weights=args.weights,
+    record = run(args.model, args.data[0], suite=args.suite or "table1", options=RunOptions.from_args(args),
+                 output=args.output, results_dir=args.results_dir, conditions=args.conditions, weights=args.weights,
                  preprocessing=args.preprocessing, labels=args.labels, resume=args.resume, restart=args.restart,
                  skip_missing=args.skip_missing, style_weights=_style_weights(args.style_weights),
                  classes_from_folders=args.classes_from_folders, classes=args.classes,
@@ -266,7 +266,7 @@ def scale_list(text: str) -> tuple[float, ...]:
     try:
         scales = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, e.g. 0.5,1.0,1.5, not {text!r}")
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas (0.5,1.0,1.5), not {text!r}") from None
     if not scales or any(not 0 < s <= 8 for s in scales):
         raise argparse.ArgumentTypeError(f"expected scales in (0, 8], not {text!r}")
     return scales

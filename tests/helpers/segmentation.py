@@ -57,3 +57,17 @@ def make_cityscapes(root: Path, n: int = 4, height: int = 24, width: int = 48, s
         label = ids[rng.integers(0, len(ids), (height // 4, width // 4))].repeat(4, 0).repeat(4, 1)
         Image.fromarray(label[:height, :width]).save(label_dir / f"{stem}_gtFine_labelIds.png")
     return root
+
+
+def main() -> int:
+    """The CLI with :data:`TINY` registered (``python -m helpers.segmentation run ...`` from ``tests/``)."""
+    import sys
+
+    from ibnbench.cli import main as cli
+
+    register_tiny()
+    return cli(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
