@@ -75,7 +75,8 @@ def test_table1_run_matches_an_independent_computation(cityscapes, tmp_path):
         assert np.array_equal(record.confusion(TINY, condition, "cityscapes"), theirs), condition
         row = record.result(TINY, condition, "cityscapes")
         miou, accuracy = scores_by_hand(theirs)
-        assert row["miou"] == pytest.approx(miou, abs=1e-3) and row["pixel_accuracy"] == pytest.approx(accuracy, abs=1e-3)
+        assert row["miou"] == pytest.approx(miou, abs=1e-3)
+        assert row["pixel_accuracy"] == pytest.approx(accuracy, abs=1e-3)
         assert row["n_images"] == 5 and row["miou_ci"][0] <= row["miou"] <= row["miou_ci"][1]
     again = read_segmentation_record(tmp_path / "t1.json")
     stats = again.image_statistics(TINY, "rgb+50", "cityscapes")
@@ -200,3 +201,21 @@ def test_wrong_models_are_one_line(cityscapes, tmp_path, capsys):
     code, err = _segmentation_cli(capsys, cityscapes, tmp_path, model="tiny_segmenter_10")
     assert code == 2 and len(err.splitlines()) == 1 and "returned [" in err and ", 10, 24, 48]" in err, err
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "c.json").exists()
+
+
+def test_sliding_window_and_flip_agree_with_the_whole_image_for_a_pointwise_model():
+    """A 1x1-convolution model sees each pixel alone: tiles (any stride, padded edges) and the mirrored image give
+    the whole image's classes."""
+    from ibnbench.eval.segmentation_inference import Inference, SegmentationRunner, window_starts
+    from ibnbench.zoo.meta import Preprocessing
+
+    assert window_starts(50, 16, 11) == [0, 11, 22, 33, 34] and window_starts(10, 16, 11) == [0]
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 19, 1)
+    x = torch.rand(2, 3, 21, 50) * 255
+    whole = SegmentationRunner("m", model, Preprocessing(), torch.device("cpu"), RunOptions(device="cpu"),
+                               Inference()).predict(x)
+    for inference in (Inference(window=16, stride=11), Inference(flip=True), Inference(window=32, flip=True)):
+        runner = SegmentationRunner("m", model, Preprocessing(), torch.device("cpu"), RunOptions(device="cpu"),
+                                    inference)
+        assert torch.equal(runner.predict(x), whole), inference

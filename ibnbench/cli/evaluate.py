@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from tabulate import tabulate
 
 from ibnbench.cli.arguments import non_empty_path, positive_int, seed
+from ibnbench.cli.segmentation import add_segmentation_flags
 from ibnbench.errors import UsageError
 from ibnbench.eval.options import RunOptions, add_flags
 
@@ -248,28 +249,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="generator weights for a style condition: official, random, a path or a URL (repeat per style)")
     p.add_argument("--skip-missing", action="store_true",
                    help="report conditions with missing assets as not run instead of stopping")
-    segmentation = p.add_argument_group("--task segmentation: how predictions are made (default: the whole image, "
-                                        "one scale, no flip, as RobustNet's valid.py)")
-    segmentation.add_argument("--scales", type=scale_list, metavar="LIST",
-                              help="image scales whose softmax outputs are averaged, e.g. 0.5,0.75,1.0,1.25,1.5")
-    segmentation.add_argument("--flip", action="store_true", help="add each image's horizontal mirror")
-    segmentation.add_argument("--window", type=positive_int, metavar="PIXELS",
-                              help="sliding-window inference with square tiles of this side")
-    segmentation.add_argument("--stride", type=positive_int, metavar="PIXELS",
-                              help="pixels between sliding windows (default two thirds of --window)")
+    add_segmentation_flags(p)
     add_flags(p.add_argument_group("how to run"))
     p.set_defaults(func=cmd_run)
 
-
-def scale_list(text: str) -> tuple[float, ...]:
-    """``0.5,1.0,1.5`` as a tuple of positive numbers."""
-    try:
-        scales = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas (0.5,1.0,1.5), not {text!r}") from None
-    if not scales or any(not 0 < s <= 8 for s in scales):
-        raise argparse.ArgumentTypeError(f"expected scales in (0, 8], not {text!r}")
-    return scales
 
 
 def _add_divergence(sub: argparse._SubParsersAction) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from ibnbench.cli.arguments import positive_int
 from ibnbench.eval.options import RunOptions
 
 if TYPE_CHECKING:
@@ -37,3 +38,27 @@ def print_segmentation(record: SegmentationRecord) -> None:
         print(f"{name}: {count} unreadable pair(s) skipped: {', '.join(record.datasets[name]['skipped'][:3])}")
     timing = record.timing
     print(f"{timing['images']} images in {timing['seconds']:.1f} s")
+
+
+def add_segmentation_flags(p: argparse.ArgumentParser) -> None:
+    """``run``'s flags of how a segmentation model's predictions are made."""
+    segmentation = p.add_argument_group("--task segmentation: how predictions are made (default: the whole image, "
+                                        "one scale, no flip, as RobustNet's valid.py)")
+    segmentation.add_argument("--scales", type=scale_list, metavar="LIST",
+                              help="image scales whose softmax outputs are averaged, e.g. 0.5,0.75,1.0,1.25,1.5")
+    segmentation.add_argument("--flip", action="store_true", help="add each image's horizontal mirror")
+    segmentation.add_argument("--window", type=positive_int, metavar="PIXELS",
+                              help="sliding-window inference with square tiles of this side")
+    segmentation.add_argument("--stride", type=positive_int, metavar="PIXELS",
+                              help="pixels between sliding windows (default two thirds of --window)")
+
+
+def scale_list(text: str) -> tuple[float, ...]:
+    """``0.5,1.0,1.5`` as a tuple of positive numbers."""
+    try:
+        scales = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas (0.5,1.0,1.5), not {text!r}") from None
+    if not scales or any(not 0 < s <= 8 for s in scales):
+        raise argparse.ArgumentTypeError(f"expected scales in (0, 8], not {text!r}")
+    return scales
