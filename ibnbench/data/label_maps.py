@@ -91,7 +91,7 @@ class LabelMap:
         planes = decoded.to(torch.int64)
         if self.colours:
             return planes[0] << 16 | planes[1] << 8 | planes[2]
-        return planes[0]
+        return planes[0].contiguous()
 
     def decode(self, decoded: torch.Tensor, path: str | os.PathLike) -> torch.Tensor:
         """Train ids (uint8 ``[H, W]``) of a decoded label image; :class:`BadLabelError` naming ``path`` for values

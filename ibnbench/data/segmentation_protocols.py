@@ -1,8 +1,8 @@
 """Evaluation protocols: what happens to a decoded (image, label) pair before it is scored.
 
 * ``native`` (the default): the image and its label map as released, at full resolution.
-* ``robustnet-mapillary``: RobustNet's Mapillary Vistas validation transform (``datasets/__init__.py``:
-  ``ResizeHeight(1536)`` then ``CenterCropPad(1536)`` from ``transforms/joint_transforms.py``), quirks included:
+* ``robustnet-mapillary``: RobustNet's Mapillary Vistas validation transform (its ``datasets`` package builds
+  ``ResizeHeight(1536)`` then ``CenterCropPad(1536)`` from its ``joint_transforms`` module), quirks included:
   the image is resized to height 1536 and width ``int(w / h * 1536)`` (bicubic, antialiased like PIL's; the label
   nearest-neighbour as PIL does it), then cut to 1536 x 1536 around ``round((w - 1536) / 2)`` (Python's rounding).
   A side shorter than 1536 is first padded by the shortfall on *both* ends and the crop offset is still taken from
