@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.runs import torchrun
-from helpers.segmentation import TINY, make_cityscapes, register_tiny
+from helpers.segmentation import TINY, make_cityscapes, register_tiny, unregister
 from PIL import Image
 
 from ibnbench.cli import main
@@ -31,9 +31,17 @@ TABLE1 = ["origin", "rgb+50", "r+50", "std*1.5"]
 CITYSCAPES_C = ["origin", "gaussian_noise-2", "motion_blur-3", "fog-1", "jpeg_compression-4"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def tiny_models():
+    """The tiny segmentation models, registered for this module only."""
+    register_tiny()
+    register_tiny("tiny_segmenter_10", classes=10)
+    yield
+    unregister(TINY, "tiny_segmenter_10")
+
+
 @pytest.fixture(scope="module")
 def cityscapes(tmp_path_factory) -> Path:
-    register_tiny()
     return make_cityscapes(tmp_path_factory.mktemp("seg") / "cityscapes", n=5)
 
 
@@ -169,7 +177,6 @@ def _broken_copy(tmp_path: Path, how: str) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize("how, message", [("size", "is 48x20 but its image"), ("values", "99")])
 def test_bad_label_maps_are_one_line_or_skipped(tmp_path, capsys, how, message):
-    register_tiny()
     root, label = _broken_copy(tmp_path, how)
     code, err = _segmentation_cli(capsys, root, tmp_path)
     assert code == 2 and len(err.splitlines()) == 1 and str(label) in err and message in err, err
@@ -184,10 +191,7 @@ def test_bad_label_maps_are_one_line_or_skipped(tmp_path, capsys, how, message):
 def test_wrong_models_are_one_line(cityscapes, tmp_path, capsys):
     """A classification model under --task segmentation, a segmentation model in a classification run, and a
     segmentation model with another class count: one line each, nothing written."""
-    from helpers.segmentation import TinySegmenter
 
-    from ibnbench.zoo import register_model
-    from ibnbench.zoo.registry import _REGISTRY
 
     code, err = _segmentation_cli(capsys, cityscapes, tmp_path, model="resnet18")
     assert code == 2 and "--model resnet18 is a classification model; --task segmentation" in err
@@ -195,9 +199,6 @@ def test_wrong_models_are_one_line(cityscapes, tmp_path, capsys):
                  str(tmp_path / "c.json")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and f"--model {TINY} is a segmentation model; run it with --task segmentation" in err
-    if "tiny_segmenter_10" not in _REGISTRY:
-        register_model(lambda: TinySegmenter(10), name="tiny_segmenter_10", family="test", variant="tiny",
-                       task="segmentation")
     code, err = _segmentation_cli(capsys, cityscapes, tmp_path, model="tiny_segmenter_10")
     assert code == 2 and len(err.splitlines()) == 1 and "returned [" in err and ", 10, 24, 48]" in err, err
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "c.json").exists()

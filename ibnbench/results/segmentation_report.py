@@ -1,7 +1,7 @@
 """Tables of segmentation records: the run's summary (conditions x datasets per model, mIoU with its bootstrap
-interval, pixel accuracy, the drop against ``origin``), IBN-Net's Table 6 shape (train domain, test domain, model),
-RobustNet's shape (models x target datasets with the mean over targets), ACDC per condition and the Cityscapes-C
-table (mIoU per corruption and severity, relative to clean)."""
+interval, pixel accuracy, the drop against ``origin``), IBN-Net's cross-domain segmentation table (train domain,
+test domain, model), RobustNet's shape (models x target datasets with the mean over targets), ACDC per condition
+and the Cityscapes-C table (mIoU per corruption and severity, relative to clean)."""
 from __future__ import annotations
 
 import math
@@ -61,8 +61,8 @@ def summary_tables(record: SegmentationRecord, fmt: str = "github") -> dict[str,
 
 
 def table6(records: Sequence[SegmentationRecord], train_domains: Mapping[str, str]) -> pd.DataFrame:
-    """IBN-Net's Table 6 shape: per (train domain, test domain, model) the mIoU and pixel accuracy under
-    ``origin`` and the mIoU drop from the model's own domain to the test domain (0 on its own domain)."""
+    """The shape of IBN-Net's cross-domain segmentation table: per (train domain, test domain, model) the mIoU and
+    pixel accuracy under ``origin`` and the mIoU drop from the model's own domain to the test domain."""
     frame = results_frame(records)
     frame = frame[frame.condition == ORIGIN]
     rows = []

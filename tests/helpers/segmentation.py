@@ -30,14 +30,22 @@ class TinySegmenter(nn.Module):
         return self.head(self.body(x))
 
 
-def register_tiny() -> str:
-    """Register :data:`TINY` (once per process) and return its name."""
+def register_tiny(name: str = TINY, classes: int = 19) -> str:
+    """Register a :class:`TinySegmenter` as ``name`` (once per process) and return the name."""
     from ibnbench.zoo.registry import _REGISTRY
 
-    if TINY not in _REGISTRY:
-        register_model(lambda: TinySegmenter(), name=TINY, family="test", variant="tiny", task="segmentation",
+    if name not in _REGISTRY:
+        register_model(lambda: TinySegmenter(classes), name=name, family="test", variant="tiny", task="segmentation",
                        preprocessing=Preprocessing(source="ImageNet mean/std"))
-    return TINY
+    return name
+
+
+def unregister(*names: str) -> None:
+    """Take test models out of the registry again (other tests list the registered segmentation models)."""
+    from ibnbench.zoo.registry import _REGISTRY
+
+    for name in names:
+        _REGISTRY.pop(name, None)
 
 
 def make_cityscapes(root: Path, n: int = 4, height: int = 24, width: int = 48, seed: int = 0) -> Path:
