@@ -55,6 +55,12 @@ class BadImageError(IbnbenchError, ValueError):
         return type(self), (self.path, self.reason)
 
 
+class BadLabelError(BadImageError):
+    """A segmentation label map that cannot be scored: undecodable, of another size than its image (the message
+    names both files), or holding values its dataset's label table does not define. The ``--on-bad-image``
+    policy treats it as a bad image."""
+
+
 class SuiteError(IbnbenchError, ValueError):
     """A suite file is malformed, or a suite or condition name is unknown."""
 

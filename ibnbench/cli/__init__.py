@@ -10,6 +10,7 @@ import sys
 from ibnbench.cli import catalog, evaluate, records
 from ibnbench.cli.allocator import keep_freed_memory
 from ibnbench.cli.evaluate import print_summary
+from ibnbench.cli.segmentation import print_segmentation
 from ibnbench.errors import IbnbenchError, RecordWriteError
 
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except IbnbenchError as exc:  # the user's input: one line; anything else is a bug and keeps its traceback
         if isinstance(exc, RecordWriteError):  # the run finished but its record could not be written
-            print_summary(exc.record)
+            print_summary(exc.record) if hasattr(exc.record, "top1_err") else print_segmentation(exc.record)
         print(f"ibnbench {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`ibnbench suites | head`): quiet, as Python's docs advise

@@ -21,6 +21,13 @@ def _weights_column(info: ModelInfo) -> str:
     return f"{how}, default" if len(info.releases) > 1 and w == info.releases[0] else how
 
 
+def _input_column(info: ModelInfo) -> str:
+    """What the model is given: resize/crop (a segmentation model sees the whole image) and the normalisation."""
+    pre = info.preprocessing
+    size = "whole image" if info.task == "segmentation" else f"{pre.resize}/{pre.crop} {pre.interpolation}"
+    return f"{size}, {pre.convention}"
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """Print the model zoo as a table, one row per release (``arch.tag``; an architecture without one by name),
     each with its own weights, published error and preprocessing."""
@@ -29,11 +36,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows = []
     for name in models.list_models(args.pattern, task=None, releases=True):
         info = models.model_info(name)
-        w, pre = info.weights, info.preprocessing
+        w = info.weights
         ref = "; ".join(map(str, w.metrics)) if w and w.metrics else "-"
         params = "-" if info.params is None else f"{info.params / 1e6:.1f}M"
         rows.append([name, info.family, info.variant, params, _weights_column(info), ref,
-                     f"{pre.resize}/{pre.crop} {pre.interpolation}, {pre.convention}", info.license or "-"])
+                     _input_column(info), info.license or "-"])
     print(tabulate(rows, headers=["model", "family", "variant", "params", "weights", "published err top1/top5 (source)",
                                   "input (resize/crop)", "licence"], tablefmt=args.format))
     return 0

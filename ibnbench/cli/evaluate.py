@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from tabulate import tabulate
 
 from ibnbench.cli.arguments import non_empty_path, positive_int, seed
+from ibnbench.cli.segmentation import add_segmentation_flags
 from ibnbench.errors import UsageError
 from ibnbench.eval.options import RunOptions, add_flags
 
@@ -20,10 +21,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.output:
         ensure_writable(args.output, "record")  # in a blink, before torch is even imported
+    if args.task == "segmentation":
+        from ibnbench.cli.segmentation import run_segmentation_command
+
+        return run_segmentation_command(args)
+    if len(args.data) > 1:
+        raise UsageError("--data is given more than once: a classification run takes one val folder")
     from ibnbench.eval.api import run
 
-    record = run(args.model, args.data, suite=args.suite, options=RunOptions.from_args(args), output=args.output,
-                 results_dir=args.results_dir, conditions=args.conditions, weights=args.weights,
+    record = run(args.model, args.data[0], suite=args.suite or "table1", options=RunOptions.from_args(args),
+                 output=args.output, results_dir=args.results_dir, conditions=args.conditions, weights=args.weights,
                  preprocessing=args.preprocessing, labels=args.labels, resume=args.resume, restart=args.restart,
                  skip_missing=args.skip_missing, style_weights=_style_weights(args.style_weights),
                  classes_from_folders=args.classes_from_folders, classes=args.classes,
@@ -201,9 +208,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", action="append", required=True, metavar="NAME",
                    help="registered model (see `ibnbench models`), timm:NAME, torchvision:NAME or pkg.mod:factory; "
                         "repeat")
-    p.add_argument("--data", type=non_empty_path, required=True, metavar="DIR",
+    p.add_argument("--task", choices=("classification", "segmentation"), default="classification",
+                   help="classification (default) or segmentation: segmentation models on --data NAME=PATH datasets "
+                        "(docs/segmentation.md)")
+    p.add_argument("--data", type=non_empty_path, required=True, action="append", metavar="DIR",
                    help="ImageNet val folder (val/<wnid>/*.JPEG, flat with labels, or ImageNetV2's "
-                        "<class index>/*.jpeg)")
+                        "<class index>/*.jpeg); with --task segmentation NAME=PATH, repeated (cityscapes, acdc, "
+                        "bdd100k, mapillary, gta5, synthia)")
     p.add_argument("--labels", type=non_empty_path, metavar="FILE",
                    help="labels for a flat folder: LOC_val_solution.csv or '<file> <index>' lines")
     classes = p.add_mutually_exclusive_group()
@@ -216,9 +227,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restrict-to-classes", action="store_true",
                    help="with --classes FILE: keep only the images of those classes (ImageNet val on ImageNet-R's "
                         "200 classes, the baseline its gap is measured against)")
-    p.add_argument("--suite", type=non_empty_path, default="table1",
+    p.add_argument("--suite", type=non_empty_path,
                    help="condition suite name or TOML path (default table1; see `ibnbench suites`), or a dataset suite "
-                        "(natural: val, ImageNetV2, -Sketch, -R, -A, Stylized-ImageNet; paths from $IBNBENCH_DATA)")
+                        "(natural: val, ImageNetV2, -Sketch, -R, -A, Stylized-ImageNet; paths from $IBNBENCH_DATA); "
+                        "with --task segmentation: none (default), table1, imagenet-c (Cityscapes-C) or a TOML path")
     p.add_argument("--conditions", type=lambda s: [c for c in s.split(",") if c], metavar="IDS",
                    help="comma-separated subset of the suite's condition ids (of a dataset suite: dataset ids)")
     p.add_argument("--weights", action="append", metavar="SPEC",
@@ -239,8 +251,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="generator weights for a style condition: official, random, a path or a URL (repeat per style)")
     p.add_argument("--skip-missing", action="store_true",
                    help="report conditions with missing assets as not run instead of stopping")
+    add_segmentation_flags(p)
     add_flags(p.add_argument_group("how to run"))
     p.set_defaults(func=cmd_run)
+
 
 
 def _add_divergence(sub: argparse._SubParsersAction) -> None:

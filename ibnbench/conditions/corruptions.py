@@ -24,7 +24,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from ibnbench.conditions.frost import frost_textures_on
+from ibnbench.conditions.frost import FrostTextures, frost_textures_on
 from ibnbench.conditions.imaging import (
     BOX3,
     Draws,
@@ -172,13 +172,14 @@ def snow(x: torch.Tensor, flake_mean: float, flake_std: float, zoom: float, thre
     return x + layer + layer.flip(-1, -2)
 
 
-def frost(x: torch.Tensor, image_weight: float, frost_weight: float, textures: tuple[torch.Tensor, torch.Tensor],
+def frost(x: torch.Tensor, image_weight: float, frost_weight: float, textures: FrostTextures,
           draws: Draws | None = None) -> torch.Tensor:
-    """``image_weight * x + frost_weight * crop``: each image's crop of one of the frost ``textures`` (0..255,
-    :func:`~ibnbench.conditions.frost.frost_textures_on`), the texture and the crop's corner drawn."""
+    """``image_weight * x + frost_weight * crop``: each image's crop of one of the frost ``textures``
+    (:func:`~ibnbench.conditions.frost.frost_textures_on`, 0..255, resized to cover the image as imagecorruptions
+    does), the texture and the crop's corner drawn."""
     draws = _draws(draws, x)
-    stack, sizes = textures
     h, w = x.shape[-2:]
+    stack, sizes = textures.fitted(h, w)
     choice = draws.integers(0, 0, len(stack))
     top = (draws.uniform(1, ()).double() * (sizes[choice, 0] - h)).long()  # as int(u * (height - h)) on the host
     left = (draws.uniform(2, ()).double() * (sizes[choice, 1] - w)).long()
@@ -253,12 +254,12 @@ def saturate(x: torch.Tensor, scale: float, offset: float) -> torch.Tensor:
 def elastic_transform(x: torch.Tensor, alpha: float, draws: Draws | None = None, max_shift: float = 0.005,
                       smoothing: float = 0.01) -> torch.Tensor:
     """imagecorruptions' elastic transform: a uniform displacement field (up to ``max_shift`` x the height in
-    pixels) smoothed by a Gaussian of ``smoothing`` x the height, scaled by ``alpha``, sampled bilinearly with
-    symmetric reflection at the borders."""
+    pixels) smoothed by a Gaussian of ``smoothing`` x the height down the rows and x the width along them, scaled
+    by ``alpha``, sampled bilinearly with symmetric reflection at the borders."""
     h, w = x.shape[-2:]
     max_d = h * max_shift
     field = _draws(draws, x).uniform(0, (2, h, w), -max_d, max_d)
-    fields = gaussian_filter(field, h * smoothing, "reflect", truncate=3.0) * alpha
+    fields = gaussian_filter(field, (h * smoothing, w * smoothing), "reflect", truncate=3.0) * alpha
     # grid_sample, corners not aligned: pixel p sits at (2 p + 1) / n - 1, reflection about -0.5 and n - 0.5
     gx = (torch.arange(w, device=x.device, dtype=x.dtype)[None, None, :] + fields[:, 0]) * (2 / w) + (1 / w - 1)
     gy = (torch.arange(h, device=x.device, dtype=x.dtype)[None, :, None] + fields[:, 1]) * (2 / h) + (1 / h - 1)

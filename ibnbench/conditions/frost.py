@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -65,9 +66,17 @@ def fetch_frost(progress: bool = True) -> Path:
     return cache_dir() / FROST_CACHE
 
 
-@lru_cache(maxsize=None)
-def frost_textures(folder: str) -> tuple[torch.Tensor, ...]:
-    """The first five frost images (ImageNet-C draws among them), RGB float 0..255, resized by 1.1 (bicubic)."""
+def fitting_scale(texture: tuple[int, int], image: tuple[int, int]) -> float:
+    """imagecorruptions' resize factor of a frost texture of ``(height, width)`` for an image of ``(height, width)``:
+    1 when the texture covers the image, else the larger ratio of a side it falls short on, times 1.1."""
+    short = [i / t for t, i in zip(texture, image) if t < i]
+    return max(short, default=1.0) * 1.1
+
+
+@lru_cache(maxsize=4)
+def frost_textures(folder: str, height: int = 224, width: int = 224) -> tuple[torch.Tensor, ...]:
+    """The first five frost images (ImageNet-C draws among them), RGB float 0..255, each resized (bicubic) by its
+    :func:`fitting_scale` for an image of ``height`` x ``width`` (1.1 for ImageNet-C's 224 crops)."""
     from PIL import Image
 
     textures = []
@@ -75,16 +84,18 @@ def frost_textures(folder: str) -> tuple[torch.Tensor, ...]:
         with Image.open(Path(folder) / name) as image:
             rgb = torch.frombuffer(bytearray(image.convert("RGB").tobytes()), dtype=torch.uint8)
             rgb = rgb.view(image.height, image.width, 3).permute(2, 0, 1)[None].float()
-        size = (int(math.ceil(rgb.shape[-2] * 1.1)), int(math.ceil(rgb.shape[-1] * 1.1)))
+        scale = fitting_scale(tuple(rgb.shape[-2:]), (height, width))
+        size = (int(math.ceil(rgb.shape[-2] * scale)), int(math.ceil(rgb.shape[-1] * scale)))
         textures.append(F.interpolate(rgb, size=size, mode="bicubic", align_corners=False)[0])
     return tuple(textures)
 
 
-@lru_cache(maxsize=None)
-def frost_stack(folder: str, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`frost_textures` on ``device`` once per device and dtype: zero-padded to one ``[5, 3, H, W]`` tensor,
-    with each texture's ``[5, 2]`` (height, width)."""
-    textures = frost_textures(folder)
+@lru_cache(maxsize=4)
+def frost_stack(folder: str, height: int, width: int, device: torch.device,
+                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`frost_textures` for ``height`` x ``width`` images on ``device``, once per size, device and dtype:
+    zero-padded to one ``[5, 3, H, W]`` tensor, with each texture's ``[5, 2]`` (height, width)."""
+    textures = frost_textures(folder, height, width)
     stack = torch.zeros(len(textures), 3, max(t.shape[-2] for t in textures), max(t.shape[-1] for t in textures),
                         dtype=dtype)
     for k, texture in enumerate(textures):
@@ -93,10 +104,22 @@ def frost_stack(folder: str, device: torch.device, dtype: torch.dtype) -> tuple[
     return stack.to(device), sizes.to(device)
 
 
-def frost_textures_on(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`frost_stack` of the textures :func:`frost_dir` finds, in float32 on ``device`` (read once); a
-    :class:`~ibnbench.errors.MissingFileError` saying how to get them when they are missing."""
+@dataclass(frozen=True)
+class FrostTextures:
+    """The frost textures of ``folder`` for images on ``device``; :meth:`fitted` resizes them for an image size."""
+
+    folder: str
+    device: torch.device
+
+    def fitted(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`frost_stack` in float32 for ``height`` x ``width`` images (made once per size)."""
+        return frost_stack(self.folder, height, width, self.device, torch.float32)
+
+
+def frost_textures_on(device: torch.device) -> FrostTextures:
+    """The textures :func:`frost_dir` finds, for images on ``device``; a :class:`~ibnbench.errors.MissingFileError`
+    saying how to get them when they are missing."""
     folder = frost_dir()
     if folder is None:
         raise MissingFileError(missing_frost())
-    return frost_stack(str(folder), torch.device(device), torch.float32)
+    return FrostTextures(str(folder), torch.device(device))

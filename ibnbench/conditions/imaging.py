@@ -140,16 +140,18 @@ def _filter_blocks(n: int, sigma: float, mode: str, truncate: float, device: tor
     return tuple(blocks)
 
 
-def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> torch.Tensor:
-    """``scipy.ndimage.gaussian_filter`` over H and W of ``x[..., H, W]`` (skimage.filters.gaussian), as matrix
-    products by blocks of the banded filter matrices (:func:`_filter_blocks`) in IEEE precision (never TF32:
-    :func:`ibnbench.precision.full_fp32`)."""
+def gaussian_filter(x: torch.Tensor, sigma: float | tuple[float, float], mode: str = "nearest",
+                    truncate: float = 4.0) -> torch.Tensor:
+    """``scipy.ndimage.gaussian_filter`` over H and W of ``x[..., H, W]`` (skimage.filters.gaussian; ``sigma``: one
+    for both, or ``(sigma_h, sigma_w)``), as matrix products by blocks of the banded filter matrices
+    (:func:`_filter_blocks`) in IEEE precision (never TF32: :func:`ibnbench.precision.full_fp32`)."""
     h, w = x.shape[-2:]
+    sigma_h, sigma_w = sigma if isinstance(sigma, tuple) else (sigma, sigma)
     across, out = x.new_empty(x.shape), x.new_empty(x.shape)
     with full_fp32():
-        for outputs, inputs, weights in _filter_blocks(w, sigma, mode, truncate, x.device, x.dtype):
+        for outputs, inputs, weights in _filter_blocks(w, sigma_w, mode, truncate, x.device, x.dtype):
             across[..., outputs] = x[..., inputs] @ weights.T
-        for outputs, inputs, weights in _filter_blocks(h, sigma, mode, truncate, x.device, x.dtype):
+        for outputs, inputs, weights in _filter_blocks(h, sigma_h, mode, truncate, x.device, x.dtype):
             out[..., outputs, :] = weights @ across[..., inputs, :]
     return out
 

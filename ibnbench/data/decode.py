@@ -54,6 +54,18 @@ def decode_file(path: str | os.PathLike) -> torch.Tensor:
 
     16-bit PNGs are scaled to 8 bits (the high byte). A JPEG or PNG whose header claims more than
     :data:`MAX_PIXELS` pixels is refused before any memory is allocated for it."""
+    image = _decode_checked(path, ImageReadMode.RGB)
+    return TF.to_dtype(image, torch.uint8, scale=True) if image.dtype != torch.uint8 else image
+
+
+def decode_unchanged(path: str | os.PathLike) -> torch.Tensor:
+    """Decode one image file as stored, ``[C,H,W]`` uint8 or uint16 (a label map: palette PNGs give their indices,
+    16-bit PNGs their 16-bit values), with the checks of :func:`decode_file`."""
+    return _decode_checked(path, ImageReadMode.UNCHANGED)
+
+
+def _decode_checked(path: str | os.PathLike, mode: ImageReadMode) -> torch.Tensor:
+    """``decode_image`` of the file's bytes after refusing oversized headers and PNG data that would crash it."""
     data = read_bytes(path)
     size = image_size(data)
     if size is not None and size[0] * size[1] > MAX_PIXELS:
@@ -63,10 +75,9 @@ def decode_file(path: str | os.PathLike) -> torch.Tensor:
     if problem:
         raise BadImageError(path, f"cannot decode (corrupt PNG: {problem})")
     try:
-        image = decode_image(data, mode=ImageReadMode.RGB)
+        return decode_image(data, mode=mode)
     except RuntimeError as exc:
         raise BadImageError(path, f"cannot decode ({_decoder_reason(exc)})") from None
-    return TF.to_dtype(image, torch.uint8, scale=True) if image.dtype != torch.uint8 else image
 
 
 _SOF_NVJPEG = {0xC0, 0xC1, 0xC2}  # Huffman baseline, extended, progressive

@@ -1,11 +1,13 @@
 """Resume files of interrupted runs: saved per chunk, tied to the run's identity, checked before any work."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
-from ibnbench.errors import CheckpointError
+from ibnbench.errors import BadImageError, CheckpointError
 from ibnbench.eval.state import EvalState
 from ibnbench.io import write_atomic
 
@@ -87,3 +89,20 @@ RESUME_HINT = "--resume continues it, --restart starts over"
 
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C during :func:`ibnbench.run`; the message says what was saved and how to continue."""
+
+
+@contextmanager
+def telling_how_to_go_on(checkpoint: Checkpoint) -> Iterator[None]:
+    """Around an evaluation: Ctrl-C becomes :class:`RunInterrupted` saying what was saved and how to continue; an
+    unreadable image's error says that the images done before it are saved and how to go on."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        saved = (f"progress saved in {checkpoint.path}; " if checkpoint.exists()
+                 else "no chunk finished, nothing saved; ")
+        raise RunInterrupted(saved + (RESUME_HINT if checkpoint.exists() else "run the command again")) from None
+    except BadImageError as exc:
+        if checkpoint.exists():
+            exc.args = (f"{exc}; the images done before it are saved in {checkpoint.path}: --resume --on-bad-image "
+                        "skip continues and skips unreadable images (--restart starts over)",)
+        raise

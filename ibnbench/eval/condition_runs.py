@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ibnbench.errors import BadImageError, UsageError
-from ibnbench.eval.checkpoint import RESUME_HINT, Checkpoint, RunInterrupted, check_checkpoint
+from ibnbench.errors import UsageError
+from ibnbench.eval.checkpoint import Checkpoint, check_checkpoint, telling_how_to_go_on
 from ibnbench.eval.distributed import DistContext
 from ibnbench.eval.engine import EvalResult, environment, evaluate
 from ibnbench.eval.options import RunOptions, RunRequest
@@ -68,17 +68,8 @@ def _evaluate(plan: RunPlan, built: Mapping[str, Classifier], options: RunOption
               dist: DistContext) -> EvalResult:
     """:func:`~ibnbench.eval.engine.evaluate`, telling on Ctrl-C or an unreadable image what was saved and how to
     go on."""
-    try:
+    with telling_how_to_go_on(checkpoint):
         return evaluate(built, plan.suite.conditions, plan.dataset, options, checkpoint, dist, classes=plan.classes)
-    except KeyboardInterrupt:
-        saved = (f"progress saved in {checkpoint.path}; " if checkpoint.exists()
-                 else "no chunk finished, nothing saved; ")
-        raise RunInterrupted(saved + (RESUME_HINT if checkpoint.exists() else "run the command again")) from None
-    except BadImageError as exc:  # the images finished before it were saved: say so, and how to go on
-        if checkpoint.exists():
-            exc.args = (f"{exc}; the images done before it are saved in {checkpoint.path}: --resume --on-bad-image "
-                        "skip continues and skips unreadable images (--restart starts over)",)
-        raise
 
 
 def _record(plan: RunPlan, built: Mapping[str, Classifier], fingerprint: dict, result: EvalResult,

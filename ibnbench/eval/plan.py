@@ -144,6 +144,10 @@ class RunPlan:
         if not names:
             raise UsageError("give at least one --model")
         infos = [model_info(name) for name in names]  # an unknown model fails before anything else is looked at
+        segmenter = next((name for name, info in zip(names, infos) if info.task == "segmentation"), None)
+        if segmenter is not None:
+            raise UsageError(f"--model {segmenter} is a segmentation model; run it with --task segmentation "
+                             "--data NAME=PATH (docs/segmentation.md)")
         specs = weights_per_model(weights, names, default_weights)
         prep_specs = per_model(preprocessing, names, None, "--preprocessing")
         chosen_prep = [Preprocessing.from_spec(p, i.preprocessing) if p is not None else None

@@ -58,7 +58,8 @@ class ResnetGenerator(nn.Module):
         return self.model(x)
 
 
-@register_model(family="cyclegan", variant="resnet_9blocks", task="generator", license=CYCLEGAN_LICENSE,
+@register_model(family="cyclegan", variant="resnet_9blocks", task="generator", num_classes=None,
+                license=CYCLEGAN_LICENSE,
                 preprocessing=CYCLEGAN_PREPROCESSING)
 def cyclegan_resnet_9blocks(**kwargs) -> ResnetGenerator:
     """CycleGAN generator with 9 residual blocks (photo-to-painting style transfer)."""

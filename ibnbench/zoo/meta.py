@@ -238,6 +238,11 @@ class ModelInfo:
     weights: Weights | None = None
     license: str = ""
     task: str = "classification"
+    """"classification" (logits per image), "segmentation" (logits per pixel, at the input's size) or "generator"
+    (an image out)."""
+    num_classes: int | None = 1000
+    """Classes scored: ImageNet's 1000 for a classifier, Cityscapes' 19 train ids for a segmentation model (the
+    label space every segmentation dataset is mapped to); None for a generator."""
     research: bool = False
     description: str = ""
     params: int | None = None

@@ -21,6 +21,9 @@ _REGISTRY: dict[str, ModelInfo] = {}
 
 PARAMETER_COUNTS = {
     "cyclegan_resnet_9blocks": 11378179,
+    "deeplab_r50": 39638355,
+    "deeplab_r50_ibn_a": 39638355,
+    "deeplab_r50_ibn_b": 39639891,
     "densenet121_ibn_a": 7978856,
     "densenet161_ibn_a": 28681000,
     "densenet169_ibn_a": 14149480,
@@ -59,6 +62,12 @@ PARAMETER_COUNTS = {
     "resnext101_ibn_a": 44177704,
     "resnext152_ibn_a": 59951400,
     "resnext50_ibn_a": 25028904,
+    "robustnet_r101_os8_base": 64197446,
+    "robustnet_r101_os8_ibn": 64198982,
+    "robustnet_r101_os8_isw": 64197190,
+    "robustnet_r50_os16_base": 45081542,
+    "robustnet_r50_os16_ibn": 45083078,
+    "robustnet_r50_os16_isw": 45081414,
     "se_resnet101_ibn_a": 49292328,
     "se_resnet152_ibn_a": 66770984,
     "se_resnet50_ibn_a": 28071976,

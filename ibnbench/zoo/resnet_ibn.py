@@ -92,14 +92,16 @@ class Bottleneck(nn.Module):
     def _reduce(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn1(self.conv1(x))
 
+    def _after_add(self, out: torch.Tensor) -> torch.Tensor:
+        """The normalisation between the residual addition and the last ReLU (IBN-b's IN), if any."""
+        return out if self.IN is None else self.IN(out)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self._reduce(x))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         out += x if self.downsample is None else self.downsample(x)  # in place, as the official blocks
-        if self.IN is not None:
-            out = self.IN(out)
-        return self.relu(out)
+        return self.relu(self._after_add(out))
 
 
 class BottleneckOld(Bottleneck):

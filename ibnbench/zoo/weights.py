@@ -6,6 +6,8 @@ Checkpoints of every PyTorch version load as PyTorch itself loads them (legacy B
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
@@ -23,6 +25,50 @@ if TYPE_CHECKING:
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 LEGACY_IN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+NUMPY_SCALAR_TYPES = ("f8", "f4")
+"""The numpy scalars a checkpoint may hold beside its state_dict (float64 and float32, e.g. RobustNet's
+``mean_iu``): ``torch.load(weights_only=True)`` rebuilds exactly these and refuses every other numpy object."""
+
+
+def _numpy_dtype(spec, align, copy):
+    """``numpy.dtype`` as a pickle calls it to rebuild a scalar's dtype, for :data:`NUMPY_SCALAR_TYPES` only."""
+    import numpy as np
+
+    if spec not in NUMPY_SCALAR_TYPES or align not in (0, False) or copy not in (1, True):
+        raise pickle.UnpicklingError(f"numpy dtype {spec!r} is not one of the allowed scalar types "
+                                     f"{', '.join(NUMPY_SCALAR_TYPES)}")
+    return np.dtype(spec)
+
+
+def _numpy_scalar(dtype, data):
+    """numpy's scalar reconstructor, for a float scalar of an allowed dtype given as its raw bytes."""
+    import numpy as np
+
+    if not (isinstance(dtype, np.dtype) and dtype.str[1:] in NUMPY_SCALAR_TYPES and isinstance(data, bytes)
+            and len(data) == dtype.itemsize):
+        raise pickle.UnpicklingError(f"numpy scalar of dtype {dtype!r} is not an allowed float scalar")
+    return np.frombuffer(data, dtype)[0]
+
+
+def _numpy_scalar_globals() -> list[tuple]:
+    """What ``torch.load(weights_only=True)`` needs to rebuild the allowed numpy scalars, under the names numpy 1.x
+    (``numpy.core``) and 2.x (``numpy._core``) pickle them with: checked stand-ins for the reconstructor and
+    ``numpy.dtype``, and the dtype classes whose pickled state numpy itself then sets."""
+    import numpy as np
+
+    dtype_classes = [(type(np.dtype(spec)), f"numpy.dtypes.{type(np.dtype(spec)).__name__}")
+                     for spec in NUMPY_SCALAR_TYPES]
+    return [(_numpy_scalar, "numpy.core.multiarray.scalar"), (_numpy_scalar, "numpy._core.multiarray.scalar"),
+            (_numpy_dtype, "numpy.dtype"), *dtype_classes]
+
+
+def _load_error(exc: Exception) -> str:
+    """The part of a ``torch.load`` failure that says what is wrong (for weights-only refusals: which global)."""
+    refused = re.search(r"WeightsUnpickler error:\s*(.*?)(?: Please use|\n|$)", str(exc))
+    if refused:
+        return (f"it holds an object ibnbench does not unpickle ({refused.group(1).strip().rstrip('.')}); only "
+                "tensors, plain Python values and numpy float scalars are read")
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
 def resolve(spec: str, info: ModelInfo, progress: bool = True) -> Path | None:
@@ -51,6 +97,9 @@ def _strip_module(key: str) -> str:
 def read_state_dict(path: str | os.PathLike) -> OrderedDict[str, torch.Tensor]:
     """Read a checkpoint, unwrap ``{"state_dict": ...}``-style containers and strip ``module.`` prefixes.
 
+    The file is read with ``weights_only=True``: tensors, plain Python values and the numpy float scalars of
+    :data:`NUMPY_SCALAR_TYPES` (RobustNet saves its ``mean_iu`` as one); any other object is refused.
+
     PyTorch's per-module version metadata (``_metadata``), when the file has it, is kept (prefixes stripped):
     it decides which legacy layouts PyTorch, and so :func:`load_state_dict_strict`, accepts."""
     with open(path, "rb") as f:
@@ -59,10 +108,10 @@ def read_state_dict(path: str | os.PathLike) -> OrderedDict[str, torch.Tensor]:
         raise WeightsError(f"{path}: not a readable PyTorch checkpoint (neither a zip archive nor a pickle: "
                            "is it a text or image file?)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({_load_error(exc)})") from None
     while isinstance(obj, Mapping):
         inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
         if inner is None:
@@ -98,6 +147,16 @@ def _as_pytorch_reads_legacy(model: nn.Module, state_dict: Mapping[str, torch.Te
     return out
 
 
+def _check_class_count(model: nn.Module, own: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor],
+                       model_name: str, origin: str) -> None:
+    """A checkpoint trained for another number of classes fails with one error giving both counts: the model's
+    ``classifier_keys`` name the state-dict entries whose first dimension is its class count."""
+    for key in getattr(model, "classifier_keys", ()):
+        if key in state_dict and key in own and state_dict[key].shape[:1] != own[key].shape[:1]:
+            raise WeightsError(f"{origin} is a checkpoint for {state_dict[key].shape[0]} classes ({key}); "
+                               f"{model_name} predicts {own[key].shape[0]}")
+
+
 def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], model_name: str,
                            origin: str = "checkpoint") -> None:
     """Strict load that accepts exactly the legacy layouts PyTorch accepts (plus PyTorch < 0.4's instance-norm
@@ -108,6 +167,7 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
         state_dict = adapt(dict(state_dict))
     state_dict = _as_pytorch_reads_legacy(model, state_dict, metadata)
     own = model.state_dict()
+    _check_class_count(model, own, state_dict, model_name, origin)
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     wrong_shape = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"

@@ -38,9 +38,11 @@ def inverted_copy_suite(root: Path, tmp_path: Path) -> tuple[list, Path]:
 TORCHRUN_CONDITIONS = "origin,rgb+50,std*1.5"
 
 
-def torchrun(nproc: int, args: list[str], tmp_path: Path, env: dict | None = None, timeout: float = 300):
+def torchrun(nproc: int, args: list[str], tmp_path: Path, env: dict | None = None, timeout: float = 300,
+             module: str = "ibnbench.cli"):
+    """``torchrun --nproc_per_node=nproc -m module args`` in ``tmp_path`` (``module``: the CLI by default)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "ibnbench.cli", *args]
+           "-m", module, *args]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(cmd, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout)
 
