@@ -16,7 +16,7 @@ from torch import nn
 
 import ibnbench
 from ibnbench.errors import WeightsError
-from ibnbench.zoo.weights import load_state_dict_strict, read_state_dict
+from ibnbench.zoo.weights import load_state_dict_strict, numpy_scalar_globals, read_state_dict
 
 R50 = ["robustnet_r50_os16_base", "robustnet_r50_os16_ibn", "robustnet_r50_os16_isw"]
 R101 = ["robustnet_r101_os8_base", "robustnet_r101_os8_ibn", "robustnet_r101_os8_isw"]
@@ -223,6 +223,25 @@ def test_numpy_float_scalars_beside_the_state_dict_are_read(tmp_path):
                path)
     state = read_state_dict(path)
     assert list(state) == ["w"] and torch.equal(state["w"], torch.arange(3.0))
+
+
+@pytest.mark.parametrize("as_numpy_1", [False, True], ids=["numpy2", "numpy1"])
+def test_numpy_scalars_are_rebuilt_as_numpy_pickled_them(as_numpy_1, tmp_path):
+    """numpy 2 pickles a float64 as ``numpy._core.multiarray.scalar(numpy.dtype("f8", False, True), bytes)``; numpy
+    1.x (RobustNet's time) names ``numpy.core.multiarray`` (the file rewritten so: torch's legacy format is one
+    plain pickle stream, and GLOBAL names are text). Both give the same np.float64."""
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"state_dict": {"w": torch.ones(1)}, "mean_iu": np.float64(0.375), "acc": np.float32(0.5)}, path,
+               _use_new_zipfile_serialization=False)
+    if as_numpy_1:
+        raw = path.read_bytes()
+        assert raw.count(b"cnumpy._core.multiarray\nscalar\n") == 1
+        path.write_bytes(raw.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n"))
+    with torch.serialization.safe_globals(numpy_scalar_globals()):
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    assert type(loaded["mean_iu"]) is np.float64 and loaded["mean_iu"] == 0.375
+    assert type(loaded["acc"]) is np.float32 and loaded["acc"] == 0.5
+    assert list(read_state_dict(path)) == ["w"]
 
 
 @pytest.mark.parametrize("source, target, words", [

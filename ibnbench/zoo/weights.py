@@ -50,7 +50,7 @@ def _numpy_scalar(dtype, data):
     return np.frombuffer(data, dtype)[0]
 
 
-def _numpy_scalar_globals() -> list[tuple]:
+def numpy_scalar_globals() -> list[tuple]:
     """What ``torch.load(weights_only=True)`` needs to rebuild the allowed numpy scalars, under the names numpy 1.x
     (``numpy.core``) and 2.x (``numpy._core``) pickle them with: checked stand-ins for the reconstructor and
     ``numpy.dtype``, and the dtype classes whose pickled state numpy itself then sets."""
@@ -108,7 +108,7 @@ def read_state_dict(path: str | os.PathLike) -> OrderedDict[str, torch.Tensor]:
         raise WeightsError(f"{path}: not a readable PyTorch checkpoint (neither a zip archive nor a pickle: "
                            "is it a text or image file?)")
     try:
-        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+        with torch.serialization.safe_globals(numpy_scalar_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({_load_error(exc)})") from None
