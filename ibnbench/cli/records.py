@@ -20,7 +20,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     records = load_records(args.results)
     text = report(records, format=args.format, vs=args.vs, output=args.output, ci=args.ci, pairs=args.pairs,
-                  baseline=args.baseline)
+                  baseline=args.baseline, baseline_constants=args.baseline_constants)
     print(text if not args.output else f"wrote {args.output}")
     if args.vs == "paper":
         for warning in paper_warnings(records):
@@ -114,6 +114,10 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", metavar="MODEL",
                    help="ImageNet-C-bar records: normalise by MODEL (a model of the records) into CE-bar per "
                         "corruption and mCE-bar")
+    p.add_argument("--baseline-constants", metavar="FILE", type=non_empty_path,
+                   help="ImageNet-C-bar records: normalise by the baseline numbers in FILE (TOML: suite = "
+                        "\"imagenet-c-bar\", [errors] per corruption; see docs/imagenet-c.md) instead of a model of "
+                        "the records")
     p.add_argument("--output", metavar="FILE", type=non_empty_path,
                    help="write the report to FILE instead of printing it")
     p.add_argument("--plot", metavar="PNG", type=non_empty_path,
