@@ -20,7 +20,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     records = load_records(args.results)
     text = report(records, format=args.format, vs=args.vs, output=args.output, ci=args.ci, pairs=args.pairs,
-                  baseline=args.baseline, baseline_constants=args.baseline_constants)
+                  baseline=args.baseline, baseline_constants=args.baseline_constants,
+                  allow_generator_mismatch=args.allow_generator_mismatch)
     print(text if not args.output else f"wrote {args.output}")
     if args.vs == "paper":
         for warning in paper_warnings(records):
@@ -42,9 +43,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ibnbench.results.pairs import PAIRS_NOTE, compare
     from ibnbench.results.report import Report, Section
 
-    table = compare(args.a, args.b, metric=args.metric)
-    section = Section("", table, f"A: {args.a}, B: {args.b}. {PAIRS_NOTE}", keys=("condition", "model A", "model B"))
-    print(Report((section,)).render(args.format))
+    table, warnings = compare(args.a, args.b, metric=args.metric,
+                              allow_generator_mismatch=args.allow_generator_mismatch)
+    section = Section("", table, "\n".join([f"A: {args.a}, B: {args.b}. {PAIRS_NOTE}", *warnings]),
+                      keys=("condition", "model A", "model B"))
+    print(Report((section,), tuple(warnings)).render(args.format))
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     return 0
 
 
@@ -69,7 +74,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from ibnbench.results.check import check
 
     outcome = check(args.results, args.against, tolerance=args.tolerance, metric=args.metric,
-                    either_way=args.either_way, test=args.test, alpha=args.alpha)
+                    either_way=args.either_way, test=args.test, alpha=args.alpha,
+                    allow_generator_mismatch=args.allow_generator_mismatch)
     print(outcome.render())
     return outcome.exit_code
 
@@ -100,6 +106,14 @@ def cmd_leaderboard_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("stopped")
     return 0
+
+
+def _add_generator_mismatch(p: argparse.ArgumentParser) -> None:
+    """``--allow-generator-mismatch`` (report, compare, check)."""
+    p.add_argument("--allow-generator-mismatch", action="store_true",
+                   help="put records side by side although their ImageNet-C/C-bar/P images were made otherwise (on "
+                        "the fly vs the released files, with vs without the JPEG round trip, another reference): "
+                        "compared by suite name and image names, with a warning line (refused without it)")
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -134,6 +148,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reliability", metavar="PNG", type=non_empty_path,
                    help="draw reliability diagrams (accuracy vs confidence, 15 bins, ECE and its intervals in the "
                         "legend) from the stored predictions of schema-2 records")
+    _add_generator_mismatch(p)
     p.set_defaults(func=cmd_report)
 
 
@@ -171,6 +186,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("b", metavar="B.json", type=non_empty_path, help="second record (same suite and dataset)")
     p.add_argument("--metric", default="top1", choices=["top1", "top5"], help="which answers to pair (default top1)")
     p.add_argument("--format", default="markdown", choices=REPORT_FORMATS, help="as for report (default markdown)")
+    _add_generator_mismatch(p)
     p.set_defaults(func=cmd_compare)
 
 
@@ -192,6 +208,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                         "Holm-adjusted over the compared cells, at --alpha)")
     p.add_argument("--alpha", type=probability, default=0.01,
                    help="significance level of --test mcnemar (default 0.01)")
+    _add_generator_mismatch(p)
     p.set_defaults(func=cmd_check)
 
 

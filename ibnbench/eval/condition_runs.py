@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ibnbench.conditions.benchmark_generator import record_generator
 from ibnbench.errors import BadImageError, UsageError
 from ibnbench.eval.checkpoint import RESUME_HINT, Checkpoint, RunInterrupted, check_checkpoint
 from ibnbench.eval.distributed import DistContext
@@ -98,4 +99,5 @@ def _record(plan: RunPlan, built: Mapping[str, Classifier], fingerprint: dict, r
                     "release": m.weights.get("release"), "preprocessing": m.preprocessing.as_dict()}
                 for (n, m), name in zip(built.items(), plan.names)},
         environment=env, timing=result.timing, results=result.results,
-        per_image={"files": list(plan.dataset.files), **result.per_image}, created=created_now())
+        per_image={"files": list(plan.dataset.files), **result.per_image},
+        generator=record_generator(plan.suite.conditions), created=created_now())

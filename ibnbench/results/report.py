@@ -308,18 +308,20 @@ def _html_section(section: Section) -> str:
 
 
 def build_report(records: Sequence[Record], vs: str | None = None, ci: bool = False, pairs: bool = False,
-                 baseline: str | None = None, baseline_constants: str | None = None) -> Report:
+                 baseline: str | None = None, baseline_constants: str | None = None,
+                 allow_generator_mismatch: bool = False) -> Report:
     """The report of ``records`` (read once, by :func:`~ibnbench.results.loading.load_records`): the Table-1 table
     (with ``vs="paper"``, the paper's cells and our differences beside it) or, for ImageNet-C and C-bar records, a
     table per model (C-bar's normalised by the ``baseline`` model, or the constants of the file
     ``baseline_constants``, when given); ``ci`` adds, per metric, the
     intervals, paired drop intervals and McNemar tests; ``pairs`` adds model-vs-model tests per condition and the
-    error-consistency matrices."""
+    error-consistency matrices. Records whose benchmark generators differ are refused unless
+    ``allow_generator_mismatch`` (then the notes and warnings say so)."""
     if vs not in (None, "paper"):
         raise UsageError(f"--vs accepts only 'paper', not {vs!r}")
-    require_mergeable(records)
-    footer = "\n".join(_provenance(r) for r in records)
-    warnings = tuple(paper_warnings(records)) if vs == "paper" else ()
+    mismatch = require_mergeable(records, allow_generator_mismatch)
+    footer = "\n".join([*(_provenance(r) for r in records), *mismatch])
+    against_paper = tuple(paper_warnings(records)) if vs == "paper" else ()
     corruption_note = _corruption_note(records)
     if corruption_note:
         if vs is not None:
@@ -334,13 +336,13 @@ def build_report(records: Sequence[Record], vs: str | None = None, ci: bool = Fa
         option = "--baseline" if baseline is not None else "--baseline-constants"
         raise UsageError(f"{option} normalises ImageNet-C-bar records; these are not")
     else:
-        note = "\n".join([f"{TABLE1_NOTE}\n{footer}", *warnings])
+        note = "\n".join([f"{TABLE1_NOTE}\n{footer}", *against_paper])
         sections = [Section("", table1(records, vs=vs), note, numbers=numbers(records, vs=vs))]
     if ci:
         sections += _ci_sections(records)
     if pairs:
         sections += _pairs_sections(records)
-    return Report(tuple(sections), warnings)
+    return Report(tuple(sections), (*mismatch, *against_paper))
 
 
 def _ci_sections(records: Sequence[Record]) -> list[Section]:
@@ -363,11 +365,12 @@ def _pairs_sections(records: Sequence[Record]) -> list[Section]:
 
 def report(results: Sequence[str | Path | Record], format: str = "markdown", vs: str | None = None,
            output: str | Path | None = None, ci: bool = False, pairs: bool = False, baseline: str | None = None,
-           baseline_constants: str | None = None) -> str:
+           baseline_constants: str | None = None, allow_generator_mismatch: bool = False) -> str:
     """The rendered report of the given records (files, directories or records already read; see
     :func:`build_report`), written to ``output`` too if given."""
     text = build_report(load_records(results), vs=vs, ci=ci, pairs=pairs, baseline=baseline,
-                        baseline_constants=baseline_constants).render(format)
+                        baseline_constants=baseline_constants,
+                        allow_generator_mismatch=allow_generator_mismatch).render(format)
     if output:
         write_atomic(output, text + "\n", what="report")
     return text
