@@ -26,7 +26,8 @@ def run_condition_suite(request: RunRequest, options: RunOptions) -> Record:
     plan = RunPlan.make(r.models, r.data, r.suite, r.conditions, r.weights, labels=r.labels, limit=options.limit,
                         skip_missing=r.skip_missing, style_weights=r.style_weights, preprocessing=r.preprocessing,
                         classes_from_folders=r.classes_from_folders, classes=r.classes,
-                        restrict_to_classes=r.restrict_to_classes, style_dirs=options.style_dirs())
+                        restrict_to_classes=r.restrict_to_classes, style_dirs=options.style_dirs(),
+                        subset=options.subset)
     dist = DistContext.detect()
     out = RecordOutput.choose(r.output, r.results_dir, plan.suite.name, plan.names)
     checkpoint_path = out.side_file(f"rank{dist.rank}.resume.pt")

@@ -102,6 +102,11 @@ class Record:
                         (theirs.get(k) or {}).get("sha256") or (ours.get(k) or {}).get("classes") !=
                         (theirs.get(k) or {}).get("classes"))
         where = f" in {', '.join(differ)}" if differ else ""
+        lists = self.dataset.get("image_list"), other.dataset.get("image_list")
+        if lists[0] != lists[1]:
+            where += " (--subset image lists differ (" + " vs ".join(
+                f"{x.get('file')}: {x.get('n')} images, sha256 {str(x.get('sha256'))[:12]}" if x else "no list"
+                for x in lists) + "))"
         return (f"datasets differ{where} (fingerprint {str(self.dataset.get('sha256'))[:12]} vs "
                 f"{str(other.dataset.get('sha256'))[:12]})")
 
