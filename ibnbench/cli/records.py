@@ -1,4 +1,4 @@
-"""Commands that read records: report, robustness, compare, check, leaderboard."""
+"""Commands that read records: report, export, robustness, compare, check, leaderboard."""
 from __future__ import annotations
 
 import argparse
@@ -35,6 +35,21 @@ def cmd_report(args: argparse.Namespace) -> int:
         from ibnbench.results.plots import plot_reliability
 
         print(f"wrote {plot_reliability(records, args.reliability)}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write ImageNet-C or C-bar records in RobustBench's unaggregated_results.csv shape."""
+    from ibnbench.io import write_atomic
+    from ibnbench.results.loading import load_records
+    from ibnbench.results.robustbench import robustbench_csv
+
+    text = robustbench_csv(load_records(args.results), allow_generator_mismatch=args.allow_generator_mismatch)
+    if args.output:
+        write_atomic(args.output, text, what="export")
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -152,6 +167,22 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    """``ibnbench export``."""
+    p = sub.add_parser("export", help="write ImageNet-C / C-bar records as RobustBench's unaggregated_results.csv",
+                       description="One row per model, two header rows (corruption, severity 1-5), each cell the "
+                                   "top-1 accuracy as a fraction: the shape of RobustBench's model_info/<dataset>/"
+                                   "corruptions/unaggregated_results.csv (read with pd.read_csv(path, header=[0, 1], "
+                                   "index_col=0)).")
+    p.add_argument("results", nargs="+", metavar="RECORD", type=non_empty_path,
+                   help="ImageNet-C records, or ImageNet-C-bar records (files or directories)")
+    p.add_argument("--format", default="robustbench", choices=["robustbench"],
+                   help="robustbench (default): unaggregated_results.csv")
+    p.add_argument("--output", metavar="FILE", type=non_empty_path, help="write to FILE instead of printing")
+    _add_generator_mismatch(p)
+    p.set_defaults(func=cmd_export)
+
+
 def _add_robustness(sub: argparse._SubParsersAction) -> None:
     """``ibnbench robustness``."""
     p = sub.add_parser("robustness", help="effective robustness on a natural shift (Taori et al. 2020)",
@@ -233,5 +264,5 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommands to the ``ibnbench`` parser."""
-    for add in (_add_report, _add_robustness, _add_compare, _add_check, _add_leaderboard):
+    for add in (_add_report, _add_export, _add_robustness, _add_compare, _add_check, _add_leaderboard):
         add(sub)
