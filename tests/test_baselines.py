@@ -98,3 +98,41 @@ def test_constants_refused_with_a_baseline_model_or_for_other_records(tmp_path):
     p_constants = write(tmp_path, 'suite = "imagenet-p"\n[errors]\nsparkles = 50\n', "p.toml")
     with pytest.raises(UsageError, match="'imagenet-c-bar'.*got 'imagenet-p'"):
         report([bar], baseline_constants=str(p_constants))
+
+
+def board_rows(board: str, models: tuple[str, ...]) -> tuple[list[str], list[list[str]]]:
+    lines = board.splitlines()
+    header = [h.strip() for h in next(line for line in lines if line.startswith("| model")).split("|")]
+    rows = [[c.strip() for c in line.split("|")] for line in lines if line.split("|")[1:2] and
+            line.split("|")[1].strip() in models]
+    return header, rows
+
+
+def test_leaderboard_ranks_imagenet_c_bar_by_mean_error_then_by_mce_bar_with_constants(tmp_path):
+    """Without baseline constants the C-bar board ranks by the unnormalised mean error and shows the mean per
+    corruption; with ``baselines/imagenet-c-bar.toml`` it ranks by mCE-bar (computed here by hand)."""
+    from ibnbench.results import leaderboard
+
+    records = tmp_path / "board" / "records"
+    records.mkdir(parents=True)
+    low, high = c_bar_errors(0.5), c_bar_errors(0.6)  # mean error 0.5 x 47.5 = 23.75 and 0.6 x 47.5 = 28.5
+    write_record(graded_record({"high": high, "low": low}, "imagenet-c-bar", C_BAR_LABELS), records / "bar.json")
+    leaderboard.build(tmp_path / "board")
+    board = (tmp_path / "board" / "imagenet-c-bar.md").read_text()
+    header, rows = board_rows(board, ("high", "low"))
+    assert "ranked by the unnormalised mean error" in board and [r[1] for r in rows] == ["low", "high"]
+    assert [r[header.index("mean top-1 error over the C-bar corruptions run (unnormalised, %)")] for r in rows] == [
+        "23.75", "28.50"]
+    assert rows[0][header.index("Sparkles (mean)")] == f"{0.5 * (40 + 9 + 3):.2f}"
+    assert "mCE-bar (normalised by the baseline, %)" not in header
+    baselines = tmp_path / "board" / "baselines"
+    baselines.mkdir()
+    # constants: the low model's mean error per corruption x 0.5, so CE-bar is 200 for low and 240 for high
+    (baselines / "imagenet-c-bar.toml").write_text('suite = "imagenet-c-bar"\n[errors]\n' + "".join(
+        f"{n} = {0.25 * (43 + i)}\n" for i, n in enumerate(C_BAR_NAMES)))
+    leaderboard.build(tmp_path / "board")
+    board = (tmp_path / "board" / "imagenet-c-bar.md").read_text()
+    header, rows = board_rows(board, ("high", "low"))
+    assert "ranked by mCE-bar" in board and [r[1] for r in rows] == ["low", "high"]
+    assert [r[header.index("mCE-bar (normalised by the baseline, %)")] for r in rows] == ["200.00", "240.00"]
+    assert rows[1][header.index("CE-bar Plasma Noise")] == "240.00"

@@ -139,19 +139,30 @@ def model_table(errors: dict[str, float]) -> pd.DataFrame:
     return _severity_table(table, LABELS, columns, summary)
 
 
+def c_bar_scores(errors: dict[str, float], normaliser: Mapping[str, float] | None = None) -> dict:
+    """ImageNet-C-bar's numbers from ``{condition id: top-1 error}``: ``table`` (corruptions x severities),
+    ``mean_error`` per corruption (over the severities run), ``mean_error_bar`` (every cell run), ``clean_error``
+    and, with a ``normaliser`` (the baseline's mean error per corruption), ``ce`` per corruption
+    (:func:`corruption_errors`) and ``mce_bar``, their mean when all 10 have one (else None)."""
+    table = errors_by_severity(errors, C_BAR_NAMES)
+    ce = corruption_errors(table, normaliser) if normaliser is not None else {}
+    return {"table": table, "mean_error": table.mean(axis=1).to_dict(), "mean_error_bar": _mean(table, C_BAR_NAMES),
+            "clean_error": errors.get("origin"), "ce": ce,
+            "mce_bar": sum(ce.values()) / len(ce) if set(ce) == set(C_BAR_NAMES) else None}
+
+
 def c_bar_table(errors: dict[str, float], normaliser: Mapping[str, float] | None = None) -> pd.DataFrame:
     """One model's ImageNet-C-bar layout: rows the corruptions run, columns severities 1-5 and their mean (the
     mean error per corruption), then the clean error and the unnormalised mean over every cell run. With a
     ``normaliser`` (the baseline's mean error per corruption: :func:`c_bar_normaliser`, or constants from a file): a
-    CE-bar column (:func:`corruption_errors`) and mCE-bar, their mean, when all 10 corruptions ran at all 5
-    severities and have a normaliser."""
-    table = errors_by_severity(errors, C_BAR_NAMES)
-    summary = {CLEAN_ERROR: errors.get("origin"), MEAN_ERROR_BAR: _mean(table, C_BAR_NAMES)}
+    CE-bar column and mCE-bar (:func:`c_bar_scores`)."""
+    result = c_bar_scores(errors, normaliser)
+    table = result["table"]
+    summary = {CLEAN_ERROR: result["clean_error"], MEAN_ERROR_BAR: result["mean_error_bar"]}
     columns = {}
     if normaliser is not None:
-        ce = corruption_errors(table, normaliser)
-        columns["CE-bar"] = [_number(ce.get(n)) for n in table.index]
-        summary[MCE_BAR] = sum(ce.values()) / len(ce) if set(ce) == set(C_BAR_NAMES) else None
+        columns["CE-bar"] = [_number(result["ce"].get(n)) for n in table.index]
+        summary[MCE_BAR] = result["mce_bar"]
     return _severity_table(table, C_BAR_LABELS, columns, summary)
 
 
