@@ -17,6 +17,7 @@ from scipy.ndimage import gaussian_filter
 import ibnbench
 from ibnbench.conditions import c_bar, corruptions
 from ibnbench.conditions.base import CBarCorruption
+from ibnbench.conditions.benchmark_generator import record_generator
 from ibnbench.conditions.imaging import Draws, condition_key, jpeg_round_trip
 from ibnbench.conditions.suite import list_suites
 from ibnbench.errors import SuiteError, UsageError
@@ -435,8 +436,10 @@ def test_the_suite_file_sets_seed_and_jpeg_and_refuses_bad_fields(tmp_path):
                     'corruption = "plasma_noise"\nseverity = 2\n')
     condition = ibnbench.load_suite(path)["p"]
     assert (condition.seed, condition.jpeg, condition.key) == (3, 85, condition_key(3, "p"))
-    assert condition.provenance() == {"generator": c_bar.GENERATOR, "corruption": "plasma_noise", "severity": 2,
-                                      "seed": 3, "jpeg": 85}
+    assert record_generator([condition]) == {"imagenet-c-bar": {
+        "benchmark": "imagenet-c-bar", "ibnbench": ibnbench.__version__, "source": "on-the-fly", "jpeg": 85,
+        "reference": "facebookresearch/augmentation-corruption imagenet_c_bar/corrupt.py at the levels of "
+                     "imagenet_c_bar.csv"}}
     x = torch.linspace(0, 255, 64)[None, None, None, :].expand(2, 3, 64, 64)
     finished, raw = condition(x), c_bar.corrupt_bar(x, torch.arange(2), "plasma_noise", 2, condition.key)
     assert torch.equal(finished, jpeg_round_trip(raw, 85)) and not torch.equal(finished, raw)
@@ -461,7 +464,8 @@ def test_run_and_report_imagenet_c_bar_on_real_images(tmp_path, capsys):
                  "--no-progress", "--output", str(out)]) == 0
     record = read_record(out)
     assert [row["condition"] for row in record.results] == ids and {r["n_images"] for r in record.results} == {4}
-    assert record.conditions[2]["generator"] == c_bar.GENERATOR and record.conditions[2]["severity"] == 5
+    assert record.generator["imagenet-c-bar"]["source"] == "on-the-fly"
+    assert record.generator["imagenet-c-bar"]["jpeg"] is None and list(record.generator) == ["imagenet-c-bar"]
     capsys.readouterr()
     assert main(["report", str(out)]) == 0
     text = capsys.readouterr().out

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers.records import graded_record as make_record
 
 from ibnbench.conditions.c_bar import C_BAR_LABELS, C_BAR_NAMES
-from ibnbench.conditions.corruptions import LABELS
 from ibnbench.conditions.imagenet_c_release import is_released_tree
 from ibnbench.errors import UsageError
 from ibnbench.results import imagenet_c, leaderboard
-from ibnbench.results.record import Record, write_record
+from ibnbench.results.record import write_record
 from ibnbench.results.report import report
 
 # The AlexNet constants, typed again here (mean top-1 error over the 5 severities; clean 43.5).
@@ -69,20 +69,6 @@ def test_alexnet_normalisers_are_the_augmix_values_x100():
     assert list(imagenet_c.ALEXNET_ERRORS) == list(ALEXNET)
     assert list(imagenet_c.ALEXNET_ERRORS.values()) == pytest.approx([100 * a for a in augmix], abs=1e-9)
     assert imagenet_c.ALEXNET_CLEAN_ERROR == 43.5
-
-
-def make_record(errors_by_model: dict[str, dict[str, float]], suite: str = "imagenet-c",
-                labels: dict[str, str] = LABELS) -> Record:
-    ids = list(next(iter(errors_by_model.values())))
-    return Record(
-        suite=suite, suite_hash="c" * 64,
-        conditions=[{"id": i, "label": labels.get(i.rsplit("-", 1)[0], "Clean")} for i in ids],
-        dataset={"sha256": "d" * 64, "n_images": 100, "subset": True, "layout": "imagefolder"},
-        models={m: {"weights": "official", "sha256": "f" * 64} for m in errors_by_model},
-        environment={"device": "cpu", "dtype": "float32"}, timing={"seconds": 1.0},
-        results=[{"model": m, "condition": c, "top1_err": e, "top5_err": e / 2, "n_images": 100}
-                 for m, errors in errors_by_model.items() for c, e in errors.items()],
-        created="2026-12-02T00:00:00+00:00")
 
 
 def test_report_lays_imagenet_c_out_as_corruptions_by_severities(tmp_path):

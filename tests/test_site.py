@@ -239,3 +239,31 @@ def test_suite_table_sorts_and_filters_in_chromium(synthetic_site, browser):
     browser.evaluate("(() => { const s = document.querySelector('select.family-filter'); s.value = 'resnet'; "
                      "s.dispatchEvent(new Event('change')); })()")
     assert [r[0] for r in browser.evaluate(ROWS.format("table.board"))] == ["resnet50", "resnet50"]
+
+
+def test_c_bar_suite_page_ranks_by_mce_bar_with_the_boards_baseline_constants(tmp_path):
+    """An ImageNet-C-bar suite page shows the scores table (mean error per corruption), ranked by mCE-bar when the
+    leaderboard folder holds baselines/imagenet-c-bar.toml, as the markdown board is."""
+    from helpers.records import graded_record
+
+    from ibnbench.conditions.c_bar import C_BAR_LABELS, C_BAR_NAMES
+
+    def errors(scale: float) -> dict[str, float]:
+        return {"origin": 20.0, **{f"{n}-{s}": scale * (40.0 + i + s) for i, n in enumerate(C_BAR_NAMES)
+                                   for s in range(1, 6)}}
+
+    (tmp_path / "board" / "records").mkdir(parents=True)
+    (tmp_path / "board" / "baselines").mkdir()
+    write_record(graded_record({"resnet50": errors(0.6), "resnet50_ibn_b": errors(0.5)}, "imagenet-c-bar",
+                               C_BAR_LABELS), tmp_path / "board" / "records" / "bar.json")
+    constants = "".join(f"{n} = {0.25 * (43 + i)}\n" for i, n in enumerate(C_BAR_NAMES))
+    baseline = tmp_path / "board" / "baselines" / "imagenet-c-bar.toml"
+    baseline.write_text(f'suite = "imagenet-c-bar"\n[errors]\n{constants}')
+    build_site(tmp_path / "board" / "records", tmp_path / "html")
+    page = _pages(tmp_path / "html")["suites/imagenet-c-bar.html"]
+    scores = next(s for s in page.iter("section") if s.get("class") == "scores")
+    header = ["".join(th.itertext()).strip() for th in next(scores.iter("thead")).iter("th")]
+    rows = _rows(scores, "board")
+    assert [r[0] for r in rows] == ["resnet50_ibn_b", "resnet50"]
+    assert [r[header.index("mCE-bar (normalised by the baseline, %)")] for r in rows] == ["200.00", "240.00"]
+    assert rows[0][header.index("Sparkles (mean)")] == "26.00"

@@ -1,4 +1,4 @@
-"""Commands that read records: report, robustness, compare, check, leaderboard."""
+"""Commands that read records: report, export, robustness, compare, check, leaderboard."""
 from __future__ import annotations
 
 import argparse
@@ -20,7 +20,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     records = load_records(args.results)
     text = report(records, format=args.format, vs=args.vs, output=args.output, ci=args.ci, pairs=args.pairs,
-                  baseline=args.baseline)
+                  baseline=args.baseline, baseline_constants=args.baseline_constants,
+                  allow_generator_mismatch=args.allow_generator_mismatch)
     print(text if not args.output else f"wrote {args.output}")
     if args.vs == "paper":
         for warning in paper_warnings(records):
@@ -37,14 +38,33 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write ImageNet-C or C-bar records in RobustBench's unaggregated_results.csv shape."""
+    from ibnbench.io import write_atomic
+    from ibnbench.results.loading import load_records
+    from ibnbench.results.robustbench import robustbench_csv
+
+    text = robustbench_csv(load_records(args.results), allow_generator_mismatch=args.allow_generator_mismatch)
+    if args.output:
+        write_atomic(args.output, text, what="export")
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Paired comparison of the models of two records on the same images (McNemar, Holm)."""
     from ibnbench.results.pairs import PAIRS_NOTE, compare
     from ibnbench.results.report import Report, Section
 
-    table = compare(args.a, args.b, metric=args.metric)
-    section = Section("", table, f"A: {args.a}, B: {args.b}. {PAIRS_NOTE}", keys=("condition", "model A", "model B"))
-    print(Report((section,)).render(args.format))
+    table, warnings = compare(args.a, args.b, metric=args.metric,
+                              allow_generator_mismatch=args.allow_generator_mismatch)
+    section = Section("", table, "\n".join([f"A: {args.a}, B: {args.b}. {PAIRS_NOTE}", *warnings]),
+                      keys=("condition", "model A", "model B"))
+    print(Report((section,), tuple(warnings)).render(args.format))
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     return 0
 
 
@@ -69,7 +89,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from ibnbench.results.check import check
 
     outcome = check(args.results, args.against, tolerance=args.tolerance, metric=args.metric,
-                    either_way=args.either_way, test=args.test, alpha=args.alpha)
+                    either_way=args.either_way, test=args.test, alpha=args.alpha,
+                    allow_generator_mismatch=args.allow_generator_mismatch)
     print(outcome.render())
     return outcome.exit_code
 
@@ -102,6 +123,14 @@ def cmd_leaderboard_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_generator_mismatch(p: argparse.ArgumentParser) -> None:
+    """``--allow-generator-mismatch`` (report, compare, check)."""
+    p.add_argument("--allow-generator-mismatch", action="store_true",
+                   help="put records side by side although their ImageNet-C/C-bar/P images were made otherwise (on "
+                        "the fly vs the released files, with vs without the JPEG round trip, another reference): "
+                        "compared by suite name and image names, with a warning line (refused without it)")
+
+
 def _add_report(sub: argparse._SubParsersAction) -> None:
     """``ibnbench report``."""
     p = sub.add_parser("report", help="print the Table-1 report of result records")
@@ -114,6 +143,10 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", metavar="MODEL",
                    help="ImageNet-C-bar records: normalise by MODEL (a model of the records) into CE-bar per "
                         "corruption and mCE-bar")
+    p.add_argument("--baseline-constants", metavar="FILE", type=non_empty_path,
+                   help="ImageNet-C-bar records: normalise by the baseline numbers in FILE (TOML: suite = "
+                        "\"imagenet-c-bar\", [errors] per corruption; see docs/imagenet-c.md) instead of a model of "
+                        "the records")
     p.add_argument("--output", metavar="FILE", type=non_empty_path,
                    help="write the report to FILE instead of printing it")
     p.add_argument("--plot", metavar="PNG", type=non_empty_path,
@@ -130,7 +163,24 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reliability", metavar="PNG", type=non_empty_path,
                    help="draw reliability diagrams (accuracy vs confidence, 15 bins, ECE and its intervals in the "
                         "legend) from the stored predictions of schema-2 records")
+    _add_generator_mismatch(p)
     p.set_defaults(func=cmd_report)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    """``ibnbench export``."""
+    p = sub.add_parser("export", help="write ImageNet-C / C-bar records as RobustBench's unaggregated_results.csv",
+                       description="One row per model, two header rows (corruption, severity 1-5), each cell the "
+                                   "top-1 accuracy as a fraction: the shape of RobustBench's model_info/<dataset>/"
+                                   "corruptions/unaggregated_results.csv (read with pd.read_csv(path, header=[0, 1], "
+                                   "index_col=0)).")
+    p.add_argument("results", nargs="+", metavar="RECORD", type=non_empty_path,
+                   help="ImageNet-C records, or ImageNet-C-bar records (files or directories)")
+    p.add_argument("--format", default="robustbench", choices=["robustbench"],
+                   help="robustbench (default): unaggregated_results.csv")
+    p.add_argument("--output", metavar="FILE", type=non_empty_path, help="write to FILE instead of printing")
+    _add_generator_mismatch(p)
+    p.set_defaults(func=cmd_export)
 
 
 def _add_robustness(sub: argparse._SubParsersAction) -> None:
@@ -167,6 +217,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("b", metavar="B.json", type=non_empty_path, help="second record (same suite and dataset)")
     p.add_argument("--metric", default="top1", choices=["top1", "top5"], help="which answers to pair (default top1)")
     p.add_argument("--format", default="markdown", choices=REPORT_FORMATS, help="as for report (default markdown)")
+    _add_generator_mismatch(p)
     p.set_defaults(func=cmd_compare)
 
 
@@ -188,6 +239,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                         "Holm-adjusted over the compared cells, at --alpha)")
     p.add_argument("--alpha", type=probability, default=0.01,
                    help="significance level of --test mcnemar (default 0.01)")
+    _add_generator_mismatch(p)
     p.set_defaults(func=cmd_check)
 
 
@@ -212,5 +264,5 @@ def _add_leaderboard(sub: argparse._SubParsersAction) -> None:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommands to the ``ibnbench`` parser."""
-    for add in (_add_report, _add_robustness, _add_compare, _add_check, _add_leaderboard):
+    for add in (_add_report, _add_export, _add_robustness, _add_compare, _add_check, _add_leaderboard):
         add(sub)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, ClassVar, Sequence
 import torch
 
 from ibnbench.conditions import c_bar, corruptions
+from ibnbench.conditions.benchmark_generator import BenchmarkGenerator
 from ibnbench.conditions.frost import missing_frost
 from ibnbench.conditions.imaging import condition_key, jpeg_round_trip
 from ibnbench.conditions.ops import contrast, finish, shift
@@ -102,6 +103,11 @@ class Condition(ABC):
     def provenance(self) -> dict:
         """What a result record keeps about how this condition's images were made, beyond its definition."""
         return {}
+
+    def benchmark_generator(self) -> BenchmarkGenerator | None:
+        """The benchmark this condition's images belong to and how they were made (what the record's ``generator``
+        names, :mod:`~ibnbench.conditions.benchmark_generator`); None for conditions of no benchmark."""
+        return None
 
     def source(self, dataset: ValDataset) -> ValDataset | None:
         """Where this condition's images come from when not from ``dataset`` itself (a pre-stylised copy), checked
@@ -212,6 +218,7 @@ class _GradedCorruption(Condition):
 
     kind = "corruption"
     names: ClassVar[tuple[str, ...]]
+    benchmark: ClassVar[str]
 
     def __init__(self, id: str, label: str | None = None, *, corruption: str, severity: int, seed: int = 0,
                  jpeg: int | None = None, clip: bool = False, quantize: bool = False):
@@ -231,6 +238,10 @@ class _GradedCorruption(Condition):
     def params(self) -> dict:
         return {"corruption": self.corruption, "severity": self.severity, "seed": self.seed, "jpeg": self.jpeg}
 
+    def benchmark_generator(self) -> BenchmarkGenerator:
+        """Computed on the fly to equal the benchmark's reference, with this condition's JPEG round trip."""
+        return BenchmarkGenerator(self.benchmark, jpeg=self.jpeg)
+
     @abstractmethod
     def corrupt(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """The corruption of ``x`` (images at dataset indices ``index``), before the JPEG round trip."""
@@ -247,7 +258,7 @@ class Corruption(_GradedCorruption):
     condition id key the random draws; ``jpeg`` (a quality, e.g. 85) adds the JPEG round trip the released files
     went through."""
 
-    op = "corruption"
+    op, benchmark = "corruption", "imagenet-c"
     names = tuple(corruptions.CORRUPTIONS)
     _assets: dict[str, object] | None = None
 
@@ -270,11 +281,8 @@ class CBarCorruption(_GradedCorruption):
     integers in 0..255 as the reference's uint8 images did. ``seed`` and the condition id key the random draws;
     ``jpeg`` (a quality: the released files were saved at 85) adds a JPEG round trip."""
 
-    op = "c-bar-corruption"
+    op, benchmark = "c-bar-corruption", "imagenet-c-bar"
     names = c_bar.C_BAR_NAMES
-
-    def provenance(self) -> dict:
-        return {"generator": c_bar.GENERATOR, **self.params()}
 
     def corrupt(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         return corruptions.in_cpu_slices(

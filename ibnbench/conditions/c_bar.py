@@ -43,9 +43,6 @@ C_BAR_LEVELS: dict[str, tuple[float, ...]] = {
 C_BAR_NAMES = tuple(C_BAR_LEVELS)
 C_BAR_LABELS = {name: name.replace("_", " ").title() for name in C_BAR_NAMES}
 """Each corruption's display name (``"blue_noise_sample"``: "Blue Noise Sample")."""
-GENERATOR = ("ibnbench, on the fly on the device: the formulas of facebookresearch/augmentation-corruption "
-             "imagenet_c_bar/corrupt.py with the levels of imagenet_c_bar.csv")
-"""What made a C-bar condition's images, as a record names it."""
 TWO_PI = 2 * math.pi
 WHITE = 255.0
 """The sparkles' colour (the reference's ``[255, 255, 255]``)."""

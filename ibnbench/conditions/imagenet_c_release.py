@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from ibnbench.conditions.benchmark_generator import RELEASED, RELEASED_JPEG, BenchmarkGenerator
 from ibnbench.conditions.corruptions import COMMON, EXTRA, LABELS, SEVERITIES
 from ibnbench.conditions.style import Dir
 from ibnbench.conditions.suite import Suite, canonical_json
@@ -23,6 +24,13 @@ def parse(condition_id: str, names: Sequence[str] = COMMON + EXTRA) -> tuple[str
 
 
 RELEASED_LAYOUT = "imagenet-c-released"
+
+
+class ReleasedCorruption(Dir):
+    """An ImageNet-C corruption at a severity read from its folder of the released files (saved as JPEG at 85)."""
+
+    def benchmark_generator(self) -> BenchmarkGenerator:
+        return BenchmarkGenerator("imagenet-c", RELEASED, RELEASED_JPEG)
 
 
 def is_released_tree(root: str | os.PathLike) -> bool:
@@ -45,7 +53,7 @@ def released_suite(suite: Suite, root: str | os.PathLike) -> tuple[Suite, list[s
         parsed = parse(condition.id)
         folder = root / parsed[0] / str(parsed[1]) if parsed else None
         if folder is not None and folder.is_dir():
-            conditions.append(Dir(condition.id, condition.label, root=folder))
+            conditions.append(ReleasedCorruption(condition.id, condition.label, root=folder))
         else:
             absent.append(condition.id)
     if not conditions:

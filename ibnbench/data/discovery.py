@@ -53,6 +53,8 @@ class ValDataset:
     """Class indices of the class folders that hold images (sorted; empty in the flat layout)."""
     cropped: bool = False
     """The images are already the crop (the released ImageNet-C files, 224x224): centre crop only, no resize."""
+    image_list: dict | None = None
+    """The ``--subset`` file the images were narrowed to (file name, sha256, count: ``data.image_list``)."""
 
     def __len__(self) -> int:
         return len(self.files)
@@ -69,7 +71,8 @@ class ValDataset:
         labels_digest = hashlib.sha256(" ".join(map(str, self.labels.tolist())).encode())
         return {"layout": self.layout, "n_images": len(self), "sha256": digest.hexdigest(),
                 "labels_sha256": labels_digest.hexdigest(), "subset": len(self) < FULL_VAL_SIZE,
-                "root": str(self.root.resolve()), **({"already_cropped": True} if self.cropped else {})}
+                "root": str(self.root.resolve()), **({"already_cropped": True} if self.cropped else {}),
+                **({"image_list": self.image_list} if self.image_list else {})}
 
 
 def _is_image(entry: os.DirEntry) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ibnbench.conditions.benchmark_generator import record_generator
 from ibnbench.errors import UsageError
 from ibnbench.eval.checkpoint import Checkpoint, check_checkpoint, telling_how_to_go_on
 from ibnbench.eval.distributed import DistContext
@@ -25,7 +26,8 @@ def run_condition_suite(request: RunRequest, options: RunOptions) -> Record:
     plan = RunPlan.make(r.models, r.data, r.suite, r.conditions, r.weights, labels=r.labels, limit=options.limit,
                         skip_missing=r.skip_missing, style_weights=r.style_weights, preprocessing=r.preprocessing,
                         classes_from_folders=r.classes_from_folders, classes=r.classes,
-                        restrict_to_classes=r.restrict_to_classes, style_dirs=options.style_dirs())
+                        restrict_to_classes=r.restrict_to_classes, style_dirs=options.style_dirs(),
+                        subset=options.subset)
     dist = DistContext.detect()
     out = RecordOutput.choose(r.output, r.results_dir, plan.suite.name, plan.names)
     checkpoint_path = out.side_file(f"rank{dist.rank}.resume.pt")
@@ -89,4 +91,5 @@ def _record(plan: RunPlan, built: Mapping[str, Classifier], fingerprint: dict, r
                     "release": m.weights.get("release"), "preprocessing": m.preprocessing.as_dict()}
                 for (n, m), name in zip(built.items(), plan.names)},
         environment=env, timing=result.timing, results=result.results,
-        per_image={"files": list(plan.dataset.files), **result.per_image}, created=created_now())
+        per_image={"files": list(plan.dataset.files), **result.per_image},
+        generator=record_generator(plan.suite.conditions), created=created_now())

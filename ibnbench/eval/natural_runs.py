@@ -98,6 +98,9 @@ def run_dataset_suite(request: RunRequest, options: RunOptions) -> Record:
     ``restart`` runs every dataset again.
     """
     r = request
+    if options.subset:
+        raise UsageError(f"--subset {options.subset}: lists images of one dataset; it applies to condition suites, "
+                         f"not to the dataset suite {r.suite}")
     chosen = load_dataset_suite(r.suite)
     if r.conditions:
         chosen = chosen.select(list(r.conditions))

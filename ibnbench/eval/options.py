@@ -40,6 +40,9 @@ class RunOptions:
     compile: bool = _flag(False, "torch.compile the models, their batch norms folded into the convolutions "
                                          "before them (those inside IBN layers kept)")
     limit: int | None = _flag(None, "evaluate only the first N images (sorted order)", type=int, metavar="N")
+    subset: str | None = _flag(None, "evaluate only the images FILE lists, one a line: <folder>/<file> as in "
+                                     "RobustBench's imagenet_test_image_ids.txt, or a file name (--limit applies "
+                                     "after it; the record names the list)", type=str, metavar="FILE")
     chunk_size: int = _flag(2048, "images per checkpoint: the unit --resume restarts from (default %(default)s)",
                             metavar="N")
     on_bad_image: str = _flag("fail", "corrupt image: stop (default) or skip and count it", choices=("fail", "skip"))
@@ -85,6 +88,8 @@ class RunOptions:
             raise UsageError(f"--limit must be a positive number of images, got {self.limit}")
         if not 0.0 <= self.refine <= 1.0:
             raise UsageError(f"--refine must be a share of the batch between 0 and 1, not {self.refine}")
+        if self.subset is not None and not Path(self.subset).expanduser().is_file():
+            raise UsageError(f"--subset {self.subset}: no such file")
         if self.cache is not None and self.cache != "gpu":
             _check_cache_folder(self.cache)
         self.style_dirs()

@@ -16,6 +16,7 @@ from ibnbench.conditions.suite import Suite, read_suite
 from ibnbench.data.classes import ClassSubset
 from ibnbench.data.discovery import ValDataset, class_subset, open_dataset, restrict
 from ibnbench.data.geometry import Geometry
+from ibnbench.data.image_list import select_images
 from ibnbench.errors import UsageError
 from ibnbench.zoo import create_model, generators, model_info
 from ibnbench.zoo.meta import Preprocessing
@@ -116,6 +117,14 @@ def select_conditions(suite: Suite, conditions: Sequence[str] | None = None, ski
     return chosen, list(missing)
 
 
+def _first(dataset: ValDataset, limit: int | None) -> ValDataset:
+    """The first ``limit`` images of ``dataset`` (all when None)."""
+    if limit is None:
+        return dataset
+    return dataclasses.replace(dataset, files=dataset.files[:limit], labels=dataset.labels[:limit],
+                               sizes=dataset.sizes[:limit])
+
+
 @dataclass
 class RunPlan:
     """What a run (``run``, ``bench``) evaluates, settled before any image is decoded: models with their weights
@@ -138,8 +147,11 @@ class RunPlan:
              skip_missing: bool = False, missing_hint: str = "or pass --skip-missing",
              style_weights: Mapping[str, str] | None = None, preprocessing: Sequence[str] | None = None,
              classes_from_folders: bool = False, classes: str | os.PathLike | ClassSubset | None = None,
-             restrict_to_classes: bool = False, style_dirs: Mapping[str, str | os.PathLike] | None = None) -> RunPlan:
-        """Check every argument (models first, then suite and assets, then the data listing) and plan the run."""
+             restrict_to_classes: bool = False, style_dirs: Mapping[str, str | os.PathLike] | None = None,
+             subset: str | os.PathLike | None = None) -> RunPlan:
+        """Check every argument (models first, then suite and assets, then the data listing) and plan the run;
+        ``subset``: a file listing the images to evaluate (:func:`~ibnbench.data.image_list.select_images`), before
+        ``limit``."""
         names = list(model)
         if not names:
             raise UsageError("give at least one --model")
@@ -163,11 +175,12 @@ class RunPlan:
             chosen, not_run = released_suite(chosen, data)
         chosen, missing = select_conditions(chosen, skip_missing=skip_missing, hint=missing_hint)
         check_rendered_geometry(chosen, columns, [p or i.preprocessing for p, i in zip(chosen_prep, infos)])
+        listing = (chosen.conditions[0].root if released else data), labels, None if subset else limit
+        dataset = open_dataset(*listing)
+        if subset:
+            dataset = _first(select_images(dataset, subset), limit)
         if released:
-            dataset = dataclasses.replace(open_dataset(chosen.conditions[0].root, labels=labels, limit=limit),
-                                          layout=RELEASED_LAYOUT, cropped=True)
-        else:
-            dataset = open_dataset(data, labels=labels, limit=limit)
+            dataset = dataclasses.replace(dataset, layout=RELEASED_LAYOUT, cropped=True)
         subset = class_subset(dataset, classes_from_folders, classes, check=not restrict_to_classes)
         if restrict_to_classes:
             if subset is None:

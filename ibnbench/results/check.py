@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +11,7 @@ from tabulate import tabulate
 
 from ibnbench.errors import RecordError, UsageError
 from ibnbench.results import stats
+from ibnbench.results.comparability import comparability
 from ibnbench.results.record import Record, read_record, row_problem
 
 METRICS = ("top1", "top5", "drop")
@@ -20,14 +21,16 @@ EXIT_OK, EXIT_REGRESSION, EXIT_INCOMPARABLE = 0, 1, 2
 
 @dataclass
 class CheckResult:
-    """Outcome of :func:`check`: the exit code, the differences table and the reasons behind the code."""
+    """Outcome of :func:`check`: the exit code, the differences table, the reasons behind the code and the warnings
+    to show with it (records compared although their generators differ)."""
 
     exit_code: int
     table: pd.DataFrame
     reasons: list[str]
+    warnings: list[str] = field(default_factory=list)
 
     def render(self) -> str:
-        head = "\n".join(self.reasons)
+        head = "\n".join(self.warnings + self.reasons)
         if self.table.empty:
             return head
         text = [i for i, column in enumerate(self.table.columns) if str(column).startswith("p")]  # p-values as written
@@ -78,21 +81,24 @@ def exit_code(table: pd.DataFrame) -> int:
 
 
 def check(results: str | Path | Record, against: str | Path | Record, tolerance: float = 0.5,
-          metric: str = "top1", either_way: bool = False, test: str = "tolerance", alpha: float = 0.01) -> CheckResult:
+          metric: str = "top1", either_way: bool = False, test: str = "tolerance", alpha: float = 0.01,
+          allow_generator_mismatch: bool = False) -> CheckResult:
     """Compare ``results`` (new) with ``against`` (recorded).
 
     Exit code 0: every (model, condition) of the recorded record is in the new one, with valid numbers within
     ``tolerance`` points; 1: a failure: a regression (the new error is higher by more than the tolerance; with
     ``either_way`` a fall counts too, marked IMPROVED), a pair of the recorded record missing from the new one,
-    or a NaN/infinite number; 2: the records are incomparable (suite definitions, dataset or preprocessing
-    differ, or nothing is shared).
+    or a NaN/infinite number; 2: the records are incomparable (their generators, suite definitions, dataset or
+    preprocessing differ, or nothing is shared; ``allow_generator_mismatch`` compares records whose generators differ,
+    with a warning: :mod:`ibnbench.results.comparability`).
     With ``test="mcnemar"`` a cell regresses only when its per-image answers changed significantly: McNemar's
     exact test on the same images, Holm-adjusted over the shared cells, below ``alpha``; a missing pair fails too.
     """
     _check_arguments(metric, test, alpha, tolerance)
     new = results if isinstance(results, Record) else read_record(results)
     old = against if isinstance(against, Record) else read_record(against)
-    reasons = new.comparable_with(old)
+    comparable = comparability(new, old, allow_generator_mismatch)
+    reasons = list(comparable.reasons)
     new_pairs = {(r["model"], r["condition"]) for r in new.results}
     old_pairs = list(dict.fromkeys((r["model"], r["condition"]) for r in old.results))
     if metric == "drop":
@@ -103,13 +109,16 @@ def check(results: str | Path | Record, against: str | Path | Record, tolerance:
     if test == "mcnemar" and not reasons:
         reasons += _unpaired(new, old, shared, metric)
     if reasons:
-        return CheckResult(EXIT_INCOMPARABLE, pd.DataFrame(), ["incomparable: " + r for r in reasons])
+        return CheckResult(EXIT_INCOMPARABLE, pd.DataFrame(), ["incomparable: " + r for r in reasons],
+                           comparable.warnings)
     if metric == "drop":
         for record in (old, new):
             _require_origin(record, {m for m, _ in shared})
     if test == "mcnemar":
-        return _mcnemar(new, old, shared, old_pairs, metric, either_way, alpha)
-    return _tolerance(new, old, old_pairs, new_pairs, metric, tolerance, either_way)
+        result = _mcnemar(new, old, shared, old_pairs, metric, either_way, alpha)
+    else:
+        result = _tolerance(new, old, old_pairs, new_pairs, metric, tolerance, either_way)
+    return replace(result, warnings=comparable.warnings)
 
 def _check_arguments(metric: str, test: str, alpha: float, tolerance: float) -> None:
     if metric not in METRICS:

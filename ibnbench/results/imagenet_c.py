@@ -1,5 +1,6 @@
 """ImageNet-C scores: mCE and relative mCE normalised by AlexNet's errors, tables per model; ImageNet-C-bar's table
-of errors per corruption and severity (no mCE-bar: no published baseline constants ship with ibnbench)."""
+of errors per corruption and severity, with CE-bar and mCE-bar normalised by a baseline model of the records or by
+constants from a file (no published baseline constants ship with ibnbench)."""
 from __future__ import annotations
 
 import importlib.resources
@@ -11,6 +12,7 @@ import pandas as pd
 from ibnbench.conditions.c_bar import C_BAR_LABELS, C_BAR_NAMES
 from ibnbench.conditions.corruptions import COMMON, EXTRA, LABELS, SEVERITIES
 from ibnbench.conditions.imagenet_c_release import parse
+from ibnbench.results.baselines import BaselineConstants, read_baseline_constants
 from ibnbench.results.record import Record
 
 if sys.version_info >= (3, 11):
@@ -35,7 +37,11 @@ MEAN_ERROR = "mean top-1 error over the 15 corruptions (unnormalised, %)"
 MEAN_ERROR_EXTRA = "mean top-1 error over the 4 extra corruptions (unnormalised, %)"
 CLEAN_ERROR = "clean top-1 error (%)"
 MEAN_ERROR_BAR = "mean top-1 error over the C-bar corruptions run (unnormalised, %)"
-MCE_BAR = "mCE-bar (normalised by the baseline model, %)"
+MCE_BAR = "mCE-bar (normalised by the baseline, %)"
+C_BAR_SUITE = "imagenet-c-bar"
+C_BAR_CONSTANT_TABLES = {"errors": C_BAR_NAMES}
+"""What a ``--baseline-constants`` file for ImageNet-C-bar holds: ``[errors]``, the baseline's top-1 error (%) per
+C-bar corruption (the mean over severities 1-5, or one per severity)."""
 
 
 def _all_graded(records: Sequence[Record], names: Sequence[str]) -> bool:
@@ -133,20 +139,42 @@ def model_table(errors: dict[str, float]) -> pd.DataFrame:
     return _severity_table(table, LABELS, columns, summary)
 
 
-def c_bar_table(errors: dict[str, float], baseline: dict[str, float] | None = None) -> pd.DataFrame:
-    """One model's ImageNet-C-bar layout: rows the corruptions run, columns severities 1-5 and their mean (the
-    mean error per corruption), then the clean error and the unnormalised mean over every cell run. With the
-    ``baseline`` model's errors: a CE-bar column (:func:`corruption_errors` normalised by the baseline's mean error
-    per corruption) and mCE-bar, their mean, when all 10 corruptions ran at all 5 severities for both."""
+def c_bar_scores(errors: dict[str, float], normaliser: Mapping[str, float] | None = None) -> dict:
+    """ImageNet-C-bar's numbers from ``{condition id: top-1 error}``: ``table`` (corruptions x severities),
+    ``mean_error`` per corruption (over the severities run), ``mean_error_bar`` (every cell run), ``clean_error``
+    and, with a ``normaliser`` (the baseline's mean error per corruption), ``ce`` per corruption
+    (:func:`corruption_errors`) and ``mce_bar``, their mean when all 10 have one (else None)."""
     table = errors_by_severity(errors, C_BAR_NAMES)
-    summary = {CLEAN_ERROR: errors.get("origin"), MEAN_ERROR_BAR: _mean(table, C_BAR_NAMES)}
+    ce = corruption_errors(table, normaliser) if normaliser is not None else {}
+    return {"table": table, "mean_error": table.mean(axis=1).to_dict(), "mean_error_bar": _mean(table, C_BAR_NAMES),
+            "clean_error": errors.get("origin"), "ce": ce,
+            "mce_bar": sum(ce.values()) / len(ce) if set(ce) == set(C_BAR_NAMES) else None}
+
+
+def c_bar_table(errors: dict[str, float], normaliser: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """One model's ImageNet-C-bar layout: rows the corruptions run, columns severities 1-5 and their mean (the
+    mean error per corruption), then the clean error and the unnormalised mean over every cell run. With a
+    ``normaliser`` (the baseline's mean error per corruption: :func:`c_bar_normaliser`, or constants from a file): a
+    CE-bar column and mCE-bar (:func:`c_bar_scores`)."""
+    result = c_bar_scores(errors, normaliser)
+    table = result["table"]
+    summary = {CLEAN_ERROR: result["clean_error"], MEAN_ERROR_BAR: result["mean_error_bar"]}
     columns = {}
-    if baseline is not None:
-        normaliser = errors_by_severity(baseline, C_BAR_NAMES).mean(axis=1, skipna=False).dropna()
-        ce = corruption_errors(table, normaliser.to_dict())
-        columns["CE-bar"] = [_number(ce.get(n)) for n in table.index]
-        summary[MCE_BAR] = sum(ce.values()) / len(ce) if set(ce) == set(C_BAR_NAMES) else None
+    if normaliser is not None:
+        columns["CE-bar"] = [_number(result["ce"].get(n)) for n in table.index]
+        summary[MCE_BAR] = result["mce_bar"]
     return _severity_table(table, C_BAR_LABELS, columns, summary)
+
+
+def c_bar_normaliser(baseline: dict[str, float]) -> dict[str, float]:
+    """A baseline model's mean error per C-bar corruption from its ``{condition id: top-1 error}``, for the
+    corruptions it ran at all 5 severities."""
+    return errors_by_severity(baseline, C_BAR_NAMES).mean(axis=1, skipna=False).dropna().to_dict()
+
+
+def c_bar_constants(path: str) -> BaselineConstants:
+    """ImageNet-C-bar baseline constants from a ``--baseline-constants`` file (:data:`C_BAR_CONSTANT_TABLES`)."""
+    return read_baseline_constants(path, (C_BAR_SUITE,), C_BAR_CONSTANT_TABLES)
 
 
 def record_errors(records: Sequence[Record]) -> dict[str, dict[str, float]]:

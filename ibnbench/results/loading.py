@@ -12,6 +12,7 @@ from typing import Sequence
 import pandas as pd
 
 from ibnbench.errors import RecordError
+from ibnbench.results.comparability import comparability, generator_differences
 from ibnbench.results.record import Record, find_records, read_record
 
 
@@ -37,15 +38,23 @@ def require_valid(record: Record) -> Record:
     return record
 
 
-def require_mergeable(records: Sequence[Record]) -> None:
-    """Refuse to merge records that hold the same model but are incomparable (other data, suite definition or
-    preprocessing): one model's column would mix their numbers. Names both files and the reasons."""
+def require_mergeable(records: Sequence[Record], allow_generator_mismatch: bool = False) -> list[str]:
+    """Refuse to put side by side records whose benchmark generators differ (unless ``allow_generator_mismatch``:
+    :mod:`ibnbench.results.comparability`), or that hold the same model but are incomparable (other data, suite
+    definition or preprocessing): one model's column would mix their numbers. Names both files and the reasons;
+    returns the warnings to show (generators that differ, allowed)."""
+    warnings = []
     for a, b in itertools.combinations(records, 2):
         shared = sorted(set(a.models) & set(b.models))
-        reasons = a.comparable_with(b) if shared else []
+        comparable = comparability(a, b, allow_generator_mismatch)
+        generators_refused = bool(generator_differences(a, b)) and not allow_generator_mismatch
+        reasons = comparable.reasons if shared or generators_refused else []
         if reasons:
-            raise RecordError(f"{a.path or 'record'} and {b.path or 'record'} both hold {shared[0]} but cannot be "
-                              f"merged: {'; '.join(reasons)}; report them apart")
+            held = f"both hold {shared[0]} but " if shared else ""
+            raise RecordError(f"{a.path or 'record'} and {b.path or 'record'} {held}cannot be merged: "
+                              f"{'; '.join(reasons)}; report them apart")
+        warnings += [w for w in comparable.warnings if w.startswith("warning")]
+    return warnings
 
 
 def results_frame(records: Sequence[Record]) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from typing import Sequence
 import pandas as pd
 
 from ibnbench.errors import RecordError
+from ibnbench.results.comparability import comparability
 from ibnbench.results.loading import require_valid, results_frame
 from ibnbench.results.record import Record, condition_labels, read_record
 
@@ -156,14 +157,17 @@ def consistency(records: Sequence[Record], condition: str, metric: str = "top1")
     return matrix.round(3)
 
 
-def compare(first: str | Path | Record, second: str | Path | Record, metric: str = "top1") -> pd.DataFrame:
+def compare(first: str | Path | Record, second: str | Path | Record, metric: str = "top1",
+            allow_generator_mismatch: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """``ibnbench compare A.json B.json``: every model of A against every model of B under each shared
-    condition, paired on the same images (McNemar, Holm-adjusted over the table)."""
+    condition, paired on the same images (McNemar, Holm-adjusted over the table), and the warnings to show with it
+    (records whose generators differ are refused unless ``allow_generator_mismatch``:
+    :mod:`ibnbench.results.comparability`)."""
     a = require_valid(first if isinstance(first, Record) else read_record(first))
     b = require_valid(second if isinstance(second, Record) else read_record(second))
-    reasons = a.comparable_with(b)
-    if reasons:
-        raise RecordError(f"cannot compare {a.path or 'A'} with {b.path or 'B'}: {'; '.join(reasons)}")
+    comparable = comparability(a, b, allow_generator_mismatch)
+    if comparable.reasons:
+        raise RecordError(f"cannot compare {a.path or 'A'} with {b.path or 'B'}: {'; '.join(comparable.reasons)}")
     labels = condition_labels([a])
     done_b = {(r["model"], r["condition"]) for r in b.results}
     rows = [{"condition": labels.get(ra["condition"], ra["condition"]), "model A": ra["model"], "model B": mb,
@@ -173,4 +177,4 @@ def compare(first: str | Path | Record, second: str | Path | Record, metric: str
             for ra in a.results for mb in b.models if (mb, ra["condition"]) in done_b]
     if not rows:
         raise RecordError(f"{a.path or 'A'} and {b.path or 'B'} share no condition")
-    return _with_holm(pd.DataFrame(rows))
+    return _with_holm(pd.DataFrame(rows)), comparable.warnings

@@ -19,7 +19,7 @@ probabilities, see :mod:`ibnbench.results.predictions`) and a per-result ``ece``
 REQUIRED = ("suite", "suite_hash", "dataset", "models", "environment", "timing", "results")
 FIELD_TYPES = {"suite": str, "suite_hash": str, "conditions": list, "dataset": dict, "models": dict,
                "environment": dict, "timing": dict, "results": list, "per_image": dict, "predictions": dict,
-               "created": str, "schema": int}
+               "generator": dict, "created": str, "schema": int}
 MAX_IMAGES = 2 ** 53  # the largest count a JSON number holds exactly
 JSON_NAMES = {str: "a string", int: "an integer", list: "an array", dict: "an object"}
 
@@ -40,6 +40,9 @@ class Record:
     results: list[dict]
     per_image: dict = field(default_factory=dict)
     predictions: dict = field(default_factory=dict)
+    generator: dict = field(default_factory=dict)
+    """Per benchmark of its conditions, what made the images (:mod:`ibnbench.conditions.benchmark_generator`);
+    empty for other suites and for records written before the field (their generator is unknown)."""
     created: str = ""
     schema: int = SCHEMA_VERSION
     path: str | None = field(default=None, compare=False)
@@ -85,6 +88,27 @@ class Record:
         if len(self.models) != 1:
             raise RecordError(f"record has models {sorted(self.models)}: name one")
         return next(iter(self.models))
+
+    def image_names(self) -> tuple:
+        """The images by name and label: the per-image file list (or the count where none is kept) and the labels'
+        digest."""
+        files = self.per_image.get("files")
+        return (files if files is not None else self.dataset.get("n_images")), self.dataset.get("labels_sha256")
+
+    def _dataset_difference(self, other: Record) -> str:
+        """Why the datasets differ: the dataset parts, or the image lists (``--subset``) that differ."""
+        ours, theirs = self.dataset.get("datasets", {}), other.dataset.get("datasets", {})
+        differ = sorted(k for k in set(ours) | set(theirs) if (ours.get(k) or {}).get("sha256") !=
+                        (theirs.get(k) or {}).get("sha256") or (ours.get(k) or {}).get("classes") !=
+                        (theirs.get(k) or {}).get("classes"))
+        where = f" in {', '.join(differ)}" if differ else ""
+        lists = self.dataset.get("image_list"), other.dataset.get("image_list")
+        if lists[0] != lists[1]:
+            where += " (--subset image lists differ (" + " vs ".join(
+                f"{x.get('file')}: {x.get('n')} images, sha256 {str(x.get('sha256'))[:12]}" if x else "no list"
+                for x in lists) + "))"
+        return (f"datasets differ{where} (fingerprint {str(self.dataset.get('sha256'))[:12]} vs "
+                f"{str(other.dataset.get('sha256'))[:12]})")
 
     def problems(self) -> list[str]:
         """Why the results cannot be valid numbers (NaN, infinite or out-of-range errors, no image scored); empty
@@ -143,25 +167,27 @@ class Record:
             raise RecordError(f"{where}: results name model {unknown!r}, which models does not describe")
         _check_per_image(where, data.get("per_image", {}))
         _check_predictions(where, data.get("predictions", {}))
+        if not all(isinstance(v, dict) for v in data.get("generator", {}).values()):
+            raise RecordError(f"{where}: generator must map each benchmark to an object describing it")
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "path"}
         known.setdefault("conditions", [{"id": c,
                                          "label": c} for c in dict.fromkeys(r["condition"] for r in data["results"])])
         return cls(**known, path=path)
 
-    def comparable_with(self, other: Record) -> list[str]:
-        """Reasons why numbers of ``self`` and ``other`` must not be compared (empty: comparable)."""
+    def comparable_with(self, other: Record, by_name: bool = False) -> list[str]:
+        """Reasons why numbers of ``self`` and ``other`` must not be compared (empty: comparable). ``by_name``: the
+        suites need only share their name and the data only its images' names and labels (for records whose
+        images were made otherwise on purpose, e.g. on the fly vs the released files)."""
         reasons = []
-        if self.suite_hash != other.suite_hash:
+        if by_name and self.suite != other.suite:
+            reasons.append(f"suites differ ({self.suite} vs {other.suite})")
+        elif not by_name and self.suite_hash != other.suite_hash:
             reasons.append(f"suite definitions differ ({self.suite}@{self.suite_hash[:12]} vs "
                            f"{other.suite}@{other.suite_hash[:12]})")
-        if self.dataset.get("sha256") != other.dataset.get("sha256"):
-            ours, theirs = self.dataset.get("datasets", {}), other.dataset.get("datasets", {})
-            differ = sorted(k for k in set(ours) | set(theirs) if (ours.get(k) or {}).get("sha256") !=
-                            (theirs.get(k) or {}).get("sha256") or (ours.get(k) or {}).get("classes") !=
-                            (theirs.get(k) or {}).get("classes"))
-            where = f" in {', '.join(differ)}" if differ else ""
-            reasons.append(f"datasets differ{where} (fingerprint {str(self.dataset.get('sha256'))[:12]} vs "
-                           f"{str(other.dataset.get('sha256'))[:12]})")
+        if by_name and self.image_names() != other.image_names():
+            reasons.append("the records' images differ (by name and label)")
+        elif not by_name and self.dataset.get("sha256") != other.dataset.get("sha256"):
+            reasons.append(self._dataset_difference(other))
         if self.dataset.get("classes") != other.dataset.get("classes"):
             reasons.append("class subsets differ (" + " vs ".join(
                 f"{c['n']} classes {c['mask']}" if c else "all 1000 classes"

@@ -36,8 +36,8 @@ IMAGENET_C_NOTE = ("Cells: top-1 error %. CE: error summed over severities / Ale
                    "the 15 corruptions; relative: over the increase against the clean error; the unnormalised mean "
                    "error is not an mCE.")
 IMAGENET_C_BAR_NOTE = ("Cells: top-1 error %; mean: the mean error per corruption over the severities run. CE-bar "
-                       "and mCE-bar only with --baseline MODEL: error summed over severities / the baseline model's "
-                       "(x100), and its mean over the 10 corruptions.")
+                       "and mCE-bar only with --baseline MODEL or --baseline-constants FILE: error summed over "
+                       "severities / the baseline's (x100), and its mean over the 10 corruptions.")
 
 
 def _cell(top1: float, top5: float, drop1: float | None = None, drop5: float | None = None) -> str:
@@ -157,20 +157,49 @@ def keyed(table: pd.DataFrame, keys: Sequence[str], fmt: str = "markdown") -> pd
     return out
 
 
-def imagenet_c_tables(records: Sequence[Record], baseline: str | None = None) -> dict[str, pd.DataFrame]:
+def imagenet_c_tables(records: Sequence[Record], baseline: str | None = None,
+                      baseline_constants: str | None = None) -> dict[str, pd.DataFrame]:
     """The ImageNet-C layout per model (corruptions x severities, CE, mCE; see :mod:`ibnbench.results.imagenet_c`),
     or the ImageNet-C-bar one (corruptions x severities, mean per corruption; CE-bar and mCE-bar normalised by the
-    ``baseline`` model of the records when given) for C-bar records."""
+    ``baseline`` model of the records, or by the constants of the file ``baseline_constants``) for C-bar records."""
+    return _corruption_tables(records, _normaliser(records, baseline, baseline_constants)[0])
+
+
+def _normaliser(records: Sequence[Record], baseline: str | None,
+                baseline_constants: str | None) -> tuple[dict[str, float] | None, str]:
+    """:func:`c_bar_normaliser` when a baseline is given; else no normaliser."""
+    if baseline is None and baseline_constants is None:
+        return None, ""
+    return c_bar_normaliser(records, imagenet_c.record_errors(records), baseline, baseline_constants)
+
+
+def _corruption_tables(records: Sequence[Record], normaliser: dict[str, float] | None) -> dict[str, pd.DataFrame]:
+    """Each model's corruption table; C-bar's normalised by ``normaliser`` when given."""
     errors = imagenet_c.record_errors(records)
-    if baseline is None:
-        table = imagenet_c.c_bar_table if imagenet_c.is_imagenet_c_bar(records) else imagenet_c.model_table
-        return {model: table(model_errors) for model, model_errors in errors.items()}
+    if normaliser is not None:
+        return {model: imagenet_c.c_bar_table(model_errors, normaliser) for model, model_errors in errors.items()}
+    table = imagenet_c.c_bar_table if imagenet_c.is_imagenet_c_bar(records) else imagenet_c.model_table
+    return {model: table(model_errors) for model, model_errors in errors.items()}
+
+
+def c_bar_normaliser(records: Sequence[Record], errors: dict[str, dict[str, float]], baseline: str | None,
+                     baseline_constants: str | None) -> tuple[dict[str, float], str]:
+    """The baseline's mean error per C-bar corruption: the ``baseline`` model's in the records, or the constants of
+    the file ``baseline_constants`` (one of the two), and a line naming it; refused for records that are not
+    C-bar's."""
+    option = "--baseline" if baseline is not None else "--baseline-constants"
+    if baseline is not None and baseline_constants is not None:
+        raise UsageError("give --baseline MODEL or --baseline-constants FILE, not both")
     if not imagenet_c.is_imagenet_c_bar(records):
-        raise UsageError("--baseline normalises ImageNet-C-bar records (ImageNet-C's CE is normalised by AlexNet's "
+        raise UsageError(f"{option} normalises ImageNet-C-bar records (ImageNet-C's CE is normalised by AlexNet's "
                          "published errors)")
+    if baseline_constants is not None:
+        constants = imagenet_c.c_bar_constants(baseline_constants)
+        named = f" ({constants.model})" if constants.model else ""
+        return constants.tables.get("errors", {}), f"CE-bar normalised by the constants of {constants.path}{named}."
     if baseline not in errors:
         raise UsageError(f"--baseline {baseline}: no such model in the records (models: {', '.join(errors)})")
-    return {model: imagenet_c.c_bar_table(model_errors, errors[baseline]) for model, model_errors in errors.items()}
+    return imagenet_c.c_bar_normaliser(errors[baseline]), f"CE-bar normalised by model {baseline} of the records."
 
 
 def _corruption_note(records: Sequence[Record]) -> str | None:
@@ -279,35 +308,41 @@ def _html_section(section: Section) -> str:
 
 
 def build_report(records: Sequence[Record], vs: str | None = None, ci: bool = False, pairs: bool = False,
-                 baseline: str | None = None) -> Report:
+                 baseline: str | None = None, baseline_constants: str | None = None,
+                 allow_generator_mismatch: bool = False) -> Report:
     """The report of ``records`` (read once, by :func:`~ibnbench.results.loading.load_records`): the Table-1 table
     (with ``vs="paper"``, the paper's cells and our differences beside it) or, for ImageNet-C and C-bar records, a
-    table per model (C-bar's normalised by the ``baseline`` model when given); ``ci`` adds, per metric, the
+    table per model (C-bar's normalised by the ``baseline`` model, or the constants of the file
+    ``baseline_constants``, when given); ``ci`` adds, per metric, the
     intervals, paired drop intervals and McNemar tests; ``pairs`` adds model-vs-model tests per condition and the
-    error-consistency matrices."""
+    error-consistency matrices. Records whose benchmark generators differ are refused unless
+    ``allow_generator_mismatch`` (then the notes and warnings say so)."""
     if vs not in (None, "paper"):
         raise UsageError(f"--vs accepts only 'paper', not {vs!r}")
-    require_mergeable(records)
-    footer = "\n".join(_provenance(r) for r in records)
-    warnings = tuple(paper_warnings(records)) if vs == "paper" else ()
+    mismatch = require_mergeable(records, allow_generator_mismatch)
+    footer = "\n".join([*(_provenance(r) for r in records), *mismatch])
+    against_paper = tuple(paper_warnings(records)) if vs == "paper" else ()
     corruption_note = _corruption_note(records)
     if corruption_note:
         if vs is not None:
             benchmark = "ImageNet-C" if corruption_note == IMAGENET_C_NOTE else "ImageNet-C-bar"
             raise UsageError(f"--vs paper compares with IBN-Net's Table 1; these are {benchmark} records")
-        tables = list(imagenet_c_tables(records, baseline).items())
-        sections = [Section(model, table, f"{corruption_note}\n{footer}" if i == len(tables) - 1 else "")
+        normaliser, normalised_by = _normaliser(records, baseline, baseline_constants)
+        tables = list(_corruption_tables(records, normaliser).items())
+        note = "\n".join(filter(None, [corruption_note, normalised_by, footer]))
+        sections = [Section(model, table, note if i == len(tables) - 1 else "")
                     for i, (model, table) in enumerate(tables)]
-    elif baseline is not None:
-        raise UsageError("--baseline normalises ImageNet-C-bar records; these are not")
+    elif baseline is not None or baseline_constants is not None:
+        option = "--baseline" if baseline is not None else "--baseline-constants"
+        raise UsageError(f"{option} normalises ImageNet-C-bar records; these are not")
     else:
-        note = "\n".join([f"{TABLE1_NOTE}\n{footer}", *warnings])
+        note = "\n".join([f"{TABLE1_NOTE}\n{footer}", *against_paper])
         sections = [Section("", table1(records, vs=vs), note, numbers=numbers(records, vs=vs))]
     if ci:
         sections += _ci_sections(records)
     if pairs:
         sections += _pairs_sections(records)
-    return Report(tuple(sections), warnings)
+    return Report(tuple(sections), (*mismatch, *against_paper))
 
 
 def _ci_sections(records: Sequence[Record]) -> list[Section]:
@@ -329,10 +364,13 @@ def _pairs_sections(records: Sequence[Record]) -> list[Section]:
 
 
 def report(results: Sequence[str | Path | Record], format: str = "markdown", vs: str | None = None,
-           output: str | Path | None = None, ci: bool = False, pairs: bool = False, baseline: str | None = None) -> str:
+           output: str | Path | None = None, ci: bool = False, pairs: bool = False, baseline: str | None = None,
+           baseline_constants: str | None = None, allow_generator_mismatch: bool = False) -> str:
     """The rendered report of the given records (files, directories or records already read; see
     :func:`build_report`), written to ``output`` too if given."""
-    text = build_report(load_records(results), vs=vs, ci=ci, pairs=pairs, baseline=baseline).render(format)
+    text = build_report(load_records(results), vs=vs, ci=ci, pairs=pairs, baseline=baseline,
+                        baseline_constants=baseline_constants,
+                        allow_generator_mismatch=allow_generator_mismatch).render(format)
     if output:
         write_atomic(output, text + "\n", what="report")
     return text

@@ -26,7 +26,8 @@ from ibnbench.conditions.suite import read_suite, shipped_suites
 from ibnbench.errors import FileWriteError, MissingFileError, RecordError, UnknownModelError, UsageError
 from ibnbench.io import make_folder, write_json_atomic
 from ibnbench.results import paper
-from ibnbench.results.leaderboard import board_frames
+from ibnbench.results.imagenet_c import is_imagenet_c_bar
+from ibnbench.results.leaderboard import board_frames, c_bar_frames, c_bar_normaliser_at
 from ibnbench.results.loading import load_records
 from ibnbench.results.plots import SWEEP_SUITES, plot_drops, plot_sweep
 from ibnbench.results.record import Record
@@ -133,9 +134,19 @@ def _publish_records(records: list[Record], folder: Path) -> dict[int, str]:
     return names
 
 
-def _suite_context(suite: str, chosen: list[Record]) -> dict:
-    """What the page of one suite shows: its overview, its board tables (full set and subsets apart) and
-    families; ``rows`` are the board rows in the index's shorter form."""
+def _c_bar_scores(suite: str, chosen: list[Record], root: Path | None) -> list[dict]:
+    """ImageNet-C-bar records' score tables (mean error per corruption; mCE-bar with the baseline constants of the
+    leaderboard folder ``root``); none for other records."""
+    if not is_imagenet_c_bar(chosen):
+        return []
+    normaliser = c_bar_normaliser_at(root) if root is not None else None
+    return [_table(frame, f"{suite}: ImageNet-C-bar scores, dataset {frame.dataset.iloc[0]}",
+                   families=[family(m) for m in frame.model]) for frame in c_bar_frames(chosen, normaliser)]
+
+
+def _suite_context(suite: str, chosen: list[Record], root: Path | None = None) -> dict:
+    """What the page of one suite shows: its overview, its board tables (full set and subsets apart), ImageNet-C-bar
+    scores (:func:`_c_bar_scores`) and families; ``rows`` are the board rows in the index's shorter form."""
     tables, rows = [], []
     for frame in board_frames(chosen):
         families = [family(m) for m in frame.model]
@@ -147,6 +158,7 @@ def _suite_context(suite: str, chosen: list[Record]) -> dict:
                 "models": len({m for r in chosen for m in r.models}), "records": len(chosen),
                 "full": sum(not t["subset"] for t in tables), "subsets": sum(t["subset"] for t in tables)}
     return {"suite": overview, "full": [t for t in tables if not t["subset"]],
+            "c_bar": _c_bar_scores(suite, chosen, root),
             "subsets": [t for t in tables if t["subset"]],
             "families": sorted({f for t in tables for f in t["families"]}), "rows": rows}
 
@@ -186,15 +198,16 @@ def build_site(records_dir: str | Path | Sequence[str | Path], out: str | Path) 
     make_folder(out, "site folder")
     staging = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
     try:
-        pages = _write_site(records, staging)
+        pages = _write_site(records, staging, Path(sources[0]).parent if len(sources) == 1 else None)
         _move_in(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [out / page.relative_to(staging) for page in pages]
 
 
-def _write_site(records: list[Record], out: Path) -> list[Path]:
-    """Every file of the site into the empty folder ``out``; returns the pages."""
+def _write_site(records: list[Record], out: Path, board_root: Path | None = None) -> list[Path]:
+    """Every file of the site into the empty folder ``out``; returns the pages. ``board_root``: the leaderboard
+    folder (the records' parent), where baseline constants are looked up."""
     for folder in FOLDERS:
         (out / folder).mkdir()
     env = _environment()
@@ -208,7 +221,7 @@ def _write_site(records: list[Record], out: Path) -> list[Path]:
 
     pages, rows, suites = [], [], []
     for suite in sorted({r.suite for r in records}):
-        context = _suite_context(suite, [r for r in records if r.suite == suite])
+        context = _suite_context(suite, [r for r in records if r.suite == suite], board_root)
         rows += context.pop("rows")
         suites.append(context["suite"])
         pages.append(page(f"suites/{slug(suite)}.html", "suite.html", **context))

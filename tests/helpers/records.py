@@ -37,6 +37,25 @@ def make_record(errors: dict[str, dict[str, tuple[float, float]]], suite_hash: s
         created="2026-11-24T00:00:00+00:00")
 
 
+def graded_record(errors_by_model: dict[str, dict[str, float]], suite: str = "imagenet-c",
+                  labels: dict[str, str] | None = None, generator: dict | None = None) -> Record:
+    """An ImageNet-C (or C-bar, with its ``suite`` and ``labels``) record of ``{model: {condition id: top-1
+    error}}`` on 100 images (top-5 error half the top-1), naming ``generator`` when given."""
+    from ibnbench.conditions.corruptions import LABELS
+
+    labels = LABELS if labels is None else labels
+    ids = list(next(iter(errors_by_model.values())))
+    return Record(
+        suite=suite, suite_hash="c" * 64,
+        conditions=[{"id": i, "label": labels.get(i.rsplit("-", 1)[0], "Clean")} for i in ids],
+        dataset={"sha256": "d" * 64, "n_images": 100, "subset": True, "layout": "imagefolder"},
+        models={m: {"weights": "official", "sha256": "f" * 64} for m in errors_by_model},
+        environment={"device": "cpu", "dtype": "float32"}, timing={"seconds": 1.0},
+        results=[{"model": m, "condition": c, "top1_err": e, "top5_err": e / 2, "n_images": 100}
+                 for m, errors in errors_by_model.items() for c, e in errors.items()],
+        created="2026-12-02T00:00:00+00:00", **({"generator": generator} if generator is not None else {}))
+
+
 def answer_record(answers: dict[str, dict[str, str]], **kwargs) -> Record:
     """A record with per-image answers ``{model: {condition: "0110..."}}`` (the same for top-1 and top-5) and
     the errors they imply."""
