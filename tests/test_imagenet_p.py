@@ -1,22 +1,17 @@
 """ImageNet-P: the stability metrics against a transcription of hendrycks/robustness ``ImageNet-P/test.py`` (to the
-bit), the frame sequences against a numpy/PIL/OpenCV/skimage port of ``ImageNet-P/create_p/make_imagenet_p.py``
-(within a grey level on average; noise in distribution), and sequences that do not depend on batch or chunk."""
+bit), the frame sequences against the numpy/PIL/OpenCV/skimage port of ``ImageNet-P/create_p/make_imagenet_p.py``
+in ``benchmarks/references/imagenet_p.py`` (within a grey level on average; noise in distribution), and sequences
+that do not depend on batch or chunk."""
 from __future__ import annotations
 
-import math
-import sys
-
-import cv2
 import numpy as np
 import pytest
 import torch
 from helpers.corruption_reference import imagecorruptions
 from PIL import Image
-from scipy.ndimage import zoom
 from scipy.stats import binomtest, rankdata
-from skimage import color as skcolor
-from skimage.filters import gaussian
 
+from benchmarks.references import imagenet_p as reference
 from ibnbench.conditions import perturbations as P
 from ibnbench.errors import UsageError
 from ibnbench.results import perturbation_metrics as M
@@ -123,81 +118,20 @@ def test_normalised_and_means():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# make_imagenet_p.py, ported: PIL affine as torchvision 0.2 set it up, OpenCV's perspective warp, skimage's HSV
-# and Gaussian, imagecorruptions' numpy stand-in for ImageMagick's motion blur
-
-def pil_affine(img: Image.Image, angle=0.0, translate=(0, 0), scale=1.0, shear=0.0, resample=Image.BILINEAR):
-    """torchvision 0.2.1's ``F.affine`` on a PIL image."""
-    center = (img.size[0] * 0.5 + 0.5, img.size[1] * 0.5 + 0.5)
-    angle, shear, scale = math.radians(angle), math.radians(shear), 1.0 / scale
-    d = math.cos(angle + shear) * math.cos(angle) + math.sin(angle + shear) * math.sin(angle)
-    matrix = [math.cos(angle + shear), math.sin(angle + shear), 0, -math.sin(angle), math.cos(angle), 0]
-    matrix = [scale / d * m for m in matrix]
-    matrix[2] += matrix[0] * (-center[0] - translate[0]) + matrix[1] * (-center[1] - translate[1])
-    matrix[5] += matrix[3] * (-center[0] - translate[0]) + matrix[4] * (-center[1] - translate[1])
-    matrix[2] += center[0]
-    matrix[5] += center[1]
-    return img.transform(img.size, Image.AFFINE, matrix, resample)
-
-
-def center_crop(a: np.ndarray) -> np.ndarray:
-    top, left = int(round((a.shape[0] - 224) / 2.0)), int(round((a.shape[1] - 224) / 2.0))
-    return a[top:top + 224, left:left + 224]
-
-
-def reference_tilt(x: np.ndarray, i: int) -> np.ndarray:
-    h, w = x.shape[0:2]
-    phi, theta = np.deg2rad(i - 15), np.deg2rad(i - 15)
-    f = np.sqrt(w ** 2 + h ** 2)
-    P1 = np.array([[1, 0, -w / 2], [0, 1, -h / 2], [0, 0, 1], [0, 0, 1]])
-    RX = np.array([[1, 0, 0, 0], [0, np.cos(theta), -np.sin(theta), 0], [0, np.sin(theta), np.cos(theta), 0],
-                   [0, 0, 0, 1]])
-    RY = np.array([[np.cos(phi), 0, -np.sin(phi), 0], [0, 1, 0, 0], [np.sin(phi), 0, np.cos(phi), 0], [0, 0, 0, 1]])
-    T = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, f], [0, 0, 0, 1]])
-    P2 = np.array([[f, 0, w / 2, 0], [0, f, h / 2, 0], [0, 0, 1, 0]])
-    return center_crop(cv2.warpPerspective(x, P2 @ T @ RX @ RY @ P1, (w, h)))
-
-
-def reference_brightness(x: np.ndarray, c: float) -> np.ndarray:
-    hsv = skcolor.rgb2hsv(np.array(x, copy=True) / 255.)
-    hsv[:, :, 2] = np.clip(hsv[:, :, 2] + c, 0, 1)
-    return np.uint8(skcolor.hsv2rgb(hsv) * 255)
-
-
-def reference_zoom_blur(img: Image.Image, i: int) -> np.ndarray:
-    total = center_crop(np.asarray(img)).astype(np.float32) / 255
-    for j in range(1, i + 1):
-        total += center_crop(np.asarray(pil_affine(img, scale=1 + 0.004 * j))).astype(np.float32) / 255
-    return np.uint8(total / (i + 1) * 255) if i else center_crop(np.asarray(img))
+# make_imagenet_p.py, ported: benchmarks/references/imagenet_p.py (one copy, shared with `ibnbench bench --imagenet-p`)
 
 
 def magick_motion_blur():
     """imagecorruptions' numpy stand-in for ImageMagick's motion blur (skips when the package is absent)."""
     imagecorruptions()
-    return sys.modules["imagecorruptions.corruptions"]._motion_blur
-
-
-def reference_motion_blur(x: np.ndarray, i: int, motion_blur) -> np.ndarray:
-    return np.uint8(np.clip(np.round(motion_blur(x, radius=10, sigma=3, angle=(i - 30) * 4)), 0, 255))
+    return reference.magick_motion_blur()
 
 
 def reference_frame(img: Image.Image, name: str, i: int, motion_blur) -> np.ndarray:
     """Frame ``i`` of ``name`` for a PIL image, as make_imagenet_p.py makes it (uint8 HxWx3)."""
-    x = np.asarray(img)
-    if name in ("translate", "rotate", "scale", "shear"):
-        arguments = {"translate": {"translate": (i - 20, 0), "resample": Image.NEAREST}, "rotate": {"angle": i - 15},
-                     "scale": {"scale": (i * 2.5 + 40) / 100.}, "shear": {"shear": i - 15}}[name]
-        return center_crop(np.asarray(pil_affine(img, **arguments)))
-    if name == "tilt":
-        return reference_tilt(x, i)
     if name == "zoom_blur":
-        return reference_zoom_blur(img, i)
-    crop = center_crop(x)
-    if name == "brightness":
-        return reference_brightness(crop, (i - 15) * 2 / 100.)
-    if name == "gaussian_blur":
-        return np.uint8(255 * gaussian(crop / 255., sigma=0.25 + 0.035 * i, channel_axis=-1, truncate=6.0))
-    return reference_motion_blur(crop, i, motion_blur)
+        return reference.zoom_blur_frames(np.asarray(img), i + 1)[i]
+    return reference.frame(np.asarray(img), name, i, motion_blur)
 
 
 @pytest.fixture(scope="module")
@@ -247,28 +181,6 @@ def test_crop_based_frames_read_only_the_crop(images):
                            P.frames(crop, torch.arange(2), name, 2, key=5, stop=4))
 
 
-def reference_snow_layer(rng: np.random.Generator) -> np.ndarray:
-    """make_imagenet_p.py's snow layer (its clipped_zoom trims to the input size), as the uint8 its PNG held."""
-    layer = rng.normal(size=(224, 224), loc=0.05, scale=0.3)[..., np.newaxis]
-    crop = int(np.ceil(224 / 3))
-    top = (224 - crop) // 2
-    layer = zoom(layer[top:top + crop, top:top + crop], (3, 3, 1), order=1)
-    trim = (layer.shape[0] - 224) // 2
-    layer = layer[trim:trim + 224, trim:trim + 224]
-    layer[layer < 0.5] = 0
-    return (np.clip(layer.squeeze(), 0, 1) * 255).astype(np.uint8)
-
-
-def reference_snow(crop: np.ndarray, layer: np.ndarray, i: int, motion_blur) -> np.ndarray:
-    moving = np.round(np.clip(motion_blur(layer.astype(np.float64), radius=14, sigma=4, angle=i * 4 - 150),
-                              0, 255)) / 255.
-    moving = moving[..., np.newaxis]
-    x = crop / 255.
-    z = 0.85 * x + (1 - 0.85) * np.maximum(
-        x, cv2.cvtColor(np.float32(x), cv2.COLOR_RGB2GRAY).reshape(224, 224, 1) * 1.5 + 0.5)
-    return np.uint8(np.clip(z + moving + np.rot90(moving, k=2), 0, 1) * 255)
-
-
 def test_snow_matches_reference_in_distribution(images):
     """Snow's layer is random: the mean change from the clean crop per frame, over 6 draws of the layer for each of
     two images, agrees with the reference's within 5 %; and the snow moves smoothly (frame to frame less than
@@ -276,40 +188,15 @@ def test_snow_matches_reference_in_distribution(images):
     motion_blur = magick_motion_blur()
     rng = np.random.default_rng(1)
     checked = [0, 15, 30]
-    crops = [center_crop(np.asarray(img)).astype(np.float64) for img in images]
+    crops = [reference.center_crop(np.asarray(img)).astype(np.float64) for img in images]
     for i in checked:
-        expected = np.mean([np.abs(reference_snow(crops[n % 2], reference_snow_layer(rng), i, motion_blur)
+        expected = np.mean([np.abs(reference.snow(crops[n % 2], reference.snow_layer(rng), i, motion_blur)
                                    - crops[n % 2]).mean() for n in range(12)])
         ours = P.frames(batch(images * 6), torch.arange(12), "snow", key=3, start=i, stop=i + 1)[0]
         got = (ours - batch(images * 6)[:, :, 16:240, 16:240]).abs().mean().item()
         assert got == pytest.approx(expected, rel=0.05), (i, got, expected)
     moving = P.frames(batch(images), torch.arange(2), "snow", key=3, stop=8)
     assert (moving[1:] - moving[:-1]).abs().mean() < (moving[1:] - moving[0]).abs().mean()
-
-
-def reference_spatter(crop: np.ndarray, rng: np.random.Generator, checked: list[int]) -> dict[int, np.ndarray]:
-    """make_imagenet_p.py's spatter frames ``checked`` of one crop (OpenCV's Canny and distance transform)."""
-    x = cv2.cvtColor(np.array(crop, dtype=np.float32) / 255., cv2.COLOR_BGR2BGRA)
-    liquid_layer = gaussian(rng.normal(size=x.shape[:2], loc=0.65, scale=0.27), sigma=3.7)
-    liquid_layer[liquid_layer < 0.69] = 0
-    out = {}
-    for i in range(max(checked) + 1):
-        liquid_layer_i = (liquid_layer * 255).astype(np.uint8)
-        dist = cv2.distanceTransform(255 - cv2.Canny(liquid_layer_i, 50, 150), cv2.DIST_L2, 5)
-        _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
-        dist = cv2.equalizeHist(cv2.blur(dist, (3, 3)).astype(np.uint8))
-        dist = cv2.filter2D(dist, cv2.CV_8U, np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]))
-        dist = cv2.blur(dist, (3, 3)).astype(np.float32)
-        m = cv2.cvtColor(liquid_layer_i * dist, cv2.COLOR_GRAY2BGRA)
-        m /= np.max(m, axis=(0, 1))
-        m *= 0.6
-        color = cv2.cvtColor(np.concatenate([v / 255. * np.ones_like(m[..., :1]) for v in (175, 238, 238)], axis=2),
-                             cv2.COLOR_BGR2BGRA)
-        if i in checked:
-            out[i] = np.uint8(cv2.cvtColor(np.clip(x + m * color, 0, 1), cv2.COLOR_BGRA2BGR) * 255)
-        liquid_layer = np.apply_along_axis(lambda mat: np.convolve(mat, np.array([0.05, 0.1, 0.15, 0.7]), mode="same"),
-                                           axis=0, arr=liquid_layer)
-    return out
 
 
 def test_drip_is_the_reference_convolution():
@@ -323,8 +210,8 @@ def test_spatter_matches_reference_in_distribution(images):
     agrees with the reference's within 30 % (ImageNet-C's spatter tolerance) at frames 0, 15 and 30, over 8 draws."""
     rng = np.random.default_rng(2)
     checked = [0, 15, 30]
-    crops = [center_crop(np.asarray(img)) for img in images]
-    references = [reference_spatter(crops[n % 2], rng, checked) for n in range(8)]
+    crops = [reference.center_crop(np.asarray(img)) for img in images]
+    references = [reference.spatter_frames(crops[n % 2], rng, max(checked) + 1) for n in range(8)]
     x = batch(images * 4)
     for i in checked:
         ours = P.frames(x, torch.arange(8), "spatter", key=4, start=i, stop=i + 1)[0]

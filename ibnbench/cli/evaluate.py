@@ -131,19 +131,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ibnbench.tools.bench import compare_baseline, corruption_table, corruptions, pipeline, throughput
 
     RunOptions.from_args(args)  # its flags checked in one place, before any work
+    if args.imagenet_p or args.c_bar:
+        return _bench_generation(args)
     if args.corruptions:
         if not args.data:
             raise UsageError("--corruptions needs --data DIR (the crops both implementations corrupt)")
         out = corruptions(args.data, limit=args.limit or 4, batch_size=args.batch_size, device=args.device,
-                          conditions=args.conditions, reference=args.reference, severities=args.severities,
-                          repeat=args.repeat, threads=args.threads)
+                          conditions=args.conditions, reference=args.reference or "imagecorruptions:corrupt",
+                          severities=args.severities, repeat=args.repeat, threads=args.threads)
         print(corruption_table(out))
         print(f"{out['n_images']} image(s), ours in batches of {out['batch_size']} on {out['device']} "
               f"({out['threads']} threads), medians of {out['repeat']} interleaved repeat(s), ms per image; "
               f"allocator: {'freed memory kept for reuse' if keep_freed_memory() else 'the system default'}")
         return 0
     if not args.model:
-        raise UsageError("give --model NAME (every mode but --corruptions times models)")
+        raise UsageError("give --model NAME (every mode but --corruptions, --imagenet-p and --c-bar times models)")
     if args.pipeline:
         if not args.data:
             raise UsageError("--pipeline needs --data DIR")
@@ -171,6 +173,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
                        channels_last=args.channels_last, compile=args.compile, device=args.device,
                        iters=args.iters) for m in args.model]
     print(tabulate(rows, headers="keys"))
+    return 0
+
+
+def _bench_generation(args: argparse.Namespace) -> int:
+    """``bench --imagenet-p`` / ``--c-bar``: generation speed, ours and (with ``--reference``) the reference's."""
+    from ibnbench.tools import generation_speed
+
+    mode = "--imagenet-p" if args.imagenet_p else "--c-bar"
+    if args.imagenet_p and args.c_bar:
+        raise UsageError("give one of --imagenet-p and --c-bar")
+    if not args.data:
+        raise UsageError(f"{mode} needs --data DIR (the crops both implementations start from)")
+    common = {"limit": args.limit or 2, "batch_size": args.batch_size, "device": args.device,
+              "reference": args.reference, "repeat": args.repeat, "threads": args.threads}
+    if args.imagenet_p:
+        out = generation_speed.imagenet_p(args.data, perturbations=args.conditions, difficulty=args.difficulty,
+                                          **common)
+    else:
+        out = generation_speed.c_bar(args.data, names=args.conditions, **common)
+    print(generation_speed.speed_table(out))
+    print(f"{out['n_images']} image(s), ours in batches of {out['batch_size']} on {out['device']} "
+          f"({out['threads']} threads), medians of {out['repeat']} interleaved repeat(s)")
     return 0
 
 
@@ -289,7 +313,7 @@ def _add_divergence(sub: argparse._SubParsersAction) -> None:
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="synthetic throughput per model, or fan-out vs baseline on a dataset")
     p.add_argument("--model", action="append", metavar="NAME",
-                   help="model to time (required except with --corruptions)")
+                   help="model to time (required except with --corruptions, --imagenet-p, --c-bar)")
     p.add_argument("--weights", action="append", metavar="SPEC", help="for --compare-baseline (default random)")
     add_flags(p.add_argument_group("how to run"),
               ["batch_size", "amp", "refine", "channels_last", "compile", "device", "cache", "limit", "workers"],
@@ -302,16 +326,28 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corruptions", action="store_true",
                    help="time our ImageNet-C ops against the reference package on the same crops of --data "
                         "(--limit images, default 4; --conditions to pick; --model is ignored)")
-    p.add_argument("--reference", default="imagecorruptions:corrupt", metavar="MODULE:FUNC",
-                   help="--corruptions: the reference function (MODULE:FUNC or FILE.py:FUNC)")
+    p.add_argument("--imagenet-p", action="store_true",
+                   help="time generating every frame of the ImageNet-P perturbations (--conditions to pick) on "
+                        "--data's crops, against --reference if given (--limit images, default 2)")
+    p.add_argument("--c-bar", action="store_true",
+                   help="time the ImageNet-C-bar corruptions at all 5 severities (--conditions to pick) on --data's "
+                        "crops, against --reference if given (--limit images, default 2)")
+    p.add_argument("--difficulty", type=int, choices=(1, 2, 3), default=1,
+                   help="--imagenet-p: the noise perturbations' difficulty (default 1)")
+    p.add_argument("--reference", metavar="MODULE:FUNC",
+                   help="the reference function (MODULE:FUNC or FILE.py:FUNC); --corruptions: default "
+                        "imagecorruptions:corrupt; --imagenet-p / --c-bar: none (ours alone), e.g. "
+                        "benchmarks/references/imagenet_p.py:sequence or benchmarks/references/c_bar.py:corrupt")
     p.add_argument("--severities", type=severity_list, default=(3,), metavar="LIST",
                    help="--corruptions: severities to time: 3 (default), 1-5, 1,3,5 or all")
     p.add_argument("--repeat", type=positive_int, default=3,
-                   help="--corruptions: interleaved repeats of ours and the reference; medians kept (default 3)")
+                   help="--corruptions, --imagenet-p, --c-bar: interleaved repeats of ours and the reference; "
+                        "medians kept (default 3)")
     p.add_argument("--threads", type=positive_int,
-                   help="--corruptions: torch's intra-op threads for ours (default torch's; the reference uses one)")
+                   help="--corruptions, --imagenet-p, --c-bar: torch's intra-op threads for ours (default torch's; "
+                        "the reference uses one)")
     p.add_argument("--data", type=non_empty_path, metavar="DIR",
-                   help="dataset for --pipeline / --compare-baseline / --corruptions")
+                   help="dataset for --pipeline / --compare-baseline / --corruptions / --imagenet-p / --c-bar")
     p.add_argument("--suite", type=non_empty_path, default="table1")
     p.add_argument("--conditions", type=lambda s: [c for c in s.split(",") if c], metavar="IDS")
     p.set_defaults(func=cmd_bench)

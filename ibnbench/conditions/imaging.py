@@ -373,22 +373,23 @@ POISSON_BITS = 12
 
 @lru_cache(maxsize=None)
 def _poisson_table(scale: float, device: torch.device) -> torch.Tensor:
-    """Poisson quantiles ``[256 * 2**12]`` for the rates ``scale * v / 255`` (v = 0..255, the uint8 values) at the
-    2**12 uniform levels ``(k + 0.5) / 2**12``: inversion of the exact CDF."""
+    """Poisson quantiles ``[256 * 2**12]`` (float32: exact integers) for the rates ``scale * v / 255`` (v = 0..255,
+    the uint8 values) at the 2**12 uniform levels ``(k + 0.5) / 2**12``: inversion of the exact CDF."""
     rates = torch.arange(256, dtype=torch.float64) * (scale / 255)
     k = torch.arange(int(scale + 12 * math.sqrt(scale) + 20), dtype=torch.float64)
     cdf = torch.special.gammaincc(k[None] + 1, rates[:, None].clamp_min(1e-300))  # P(X <= k)
     cdf[0] = 1.0
     u = ((torch.arange(1 << POISSON_BITS, dtype=torch.float64) + 0.5) / (1 << POISSON_BITS))
-    return torch.searchsorted(cdf, u.expand(256, -1).contiguous()).to(torch.int16).flatten().to(device)
+    return torch.searchsorted(cdf, u.expand(256, -1).contiguous()).to(torch.float32).flatten().to(device)
 
 
 def poisson(x: torch.Tensor, scale: float, levels: torch.Tensor) -> torch.Tensor:
     """Poisson samples of rate ``x * scale / 255`` for uint8-valued ``x`` (0..255), by table inversion of 16-bit
     ``levels`` (their top 12 bits)."""
     table = _poisson_table(float(scale), x.device)
-    index = (x.round().clamp(0, 255).long() << POISSON_BITS) + (levels >> (16 - POISSON_BITS))
-    return table[index].to(x.dtype)
+    index = x.round().clamp_(0, 255).to(torch.int32).bitwise_left_shift_(POISSON_BITS)
+    index += levels >> (16 - POISSON_BITS)
+    return table.index_select(0, index.reshape(-1)).view(index.shape).to(x.dtype)
 
 
 def filter3x3(x: torch.Tensor, kernel: tuple[tuple[float, ...], ...]) -> torch.Tensor:

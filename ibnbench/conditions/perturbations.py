@@ -156,20 +156,30 @@ def tilt(x: torch.Tensor, degrees: float, size: int = CROP) -> torch.Tensor:
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """A 0..1 batch as ``np.uint8(255 * clip(x, 0, 1))`` gives it, on the 0..255 scale (truncated)."""
-    return x.clamp(0, 1).mul_(255).floor_()
+    """A 0..1 batch as ``np.uint8(255 * clip(x, 0, 1))`` gives it, on the 0..255 scale (truncated); in place: ``x``
+    is a temporary of the caller's."""
+    return x.clamp_(0, 1).mul_(255).floor_()
 
 
-def _noise(x: torch.Tensor, draws: Draws, name: str, difficulty: int, frame: int) -> torch.Tensor:
-    """Frame ``frame`` (>= 1) of a noise perturbation of the crop ``x`` (0..255): one i.i.d. noisy copy, its draws
-    from stream ``frame``."""
+def _noise(x: torch.Tensor, clean: torch.Tensor, draws: Draws, name: str, difficulty: int,
+           frame: int) -> torch.Tensor:
+    """Frame ``frame`` (>= 1) of a noise perturbation of the crop ``x`` (0..255; ``clean`` is ``x / 255``): one
+    i.i.d. noisy copy, its draws from stream ``frame`` (computed in place on the fresh draws: the same values as
+    ``x / 255 + noise`` and ``x / 255 * (1 + noise)``)."""
     strength = NOISE_STRENGTH[name][difficulty - 1]
     if name == "shot_noise":
-        return _to_uint8(poisson(x, strength, draws.levels(frame, x.shape[1:])) / strength)
+        return _to_uint8(poisson(x, strength, draws.levels(frame, x.shape[1:])).div_(strength))
     noise = draws.normal(frame, x.shape[1:]).mul_(strength)
     if name == "speckle_noise":
-        return _to_uint8(x / 255 * (1 + noise))
-    return _to_uint8(x / 255 + noise)
+        return _to_uint8(noise.add_(1).mul_(clean))
+    return _to_uint8(noise.add_(clean))
+
+
+def _noise_frames(crop: torch.Tensor, draws: Draws, name: str, difficulty: int,
+                  frames: range) -> Iterator[torch.Tensor]:
+    """A noise perturbation's frames: the clean crop, then :func:`_noise` frames."""
+    clean = crop / 255
+    return (crop if i == 0 else _noise(crop, clean, draws, name, difficulty, i) for i in frames)
 
 
 def _snow_layer(crop: torch.Tensor, draws: Draws) -> torch.Tensor:
@@ -273,7 +283,7 @@ def _sequence(x: torch.Tensor, draws: Draws, name: str, difficulty: int, frames:
         return _spatter(crop, draws, frames)
     if name in ON_CROP:
         return (_on_crop(crop, name, i) for i in frames)
-    return (crop if i == 0 else _noise(crop, draws, name, difficulty, i) for i in frames)
+    return _noise_frames(crop, draws, name, difficulty, frames)
 
 
 def _check(x: torch.Tensor, name: str, difficulty: int, start: int, stop: int, size: int) -> None:

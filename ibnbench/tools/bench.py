@@ -120,30 +120,46 @@ def _timed(fn, device: torch.device, repeat: int = 1) -> float:
     return (time.perf_counter() - start) / repeat
 
 
-def load_reference(spec: str):
-    """The reference corruption function ``corrupt(image_hwc_uint8, severity=, corruption_name=)`` named by
-    ``module:function`` or ``path/to/file.py:function``."""
+def _import_file(path: Path):
+    """The module in file ``path``; one inside a package (folders with ``__init__.py``) is imported under its
+    dotted name, the folder above its outermost package on ``sys.path``, so that it can import its siblings."""
     import importlib
     import importlib.util
+    import sys
+
+    if not path.is_file():
+        raise MissingFileError(f"{path} does not exist")
+    path = path.resolve()
+    parts, folder = [path.stem], path.parent
+    while (folder / "__init__.py").is_file():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    if len(parts) > 1:
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+        return importlib.import_module(".".join(parts))
+    module_spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def load_reference(spec: str):
+    """The reference function named by ``module:function`` or ``path/to/file.py:function`` (e.g. ImageNet-C's
+    ``corrupt(image_hwc_uint8, severity=, corruption_name=)``)."""
+    import importlib
 
     target, _, name = spec.rpartition(":")
     if not target or not name:
         raise UsageError(f"--reference: expected MODULE:FUNCTION or FILE.py:FUNCTION, not {spec!r}")
     try:
-        if target.endswith(".py"):
-            module_spec = importlib.util.spec_from_file_location(Path(target).stem, target)
-            if module_spec is None or not Path(target).is_file():
-                raise MissingFileError(f"{target} does not exist")
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
+        module = _import_file(Path(target)) if target.endswith(".py") else importlib.import_module(target)
         return getattr(module, name)
     except (ImportError, AttributeError, FileNotFoundError) as exc:
         raise UsageError(f"--reference {spec}: cannot load it ({type(exc).__name__}: {exc}); imagecorruptions 1.1.2 "
                          "needs pkg_resources (setuptools < 81), numpy < 2 and scikit-image < 0.19, or pass "
-                         "--reference tests/helpers/corruption_reference.py:corrupt (the same code with test-only "
-                         "shims)") from None
+                         "--reference benchmarks/references/imagenet_c.py:corrupt (the same code with its shims)") \
+            from None
 
 
 def _imagenet_c_conditions(conditions: Sequence[str] | None, severities: Sequence[int],
@@ -170,79 +186,110 @@ def _ms_per_image(fn, images: int, device: torch.device) -> float:
     return 1000 * _timed(fn, device) / images
 
 
+def side_by_side(ours, theirs, images: tuple[int, int], device: torch.device, repeat: int) -> dict:
+    """Milliseconds per image of ``ours()`` (on ``images[0]`` images, on ``device``) and ``theirs()`` (on
+    ``images[1]``, on the CPU; None: not timed), alternating ``repeat`` times; medians, and ``ratio`` theirs / ours."""
+    ours_ms, reference_ms = [], []
+    for _ in range(repeat):
+        ours_ms.append(_ms_per_image(ours, images[0], device))
+        if theirs is not None:
+            reference_ms.append(_ms_per_image(theirs, images[1], torch.device("cpu")))
+    ours_median = statistics.median(ours_ms)
+    reference = statistics.median(reference_ms) if reference_ms else None
+    return {"ours_ms": ours_median, "reference_ms": reference,
+            "ratio": reference / ours_median if reference is not None else None}
+
+
 def _time_op(condition, batch: torch.Tensor, index: torch.Tensor, images: list, reference_fn, repeat: int) -> dict:
-    """One row of :func:`corruptions`: ours on the batch and the reference on each image, alternating ``repeat``
-    times after one warm-up call of ours; medians."""
+    """One row of :func:`corruptions`: ours on the batch and the reference (if any) on each image, alternating
+    ``repeat`` times after one warm-up call of ours; medians."""
     condition(batch, index)  # warm-up: tables, textures and filter matrices are built once
 
     def theirs():
         for image in images:
             reference_fn(image, severity=condition.severity, corruption_name=condition.corruption)
 
-    ours_ms, reference_ms = [], []
-    for _ in range(repeat):
-        ours_ms.append(_ms_per_image(lambda: condition(batch, index), len(batch), batch.device))
-        reference_ms.append(_ms_per_image(theirs, len(images), torch.device("cpu")))
-    ours, reference = statistics.median(ours_ms), statistics.median(reference_ms)
-    return {"op": condition.corruption, "severity": condition.severity, "ours_ms": ours, "reference_ms": reference,
-            "ratio": reference / ours}
+    return {"op": condition.corruption, "severity": condition.severity,
+            **side_by_side(lambda: condition(batch, index), theirs if reference_fn else None,
+                           (len(batch), len(images)), batch.device, repeat)}
+
+
+@contextlib.contextmanager
+def intra_op_threads(threads: int | None):
+    """torch's intra-op threads set to ``threads`` (None: left as they are) inside the block; yields the count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def bench_crops(data: str | os.PathLike, limit: int, geometry) -> torch.Tensor:
+    """The first ``limit`` images of ``data`` decoded and cut by ``geometry``: uint8 ``[N, 3, crop, crop]``."""
+    from ibnbench.data.decode import decode_file
+    from ibnbench.data.discovery import open_dataset
+
+    dataset = open_dataset(data, limit=limit)
+    return torch.stack([geometry.apply(decode_file(dataset.path(i))) for i in range(len(dataset))])
+
+
+def repeated_batch(crops: torch.Tensor, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``crops`` repeated to a float batch of ``batch_size`` on ``device``, and its indices 0..batch_size-1."""
+    batch = crops.repeat(math.ceil(batch_size / len(crops)), 1, 1, 1)[:batch_size].to(device).float()
+    return batch, torch.arange(batch_size, device=device)
 
 
 def corruptions(data: str | os.PathLike, limit: int = 4, batch_size: int = 64, device: str | None = None,
-                conditions: Sequence[str] | None = None, reference: str = "imagecorruptions:corrupt",
+                conditions: Sequence[str] | None = None, reference: str | None = "imagecorruptions:corrupt",
                 severities: Sequence[int] = (3,), repeat: int = 3, threads: int | None = None,
                 suites: Sequence[str] = ("imagenet-c", "imagenet-c-extra")) -> dict:
-    """Our ImageNet-C ops against the reference on the same crops, op by op: milliseconds per image each.
+    """Our ImageNet-C (or, by ``suites``, ImageNet-C-bar) ops against the reference on the same crops, op by op:
+    milliseconds per image each.
 
     ``limit`` images are cut as ImageNet-C was made (Resize 256 + CenterCrop 224). The reference corrupts each of
     them (HxWx3 uint8 numpy, one at a time, as it works); ours corrupts a batch of ``batch_size`` (the crops
     repeated) on ``device``, after one warm-up call. The two alternate ``repeat`` times and each keeps its median,
     so that load from elsewhere falls on both. ``ratio`` is reference over ours (above 1: ours is faster);
-    ``geometric_mean`` is over the rows' ratios. ``threads`` sets torch's intra-op threads for the run (the
-    reference runs on one)."""
-    from ibnbench.data.decode import decode_file
-    from ibnbench.data.discovery import open_dataset
+    ``geometric_mean`` is over the rows' ratios (None without a ``reference``: ours alone is timed). ``threads``
+    sets torch's intra-op threads for the run (the reference runs on one)."""
     from ibnbench.data.geometry import Geometry
     from ibnbench.eval.distributed import resolve_device
 
     if batch_size < 1 or repeat < 1 or limit < 1:
         raise UsageError(f"--batch-size, --repeat and --limit must be at least 1, got {batch_size}, {repeat}, {limit}")
     chosen = _imagenet_c_conditions(conditions, severities, suites)
-    reference_fn = load_reference(reference)
-    if threads:
-        torch.set_num_threads(threads)
+    reference_fn = load_reference(reference) if reference else None
     dev = resolve_device(device)
-    dataset = open_dataset(data, limit=limit)
-    geometry = Geometry()
-    crops = torch.stack([geometry.apply(decode_file(dataset.path(i))) for i in range(len(dataset))])
+    crops = bench_crops(data, limit, Geometry())
     images = list(crops.permute(0, 2, 3, 1).contiguous().numpy())
-    batch = crops.repeat(math.ceil(batch_size / len(crops)), 1, 1, 1)[:batch_size].to(dev).float()
-    index = torch.arange(batch_size, device=dev)
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(threads or threads_before)
-    try:
+    batch, index = repeated_batch(crops, batch_size, dev)
+    with intra_op_threads(threads) as used:
         rows = [_time_op(c, batch, index, images, reference_fn, repeat) for c in
                 tqdm(chosen, desc="corruptions", unit="condition", disable=None)]
-        used = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(threads_before)
-    return {"rows": rows, "geometric_mean": statistics.geometric_mean(r["ratio"] for r in rows),
-            "n_images": len(images), "batch_size": batch_size, "repeat": repeat, "device": str(dev),
+    return {"rows": rows, "geometric_mean": statistics.geometric_mean(r["ratio"] for r in rows) if reference_fn
+            else None, "n_images": len(images), "batch_size": batch_size, "repeat": repeat, "device": str(dev),
             "threads": used}
 
 
 def corruption_table(out: dict) -> str:
-    """:func:`corruptions`' rows side by side (one column of ratios per severity when there are several), as a
-    markdown table, with the geometric mean of the ratios under it."""
+    """:func:`corruptions`' rows side by side (one column of ratios per severity when there are several; ours' ms
+    per severity without a reference), as a markdown table, with the geometric mean of the ratios under it."""
     import pandas as pd
 
     frame = pd.DataFrame(out["rows"])
+    timed = out["geometric_mean"] is not None
     if frame["severity"].nunique() == 1:
         table = frame.drop(columns="severity").set_index("op").round({"ours_ms": 2, "reference_ms": 2, "ratio": 2})
+        if not timed:
+            table = table[["ours_ms"]]
     else:
-        table = frame.pivot(index="op", columns="severity", values="ratio").round(2)
-        table.columns = [f"ratio, severity {s}" for s in table.columns]
+        value = "ratio" if timed else "ours_ms"
+        table = frame.pivot(index="op", columns="severity", values=value).round(2)
+        table.columns = [f"{value}, severity {s}" for s in table.columns]
         table = table.loc[frame["op"].unique()]
+    if not timed:
+        return f"{table.to_markdown()}\n\nno --reference: ours alone, ms per image"
     return (f"{table.to_markdown()}\n\ngeometric mean of the ratios (reference ms / ours ms, >1: ours faster) over "
             f"{len(frame)} row(s): {out['geometric_mean']:.2f}x")
 
