@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ibnbench.data.classes import wnid_index
+from ibnbench.data.geometry import Geometry
 from ibnbench.data.imagenet_p_release import (
     RELEASED_P_LAYOUT,
     folder_names,
@@ -19,6 +20,7 @@ from ibnbench.data.imagenet_p_release import (
     read_video,
     released_folder,
 )
+from ibnbench.data.loader import make_loader
 from ibnbench.errors import BadImageError, MissingFileError, UsageError
 
 av = pytest.importorskip("av", reason="PyAV (the `video` extra, in the `test` extra) is not installed")
@@ -80,7 +82,7 @@ def opencv_frames(path: Path) -> np.ndarray:
 
 def test_reader_returns_the_frames_encoded_and_the_wnid_labels(released_p):
     root, encoded = released_p
-    videos = open_videos(root, "gaussian_noise_2")
+    videos = open_videos(root, "gaussian_noise_2", FRAMES)
     assert videos.layout == RELEASED_P_LAYOUT and videos.cropped and len(videos) == 4
     assert [f.split("/")[0] for f in videos.files] == [WNIDS[0]] * 2 + [WNIDS[1]] * 2
     assert videos.labels.tolist() == [wnid_index()[WNIDS[0]]] * 2 + [wnid_index()[WNIDS[1]]] * 2
@@ -107,9 +109,9 @@ def test_folders_and_tree_detection(released_p):
     assert is_released_p_tree(root, known)
     assert not is_released_p_tree(root, folder_names(["rotate"], [False]))  # gaussian_noise* is unknown to it
     assert not is_released_p_tree(root / "rotate", known)  # wnid folders, not perturbations
-    assert open_videos(root, "rotate", limit=3).files[-1].startswith(WNIDS[1])
+    assert open_videos(root, "rotate", FRAMES, limit=3).files[-1].startswith(WNIDS[1])
     with pytest.raises(MissingFileError, match="shot_noise"):
-        open_videos(root, "shot_noise")
+        open_videos(root, "shot_noise", FRAMES)
 
 
 @pytest.mark.parametrize("content", [b"", b"not a video at all" * 50, "truncated"])
@@ -122,3 +124,24 @@ def test_a_bad_video_is_one_error_naming_it(released_p, content):
         frames = read_video(path)
         assert len(frames) == FRAMES  # a truncated video that still decodes must have lost frames
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_loader_cuts_every_frame_and_applies_the_bad_image_policy(released_p):
+    root, _ = released_p
+    bad = root / "rotate" / WNIDS[1] / "ILSVRC2012_val_00000003.mp4"
+    bad.write_bytes(b"\0" * 100)
+    videos = open_videos(root, "rotate", FRAMES)
+    geometry = Geometry(resize=32, crop=24)
+    batches = list(make_loader(videos, [geometry], batch_size=3, workers=0, on_bad_image="skip", decoder="cpu"))
+    crops = torch.cat([b["crops"][geometry.key] for b in batches])
+    assert crops.shape == (4, FRAMES, 3, 24, 24)
+    ok = torch.cat([b["ok"] for b in batches])
+    assert ok.tolist() == [True, True, False, True]
+    assert [path for b in batches for path, _ in b["bad"]] == [f"{WNIDS[1]}/{bad.name}"]
+    for i in (0, 1, 3):  # the centre 24x24 of each decoded frame, not resized
+        assert torch.equal(crops[i], read_video(videos.path(i))[..., 4:28, 4:28])
+    with pytest.raises(BadImageError, match=bad.name):
+        list(make_loader(videos, [geometry], batch_size=3, workers=0, decoder="cpu"))
+    with pytest.raises(BadImageError, match="3 frames, expected 5"):
+        write_video(bad, smooth_frames(0, frames=3))
+        read_video(bad, FRAMES)

@@ -53,6 +53,8 @@ class ValDataset:
     """Class indices of the class folders that hold images (sorted; empty in the flat layout)."""
     cropped: bool = False
     """The images are already the crop (the released ImageNet-C files, 224x224): centre crop only, no resize."""
+    frames: int = 0
+    """Frames per file when the files are videos (the released ImageNet-P: 31 or 41); 0 for images."""
 
     def __len__(self) -> int:
         return len(self.files)

@@ -51,14 +51,15 @@ def is_released_p_tree(root: str | os.PathLike, folders: set[str]) -> bool:
         q.is_dir() for p in found for q in p.iterdir())
 
 
-def open_videos(root: str | os.PathLike, folder: str, limit: int | None = None) -> ValDataset:
+def open_videos(root: str | os.PathLike, folder: str, frames: int, limit: int | None = None) -> ValDataset:
     """The labelled videos of one released folder ``<root>/<folder>/<wnid>/*.mp4`` (sorted; ``limit``: the first
-    ``limit``), as a dataset of layout :data:`RELEASED_P_LAYOUT` whose files are the videos."""
+    ``limit``), as a dataset of layout :data:`RELEASED_P_LAYOUT` whose files are videos of ``frames`` frames
+    (the loader decodes them with :func:`read_video` and centre-crops every frame, without resizing)."""
     path = Path(root).expanduser() / folder
     if not path.is_dir():
         raise MissingFileError(f"{path}: no such folder in the released ImageNet-P tree {root}")
     videos = open_dataset(path, limit=limit, suffixes=VIDEO_SUFFIXES)
-    return dataclasses.replace(videos, layout=RELEASED_P_LAYOUT, cropped=True)
+    return dataclasses.replace(videos, layout=RELEASED_P_LAYOUT, cropped=True, frames=frames)
 
 
 def _av():
@@ -69,9 +70,9 @@ def _av():
     return av
 
 
-def read_video(path: str | os.PathLike) -> torch.Tensor:
+def read_video(path: str | os.PathLike, frames: int | None = None) -> torch.Tensor:
     """Every frame of the video at ``path`` as uint8 RGB ``[T, 3, H, W]``; :class:`BadImageError` naming the file
-    when it is missing, empty, not a video or corrupt."""
+    when it is missing, empty, not a video, corrupt, or (``frames`` given) holds another number of frames."""
     av = _av()
     if not os.path.isfile(path):
         raise BadImageError(path, "no such file")
@@ -82,13 +83,15 @@ def read_video(path: str | os.PathLike) -> torch.Tensor:
             if not container.streams.video:
                 raise BadImageError(path, "holds no video stream")
             declared = container.streams.video[0].frames  # 0 when the header does not say
-            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+            decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
     except av.FFmpegError as exc:
         raise BadImageError(path, f"not a readable video ({exc.strerror or exc})") from None
-    if not frames:
+    if not decoded:
         raise BadImageError(path, "holds no decodable frame")
-    if len(frames) < declared:
-        raise BadImageError(path, f"truncated: {len(frames)} of the {declared} frames its header declares decode")
-    if len({f.shape for f in frames}) > 1:
-        raise BadImageError(path, f"frames of different sizes {sorted({f.shape[:2] for f in frames})}")
-    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
+    if len(decoded) < declared:
+        raise BadImageError(path, f"truncated: {len(decoded)} of the {declared} frames its header declares decode")
+    if frames is not None and len(decoded) != frames:
+        raise BadImageError(path, f"{len(decoded)} frames, expected {frames}")
+    if len({f.shape for f in decoded}) > 1:
+        raise BadImageError(path, f"frames of different sizes {sorted({f.shape[:2] for f in decoded})}")
+    return torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).contiguous()
