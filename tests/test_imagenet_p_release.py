@@ -145,3 +145,84 @@ def test_loader_cuts_every_frame_and_applies_the_bad_image_policy(released_p):
     with pytest.raises(BadImageError, match="3 frames, expected 5"):
         write_video(bad, smooth_frames(0, frames=3))
         read_video(bad, FRAMES)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the route: `run --suite imagenet-p --data <released tree>`, the same FP as computed here on the decoded frames
+
+TINY = "helpers.tiny:tiny_classifier"
+P_FRAMES, P_SIDE = 31, 64
+
+
+@pytest.fixture
+def released_31(tmp_path) -> Path:
+    """A released tree of 31-frame videos (ImageNet-P's length) of 64x64 frames: gaussian_noise_2 and rotate."""
+    root = tmp_path / "ImageNet-P"
+    for f, folder in enumerate(("gaussian_noise_2", "rotate")):
+        for w, wnid in enumerate(WNIDS):
+            for v in range(2):
+                write_video(root / folder / wnid / f"ILSVRC2012_val_{w * 2 + v + 1:08d}.mp4",
+                            smooth_frames(10 * f + 2 * w + v, P_FRAMES, P_SIDE))
+    return root
+
+
+def run_released(root: Path, output: Path, difficulty: int = 2):
+    import ibnbench
+
+    options = ibnbench.RunOptions(difficulty=difficulty, workers=0, device="cpu", batch_size=3, progress=False)
+    return ibnbench.run([TINY], root, suite="imagenet-p", conditions=["gaussian_noise", "rotate"], options=options,
+                        preprocessing=["resize=64,crop=64"], weights=["random"], output=output)
+
+
+def test_released_route_fp_equals_the_metrics_on_predictions_made_here(released_31, tmp_path):
+    from helpers.tiny import tiny_classifier
+
+    from ibnbench.conditions.imagenet_p_release import RELEASED_GENERATOR
+    from ibnbench.results import perturbation_metrics as M
+    from ibnbench.results.imagenet_p_sources import record_stability
+    from ibnbench.results.predictions import for_record
+
+    record = run_released(released_31, tmp_path / "released.json")
+    entries = {c["id"]: c for c in record.conditions}
+    assert record.dataset["layout"] == RELEASED_P_LAYOUT and record.dataset["n_images"] == 4
+    for name in ("gaussian_noise", "rotate"):
+        assert entries[name]["generator"] == RELEASED_GENERATOR and entries[name]["difficulty"] == 2
+    assert entries["gaussian_noise"]["released"].endswith("gaussian_noise_2")
+    model = tiny_classifier().eval()
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])  # ImageNet's, as test.py
+    stored, found = for_record(record), record_stability(record, TINY)
+    for name, folder in (("gaussian_noise", "gaussian_noise_2"), ("rotate", "rotate")):
+        videos = sorted((released_31 / folder).rglob("*.mp4"))
+        with torch.no_grad():
+            top5 = np.stack([model(((read_video(v).float() / 255 - mean[:, None, None]) / std[:, None, None]))
+                             .topk(5, dim=1).indices.numpy() for v in videos])
+        assert np.array_equal(stored.sequence(TINY, name), top5)
+        expected = M.stability(top5, name, difficulty=2)
+        assert found[name].fp == expected.fp and found[name].t5d == expected.t5d
+        assert record.result(TINY, name)["top1_err"] == 100 * np.mean(
+            top5[:, 0, 0] != np.array([wnid_index()[v.parent.name] for v in videos]))
+
+
+def test_released_vs_on_the_fly_table_and_its_refusals(released_31, tmp_path):
+    from PIL import Image
+
+    from ibnbench.errors import RecordError
+    from ibnbench.results.imagenet_p_sources import record_stability, released_vs_on_the_fly
+
+    val = tmp_path / "val"
+    for w, wnid in enumerate(WNIDS):
+        for v in range(2):
+            (val / wnid).mkdir(parents=True, exist_ok=True)
+            image = Image.fromarray(smooth_frames(w * 2 + v, 1, P_SIDE)[0])
+            image.save(val / wnid / f"ILSVRC2012_val_{w * 2 + v + 1:08d}.JPEG")
+    released = run_released(released_31, tmp_path / "released.json")
+    fly = run_released(val, tmp_path / "fly.json")
+    table = released_vs_on_the_fly(fly, released)
+    assert list(table.index) == ["gaussian_noise", "rotate"]
+    for name in table.index:
+        assert table.loc[name, "FP released"] == pytest.approx(100 * record_stability(released, TINY)[name].fp)
+        assert table.loc[name, "FP on the fly"] == pytest.approx(100 * record_stability(fly, TINY)[name].fp)
+    with pytest.raises(RecordError, match="difficulties differ"):
+        released_vs_on_the_fly(run_released(val, tmp_path / "fly1.json", difficulty=1), released)
+    with pytest.raises(RecordError, match="on-the-fly"):
+        released_vs_on_the_fly(released, released)

@@ -119,9 +119,8 @@ def open_dataset(root: str | os.PathLike, labels: str | os.PathLike | None = Non
     ``root`` may also be the folder that holds ``val/``. ``labels``: a labels file (Kaggle csv,
     ``<file> <index>`` or ``<file> <wnid> <index>``), required for a flat folder without
     ``LOC_val_solution.csv``, checked against the class folders in the folder layout.
-    ``limit``: keep the first ``limit`` images (sorted order) after all checks. ``suffixes``: the (lower-case)
-    file endings listed, images by default (``(".mp4",)`` for the released ImageNet-P videos).
-    """
+    ``limit``: keep the first ``limit`` images (sorted order) after all checks. ``suffixes``: the file endings
+    listed (lower-case; ``(".mp4",)`` for the released ImageNet-P videos)."""
     root = Path(root).expanduser()
     if not root.exists():
         raise MissingFileError(f"dataset folder {root} does not exist")

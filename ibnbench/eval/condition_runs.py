@@ -26,7 +26,8 @@ def run_condition_suite(request: RunRequest, options: RunOptions) -> Record:
     plan = RunPlan.make(r.models, r.data, r.suite, r.conditions, r.weights, labels=r.labels, limit=options.limit,
                         skip_missing=r.skip_missing, style_weights=r.style_weights, preprocessing=r.preprocessing,
                         classes_from_folders=r.classes_from_folders, classes=r.classes,
-                        restrict_to_classes=r.restrict_to_classes, style_dirs=options.style_dirs())
+                        restrict_to_classes=r.restrict_to_classes, style_dirs=options.style_dirs(),
+                        difficulty=options.difficulty)
     sequences = sequence_conditions(plan.suite.conditions)
     if options.difficulty != 1 and not sequences:
         raise UsageError(f"--difficulty {options.difficulty}: suite {plan.suite.name!r} has no ImageNet-P "

@@ -10,18 +10,23 @@ from typing import Mapping, Sequence
 import torch
 
 from ibnbench.conditions.imagenet_p import Perturbation
+from ibnbench.conditions.imagenet_p_release import ReleasedSequence
 from ibnbench.eval.runner import ModelRunner
 from ibnbench.eval.state import EvalState
 
 
 def sequence_conditions(conditions: Sequence) -> dict[str, tuple[str, int]]:
-    """The sequence conditions among ``conditions``, by id: their perturbation and frames per image."""
-    return {c.id: (c.perturbation, c.frame_count) for c in conditions if isinstance(c, Perturbation)}
+    """The sequence conditions among ``conditions`` (generated, or read from the released videos), by id: their
+    perturbation and frames per image."""
+    return {c.id: (c.perturbation, c.frame_count) for c in conditions
+            if isinstance(c, (Perturbation, ReleasedSequence))}
 
 
-def score_sequence(condition: Perturbation, crop: torch.Tensor, index: torch.Tensor, label: torch.Tensor,
-                   runners: Mapping[str, ModelRunner], geometry: tuple, state: EvalState, difficulty: int) -> None:
-    """Every frame of ``condition``'s sequence of the batch ``crop`` (float 0..255, the crops of ``geometry``),
+def score_sequence(condition: Perturbation | ReleasedSequence, crop: torch.Tensor, index: torch.Tensor,
+                   label: torch.Tensor, runners: Mapping[str, ModelRunner], geometry: tuple, state: EvalState,
+                   difficulty: int) -> None:
+    """Every frame of ``condition``'s sequence of the batch ``crop`` (float 0..255, the crops of ``geometry``; for a
+    released condition the uint8 videos ``[N, frames, 3, c, c]``, each frame made float as it is scored),
     made one at a time and scored by every runner of that geometry: each frame's top-5 go to the state, and frame 0's
     hits and predictions are the condition's (its error in the results table)."""
     models = [(name, runner) for name, runner in runners.items() if runner.geometry == geometry]
