@@ -125,7 +125,7 @@ def test_unknown_suite_lists_shipped():
     (lambda t: t.replace("offsets = [50, 0, 0]", ""), r"mine.toml: condition 'r\+50': field 'offsets' is required"),
     (lambda t: t.replace('op = "shift"', 'op = "tint"'),
      r"mine.toml: condition 'r\+50': field 'op': expected one of identity, shift, brightness, contrast, style, "
-     r"dir, corruption, c-bar-corruption, got 'tint'"),
+     r"dir, corruption, c-bar-corruption, perturbation, got 'tint'"),
     (lambda t: t.replace('id = "r+50"', 'id = "r+50,g"'), r"mine.toml: condition #2: field 'id': expected a name"),
     (lambda t: t.replace('id = "r+50"', 'id = "origin"'), r"mine.toml: condition 'origin': field 'id': used twice"),
     (lambda t: t.replace("clip = true", 'clip = "yes"'), r"mine.toml: field 'clip': expected true or false"),

@@ -46,6 +46,11 @@ TEST_PERTURBATIONS = ("gaussian_noise", "shot_noise", "motion_blur", "zoom_blur"
 """The 10 perturbations of ImageNet-P's test set, over which mFR and mT5D are averaged."""
 EXTRA_PERTURBATIONS = ("speckle_noise", "gaussian_blur", "spatter", "shear")
 """The 4 validation perturbations of ImageNet-P."""
+LABELS = {name: name.replace("_", " ").title() for name in TEST_PERTURBATIONS + EXTRA_PERTURBATIONS}
+"""Each perturbation's display name (``"gaussian_noise"``: "Gaussian Noise")."""
+GENERATOR = ("ibnbench, on the fly on the device: the formulas of hendrycks/robustness "
+             "ImageNet-P/create_p/make_imagenet_p.py (PNG frames, no H.264)")
+"""What made an ImageNet-P condition's frames, as a record names it."""
 CROP = 224
 NOISE_STRENGTH = {"gaussian_noise": (0.03, 0.05, 0.08), "shot_noise": (300, 120, 60),
                   "speckle_noise": (0.05, 0.10, 0.15)}
@@ -298,6 +303,16 @@ def _check(x: torch.Tensor, name: str, difficulty: int, start: int, stop: int, s
         raise UsageError(f"ImageNet-P needs an RGB batch [N, 3, H, W] with H, W >= {size}, got {list(x.shape)}")
 
 
+def frame_stream(x: torch.Tensor, index: torch.Tensor, name: str, difficulty: int = 1, key: int = 0,
+                 start: int = 0, stop: int | None = None, size: int = CROP) -> Iterator[torch.Tensor]:
+    """The frames ``[start, stop)`` of :func:`frames`, one ``[N, 3, size, size]`` float32 tensor at a time (the
+    arguments are :func:`frames`'); checked before the first frame is made. Memory: one frame, its temporaries and
+    the sequence's state (zoom blur's running sum, spatter's liquid, snow's layer), whatever the length."""
+    stop = frame_count(name) if stop is None else stop
+    _check(x, name, difficulty, start, stop, size)
+    return _sequence(x.float(), Draws(key, index.to(x.device)), name, difficulty, range(start, stop), size)
+
+
 def frames(x: torch.Tensor, index: torch.Tensor, name: str, difficulty: int = 1, key: int = 0, start: int = 0,
            stop: int | None = None, size: int = CROP) -> torch.Tensor:
     """Frames ``[start, stop)`` (default: all :func:`frame_count`) of perturbation ``name`` for the float 0..255
@@ -309,9 +324,8 @@ def frames(x: torch.Tensor, index: torch.Tensor, name: str, difficulty: int = 1,
     ``size``: the side of the centre crop the frames show (224 as ImageNet-P). Memory: the result, one frame's
     temporaries and, for zoom blur, a running sum (a frame [64, 3, 224, 224] is 38.5 MB in float32)."""
     stop = frame_count(name) if stop is None else stop
-    _check(x, name, difficulty, start, stop, size)
+    stream = frame_stream(x, index, name, difficulty, key, start, stop, size)
     out = x.new_empty((stop - start, len(x), 3, size, size))
-    draws = Draws(key, index.to(x.device))
-    for k, frame in enumerate(_sequence(x.float(), draws, name, difficulty, range(start, stop), size)):
+    for k, frame in enumerate(stream):
         out[k] = frame
     return out

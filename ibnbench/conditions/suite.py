@@ -1,7 +1,7 @@
 """Suites as data: ``transforms/<suite>.toml`` files, each an ordered list of conditions.
 
 A suite file holds an optional ``description``, suite-wide ``clip`` / ``quantize`` defaults (and ``seed`` /
-``jpeg`` for the ops that take them: ImageNet-C and C-bar corruptions) and a
+``jpeg`` for the ops that take them: ImageNet-C and C-bar corruptions, ImageNet-P perturbations) and a
 ``[[conditions]]`` array; every condition has an ``id``, a display ``label``, an ``op`` (see
 :data:`CONDITION_TYPES`) and the op's parameters, and may override ``clip`` / ``quantize``.
 The suite's ``hash`` is the sha256 of its conditions' canonical definitions, so results made with
@@ -26,6 +26,7 @@ except ModuleNotFoundError:  # Python < 3.11
 import json
 
 from ibnbench.conditions.base import Brightness, CBarCorruption, Contrast, Corruption, Identity, Shift
+from ibnbench.conditions.imagenet_p import Perturbation
 from ibnbench.conditions.style import Dir, GeneratorSource, Style
 from ibnbench.errors import MissingFileError, SuiteError
 
@@ -219,7 +220,8 @@ def read_suite(name_or_path: str | os.PathLike, *, style_weights: Mapping[str, s
 
 
 CONDITION_TYPES: dict[str, type[Condition]] = {cls.op: cls for cls in (Identity, Shift, Brightness, Contrast, Style,
-                                                                        Dir, Corruption, CBarCorruption)}
+                                                                        Dir, Corruption, CBarCorruption,
+                                                                        Perturbation)}
 """The condition class of each ``op`` of a suite file."""
 
 

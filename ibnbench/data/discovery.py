@@ -55,6 +55,8 @@ class ValDataset:
     """The images are already the crop (the released ImageNet-C files, 224x224): centre crop only, no resize."""
     image_list: dict | None = None
     """The ``--subset`` file the images were narrowed to (file name, sha256, count: ``data.image_list``)."""
+    frames: int = 0
+    """Frames per file when the files are videos (the released ImageNet-P: 31 or 41); 0 for images."""
 
     def __len__(self) -> int:
         return len(self.files)
@@ -75,8 +77,8 @@ class ValDataset:
                 **({"image_list": self.image_list} if self.image_list else {})}
 
 
-def _is_image(entry: os.DirEntry) -> bool:
-    return not entry.name.startswith(".") and entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.is_file()
+def _is_image(entry: os.DirEntry, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> bool:
+    return not entry.name.startswith(".") and entry.name.lower().endswith(suffixes) and entry.is_file()
 
 
 def _listing_error(exc: OSError, folder: Path) -> DatasetError:
@@ -84,11 +86,11 @@ def _listing_error(exc: OSError, folder: Path) -> DatasetError:
     return DatasetError(f"{exc.filename or folder}: cannot be read ({exc.strerror or exc})")
 
 
-def _images_in(folder: Path) -> dict[str, int]:
-    """Image file names directly in ``folder`` with their sizes in bytes."""
+def _images_in(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> dict[str, int]:
+    """File names ending in ``suffixes`` (images by default) directly in ``folder``, with their sizes in bytes."""
     try:
         with os.scandir(folder) as entries:
-            images = {e.name: e.stat().st_size for e in entries if _is_image(e)}
+            images = {e.name: e.stat().st_size for e in entries if _is_image(e, suffixes)}
     except OSError as exc:
         raise _listing_error(exc, folder) from None
     for name in images:  # the record lists every file in UTF-8 JSON: a name that is not UTF-8 cannot be named there
@@ -114,14 +116,14 @@ def _examples(names: Iterable[str], n: int = 3) -> str:
 
 
 def open_dataset(root: str | os.PathLike, labels: str | os.PathLike | None = None,
-                 limit: int | None = None) -> ValDataset:
+                 limit: int | None = None, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> ValDataset:
     """Find and label the ImageNet validation images under ``root`` (layout auto-detected).
 
     ``root`` may also be the folder that holds ``val/``. ``labels``: a labels file (Kaggle csv,
     ``<file> <index>`` or ``<file> <wnid> <index>``), required for a flat folder without
     ``LOC_val_solution.csv``, checked against the class folders in the folder layout.
-    ``limit``: keep the first ``limit`` images (sorted order) after all checks.
-    """
+    ``limit``: keep the first ``limit`` images (sorted order) after all checks. ``suffixes``: the file endings
+    listed (lower-case; ``(".mp4",)`` for the released ImageNet-P videos)."""
     root = Path(root).expanduser()
     if not root.exists():
         raise MissingFileError(f"dataset folder {root} does not exist")
@@ -129,10 +131,10 @@ def open_dataset(root: str | os.PathLike, labels: str | os.PathLike | None = Non
         raise DatasetError(f"dataset path {root} is not a folder (expected val/<wnid>/*.JPEG or val/*.JPEG)")
     if limit is not None and limit < 1:
         raise DatasetError(f"limit must be a positive number of images, got {limit}")
-    top, folders = _images_in(root), _subfolders(root)
+    top, folders = _images_in(root, suffixes), _subfolders(root)
     if not top and "val" in folders and not set(folders) & set(wnid_index()):
-        root, top, folders = root / "val", _images_in(root / "val"), _subfolders(root / "val")
-    class_folders = {name: images for name in folders if (images := _images_in(root / name))}
+        root, top, folders = root / "val", _images_in(root / "val", suffixes), _subfolders(root / "val")
+    class_folders = {name: images for name in folders if (images := _images_in(root / name, suffixes))}
     labels_path = Path(labels).expanduser() if labels is not None else None
 
     if class_folders and top:
@@ -166,7 +168,7 @@ def open_dataset(root: str | os.PathLike, labels: str | os.PathLike | None = Non
         with os.scandir(root) as entries:
             empty = next(entries, None) is None
         raise DatasetError(f"dataset folder {root} is empty" if empty else
-                           f"no images ({', '.join('*' + s for s in IMAGE_SUFFIXES)}) in {root} or its class folders")
+                           f"no images ({', '.join('*' + s for s in suffixes)}) in {root} or its class folders")
 
     files = files[:limit] if limit is not None else files
     return ValDataset(root=root, layout=layout, files=tuple(files),

@@ -28,6 +28,7 @@ from ibnbench.data.cache import CropCache, open_caches
 from ibnbench.data.decode import decode_file, nvjpeg_can_decode, nvjpeg_decode, nvjpeg_device, read_bytes
 from ibnbench.data.discovery import ValDataset
 from ibnbench.data.geometry import Geometry, HasGeometry, unique_geometries
+from ibnbench.data.imagenet_p_release import read_video
 from ibnbench.errors import BadImageError, UsageError
 
 BAD_IMAGE_POLICIES = ("fail", "skip")
@@ -51,7 +52,8 @@ class CropDataset(Dataset):
     A bad image comes back as a :class:`Sample` with ``error`` set and no crops: the policy is applied
     by :class:`CropLoader` in the main process, because an exception raised in a DataLoader worker
     reaches the caller as a multi-line RuntimeError. ``nvjpeg=True``: JPEGs that nvJPEG can decode
-    come back undecoded (``encoded`` bytes, no crops).
+    come back undecoded (``encoded`` bytes, no crops). Videos (``val.frames``: the released ImageNet-P) are read
+    with :func:`read_video`, and each frame cut: crops ``[frames, 3, c, c]``.
     """
 
     def __init__(self, val: ValDataset, geometries: Iterable[HasGeometry], nvjpeg: bool = False) -> None:
@@ -66,14 +68,19 @@ class CropDataset(Dataset):
         label = int(self.val.labels[index])
         path = self.val.path(index)
         try:
-            if self.nvjpeg:
+            if self.nvjpeg and not self.val.frames:
                 data = read_bytes(path)
                 if nvjpeg_can_decode(data):
                     return Sample(index, label, {}, encoded=data)
-            image = decode_file(path)
+            image = read_video(path, self.val.frames) if self.val.frames else decode_file(path)
         except BadImageError as exc:
             return Sample(index, label, {}, error=exc.reason)
         return Sample(index, label, {g.key: g.apply(image, not self.val.cropped) for g in self.geometries})
+
+    def crop_shape(self, geometry: Geometry) -> tuple[int, ...]:
+        """One sample's crop: ``[3, c, c]``, or ``[frames, 3, c, c]`` for videos."""
+        side = (3, geometry.crop, geometry.crop)
+        return (self.val.frames, *side) if self.val.frames else side
 
     def collate(self, samples: list[Sample]) -> dict:
         """Stack samples into a batch. ``bad``: ``(index, reason)`` of images that failed. CPU decoding: one crop
@@ -81,7 +88,8 @@ class CropDataset(Dataset):
         ``encoded``: ``(rows, lengths, bytes)`` of the images to decode on the device; no zero-filled crops of
         those travel through shared memory and to the device."""
         rows = [row for row, s in enumerate(samples) if s.crops] if self.nvjpeg else list(range(len(samples)))
-        crops = {g.key: _stacked([samples[row].crops.get(g.key) for row in rows], g.crop) for g in self.geometries}
+        crops = {g.key: _stacked([samples[row].crops.get(g.key) for row in rows], self.crop_shape(g))
+                 for g in self.geometries}
         pending = [(row, s.encoded) for row, s in enumerate(samples) if s.encoded is not None]
         batch = {"index": torch.tensor([s.index for s in samples], dtype=torch.long),
                  "label": torch.tensor([s.label for s in samples], dtype=torch.long),
@@ -96,9 +104,9 @@ class CropDataset(Dataset):
         return batch
 
 
-def _stacked(crops: list[torch.Tensor | None], size: int) -> torch.Tensor:
-    """``crops`` as one uint8 ``[N,3,size,size]`` tensor, zeros where a crop is None."""
-    stacked = torch.zeros(len(crops), 3, size, size, dtype=torch.uint8)
+def _stacked(crops: list[torch.Tensor | None], shape: tuple[int, ...]) -> torch.Tensor:
+    """``crops`` as one uint8 ``[N, *shape]`` tensor, zeros where a crop is None."""
+    stacked = torch.zeros(len(crops), *shape, dtype=torch.uint8)
     for row, crop in enumerate(crops):
         if crop is not None:
             stacked[row] = crop
@@ -262,7 +270,9 @@ def make_loader(dataset: ValDataset, geometries: Iterable[HasGeometry], batch_si
         raise UsageError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
     if batch_size < 1 or workers < 0:
         raise UsageError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
-    gpu = decoder == "nvjpeg"
+    if dataset.frames and cache:
+        raise UsageError(f"--cache keeps image crops; {dataset.root} holds videos: run without --cache")
+    gpu = decoder == "nvjpeg" and not dataset.frames  # videos are decoded by PyAV in the workers
     if gpu and not (torch.device(device).type == "cuda" and torch.cuda.is_available()):
         raise UsageError(f"decoder 'nvjpeg' needs a CUDA device, got {device!r} (CUDA available: "
                          f"{torch.cuda.is_available()}); use decoder='cpu'")

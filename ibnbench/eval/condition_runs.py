@@ -13,6 +13,7 @@ from ibnbench.eval.engine import EvalResult, environment, evaluate
 from ibnbench.eval.options import RunOptions, RunRequest
 from ibnbench.eval.output import RecordOutput, created_now, write_with_predictions
 from ibnbench.eval.plan import Classifier, RunPlan
+from ibnbench.eval.sequences import sequence_conditions
 from ibnbench.io import ensure_writable
 from ibnbench.results.record import Record
 from ibnbench.results.stats import ece
@@ -27,7 +28,11 @@ def run_condition_suite(request: RunRequest, options: RunOptions) -> Record:
                         skip_missing=r.skip_missing, style_weights=r.style_weights, preprocessing=r.preprocessing,
                         classes_from_folders=r.classes_from_folders, classes=r.classes,
                         restrict_to_classes=r.restrict_to_classes, style_dirs=options.style_dirs(),
-                        subset=options.subset)
+                        subset=options.subset, difficulty=options.difficulty)
+    sequences = sequence_conditions(plan.suite.conditions)
+    if options.difficulty != 1 and not sequences:
+        raise UsageError(f"--difficulty {options.difficulty}: suite {plan.suite.name!r} has no ImageNet-P "
+                         "perturbation (the difficulty applies to those only)")
     dist = DistContext.detect()
     out = RecordOutput.choose(r.output, r.results_dir, plan.suite.name, plan.names)
     checkpoint_path = out.side_file(f"rank{dist.rank}.resume.pt")
@@ -40,7 +45,7 @@ def run_condition_suite(request: RunRequest, options: RunOptions) -> Record:
     checkpoint = Checkpoint(checkpoint_path, _identity(plan, built, fingerprint, options, dist))
     result = _evaluate(plan, built, options, checkpoint, dist)
     record = _record(plan, built, fingerprint, result, environment(dist.device(options.resolved_device()), options,
-                                                                    result.close_calls_left))
+                                                                    result.close_calls_left), options.difficulty)
     if not any(row["n_images"] for row in record.results):
         checkpoint.remove()
         raise UsageError(f"no image could be scored: all {len(plan.dataset)} image(s) of {r.data} were unreadable and "
@@ -63,6 +68,8 @@ def _identity(plan: RunPlan, built: Mapping[str, Classifier], fingerprint: dict,
                 "precision": (options.amp, options.refine)}
     if plan.classes is not None:
         identity["classes"] = plan.classes.indices
+    if sequence_conditions(plan.suite.conditions):
+        identity["difficulty"] = options.difficulty
     return identity
 
 
@@ -75,15 +82,18 @@ def _evaluate(plan: RunPlan, built: Mapping[str, Classifier], options: RunOption
 
 
 def _record(plan: RunPlan, built: Mapping[str, Classifier], fingerprint: dict, result: EvalResult,
-            env: dict) -> Record:
-    """The run's record (its ``predictions`` reference set when written)."""
+            env: dict, difficulty: int = 1) -> Record:
+    """The run's record (its ``predictions`` reference set when written); each sequence condition (ImageNet-P)
+    notes the ``difficulty`` its frames were made and compared at."""
+    sequences = sequence_conditions(plan.suite.conditions)
     predictions, subset = result.predictions, plan.classes
     for row in result.results:  # from the stored (float16) confidences, so the sidecar reproduces it exactly
         row["ece"] = round(100 * ece(predictions.confidence(row["model"], row["condition"]),
                                      predictions.correct(row["model"], row["condition"])), 4)
     return Record(
         suite=plan.suite.name, suite_hash=plan.suite.hash,
-        conditions=[{"id": c.id, "label": c.label, **c.provenance()} for c in plan.suite.conditions]
+        conditions=[{"id": c.id, "label": c.label, **c.provenance(),
+                     **({"difficulty": difficulty} if c.id in sequences else {})} for c in plan.suite.conditions]
         + [{"id": cid, "label": plan.labels[cid], "not_run": True} for cid in plan.not_run],
         dataset={**fingerprint, "n_skipped": len(result.skipped), "skipped": result.skipped,
                  **({"classes": subset.as_dict()} if subset is not None else {})},

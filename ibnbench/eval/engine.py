@@ -21,6 +21,7 @@ from ibnbench.eval.distributed import DistContext
 from ibnbench.eval.options import RunOptions
 from ibnbench.eval.plan import Classifier
 from ibnbench.eval.runner import ModelRunner, apply_condition, probability_source
+from ibnbench.eval.sequences import score_sequence, sequence_conditions
 from ibnbench.eval.state import EvalState
 from ibnbench.eval.streams import SideStream
 from ibnbench.eval.timing import WarmClock
@@ -77,32 +78,47 @@ class EvalResult:
     timing: dict
 
 
+def _on_device(crops: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch's uint8 crops on ``device``: float 0..255 images, or videos ``[N, frames, 3, c, c]`` (the released
+    ImageNet-P) kept uint8 there, a frame made float as it is scored (a batch of 64 videos of 31 frames at 224 is
+    0.3 GB in uint8, 1.2 GB in float32)."""
+    crops = crops.to(device, non_blocking=True)
+    return crops if crops.dim() == 5 else crops.float()
+
+
 def _evaluate_batch(batch: dict, runners: dict[str, ModelRunner], conditions: Sequence, state: EvalState,
                     device: torch.device, own_batches: dict[str, dict] | None = None,
-                    fitted: dict[str, int] | None = None, side: SideStream | None = None) -> None:
+                    fitted: dict[str, int] | None = None, side: SideStream | None = None,
+                    difficulty: int = 1) -> None:
     """Every condition on the batch's crops, every model on every condition; hits stay on the device.
 
     ``own_batches`` holds, per condition with images of its own (:meth:`Condition.source`), the same images read
     from there; ``fitted``, per condition id, the part size that fitted after an out-of-memory error
     (:func:`~ibnbench.eval.runner.apply_condition`; kept from batch to batch). With an enabled ``side`` stream
-    (``--overlap``), each next condition is computed on it while the models score the current one."""
+    (``--overlap``), each next condition is computed on it while the models score the current one. A sequence
+    condition (ImageNet-P) has every frame scored, one at a time (:func:`~ibnbench.eval.sequences.score_sequence`),
+    at ``difficulty``."""
     fitted = {} if fitted is None else fitted
     index = batch["index"].to(device, non_blocking=True)
     label = batch["label"].to(device, non_blocking=True)
     ok = batch["ok"]
-    crops = {key: crop.to(device, non_blocking=True).float() for key, crop in batch["crops"].items()}
+    crops = {key: _on_device(crop, device) for key, crop in batch["crops"].items()}
     jobs = []  # (condition, geometry key, crops)
     for condition in conditions:
         source = crops
         if own_batches and condition.id in own_batches:
             ok = ok & own_batches[condition.id]["ok"]
-            source = {key: crop.to(device, non_blocking=True).float()
-                      for key, crop in own_batches[condition.id]["crops"].items()}
+            source = {key: _on_device(crop, device) for key, crop in own_batches[condition.id]["crops"].items()}
         jobs.extend((condition, key, crop) for key, crop in source.items())
     ahead = None
+    sequences = sequence_conditions(conditions)
     for number, (condition, key, crop) in enumerate(jobs):
+        if condition.id in sequences:
+            score_sequence(condition, crop, index, label, runners, key, state, difficulty)
+            continue
         x = side.take(ahead) if ahead is not None else apply_condition(condition, crop, index, fitted)
-        if side is not None and side.enabled and number + 1 < len(jobs):
+        ahead = None
+        if side is not None and side.enabled and number + 1 < len(jobs) and jobs[number + 1][0].id not in sequences:
             after, _, after_crop = jobs[number + 1]
             ahead = side.run(apply_condition, after, after_crop, index, fitted)
         for name, runner in runners.items():
@@ -136,7 +152,8 @@ class Evaluation:
                         for name, c in ((n, Classifier.of(m)) for n, m in models.items())}
         self.geometries = list({r.geometry: r.preprocessing for r in self.runners.values()}.values())
         self.conditions = list(conditions)
-        self.state = EvalState(len(dataset), [(m, c.id) for m in models for c in conditions], self.device)
+        self.state = EvalState(len(dataset), [(m, c.id) for m in models for c in conditions], self.device,
+                               sequence_conditions(self.conditions))
         self.checkpoint = checkpoint
         self.passes = ([(list(models), self.conditions)] if options.fanout
                        else [([m], [c]) for m in models for c in self.conditions])
@@ -208,7 +225,7 @@ class Evaluation:
             try:
                 for batch, *own_batches in zip(*loaders):
                     _evaluate_batch(batch, runners, conditions, self.state, self.device, dict(zip(own, own_batches)),
-                                    self.fitted, self.side)
+                                    self.fitted, self.side, self.options.difficulty)
                     since_checkpoint += self.batch_done(batch, own_batches, progress)
                     if fanout and since_checkpoint >= self.options.chunk_size:
                         self.save_checkpoint()
@@ -246,7 +263,8 @@ class Evaluation:
         close_calls, from_cache, decoded = counts.tolist()
         images = self.counts.images
         return EvalResult(
-            results=self.state.summary(), per_image=self.state.per_image(), predictions=self.state.predictions(),
+            results=self.state.summary(), per_image=self.state.per_image(),
+            predictions=self.state.predictions(self.options.difficulty),
             skipped=sorted(set(skipped)), close_calls_left=close_calls if self.options.amp_dtype(device) else None,
             timing={"seconds": round(elapsed, 3), "images": int(self.state.done.sum()), "passes": len(self.passes),
                     "images_per_s": round(images / elapsed, 2) if elapsed else None, "decoded": decoded,

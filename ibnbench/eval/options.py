@@ -57,6 +57,9 @@ class RunOptions:
     style_dir: list[str] | None = _flag(None, "read a style's output pre-rendered by `ibnbench stylize --resize crop` "
                                               "from DIR instead of running its generator (repeat per style)",
                                         type=str, action="append", metavar="STYLE=DIR")
+    difficulty: int = _flag(1, "ImageNet-P suites: difficulty 1, 2 or 3 (the noise strength of the noise "
+                               "perturbations; the others' metrics compare frames that far apart; default "
+                               "%(default)s)", choices=(1, 2, 3), metavar="N")
     overlap: bool = _flag(False, "on CUDA, compute each batch's next condition on a second stream while the models "
                                  "score the current one (no effect elsewhere)")
     fanout: bool = _flag(True, "baseline mode: one pass over the data per (model, condition), like peers do",
@@ -69,15 +72,15 @@ class RunOptions:
     def validate(self) -> None:
         """Check every field (the one place they are checked), before any image is decoded or weight loaded:
         :func:`ibnbench.run` checks again, so options changed after they were made are caught as well."""
-        for f in fields(self):
-            choices = f.metadata.get("choices")
-            if choices is not None and getattr(self, f.name) not in choices:
-                raise UsageError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}, "
-                                 f"not {getattr(self, f.name)!r}")
-        for name in ("batch_size", "workers", "chunk_size", "limit"):
+        for name in ("batch_size", "workers", "chunk_size", "limit", "difficulty"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise UsageError(f"--{name.replace('_', '-')} must be a whole number, not {value!r}")
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices is not None and getattr(self, f.name) not in choices:
+                raise UsageError(f"--{f.name.replace('_', '-')} must be one of {', '.join(map(str, choices))}, "
+                                 f"not {getattr(self, f.name)!r}")
         if not 1 <= self.batch_size <= MAX_BATCH:
             raise UsageError(f"--batch-size must be 1 to {MAX_BATCH} images, not {self.batch_size}")
         if self.workers < 0:

@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 from torch import nn
 
 from ibnbench.conditions.imagenet_c_release import RELEASED_LAYOUT, is_released_tree, released_suite
+from ibnbench.conditions.imagenet_p_release import is_released_p, released_p_dataset, released_p_suite
 from ibnbench.conditions.suite import Suite, read_suite
 from ibnbench.data.classes import ClassSubset
 from ibnbench.data.discovery import ValDataset, class_subset, open_dataset, restrict
@@ -125,6 +126,24 @@ def _first(dataset: ValDataset, limit: int | None) -> ValDataset:
                                sizes=dataset.sizes[:limit])
 
 
+def released_conditions(suite: Suite, data: str | os.PathLike, difficulty: int = 1):
+    """``suite`` as ``data`` serves it, the ids it cannot serve, and how to list the run's images
+    (``read(suite, labels, limit)``): the downloaded ImageNet-C (each corruption read from its folder, already
+    224x224) or ImageNet-P (each perturbation's videos at ``difficulty``), or an ImageNet val folder."""
+    if is_released_tree(data):
+        def read_c(chosen: Suite, labels, limit) -> ValDataset:
+            listed = open_dataset(chosen.conditions[0].root, labels=labels, limit=limit)
+            return dataclasses.replace(listed, layout=RELEASED_LAYOUT, cropped=True)
+        return *released_suite(suite, data), read_c
+    if is_released_p(data):
+        def read_p(chosen: Suite, labels, limit) -> ValDataset:
+            if labels is not None:
+                raise UsageError("--labels does not apply to the released ImageNet-P: its wnid folders label it")
+            return released_p_dataset(chosen, limit)
+        return *released_p_suite(suite, data, difficulty), read_p
+    return suite, [], lambda chosen, labels, limit: open_dataset(data, labels=labels, limit=limit)
+
+
 @dataclass
 class RunPlan:
     """What a run (``run``, ``bench``) evaluates, settled before any image is decoded: models with their weights
@@ -148,10 +167,11 @@ class RunPlan:
              style_weights: Mapping[str, str] | None = None, preprocessing: Sequence[str] | None = None,
              classes_from_folders: bool = False, classes: str | os.PathLike | ClassSubset | None = None,
              restrict_to_classes: bool = False, style_dirs: Mapping[str, str | os.PathLike] | None = None,
-             subset: str | os.PathLike | None = None) -> RunPlan:
+             subset: str | os.PathLike | None = None, difficulty: int = 1) -> RunPlan:
         """Check every argument (models first, then suite and assets, then the data listing) and plan the run;
         ``subset``: a file listing the images to evaluate (:func:`~ibnbench.data.image_list.select_images`), before
-        ``limit``."""
+        ``limit``; ``difficulty``: the ImageNet-P difficulty, which picks the released noise folders (``--data``
+        the downloaded ImageNet-P)."""
         names = list(model)
         if not names:
             raise UsageError("give at least one --model")
@@ -169,18 +189,12 @@ class RunPlan:
         if conditions is not None:
             chosen = chosen.select(conditions)
         labels_by_id = {c.id: c.label for c in chosen.conditions}
-        not_run: list[str] = []
-        released = is_released_tree(data)
-        if released:  # the downloaded ImageNet-C files: each corruption read from its folder, already 224x224
-            chosen, not_run = released_suite(chosen, data)
+        chosen, not_run, read = released_conditions(chosen, data, difficulty)
         chosen, missing = select_conditions(chosen, skip_missing=skip_missing, hint=missing_hint)
         check_rendered_geometry(chosen, columns, [p or i.preprocessing for p, i in zip(chosen_prep, infos)])
-        listing = (chosen.conditions[0].root if released else data), labels, None if subset else limit
-        dataset = open_dataset(*listing)
+        dataset = read(chosen, labels, None if subset else limit)
         if subset:
             dataset = _first(select_images(dataset, subset), limit)
-        if released:
-            dataset = dataclasses.replace(dataset, layout=RELEASED_LAYOUT, cropped=True)
         subset = class_subset(dataset, classes_from_folders, classes, check=not restrict_to_classes)
         if restrict_to_classes:
             if subset is None:

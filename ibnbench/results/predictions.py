@@ -1,7 +1,25 @@
 """Stored predictions: the sidecar beside a record holding, per (model, condition) and image, the top-5 class
 indices, their softmax probabilities and the label's probability (22 bytes per image and pair, plus the label
 and a validity flag per image). Metrics computed later (ECE, agreement, class subsets) read it instead of
-rerunning models. The record names the file and its sha256; a file that does not match is refused."""
+rerunning models. The record names the file and its sha256; a file that does not match is refused.
+
+The file is a numpy ``.npz`` (format ``ibnbench-predictions/1``): ``format``, ``models`` [M] and ``conditions`` [C]
+(str), ``label`` [N] and ``valid`` [N], ``top5_index`` [M, C, N, 5] uint16, ``top5_prob`` [M, C, N, 5] float16 and
+``label_prob`` [M, C, N] float16 (N: the dataset's images in record order). A record with sequence conditions
+(ImageNet-P's perturbations, whose ``top5_index`` is frame 0's) adds, and a reader without them ignores
+(:class:`SequencePredictions`):
+
+- ``sequence_conditions`` [P] str: the sequence conditions' ids (a subset of ``conditions``), and
+  ``sequence_perturbations`` [P] str: each one's ImageNet-P perturbation (what decides how frames are compared);
+- ``sequence_frames`` [P] int32: frames per image of each (31; translate 41);
+- ``sequence_top5`` [M, P, N, F, 5] uint16, F the most frames of any: each frame's top-5 classes, best first; zeros
+  past a condition's frames and for images not evaluated (``valid`` false);
+- ``sequence_flips`` [M, P, N] int16: per image, the compared frame pairs whose top-1 class differs
+  (:func:`~ibnbench.results.perturbation_metrics.flip_counts` at the difficulty);
+- ``sequence_difficulty`` (a 0-d int): the run's ``--difficulty``, 1-3.
+
+Another producer (e.g. a reader of the released ImageNet-P videos) writes the same arrays.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -10,7 +28,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 import numpy as np
 
@@ -36,6 +54,7 @@ class Predictions:
     top5_index: np.ndarray  # [M, C, N, 5] uint16 (as label)
     top5_prob: np.ndarray  # [M, C, N, 5] float16
     label_prob: np.ndarray  # [M, C, N] float16
+    sequences: SequencePredictions | None = None  # the frames of sequence conditions (ImageNet-P)
 
     def _pair(self, model: str, condition: str) -> tuple[int, int]:
         try:
@@ -53,10 +72,46 @@ class Predictions:
         m, c = self._pair(model, condition)
         return (self.top5_index[m, c, self.valid, :k] == self.label[self.valid, None]).any(axis=1)
 
+    def sequence(self, model: str, condition: str) -> np.ndarray:
+        """Each valid image's frames' top-5 classes ``[images, frames, 5]`` under sequence condition
+        ``condition``."""
+        if self.sequences is None or condition not in self.sequences.conditions:
+            raise KeyError(f"no stored frames for condition {condition!r} (not a sequence condition)")
+        m, c = self.models.index(model), self.sequences.conditions.index(condition)
+        return self.sequences.top5[m, c, self.valid, :self.sequences.frames[c]]
+
     def arrays(self) -> dict[str, np.ndarray]:
         return {"format": np.array(FORMAT), "models": np.array(self.models), "conditions": np.array(self.conditions),
                 "label": self.label, "valid": self.valid, "top5_index": self.top5_index,
-                "top5_prob": self.top5_prob, "label_prob": self.label_prob}
+                "top5_prob": self.top5_prob, "label_prob": self.label_prob,
+                **(self.sequences.arrays() if self.sequences is not None else {})}
+
+
+@dataclass
+class SequencePredictions:
+    """The frames of a record's sequence conditions (the arrays ``sequence_*`` of the module docstring)."""
+
+    conditions: list[str]
+    perturbations: list[str]
+    frames: np.ndarray  # [P] int32
+    top5: np.ndarray  # [M, P, N, F, 5] uint16
+    flips: np.ndarray  # [M, P, N] int16
+    difficulty: int
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"sequence_conditions": np.array(self.conditions),
+                "sequence_perturbations": np.array(self.perturbations),
+                "sequence_frames": self.frames, "sequence_top5": self.top5, "sequence_flips": self.flips,
+                "sequence_difficulty": np.array(self.difficulty)}
+
+    @classmethod
+    def from_arrays(cls, data: Mapping[str, np.ndarray]) -> SequencePredictions | None:
+        """The sequences of a loaded sidecar; None for one without (every sidecar written before them)."""
+        if "sequence_conditions" not in data:
+            return None
+        return cls([str(c) for c in data["sequence_conditions"]], [str(p) for p in data["sequence_perturbations"]],
+                   data["sequence_frames"], data["sequence_top5"], data["sequence_flips"],
+                   int(data["sequence_difficulty"]))
 
 
 def sidecar_path(record_path: str | os.PathLike) -> Path:
@@ -98,7 +153,7 @@ def read_predictions(path: str | os.PathLike, sha256: str | None = None) -> Pred
             return Predictions(models=[str(m) for m in data["models"]],
                                conditions=[str(c) for c in data["conditions"]], label=data["label"],
                                valid=data["valid"], top5_index=data["top5_index"], top5_prob=data["top5_prob"],
-                               label_prob=data["label_prob"])
+                               label_prob=data["label_prob"], sequences=SequencePredictions.from_arrays(data))
     except (OSError, ValueError, KeyError) as exc:
         raise RecordError(f"{path}: corrupt predictions file ({exc})") from None
 
