@@ -20,7 +20,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     records = load_records(args.results)
     text = report(records, format=args.format, vs=args.vs, output=args.output, ci=args.ci, pairs=args.pairs,
-                  baseline=args.baseline)
+                  baseline=args.baseline, baseline_constants=args.baseline_constants)
     print(text if not args.output else f"wrote {args.output}")
     if args.vs == "paper":
         for warning in paper_warnings(records):
@@ -113,7 +113,11 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vs", choices=["paper"], help="show the paper's published numbers next to ours, with differences")
     p.add_argument("--baseline", metavar="MODEL",
                    help="ImageNet-C-bar records: normalise by MODEL (a model of the records) into CE-bar per "
-                        "corruption and mCE-bar")
+                        "corruption and mCE-bar; ImageNet-P records: into FR and T5D ratios per perturbation, mFR and "
+                        "mT5D (MODEL evaluated on the same images, e.g. torchvision:alexnet as the paper)")
+    p.add_argument("--baseline-constants", metavar="FILE", type=non_empty_path,
+                   help="ImageNet-P records: normalise by the baseline FP and T5D per perturbation in FILE (TOML or "
+                        "JSON: tables fp and t5d, an optional difficulty; docs/imagenet-p.md)")
     p.add_argument("--output", metavar="FILE", type=non_empty_path,
                    help="write the report to FILE instead of printing it")
     p.add_argument("--plot", metavar="PNG", type=non_empty_path,
