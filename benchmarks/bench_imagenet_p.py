@@ -3,8 +3,9 @@ frames adds to a process already holding its input batch (what the engine does, 
 
 ``python benchmarks/bench_imagenet_p.py [BATCH] [FRAMES]`` prints the peak per perturbation (MB) for a batch of
 ``BATCH`` 224-pixel crops (default 64) over its first ``FRAMES`` frames (default 4; the stream holds one frame at a
-time). Measured on the CPU for batch 64 and 4 frames: at most 330 MB above the input (shot_noise), about 8.6
-frames of 38.5 MB. Beyond the frame's temporaries, the counter-based draws cache one table per frame number
+time). Measured on the CPU for batch 64: at most 330 MB above the input over 4 frames (shot_noise), 606 MB over
+whole sequences (``64 41``; 428 MB after shot_noise, 606 MB after spatter).
+Beyond the frame's temporaries, the counter-based draws cache one table per frame number
 (``imaging._element_hashes``, one image's elements, whatever the batch): about 6 MB per noise frame at 224 pixels,
 kept for the process, at most 41 frame numbers."""
 from __future__ import annotations
