@@ -142,11 +142,13 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vs", choices=["paper"], help="show the paper's published numbers next to ours, with differences")
     p.add_argument("--baseline", metavar="MODEL",
                    help="ImageNet-C-bar records: normalise by MODEL (a model of the records) into CE-bar per "
-                        "corruption and mCE-bar")
+                        "corruption and mCE-bar; ImageNet-P records: into FR and T5D ratios per perturbation, mFR and "
+                        "mT5D (MODEL evaluated on the same images, e.g. torchvision:alexnet as the paper)")
     p.add_argument("--baseline-constants", metavar="FILE", type=non_empty_path,
-                   help="ImageNet-C-bar records: normalise by the baseline numbers in FILE (TOML: suite = "
-                        "\"imagenet-c-bar\", [errors] per corruption; see docs/imagenet-c.md) instead of a model of "
-                        "the records")
+                   help="ImageNet-C-bar or ImageNet-P records: normalise by the baseline numbers in FILE (TOML: "
+                        "suite = \"imagenet-c-bar\" with [errors] per corruption, or suite = \"imagenet-p\" with "
+                        "[fp] and [t5d] per perturbation; docs/imagenet-c.md, docs/imagenet-p.md) instead of a "
+                        "model of the records")
     p.add_argument("--output", metavar="FILE", type=non_empty_path,
                    help="write the report to FILE instead of printing it")
     p.add_argument("--plot", metavar="PNG", type=non_empty_path,

@@ -46,6 +46,8 @@ class BaselineConstants:
     suite: str
     model: str | None
     tables: dict[str, dict[str, float]]
+    settings: dict[str, int]
+    """The benchmark's own top-level keys the file gave (ImageNet-P's ``difficulty``)."""
 
     @property
     def label(self) -> str:
@@ -53,11 +55,12 @@ class BaselineConstants:
         return self.model or self.path.name
 
 
-def read_baseline_constants(path: str | os.PathLike, suites: Sequence[str],
-                            tables: Mapping[str, Sequence[str]]) -> BaselineConstants:
+def read_baseline_constants(path: str | os.PathLike, suites: Sequence[str], tables: Mapping[str, Sequence[str]],
+                            settings: Sequence[str] = (), per_severity: bool = True) -> BaselineConstants:
     """The constants in ``path`` for one of ``suites`` (its ``suite`` key must name one), with ``tables`` the metric
-    tables that benchmark takes, each with the names it may hold. Any problem raises :class:`UsageError` (or
-    :class:`MissingFileError`) naming the file."""
+    tables that benchmark takes, each with the names it may hold, ``settings`` its own optional integer top-level
+    keys, and ``per_severity`` whether a value may be a list (one per severity). Any problem raises
+    :class:`UsageError` (or :class:`MissingFileError`) naming the file."""
     path = Path(path).expanduser()
     data = _read_toml(path)
     where = f"--baseline-constants {path}"
@@ -68,14 +71,19 @@ def read_baseline_constants(path: str | os.PathLike, suites: Sequence[str],
     model = data.get("model")
     if model is not None and not isinstance(model, str):
         raise UsageError(f"{where}: 'model' must be a string naming the baseline, not {model!r}")
-    unknown = [key for key in data if key not in FILE_KEYS and key not in tables]
+    unknown = [key for key in data if key not in (*FILE_KEYS, *settings) and key not in tables]
     if unknown:
         raise UsageError(f"{where}: unknown key {unknown[0]!r} for suite {suite!r} (tables: {', '.join(tables)}; "
-                         f"other keys: {', '.join(FILE_KEYS)})")
-    read = {metric: _table(where, metric, data[metric], names) for metric, names in tables.items() if metric in data}
+                         f"other keys: {', '.join((*FILE_KEYS, *settings))})")
+    chosen = {key: data[key] for key in settings if key in data}
+    for key, value in chosen.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UsageError(f"{where}: {key!r} must be an integer, not {value!r}")
+    read = {metric: _table(where, metric, data[metric], names, per_severity)
+            for metric, names in tables.items() if metric in data}
     if not any(read.values()):
         raise UsageError(f"{where}: no constants (give a table [{next(iter(tables))}] of name = value)")
-    return BaselineConstants(path, suite, model, read)
+    return BaselineConstants(path, suite, model, read, chosen)
 
 
 def _read_toml(path: Path) -> dict:
@@ -89,17 +97,19 @@ def _read_toml(path: Path) -> dict:
         raise UsageError(f"--baseline-constants {path}: not TOML ({exc})") from None
 
 
-def _table(where: str, metric: str, table: object, names: Sequence[str]) -> dict[str, float]:
-    """One metric table: ``name = value`` or ``name = [value per severity]``, each value a finite number above 0."""
+def _table(where: str, metric: str, table: object, names: Sequence[str], per_severity: bool) -> dict[str, float]:
+    """One metric table: ``name = value`` or (``per_severity``) ``name = [value per severity]``, each value a finite
+    number above 0."""
     if not isinstance(table, dict):
         raise UsageError(f"{where}: [{metric}] must be a table of name = value")
     out = {}
     for name, value in table.items():
         if name not in names:
             raise UsageError(f"{where}: [{metric}] names {name!r}, which is not one of {', '.join(names)}")
-        values = value if isinstance(value, list) else [value]
+        values = value if isinstance(value, list) and per_severity else [value]
         if not values or not all(_positive(v) for v in values):
-            raise UsageError(f"{where}: [{metric}] {name} must be a number above 0 or a list of them, not {value!r}")
+            wanted = "a number above 0" + (" or a list of them" if per_severity else "")
+            raise UsageError(f"{where}: [{metric}] {name} must be {wanted}, not {value!r}")
         out[name] = sum(values) / len(values)
     return out
 

@@ -24,7 +24,7 @@ from ibnbench.results.loading import load_records, require_mergeable, results_fr
 from ibnbench.results.pairs import CI_NOTE, CONSISTENCY_NOTE, PAIRS_NOTE, consistency, pair_tests, statistics
 from ibnbench.results.record import Record, condition_labels
 
-from . import imagenet_c, paper
+from . import imagenet_c, imagenet_p, paper
 
 FORMATS = ("text", "markdown", "csv", "json", "latex", "html")
 """What a report renders as: text and markdown tables with titles and notes, csv (numbers), one JSON document,
@@ -308,12 +308,14 @@ def _html_section(section: Section) -> str:
 
 
 def build_report(records: Sequence[Record], vs: str | None = None, ci: bool = False, pairs: bool = False,
-                 baseline: str | None = None, baseline_constants: str | None = None,
+                 baseline: str | None = None, baseline_constants: str | Path | None = None,
                  allow_generator_mismatch: bool = False) -> Report:
     """The report of ``records`` (read once, by :func:`~ibnbench.results.loading.load_records`): the Table-1 table
     (with ``vs="paper"``, the paper's cells and our differences beside it) or, for ImageNet-C and C-bar records, a
     table per model (C-bar's normalised by the ``baseline`` model, or the constants of the file
-    ``baseline_constants``, when given); ``ci`` adds, per metric, the
+    ``baseline_constants``, when given); for ImageNet-P records, FP and T5D per model and perturbation (FR, mFR
+    and mT5D normalised by the ``baseline`` model or the ``baseline_constants`` file,
+    :mod:`ibnbench.results.imagenet_p`); ``ci`` adds, per metric, the
     intervals, paired drop intervals and McNemar tests; ``pairs`` adds model-vs-model tests per condition and the
     error-consistency matrices. Records whose benchmark generators differ are refused unless
     ``allow_generator_mismatch`` (then the notes and warnings say so)."""
@@ -323,7 +325,11 @@ def build_report(records: Sequence[Record], vs: str | None = None, ci: bool = Fa
     footer = "\n".join([*(_provenance(r) for r in records), *mismatch])
     against_paper = tuple(paper_warnings(records)) if vs == "paper" else ()
     corruption_note = _corruption_note(records)
-    if corruption_note:
+    if imagenet_p.is_imagenet_p(records):
+        if vs is not None:
+            raise UsageError("--vs paper compares with IBN-Net's Table 1; these are ImageNet-P records")
+        sections = imagenet_p_sections(records, baseline, baseline_constants, footer)
+    elif corruption_note:
         if vs is not None:
             benchmark = "ImageNet-C" if corruption_note == IMAGENET_C_NOTE else "ImageNet-C-bar"
             raise UsageError(f"--vs paper compares with IBN-Net's Table 1; these are {benchmark} records")
@@ -334,7 +340,7 @@ def build_report(records: Sequence[Record], vs: str | None = None, ci: bool = Fa
                     for i, (model, table) in enumerate(tables)]
     elif baseline is not None or baseline_constants is not None:
         option = "--baseline" if baseline is not None else "--baseline-constants"
-        raise UsageError(f"{option} normalises ImageNet-C-bar records; these are not")
+        raise UsageError(f"{option} normalises ImageNet-C-bar and ImageNet-P records; these are not")
     else:
         note = "\n".join([f"{TABLE1_NOTE}\n{footer}", *against_paper])
         sections = [Section("", table1(records, vs=vs), note, numbers=numbers(records, vs=vs))]
@@ -343,6 +349,22 @@ def build_report(records: Sequence[Record], vs: str | None = None, ci: bool = Fa
     if pairs:
         sections += _pairs_sections(records)
     return Report(tuple(sections), (*mismatch, *against_paper))
+
+
+def imagenet_p_sections(records: Sequence[Record], baseline: str | None, constants: str | Path | None,
+                        footer: str) -> list[Section]:
+    """ImageNet-P's sections: the models' means (mFR, mT5D with a baseline), then per model FP and T5D per
+    perturbation; normalised by the ``baseline`` model of the records or the ``constants`` file."""
+    if baseline is not None and constants is not None:
+        raise UsageError("give --baseline MODEL or --baseline-constants FILE, not both")
+    found, difficulty = imagenet_p.scores(records)
+    base = (imagenet_p.model_baseline(records, found, baseline) if baseline is not None
+            else imagenet_p.read_baseline_constants(constants, difficulty) if constants is not None else None)
+    title = f"ImageNet-P at difficulty {difficulty}" + (f", normalised by {base.source}" if base else "")
+    tables = [(model, imagenet_p.model_table(by_name, base)) for model, by_name in found.items()]
+    return [Section(title, imagenet_p.summary_table(found, base)),
+            *(Section(model, table, f"{imagenet_p.NOTE}\n{footer}" if i == len(tables) - 1 else "")
+              for i, (model, table) in enumerate(tables))]
 
 
 def _ci_sections(records: Sequence[Record]) -> list[Section]:
@@ -365,7 +387,7 @@ def _pairs_sections(records: Sequence[Record]) -> list[Section]:
 
 def report(results: Sequence[str | Path | Record], format: str = "markdown", vs: str | None = None,
            output: str | Path | None = None, ci: bool = False, pairs: bool = False, baseline: str | None = None,
-           baseline_constants: str | None = None, allow_generator_mismatch: bool = False) -> str:
+           baseline_constants: str | Path | None = None, allow_generator_mismatch: bool = False) -> str:
     """The rendered report of the given records (files, directories or records already read; see
     :func:`build_report`), written to ``output`` too if given."""
     text = build_report(load_records(results), vs=vs, ci=ci, pairs=pairs, baseline=baseline,

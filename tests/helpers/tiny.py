@@ -7,12 +7,17 @@ import torch
 from torch import nn
 
 
-def tiny_classifier() -> nn.Module:
+def tiny_classifier(seed: int = 0) -> nn.Module:
     """The seeded tiny model: answers depend on colour and coarse layout, so perturbations move them."""
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     model = nn.Sequential(nn.Conv2d(3, 16, 8, stride=8), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
                           nn.Linear(64, 1000))
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
     return model
+
+
+def other_tiny_classifier() -> nn.Module:
+    """A second tiny model (another seed), e.g. the baseline of the first."""
+    return tiny_classifier(seed=1)
