@@ -11,6 +11,7 @@ from helpers.tiny import tiny_classifier
 import ibnbench
 from ibnbench.cli import main
 from ibnbench.conditions import perturbations
+from ibnbench.conditions.benchmark_generator import ON_THE_FLY, BenchmarkGenerator
 from ibnbench.conditions.imagenet_p import Perturbation
 from ibnbench.conditions.imaging import condition_key
 from ibnbench.data.discovery import open_dataset
@@ -43,7 +44,7 @@ def test_the_condition_gives_the_frames_of_the_pure_op(name):
     assert frames.shape == (perturbations.frame_count(name), 2, 3, 64, 64)
     expected = perturbations.frames(x, index, name, 2, condition_key(3, f"imagenet-p/{name}"), size=64)
     assert torch.equal(frames, expected) and torch.equal(condition(x, index), expected[0])
-    assert condition.provenance()["generator"] == perturbations.GENERATOR
+    assert condition.benchmark_generator() == BenchmarkGenerator("imagenet-p", ON_THE_FLY, None)
 
 
 def test_bad_fields_and_difficulties_are_refused(tmp_path):
@@ -162,6 +163,7 @@ def test_run_and_report_fp_t5d_and_mfr_against_a_baseline(three_val, tmp_path, c
     out = _run(tmp_path, "p")
     record = read_record(out)
     assert {c.get("difficulty") for c in record.conditions[1:]} == {1}
+    assert record.generator["imagenet-p"]["source"] == ON_THE_FLY  # what check/compare/report compare records by
     sequences = for_record(record)
     fp = {m: {p: _flip_prob(sequences.sequence(m, p)[..., 0], 1, "noise" in p) for p in
               perturbations.TEST_PERTURBATIONS} for m in (TINY, OTHER)}

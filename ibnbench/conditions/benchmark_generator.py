@@ -31,13 +31,13 @@ REFERENCES = {
     "imagenet-c": "imagecorruptions 1.1.2 (the constants of hendrycks/robustness make_imagenet_c.py)",
     "imagenet-c-bar": "facebookresearch/augmentation-corruption imagenet_c_bar/corrupt.py at the levels of "
                       "imagenet_c_bar.csv",
-    "imagenet-p": "hendrycks/robustness ImageNet-P/create_p/make_imagenet_p.py",
+    "imagenet-p": "hendrycks/robustness ImageNet-P/create_p/make_imagenet_p.py (its frames, before H.264)",
 }
 """What each benchmark's on-the-fly images are computed to equal."""
 RELEASED_REFERENCES = {
     "imagenet-c": "the released ImageNet-C files (hendrycks/robustness, JPEG quality 85)",
     "imagenet-c-bar": "the released ImageNet-C-bar files (facebookresearch/augmentation-corruption, JPEG quality 85)",
-    "imagenet-p": "the released ImageNet-P videos (hendrycks/robustness, H.264)",
+    "imagenet-p": "the released ImageNet-P videos (hendrycks/robustness, libx264 yuv420p), decoded with PyAV",
 }
 """What each benchmark's released files are."""
 RELEASED_JPEG = 85

@@ -17,6 +17,7 @@ import torch
 
 from ibnbench.conditions import perturbations
 from ibnbench.conditions.base import Condition, string_field
+from ibnbench.conditions.benchmark_generator import BenchmarkGenerator
 from ibnbench.conditions.imaging import condition_key
 from ibnbench.conditions.ops import finish
 from ibnbench.errors import UsageError
@@ -51,7 +52,11 @@ class Perturbation(Condition):
         return {"perturbation": self.perturbation, "seed": self.seed}
 
     def provenance(self) -> dict:
-        return {"generator": perturbations.GENERATOR, **self.params(), "frames": self.frame_count}
+        return {**self.params(), "frames": self.frame_count}
+
+    def benchmark_generator(self) -> BenchmarkGenerator:
+        """Computed on the fly to equal ``make_imagenet_p.py``'s frames."""
+        return BenchmarkGenerator("imagenet-p")
 
     def stream(self, x: torch.Tensor, index: torch.Tensor | None = None, difficulty: int = 1,
                start: int = 0, stop: int | None = None) -> Iterator[torch.Tensor]:

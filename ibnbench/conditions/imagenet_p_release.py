@@ -5,7 +5,7 @@ A :class:`ReleasedSequence` is a sequence condition like an on-the-fly perturbat
 yields a batch's frames one at a time, :meth:`ReleasedSequence.frames` returns them as ``(frames, N, C, S, S)``.
 Its batch is not a crop to perturb but the decoded videos ``[N, frames, 3, S, S]`` (each frame centre-cropped to
 the model's crop, not resized: the released frames are already the 224 centre crops), read by the loader from the
-perturbation's folder at the run's difficulty. Its record entry names the released files as its ``generator``."""
+perturbation's folder at the run's difficulty. Its record names the released videos as its ``generator``."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Iterator
 import torch
 
 from ibnbench.conditions.base import Condition
+from ibnbench.conditions.benchmark_generator import RELEASED, BenchmarkGenerator
 from ibnbench.conditions.perturbations import PERTURBATIONS, frame_count, is_noise
 from ibnbench.conditions.suite import Suite, canonical_json
 from ibnbench.data.imagenet_p_release import folder_names, is_released_p_tree, open_videos, released_folder
@@ -25,9 +26,6 @@ from ibnbench.errors import MissingFileError, UsageError
 if TYPE_CHECKING:
     from ibnbench.data.discovery import ValDataset
 
-RELEASED_GENERATOR = ("released files: hendrycks/robustness ImageNet-P videos (make_imagenet_p.py's frames, "
-                      "libx264 yuv420p), decoded with PyAV")
-"""What made a released ImageNet-P condition's frames, as a record names it."""
 RELEASED_FOLDERS = folder_names(PERTURBATIONS, [is_noise(name) for name in PERTURBATIONS])
 """Every folder name the released tree may hold (the 14 perturbations, the noise ones with ``_2`` and ``_3``)."""
 
@@ -58,8 +56,11 @@ class ReleasedSequence(Condition):
         return {"perturbation": self.perturbation, "folder": self.folder, "difficulty": self.difficulty}
 
     def provenance(self) -> dict:
-        return {"generator": RELEASED_GENERATOR, "perturbation": self.perturbation, "frames": self.frame_count,
-                "released": str(self.root / self.folder)}
+        return {"perturbation": self.perturbation, "frames": self.frame_count, "released": str(self.root / self.folder)}
+
+    def benchmark_generator(self) -> BenchmarkGenerator:
+        """The released videos, read as they are."""
+        return BenchmarkGenerator("imagenet-p", RELEASED)
 
     def source(self, dataset: ValDataset) -> ValDataset | None:
         """The videos of ``dataset``'s files in this condition's folder (every one must be there: fails before any

@@ -48,9 +48,6 @@ EXTRA_PERTURBATIONS = ("speckle_noise", "gaussian_blur", "spatter", "shear")
 """The 4 validation perturbations of ImageNet-P."""
 LABELS = {name: name.replace("_", " ").title() for name in TEST_PERTURBATIONS + EXTRA_PERTURBATIONS}
 """Each perturbation's display name (``"gaussian_noise"``: "Gaussian Noise")."""
-GENERATOR = ("ibnbench, on the fly on the device: the formulas of hendrycks/robustness "
-             "ImageNet-P/create_p/make_imagenet_p.py (PNG frames, no H.264)")
-"""What made an ImageNet-P condition's frames, as a record names it."""
 CROP = 224
 NOISE_STRENGTH = {"gaussian_noise": (0.03, 0.05, 0.08), "shot_noise": (300, 120, 60),
                   "speckle_noise": (0.05, 0.10, 0.15)}

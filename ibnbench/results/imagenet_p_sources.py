@@ -7,7 +7,7 @@ from pathlib import PurePosixPath
 
 import pandas as pd
 
-from ibnbench.conditions.imagenet_p_release import RELEASED_GENERATOR
+from ibnbench.conditions.benchmark_generator import RELEASED
 from ibnbench.errors import RecordError
 from ibnbench.results.perturbation_metrics import Stability, stability
 from ibnbench.results.predictions import for_record
@@ -21,7 +21,7 @@ def sequence_entries(record: Record) -> dict[str, dict]:
 
 def is_released(record: Record) -> bool:
     """Whether the record's ImageNet-P frames were read from the released videos."""
-    return any(c.get("generator") == RELEASED_GENERATOR for c in sequence_entries(record).values())
+    return record.generator.get("imagenet-p", {}).get("source") == RELEASED
 
 
 def record_stability(record: Record, model: str) -> dict[str, Stability]:
