@@ -15,10 +15,12 @@ holds the two equal)."""
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print (or write) the report of result records, each record file read once for all its parts."""
-    from ibnbench.results.loading import load_records
+    from ibnbench.results.loading import load_by_task
     from ibnbench.results.report import paper_warnings, report
 
-    records = load_records(args.results)
+    records, segmentation = load_by_task(args.results)
+    if segmentation:
+        return _report_segmentation(args, records, segmentation)
     text = report(records, format=args.format, vs=args.vs, output=args.output, ci=args.ci, pairs=args.pairs,
                   baseline=args.baseline, baseline_constants=args.baseline_constants,
                   allow_generator_mismatch=args.allow_generator_mismatch)
@@ -35,6 +37,30 @@ def cmd_report(args: argparse.Namespace) -> int:
         from ibnbench.results.plots import plot_reliability
 
         print(f"wrote {plot_reliability(records, args.reliability)}")
+    return 0
+
+
+def _report_segmentation(args: argparse.Namespace, records: list, segmentation: list) -> int:
+    """``report`` of segmentation records: their tables (``--vs paper``: beside the published numbers)."""
+    from ibnbench.errors import UsageError
+    from ibnbench.io import write_atomic
+    from ibnbench.results.segmentation_board import build_segmentation_report
+
+    if records:
+        raise UsageError(f"{records[0].path}: a classification record among segmentation records; report them apart")
+    options = {"--ci": args.ci, "--pairs": args.pairs, "--baseline": args.baseline,
+               "--baseline-constants": args.baseline_constants, "--plot": args.plot,
+               "--reliability": args.reliability, "--allow-generator-mismatch": args.allow_generator_mismatch}
+    given = [name for name, value in options.items() if value]
+    if given:
+        raise UsageError(f"{given[0]} applies to classification records; these are segmentation records")
+    built = build_segmentation_report(segmentation, vs=args.vs)
+    text = built.render(args.format)
+    if args.output:
+        write_atomic(args.output, text + "\n", what="report")
+    print(text if not args.output else f"wrote {args.output}")
+    for warning in built.warnings:
+        print(warning, file=sys.stderr)
     return 0
 
 

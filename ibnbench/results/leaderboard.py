@@ -1,4 +1,5 @@
-"""Leaderboards: records under ``leaderboards/records/`` become ``leaderboards/<suite>.md``."""
+"""Leaderboards: records under ``leaderboards/records/`` become ``leaderboards/<suite>.md`` (classification)
+and ``leaderboards/segmentation.md`` (segmentation)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,11 +9,11 @@ from tabulate import tabulate
 
 from ibnbench.errors import RecordError
 from ibnbench.io import write_atomic
-from ibnbench.results.loading import load_records, require_mergeable, results_frame
+from ibnbench.results.loading import load_by_task, require_mergeable, results_frame
 from ibnbench.results.pairs import cell_interval
 from ibnbench.results.record import Record, condition_labels, file_name
 
-from . import imagenet_c, paper
+from . import imagenet_c, paper, segmentation_board
 
 REFERENCE = "paper"  # the board of the paper's tables: paper.md
 
@@ -154,9 +155,10 @@ def _suite_board(chosen: list[Record], kind: str, root: Path) -> str:
 
 
 def build(root: str | Path = "leaderboards") -> list[Path]:
-    """Write one ``<suite>.md`` per suite found in ``root/records`` plus ``paper.md``; returns the files."""
+    """Write one ``<suite>.md`` per suite of the classification records found in ``root/records``,
+    ``segmentation.md`` for the segmentation records there, and ``paper.md``; returns the files."""
     root = Path(root)
-    records = load_records([root / "records"])
+    records, segmentation = load_by_task([root / "records"])
     written = []
     for suite in sorted({r.suite for r in records}):
         chosen = [r for r in records if r.suite == suite]
@@ -167,11 +169,15 @@ def build(root: str | Path = "leaderboards") -> list[Path]:
                 f"Suite hash(es): {', '.join(hashes)}. Rows marked subset ran on fewer than 50,000 images and are "
                 "not comparable with full-set numbers.\n\n" + _suite_board(chosen, kind, root)
                 + "\n")
-        if suite == REFERENCE:
-            raise RecordError(f"{chosen[0].path}: suite name {suite!r} would overwrite the paper's tables "
-                              f"({REFERENCE}.md)")
+        if suite in (REFERENCE, segmentation_board.BOARD):
+            raise RecordError(f"{chosen[0].path}: suite name {suite!r} would overwrite the "
+                              f"{'paper' if suite == REFERENCE else 'segmentation'} board ({suite}.md)")
         path = root / f"{file_name(suite, 'suite name', chosen[0].path)}.md"
         write_atomic(path, text)
+        written.append(path)
+    if segmentation:
+        path = root / f"{segmentation_board.BOARD}.md"
+        write_atomic(path, segmentation_board.board_markdown(segmentation, root.name))
         written.append(path)
     reference = root / f"{REFERENCE}.md"
     write_atomic(reference, "# IBN-Net paper, Tables 1-5 (reference)\n\nTop-1/top-5 error % on the full ImageNet "

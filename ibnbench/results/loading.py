@@ -13,21 +13,42 @@ import pandas as pd
 
 from ibnbench.errors import RecordError
 from ibnbench.results.comparability import comparability, generator_differences
-from ibnbench.results.record import Record, find_records, read_record
+from ibnbench.results.record import Record, find_records, read_json
+from ibnbench.results.segmentation_record import SegmentationRecord, is_segmentation_record
 
 
 def load_records(sources: Sequence[str | Path | Record]) -> list[Record]:
-    """Records from files and directories (``*.json`` below them), records already read passed through; a
-    record holding invalid numbers (NaN, out of range, no image scored) is refused, naming it: reports, boards
-    and plots show valid numbers only."""
+    """Classification records from files and directories (``*.json`` below them), records already read passed
+    through; a record holding invalid numbers (NaN, out of range, no image scored) is refused, naming it: reports,
+    boards and plots show valid numbers only. A segmentation record among them is refused, naming it."""
+    records, segmentation = load_by_task(sources)
+    if segmentation:
+        raise RecordError(f"{segmentation[0].path or 'record'}: a segmentation record; this command reads "
+                          "classification records (report and leaderboard read both)")
+    return records
+
+
+def load_by_task(sources: Sequence[str | Path | Record | SegmentationRecord]
+                 ) -> tuple[list[Record], list[SegmentationRecord]]:
+    """Classification and segmentation records (each file's ``"task"`` says which) from files and directories,
+    records already read passed through; classification records are checked as :func:`load_records` checks them."""
     records: list[Record] = []
+    segmentation: list[SegmentationRecord] = []
     for source in sources:
-        records.extend([source] if isinstance(source, Record) else map(read_record, find_records([source])))
-    if not records:
+        if isinstance(source, (Record, SegmentationRecord)):
+            (records if isinstance(source, Record) else segmentation).append(source)
+            continue
+        for path in find_records([source]):
+            data = read_json(path)
+            if is_segmentation_record(data):
+                segmentation.append(SegmentationRecord.from_dict(data, path=str(path)))
+            else:
+                records.append(Record.from_dict(data, path=str(path)))
+    if not records and not segmentation:
         raise RecordError(f"no result records found in {', '.join(map(str, sources))}")
     for record in records:
         require_valid(record)
-    return records
+    return records, segmentation
 
 
 def require_valid(record: Record) -> Record:

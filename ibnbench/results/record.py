@@ -298,6 +298,11 @@ def write_record(record: Record, path: str | os.PathLike) -> Path:
 
 def read_record(path: str | os.PathLike) -> Record:
     """Read and validate a record; a corrupt or foreign file raises :class:`RecordError`."""
+    return Record.from_dict(read_json(path), path=str(path))
+
+
+def read_json(path: str | os.PathLike) -> object:
+    """A record file's JSON document; an unreadable or corrupt file raises :class:`RecordError`."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -308,7 +313,7 @@ def read_record(path: str | os.PathLike) -> Record:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RecordError(f"{path}: corrupt record (invalid JSON at line {exc.lineno}: {exc.msg})") from None
-    return Record.from_dict(data, path=str(path))
+    return data
 
 
 def find_records(paths: list[str | os.PathLike]) -> list[Path]:

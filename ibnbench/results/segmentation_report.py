@@ -75,11 +75,12 @@ def table6(records: Sequence[SegmentationRecord], train_domains: Mapping[str, st
     return pd.DataFrame(rows).sort_values(["train", "test", "model"], kind="stable").reset_index(drop=True)
 
 
-def targets_table(records: Sequence[SegmentationRecord]) -> pd.DataFrame:
-    """RobustNet's shape: models x target datasets (mIoU under ``origin``), with the mean over the targets."""
+def targets_table(records: Sequence[SegmentationRecord], value: str = "miou") -> pd.DataFrame:
+    """RobustNet's shape: models x target datasets (mIoU under ``origin``, or ``value="pixel_accuracy"``), with
+    the mean over the targets."""
     frame = results_frame(records)
     frame = frame[frame.condition == ORIGIN]
-    table = frame.pivot_table(index="model", columns="dataset", values="miou", sort=False)
+    table = frame.pivot_table(index="model", columns="dataset", values=value, sort=False)
     table["mean"] = table.mean(axis=1)
     return table
 

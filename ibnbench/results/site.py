@@ -28,10 +28,13 @@ from ibnbench.io import make_folder, write_json_atomic
 from ibnbench.results import paper
 from ibnbench.results.imagenet_c import is_imagenet_c_bar
 from ibnbench.results.leaderboard import board_frames, c_bar_frames, c_bar_normaliser_at
-from ibnbench.results.loading import load_records
+from ibnbench.results.loading import load_by_task
 from ibnbench.results.plots import SWEEP_SUITES, plot_drops, plot_sweep
 from ibnbench.results.record import Record
 from ibnbench.results.report import table1
+from ibnbench.results.segmentation_board import NOTE, paper_sections, sections
+from ibnbench.results.segmentation_record import SegmentationRecord
+from ibnbench.results.segmentation_report import summary
 from ibnbench.zoo import model_info
 
 RESULT_COLUMNS = ["suite", "model", "dataset", "subset", "date", "mean drop top1"]  # the index's table of results
@@ -185,9 +188,9 @@ def build_site(records_dir: str | Path | Sequence[str | Path], out: str | Path) 
     build wrote, so that a rebuild replaces those files and removes the ones it no longer writes (pages of models
     no longer in the records) and never touches, overwrites or deletes anything else in ``out``."""
     sources = [records_dir] if isinstance(records_dir, (str, Path)) else list(records_dir)
-    records = load_records(sources)
+    records, segmentation = load_by_task(sources)
     out = Path(out)
-    inside = [r.path for r in records if out.resolve() in Path(r.path).resolve().parents]
+    inside = [r.path for r in [*records, *segmentation] if out.resolve() in Path(r.path).resolve().parents]
     if inside:
         raise UsageError(f"{out}: the site folder holds the records it is built from ({inside[0]}); "
                          "choose another folder, e.g. site/")
@@ -198,20 +201,22 @@ def build_site(records_dir: str | Path | Sequence[str | Path], out: str | Path) 
     make_folder(out, "site folder")
     staging = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
     try:
-        pages = _write_site(records, staging, Path(sources[0]).parent if len(sources) == 1 else None)
+        pages = _write_site(records, staging, Path(sources[0]).parent if len(sources) == 1 else None, segmentation)
         _move_in(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [out / page.relative_to(staging) for page in pages]
 
 
-def _write_site(records: list[Record], out: Path, board_root: Path | None = None) -> list[Path]:
+def _write_site(records: list[Record], out: Path, board_root: Path | None = None,
+                segmentation: Sequence[SegmentationRecord] = ()) -> list[Path]:
     """Every file of the site into the empty folder ``out``; returns the pages. ``board_root``: the leaderboard
-    folder (the records' parent), where baseline constants are looked up."""
+    folder (the records' parent), where baseline constants are looked up; ``segmentation``: segmentation records,
+    on a page of their own (:func:`_segmentation_pages`)."""
     for folder in FOLDERS:
         (out / folder).mkdir()
     env = _environment()
-    names = _publish_records(records, out / "records")
+    names = _publish_records([*records, *segmentation], out / "records")
 
     def page(path: str, template: str, **context) -> Path:
         target = out / path
@@ -230,13 +235,49 @@ def _write_site(records: list[Record], out: Path, board_root: Path | None = None
         sections = _model_sections(model, records, out / "models", names)
         pages.append(page(f"models/{slug(model)}.html", "model.html", model=model, family=family(model),
                           sections=sections))
+    if segmentation:
+        pages += _segmentation_pages(list(segmentation), names, page)
     pages.append(page("paper.html", "paper.html", tables=[
         _table(paper.table(n), title, index="row") for n, title in paper.titles().items()]))
     results = {"caption": "Every result: one row per suite, dataset and model", "columns": RESULT_COLUMNS,
                "rows": rows}
     pages.append(page("index.html", "index.html", suites=suites, results=results, models=models,
-                      families=sorted({r["family"] for r in rows})))
+                      families=sorted({r["family"] for r in rows}),
+                      segmentation_models=sorted({m for r in segmentation for m in r.models})))
     return pages
+
+
+def _segmentation_pages(records: list[SegmentationRecord], names: dict[int, str], page) -> list[Path]:
+    """``segmentation.html`` (the board's tables, the published numbers) and a page per segmentation model (its
+    runs' summary, provenance and record), written with ``page(path, template, **context)``."""
+    tables = [_table(table, title, index=table.index.name or "model") for title, table in sections(records)]
+    published = [{**_table(table, title, index="model (source's name)"), "source": source}
+                 for title, source, table in paper_sections()]
+    pages = [page("segmentation.html", "segmentation.html", tables=tables, published=published, note=NOTE,
+                  records=len(records))]
+    for model in sorted({m for r in records for m in r.models}):
+        runs = []
+        for record in (r for r in records if model in r.models):
+            own = dataclasses.replace(record, results=[row for row in record.results if row["model"] == model])
+            runs.append({"numbers": _table(summary([own]), f"{model}: mIoU % [95% interval] / pixel accuracy % "
+                                           "(mIoU drop against origin)", "condition / dataset"),
+                         "suite": record.suite, "record": names[id(record)],
+                         "provenance": _segmentation_provenance(record, model)})
+        pages.append(page(f"models/{slug(model)}.html", "segmentation_model.html", model=model, family=family(model),
+                          runs=runs))
+    return pages
+
+
+def _segmentation_provenance(record: SegmentationRecord, model: str) -> list[tuple[str, str]]:
+    env, weights = record.environment, record.models.get(model, {})
+    return [("weights", f"{weights.get('weights', '?')}, sha256 {weights.get('sha256') or 'none (random)'}"),
+            ("datasets", "; ".join(f"{name}: fingerprint {d.get('sha256', '?')}"
+                                   for name, d in record.datasets.items())),
+            ("suite", f"{record.suite}, sha256 {record.suite_hash}"),
+            ("inference", ", ".join(f"{k} {v}" for k, v in record.inference.items())),
+            ("environment", ", ".join(f"{k} {env[k]}" for k in ("ibnbench", "torch", "device_name", "dtype")
+                                      if k in env)),
+            ("date", record.created or "?")]
 
 
 def _previous_build(out: Path) -> set[str]:
