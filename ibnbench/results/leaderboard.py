@@ -1,5 +1,5 @@
 """Leaderboards: records under ``leaderboards/records/`` become ``leaderboards/<suite>.md`` (classification)
-and ``leaderboards/segmentation.md`` (segmentation)."""
+and ``segmentation.md`` beside them (segmentation records)."""
 from __future__ import annotations
 
 from pathlib import Path
