@@ -159,3 +159,11 @@ def test_a_dataset_name_measured_on_other_data_is_kept_apart(board):
     targets = sections([first, second])[0][1]
     assert list(targets.columns) == ["cityscapes", "gta5 @" + first.datasets["gta5"]["sha256"][:8], "gta5 @ffffffff",
                                      "mean"]
+
+
+def test_a_classification_suite_named_segmentation_does_not_overwrite_the_board(tmp_path, capsys):
+    record = make_record({"resnet50": {"origin": (24.0, 7.0)}})
+    record.suite = "segmentation"
+    write_record(record, tmp_path / "records" / "r.json")
+    assert main(["leaderboard", "build", "--root", str(tmp_path)]) == 2
+    assert "would overwrite the segmentation board (segmentation.md)" in capsys.readouterr().err

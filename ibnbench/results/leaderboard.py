@@ -170,8 +170,8 @@ def build(root: str | Path = "leaderboards") -> list[Path]:
                 "not comparable with full-set numbers.\n\n" + _suite_board(chosen, kind, root)
                 + "\n")
         if suite in (REFERENCE, segmentation_board.BOARD):
-            raise RecordError(f"{chosen[0].path}: suite name {suite!r} would overwrite the "
-                              f"{'paper' if suite == REFERENCE else 'segmentation'} board ({suite}.md)")
+            board = "the paper's tables" if suite == REFERENCE else "the segmentation board"
+            raise RecordError(f"{chosen[0].path}: suite name {suite!r} would overwrite {board} ({suite}.md)")
         path = root / f"{file_name(suite, 'suite name', chosen[0].path)}.md"
         write_atomic(path, text)
         written.append(path)
