@@ -109,6 +109,13 @@ def test_board_per_difficulty_ranked_by_mean_fp_then_by_mfr_with_the_constants(b
                                        for m in ranked]
     assert column(first, "FR Tilt") == [f"{200 * scores[m]['tilt'][0]:.2f}" for m in ranked]
     assert "mFR %" not in second[0]  # the constants are at difficulty 1, this table at 2
+    constants = board / "baselines" / "imagenet-p.toml"
+    constants.write_text(constants.read_text().replace("difficulty = 1\n", ""))  # constants for any difficulty
+    leaderboard.build(board)
+    second = tables((board / "imagenet-p.md").read_text())[1]
+    ranked = sorted(MODELS, key=lambda m: (round(200 * rotate_2[m]["rotate"][0], 2), m))
+    assert column(second, "mFR %") == ["-", "-"]  # not all 10 test perturbations ran
+    assert column(second, "FR Rotate") == [f"{200 * rotate_2[m]['rotate'][0]:.2f}" for m in ranked]
 
 
 def test_site_suite_page_shows_the_boards_scores_and_model_pages_the_fp_figure(board, tmp_path):

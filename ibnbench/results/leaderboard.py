@@ -83,9 +83,9 @@ def _cell(row: pd.Series) -> str:
 
 
 def _markdown(tables: list[pd.DataFrame]) -> str:
-    """Score tables (numbers to 2 decimals, '-' where not defined) as markdown, one after another."""
-    return "\n\n".join(tabulate(table, headers="keys", tablefmt="github", showindex=False, floatfmt=".2f",
-                                missingval="-") for table in tables)
+    """Score tables (numbers to 2 decimals, '-' where not defined: None or NaN) as markdown, one after another."""
+    return "\n\n".join(tabulate(table.astype(object).where(table.notna(), None), headers="keys", tablefmt="github",
+                                showindex=False, floatfmt=".2f", missingval="-") for table in tables)
 
 
 def _imagenet_c_board(records: list[Record]) -> str:
