@@ -174,6 +174,18 @@ def run_released(root: Path, output: Path, difficulty: int = 2):
                         preprocessing=["resize=64,crop=64"], weights=["random"], output=output)
 
 
+def clean_val(val: Path) -> Path:
+    """A val folder of 4 smooth pictures named as the released tree's videos (the same wnids and file stems)."""
+    from PIL import Image
+
+    for w, wnid in enumerate(WNIDS):
+        for v in range(2):
+            (val / wnid).mkdir(parents=True, exist_ok=True)
+            image = Image.fromarray(smooth_frames(w * 2 + v, 1, P_SIDE)[0])
+            image.save(val / wnid / f"ILSVRC2012_val_{w * 2 + v + 1:08d}.JPEG")
+    return val
+
+
 def test_released_route_fp_equals_the_metrics_on_predictions_made_here(released_31, tmp_path):
     from helpers.tiny import tiny_classifier
 
@@ -205,17 +217,10 @@ def test_released_route_fp_equals_the_metrics_on_predictions_made_here(released_
 
 
 def test_released_vs_on_the_fly_table_and_its_refusals(released_31, tmp_path):
-    from PIL import Image
-
     from ibnbench.errors import RecordError
     from ibnbench.results.imagenet_p_sources import record_stability, released_vs_on_the_fly
 
-    val = tmp_path / "val"
-    for w, wnid in enumerate(WNIDS):
-        for v in range(2):
-            (val / wnid).mkdir(parents=True, exist_ok=True)
-            image = Image.fromarray(smooth_frames(w * 2 + v, 1, P_SIDE)[0])
-            image.save(val / wnid / f"ILSVRC2012_val_{w * 2 + v + 1:08d}.JPEG")
+    val = clean_val(tmp_path / "val")
     released = run_released(released_31, tmp_path / "released.json")
     fly = run_released(val, tmp_path / "fly.json")
     table = released_vs_on_the_fly(fly, released)
@@ -230,3 +235,48 @@ def test_released_vs_on_the_fly_table_and_its_refusals(released_31, tmp_path):
     from ibnbench.results.loading import require_mergeable  # a report never mixes the two sources silently
     with pytest.raises(RecordError, match="generators differ: imagenet-p"):
         require_mergeable([fly, released])
+
+
+def test_report_released_vs_on_the_fly_route_and_its_refusals(released_31, tmp_path, capsys):
+    """`report FLY RELEASED --released-vs-on-the-fly` (either order, no --allow-generator-mismatch): FP per
+    perturbation from both sources equal test.py's flip_prob (transcribed) on each sidecar's frames; wrong records
+    and options that do not apply are refused in one line; a plain report of the two is refused as before."""
+    from helpers.imagenet_p_reference import flip_prob
+
+    from ibnbench.cli import main
+    from ibnbench.results.predictions import for_record
+    from ibnbench.results.record import read_record
+
+    val = clean_val(tmp_path / "val")
+    released, fly = tmp_path / "released.json", tmp_path / "fly.json"
+    run_released(released_31, released)
+    run_released(val, fly)
+    capsys.readouterr()
+    fp = {path: {name: 100 * flip_prob(for_record(read_record(path)).sequence(TINY, name)[..., 0], 2,
+                                       "noise" in name) for name in ("gaussian_noise", "rotate")}
+          for path in (fly, released)}
+    for order in ((fly, released), (released, fly)):
+        assert main(["report", *map(str, order), "--released-vs-on-the-fly"]) == 0
+        text = capsys.readouterr().out
+        assert f"### ImageNet-P FP of {TINY} at difficulty 2: on the fly vs the released videos" in text
+        rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+                for line in text.splitlines() if line.startswith("| ") and "perturbation" not in line}
+        for name in ("gaussian_noise", "rotate"):
+            assert rows[name] == [f"{fp[fly][name]:.2f}", f"{fp[released][name]:.2f}",
+                                  f"{fp[fly][name] - fp[released][name]:.2f}"]
+    fly_1 = tmp_path / "fly1.json"
+    run_released(val, fly_1, difficulty=1)
+    capsys.readouterr()
+    refused = {(str(fly),): "takes two records, one made on the fly and one of the released videos (got 1)",
+               (str(fly), str(fly_1)): "both records hold frames made on the fly",
+               (str(fly_1), str(released)): "difficulties differ",
+               (str(fly), str(released), "--ci"): "--ci does not apply to --released-vs-on-the-fly",
+               (str(fly), str(released), "--model", "alexnet"): "has no model 'alexnet'"}
+    for args, message in refused.items():
+        assert main(["report", *args, "--released-vs-on-the-fly"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (args, err)
+    assert main(["report", str(fly), str(released), "--model", TINY]) == 2
+    assert "--model applies only with --released-vs-on-the-fly" in capsys.readouterr().err
+    assert main(["report", str(fly), str(released)]) == 2
+    assert "generators differ: imagenet-p" in capsys.readouterr().err

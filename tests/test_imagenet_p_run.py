@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers.imagenet_p_reference import flip_prob, ranking_dist
 from helpers.tiny import tiny_classifier
 
 import ibnbench
@@ -97,32 +98,6 @@ def test_frames_do_not_depend_on_batch_size_or_resume_point(three_val, tmp_path)
         assert np.array_equal(other.top5, whole.top5) and np.array_equal(other.flips, whole.flips)
 
 
-def _flip_prob(top1: np.ndarray, difficulty: int, noise: bool) -> float:
-    """test.py's flip_prob, transcribed: per sequence, the mean of the top-1 changes against frame 0 (noise) or
-    between frames `difficulty` apart; the mean over sequences."""
-    result = 0.0
-    for vid in top1:
-        if noise:
-            result += np.mean(vid[1:] != vid[0])
-        else:
-            result += np.mean([vid[i] != vid[i - difficulty] for i in range(difficulty, len(vid))])
-    return result / len(top1)
-
-
-def _ranking_dist(top5: np.ndarray, difficulty: int, noise: bool) -> float:
-    """test.py's ranking_dist(mode='top5'), transcribed with the same pairs as _flip_prob."""
-    result = 0.0
-    for vid in top5:
-        pairs = [(0, i) for i in range(1, len(vid))] if noise else [(i - difficulty, i)
-                                                                    for i in range(difficulty, len(vid))]
-        distances = []
-        for a, b in pairs:
-            after = list(vid[b])
-            distances.append(sum(abs(k - (after.index(c) if c in after else 5)) for k, c in enumerate(vid[a])))
-        result += np.mean(distances)
-    return result / len(top5)
-
-
 def test_sidecar_flips_are_the_stored_frames_changes_at_difficulty_2(three_val):
     conditions = [c for c in ibnbench.load_suite("imagenet-p") if c.id in ("gaussian_noise", "rotate")]
     sequences = _evaluate(three_val, conditions, batch_size=3, difficulty=2).predictions.sequences
@@ -165,9 +140,9 @@ def test_run_and_report_fp_t5d_and_mfr_against_a_baseline(three_val, tmp_path, c
     assert {c.get("difficulty") for c in record.conditions[1:]} == {1}
     assert record.generator["imagenet-p"]["source"] == ON_THE_FLY  # what check/compare/report compare records by
     sequences = for_record(record)
-    fp = {m: {p: _flip_prob(sequences.sequence(m, p)[..., 0], 1, "noise" in p) for p in
+    fp = {m: {p: flip_prob(sequences.sequence(m, p)[..., 0], 1, "noise" in p) for p in
               perturbations.TEST_PERTURBATIONS} for m in (TINY, OTHER)}
-    t5d = {m: {p: _ranking_dist(sequences.sequence(m, p), 1, "noise" in p) for p in perturbations.TEST_PERTURBATIONS}
+    t5d = {m: {p: ranking_dist(sequences.sequence(m, p), 1, "noise" in p) for p in perturbations.TEST_PERTURBATIONS}
            for m in (TINY, OTHER)}
     capsys.readouterr()
     assert main(["report", str(out), "--baseline", OTHER]) == 0

@@ -109,6 +109,7 @@ def test_cityscapes_c_run_applies_each_corruption_at_the_image_size(cityscapes, 
         assert np.array_equal(record.confusion(TINY, condition, "cityscapes"),
                               reference_confusion(cityscapes, corruption)), condition
     assert [c["id"] for c in record.conditions] == CITYSCAPES_C and record.task == "segmentation"
+    assert record.generator["imagenet-c"]["source"] == "on-the-fly"  # Cityscapes-C names its generator too
 
 
 def test_interrupted_run_resumes_to_identical_matrices(cityscapes, tmp_path, monkeypatch):

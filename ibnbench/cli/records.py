@@ -21,6 +21,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     records, segmentation = load_by_task(args.results)
     if segmentation:
         return _report_segmentation(args, records, segmentation)
+    if args.released_vs_on_the_fly or args.model:
+        return _report_sources(records, args)
     text = report(records, format=args.format, vs=args.vs, output=args.output, ci=args.ci, pairs=args.pairs,
                   baseline=args.baseline, baseline_constants=args.baseline_constants,
                   allow_generator_mismatch=args.allow_generator_mismatch)
@@ -50,7 +52,8 @@ def _report_segmentation(args: argparse.Namespace, records: list, segmentation: 
         raise UsageError(f"{records[0].path}: a classification record among segmentation records; report them apart")
     options = {"--ci": args.ci, "--pairs": args.pairs, "--baseline": args.baseline,
                "--baseline-constants": args.baseline_constants, "--plot": args.plot,
-               "--reliability": args.reliability, "--allow-generator-mismatch": args.allow_generator_mismatch}
+               "--reliability": args.reliability, "--allow-generator-mismatch": args.allow_generator_mismatch,
+               "--released-vs-on-the-fly": args.released_vs_on_the_fly, "--model": args.model}
     given = [name for name, value in options.items() if value]
     if given:
         raise UsageError(f"{given[0]} applies to classification records; these are segmentation records")
@@ -61,6 +64,30 @@ def _report_segmentation(args: argparse.Namespace, records: list, segmentation: 
     print(text if not args.output else f"wrote {args.output}")
     for warning in built.warnings:
         print(warning, file=sys.stderr)
+    return 0
+
+
+SOURCES_ONLY = ("vs", "baseline", "baseline_constants", "plot", "reliability", "ci", "pairs",
+                "allow_generator_mismatch")
+"""``report`` options that do not apply to ``--released-vs-on-the-fly``."""
+
+
+def _report_sources(records: list, args: argparse.Namespace) -> int:
+    """``report FLY RELEASED --released-vs-on-the-fly [--model M]``: ImageNet-P's FP from both sources."""
+    from ibnbench.errors import UsageError
+    from ibnbench.io import write_atomic
+    from ibnbench.results.imagenet_p_sources import sources_report
+
+    if not args.released_vs_on_the_fly:
+        raise UsageError("--model applies only with --released-vs-on-the-fly")
+    given = [name for name in SOURCES_ONLY if getattr(args, name)]
+    if given:
+        raise UsageError(f"--{given[0].replace('_', '-')} does not apply to --released-vs-on-the-fly (one model's "
+                         "FP from the two sources)")
+    text = sources_report(records, args.model).render(args.format)
+    if args.output:
+        write_atomic(args.output, text + "\n", what="report")
+    print(text if not args.output else f"wrote {args.output}")
     return 0
 
 
@@ -180,7 +207,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", metavar="PNG", type=non_empty_path,
                    help="also draw the drops as grouped bars (top-1 and top-5 panels); records of the sweep suite "
                         "give robustness curves instead (at PNG, or at <stem>-sweep.png beside it when both kinds are "
-                        "given); drops carry their paired 95%% (Tango) intervals as error bars")
+                        "given); drops carry their paired 95%% (Tango) intervals as error bars; ImageNet-P records "
+                        "give their flip probability per perturbation with its Clopper-Pearson 95%% interval")
     p.add_argument("--ci", action="store_true",
                    help="add top-1 and top-5 tables: each error with its Clopper-Pearson 95%% interval, each drop with "
                         "its paired (Tango) interval, McNemar's p against origin (and Holm-adjusted), and the ECE with "
@@ -191,6 +219,12 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reliability", metavar="PNG", type=non_empty_path,
                    help="draw reliability diagrams (accuracy vs confidence, 15 bins, ECE and its intervals in the "
                         "legend) from the stored predictions of schema-2 records")
+    p.add_argument("--released-vs-on-the-fly", action="store_true",
+                   help="of two ImageNet-P records of one model, one made on the fly and one of the released videos "
+                        "(either order; same weights, difficulty and images), print FP per perturbation from both "
+                        "sources and their difference (no --allow-generator-mismatch needed)")
+    p.add_argument("--model", metavar="MODEL",
+                   help="with --released-vs-on-the-fly: the model to compare (default: the one both records hold)")
     _add_generator_mismatch(p)
     p.set_defaults(func=cmd_report)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ibnbench.conditions.base import Identity
+from ibnbench.conditions.benchmark_generator import record_generator
 from ibnbench.conditions.suite import Suite
 from ibnbench.data.segmentation import ACDC_CONDITIONS, SegmentationDataset, open_segmentation
 from ibnbench.errors import UsageError
@@ -201,5 +202,6 @@ def _record(suite: Suite | None, not_run: list[str], conditions: Sequence, datas
                   for k, d in datasets.items()},
         models={n: {"model": n, **m.ibnbench_weights.as_dict()} for n, m in built.items()},
         inference=inference.as_dict(), environment=env, timing=result.timing, results=rows,
-        files={k: list(d.files) for k, d in datasets.items()}, created=created_now())
+        files={k: list(d.files) for k, d in datasets.items()}, generator=record_generator(conditions),
+        created=created_now())
     return record, statistics

@@ -65,7 +65,7 @@ class Baseline:
     t5d: Mapping[str, float]
 
 
-def _difficulty(records: Sequence[Record]) -> int:
+def difficulty_of(records: Sequence[Record]) -> int:
     """The one difficulty of the records' perturbations; records at different ones are refused."""
     found = {(c.get("difficulty", 1)): r.path or "record" for r in records for c in r.conditions
              if "perturbation" in c and not c.get("not_run")}
@@ -78,7 +78,7 @@ def _difficulty(records: Sequence[Record]) -> int:
 def scores(records: Sequence[Record]) -> tuple[Scores, int]:
     """FP and T5D of every model on every perturbation of the records (later records override earlier ones for a
     model), and the difficulty; from the stored frames of each record's sidecar."""
-    difficulty = _difficulty(records)
+    difficulty = difficulty_of(records)
     out: Scores = {}
     for record in records:
         sequences = for_record(record)
@@ -111,11 +111,26 @@ def read_baseline_constants(path: str | Path, difficulty: int) -> Baseline:
     """The baseline of a constants file (see the module docstring), checked by
     :func:`~ibnbench.results.baselines.read_baseline_constants` (numbers above 0 for known perturbations), and
     against the records' ``difficulty`` when the file names one."""
-    constants = baselines.read_baseline_constants(path, P_SUITES, {"fp": PERTURBATIONS, "t5d": PERTURBATIONS},
-                                                  settings=("difficulty",), per_severity=False)
+    constants = _constants(path)
     made_at = constants.settings.get("difficulty", difficulty)
     if made_at != difficulty:
         raise UsageError(f"--baseline-constants {path}: made at difficulty {made_at}, the records at {difficulty}")
+    return _from_constants(constants)
+
+
+def board_baseline(path: str | Path, difficulty: int) -> Baseline | None:
+    """The baseline of a leaderboard's constants file for its board at ``difficulty``: None when the file names
+    another difficulty (that board stays unnormalised), the constants when it names this one or none."""
+    constants = _constants(path)
+    return _from_constants(constants) if constants.settings.get("difficulty", difficulty) == difficulty else None
+
+
+def _constants(path: str | Path) -> baselines.BaselineConstants:
+    return baselines.read_baseline_constants(path, P_SUITES, {"fp": PERTURBATIONS, "t5d": PERTURBATIONS},
+                                             settings=("difficulty",), per_severity=False)
+
+
+def _from_constants(constants: baselines.BaselineConstants) -> Baseline:
     return Baseline(f"constants {constants.label}", constants.tables.get("fp", {}), constants.tables.get("t5d", {}))
 
 
@@ -180,6 +195,17 @@ def summary_table(found: Scores, baseline: Baseline | None) -> pd.DataFrame:
     table = pd.DataFrame.from_dict(rows, orient="index").astype(float)  # None (not defined) as NaN, shown "-"
     table.index.name = "model"
     return table
+
+
+def perturbation_columns(by_name: Mapping[str, Stability], baseline: Baseline | None) -> dict[str, float | None]:
+    """A board row's values per perturbation run (test ones first): ``FP <label>`` (%) and, with a ``baseline``,
+    ``FR <label>`` (%, None where the baseline's FP is 0)."""
+    order = [p for p in PERTURBATIONS if p in by_name]
+    columns: dict[str, float | None] = {f"FP {LABELS[p]}": 100 * by_name[p].fp for p in order}
+    if baseline is not None:
+        fr = _ratios({p: by_name[p].fp for p in order}, baseline.fp)
+        columns.update({f"FR {LABELS[p]}": fr.get(p) for p in order})
+    return columns
 
 
 def fp_frame(found: Scores) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from ibnbench.results.loading import load_by_task, require_mergeable, results_fr
 from ibnbench.results.pairs import cell_interval
 from ibnbench.results.record import Record, condition_labels, file_name
 
-from . import imagenet_c, paper, segmentation_board
+from . import imagenet_c, imagenet_p, paper, segmentation_board
 
 REFERENCE = "paper"  # the board of the paper's tables: paper.md
 
@@ -83,6 +83,12 @@ def _cell(row: pd.Series) -> str:
     return " / ".join(parts)
 
 
+def _markdown(tables: list[pd.DataFrame]) -> str:
+    """Score tables (numbers to 2 decimals, '-' where not defined: None or NaN) as markdown, one after another."""
+    return "\n\n".join(tabulate(table.astype(object).where(table.notna(), None), headers="keys", tablefmt="github",
+                                showindex=False, floatfmt=".2f", missingval="-") for table in tables)
+
+
 def _imagenet_c_board(records: list[Record]) -> str:
     """ImageNet-C records ranked by mCE (lowest first), one section per dataset fingerprint."""
     rows = []
@@ -93,9 +99,7 @@ def _imagenet_c_board(records: list[Record]) -> str:
                imagenet_c.MEAN_ERROR: result["mean_error"], imagenet_c.CLEAN_ERROR: result["clean_error"]}
         row.update({f"CE {imagenet_c.LABELS[n]}": result["ce"].get(n) for n in imagenet_c.ALEXNET_ERRORS})
         rows.append((dataset, row))
-    return "\n\n".join(tabulate(table, headers="keys", tablefmt="github", showindex=False, floatfmt=".2f",
-                                missingval="-") for table in _tables(rows, [imagenet_c.MCE, "model"],
-                                                                     na_position="last"))
+    return _markdown(_tables(rows, [imagenet_c.MCE, "model"], na_position="last"))
 
 
 C_BAR_BASELINE = Path("baselines") / "imagenet-c-bar.toml"
@@ -129,8 +133,57 @@ def c_bar_frames(records: list[Record], normaliser: dict[str, float] | None) -> 
     return _tables(rows, by, na_position="last")
 
 
-def _how(chosen: list[Record], baseline: Path) -> tuple[str, str]:
-    """How a suite's board is ranked (the sentence) and which board it is: "c", "c-bar" or the plain one."""
+P_BASELINE = Path("baselines") / "imagenet-p.toml"
+"""Where, under the leaderboard folder, ImageNet-P's baseline constants are read from when present (the
+``--baseline-constants`` format): the boards at their difficulty (any, when the file names none) then show FR, mFR
+and mT5D."""
+P_RANKING = ("mFR %", "mean FP %")  # the ImageNet-P board's ranking column with and without a baseline
+
+
+def p_constants_at(root: str | Path) -> Path | None:
+    """The ImageNet-P baseline constants file of the leaderboard folder ``root`` (:data:`P_BASELINE`), None
+    without."""
+    path = Path(root) / P_BASELINE
+    return path if path.is_file() else None
+
+
+def p_frames(records: list[Record], constants: Path | None) -> list[pd.DataFrame]:
+    """ImageNet-P records, one table per difficulty and dataset fingerprint (records at different difficulties are
+    never ranked together): a row per model with its difficulty, unnormalised mean FP (%) and T5D and FP per
+    perturbation, ranked by the mean FP (lowest first); where the ``constants`` file applies to the difficulty
+    (:func:`~ibnbench.results.imagenet_p.board_baseline`), with mFR and mT5D first and FR per perturbation, ranked by
+    mFR."""
+    by_difficulty: dict[int, list[Record]] = {}
+    for record in records:
+        by_difficulty.setdefault(imagenet_p.difficulty_of([record]), []).append(record)
+    tables = []
+    for difficulty, chosen in sorted(by_difficulty.items()):
+        baseline = imagenet_p.board_baseline(constants, difficulty) if constants is not None else None
+        found: dict[str, imagenet_p.Scores] = {}
+        rows = []
+        for dataset, model, group in _model_groups(chosen):
+            if dataset not in found:
+                same_data = [r for r in chosen if str(r.dataset.get("sha256", "")) == dataset]
+                found[dataset] = imagenet_p.scores(same_data)[0]
+            summary = imagenet_p.summary_table(found[dataset], baseline).loc[model]
+            means = summary[[*summary.index[2:], *summary.index[:2]]].to_dict()  # mFR and mT5D first, if there
+            rows.append((dataset, {**_identity(dataset, model, group), "difficulty": difficulty, **means,
+                                   **imagenet_p.perturbation_columns(found[dataset][model], baseline)}))
+        tables += _tables(rows, [P_RANKING[baseline is None], "model"], na_position="last")
+    return tables
+
+
+def _how(chosen: list[Record], root: Path) -> tuple[str, str]:
+    """How a suite's board is ranked (the sentence) and which board it is: "c", "c-bar", "p" or the plain one."""
+    baseline = root / C_BAR_BASELINE
+    if imagenet_p.is_imagenet_p(chosen):
+        normalised = (f"ranked by mFR (FR: FP / the baseline's in `{P_BASELINE.name}`; mFR and mT5D: means of FR "
+                      "and the T5D ratio over the 10 test perturbations, '-' unless all 10 ran) where the constants "
+                      "are at the table's difficulty, else" if p_constants_at(root) else
+                      f"no mFR (put baseline constants in `{P_BASELINE.as_posix()}`):")
+        return (f"One table per difficulty and dataset, never ranked together; FP: flip probability % per "
+                f"perturbation, T5D: top-5 distance; {normalised} ranked by the unnormalised mean FP over the test "
+                "perturbations run.", "p")
     if imagenet_c.is_imagenet_c(chosen):
         return ("Cells: %; ranked by mCE (CE: top-1 error summed over the 5 severities / AlexNet's; mCE: mean CE "
                 "over the 15 corruptions, '-' unless all 15 x 5 ran). The unnormalised mean error is not an mCE.", "c")
@@ -148,9 +201,10 @@ def _suite_board(chosen: list[Record], kind: str, root: Path) -> str:
     """The board of one suite's records (``kind`` from :func:`_how`) in the leaderboard folder ``root``."""
     if kind == "c":
         return _imagenet_c_board(chosen)
+    if kind == "p":
+        return _markdown(p_frames(chosen, p_constants_at(root)))
     if kind == "c-bar":
-        return "\n\n".join(tabulate(table, headers="keys", tablefmt="github", showindex=False, floatfmt=".2f",
-                                    missingval="-") for table in c_bar_frames(chosen, c_bar_normaliser_at(root)))
+        return _markdown(c_bar_frames(chosen, c_bar_normaliser_at(root)))
     return _board(chosen)
 
 
@@ -163,7 +217,7 @@ def build(root: str | Path = "leaderboards") -> list[Path]:
     for suite in sorted({r.suite for r in records}):
         chosen = [r for r in records if r.suite == suite]
         hashes = sorted({r.suite_hash[:12] for r in chosen})
-        how, kind = _how(chosen, root / C_BAR_BASELINE)
+        how, kind = _how(chosen, root)
         text = (f"# Leaderboard: suite `{suite}`\n\nGenerated by `ibnbench leaderboard build` from "
                 f"`{root.name}/records/`. {how} "
                 f"Suite hash(es): {', '.join(hashes)}. Rows marked subset ran on fewer than 50,000 images and are "

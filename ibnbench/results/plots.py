@@ -1,4 +1,5 @@
-"""Result plots: Table-1 drops as grouped bars, and robustness curves for records of the ``sweep`` suite.
+"""Result plots: Table-1 drops as grouped bars, robustness curves for records of the ``sweep`` suite, and
+ImageNet-P's flip probability per perturbation as grouped bars.
 
 Plots read records, never run models, and draw with matplotlib's headless Agg backend. A curve's x
 value (the severity) comes from the suite definition of each condition (its ``op`` and ``params()``),
@@ -12,12 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
+from ibnbench.conditions.perturbations import LABELS, PERTURBATIONS
 from ibnbench.conditions.suite import Suite, read_suite
 from ibnbench.errors import RecordError, UsageError
 from ibnbench.io import write_atomic
-from ibnbench.results import stats
+from ibnbench.results import imagenet_p, stats
 from ibnbench.results.loading import load_records, require_mergeable, results_frame
 from ibnbench.results.pairs import paired_drop
 from ibnbench.results.record import Record, condition_labels
@@ -213,6 +216,42 @@ def plot_drops(records: Sequence[Record], path: str | Path, top5: bool = True) -
     return save_figure(fig, path)
 
 
+def fp_figure(records: Sequence[Record]):
+    """ImageNet-P's flip probability as grouped bars (a matplotlib figure): x the perturbations run, one bar per
+    model, y FP (%) with its Clopper-Pearson 95% interval as error bars, from the records' stored frames."""
+    plt = pyplot()
+    found, difficulty = imagenet_p.scores(records)
+    frame = imagenet_p.fp_frame(found)
+    if frame.empty:
+        raise RecordError("nothing to plot: the records hold no ImageNet-P perturbation")
+    names = [p for p in PERTURBATIONS if p in set(frame.perturbation)]
+    models = list(found)
+    colors = _model_colors(models)
+    width = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(min(22.0, max(7.0, 3.0 + 0.45 * len(names) * len(models))), 4.6))
+    for i, model in enumerate(models):
+        part = frame[frame.model == model].set_index("perturbation").reindex(names)
+        fp = part.fp.to_numpy(dtype=float)
+        below = np.clip(fp - part.fp_low.to_numpy(dtype=float), 0, None)
+        above = np.clip(part.fp_high.to_numpy(dtype=float) - fp, 0, None)
+        ax.bar([k + (i - (len(models) - 1) / 2) * width for k in range(len(names))], fp, width, label=model,
+               color=colors[model], yerr=[below, above], capsize=3, error_kw={"elinewidth": 0.8, "ecolor": "black"})
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([LABELS[p] for p in names], rotation=30, ha="right", rotation_mode="anchor")
+    ax.set_xlabel("perturbation")
+    ax.set_ylabel("flip probability FP (%)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle(f"ImageNet-P flip probability per perturbation (difficulty {difficulty}, {_n_images(records)} "
+                 "images; bars: Clopper-Pearson 95% intervals)")
+    return fig
+
+
+def plot_fp(records: Sequence[Record], path: str | Path) -> Path:
+    """:func:`fp_figure` of the ImageNet-P ``records`` written to ``path``."""
+    return save_figure(fp_figure(records), path)
+
+
 def plot_reliability(records: Sequence[Record], path: str | Path, bins: int = stats.ECE_BINS) -> Path:
     """Reliability diagrams from the stored predictions: one panel per model, top-1 accuracy against mean
     confidence in ``bins`` equal-width bins for each condition, the diagonal for perfect calibration, the
@@ -312,9 +351,12 @@ def plot_report(results: Sequence[str | Path | Record], path: str | Path) -> lis
     """``ibnbench report RECORDS --plot PATH`` as a function: the drop chart of the records (files,
     directories or records already read) at ``path``;
     records of a severity-grid suite (``sweep``) give robustness curves instead, at ``path`` when they are
-    all there is, else at ``<stem>-sweep<suffix>`` beside it. Returns the files written."""
+    all there is, else at ``<stem>-sweep<suffix>`` beside it; ImageNet-P records give their flip probability per
+    perturbation (:func:`plot_fp`). Returns the files written."""
     records = load_records(results)
     require_mergeable(records)
+    if imagenet_p.is_imagenet_p(records):
+        return [plot_fp(records, path)]
     sweeps = [r for r in records if r.suite in SWEEP_SUITES]
     others = [r for r in records if r.suite not in SWEEP_SUITES]
     path = Path(path)

@@ -235,7 +235,8 @@ def render(table: pd.DataFrame, fmt: str = "markdown") -> str:
     return tabulate(table.map(_as_text), headers="keys", tablefmt=tablefmt, disable_numparse=True)
 
 
-def _provenance(record: Record) -> str:
+def provenance(record: Record) -> str:
+    """The report's line naming where ``record``'s numbers come from (file, suite, images, data, device, date)."""
     ds = record.dataset
     subset = " (subset)" if ds.get("subset") else ""
     return (f"- {Path(record.path).name if record.path else 'record'}: suite {record.suite}@{record.suite_hash[:8]}, "
@@ -322,7 +323,7 @@ def build_report(records: Sequence[Record], vs: str | None = None, ci: bool = Fa
     if vs not in (None, "paper"):
         raise UsageError(f"--vs accepts only 'paper', not {vs!r}")
     mismatch = require_mergeable(records, allow_generator_mismatch)
-    footer = "\n".join([*(_provenance(r) for r in records), *mismatch])
+    footer = "\n".join([*(provenance(r) for r in records), *mismatch])
     against_paper = tuple(paper_warnings(records)) if vs == "paper" else ()
     corruption_note = _corruption_note(records)
     if imagenet_p.is_imagenet_p(records):

@@ -40,6 +40,9 @@ class SegmentationRecord:
     results: list[dict]
     files: dict[str, list[str]] = field(default_factory=dict)
     statistics: dict = field(default_factory=dict)
+    generator: dict = field(default_factory=dict)
+    """Per benchmark of its conditions (Cityscapes-C's ImageNet-C corruptions), what made the images
+    (:mod:`ibnbench.conditions.benchmark_generator`); empty for other suites."""
     classes: list[str] = field(default_factory=lambda: list(TRAIN_CLASSES))
     created: str = ""
     task: str = TASK

@@ -27,9 +27,17 @@ from ibnbench.errors import FileWriteError, MissingFileError, RecordError, Unkno
 from ibnbench.io import make_folder, write_json_atomic
 from ibnbench.results import paper
 from ibnbench.results.imagenet_c import is_imagenet_c_bar
-from ibnbench.results.leaderboard import board_frames, c_bar_frames, c_bar_normaliser_at
+from ibnbench.results.imagenet_p import is_imagenet_p
+from ibnbench.results.leaderboard import (
+    P_BASELINE,
+    board_frames,
+    c_bar_frames,
+    c_bar_normaliser_at,
+    p_constants_at,
+    p_frames,
+)
 from ibnbench.results.loading import load_by_task
-from ibnbench.results.plots import SWEEP_SUITES, plot_drops, plot_sweep
+from ibnbench.results.plots import SWEEP_SUITES, plot_drops, plot_fp, plot_sweep
 from ibnbench.results.record import Record
 from ibnbench.results.report import table1
 from ibnbench.results.segmentation_board import NOTE, paper_sections, sections
@@ -91,6 +99,9 @@ def _figures(records: list[Record], folder: Path, stem: str) -> tuple[list[dict]
              "Error increase over origin per condition, top-1 and top-5 panels"),
             (plot_sweep, [r for r in records if r.suite in SWEEP_SUITES], "curves",
              "Top-1 error against severity, one panel per condition family")]
+    if is_imagenet_p(records):
+        jobs = [(plot_fp, records, "fp", "ImageNet-P flip probability per perturbation with its Clopper-Pearson "
+                                         "95% interval")]
     for plot, chosen, kind, alt in jobs:
         if not chosen:
             continue
@@ -137,19 +148,37 @@ def _publish_records(records: list[Record], folder: Path) -> dict[int, str]:
     return names
 
 
-def _c_bar_scores(suite: str, chosen: list[Record], root: Path | None) -> list[dict]:
-    """ImageNet-C-bar records' score tables (mean error per corruption; mCE-bar with the baseline constants of the
-    leaderboard folder ``root``); none for other records."""
-    if not is_imagenet_c_bar(chosen):
-        return []
-    normaliser = c_bar_normaliser_at(root) if root is not None else None
-    return [_table(frame, f"{suite}: ImageNet-C-bar scores, dataset {frame.dataset.iloc[0]}",
-                   families=[family(m) for m in frame.model]) for frame in c_bar_frames(chosen, normaliser)]
+SCORES = {  # benchmark: (heading, explanation) of a suite page's scores section
+    "c-bar": ("ImageNet-C-bar scores", "Top-1 error %: the mean over the C-bar cells run and the mean per corruption "
+              "over its severities; CE-bar and mCE-bar (ranked by) when the leaderboard folder holds baseline "
+              "constants (baselines/imagenet-c-bar.toml), else ranked by the mean error."),
+    "p": ("ImageNet-P scores", "One table per difficulty and dataset, never ranked together. FP: flip probability % "
+          "per perturbation; mean FP and T5D (top-5 distance) over the test perturbations run, unnormalised (ranked "
+          "by the mean FP); FR per perturbation, mFR and mT5D (ranked by mFR) when the leaderboard folder holds "
+          f"baseline constants ({P_BASELINE.as_posix()}) at the table's difficulty."),
+}
+
+
+def _scores(suite: str, chosen: list[Record], root: Path | None) -> dict | None:
+    """A suite page's scores section (heading, explanation, tables) for ImageNet-C-bar records (mean error per
+    corruption; mCE-bar) and ImageNet-P records (FP per perturbation; mFR), normalised by the baseline constants of
+    the leaderboard folder ``root`` when it holds them; None for other records."""
+    if is_imagenet_c_bar(chosen):
+        kind, frames = "c-bar", c_bar_frames(chosen, c_bar_normaliser_at(root) if root is not None else None)
+    elif is_imagenet_p(chosen):
+        kind, frames = "p", p_frames(chosen, p_constants_at(root) if root is not None else None)
+    else:
+        return None
+    heading, explanation = SCORES[kind]
+    return {"id": f"{kind}-scores", "heading": heading, "explanation": explanation,
+            "tables": [_table(frame, f"{suite}: {heading}, dataset {frame.dataset.iloc[0]}"
+                              + (f", difficulty {frame.difficulty.iloc[0]}" if "difficulty" in frame else ""),
+                              families=[family(m) for m in frame.model]) for frame in frames]}
 
 
 def _suite_context(suite: str, chosen: list[Record], root: Path | None = None) -> dict:
     """What the page of one suite shows: its overview, its board tables (full set and subsets apart), ImageNet-C-bar
-    scores (:func:`_c_bar_scores`) and families; ``rows`` are the board rows in the index's shorter form."""
+    or ImageNet-P scores (:func:`_scores`) and families; ``rows`` are the board rows in the index's shorter form."""
     tables, rows = [], []
     for frame in board_frames(chosen):
         families = [family(m) for m in frame.model]
@@ -161,7 +190,7 @@ def _suite_context(suite: str, chosen: list[Record], root: Path | None = None) -
                 "models": len({m for r in chosen for m in r.models}), "records": len(chosen),
                 "full": sum(not t["subset"] for t in tables), "subsets": sum(t["subset"] for t in tables)}
     return {"suite": overview, "full": [t for t in tables if not t["subset"]],
-            "c_bar": _c_bar_scores(suite, chosen, root),
+            "scores": _scores(suite, chosen, root),
             "subsets": [t for t in tables if t["subset"]],
             "families": sorted({f for t in tables for f in t["families"]}), "rows": rows}
 
