@@ -283,14 +283,17 @@ def _geometric(x: torch.Tensor, name: str, i: int, size: int) -> torch.Tensor:
     return tilt(x, i - 15.0, size)
 
 
-def _on_crop(crop: torch.Tensor, name: str, i: int) -> torch.Tensor:
-    """Frame ``i`` of brightness, gaussian_blur or motion_blur of the crop (0..255)."""
-    if name == "brightness":
-        return _to_uint8(brightness(crop / 255, (i - 15) * 2 / 100.0))
-    if name == "gaussian_blur":
-        return _to_uint8(gaussian_filter(crop / 255, 0.25 + 0.035 * i, mode="nearest", truncate=6.0))
-    angle = torch.full((len(crop),), (i - 30) * 4.0, device=crop.device)
-    return motion_blur_op(crop, 10, 3, angle).round_().clamp_(0, 255)
+def _on_crop(crop: torch.Tensor, name: str, frames: range) -> Iterator[torch.Tensor]:
+    """Frames of brightness, gaussian_blur or motion_blur of the crop (0..255)."""
+    clean = crop / 255  # once per sequence
+    for i in frames:
+        if name == "brightness":
+            yield _to_uint8(brightness(clean, (i - 15) * 2 / 100.0))
+        elif name == "gaussian_blur":
+            yield _to_uint8(gaussian_filter(clean, 0.25 + 0.035 * i, mode="nearest", truncate=6.0))
+        else:
+            angle = torch.full((len(crop),), (i - 30) * 4.0, device=crop.device)
+            yield motion_blur_op(crop, 10, 3, angle).round_().clamp_(0, 255)
 
 
 GEOMETRIC = ("translate", "rotate", "scale", "shear", "tilt")
@@ -314,7 +317,7 @@ def _sequence(x: torch.Tensor, draws: Draws, name: str, difficulty: int, frames:
     if name == "spatter":
         return _spatter(crop, draws, frames)
     if name in ON_CROP:
-        return (_on_crop(crop, name, i) for i in frames)
+        return _on_crop(crop, name, frames)
     return _noise_frames(crop, draws, name, difficulty, frames)
 
 
