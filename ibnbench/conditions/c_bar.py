@@ -206,11 +206,15 @@ def checkerboard_cutout(x: torch.Tensor, fraction: float, angle: torch.Tensor, c
 
 def _spectral_noise(power: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
     """The reference's coloured noise: the spectrum ``power * exp(i phases)`` (centred: rolled by half the size on
-    both axes), the real part of its inverse FFT, divided by its standard deviation; ``phases [N, C, H, W]``."""
+    both axes), the real part of its inverse FFT, divided by its standard deviation; ``phases [N, C, H, W]``. (The
+    spectrum from ``cos`` and ``sin`` and the deviation from the centred squares: on the CPU ``torch.polar`` and
+    ``torch.std`` run unvectorised, 4-7x slower, for the same values within float32 rounding.)"""
     h, w = phases.shape[-2:]
-    spectrum = torch.polar(power.expand_as(phases), phases).roll((h // 2, w // 2), (-2, -1))
+    power, phases = power.roll((h // 2, w // 2), (-2, -1)), phases.roll((h // 2, w // 2), (-2, -1))
+    spectrum = torch.complex(power * torch.cos(phases), power * torch.sin(phases))
     noise = torch.fft.ifft2(spectrum).real
-    return noise / noise.std(dim=(-2, -1), keepdim=True, correction=0)
+    centred = noise - noise.mean(dim=(-2, -1), keepdim=True)
+    return noise / centred.square_().mean(dim=(-2, -1), keepdim=True).sqrt_()
 
 
 def _distance_from_centre(x: torch.Tensor) -> torch.Tensor:
