@@ -251,10 +251,11 @@ def _sparkle(x: torch.Tensor, center: torch.Tensor, ray_lengths: torch.Tensor, r
     turn = (torch.atan2(dx, dy) + math.pi) / TWO_PI * rays.to(x.dtype)
     ray = torch.floor(turn)
     between = turn - ray
-    ray = ray.long()
-    lengths = ray_lengths.to(x.dtype)
-    first = lengths.gather(1, torch.remainder(ray, rays).flatten(1)).view_as(turn)
-    second = lengths.gather(1, torch.remainder(ray + 1, rays).flatten(1)).view_as(turn)
+    ray = ray.long().flatten(1)  # in [0, rays]
+    wrapped = torch.cat([ray_lengths, ray_lengths[:, :2]], dim=1).to(x.dtype).scatter_(
+        1, rays.view(-1, 1) + torch.arange(2, device=x.device), ray_lengths[:, :2].to(x.dtype))
+    first = wrapped.gather(1, ray).view_as(turn)  # lengths at ray and ray + 1 modulo rays, without a division
+    second = wrapped.gather(1, ray + 1).view_as(turn)
     length = first + between * (second - first)
     glow = (length ** 2 / (dx ** 2 + dy ** 2 + 1e-4)) ** exponent
     return ((1 - (between - 0.5) ** 2) * glow).clamp(0, 1)
