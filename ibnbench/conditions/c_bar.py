@@ -202,7 +202,7 @@ def checkerboard_cutout(x: torch.Tensor, fraction: float, angle: torch.Tensor, c
     grid_size = torch.floor(4 * x.shape[-2] / cell.double()).long().clamp(max=k)
     flat = torch.remainder(torch.trunc(u).long(), grid_size) * k + torch.remainder(torch.trunc(v).long(), grid_size)
     drawn = cells.reshape(len(x), 1, k * k).gather(2, flat.flatten(1)[:, None]).view_as(u)
-    return torch.where(same_colour & (drawn < fraction), torch.full_like(x, GREY), x)
+    return torch.where(same_colour & (drawn < fraction), GREY, x)
 
 
 def _spectral_noise(power: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
