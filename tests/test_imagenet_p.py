@@ -242,7 +242,7 @@ def test_noise_frames_match_formula_in_distribution(images, difficulty):
 
 
 @pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "speckle_noise", "snow", "spatter", "zoom_blur",
-                                  "rotate"])
+                                  "rotate", "tilt"])
 def test_sequences_do_not_depend_on_batch_or_chunk(images, name):
     """Same frames for an image alone or in a batch, in one call or in two chunks of frames (64-pixel crops of
     80-pixel images keep this fast); drawn perturbations change with the image index and the key."""
@@ -254,7 +254,7 @@ def test_sequences_do_not_depend_on_batch_or_chunk(images, name):
                         P.frames(x, index, name, 2, key=9, start=13, size=64)])
     assert whole.shape == (P.frame_count(name), 3, 3, 64, 64)
     assert torch.equal(whole, alone) and torch.equal(whole, chunks)
-    if name not in ("zoom_blur", "rotate"):
+    if name not in ("zoom_blur", "rotate", "tilt"):
         assert not torch.equal(whole[:, 0], whole[:, 2])
         assert not torch.equal(whole, P.frames(x, index, name, 2, key=10, size=64))
 
@@ -269,3 +269,30 @@ def test_bad_requests_are_usage_errors(images):
         P.frames(x, torch.arange(2), "rotate", difficulty=0)
     with pytest.raises(UsageError, match="H, W >= 224"):
         P.frames(x[..., :200], torch.arange(2), "rotate")
+
+
+def test_translate_frames_equal_the_reference_exactly(images):
+    """Translate moves by whole pixels (the reference's nearest-neighbour affine): a copy, equal to the bit."""
+    ours = P.frames(batch(images), torch.arange(2), "translate")
+    for i in (0, 3, 20, 37, 40):
+        for n, img in enumerate(images):
+            assert np.array_equal(ours[i, n].permute(1, 2, 0).numpy(), reference.frame(np.asarray(img), "translate", i))
+
+
+def test_sheen_helpers_equal_scipy():
+    """The spatter sheen's erosion and capped edge distance equal scipy.ndimage's binary_erosion (outside counted
+    as set) and distance_transform_edt (capped, here at 5 so that the cap is reached), to the bit."""
+    from scipy import ndimage
+
+    from ibnbench.conditions.imaging import erode3x3, truncated_distance
+
+    rng = np.random.default_rng(5)
+    mask = ndimage.uniform_filter(rng.random((2, 1, 60, 70)), (1, 1, 7, 7)) > 0.5
+    eroded = erode3x3(torch.from_numpy(mask)).numpy()
+    structure = np.ones((1, 1, 3, 3), dtype=bool)
+    assert np.array_equal(eroded, ndimage.binary_erosion(mask, structure, border_value=1))
+    edges = mask & ~eroded
+    distance = truncated_distance(torch.from_numpy(edges), 5).numpy()
+    expected = [np.minimum(ndimage.distance_transform_edt(~e[0]), 5) for e in edges]
+    assert edges.any(axis=(1, 2, 3)).all() and (np.stack(expected) == 5).any() and (np.stack(expected) < 5).any()
+    np.testing.assert_array_equal(distance[:, 0], np.float32(np.stack(expected)))

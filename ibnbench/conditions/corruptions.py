@@ -32,6 +32,7 @@ from ibnbench.conditions.imaging import (
     device_constant,
     disk_filter,
     equalize,
+    erode3x3,
     filter3x3,
     gaussian_filter,
     gray,
@@ -296,7 +297,7 @@ def liquid_sheen(layer: torch.Tensor) -> torch.Tensor:
     edges capped at 20, 3x3 blur, histogram equalisation, emboss, blur, times the layer. The blobs' inner boundaries
     stand for OpenCV's Canny edges."""
     inside = layer > 0
-    eroded = -F.max_pool2d(-inside.to(layer.dtype), 3, stride=1, padding=1) > 0
+    eroded = erode3x3(inside)
     dist = filter3x3(truncated_distance(inside & ~eroded, 20), BOX3).floor()
     dist = filter3x3(equalize(dist), EMBOSS).round().clamp(0, 255)
     sheen = layer * filter3x3(dist, BOX3)

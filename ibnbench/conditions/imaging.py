@@ -425,22 +425,32 @@ def filter3x3(x: torch.Tensor, kernel: tuple[tuple[float, ...], ...]) -> torch.T
 BOX3 = ((1 / 9,) * 3,) * 3
 
 
+def _offset_minimum(values: torch.Tensor, limit: int, dim: int) -> torch.Tensor:
+    """``min`` over the offsets ``k`` in ``[-limit, limit]`` along ``dim`` (-1 or -2) of ``values`` at ``k`` plus
+    ``k^2`` (``limit^2`` beyond the image): one padded copy raised by ``k^2`` per offset, read at both shifts."""
+    far, n = limit * limit, values.shape[dim]
+    padded = F.pad(values, (limit, limit) if dim == -1 else (0, 0, limit, limit), value=far)
+    best, raised = values.clone(), torch.empty_like(padded)
+    for k in range(1, limit + 1):
+        torch.add(padded, k * k, out=raised)
+        for start in (limit + k, limit - k):
+            torch.minimum(best, raised.narrow(dim, start, n), out=best)
+    return best
+
+
 def truncated_distance(edges: torch.Tensor, limit: int) -> torch.Tensor:
-    """Euclidean distance of every pixel to the nearest ``edges`` pixel, capped at ``limit`` (two separable
-    minimum passes over the offsets within ``limit``)."""
-    far = float(limit * limit)
-    h, w = edges.shape[-2:]
-    padded = F.pad(torch.where(edges, 0.0, far), (0, 0, limit, limit), value=far)
-    column = padded[..., limit:limit + h, :].clone()
-    for k in range(1, limit + 1):  # nearest edge in the same column, within ``limit`` rows
-        torch.minimum(column, padded[..., limit + k:limit + k + h, :] + k * k, out=column)
-        torch.minimum(column, padded[..., limit - k:limit - k + h, :] + k * k, out=column)
-    padded = F.pad(column, (limit, limit), value=far)
-    square = column.clone()
-    for k in range(1, limit + 1):  # then along the row
-        torch.minimum(square, padded[..., limit + k:limit + k + w] + k * k, out=square)
-        torch.minimum(square, padded[..., limit - k:limit - k + w] + k * k, out=square)
-    return square.clamp(max=far).sqrt()
+    """Euclidean distance of every pixel to the nearest ``edges`` pixel, capped at ``limit``: the capped squared
+    distance down the columns, then along the rows (:func:`_offset_minimum`), exact in 16-bit integers."""
+    squared = torch.where(edges, 0, limit * limit).to(torch.int16)
+    return _offset_minimum(_offset_minimum(squared, limit, -2), limit, -1).float().sqrt()
+
+
+def erode3x3(mask: torch.Tensor) -> torch.Tensor:
+    """Binary erosion of the boolean ``mask[..., H, W]`` by a 3x3 square, pixels beyond the image not counted (a
+    pixel stays where it and its neighbours inside the image are all set), as AND of shifted slices."""
+    padded = F.pad(mask, (1, 1, 1, 1), value=True)
+    rows = padded[..., :-2, :] & padded[..., 1:-1, :] & padded[..., 2:, :]
+    return rows[..., :-2] & rows[..., 1:-1] & rows[..., 2:]
 
 
 def equalize(x: torch.Tensor) -> torch.Tensor:

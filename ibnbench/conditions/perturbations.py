@@ -91,17 +91,28 @@ def _grid(shape: tuple[int, int], xin: torch.Tensor, yin: torch.Tensor, device: 
     return grid[None].to(device=device, dtype=torch.float32)
 
 
+def _planes(x: torch.Tensor) -> torch.Tensor:
+    """The batch ``x[N,3,H,W]`` as one float32 image of ``3N`` channels, channels last (``x`` itself when ``N`` is
+    1, so a batch already laid out comes back as it is): :func:`_sample` then finds each output point's corners and
+    weights once for the whole batch and reads its ``3N`` values side by side (the same bits as sampling the ``N``
+    images, 2-3x faster on one CPU thread)."""
+    if len(x) == 1:
+        return x.float()
+    return x.float().reshape(1, -1, *x.shape[-2:]).contiguous(memory_format=torch.channels_last)
+
+
 def _sample(x: torch.Tensor, grid: torch.Tensor, padding: str) -> torch.Tensor:
-    """Bilinear samples ``[N, C, s, s]`` of ``x[N,C,H,W]`` (in float32) at ``grid`` (:func:`_grid`)."""
-    return F.grid_sample(x.float(), grid.expand(len(x), -1, -1, -1), mode="bilinear", padding_mode=padding,
-                         align_corners=False)
+    """Bilinear samples ``[N, 3, s, s]`` (float32) of the batch ``x[N,3,H,W]`` or its :func:`_planes` at ``grid``
+    (:func:`_grid`)."""
+    sampled = F.grid_sample(_planes(x), grid, mode="bilinear", padding_mode=padding, align_corners=False)
+    return sampled.reshape(-1, 3, *sampled.shape[-2:])
 
 
 @lru_cache(maxsize=256)
 def _affine_sampling(shape: tuple[int, int], size: int, angle: float, translate: tuple[float, float], scale: float,
-                     shear: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The grid and the inside mask ``[s, s]`` (1 where the source point lies in the image) of :func:`pil_affine`,
-    made once per geometry and device (no host work per batch)."""
+                     shear: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The grid and the inside mask ``[s, s]`` (1 where the source point lies in the image; None where all do) of
+    :func:`pil_affine`, made once per geometry and device (no host work per batch)."""
     a, s = math.radians(angle), math.radians(shear)
     cx, cy = shape[1] * 0.5 + 0.5, shape[0] * 0.5 + 0.5
     factor = 1.0 / (scale * math.cos(s))  # the inverse of rotation-with-shear, scaled back
@@ -111,20 +122,22 @@ def _affine_sampling(shape: tuple[int, int], size: int, angle: float, translate:
     px, py = px - cx - translate[0], py - cy - translate[1]
     xin, yin = m00 * px + m01 * py + cx, m10 * px + m11 * py + cy
     inside = (xin >= 0) & (xin < shape[1]) & (yin >= 0) & (yin < shape[0])
-    return _grid(shape, xin, yin, device), inside.to(device=device, dtype=torch.float32)
+    mask = None if bool(inside.all()) else inside.to(device=device, dtype=torch.float32)
+    return _grid(shape, xin, yin, device), mask
 
 
 def pil_affine(x: torch.Tensor, angle: float = 0.0, translate: tuple[float, float] = (0.0, 0.0), scale: float = 1.0,
                shear: float = 0.0, size: int = CROP) -> torch.Tensor:
     """The centre ``size`` crop of torchvision 0.2's ``affine`` of PIL images (angle and shear in degrees,
-    translate in pixels, scale a factor; centre ``(W/2 + 0.5, H/2 + 0.5)``) applied to ``x[N,C,H,W]`` (0..255);
-    float32 ``[N, C, size, size]``.
+    translate in pixels, scale a factor; centre ``(W/2 + 0.5, H/2 + 0.5)``) applied to ``x[N,3,H,W]`` (0..255) or
+    its :func:`_planes`; float32 ``[N, 3, size, size]``.
 
     Like PIL's bilinear ``Image.transform``: an output pixel whose source point lies outside the image is 0, one
     inside reads the edge-clamped neighbours; the result is truncated to integers (PIL's uint8 output)."""
     grid, inside = _affine_sampling(tuple(x.shape[-2:]), size, float(angle), tuple(map(float, translate)),
                                     float(scale), float(shear), x.device)
-    return (_sample(x, grid, "border") * inside).floor_()
+    sampled = _sample(x, grid, "border")
+    return (sampled if inside is None else sampled.mul_(inside)).floor_()
 
 
 def _tilt_matrix(width: int, height: int, degrees: float) -> torch.Tensor:
@@ -152,8 +165,9 @@ def _tilt_grid(shape: tuple[int, int], size: int, degrees: float, device: torch.
 
 
 def tilt(x: torch.Tensor, degrees: float, size: int = CROP) -> torch.Tensor:
-    """The centre ``size`` crop of make_imagenet_p.py's tilt by ``degrees`` of ``x[N,C,H,W]`` (0..255): OpenCV's
-    ``warpPerspective`` (bilinear, black outside, pixel centres at integers, result rounded); float32."""
+    """The centre ``size`` crop of make_imagenet_p.py's tilt by ``degrees`` of ``x[N,3,H,W]`` (0..255) or its
+    :func:`_planes`: OpenCV's ``warpPerspective`` (bilinear, black outside, pixel centres at integers, result
+    rounded); float32."""
     return _sample(x, _tilt_grid(tuple(x.shape[-2:]), size, float(degrees), x.device), "zeros").round_()
 
 
@@ -237,16 +251,29 @@ def _zoom_blur(x: torch.Tensor, frames: range, size: int) -> Iterator[torch.Tens
     total = centre_crop(x, size).clone()
     if 0 in frames:
         yield total
+    planes = _planes(x)
     for i in range(1, frames.stop):
-        total += pil_affine(x, scale=1 + 0.004 * i, size=size)
+        total += pil_affine(planes, scale=1 + 0.004 * i, size=size)
         if i in frames:
             yield torch.div(total, i + 1).floor_()
 
 
+def shift(x: torch.Tensor, dx: int, size: int = CROP) -> torch.Tensor:
+    """The centre ``size`` crop of ``x[N,3,H,W]`` (0..255) moved right by ``dx`` whole pixels, black where it
+    leaves the image: translate's frames, which the reference makes with PIL's nearest-neighbour affine (a copy,
+    truncated to integers as its uint8 output); float32."""
+    top, left = _crop_origin(x.shape[-2], size), _crop_origin(x.shape[-1], size)
+    first, stop = max(0, dx - left), min(size, x.shape[-1] + dx - left)  # output columns with a source column
+    out = x.new_empty((len(x), 3, size, size), dtype=torch.float32)
+    out[..., :first] = 0
+    out[..., stop:] = 0
+    out[..., first:stop] = x[..., top:top + size, first + left - dx:stop + left - dx]
+    return out.floor_()
+
+
 def _geometric(x: torch.Tensor, name: str, i: int, size: int) -> torch.Tensor:
-    """Frame ``i`` of translate, rotate, scale, shear or tilt of the full image ``x``, centre-cropped."""
-    if name == "translate":
-        return pil_affine(x, translate=(i - 20.0, 0.0), size=size)
+    """Frame ``i`` of rotate, scale, shear or tilt of the full image ``x`` (or its :func:`_planes`),
+    centre-cropped."""
     if name == "rotate":
         return pil_affine(x, angle=i - 15.0, size=size)
     if name == "scale":
@@ -256,14 +283,17 @@ def _geometric(x: torch.Tensor, name: str, i: int, size: int) -> torch.Tensor:
     return tilt(x, i - 15.0, size)
 
 
-def _on_crop(crop: torch.Tensor, name: str, i: int) -> torch.Tensor:
-    """Frame ``i`` of brightness, gaussian_blur or motion_blur of the crop (0..255)."""
-    if name == "brightness":
-        return _to_uint8(brightness(crop / 255, (i - 15) * 2 / 100.0))
-    if name == "gaussian_blur":
-        return _to_uint8(gaussian_filter(crop / 255, 0.25 + 0.035 * i, mode="nearest", truncate=6.0))
-    angle = torch.full((len(crop),), (i - 30) * 4.0, device=crop.device)
-    return motion_blur_op(crop, 10, 3, angle).round_().clamp_(0, 255)
+def _on_crop(crop: torch.Tensor, name: str, frames: range) -> Iterator[torch.Tensor]:
+    """Frames of brightness, gaussian_blur or motion_blur of the crop (0..255)."""
+    clean = crop / 255  # once per sequence
+    for i in frames:
+        if name == "brightness":
+            yield _to_uint8(brightness(clean, (i - 15) * 2 / 100.0))
+        elif name == "gaussian_blur":
+            yield _to_uint8(gaussian_filter(clean, 0.25 + 0.035 * i, mode="nearest", truncate=6.0))
+        else:
+            angle = torch.full((len(crop),), (i - 30) * 4.0, device=crop.device)
+            yield motion_blur_op(crop, 10, 3, angle).round_().clamp_(0, 255)
 
 
 GEOMETRIC = ("translate", "rotate", "scale", "shear", "tilt")
@@ -276,15 +306,18 @@ def _sequence(x: torch.Tensor, draws: Draws, name: str, difficulty: int, frames:
     """The frames ``frames`` of ``name`` of a float32 batch, one ``[N, 3, size, size]`` tensor at a time."""
     if name == "zoom_blur":
         return _zoom_blur(x, frames, size)
+    if name == "translate":
+        return (shift(x, i - 20, size) for i in frames)
     if name in GEOMETRIC:
-        return (_geometric(x, name, i, size) for i in frames)
+        planes = _planes(x)
+        return (_geometric(planes, name, i, size) for i in frames)
     crop = centre_crop(x, size)
     if name == "snow":
         return _snow(crop, draws, frames)
     if name == "spatter":
         return _spatter(crop, draws, frames)
     if name in ON_CROP:
-        return (_on_crop(crop, name, i) for i in frames)
+        return _on_crop(crop, name, frames)
     return _noise_frames(crop, draws, name, difficulty, frames)
 
 
