@@ -236,12 +236,17 @@ def test_jpeg_round_trip_is_pils_420_jpeg_bit_for_bit(quality):
     from PIL import Image, JpegImagePlugin
 
     batch = torch.stack([_photo_like(seed) for seed in range(4)])
-    ours = imaging.jpeg_round_trip(batch, quality)
-    for image, mine in zip(batch, ours):
-        encoded = io.BytesIO()
-        Image.fromarray(image.permute(1, 2, 0).to(torch.uint8).numpy()).save(encoded, "JPEG", quality=quality)
-        written = Image.open(encoded)
-        assert JpegImagePlugin.get_sampling(written) == 2  # PIL's code for 4:2:0
-        expected = torch.from_numpy(np.array(written.convert("RGB"))).permute(2, 0, 1).float()
-        assert torch.equal(mine, expected)
-    assert not torch.equal(ours, batch)  # it did compress
+    off_grid = batch + torch.empty_like(batch).uniform_(-0.45, 0.45, generator=torch.Generator().manual_seed(0))
+    off_grid[:, :, :2] = torch.tensor([-7.0, 300.0]).repeat_interleave(off_grid.shape[-1] // 2)  # clipped rows
+    for given in (batch, off_grid, batch.to(torch.uint8)):  # what the encoder sees: rounded, clipped to 0..255
+        ours = imaging.jpeg_round_trip(given, quality)
+        assert ours.dtype == given.dtype
+        for image, mine in zip(given, ours):
+            encoded = io.BytesIO()
+            pixels = image.double().round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+            Image.fromarray(pixels).save(encoded, "JPEG", quality=quality)
+            written = Image.open(encoded)
+            assert JpegImagePlugin.get_sampling(written) == 2  # PIL's code for 4:2:0
+            expected = torch.from_numpy(np.array(written.convert("RGB"))).permute(2, 0, 1).to(given.dtype)
+            assert torch.equal(mine, expected)
+        assert not torch.equal(ours, given)  # it did compress

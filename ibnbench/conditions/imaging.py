@@ -297,50 +297,50 @@ def _uint8(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.uint8 else x.round().clamp_(0, 255).to(torch.int16).to(torch.uint8)
 
 
-def _uint8_hwc(x: torch.Tensor) -> torch.Tensor:
-    """A ``[N, 3, H, W]`` batch rounded to 0..255 as contiguous uint8 ``[N, H, W, 3]``, the encoder's layout. On
-    the CPU by numpy: rounded and clipped in one float copy, then each channel cast into its place (a third of the
-    time of torch's casts and its transposing uint8 copy at batch 64, one thread); on a device by torch there."""
-    if x.device.type != "cpu":
-        return _uint8(x).permute(0, 2, 3, 1).contiguous()
-    planes = x.numpy()
-    if x.dtype != torch.uint8:
+def _hwc_uint8(planes: np.ndarray) -> np.ndarray:
+    """One ``[3, H, W]`` image (numpy, float or uint8) rounded to 0..255 as contiguous uint8 ``[H, W, 3]``, the
+    encoder's layout: rounded and clipped in one float copy (none for uint8), each channel cast into its place."""
+    if planes.dtype != np.uint8:
         planes = np.clip(planes, 0, 255)
         np.rint(planes, out=planes)
-    out = np.empty((x.shape[0], *x.shape[2:], x.shape[1]), dtype=np.uint8)
-    for channel in range(x.shape[1]):
-        np.copyto(out[..., channel], planes[:, channel], casting="unsafe")
-    return torch.from_numpy(out)
+    out = np.empty((*planes.shape[1:], planes.shape[0]), dtype=np.uint8)
+    for channel, plane in enumerate(planes):
+        np.copyto(out[..., channel], plane, casting="unsafe")
+    return out
 
 
-def _jpeg_image(pixels: torch.Tensor, quality: int, out_hwc: np.ndarray) -> None:
-    """One contiguous uint8 ``[H, W, 3]`` image (host memory) through JPEG into ``out_hwc`` (uint8 ``[H, W, 3]``,
-    numpy: no OpenMP region in a worker thread): PIL's encoder (4:2:0 chroma, as ImageNet-C's files were written)
-    reading the pixels in place, torchvision's CPU decoder (PIL's pixels, faster), whose ``[3, H, W]`` result is a view
-    of its own ``[H, W, 3]`` buffer: one contiguous copy."""
+def _jpeg_image(pixels: np.ndarray, quality: int, out: np.ndarray) -> None:
+    """One ``[3, H, W]`` image (numpy, host memory) through JPEG into ``out`` (numpy ``[3, H, W]``, float or uint8),
+    all in numpy and the codecs (no OpenMP region in a worker thread): PIL's encoder (4:2:0 chroma, as ImageNet-C's
+    files were written) reading :func:`_hwc_uint8` in place, torchvision's CPU decoder (PIL's pixels, faster), whose
+    ``[3, H, W]`` result is cast into ``out`` in one pass."""
     from PIL import Image
     from torchvision.io import decode_jpeg
 
-    height, width = pixels.shape[:2]
+    height, width = pixels.shape[1:]
     encoded = io.BytesIO()
-    Image.frombuffer("RGB", (width, height), pixels.numpy(), "raw", "RGB", 0, 1).save(encoded, "JPEG", quality=quality)
-    out_hwc[...] = decode_jpeg(torch.frombuffer(encoded.getbuffer(), dtype=torch.uint8)).numpy().transpose(1, 2, 0)
+    Image.frombuffer("RGB", (width, height), _hwc_uint8(pixels), "raw", "RGB", 0, 1).save(encoded, "JPEG",
+                                                                                          quality=quality)
+    np.copyto(out, decode_jpeg(torch.frombuffer(encoded.getbuffer(), dtype=torch.uint8)).numpy(), casting="unsafe")
 
 
 def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
     """Encode each image as JPEG at ``quality`` and decode it with the host's libjpeg (:func:`_jpeg_image`), images
-    in parallel threads (the codec releases the GIL) when torch has several. The batch is rounded to uint8 and laid
-    out as height x width x channel once, in the calling thread (:func:`_uint8_hwc`); the threads run only the codec
-    and numpy copies, so they open no OpenMP regions of their own. A CUDA batch goes to the host in one pinned copy
-    (:func:`host_copy_for_jpeg`) and comes back in one non-blocking copy (torch's host allocator keeps the pinned
-    buffer until that copy has run)."""
-    on_cuda = x.device.type == "cuda"
-    pixels = host_copy_for_jpeg(_uint8_hwc(x))
-    back = torch.empty(x.shape, dtype=torch.uint8, pin_memory=on_cuda)
-    back_hwc = back.numpy().transpose(0, 2, 3, 1)  # the decoder's own layout on both sides of each copy
+    in parallel threads (the codec releases the GIL) when torch has several. On the CPU each image is converted,
+    coded and written back in its thread, in numpy (no batch-wide pass, no OpenMP region of the threads' own). A
+    CUDA batch is rounded to uint8 on the device, goes to the host in one pinned copy (:func:`host_copy_for_jpeg`)
+    and comes back in one non-blocking copy (torch's host allocator keeps the pinned buffer until that copy has
+    run)."""
+    on_host, on_cuda = x.device.type == "cpu", x.device.type == "cuda"
+    if on_host:
+        pixels = x.detach() if x.dtype in (torch.float32, torch.uint8) else x.detach().float()
+    else:
+        pixels = host_copy_for_jpeg(_uint8(x))
+    back = torch.empty(x.shape, dtype=pixels.dtype if on_host else torch.uint8, pin_memory=on_cuda)
+    source, target = pixels.numpy(), back.numpy()
 
     def round_trip(i: int) -> None:
-        _jpeg_image(pixels[i], quality, back_hwc[i])
+        _jpeg_image(source[i], quality, target[i])
 
     workers = min(len(x), torch.get_num_threads())
     if workers > 1:
@@ -349,7 +349,7 @@ def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
     else:
         for i in range(len(x)):
             round_trip(i)
-    return back.to(x.device, non_blocking=on_cuda).to(x.dtype)
+    return back.to(x.dtype) if on_host else back.to(x.device, non_blocking=on_cuda).to(x.dtype)
 
 
 @lru_cache(maxsize=None)
