@@ -420,4 +420,4 @@ def _corrupt(x: torch.Tensor, index: torch.Tensor, name: str, severity: int, key
         y = CORRUPTIONS[name](x, **arguments)
     else:
         y = CORRUPTIONS[name](x / 255, **arguments).clamp_(0, 1).mul_(255)
-    return y.clamp_(0, 255).floor_()
+    return y if name == "jpeg_compression" else y.clamp_(0, 255).floor_()  # the decoder's levels are uint8 already

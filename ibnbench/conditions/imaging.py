@@ -297,30 +297,29 @@ def _uint8(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype == torch.uint8 else x.round().clamp_(0, 255).to(torch.int16).to(torch.uint8)
 
 
-def _hwc_uint8(planes: np.ndarray) -> np.ndarray:
-    """One ``[3, H, W]`` image (numpy, float or uint8) rounded to 0..255 as contiguous uint8 ``[H, W, 3]``, the
-    encoder's layout: rounded and clipped in one float copy (none for uint8), each channel cast into its place."""
+def _pil_rgb(planes: np.ndarray):
+    """One ``[3, H, W]`` image (numpy, float or uint8) rounded to 0..255 as a PIL RGB image: rounded and clipped in
+    one float copy (none for uint8), cast to uint8 planes, interleaved by PIL's merge (faster than numpy's strided
+    channel copies)."""
+    from PIL import Image
+
     if planes.dtype != np.uint8:
         planes = np.clip(planes, 0, 255)
         np.rint(planes, out=planes)
-    out = np.empty((*planes.shape[1:], planes.shape[0]), dtype=np.uint8)
-    for channel, plane in enumerate(planes):
-        np.copyto(out[..., channel], plane, casting="unsafe")
-    return out
+        planes = planes.astype(np.uint8)
+    height, width = planes.shape[1:]
+    return Image.merge("RGB", [Image.frombuffer("L", (width, height), plane, "raw", "L", 0, 1) for plane in planes])
 
 
 def _jpeg_image(pixels: np.ndarray, quality: int, out: np.ndarray) -> None:
     """One ``[3, H, W]`` image (numpy, host memory) through JPEG into ``out`` (numpy ``[3, H, W]``, float or uint8),
-    all in numpy and the codecs (no OpenMP region in a worker thread): PIL's encoder (4:2:0 chroma, as ImageNet-C's
-    files were written) reading :func:`_hwc_uint8` in place, torchvision's CPU decoder (PIL's pixels, faster), whose
+    all in numpy, PIL and the codecs (no OpenMP region in a worker thread): PIL's encoder (4:2:0 chroma, as
+    ImageNet-C's files were written) on :func:`_pil_rgb`, torchvision's CPU decoder (PIL's pixels, faster), whose
     ``[3, H, W]`` result is cast into ``out`` in one pass."""
-    from PIL import Image
     from torchvision.io import decode_jpeg
 
-    height, width = pixels.shape[1:]
     encoded = io.BytesIO()
-    Image.frombuffer("RGB", (width, height), _hwc_uint8(pixels), "raw", "RGB", 0, 1).save(encoded, "JPEG",
-                                                                                          quality=quality)
+    _pil_rgb(pixels).save(encoded, "JPEG", quality=quality)
     np.copyto(out, decode_jpeg(torch.frombuffer(encoded.getbuffer(), dtype=torch.uint8)).numpy(), casting="unsafe")
 
 
