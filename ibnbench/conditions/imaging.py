@@ -306,7 +306,7 @@ def _pil_rgb(planes: np.ndarray):
     if planes.dtype != np.uint8:
         planes = np.clip(planes, 0, 255)
         np.rint(planes, out=planes)
-        planes = planes.astype(np.uint8)
+    planes = planes.astype(np.uint8, order="C", copy=False)  # contiguous planes for PIL, whatever the input's strides
     height, width = planes.shape[1:]
     return Image.merge("RGB", [Image.frombuffer("L", (width, height), plane, "raw", "L", 0, 1) for plane in planes])
 
