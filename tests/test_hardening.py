@@ -1142,3 +1142,10 @@ def test_output_cut_off_by_its_pipe_is_quiet():
     reader.wait()
     assert "Traceback" not in listing.stderr and "BrokenPipe" not in listing.stderr, listing.stderr
     assert listing.returncode in (0, 141)  # 0 only if the whole listing fitted in the pipe before head left
+
+
+def test_summary_rate_of_a_slow_run_is_not_zero():
+    """A run slower than one image a second (ImageNet-P's 31 frames per image on a CPU) prints its rate, not 0.0."""
+    from ibnbench.cli.evaluate import _rate
+
+    assert (_rate(0.0173), _rate(0.5), _rate(12.345)) == ("0.017", "0.5", "12.3")

@@ -41,6 +41,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rate(per_second: float) -> str:
+    """A rate with one decimal, or two significant digits below 1 (a slow run is not "0.0 images/s")."""
+    return f"{per_second:.1f}" if per_second >= 1 else f"{per_second:.2g}"
+
+
 def print_summary(record: Record) -> None:
     """The Table-1 report of a finished run, what it skipped and how fast it went."""
     from ibnbench.results.report import layout, render
@@ -51,7 +56,7 @@ def print_summary(record: Record) -> None:
     if timing.get("images_per_s"):
         conditions = len(record.results) // len(record.models)
         print(f"\n{timing['images']} images x {len(record.models)} model(s) x {conditions} condition(s) in "
-              f"{timing['seconds']:.1f} s: {timing['images_per_s']:.1f} images/s")
+              f"{timing['seconds']:.1f} s: {_rate(timing['images_per_s'])} images/s")
     skipped = record.dataset.get("n_skipped", 0)
     if skipped:
         print(f"\n{skipped} unreadable image(s) skipped: {', '.join(record.dataset['skipped'][:5])}"
