@@ -1,17 +1,19 @@
-"""No host synchronisation in one evaluated batch of the table1, imagenet-c and imagenet-c-bar suites, in fp32 and
-under bf16 autocast with refine (issue 25): seen on the CPU by :class:`syncs.HostSyncProbe`, which records what would
-make the host wait for a GPU. The few host-by-design sites are named in :data:`syncs.HOST_BY_DESIGN`."""
+"""No host synchronisation in one evaluated batch of the table1, imagenet-c, imagenet-c-bar and imagenet-p suites, in
+fp32 and under bf16 autocast with refine (issue 25): seen on the CPU by :class:`syncs.HostSyncProbe`, which records
+what would make the host wait for a GPU. The few host-by-design sites are named in :data:`syncs.HOST_BY_DESIGN`."""
 from __future__ import annotations
 
 import pytest
 import torch
 from helpers.syncs import HostSyncProbe
+from helpers.tiny import tiny_classifier
 
 from ibnbench.conditions.style import Dir
 from ibnbench.eval import engine
 from ibnbench.eval.options import RunOptions
 from ibnbench.eval.plan import load_suite
 from ibnbench.eval.runner import ModelRunner, decision_gap
+from ibnbench.eval.sequences import sequence_conditions
 from ibnbench.eval.state import EvalState
 from ibnbench.zoo import create_model
 from ibnbench.zoo.meta import Preprocessing
@@ -29,14 +31,15 @@ def _batch(first: int, n: int, key: str) -> dict:
 
 
 def _probe_second_batch(conditions: list, options: RunOptions, models: tuple[str, ...], n: int,
-                        dir_id: str | None = None) -> HostSyncProbe:
-    """``models`` (``SMALL`` crops) under ``conditions`` on two batches of ``n`` images: the first warms up (constants
-    built once per device), the second is evaluated inside the probe."""
+                        dir_id: str | None = None, modules: dict[str, torch.nn.Module] | None = None) -> HostSyncProbe:
+    """``models`` of the zoo, or ``modules`` by name (``SMALL`` crops), under ``conditions`` on two batches of ``n``
+    images: the first warms up (constants built once per device), the second is evaluated inside the probe."""
     device = torch.device("cpu")
     torch.manual_seed(0)
-    runners = {name: ModelRunner(create_model(name), SMALL, device, options, name=name) for name in models}
+    modules = modules or {name: create_model(name) for name in models}
+    runners = {name: ModelRunner(module, SMALL, device, options, name=name) for name, module in modules.items()}
     key = next(iter(runners.values())).geometry
-    state = EvalState(2 * n, [(m, c.id) for m in runners for c in conditions], device)
+    state = EvalState(2 * n, [(m, c.id) for m in runners for c in conditions], device, sequence_conditions(conditions))
     (first, first_own), (second, second_own) = [(_batch(at, n, key), _batch(100 + at, n, key)) for at in (0, n)]
     engine._evaluate_batch(first, runners, conditions, state, device, {dir_id: first_own} if dir_id else None)
     with HostSyncProbe() as probe:
@@ -69,6 +72,14 @@ def test_imagenet_c_batch_makes_no_host_sync(options):
 def test_imagenet_c_bar_batch_makes_no_host_sync(options):
     """All 50 C-bar corruptions and the clean images (one model, 2 images)."""
     probe = _probe_second_batch(load_suite("imagenet-c-bar").conditions, options, ("resnet18_ibn_a",), 2)
+    assert probe.unexpected == []
+
+
+def test_imagenet_p_batch_makes_no_host_sync():
+    """Every frame of the 10 ImageNet-P test sequences (and the clean images), each scored as it is made and its
+    top-5 kept; the tiny model in fp32 (310 frames are scored per batch; the bf16 scoring is the tests' above)."""
+    probe = _probe_second_batch(load_suite("imagenet-p").conditions, RunOptions(device="cpu", amp="off"), (), 2,
+                                modules={"tiny": tiny_classifier()})
     assert probe.unexpected == []
 
 
