@@ -138,6 +138,11 @@ def test_site_suite_page_shows_the_boards_scores_and_model_pages_the_fp_figure(b
     figures = [img.get("src") for img in model_page.iter("img")]
     assert len(figures) == 2 and all(f.endswith("-fp.svg") for f in figures)
     assert all((tmp_path / "html" / "models" / f).read_text().lstrip().startswith("<?xml") for f in figures)
+    tables = [t for t in model_page.iter("table") if "flip probability" in "".join(next(t.iter("caption")).itertext())]
+    assert len(tables) == 2  # one per record (difficulty 1 and 2): FP and T5D, not frame 0's top-1 error
+    shown = {"".join(tr.find("th").itertext()).strip(): "".join(tr.find("td").itertext()).strip()
+             for tr in tables[0].iter("tr") if tr.find("th") is not None and tr.find("td") is not None}
+    assert {LABELS[p]: f"{100 * scores[TINY][p][0]:.2f}" for p in TEST_PERTURBATIONS}.items() <= shown.items()
 
 
 def test_fp_bars_per_perturbation_with_clopper_pearson_error_bars(board, tmp_path, capsys):

@@ -27,7 +27,7 @@ from ibnbench.errors import FileWriteError, MissingFileError, RecordError, Unkno
 from ibnbench.io import make_folder, write_json_atomic
 from ibnbench.results import paper
 from ibnbench.results.imagenet_c import is_imagenet_c_bar
-from ibnbench.results.imagenet_p import is_imagenet_p
+from ibnbench.results.imagenet_p import is_imagenet_p, model_table, scores
 from ibnbench.results.leaderboard import (
     P_BASELINE,
     board_frames,
@@ -204,11 +204,20 @@ def _model_sections(model: str, records: list[Record], folder: Path, names: dict
         figures, notes = _figures([own], folder, f"{slug(model)}-{Path(names[id(record)]).stem}")
         sections.append({"suite": record.suite, "n_images": record.dataset.get("n_images"),
                          "subset": bool(record.dataset.get("subset", True)),
-                         "numbers": _table(table1([own], vs="paper"), "Top-1/top-5 error % (drop against origin)",
-                                           "condition"),
+                         "numbers": _numbers(own, model),
                          "figures": figures, "notes": notes,
                          "provenance": _provenance(record, model), "record": names[id(record)]})
     return sections
+
+
+def _numbers(record: Record, model: str) -> dict:
+    """A model page's table for one record of ``model``: ImageNet-P's FP (with its interval) and T5D per
+    perturbation, else the Table-1 cells beside the paper's."""
+    if is_imagenet_p([record]):
+        return _table(model_table(scores([record])[0][model], None),
+                      "ImageNet-P: flip probability % (95% interval) and top-5 distance per perturbation",
+                      "perturbation")
+    return _table(table1([record], vs="paper"), "Top-1/top-5 error % (drop against origin)", "condition")
 
 
 def build_site(records_dir: str | Path | Sequence[str | Path], out: str | Path) -> list[Path]:
