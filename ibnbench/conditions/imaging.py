@@ -325,8 +325,9 @@ def _jpeg_image(pixels: np.ndarray, quality: int, out: np.ndarray) -> None:
 
 def jpeg_round_trip(x: torch.Tensor, quality: int) -> torch.Tensor:
     """Encode each image as JPEG at ``quality`` and decode it with the host's libjpeg (:func:`_jpeg_image`), images
-    in parallel threads (the codec releases the GIL) when torch has several. On the CPU each image is converted,
-    coded and written back in its thread, in numpy (no batch-wide pass, no OpenMP region of the threads' own). A
+    in parallel threads when torch has several (the decoder and numpy release the GIL; PIL's encoder, writing to
+    memory, holds it). On the CPU each image is converted, coded and written back in its thread, in numpy and PIL
+    (no batch-wide pass, no OpenMP region of the threads' own). A
     CUDA batch is rounded to uint8 on the device, goes to the host in one pinned copy (:func:`host_copy_for_jpeg`)
     and comes back in one non-blocking copy (torch's host allocator keeps the pinned buffer until that copy has
     run)."""
