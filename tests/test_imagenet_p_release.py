@@ -190,7 +190,7 @@ def test_released_route_fp_equals_the_metrics_on_predictions_made_here(released_
     from helpers.tiny import tiny_classifier
 
     from ibnbench.results import perturbation_metrics as M
-    from ibnbench.results.imagenet_p_sources import record_stability
+    from ibnbench.results.imagenet_p import scores
     from ibnbench.results.predictions import for_record
 
     record = run_released(released_31, tmp_path / "released.json")
@@ -203,7 +203,7 @@ def test_released_route_fp_equals_the_metrics_on_predictions_made_here(released_
     assert entries["gaussian_noise"]["released"].endswith("gaussian_noise_2")
     model = tiny_classifier().eval()
     mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])  # ImageNet's, as test.py
-    stored, found = for_record(record), record_stability(record, TINY)
+    stored, found = for_record(record), scores([record])[0][TINY]
     for name, folder in (("gaussian_noise", "gaussian_noise_2"), ("rotate", "rotate")):
         videos = sorted((released_31 / folder).rglob("*.mp4"))
         with torch.no_grad():
@@ -218,7 +218,8 @@ def test_released_route_fp_equals_the_metrics_on_predictions_made_here(released_
 
 def test_released_vs_on_the_fly_table_and_its_refusals(released_31, tmp_path):
     from ibnbench.errors import RecordError
-    from ibnbench.results.imagenet_p_sources import record_stability, released_vs_on_the_fly
+    from ibnbench.results.imagenet_p import scores
+    from ibnbench.results.imagenet_p_sources import released_vs_on_the_fly
 
     val = clean_val(tmp_path / "val")
     released = run_released(released_31, tmp_path / "released.json")
@@ -226,8 +227,8 @@ def test_released_vs_on_the_fly_table_and_its_refusals(released_31, tmp_path):
     table = released_vs_on_the_fly(fly, released)
     assert list(table.index) == ["gaussian_noise", "rotate"]
     for name in table.index:
-        assert table.loc[name, "FP released"] == pytest.approx(100 * record_stability(released, TINY)[name].fp)
-        assert table.loc[name, "FP on the fly"] == pytest.approx(100 * record_stability(fly, TINY)[name].fp)
+        assert table.loc[name, "FP released"] == pytest.approx(100 * scores([released])[0][TINY][name].fp)
+        assert table.loc[name, "FP on the fly"] == pytest.approx(100 * scores([fly])[0][TINY][name].fp)
     with pytest.raises(RecordError, match="difficulties differ"):
         released_vs_on_the_fly(run_released(val, tmp_path / "fly1.json", difficulty=1), released)
     with pytest.raises(RecordError, match="on-the-fly"):

@@ -12,9 +12,7 @@ import pandas as pd
 
 from ibnbench.conditions.benchmark_generator import RELEASED
 from ibnbench.errors import RecordError, UsageError
-from ibnbench.results.imagenet_p import difficulty_of
-from ibnbench.results.perturbation_metrics import Stability, stability
-from ibnbench.results.predictions import for_record
+from ibnbench.results.imagenet_p import difficulty_of, scores
 from ibnbench.results.record import Record
 from ibnbench.results.report import Report, Section, provenance
 
@@ -32,13 +30,6 @@ def sequence_entries(record: Record) -> dict[str, dict]:
 def is_released(record: Record) -> bool:
     """Whether the record's ImageNet-P frames were read from the released videos."""
     return record.generator.get("imagenet-p", {}).get("source") == RELEASED
-
-
-def record_stability(record: Record, model: str) -> dict[str, Stability]:
-    """FP and T5D of ``model`` per ImageNet-P condition, from the frames' top-5 in the predictions sidecar."""
-    predictions = for_record(record)
-    return {cid: stability(predictions.sequence(model, cid), entry.get("perturbation", cid), entry["difficulty"])
-            for cid, entry in sequence_entries(record).items()}
 
 
 def _check_comparable(on_the_fly: Record, released: Record, model: str) -> None:
@@ -70,9 +61,9 @@ def released_vs_on_the_fly(on_the_fly: Record, released: Record, model: str | No
     difference; refuses (:class:`RecordError`) records of other models, difficulties or images."""
     model = model or on_the_fly._model(None)
     _check_comparable(on_the_fly, released, model)
-    ours, theirs = record_stability(on_the_fly, model), record_stability(released, model)
-    rows = [{"perturbation": cid, "FP on the fly": 100 * ours[cid].fp, "FP released": 100 * theirs[cid].fp,
-             "difference": 100 * (ours[cid].fp - theirs[cid].fp)} for cid in ours if cid in theirs]
+    ours, theirs = (scores([record])[0][model] for record in (on_the_fly, released))
+    rows = [{"perturbation": name, "FP on the fly": 100 * ours[name].fp, "FP released": 100 * theirs[name].fp,
+             "difference": 100 * (ours[name].fp - theirs[name].fp)} for name in ours if name in theirs]
     if not rows:
         raise RecordError("the records share no ImageNet-P perturbation")
     return pd.DataFrame(rows).set_index("perturbation")
