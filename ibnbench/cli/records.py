@@ -45,7 +45,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _report_segmentation(args: argparse.Namespace, records: list, segmentation: list) -> int:
     """``report`` of segmentation records: their tables (``--vs paper``: beside the published numbers)."""
     from ibnbench.errors import UsageError
-    from ibnbench.io import write_atomic
     from ibnbench.results.segmentation_board import build_segmentation_report
 
     if records:
@@ -58,10 +57,7 @@ def _report_segmentation(args: argparse.Namespace, records: list, segmentation: 
     if given:
         raise UsageError(f"{given[0]} applies to classification records; these are segmentation records")
     built = build_segmentation_report(segmentation, vs=args.vs)
-    text = built.render(args.format)
-    if args.output:
-        write_atomic(args.output, text + "\n", what="report")
-    print(text if not args.output else f"wrote {args.output}")
+    _print_or_write(built.render(args.format), args.output)
     for warning in built.warnings:
         print(warning, file=sys.stderr)
     return 0
@@ -75,7 +71,6 @@ SOURCES_ONLY = ("vs", "baseline", "baseline_constants", "plot", "reliability", "
 def _report_sources(records: list, args: argparse.Namespace) -> int:
     """``report FLY RELEASED --released-vs-on-the-fly [--model M]``: ImageNet-P's FP from both sources."""
     from ibnbench.errors import UsageError
-    from ibnbench.io import write_atomic
     from ibnbench.results.imagenet_p_sources import sources_report
 
     if not args.released_vs_on_the_fly:
@@ -84,11 +79,17 @@ def _report_sources(records: list, args: argparse.Namespace) -> int:
     if given:
         raise UsageError(f"--{given[0].replace('_', '-')} does not apply to --released-vs-on-the-fly (one model's "
                          "FP from the two sources)")
-    text = sources_report(records, args.model).render(args.format)
-    if args.output:
-        write_atomic(args.output, text + "\n", what="report")
-    print(text if not args.output else f"wrote {args.output}")
+    _print_or_write(sources_report(records, args.model).render(args.format), args.output)
     return 0
+
+
+def _print_or_write(text: str, output: str | None) -> None:
+    """A rendered report printed, or written to ``output`` (then only its name is printed)."""
+    from ibnbench.io import write_atomic
+
+    if output:
+        write_atomic(output, text + "\n", what="report")
+    print(text if not output else f"wrote {output}")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
