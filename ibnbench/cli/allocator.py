@@ -9,7 +9,6 @@ only the command line, unless the user set these thresholds themselves or ``IBNB
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -37,10 +36,7 @@ def keep_freed_memory() -> bool:
         return True
     if not sys.platform.startswith("linux") or os.environ.get("IBNBENCH_SYSTEM_MALLOC") == "1" or _user_chose():
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return False
+    libc = ctypes.CDLL(None)  # the process's own symbols, the C library's among them (no ldconfig subprocess)
     if not hasattr(libc, "gnu_get_libc_version"):  # glibc only (musl's mallopt is a stub)
         return False
     _kept = libc.mallopt(M_MMAP_THRESHOLD, KEEP_BELOW) == 1 and libc.mallopt(M_TRIM_THRESHOLD, TRIM_ABOVE) == 1
