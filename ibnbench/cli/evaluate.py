@@ -145,8 +145,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                           conditions=args.conditions, reference=args.reference or "imagecorruptions:corrupt",
                           severities=args.severities, repeat=args.repeat, threads=args.threads)
         print(corruption_table(out))
-        print(f"{out['n_images']} image(s), ours in batches of {out['batch_size']} on {out['device']} "
-              f"({out['threads']} threads), medians of {out['repeat']} interleaved repeat(s), ms per image; "
+        print(f"{_timing_footer(out)}, ms per image; "
               f"allocator: {'freed memory kept for reuse' if keep_freed_memory() else 'the system default'}")
         return 0
     if not args.model:
@@ -198,9 +197,14 @@ def _bench_generation(args: argparse.Namespace) -> int:
     else:
         out = generation_speed.c_bar(args.data, names=args.conditions, **common)
     print(generation_speed.speed_table(out))
-    print(f"{out['n_images']} image(s), ours in batches of {out['batch_size']} on {out['device']} "
-          f"({out['threads']} threads), medians of {out['repeat']} interleaved repeat(s)")
+    print(_timing_footer(out))
     return 0
+
+
+def _timing_footer(out: dict) -> str:
+    """Under a side-by-side speed table: what was timed, where, and how the medians were taken."""
+    return (f"{out['n_images']} image(s), ours in batches of {out['batch_size']} on {out['device']} "
+            f"({out['threads']} threads), medians of {out['repeat']} interleaved repeat(s)")
 
 
 def cmd_make_fake_val(args: argparse.Namespace) -> int:
@@ -283,7 +287,6 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     add_segmentation_flags(p)
     add_flags(p.add_argument_group("how to run"))
     p.set_defaults(func=cmd_run)
-
 
 
 def _add_divergence(sub: argparse._SubParsersAction) -> None:
