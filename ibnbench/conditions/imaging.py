@@ -276,11 +276,9 @@ def rgb_to_hsv_parts(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def host_copy_for_jpeg(pixels: torch.Tensor) -> torch.Tensor:
-    """``pixels`` in host memory for the JPEG encoder. From CUDA: one non-blocking copy of the whole batch into
-    pinned memory, then the one host sync by design (the host reads what the copy wrote): an event recorded after
-    the copy on the current stream, waited for."""
-    if pixels.device.type == "cpu":
-        return pixels
+    """``pixels`` (on a device) in host memory for the JPEG encoder. From CUDA: one non-blocking copy of the whole
+    batch into pinned memory, then the one host sync by design (the host reads what the copy wrote): an event
+    recorded after the copy on the current stream, waited for."""
     if pixels.device.type != "cuda":
         return pixels.cpu()
     host = torch.empty(pixels.shape, dtype=pixels.dtype, pin_memory=True)
